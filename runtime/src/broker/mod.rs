@@ -1,0 +1,539 @@
+//! The broker's state: topics, their partitions' logs, and their persisted configuration.
+//!
+//! Layout on disk (`data_dir`):
+//! ```text
+//! cluster.json                      cluster id, created once
+//! topics/<name>/topic.json          topic id, partition count, config overrides
+//! topics/<name>/<partition>/        the partition's log segments
+//! trash/                            deleted topics, removed in the background
+//! ```
+//! Invariant: `topic.json` is written atomically (temp file, fsync, rename) before a topic is
+//! visible to clients, so a crash never leaves a topic half-created.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+
+use thiserror::Error;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::log::batch::{self, BatchError};
+use crate::log::segment::ReadSlice;
+use crate::log::{Appended, Log, LogError};
+use crate::metrics::Metrics;
+use config::{ConfigError, Defaults, TopicConfig};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("invalid topic name '{0}': use 1-249 of [a-zA-Z0-9._-], not '.' or '..'")]
+    InvalidTopicName(String),
+    #[error("invalid partition count {0}: must be between 1 and 10000")]
+    InvalidPartitions(i32),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt metadata file {path}: {why}")]
+    CorruptMetadata { path: PathBuf, why: String },
+}
+
+/// Why a produce to one partition failed; each maps to a Kafka error code.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
+    TooLarge { size: usize, max: usize },
+    #[error("corrupt record batch: {0}")]
+    Corrupt(#[from] BatchError),
+    #[error("produce request carried no records")]
+    Empty,
+    #[error("storage error: {0}")]
+    Storage(#[from] LogError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BrokerError + '_ {
+    move |source| BrokerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Settings of the broker process (from flags and the config file).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    pub defaults: Defaults,
+    pub retention_check_ms: u64,
+}
+
+/// Traffic counters of one topic, exported as metrics.
+#[derive(Default)]
+pub struct TopicStats {
+    pub bytes_in: AtomicU64,
+    pub records_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub records_out: AtomicU64,
+}
+
+pub struct Partition {
+    pub index: i32,
+    log: Mutex<Log>,
+}
+
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<Partition>,
+    config: RwLock<TopicConfig>,
+    dir: PathBuf,
+    pub stats: TopicStats,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TopicMeta {
+    id: Uuid,
+    partitions: i32,
+    config: TopicConfig,
+}
+
+/// Offsets of a partition at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub log_start: i64,
+    pub high: i64,
+}
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Bumped after every append, so long-polling fetches wake up and look again.
+    appended: watch::Sender<u64>,
+    pub metrics: Metrics,
+}
+
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), BrokerError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(data).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a log lock is a bug, but the log's own invariants hold between
+    // calls, so the data is still consistent: keep serving rather than poisoning every request.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Partition {
+    /// Validates and appends the batches of one produce request's `records` field.
+    pub fn append(
+        &self,
+        records: &[u8],
+        max_message_bytes: usize,
+        log_append_time: Option<i64>,
+    ) -> Result<Appended, AppendError> {
+        if records.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        // Check sizes before CRCs: an oversized batch is a client's mistake, not corruption.
+        let mut at = 0;
+        while let Some(size) = batch::framed_size(&records[at..]) {
+            if size > max_message_bytes {
+                return Err(AppendError::TooLarge {
+                    size,
+                    max: max_message_bytes,
+                });
+            }
+            at += size;
+            if at >= records.len() {
+                break;
+            }
+        }
+        match log_append_time {
+            None => {
+                let batches = batch::split_batches(records)?;
+                Ok(lock(&self.log).append(records, &batches, 0)?)
+            }
+            Some(now) => {
+                // The broker stamps the time, which changes bytes under the CRC: a copy.
+                let mut owned = records.to_vec();
+                let batches = batch::split_batches(&owned)?;
+                for (pos, h) in &batches {
+                    batch::stamp_log_append_time(&mut owned[*pos..*pos + h.size], now);
+                }
+                let batches = batch::split_batches(&owned)?;
+                Ok(lock(&self.log).append(&owned, &batches, 0)?)
+            }
+        }
+    }
+
+    pub fn watermarks(&self) -> Watermarks {
+        let log = lock(&self.log);
+        Watermarks {
+            log_start: log.log_start_offset(),
+            high: log.next_offset(),
+        }
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        lock(&self.log).size_bytes()
+    }
+
+    /// Plans a read at `offset`; the bytes are read after the lock is released.
+    pub fn plan_read(&self, offset: i64) -> Result<(Watermarks, Option<ReadSlice>), LogError> {
+        let log = lock(&self.log);
+        let wm = Watermarks {
+            log_start: log.log_start_offset(),
+            high: log.next_offset(),
+        };
+        if offset < wm.log_start || offset >= wm.high {
+            return Ok((wm, None));
+        }
+        Ok((wm, log.plan_read(offset)?))
+    }
+
+    /// The earliest record stamped at or after `ts`: (offset, its timestamp).
+    pub fn offset_for_time(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
+        let found = lock(&self.log).plan_time_lookup(ts)?;
+        let Some((slice, _base)) = found else {
+            return Ok(None);
+        };
+        let data = slice
+            .read(usize::MAX, true)
+            .map_err(io(Path::new("segment")))?;
+        let records =
+            crate::records::decode_batches(data).map_err(|e| BrokerError::CorruptMetadata {
+                path: PathBuf::from("segment"),
+                why: e.to_string(),
+            })?;
+        Ok(records
+            .iter()
+            .find(|r| r.timestamp >= ts)
+            .map(|r| (r.offset, r.timestamp)))
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        lock(&self.log).max_timestamp()
+    }
+
+    fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        lock(&self.log).apply_retention(now_ms)
+    }
+
+    fn set_log_config(&self, c: crate::log::LogConfig) {
+        lock(&self.log).set_config(c);
+    }
+}
+
+impl Topic {
+    pub fn config(&self) -> TopicConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn partition(&self, index: i32) -> Option<&Partition> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Broker {
+    /// Opens the data directory, recovering every partition's log.
+    pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        let topics_dir = config.data_dir.join("topics");
+        std::fs::create_dir_all(&topics_dir).map_err(io(&topics_dir))?;
+        let trash = config.data_dir.join("trash");
+        if trash.exists() {
+            let _ = std::fs::remove_dir_all(&trash);
+        }
+        let cluster_file = config.data_dir.join("cluster.json");
+        let cluster_id = match std::fs::read(&cluster_file) {
+            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| v.get("cluster_id")?.as_str().map(str::to_string))
+                .ok_or_else(|| BrokerError::CorruptMetadata {
+                    path: cluster_file.clone(),
+                    why: "no cluster_id".into(),
+                })?,
+            Err(_) => {
+                let id = Uuid::new_v4().simple().to_string();
+                let body = serde_json::json!({ "cluster_id": id }).to_string();
+                write_atomically(&cluster_file, body.as_bytes())?;
+                id
+            }
+        };
+        let mut topics = BTreeMap::new();
+        let mut names: Vec<_> = std::fs::read_dir(&topics_dir)
+            .map_err(io(&topics_dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| valid_topic_name(n))
+            .collect();
+        names.sort();
+        for name in names {
+            let dir = topics_dir.join(&name);
+            let meta_path = dir.join("topic.json");
+            let Ok(raw) = std::fs::read(&meta_path) else {
+                tracing::warn!(dir = %dir.display(), "topic directory without topic.json: ignored");
+                continue;
+            };
+            let meta: TopicMeta =
+                serde_json::from_slice(&raw).map_err(|e| BrokerError::CorruptMetadata {
+                    path: meta_path.clone(),
+                    why: e.to_string(),
+                })?;
+            let topic = Self::open_topic(&config, name.clone(), dir, meta)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        tracing::info!(
+            topics = topics.len(),
+            data_dir = %config.data_dir.display(),
+            "broker state loaded"
+        );
+        let (appended, _) = watch::channel(0);
+        Ok(Broker {
+            config,
+            cluster_id,
+            topics: RwLock::new(topics),
+            appended,
+            metrics: Metrics::default(),
+        })
+    }
+
+    fn open_topic(
+        config: &BrokerConfig,
+        name: String,
+        dir: PathBuf,
+        meta: TopicMeta,
+    ) -> Result<Topic, BrokerError> {
+        let log_config = meta.config.log_config(&config.defaults);
+        let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        for p in 0..meta.partitions {
+            let log = Log::open(&dir.join(p.to_string()), log_config.clone())?;
+            partitions.push(Partition {
+                index: p,
+                log: Mutex::new(log),
+            });
+        }
+        Ok(Topic {
+            name,
+            id: meta.id,
+            partitions,
+            config: RwLock::new(meta.config),
+            dir,
+            stats: TopicStats::default(),
+        })
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a topic; `partitions` of -1 means the broker default. With `validate_only`,
+    /// checks everything and changes nothing.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        if !valid_topic_name(name) {
+            return Err(BrokerError::InvalidTopicName(name.to_string()));
+        }
+        let partitions = if partitions == -1 {
+            self.config.default_partitions
+        } else {
+            partitions
+        };
+        if !(1..=10_000).contains(&partitions) {
+            return Err(BrokerError::InvalidPartitions(partitions));
+        }
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if topics.contains_key(name) {
+            return Err(BrokerError::TopicExists(name.to_string()));
+        }
+        let meta = TopicMeta {
+            id: Uuid::new_v4(),
+            partitions,
+            config,
+        };
+        let dir = self.config.data_dir.join("topics").join(name);
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: name.to_string(),
+                id: meta.id,
+                partitions: Vec::new(),
+                config: RwLock::new(meta.config),
+                dir,
+                stats: TopicStats::default(),
+            }));
+        }
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let body = serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::CorruptMetadata {
+            path: dir.clone(),
+            why: e.to_string(),
+        })?;
+        let topic = Self::open_topic(&self.config, name.to_string(), dir.clone(), meta)?;
+        write_atomically(&dir.join("topic.json"), &body)?;
+        let topic = Arc::new(topic);
+        topics.insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Looks a topic up, creating it with defaults when auto-creation is on.
+    pub fn topic_or_create(&self, name: &str, allow_create: bool) -> Option<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Some(t);
+        }
+        if !(allow_create && self.config.auto_create_topics) {
+            return None;
+        }
+        match self.create_topic(name, -1, TopicConfig::default(), false) {
+            Ok(t) => Some(t),
+            Err(BrokerError::TopicExists(_)) => self.topic(name),
+            Err(e) => {
+                tracing::warn!(topic = name, error = %e, "auto-creation failed");
+                None
+            }
+        }
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let topic = self
+            .topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let trash = self.config.data_dir.join("trash");
+        std::fs::create_dir_all(&trash).map_err(io(&trash))?;
+        let target = trash.join(format!("{}-{}", name, topic.id.simple()));
+        // The rename is the commit point: after it the topic is gone even if we crash before
+        // the files are removed (start-up empties the trash).
+        std::fs::rename(&topic.dir, &target).map_err(io(&topic.dir))?;
+        std::thread::spawn(move || {
+            if let Err(e) = std::fs::remove_dir_all(&target) {
+                tracing::warn!(path = %target.display(), %e, "could not remove deleted topic");
+            }
+        });
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Replaces a topic's config, persisting it and applying it to its logs.
+    pub fn set_topic_config(&self, name: &str, config: TopicConfig) -> Result<(), BrokerError> {
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let meta = TopicMeta {
+            id: topic.id,
+            partitions: topic.partitions.len() as i32,
+            config: config.clone(),
+        };
+        let body = serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::CorruptMetadata {
+            path: topic.dir.clone(),
+            why: e.to_string(),
+        })?;
+        write_atomically(&topic.dir.join("topic.json"), &body)?;
+        let lc = config.log_config(&self.config.defaults);
+        for p in &topic.partitions {
+            p.set_log_config(lc.clone());
+        }
+        *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        tracing::info!(topic = name, "topic config changed");
+        Ok(())
+    }
+
+    pub fn notify_appended(&self) {
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// One retention pass over every partition.
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        for t in self.topics() {
+            for p in &t.partitions {
+                if let Err(e) = p.apply_retention(now) {
+                    tracing::warn!(topic = %t.name, partition = p.index, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The `sluice` command line: the broker (`serve`) and the everyday client commands, which talk
+//! to a broker over the Kafka protocol like any other client.
+
+mod consume;
+mod produce;
+pub mod serve;
+mod topic;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "A Kafka-compatible streaming broker", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Conn {
+    /// Broker to talk to
+    #[arg(long, env = "SLUICE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the broker
+    Serve(serve::ServeArgs),
+    /// Create, list, describe, reconfigure and delete topics
+    #[command(subcommand)]
+    Topic(topic::TopicCmd),
+    /// Produce lines from stdin, one record per line
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic, one per line
+    Consume(consume::ConsumeArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    init_tracing();
+    match cli.command {
+        Command::Serve(a) => serve::run(a),
+        Command::Topic(c) => client_runtime()?.block_on(topic::run(c)),
+        Command::Produce(a) => client_runtime()?.block_on(produce::run(a)),
+        Command::Consume(a) => client_runtime()?.block_on(consume::run(a)),
+    }
+}
+
+/// Turns a Kafka error code into a readable line.
+pub(crate) fn kafka_error(code: i16, message: Option<&str>) -> String {
+    let name = kafka_protocol::ResponseError::try_from_code(code)
+        .map(|e| format!("{e:?}"))
+        .unwrap_or_else(|| format!("error code {code}"));
+    match message {
+        Some(m) if !m.is_empty() => format!("{name}: {m}"),
+        _ => name,
+    }
+}

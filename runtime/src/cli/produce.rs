@@ -1,0 +1,185 @@
+//! `sluice produce TOPIC`: one record per stdin line, partitioned as Kafka's default
+//! partitioner does (murmur2 of the key; key-less records spread evenly, a batch at a time).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::{kafka_error, Conn};
+use crate::client::{partition_for_key, Client};
+use crate::records::{encode_batch, parse_compression, Record};
+
+#[derive(clap::Args, Debug)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// Split each line at the first SEP into key and value
+    #[arg(long, value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// none, gzip, snappy, lz4 or zstd
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// 0 (no reply), 1 or -1/all
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+/// Records per batch before it is sent.
+const BATCH_RECORDS: usize = 1000;
+const BATCH_BYTES: usize = 512 * 1024;
+
+struct Pending {
+    records: BTreeMap<i32, Vec<Record>>,
+    bytes: usize,
+    count: usize,
+}
+
+async fn flush(
+    c: &mut Client,
+    topic: &str,
+    p: &mut Pending,
+    codec: kafka_protocol::records::Compression,
+    acks: i16,
+    version: i16,
+) -> Result<()> {
+    if p.count == 0 {
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    for (partition, recs) in std::mem::take(&mut p.records) {
+        let batch = encode_batch(&recs, codec)?;
+        parts.push(
+            PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch)),
+        );
+    }
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(parts)]);
+    p.bytes = 0;
+    p.count = 0;
+    if acks == 0 {
+        // No response comes back for acks=0: send and go on.
+        c.send_only(&req, version).await?;
+        return Ok(());
+    }
+    let resp = c.call(&req, version).await?;
+    for t in resp.responses {
+        for pr in t.partition_responses {
+            if pr.error_code != 0 {
+                bail!(
+                    "produce to {topic}/{} failed: {}",
+                    pr.index,
+                    kafka_error(pr.error_code, pr.error_message.as_deref())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(a: ProduceArgs) -> Result<()> {
+    let codec = parse_compression(&a.compression)
+        .with_context(|| format!("unknown compression '{}'", a.compression))?;
+    let acks: i16 = match a.acks.as_str() {
+        "all" | "-1" => -1,
+        "1" => 1,
+        "0" => 0,
+        other => bail!("--acks must be 0, 1 or all, not '{other}'"),
+    };
+    let mut c = Client::connect(&a.conn.bootstrap).await?;
+    // Ask with auto-creation on, as Kafka producers do.
+    let v = c
+        .version(ApiKey::Metadata, 12)
+        .context("broker does not support Metadata")?;
+    let md = c
+        .call(
+            &kafka_protocol::messages::MetadataRequest::default()
+                .with_topics(Some(vec![
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(a.topic.clone())))),
+                ]))
+                .with_allow_auto_topic_creation(true),
+            v,
+        )
+        .await?;
+    let t = md.topics.first().context("empty metadata response")?;
+    if t.error_code != 0 {
+        bail!("topic '{}': {}", a.topic, kafka_error(t.error_code, None));
+    }
+    let partitions = t.partitions.len() as i32;
+    if partitions == 0 {
+        bail!("topic '{}' has no partitions", a.topic);
+    }
+    let version = c
+        .version(ApiKey::Produce, 9)
+        .filter(|v| *v >= 3)
+        .context("broker does not support Produce v3+")?;
+    let mut pending = Pending {
+        records: BTreeMap::new(),
+        bytes: 0,
+        count: 0,
+    };
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut sticky = 0i32;
+    let mut in_sticky = 0usize;
+    let mut total = 0u64;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    while let Some(line) = lines.next_line().await.context("cannot read stdin")? {
+        let (key, value): (Option<Bytes>, String) = match &a.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
+                None => (None, line),
+            },
+            None => (None, line),
+        };
+        let partition = match &key {
+            Some(k) => partition_for_key(k.as_ref(), partitions),
+            None => {
+                // Sticky spreading: a batch's worth to one partition, then the next.
+                if in_sticky >= BATCH_RECORDS {
+                    sticky = (sticky + 1) % partitions;
+                    in_sticky = 0;
+                }
+                in_sticky += 1;
+                sticky
+            }
+        };
+        pending.bytes += value.len() + key.as_ref().map_or(0, |k| k.len());
+        pending.count += 1;
+        pending.records.entry(partition).or_default().push(Record {
+            offset: 0,
+            timestamp: crate::broker::now_ms(),
+            key,
+            value: Some(Bytes::from(value)),
+            headers: Vec::new(),
+        });
+        total += 1;
+        if pending.count >= BATCH_RECORDS || pending.bytes >= BATCH_BYTES {
+            flush(&mut c, &a.topic, &mut pending, codec, acks, version).await?;
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            eprintln!("... {total} records produced");
+            last_report = Instant::now();
+        }
+    }
+    flush(&mut c, &a.topic, &mut pending, codec, acks, version).await?;
+    eprintln!(
+        "produced {total} records to {} in {:.1}s",
+        a.topic,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

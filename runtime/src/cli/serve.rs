@@ -1,0 +1,169 @@
+//! `sluice serve`: run the broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::broker::config::{validate, Defaults};
+use crate::broker::{Broker, BrokerConfig};
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address to accept Kafka clients on [default: 127.0.0.1:9092]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address given to clients in metadata [default: the listen address]
+    #[arg(long)]
+    pub advertised: Option<String>,
+    /// Where topics are stored [default: ./sluice-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// TOML file; every flag has a key of the same name (with '_' for '-')
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file. Unknown keys are refused so a typo never goes unnoticed.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    advertised: Option<String>,
+    data_dir: Option<PathBuf>,
+    metrics: Option<String>,
+    node_id: Option<i32>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<i32>,
+    retention_check_ms: Option<u64>,
+    /// Broker-wide defaults for topic configs, by Kafka key (e.g. "retention.ms").
+    #[serde(default)]
+    topic_defaults: std::collections::BTreeMap<String, toml::Value>,
+}
+
+pub struct Settings {
+    pub listen: String,
+    pub metrics: Option<String>,
+    pub broker: BrokerConfig,
+}
+
+fn split_host_port(s: &str) -> Result<(String, i32)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("'{s}' is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("'{s}' has an invalid port"))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+}
+
+pub fn settings(args: ServeArgs) -> Result<Settings> {
+    let file = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("invalid config file {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:9092".into());
+    let advertised = args
+        .advertised
+        .or(file.advertised)
+        .unwrap_or(listen.clone());
+    let (host, port) = split_host_port(&advertised)?;
+    if host == "0.0.0.0" || host == "::" {
+        bail!("the advertised address {advertised} is a wildcard: clients cannot connect to it; pass --advertised HOST:PORT");
+    }
+    let mut defaults = Defaults::default();
+    for (k, v) in file.topic_defaults {
+        let v = match v {
+            toml::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        validate(&k, &v).with_context(|| "invalid [topic_defaults] in config file")?;
+        defaults.values.insert(k, v);
+    }
+    let default_partitions = file.default_partitions.unwrap_or(1);
+    if !(1..=10_000).contains(&default_partitions) {
+        bail!("default_partitions must be between 1 and 10000");
+    }
+    Ok(Settings {
+        listen,
+        metrics: args.metrics.or(file.metrics),
+        broker: BrokerConfig {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./sluice-data")),
+            node_id: file.node_id.unwrap_or(1),
+            advertised_host: host,
+            advertised_port: port,
+            auto_create_topics: file.auto_create_topics.unwrap_or(true),
+            default_partitions,
+            defaults,
+            retention_check_ms: file.retention_check_ms.unwrap_or(30_000).max(10),
+        },
+    })
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let s = settings(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let data_dir = s.broker.data_dir.clone();
+        let check = Duration::from_millis(s.broker.retention_check_ms);
+        let broker = tokio::task::spawn_blocking(move || Broker::open(s.broker))
+            .await
+            .context("start-up task failed")?
+            .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
+        let broker = Arc::new(broker);
+        let addr: SocketAddr = tokio::net::lookup_host(&s.listen)
+            .await
+            .with_context(|| format!("cannot resolve listen address {}", s.listen))?
+            .next()
+            .with_context(|| format!("no address for {}", s.listen))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        if let Some(m) = &s.metrics {
+            let ml = TcpListener::bind(m)
+                .await
+                .with_context(|| format!("cannot serve metrics on {m}"))?;
+            tracing::info!(address = %m, "metrics at /metrics");
+            tokio::spawn(crate::metrics::serve(ml, broker.clone()));
+        }
+        let rb = broker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(check);
+            loop {
+                tick.tick().await;
+                let b = rb.clone();
+                let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+            }
+        });
+        tracing::info!(address = %addr, advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port), "sluice is serving Kafka clients");
+        tokio::select! {
+            r = crate::server::serve(listener, broker.clone()) => r.context("listener failed")?,
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("shutting down");
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,233 @@
+//! A small Kafka client: enough for the `sluice` CLI (admin, produce, consume) against sluice
+//! or any Kafka broker. One connection, requests answered in order.
+
+use std::collections::HashMap;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response we accept from a broker.
+const MAX_RESPONSE: usize = 256 << 20;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connection to the broker failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the broker does not support {api:?} v{version}")]
+    Unsupported { api: ApiKey, version: i16 },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+pub struct Client {
+    stream: TcpStream,
+    next_correlation: i32,
+    versions: HashMap<i16, (i16, i16)>,
+    pub addr: String,
+}
+
+impl Client {
+    /// Connects and learns the broker's API versions.
+    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let mut c = Client {
+            stream,
+            next_correlation: 1,
+            versions: HashMap::new(),
+            addr: addr.to_string(),
+        };
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("sluice-cli"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let resp = c.call_unchecked(&req, 3).await?;
+        if resp.error_code != 0 {
+            return Err(ClientError::Protocol(format!(
+                "ApiVersions failed with error code {}",
+                resp.error_code
+            )));
+        }
+        c.versions = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(c)
+    }
+
+    /// Sends `req` at `version`, if the broker supports it, and waits for its response.
+    pub async fn call<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let api = ApiKey::try_from(R::KEY)
+            .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
+        match self.versions.get(&R::KEY) {
+            Some(&(lo, hi)) if (lo..=hi).contains(&version) => {}
+            _ => return Err(ClientError::Unsupported { api, version }),
+        }
+        self.call_unchecked(req, version).await
+    }
+
+    /// The highest version of `api` both sides speak, capped at `ours`.
+    pub fn version(&self, api: ApiKey, ours: i16) -> Option<i16> {
+        let &(lo, hi) = self.versions.get(&(api as i16))?;
+        let v = hi.min(ours);
+        (v >= lo).then_some(v)
+    }
+
+    /// Sends a request that gets no response (a produce with `acks=0`).
+    pub async fn send_only<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<(), ClientError> {
+        self.write_request(req, version).await.map(|_| ())
+    }
+
+    async fn write_request<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<i32, ClientError> {
+        let api = ApiKey::try_from(R::KEY)
+            .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
+        let correlation = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str("sluice-cli")));
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        let enc = |e: anyhow::Error| ClientError::Protocol(format!("{e:#}"));
+        header
+            .encode(&mut buf, api.request_header_version(version))
+            .map_err(enc)?;
+        req.encode(&mut buf, version).map_err(enc)?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&buf).await?;
+        Ok(correlation)
+    }
+
+    async fn call_unchecked<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let api = ApiKey::try_from(R::KEY)
+            .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
+        let correlation = self.write_request(req, version).await?;
+        let enc = |e: anyhow::Error| ClientError::Protocol(format!("{e:#}"));
+        let len = self.stream.read_i32().await?;
+        if len < 4 || len as usize > MAX_RESPONSE {
+            return Err(ClientError::Protocol(format!("bad response length {len}")));
+        }
+        let mut body = vec![0u8; len as usize];
+        self.stream.read_exact(&mut body).await?;
+        let mut body = Bytes::from(body);
+        let hv = if api == ApiKey::ApiVersions {
+            0
+        } else {
+            api.response_header_version(version)
+        };
+        let h = ResponseHeader::decode(&mut body, hv).map_err(enc)?;
+        if h.correlation_id != correlation {
+            return Err(ClientError::Protocol(format!(
+                "response correlation id {} for request {}",
+                h.correlation_id, correlation
+            )));
+        }
+        let resp = R::Response::decode(&mut body, version).map_err(enc)?;
+        if body.has_remaining() {
+            tracing::debug!(?api, extra = body.remaining(), "trailing bytes in response");
+        }
+        Ok(resp)
+    }
+}
+
+/// Kafka's murmur2 (the Java client's `Utils.murmur2`), used by its default partitioner.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Kafka's default partitioner picks for a keyed record.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values from Kafka's own UtilsTest.testMurmur2.
+        let cases: &[(&[u8], i32)] = &[
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
+            (&[b'a', b'b', b'c'], 479470107),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                murmur2(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! sluice: a Kafka-compatible streaming broker.
+//!
+//! Code map: [`log`] stores partitions as segment files; [`broker`] owns topics and their
+//! configs; [`protocol`] answers Kafka requests; [`server`] moves bytes between sockets and
+//! [`protocol`]; [`client`] is the small Kafka client behind the CLI; [`metrics`] exports
+//! Prometheus text; [`records`] decodes and encodes individual records.
+
+pub mod broker;
+pub mod cli;
+pub mod client;
+pub mod log;
+pub mod metrics;
+pub mod protocol;
+pub mod records;
+pub mod server;

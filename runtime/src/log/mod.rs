@@ -1,0 +1,320 @@
+//! The partition log: segments of record batches on disk, found by offset or by time.
+//!
+//! Architecture invariant: this module knows nothing of the Kafka protocol, topics or plugins. It
+//! takes validated batches in, hands byte ranges of whole batches out, and keeps these promises:
+//! - a batch `append` returned `Ok` for is in the `.log` file (written, not necessarily fsynced:
+//!   it survives the broker's death, and survives the machine's only once the page cache is
+//!   flushed, as with Kafka's default `flush.messages`);
+//! - offsets are dense and increasing across segments, starting at `log_start_offset`;
+//! - recovery after a crash only scans the newest segment; older ones are sealed and trusted.
+
+pub mod batch;
+pub mod segment;
+
+#[cfg(test)]
+mod model_tests;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use batch::BatchHeader;
+use segment::{ReadSlice, Segment};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt batch in {path} at byte {position}")]
+    Corrupt { path: PathBuf, position: u64 },
+}
+
+/// Per-log settings; the topic layer maps Kafka config keys onto these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    /// -1 keeps data forever.
+    pub retention_ms: i64,
+    /// -1 sets no size limit.
+    pub retention_bytes: i64,
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// Bytes of whole batches read from one segment.
+pub struct ReadChunk {
+    pub data: Bytes,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    /// Sorted by base offset; the last one is the active segment.
+    segments: Vec<Segment>,
+    config: LogConfig,
+}
+
+fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let io = |e| LogError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(b) = stem.parse::<i64>() {
+                if b >= 0 {
+                    bases.push(b);
+                }
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering the active segment.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
+        std::fs::create_dir_all(dir).map_err(|e| LogError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let bases = segment_bases(dir)?;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let active = i + 1 == bases.len();
+            segments.push(Segment::open(
+                dir,
+                base,
+                config.index_interval_bytes,
+                active,
+            )?);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0)?);
+        }
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            segments,
+            config,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    fn active(&self) -> &Segment {
+        // Invariant: a log always has at least one segment.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    /// The offset the next record will get (the high watermark: a single node commits at once).
+    pub fn next_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments
+            .iter()
+            .find(|s| s.next_offset > s.base_offset)
+            .map(|s| s.base_offset)
+            .unwrap_or_else(|| self.next_offset())
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn roll(&mut self) -> Result<(), LogError> {
+        let next = self.next_offset();
+        let n = self.segments.len();
+        self.segments[n - 1].seal();
+        self.segments.push(Segment::create(&self.dir, next)?);
+        Ok(())
+    }
+
+    fn should_roll(&self, incoming: usize) -> bool {
+        let a = self.active();
+        a.size > 0
+            && (a.size + incoming as u64 > self.config.segment_bytes
+                || a.opened_at.elapsed() >= Duration::from_millis(self.config.segment_ms)
+                // Positions in the offset index are 32-bit.
+                || a.size + incoming as u64 > u64::from(u32::MAX))
+    }
+
+    /// Appends the already validated batches found at `batches` within `records`, assigning
+    /// offsets. Each batch is written as the producer sent it except for its first 16 bytes.
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        batches: &[(usize, BatchHeader)],
+        leader_epoch: i32,
+    ) -> Result<Appended, LogError> {
+        let mut first = None;
+        let mut last = self.next_offset() - 1;
+        for (pos, h) in batches {
+            if self.should_roll(h.size) {
+                self.roll()?;
+            }
+            let base = self.next_offset();
+            let raw = &records[*pos..*pos + h.size];
+            let prefix = batch::patched_prefix(raw, base, leader_epoch);
+            let mut placed = *h;
+            placed.base_offset = base;
+            let interval = self.config.index_interval_bytes;
+            let n = self.segments.len();
+            self.segments[n - 1].append(&prefix, &raw[16..], &placed, interval)?;
+            first.get_or_insert(base);
+            last = placed.last_offset();
+        }
+        Ok(Appended {
+            base_offset: first.unwrap_or(last + 1),
+            last_offset: last,
+        })
+    }
+
+    /// Forces written batches to stable storage.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.active().sync()
+    }
+
+    /// Where to read from for `offset`: the segment slice starting at the batch that holds it.
+    /// `None` when there is nothing at or after `offset`.
+    pub fn plan_read(&self, offset: i64) -> Result<Option<ReadSlice>, LogError> {
+        let idx = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        for seg in &self.segments[idx..] {
+            if let Some(slice) = seg.locate(offset)? {
+                return Ok(Some(slice));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first batch holding a record stamped at or after `ts`, and that batch's base offset.
+    pub fn plan_time_lookup(&self, ts: i64) -> Result<Option<(ReadSlice, i64)>, LogError> {
+        for seg in &self.segments {
+            if let Some(found) = seg.locate_time(ts)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.segments
+            .iter()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(-1)
+    }
+
+    /// Deletes whole sealed segments past `retention.ms` (by their newest timestamp) or beyond
+    /// `retention.bytes` (oldest first). An expired active segment is rolled first so that it
+    /// can go too. Returns how many segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let expired = |s: &Segment, cfg: &LogConfig| {
+            cfg.retention_ms >= 0 && s.size > 0 && s.max_timestamp < now_ms - cfg.retention_ms
+        };
+        if expired(self.active(), &self.config) {
+            self.roll()?;
+        }
+        let mut total = self.size_bytes() as i64;
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let over_size = self.config.retention_bytes >= 0
+                && total - oldest.size as i64 >= self.config.retention_bytes;
+            if !(expired(oldest, &self.config) || over_size) {
+                break;
+            }
+            total -= oldest.size as i64;
+            let seg = self.segments.remove(0);
+            tracing::info!(
+                dir = %self.dir.display(),
+                base_offset = seg.base_offset,
+                "retention deleted segment"
+            );
+            seg.delete_files();
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}
+
+impl ReadSlice {
+    /// Reads whole batches from this slice: as many as fit in `max_bytes`. With `min_one`, at
+    /// least the first one whatever its size (KIP-74), so a consumer can never get stuck.
+    pub fn read(&self, max_bytes: usize, min_one: bool) -> std::io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let avail = (self.end - self.position) as usize;
+        let want = avail.min(max_bytes.max(batch::LOG_OVERHEAD));
+        let mut buf = vec![0u8; want];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        let mut cut = 0;
+        while let Some(size) = batch::framed_size(&buf[cut..]) {
+            if cut + size > buf.len() {
+                break;
+            }
+            cut += size;
+        }
+        if cut == 0 && !min_one {
+            return Ok(Bytes::new());
+        }
+        if cut == 0 {
+            let Some(size) = batch::framed_size(&buf) else {
+                return Ok(Bytes::new());
+            };
+            let size = size.min(avail);
+            buf.resize(size, 0);
+            self.file.read_exact_at(&mut buf, self.position)?;
+            cut = size;
+        }
+        buf.truncate(cut);
+        Ok(Bytes::from(buf))
+    }
+}

@@ -1,0 +1,463 @@
+//! One segment: a `.log` file of whole batches plus its sparse offset and time indexes.
+//!
+//! Invariants:
+//! - `size` is the length of the valid prefix of the `.log` file; every byte below it belongs to a
+//!   batch that passed validation and whose offsets are strictly above the previous batch's.
+//! - Offset index entries `(relative offset, position)` and time index entries
+//!   `(timestamp, relative offset)` are strictly increasing in both fields and only ever point at
+//!   batch starts below `size`. An index is a hint: losing it costs a scan, never data.
+//! - Only the newest segment of a partition is written to; older segments are immutable.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::batch::{self, BatchHeader, LOG_OVERHEAD};
+use super::LogError;
+
+/// Offset index entry: offset relative to the segment base, and byte position in the `.log`.
+const OFFSET_ENTRY: usize = 8;
+/// Time index entry: max timestamp so far and the relative offset of the batch that reached it.
+const TIME_ENTRY: usize = 12;
+
+pub struct Segment {
+    pub base_offset: i64,
+    log_path: PathBuf,
+    file: Arc<File>,
+    index_file: File,
+    time_file: File,
+    /// Valid bytes in the `.log` file.
+    pub size: u64,
+    /// Offset after the last record in this segment (== base_offset when empty).
+    pub next_offset: i64,
+    /// Largest batch max-timestamp stored here, -1 when empty.
+    pub max_timestamp: i64,
+    offset_index: Vec<(u32, u32)>,
+    time_index: Vec<(i64, u32)>,
+    bytes_since_entry: u64,
+    /// When this segment took its first batch in this process (drives `segment.ms`).
+    pub opened_at: Instant,
+}
+
+pub fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+fn io_err(path: &Path, e: io::Error) -> LogError {
+    LogError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// A place to start reading a batch from and the bytes that remain of its segment.
+#[derive(Clone)]
+pub struct ReadSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub end: u64,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
+        let stem = file_stem(base_offset);
+        let log_path = dir.join(format!("{stem}.log"));
+        let open = |p: PathBuf| {
+            OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&p)
+                .map_err(|e| io_err(&p, e))
+        };
+        let file = open(log_path.clone())?;
+        let index_file = open(dir.join(format!("{stem}.index")))?;
+        let time_file = open(dir.join(format!("{stem}.timeindex")))?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            index_file,
+            time_file,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_entry: 0,
+            opened_at: Instant::now(),
+        })
+    }
+
+    /// Opens an existing segment. An older (sealed) segment trusts its indexes when they look
+    /// sane, and its last batch is located through them; the active one, or any segment whose
+    /// indexes are missing or damaged, is scanned batch by batch, its CRCs checked, a torn or
+    /// corrupt tail truncated and its indexes rewritten.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u64,
+        recover: bool,
+    ) -> Result<Segment, LogError> {
+        let mut seg = Segment::create(dir, base_offset)?;
+        let len = seg
+            .file
+            .metadata()
+            .map_err(|e| io_err(&seg.log_path, e))?
+            .len();
+        if !recover && seg.load_indexes(len).is_ok() {
+            return Ok(seg);
+        }
+        seg.recover(len, index_interval)?;
+        Ok(seg)
+    }
+
+    fn load_indexes(&mut self, file_len: u64) -> Result<(), ()> {
+        let read_all = |f: &File| -> Result<Vec<u8>, ()> {
+            let len = f.metadata().map_err(|_| ())?.len() as usize;
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, 0).map_err(|_| ())?;
+            Ok(buf)
+        };
+        let oi = read_all(&self.index_file)?;
+        let ti = read_all(&self.time_file)?;
+        if oi.len() % OFFSET_ENTRY != 0 || ti.len() % TIME_ENTRY != 0 {
+            return Err(());
+        }
+        let mut offsets = Vec::with_capacity(oi.len() / OFFSET_ENTRY);
+        for c in oi.chunks_exact(OFFSET_ENTRY) {
+            let rel = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+            let pos = u32::from_be_bytes([c[4], c[5], c[6], c[7]]);
+            if let Some(&(pr, pp)) = offsets.last() {
+                if rel <= pr || pos <= pp {
+                    return Err(());
+                }
+            }
+            if u64::from(pos) >= file_len {
+                return Err(());
+            }
+            offsets.push((rel, pos));
+        }
+        let mut times = Vec::with_capacity(ti.len() / TIME_ENTRY);
+        for c in ti.chunks_exact(TIME_ENTRY) {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&c[..8]);
+            let ts = i64::from_be_bytes(t);
+            let rel = u32::from_be_bytes([c[8], c[9], c[10], c[11]]);
+            if let Some(&(pt, _)) = times.last() {
+                if ts <= pt {
+                    return Err(());
+                }
+            }
+            times.push((ts, rel));
+        }
+        // Find the last batch by walking from the last indexed position: at most one index
+        // interval of headers, never the whole segment.
+        let mut pos = offsets.last().map(|&(_, p)| u64::from(p)).unwrap_or(0);
+        let mut next = self.base_offset;
+        let mut max_ts = times.last().map(|&(t, _)| t).unwrap_or(-1);
+        while pos < file_len {
+            let mut hdr = [0u8; batch::HEADER_LEN];
+            if self.file.read_exact_at(&mut hdr, pos).is_err() {
+                return Err(());
+            }
+            let h = batch::parse_header(&hdr).map_err(|_| ())?;
+            if pos + h.size as u64 > file_len {
+                return Err(());
+            }
+            next = h.last_offset() + 1;
+            max_ts = max_ts.max(h.max_timestamp);
+            pos += h.size as u64;
+        }
+        self.offset_index = offsets;
+        self.time_index = times;
+        self.size = file_len;
+        self.next_offset = next;
+        self.max_timestamp = max_ts;
+        Ok(())
+    }
+
+    /// Scans the whole `.log`, keeping the longest prefix of valid batches.
+    fn recover(&mut self, file_len: u64, index_interval: u64) -> Result<(), LogError> {
+        self.offset_index.clear();
+        self.time_index.clear();
+        self.size = 0;
+        self.next_offset = self.base_offset;
+        self.max_timestamp = -1;
+        self.bytes_since_entry = 0;
+        let mut pos = 0u64;
+        let mut buf = Vec::new();
+        let mut truncated_reason = None;
+        while pos < file_len {
+            let mut frame = [0u8; LOG_OVERHEAD];
+            if self.file.read_exact_at(&mut frame, pos).is_err() {
+                truncated_reason = Some("torn batch framing");
+                break;
+            }
+            let Some(size) = batch::framed_size(&frame) else {
+                truncated_reason = Some("impossible batch length");
+                break;
+            };
+            if pos + size as u64 > file_len {
+                truncated_reason = Some("torn batch");
+                break;
+            }
+            buf.resize(size, 0);
+            if self.file.read_exact_at(&mut buf, pos).is_err() {
+                truncated_reason = Some("unreadable batch");
+                break;
+            }
+            let h = match batch::validate(&buf) {
+                Ok(h) => h,
+                Err(_) => {
+                    truncated_reason = Some("corrupt batch (CRC or header)");
+                    break;
+                }
+            };
+            if h.base_offset < self.next_offset {
+                truncated_reason = Some("offsets go backwards");
+                break;
+            }
+            self.track(&h, pos, index_interval);
+            pos += size as u64;
+        }
+        if pos < file_len {
+            tracing::warn!(
+                segment = %self.log_path.display(),
+                valid_bytes = pos,
+                file_bytes = file_len,
+                reason = truncated_reason.unwrap_or("unknown"),
+                "truncating damaged tail of segment"
+            );
+            self.file
+                .set_len(pos)
+                .map_err(|e| io_err(&self.log_path, e))?;
+        }
+        self.size = pos;
+        self.rewrite_indexes()?;
+        Ok(())
+    }
+
+    fn rewrite_indexes(&mut self) -> Result<(), LogError> {
+        let mut oi = Vec::with_capacity(self.offset_index.len() * OFFSET_ENTRY);
+        for &(rel, pos) in &self.offset_index {
+            oi.extend_from_slice(&rel.to_be_bytes());
+            oi.extend_from_slice(&pos.to_be_bytes());
+        }
+        let mut ti = Vec::with_capacity(self.time_index.len() * TIME_ENTRY);
+        for &(ts, rel) in &self.time_index {
+            ti.extend_from_slice(&ts.to_be_bytes());
+            ti.extend_from_slice(&rel.to_be_bytes());
+        }
+        for (f, data) in [(&mut self.index_file, oi), (&mut self.time_file, ti)] {
+            f.set_len(0).map_err(|e| io_err(&self.log_path, e))?;
+            f.write_all(&data).map_err(|e| io_err(&self.log_path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Records a batch appended at `pos` in the in-memory state, returning the index entries
+    /// that should be persisted.
+    fn track(
+        &mut self,
+        h: &BatchHeader,
+        pos: u64,
+        index_interval: u64,
+    ) -> (Option<(u32, u32)>, Option<(i64, u32)>) {
+        let rel = (h.base_offset - self.base_offset) as u32;
+        let mut oe = None;
+        let mut te = None;
+        if self.offset_index.is_empty() || self.bytes_since_entry >= index_interval {
+            let e = (rel, pos as u32);
+            self.offset_index.push(e);
+            oe = Some(e);
+            // Entries carry the running maximum, so every batch before an entry's offset has a
+            // timestamp no larger than the entry's: lookups may start from it safely.
+            let running = self.max_timestamp.max(h.max_timestamp);
+            if running > self.time_index.last().map(|t| t.0).unwrap_or(-1) {
+                let t = (running, rel);
+                self.time_index.push(t);
+                te = Some(t);
+            }
+            self.bytes_since_entry = 0;
+        }
+        self.bytes_since_entry += h.size as u64;
+        self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+        self.next_offset = h.last_offset() + 1;
+        self.size = pos + h.size as u64;
+        (oe, te)
+    }
+
+    /// Appends one validated batch whose first 16 bytes are replaced by `prefix`.
+    pub fn append(
+        &mut self,
+        prefix: &[u8; 16],
+        rest: &[u8],
+        h: &BatchHeader,
+        index_interval: u64,
+    ) -> Result<(), LogError> {
+        let pos = self.size;
+        if self.size == 0 {
+            self.opened_at = Instant::now();
+        }
+        if let Err(e) = write_all_vectored(&self.file, &[IoSlice::new(prefix), IoSlice::new(rest)])
+        {
+            // Leave no partial batch behind: the next append must start on a boundary.
+            let _ = self.file.set_len(pos);
+            return Err(io_err(&self.log_path, e));
+        }
+        let (oe, te) = self.track(h, pos, index_interval);
+        if let Some((rel, p)) = oe {
+            let mut e = [0u8; OFFSET_ENTRY];
+            e[..4].copy_from_slice(&rel.to_be_bytes());
+            e[4..].copy_from_slice(&p.to_be_bytes());
+            // Index writes are hints; a failure is logged and repaired at the next recovery.
+            if let Err(err) = self.index_file.write_all(&e) {
+                tracing::warn!(segment = %self.log_path.display(), %err, "offset index write failed");
+            }
+        }
+        if let Some((ts, rel)) = te {
+            let mut e = [0u8; TIME_ENTRY];
+            e[..8].copy_from_slice(&ts.to_be_bytes());
+            e[8..].copy_from_slice(&rel.to_be_bytes());
+            if let Err(err) = self.time_file.write_all(&e) {
+                tracing::warn!(segment = %self.log_path.display(), %err, "time index write failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the segment: makes its time index end with its true max timestamp, so retention
+    /// and timestamp lookups after a restart need no scan.
+    pub fn seal(&mut self) {
+        if self.max_timestamp > self.time_index.last().map(|t| t.0).unwrap_or(-1) {
+            let rel = (self.next_offset - 1 - self.base_offset) as u32;
+            let t = (self.max_timestamp, rel);
+            self.time_index.push(t);
+            let mut e = [0u8; TIME_ENTRY];
+            e[..8].copy_from_slice(&t.0.to_be_bytes());
+            e[8..].copy_from_slice(&t.1.to_be_bytes());
+            if let Err(err) = self.time_file.write_all(&e) {
+                tracing::warn!(segment = %self.log_path.display(), %err, "time index write failed");
+            }
+        }
+        let _ = self.file.sync_data();
+        let _ = self.index_file.sync_data();
+        let _ = self.time_file.sync_data();
+    }
+
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.file.sync_data().map_err(|e| io_err(&self.log_path, e))
+    }
+
+    /// Position of the batch that holds `offset`, or of the first batch after it: found through
+    /// the sparse index, then at most one index interval of headers.
+    pub fn locate(&self, offset: i64) -> Result<Option<ReadSlice>, LogError> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let rel = (offset.max(self.base_offset) - self.base_offset) as u32;
+        let idx = self.offset_index.partition_point(|&(r, _)| r <= rel);
+        let mut pos = if idx == 0 {
+            0
+        } else {
+            u64::from(self.offset_index[idx - 1].1)
+        };
+        while pos < self.size {
+            let mut hdr = [0u8; 27];
+            self.file
+                .read_exact_at(&mut hdr, pos)
+                .map_err(|e| io_err(&self.log_path, e))?;
+            let base = i64::from_be_bytes(hdr[..8].try_into().unwrap_or([0; 8]));
+            let size = batch::framed_size(&hdr).ok_or(LogError::Corrupt {
+                path: self.log_path.clone(),
+                position: pos,
+            })?;
+            let delta = i32::from_be_bytes(hdr[23..27].try_into().unwrap_or([0; 4]));
+            if base + i64::from(delta) >= offset {
+                return Ok(Some(ReadSlice {
+                    file: self.file.clone(),
+                    position: pos,
+                    end: self.size,
+                }));
+            }
+            pos += size as u64;
+        }
+        Ok(None)
+    }
+
+    /// First batch whose max timestamp is at or after `ts`: its position, found through the
+    /// time index and then a header walk.
+    pub fn locate_time(&self, ts: i64) -> Result<Option<(ReadSlice, i64)>, LogError> {
+        if self.max_timestamp < ts {
+            return Ok(None);
+        }
+        // The time index holds running maxima, so the last entry below `ts` bounds where the
+        // first batch reaching `ts` can start.
+        let idx = self.time_index.partition_point(|&(t, _)| t < ts);
+        let start_rel = if idx == 0 {
+            0
+        } else {
+            self.time_index[idx - 1].1
+        };
+        let start = self.base_offset + i64::from(start_rel);
+        let Some(slice) = self.locate(start)? else {
+            return Ok(None);
+        };
+        let mut pos = slice.position;
+        while pos < self.size {
+            let mut hdr = [0u8; batch::HEADER_LEN];
+            self.file
+                .read_exact_at(&mut hdr, pos)
+                .map_err(|e| io_err(&self.log_path, e))?;
+            let h = batch::parse_header(&hdr).map_err(|_| LogError::Corrupt {
+                path: self.log_path.clone(),
+                position: pos,
+            })?;
+            if h.max_timestamp >= ts {
+                return Ok(Some((
+                    ReadSlice {
+                        file: self.file.clone(),
+                        position: pos,
+                        end: pos + h.size as u64,
+                    },
+                    h.base_offset,
+                )));
+            }
+            pos += h.size as u64;
+        }
+        Ok(None)
+    }
+
+    pub fn delete_files(self) {
+        let stem = self.log_path.with_extension("");
+        for ext in ["log", "index", "timeindex"] {
+            let p = stem.with_extension(ext);
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::warn!(path = %p.display(), %e, "could not delete segment file");
+            }
+        }
+    }
+}
+
+fn write_all_vectored(mut f: &File, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let n = f.write_vectored(bufs)?;
+    if n == total {
+        return Ok(());
+    }
+    // Short write: finish the remainder plainly.
+    let mut skip = n;
+    for b in bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        f.write_all(&b[skip..])?;
+        skip = 0;
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Prometheus metrics: counters kept in atomics on the hot path, rendered as text on scrape,
+//! and a tiny HTTP endpoint that serves them at `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+
+/// Upper bounds (seconds) of the request latency histogram buckets.
+const BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+/// API keys are small integers; this covers every key Kafka has assigned so far.
+const MAX_API_KEY: usize = 96;
+
+#[derive(Default)]
+struct ApiStats {
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+}
+
+pub struct Metrics {
+    pub connections: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    apis: Vec<ApiStats>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            connections: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            apis: (0..MAX_API_KEY).map(|_| ApiStats::default()).collect(),
+        }
+    }
+}
+
+fn api_name(key: i16) -> String {
+    kafka_protocol::messages::ApiKey::try_from(key)
+        .map(|k| format!("{k:?}"))
+        .unwrap_or_else(|_| format!("Unknown{key}"))
+}
+
+impl Metrics {
+    pub fn observe_request(&self, api_key: i16, took: Duration) {
+        let Some(s) = usize::try_from(api_key).ok().and_then(|i| self.apis.get(i)) else {
+            return;
+        };
+        s.count.fetch_add(1, Ordering::Relaxed);
+        s.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            s.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Renders every metric in the Prometheus text format.
+pub fn render(broker: &Broker) -> String {
+    let m = &broker.metrics;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP sluice_connections Open client connections.");
+    let _ = writeln!(out, "# TYPE sluice_connections gauge");
+    let _ = writeln!(
+        out,
+        "sluice_connections {}",
+        m.connections.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_connections_total Client connections accepted."
+    );
+    let _ = writeln!(out, "# TYPE sluice_connections_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_connections_total {}",
+        m.connections_total.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP sluice_protocol_errors_total Connections closed for malformed or unsupported requests.");
+    let _ = writeln!(out, "# TYPE sluice_protocol_errors_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_protocol_errors_total {}",
+        m.protocol_errors.load(Ordering::Relaxed)
+    );
+
+    let _ = writeln!(
+        out,
+        "# HELP sluice_request_duration_seconds Request handling time per API."
+    );
+    let _ = writeln!(out, "# TYPE sluice_request_duration_seconds histogram");
+    for (key, s) in m.apis.iter().enumerate() {
+        let count = s.count.load(Ordering::Relaxed);
+        if count == 0 {
+            continue;
+        }
+        let api = api_name(key as i16);
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += s.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "sluice_request_duration_seconds_bucket{{api=\"{api}\",le=\"{b}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "sluice_request_duration_seconds_bucket{{api=\"{api}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "sluice_request_duration_seconds_sum{{api=\"{api}\"}} {}",
+            s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "sluice_request_duration_seconds_count{{api=\"{api}\"}} {count}"
+        );
+    }
+
+    let topics = broker.topics();
+    for (name, help, get) in [
+        (
+            "sluice_topic_bytes_in_total",
+            "Record batch bytes produced to a topic.",
+            0,
+        ),
+        (
+            "sluice_topic_records_in_total",
+            "Records produced to a topic.",
+            1,
+        ),
+        (
+            "sluice_topic_bytes_out_total",
+            "Record batch bytes fetched from a topic.",
+            2,
+        ),
+        (
+            "sluice_topic_records_out_total",
+            "Records fetched from a topic (counted per batch header).",
+            3,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for t in &topics {
+            let v = match get {
+                0 => &t.stats.bytes_in,
+                1 => &t.stats.records_in,
+                2 => &t.stats.bytes_out,
+                _ => &t.stats.records_out,
+            }
+            .load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {v}", t.name);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_partition_log_bytes Bytes of log segments per partition."
+    );
+    let _ = writeln!(out, "# TYPE sluice_partition_log_bytes gauge");
+    let _ = writeln!(
+        out,
+        "# HELP sluice_partition_high_watermark Next offset per partition."
+    );
+    let _ = writeln!(out, "# TYPE sluice_partition_high_watermark gauge");
+    for t in &topics {
+        for p in &t.partitions {
+            let _ = writeln!(
+                out,
+                "sluice_partition_log_bytes{{topic=\"{}\",partition=\"{}\"}} {}",
+                t.name,
+                p.index,
+                p.size_bytes()
+            );
+            let _ = writeln!(
+                out,
+                "sluice_partition_high_watermark{{topic=\"{}\",partition=\"{}\"}} {}",
+                t.name,
+                p.index,
+                p.watermarks().high
+            );
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` until the process ends. Anything else gets a 404.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            // Read the request head; bounded so a slow or huge request cannot hold memory.
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < buf.len() {
+                    let r = sock.read(&mut buf[n..]).await?;
+                    if r == 0 {
+                        break;
+                    }
+                    n += r;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if path == "/metrics" {
+                ("200 OK", render(&broker))
+            } else {
+                ("404 Not Found", "not found\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}

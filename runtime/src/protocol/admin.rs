@@ -1,0 +1,150 @@
+//! CreateTopics and DeleteTopics.
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::ResponseError;
+
+use super::{code, sb, Ctx};
+use crate::broker::config::TopicConfig;
+use crate::broker::BrokerError;
+
+pub(super) fn broker_error_code(e: &BrokerError) -> ResponseError {
+    match e {
+        BrokerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        BrokerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        BrokerError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
+        BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        BrokerError::Config(_) => ResponseError::InvalidConfig,
+        BrokerError::Log(_) | BrokerError::Io { .. } => ResponseError::KafkaStorageError,
+        _ => ResponseError::UnknownServerError,
+    }
+}
+
+pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let b = ctx.broker;
+    let mut resp = CreateTopicsResponse::default();
+    for t in req.topics {
+        let name = t.name.0.as_str().to_string();
+        let mut r = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let outcome = (|| {
+            if t.replication_factor > 1 {
+                return Err((
+                    ResponseError::InvalidReplicationFactor,
+                    format!(
+                        "replication factor {} is larger than the 1 available broker",
+                        t.replication_factor
+                    ),
+                ));
+            }
+            if !t.assignments.is_empty() {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    "manual replica assignment is not supported on a single node".to_string(),
+                ));
+            }
+            let mut pairs = Vec::with_capacity(t.configs.len());
+            for c in &t.configs {
+                let Some(v) = c.value.as_ref() else {
+                    return Err((
+                        ResponseError::InvalidConfig,
+                        format!("config '{}' has a null value", c.name.as_str()),
+                    ));
+                };
+                pairs.push((c.name.as_str(), v.as_str()));
+            }
+            let config = TopicConfig::from_pairs(pairs)
+                .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+            b.create_topic(&name, t.num_partitions, config, req.validate_only)
+                .map_err(|e| (broker_error_code(&e), e.to_string()))
+        })();
+        match outcome {
+            Ok(topic) => {
+                r.topic_id = topic.id;
+                r.num_partitions = if req.validate_only {
+                    if t.num_partitions == -1 {
+                        b.config.default_partitions
+                    } else {
+                        t.num_partitions
+                    }
+                } else {
+                    topic.partitions.len() as i32
+                };
+                r.replication_factor = 1;
+                if ctx.version >= 5 {
+                    r.configs = Some(
+                        topic
+                            .config()
+                            .entries(&b.config.defaults)
+                            .into_iter()
+                            .map(|e| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(sb(e.key))
+                                    .with_value(Some(sb(e.value)))
+                                    .with_config_source(if e.is_default { 5 } else { 1 })
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Err((e, msg)) => {
+                r.error_code = code(e);
+                r.error_message = Some(sb(msg));
+            }
+        }
+        resp.topics.push(r);
+    }
+    resp
+}
+
+pub fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let b = ctx.broker;
+    // v6 names topics by name or id; earlier versions by name only.
+    let targets: Vec<(Option<TopicName>, uuid::Uuid)> = if ctx.version >= 6 {
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), uuid::Uuid::nil()))
+            .collect()
+    };
+    let mut resp = DeleteTopicsResponse::default();
+    for (name, id) in targets {
+        let topic = match &name {
+            Some(n) => b.topic(n.0.as_str()),
+            None => b.topic_by_id(id),
+        };
+        let mut r = DeletableTopicResult::default()
+            .with_name(name.clone())
+            .with_topic_id(id);
+        match topic {
+            None => {
+                r.error_code = code(if name.is_none() {
+                    ResponseError::UnknownTopicId
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                });
+            }
+            Some(t) => {
+                r.name = Some(TopicName(sb(t.name.clone())));
+                r.topic_id = t.id;
+                if let Err(e) = b.delete_topic(&t.name) {
+                    r.error_code = code(broker_error_code(&e));
+                    r.error_message = Some(sb(e.to_string()));
+                }
+            }
+        }
+        resp.responses.push(r);
+    }
+    resp
+}

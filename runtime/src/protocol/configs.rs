@@ -1,0 +1,240 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (and a read-only view
+//! of the broker's own settings).
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::ResponseError;
+
+use super::admin::broker_error_code;
+use super::{code, sb, Ctx};
+use crate::broker::config::TopicConfig;
+use crate::broker::Broker;
+
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+/// Kafka's ConfigSource values.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+/// Kafka's ConfigType values.
+const TYPE_STRING: i8 = 2;
+const TYPE_LONG: i8 = 5;
+
+struct Described {
+    key: String,
+    value: String,
+    source: i8,
+    long: bool,
+    doc: &'static str,
+}
+
+fn broker_configs(b: &Broker) -> Vec<Described> {
+    let c = &b.config;
+    vec![
+        Described {
+            key: "auto.create.topics.enable".into(),
+            value: c.auto_create_topics.to_string(),
+            source: SOURCE_STATIC_BROKER,
+            long: false,
+            doc: "Create topics on first use.",
+        },
+        Described {
+            key: "num.partitions".into(),
+            value: c.default_partitions.to_string(),
+            source: SOURCE_STATIC_BROKER,
+            long: true,
+            doc: "Partitions of an auto-created topic.",
+        },
+        Described {
+            key: "broker.id".into(),
+            value: c.node_id.to_string(),
+            source: SOURCE_STATIC_BROKER,
+            long: true,
+            doc: "This broker's node id.",
+        },
+    ]
+}
+
+pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let b = ctx.broker;
+    let mut resp = DescribeConfigsResponse::default();
+    for res in req.resources {
+        let mut r = DescribeConfigsResult::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        let entries = match res.resource_type {
+            TOPIC => match b.topic(res.resource_name.as_str()) {
+                Some(t) => t
+                    .config()
+                    .entries(&b.config.defaults)
+                    .into_iter()
+                    .map(|e| Described {
+                        key: e.key.to_string(),
+                        value: e.value,
+                        source: if e.is_default {
+                            SOURCE_DEFAULT
+                        } else {
+                            SOURCE_TOPIC
+                        },
+                        long: e.is_long,
+                        doc: e.doc,
+                    })
+                    .collect(),
+                None => {
+                    r.error_code = code(ResponseError::UnknownTopicOrPartition);
+                    r.error_message = Some(sb(format!(
+                        "topic '{}' does not exist",
+                        res.resource_name.as_str()
+                    )));
+                    resp.results.push(r);
+                    continue;
+                }
+            },
+            BROKER => broker_configs(b),
+            other => {
+                r.error_code = code(ResponseError::InvalidRequest);
+                r.error_message = Some(sb(format!("unsupported resource type {other}")));
+                resp.results.push(r);
+                continue;
+            }
+        };
+        r.configs = entries
+            .into_iter()
+            .filter(|e| {
+                res.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.key))
+            })
+            .map(|e| {
+                let mut c = DescribeConfigsResourceResult::default()
+                    .with_name(sb(e.key.clone()))
+                    .with_value(Some(sb(e.value.clone())))
+                    .with_read_only(res.resource_type == BROKER)
+                    .with_config_source(e.source);
+                if req.include_synonyms {
+                    c.synonyms = vec![DescribeConfigsSynonym::default()
+                        .with_name(sb(e.key.clone()))
+                        .with_value(Some(sb(e.value.clone())))
+                        .with_source(e.source)];
+                }
+                if ctx.version >= 3 {
+                    c.config_type = if e.long { TYPE_LONG } else { TYPE_STRING };
+                    if req.include_documentation {
+                        c.documentation = Some(sb(e.doc));
+                    }
+                }
+                c
+            })
+            .collect();
+        resp.results.push(r);
+    }
+    resp
+}
+
+/// Applies `change` to a topic's config, or only checks it with `validate_only`.
+fn apply(
+    b: &Broker,
+    resource_type: i8,
+    name: &str,
+    validate_only: bool,
+    change: impl FnOnce(TopicConfig) -> Result<TopicConfig, String>,
+) -> Result<(), (ResponseError, String)> {
+    if resource_type != TOPIC {
+        return Err((
+            ResponseError::InvalidRequest,
+            "only topic configs can be altered; broker settings come from its config file".into(),
+        ));
+    }
+    let topic = b.topic(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic '{name}' does not exist"),
+        )
+    })?;
+    let next = change(topic.config()).map_err(|m| (ResponseError::InvalidConfig, m))?;
+    if validate_only {
+        return Ok(());
+    }
+    b.set_topic_config(name, next)
+        .map_err(|e| (broker_error_code(&e), e.to_string()))
+}
+
+pub fn alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut resp = AlterConfigsResponse::default();
+    for res in req.resources {
+        // Non-incremental: the given set replaces every override.
+        let result = apply(
+            ctx.broker,
+            res.resource_type,
+            res.resource_name.as_str(),
+            req.validate_only,
+            |_| {
+                let mut c = TopicConfig::default();
+                for kv in &res.configs {
+                    match &kv.value {
+                        Some(v) => c
+                            .set(kv.name.as_str(), v.as_str())
+                            .map_err(|e| e.to_string())?,
+                        None => c.delete(kv.name.as_str()).map_err(|e| e.to_string())?,
+                    }
+                }
+                Ok(c)
+            },
+        );
+        let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name);
+        if let Err((e, msg)) = result {
+            r.error_code = code(e);
+            r.error_message = Some(sb(msg));
+        }
+        resp.responses.push(r);
+    }
+    resp
+}
+
+pub fn incremental_alter(
+    ctx: &Ctx<'_>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut resp = IncrementalAlterConfigsResponse::default();
+    for res in req.resources {
+        let result = apply(
+            ctx.broker,
+            res.resource_type,
+            res.resource_name.as_str(),
+            req.validate_only,
+            |mut c| {
+                for kv in &res.configs {
+                    let key = kv.name.as_str();
+                    match (kv.config_operation, &kv.value) {
+                        (0, Some(v)) => c.set(key, v.as_str()).map_err(|e| e.to_string())?,
+                        (0, None) => return Err(format!("SET of '{key}' needs a value")),
+                        (1, _) => c.delete(key).map_err(|e| e.to_string())?,
+                        (op, _) => {
+                            return Err(format!(
+                                "operation {op} (APPEND/SUBTRACT) is not supported for '{key}'"
+                            ))
+                        }
+                    }
+                }
+                Ok(c)
+            },
+        );
+        let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name);
+        if let Err((e, msg)) = result {
+            r.error_code = code(e);
+            r.error_message = Some(sb(msg));
+        }
+        resp.responses.push(r);
+    }
+    resp
+}

@@ -1,0 +1,169 @@
+//! Fetch: hand out whole stored batches from each requested offset, long-polling until
+//! `min_bytes` are available or `max_wait_ms` passes.
+//!
+//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
+//! clients to send full fetch requests, as the protocol allows.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use tokio::time::Instant;
+
+use super::{code, Ctx};
+use crate::broker::Topic;
+use crate::log::batch;
+
+/// Longest a fetch may park, whatever the client asks.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+struct Gathered {
+    resp: FetchResponse,
+    bytes: usize,
+    errors: bool,
+}
+
+fn partition_error(index: i32, e: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(code(e))
+        .with_high_watermark(-1)
+        .with_records(Some(Bytes::new()))
+}
+
+fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
+    let b = ctx.broker;
+    let by_id = ctx.version >= 13;
+    let mut budget = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut resp = FetchResponse::default();
+    for ft in &req.topics {
+        let topic: Option<std::sync::Arc<Topic>> = if by_id {
+            b.topic_by_id(ft.topic_id)
+        } else {
+            b.topic(ft.topic.0.as_str())
+        };
+        let mut tr = FetchableTopicResponse::default()
+            .with_topic(ft.topic.clone())
+            .with_topic_id(ft.topic_id);
+        for fp in &ft.partitions {
+            let Some(topic) = topic.as_ref() else {
+                errors = true;
+                let e = if by_id {
+                    ResponseError::UnknownTopicId
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
+                tr.partitions.push(partition_error(fp.partition, e));
+                continue;
+            };
+            let Some(part) = topic.partition(fp.partition) else {
+                errors = true;
+                tr.partitions.push(partition_error(
+                    fp.partition,
+                    ResponseError::UnknownTopicOrPartition,
+                ));
+                continue;
+            };
+            let (wm, slice) = match part.plan_read(fp.fetch_offset) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition = fp.partition, error = %e, "fetch failed on storage");
+                    errors = true;
+                    tr.partitions.push(partition_error(
+                        fp.partition,
+                        ResponseError::KafkaStorageError,
+                    ));
+                    continue;
+                }
+            };
+            let mut pd = PartitionData::default()
+                .with_partition_index(fp.partition)
+                .with_high_watermark(wm.high)
+                .with_last_stable_offset(wm.high)
+                .with_log_start_offset(wm.log_start);
+            if fp.fetch_offset < wm.log_start || fp.fetch_offset > wm.high {
+                errors = true;
+                pd.error_code = code(ResponseError::OffsetOutOfRange);
+                tr.partitions.push(pd);
+                continue;
+            }
+            // KIP-74: the first batch of the response is always whole, whatever the limits, so
+            // a batch larger than the limits can never stall a consumer.
+            let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
+            if let Some(slice) = slice {
+                match slice.read(limit, total == 0) {
+                    Ok(data) => {
+                        total += data.len();
+                        budget = budget.saturating_sub(data.len());
+                        topic
+                            .stats
+                            .bytes_out
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        topic
+                            .stats
+                            .records_out
+                            .fetch_add(count_records(&data), Ordering::Relaxed);
+                        pd.records = Some(data);
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %topic.name, partition = fp.partition, error = %e, "fetch read failed");
+                        errors = true;
+                        pd.error_code = code(ResponseError::KafkaStorageError);
+                    }
+                }
+            }
+            tr.partitions.push(pd);
+        }
+        resp.responses.push(tr);
+    }
+    Gathered {
+        resp,
+        bytes: total,
+        errors,
+    }
+}
+
+fn count_records(data: &[u8]) -> u64 {
+    let mut n = 0u64;
+    let mut at = 0;
+    while let Ok(h) = batch::parse_header(&data[at..]) {
+        n += h.records_count.max(0) as u64;
+        at += h.size;
+        if at >= data.len() {
+            break;
+        }
+    }
+    n
+}
+
+pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    let deadline = Instant::now() + wait;
+    let mut appended = ctx.broker.subscribe_appends();
+    loop {
+        // Mark the current append generation seen before looking, so an append that lands
+        // while we gather still wakes us.
+        appended.borrow_and_update();
+        let g = gather(ctx, &req);
+        if g.errors || g.bytes >= req.min_bytes.max(1) as usize || Instant::now() >= deadline {
+            return g.resp;
+        }
+        tokio::select! {
+            changed = appended.changed() => {
+                if changed.is_err() {
+                    return g.resp;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Metadata: which topics and partitions exist and which broker leads them (always us).
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::ResponseError;
+
+use super::{code, sb, Ctx};
+use crate::broker::{valid_topic_name, Topic};
+
+fn describe(topic: &Topic, node: i32) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(sb(topic.name.clone()))))
+        .with_topic_id(topic.id);
+    t.partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.index)
+                .with_leader_id(BrokerId(node))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(node)])
+                .with_isr_nodes(vec![BrokerId(node)])
+        })
+        .collect();
+    t
+}
+
+pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
+    let b = ctx.broker;
+    let node = b.config.node_id;
+    let mut r = MetadataResponse::default();
+    r.brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(BrokerId(node))
+        .with_host(sb(b.config.advertised_host.clone()))
+        .with_port(b.config.advertised_port)];
+    if ctx.version >= 2 {
+        r.cluster_id = Some(sb(b.cluster_id.clone()));
+    }
+    r.controller_id = BrokerId(node);
+    // v0 asks for every topic with an empty list; v1+ with a null one.
+    let wanted = match req.topics {
+        None => None,
+        Some(ts) if ts.is_empty() && ctx.version == 0 => None,
+        Some(ts) => Some(ts),
+    };
+    // Before v4 there was no flag, and Kafka auto-created on any metadata request.
+    let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
+    r.topics = match wanted {
+        None => b.topics().iter().map(|t| describe(t, node)).collect(),
+        Some(list) => list
+            .into_iter()
+            .map(|want| {
+                let found = match &want.name {
+                    Some(name) => {
+                        let name = name.0.as_str();
+                        if !valid_topic_name(name) {
+                            return MetadataResponseTopic::default()
+                                .with_name(Some(TopicName(sb(name))))
+                                .with_error_code(code(ResponseError::InvalidTopicException));
+                        }
+                        b.topic_or_create(name, allow_create)
+                    }
+                    None => b.topic_by_id(want.topic_id),
+                };
+                match found {
+                    Some(t) => describe(&t, node),
+                    None => MetadataResponseTopic::default()
+                        .with_name(want.name)
+                        .with_topic_id(want.topic_id)
+                        .with_error_code(code(
+                            if ctx.version >= 10 && want.topic_id != uuid::Uuid::nil() {
+                                ResponseError::UnknownTopicId
+                            } else {
+                                ResponseError::UnknownTopicOrPartition
+                            },
+                        )),
+                }
+            })
+            .collect(),
+    };
+    r
+}

@@ -1,0 +1,235 @@
+//! Kafka request handling: one module per API family, dispatched from [`handle`].
+//!
+//! The schemas come from the `kafka-protocol` crate; this layer decides what each request
+//! means for the broker. Architecture invariant: handlers never touch sockets; they take a
+//! decoded request and return a response value (or none, for `acks=0` produces).
+
+mod admin;
+mod api_versions;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use thiserror::Error;
+
+use crate::broker::Broker;
+
+/// Why a connection must be closed: the request could not be understood well enough to answer.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    #[error("request frame of {0} bytes is too short for a request header")]
+    ShortFrame(usize),
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {version} of {api:?}")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("cannot encode {api:?} v{version} response: {reason}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// The versions this broker serves: (API, lowest, highest). The lowest follow Kafka 4's
+/// KIP-896 baseline, except Produce, advertised from v0 because librdkafka before 2.11 turns
+/// compression off otherwise; Produce v0-2 requests are then answered UNSUPPORTED_VERSION.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+];
+
+fn supported(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, ..)| *k == api)
+        .map(|&(_, lo, hi)| (lo, hi))
+}
+
+/// Per-request context handed to handlers.
+pub struct Ctx<'a> {
+    pub broker: &'a Arc<Broker>,
+    pub version: i16,
+    pub client_id: Option<&'a str>,
+}
+
+pub(crate) fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+pub(crate) fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Encodes a framed response: length prefix, header, body.
+fn encode_response<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<BytesMut, ProtocolError> {
+    let header_version = if api == ApiKey::ApiVersions {
+        // Always v0, so a client that does not know our versions yet can read it.
+        0
+    } else {
+        api.response_header_version(version)
+    };
+    let err = |e: anyhow::Error| ProtocolError::Encode {
+        api,
+        version,
+        reason: format!("{e:#}"),
+    };
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)
+        .map_err(err)?;
+    body.encode(&mut buf, version).map_err(err)?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T, ProtocolError> {
+    T::decode(body, version).map_err(|e| ProtocolError::Malformed {
+        api,
+        version,
+        reason: format!("{e:#}"),
+    })
+}
+
+/// Handles one request frame (without its length prefix). `Ok(None)` means no response is
+/// due (a produce with `acks=0`); `Err` means the connection should be closed.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+) -> Result<Option<BytesMut>, ProtocolError> {
+    if frame.len() < 8 {
+        return Err(ProtocolError::ShortFrame(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(raw_key).map_err(|_| ProtocolError::UnknownApi(raw_key))?;
+    let Some((lo, hi)) = supported(api) else {
+        return Err(ProtocolError::UnknownApi(raw_key));
+    };
+    if api == ApiKey::ApiVersions && !(lo..=hi).contains(&version) {
+        // KIP-511: answer in v0 so the client learns our range and retries.
+        return Ok(Some(api_versions::unsupported_version_response(
+            correlation_id,
+        )));
+    }
+    if !(lo..=hi).contains(&version) {
+        return Err(ProtocolError::UnsupportedVersion { api, version });
+    }
+    if api == ApiKey::Produce && version < 3 {
+        return Ok(produce::legacy_unsupported(
+            &mut frame,
+            version,
+            correlation_id,
+        ));
+    }
+    let header =
+        RequestHeader::decode(&mut frame, api.request_header_version(version)).map_err(|e| {
+            ProtocolError::Malformed {
+                api,
+                version,
+                reason: format!("request header: {e:#}"),
+            }
+        })?;
+    let client_id = header.client_id.as_ref().map(|s| s.as_str().to_string());
+    let ctx = Ctx {
+        broker,
+        version,
+        client_id: client_id.as_deref(),
+    };
+    let started = Instant::now();
+    let body = &mut frame;
+    let resp = match api {
+        ApiKey::ApiVersions => {
+            let _req = decode::<kafka_protocol::messages::ApiVersionsRequest>(api, version, body)?;
+            Some(encode_response(
+                api,
+                version,
+                correlation_id,
+                &api_versions::handle(),
+            )?)
+        }
+        ApiKey::Metadata => {
+            let req = decode(api, version, body)?;
+            let r = metadata::handle(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::Produce => {
+            let req = decode(api, version, body)?;
+            match produce::handle(&ctx, req) {
+                Some(r) => Some(encode_response(api, version, correlation_id, &r)?),
+                None => None,
+            }
+        }
+        ApiKey::Fetch => {
+            let req = decode(api, version, body)?;
+            let r = fetch::handle(&ctx, req).await;
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::ListOffsets => {
+            let req = decode(api, version, body)?;
+            let r = list_offsets::handle(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::CreateTopics => {
+            let req = decode(api, version, body)?;
+            let r = admin::create_topics(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::DeleteTopics => {
+            let req = decode(api, version, body)?;
+            let r = admin::delete_topics(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::DescribeConfigs => {
+            let req = decode(api, version, body)?;
+            let r = configs::describe(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::AlterConfigs => {
+            let req = decode(api, version, body)?;
+            let r = configs::alter(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req = decode(api, version, body)?;
+            let r = configs::incremental_alter(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        _ => return Err(ProtocolError::UnknownApi(raw_key)),
+    };
+    broker.metrics.observe_request(raw_key, started.elapsed());
+    Ok(resp)
+}

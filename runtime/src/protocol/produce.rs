@@ -1,0 +1,160 @@
+//! Produce: validate each partition's batches and append them to the log as they came.
+
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+
+use super::{code, sb, Ctx};
+use crate::broker::{now_ms, AppendError};
+use crate::log::batch::BatchError;
+
+fn error_for(e: &AppendError) -> ResponseError {
+    match e {
+        AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        AppendError::Corrupt(BatchError::UnsupportedMagic(_)) => {
+            ResponseError::UnsupportedForMessageFormat
+        }
+        AppendError::Corrupt(BatchError::Invalid(_)) => ResponseError::InvalidRecord,
+        AppendError::Corrupt(_) | AppendError::Empty => ResponseError::CorruptMessage,
+        AppendError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// Appends every partition's records; `None` when the producer asked for no reply (acks=0).
+pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
+    let b = ctx.broker;
+    let mut resp = ProduceResponse::default();
+    let mut appended_any = false;
+    for td in req.topic_data {
+        let name = td.name.0.as_str().to_string();
+        let topic = b.topic_or_create(&name, true);
+        let mut tr = TopicProduceResponse::default().with_name(td.name.clone());
+        for pd in td.partition_data {
+            let mut pr = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let Some(topic) = topic.as_ref() else {
+                pr.error_code = code(ResponseError::UnknownTopicOrPartition);
+                tr.partition_responses.push(pr);
+                continue;
+            };
+            let Some(part) = topic.partition(pd.index) else {
+                pr.error_code = code(ResponseError::UnknownTopicOrPartition);
+                tr.partition_responses.push(pr);
+                continue;
+            };
+            let records = pd.records.unwrap_or_default();
+            let cfg = topic.config();
+            let max = cfg.max_message_bytes(&b.config.defaults);
+            let stamp = cfg.log_append_time(&b.config.defaults).then(now_ms);
+            match part.append(&records, max, stamp) {
+                Ok(at) => {
+                    appended_any = true;
+                    topic
+                        .stats
+                        .bytes_in
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    topic.stats.records_in.fetch_add(
+                        (at.last_offset - at.base_offset + 1) as u64,
+                        Ordering::Relaxed,
+                    );
+                    pr.base_offset = at.base_offset;
+                    pr.log_append_time_ms = stamp.unwrap_or(-1);
+                    pr.log_start_offset = part.watermarks().log_start;
+                }
+                Err(e) => {
+                    let err = error_for(&e);
+                    tracing::debug!(topic = %name, partition = pd.index, error = %e, client = ?ctx.client_id, "produce refused");
+                    if let AppendError::Storage(_) = e {
+                        tracing::error!(topic = %name, partition = pd.index, error = %e, "produce failed on storage");
+                    }
+                    pr.error_code = code(err);
+                    if ctx.version >= 8 {
+                        pr.error_message = Some(sb(e.to_string()));
+                    }
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        resp.responses.push(tr);
+    }
+    if appended_any {
+        b.notify_appended();
+    }
+    if req.acks == 0 {
+        return None;
+    }
+    Some(resp)
+}
+
+/// Produce v0-2 (removed in Kafka 4, still advertised for old librdkafka): every partition is
+/// answered UNSUPPORTED_VERSION in the old response layout. The v0-2 request is
+/// `acks i16, timeout i32, [topic string, [partition i32, message_set bytes]]`.
+pub fn legacy_unsupported(
+    frame: &mut Bytes,
+    version: i16,
+    correlation_id: i32,
+) -> Option<BytesMut> {
+    fn parse(frame: &mut Bytes) -> Option<(i16, Vec<(Bytes, Vec<i32>)>)> {
+        fn take(b: &mut Bytes, n: usize) -> Option<Bytes> {
+            (b.remaining() >= n).then(|| b.split_to(n))
+        }
+        // Header v1: api key, version, correlation id, client id.
+        take(frame, 8)?;
+        let cid_len = take(frame, 2)?.get_i16();
+        if cid_len > 0 {
+            take(frame, cid_len as usize)?;
+        }
+        let acks = take(frame, 2)?.get_i16();
+        take(frame, 4)?;
+        let topics = take(frame, 4)?.get_i32();
+        let mut out = Vec::new();
+        for _ in 0..topics.max(0) {
+            let len = take(frame, 2)?.get_i16();
+            let name = take(frame, usize::try_from(len).ok()?)?;
+            let parts = take(frame, 4)?.get_i32();
+            let mut ps = Vec::new();
+            for _ in 0..parts.max(0) {
+                ps.push(take(frame, 4)?.get_i32());
+                let size = take(frame, 4)?.get_i32();
+                if size > 0 {
+                    take(frame, size as usize)?;
+                }
+            }
+            out.push((name, ps));
+        }
+        Some((acks, out))
+    }
+    let (acks, topics) = parse(frame)?;
+    if acks == 0 {
+        return None;
+    }
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    b.put_i32(correlation_id);
+    b.put_i32(topics.len() as i32);
+    for (name, parts) in topics {
+        b.put_i16(name.len() as i16);
+        b.put_slice(&name);
+        b.put_i32(parts.len() as i32);
+        for p in parts {
+            b.put_i32(p);
+            b.put_i16(ResponseError::UnsupportedVersion.code());
+            b.put_i64(-1);
+            if version >= 2 {
+                b.put_i64(-1);
+            }
+        }
+    }
+    if version >= 1 {
+        b.put_i32(0);
+    }
+    let len = (b.len() - 4) as i32;
+    b[..4].copy_from_slice(&len.to_be_bytes());
+    Some(b)
+}
