@@ -5,6 +5,7 @@
 //! [`protocol`]; [`client`] is the small Kafka client behind the CLI; [`metrics`] exports
 //! Prometheus text; [`records`] decodes and encodes individual records.
 
+pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod client;
@@ -13,3 +14,8 @@ pub mod metrics;
 pub mod protocol;
 pub mod records;
 pub mod server;
+
+// Unit tests run under the broker's allocator too, so the hostile-input tests mean something.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: alloc::LazyHugeAlloc = alloc::LazyHugeAlloc;

@@ -42,11 +42,10 @@ pub enum BrokerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("corrupt metadata file {path}: {why}")]
     CorruptMetadata { path: PathBuf, why: String },
@@ -69,7 +68,7 @@ pub enum AppendError {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BrokerError + '_ {
     move |source| BrokerError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 

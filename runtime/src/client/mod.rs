@@ -16,13 +16,9 @@ const MAX_RESPONSE: usize = 256 << 20;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("connection to the broker failed: {0}")]
+    #[error("cannot connect to {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
+    #[error("connection to the broker failed")]
     Io(#[from] std::io::Error),
     #[error("the broker does not support {api:?} v{version}")]
     Unsupported { api: ApiKey, version: i16 },
@@ -44,7 +40,7 @@ impl Client {
             .await
             .map_err(|source| ClientError::Connect {
                 addr: addr.to_string(),
-                source,
+                error: source,
             })?;
         stream.set_nodelay(true)?;
         let mut c = Client {

@@ -26,11 +26,10 @@ use segment::{ReadSlice, Segment};
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum LogError {
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("corrupt batch in {path} at byte {position}")]
     Corrupt { path: PathBuf, position: u64 },
@@ -82,7 +81,7 @@ pub struct Log {
 fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
     let io = |e| LogError::Io {
         path: dir.to_path_buf(),
-        source: e,
+        error: e,
     };
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -106,7 +105,7 @@ impl Log {
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir).map_err(|e| LogError::Io {
             path: dir.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         let bases = segment_bases(dir)?;
         let mut segments = Vec::with_capacity(bases.len().max(1));

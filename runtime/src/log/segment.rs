@@ -49,7 +49,7 @@ pub fn file_stem(base_offset: i64) -> String {
 fn io_err(path: &Path, e: io::Error) -> LogError {
     LogError::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     }
 }
 

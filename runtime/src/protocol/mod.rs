@@ -233,3 +233,99 @@ pub async fn handle(
     broker.metrics.observe_request(raw_key, started.elapsed());
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::config::Defaults;
+    use crate::broker::BrokerConfig;
+
+    fn broker(dir: &std::path::Path) -> Arc<Broker> {
+        Arc::new(
+            Broker::open(BrokerConfig {
+                data_dir: dir.to_path_buf(),
+                node_id: 1,
+                advertised_host: "127.0.0.1".into(),
+                advertised_port: 9092,
+                auto_create_topics: true,
+                default_partitions: 1,
+                defaults: Defaults::default(),
+                retention_check_ms: 1000,
+            })
+            .unwrap(),
+        )
+    }
+
+    fn frame(api: i16, version: i16, rest: &[u8]) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i16(api);
+        b.put_i16(version);
+        b.put_i32(42);
+        b.put_i16(-1); // null client id (header v1)
+        b.extend_from_slice(rest);
+        b.freeze()
+    }
+
+    #[tokio::test]
+    async fn huge_array_counts_are_refused_not_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        // Metadata v1: topics array claiming 2^31-1 entries, then nothing.
+        let r = handle(&b, frame(3, 1, &0x7fff_ffffi32.to_be_bytes())).await;
+        assert!(matches!(r, Err(ProtocolError::Malformed { .. })), "{r:?}");
+        // Produce v3: null transactional id, acks, timeout, then a huge topic count.
+        let mut body = Vec::new();
+        body.extend_from_slice(&(-1i16).to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&1000i32.to_be_bytes());
+        body.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
+        let r = handle(&b, frame(0, 3, &body)).await;
+        assert!(matches!(r, Err(ProtocolError::Malformed { .. })), "{r:?}");
+        // The broker still answers afterwards.
+        let ok = handle(&b, frame(18, 0, &[])).await.unwrap().unwrap();
+        assert!(ok.len() > 10);
+    }
+
+    #[tokio::test]
+    async fn unknown_apiversions_version_gets_a_v0_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let r = handle(&b, frame(18, 99, &[])).await.unwrap().unwrap();
+        // length, correlation id, then error code 35 (UNSUPPORTED_VERSION).
+        assert_eq!(&r[4..8], &42i32.to_be_bytes());
+        assert_eq!(&r[8..10], &35i16.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn old_produce_versions_are_answered_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let mut body = Vec::new();
+        body.extend_from_slice(&1i16.to_be_bytes()); // acks
+        body.extend_from_slice(&1000i32.to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes()); // one topic
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.push(b't');
+        body.extend_from_slice(&1i32.to_be_bytes()); // one partition
+        body.extend_from_slice(&0i32.to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes()); // empty message set
+        let r = handle(&b, frame(0, 2, &body)).await.unwrap().unwrap();
+        // ... topic "t", partition 0, error code 35.
+        let code_at = 4 + 4 + 4 + 2 + 1 + 4 + 4;
+        assert_eq!(&r[code_at..code_at + 2], &35i16.to_be_bytes());
+        assert!(b.topic("t").is_none());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn arbitrary_frames_never_panic(api in 0i16..70, version in -1i16..20, rest in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let dir = tempfile::tempdir().unwrap();
+            let b = broker(dir.path());
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _ = rt.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(2), handle(&b, frame(api, version, &rest))).await
+            });
+        }
+    }
+}
