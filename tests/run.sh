@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: unit and property tests, then end-to-end tests that drive the real
+# `sluice` binary with real Kafka clients (kcat, confluent-kafka, kafka-python, kafkajs).
+# Installs those clients first when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v kcat >/dev/null || need_apt+=(kcat)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "missing: ${need_apt[*]} (install with: sudo apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+fi
+python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
+npm ci --prefix tests/clients/node --silent --no-audit --no-fund >/dev/null
+
+cargo test --workspace "$@"
