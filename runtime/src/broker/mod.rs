@@ -11,6 +11,8 @@
 //! visible to clients, so a crash never leaves a topic half-created.
 
 pub mod config;
+pub mod producer_ids;
+pub mod producers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use crate::log::segment::ReadSlice;
 use crate::log::{Appended, Log, LogError};
 use crate::metrics::Metrics;
 use config::{ConfigError, Defaults, TopicConfig};
+use producers::{ProducerBatch, ProducerStates, Verdict};
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -63,6 +66,18 @@ pub enum AppendError {
     Empty,
     #[error("storage error: {0}")]
     Storage(#[from] LogError),
+    #[error("out-of-order sequence from producer {producer_id}: expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer {producer_id} epoch {got} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BrokerError + '_ {
@@ -96,7 +111,194 @@ pub struct TopicStats {
 
 pub struct Partition {
     pub index: i32,
-    log: Mutex<Log>,
+    log: Mutex<PartitionLog>,
+}
+
+/// A partition's log and the state derived from it, kept under one lock so they never
+/// disagree.
+struct PartitionLog {
+    log: Log,
+    producers: ProducerStates,
+}
+
+impl std::ops::Deref for PartitionLog {
+    type Target = Log;
+    fn deref(&self) -> &Log {
+        &self.log
+    }
+}
+impl std::ops::DerefMut for PartitionLog {
+    fn deref_mut(&mut self) -> &mut Log {
+        &mut self.log
+    }
+}
+
+/// Producer ids idle longer than this are forgotten (Kafka's `producer.id.expiration.ms`).
+const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
+const SNAPSHOT_SUFFIX: &str = ".producers";
+
+fn producer_batch(h: &batch::BatchHeader) -> ProducerBatch {
+    ProducerBatch {
+        producer_id: h.producer_id,
+        epoch: h.producer_epoch,
+        first_seq: h.base_sequence,
+        last_offset_delta: h.last_offset_delta,
+    }
+}
+
+impl PartitionLog {
+    /// Opens the log and rebuilds producer state: the newest snapshot, then the batch headers
+    /// written after it (normally only the active segment's).
+    fn open(dir: &Path, config: crate::log::LogConfig) -> Result<PartitionLog, BrokerError> {
+        let log = Log::open(dir, config)?;
+        let mut snapshots: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let base = name.strip_suffix(SNAPSHOT_SUFFIX)?.parse::<i64>().ok()?;
+                Some((base, e.path()))
+            })
+            .filter(|(base, _)| *base <= log.next_offset())
+            .collect();
+        snapshots.sort();
+        let mut producers = ProducerStates::default();
+        let mut from = log.log_start_offset();
+        while let Some((base, path)) = snapshots.pop() {
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ProducerStates>(&b).ok())
+            {
+                Some(p) => {
+                    producers = p;
+                    from = base;
+                    break;
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "unreadable producer snapshot: ignored")
+                }
+            }
+        }
+        let now = now_ms();
+        log.scan_headers(from, |h| {
+            producers.apply(&producer_batch(h), h.base_offset, now)
+        })?;
+        Ok(PartitionLog { log, producers })
+    }
+
+    /// Writes the producer state as of `base` (a new segment's first offset) and drops
+    /// snapshots that are no longer the newest two.
+    fn snapshot(&mut self, base: i64) {
+        self.producers.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
+        let dir = self.log.dir().to_path_buf();
+        let path = dir.join(format!(
+            "{}{SNAPSHOT_SUFFIX}",
+            crate::log::segment::file_stem(base)
+        ));
+        let written = serde_json::to_vec(&self.producers)
+            .map_err(|e| e.to_string())
+            .and_then(|b| write_atomically(&path, &b).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            // A lost snapshot costs a longer replay at the next start, never correctness.
+            tracing::warn!(path = %path.display(), error = %e, "producer snapshot failed");
+            return;
+        }
+        let mut old: Vec<i64> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(SNAPSHOT_SUFFIX)?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        old.sort_unstable();
+        old.reverse();
+        for b in old.into_iter().skip(2) {
+            let _ = std::fs::remove_file(dir.join(format!(
+                "{}{SNAPSHOT_SUFFIX}",
+                crate::log::segment::file_stem(b)
+            )));
+        }
+    }
+
+    /// Appends validated batches, applying idempotent-producer rules batch by batch.
+    fn append_checked(
+        &mut self,
+        records: &[u8],
+        batches: &[(usize, batch::BatchHeader)],
+    ) -> Result<Appended, AppendError> {
+        // Refuse the whole request if any batch is refused, before writing any of it.
+        let mut scratch = if batches.len() > 1 {
+            Some(self.producers.clone())
+        } else {
+            None
+        };
+        for (i, (_, h)) in batches.iter().enumerate() {
+            let pb = producer_batch(h);
+            let states = scratch.as_ref().unwrap_or(&self.producers);
+            match states.check(&pb) {
+                Verdict::OutOfOrder { expected, got } => {
+                    return Err(AppendError::OutOfOrderSequence {
+                        producer_id: pb.producer_id,
+                        expected,
+                        got,
+                    })
+                }
+                Verdict::Fenced { current, got } => {
+                    return Err(AppendError::InvalidProducerEpoch {
+                        producer_id: pb.producer_id,
+                        current,
+                        got,
+                    })
+                }
+                Verdict::Append | Verdict::Duplicate { .. } => {}
+            }
+            if let Some(s) = scratch.as_mut() {
+                if i + 1 < batches.len() {
+                    s.apply(&pb, 0, 0);
+                }
+            }
+        }
+        drop(scratch.take());
+        let now = now_ms();
+        let mut first = None;
+        let mut last = self.log.next_offset() - 1;
+        for (pos, h) in batches {
+            let pb = producer_batch(h);
+            match self.producers.check(&pb) {
+                Verdict::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    tracing::debug!(
+                        producer_id = pb.producer_id,
+                        seq = pb.first_seq,
+                        "duplicate batch acknowledged without writing"
+                    );
+                    first.get_or_insert(base_offset);
+                    last = last_offset;
+                }
+                _ => {
+                    let (at, rolled) =
+                        self.log.append_batch(&records[*pos..*pos + h.size], h, 0)?;
+                    if let Some(base) = rolled {
+                        self.snapshot(base);
+                    }
+                    self.producers.apply(&pb, at.base_offset, now);
+                    first.get_or_insert(at.base_offset);
+                    last = at.last_offset;
+                }
+            }
+        }
+        Ok(Appended {
+            base_offset: first.unwrap_or(last + 1),
+            last_offset: last,
+        })
+    }
 }
 
 pub struct Topic {
@@ -129,6 +331,7 @@ pub struct Broker {
     /// Bumped after every append, so long-polling fetches wake up and look again.
     appended: watch::Sender<u64>,
     pub metrics: Metrics,
+    pub producer_ids: producer_ids::ProducerIds,
 }
 
 pub fn valid_topic_name(name: &str) -> bool {
@@ -190,7 +393,7 @@ impl Partition {
         match log_append_time {
             None => {
                 let batches = batch::split_batches(records)?;
-                Ok(lock(&self.log).append(records, &batches, 0)?)
+                lock(&self.log).append_checked(records, &batches)
             }
             Some(now) => {
                 // The broker stamps the time, which changes bytes under the CRC: a copy.
@@ -200,7 +403,7 @@ impl Partition {
                     batch::stamp_log_append_time(&mut owned[*pos..*pos + h.size], now);
                 }
                 let batches = batch::split_batches(&owned)?;
-                Ok(lock(&self.log).append(&owned, &batches, 0)?)
+                lock(&self.log).append_checked(&owned, &batches)
             }
         }
     }
@@ -339,7 +542,9 @@ impl Broker {
             "broker state loaded"
         );
         let (appended, _) = watch::channel(0);
+        let producer_ids = producer_ids::ProducerIds::open(&config.data_dir)?;
         Ok(Broker {
+            producer_ids,
             config,
             cluster_id,
             topics: RwLock::new(topics),
@@ -357,7 +562,7 @@ impl Broker {
         let log_config = meta.config.log_config(&config.defaults);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            let log = Log::open(&dir.join(p.to_string()), log_config.clone())?;
+            let log = PartitionLog::open(&dir.join(p.to_string()), log_config.clone())?;
             partitions.push(Partition {
                 index: p,
                 log: Mutex::new(log),

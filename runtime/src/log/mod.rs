@@ -194,24 +194,64 @@ impl Log {
         let mut first = None;
         let mut last = self.next_offset() - 1;
         for (pos, h) in batches {
-            if self.should_roll(h.size) {
-                self.roll()?;
-            }
-            let base = self.next_offset();
-            let raw = &records[*pos..*pos + h.size];
-            let prefix = batch::patched_prefix(raw, base, leader_epoch);
-            let mut placed = *h;
-            placed.base_offset = base;
-            let interval = self.config.index_interval_bytes;
-            let n = self.segments.len();
-            self.segments[n - 1].append(&prefix, &raw[16..], &placed, interval)?;
-            first.get_or_insert(base);
-            last = placed.last_offset();
+            let (at, _) = self.append_batch(&records[*pos..*pos + h.size], h, leader_epoch)?;
+            first.get_or_insert(at.base_offset);
+            last = at.last_offset;
         }
         Ok(Appended {
             base_offset: first.unwrap_or(last + 1),
             last_offset: last,
         })
+    }
+
+    /// Appends one validated batch (`raw` is exactly the batch). Returns where it landed and,
+    /// when a new segment was started for it, that segment's base offset: the point at which
+    /// callers keeping derived state (producer ids) snapshot it.
+    pub fn append_batch(
+        &mut self,
+        raw: &[u8],
+        h: &BatchHeader,
+        leader_epoch: i32,
+    ) -> Result<(Appended, Option<i64>), LogError> {
+        let mut rolled = None;
+        if self.should_roll(h.size) {
+            self.roll()?;
+            rolled = Some(self.next_offset());
+        }
+        let base = self.next_offset();
+        let prefix = batch::patched_prefix(raw, base, leader_epoch);
+        let mut placed = *h;
+        placed.base_offset = base;
+        let interval = self.config.index_interval_bytes;
+        let n = self.segments.len();
+        self.segments[n - 1].append(&prefix, &raw[16..], &placed, interval)?;
+        Ok((
+            Appended {
+                base_offset: base,
+                last_offset: placed.last_offset(),
+            },
+            rolled,
+        ))
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.segments.iter().map(|s| s.base_offset).collect()
+    }
+
+    /// Calls `f` with the header of every batch from the one holding `from` to the end.
+    pub fn scan_headers(&self, from: i64, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
+        let mut next = from.max(self.log_start_offset());
+        while let Some(slice) = self.plan_read(next)? {
+            let mut pos = slice.position;
+            while pos < slice.end {
+                let h = slice.header_at(pos)?;
+                f(&h);
+                next = h.last_offset() + 1;
+                pos += h.size as u64;
+            }
+        }
+        Ok(())
     }
 
     /// Forces written batches to stable storage.
@@ -286,6 +326,20 @@ impl Log {
 }
 
 impl ReadSlice {
+    /// The header of the batch at byte `pos` of this slice's file.
+    pub fn header_at(&self, pos: u64) -> Result<BatchHeader, LogError> {
+        use std::os::unix::fs::FileExt;
+        let mut hdr = [0u8; batch::HEADER_LEN];
+        let corrupt = || LogError::Corrupt {
+            path: PathBuf::from("segment"),
+            position: pos,
+        };
+        self.file
+            .read_exact_at(&mut hdr, pos)
+            .map_err(|_| corrupt())?;
+        batch::parse_header(&hdr).map_err(|_| corrupt())
+    }
+
     /// Reads whole batches from this slice: as many as fit in `max_bytes`. With `min_one`, at
     /// least the first one whatever its size (KIP-74), so a consumer can never get stuck.
     pub fn read(&self, max_bytes: usize, min_one: bool) -> std::io::Result<Bytes> {

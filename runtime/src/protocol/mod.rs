@@ -8,6 +8,7 @@ mod admin;
 mod api_versions;
 mod configs;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -61,6 +62,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -226,6 +228,11 @@ pub async fn handle(
         ApiKey::IncrementalAlterConfigs => {
             let req = decode(api, version, body)?;
             let r = configs::incremental_alter(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::InitProducerId => {
+            let req = decode(api, version, body)?;
+            let r = init_producer_id::handle(&ctx, req);
             Some(encode_response(api, version, correlation_id, &r)?)
         }
         _ => return Err(ProtocolError::UnknownApi(raw_key)),

@@ -20,6 +20,8 @@ fn error_for(e: &AppendError) -> ResponseError {
         AppendError::Corrupt(BatchError::Invalid(_)) => ResponseError::InvalidRecord,
         AppendError::Corrupt(_) | AppendError::Empty => ResponseError::CorruptMessage,
         AppendError::Storage(_) => ResponseError::KafkaStorageError,
+        AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
     }
 }
 
