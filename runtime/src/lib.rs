@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod group;
 pub mod log;
 pub mod metrics;
 pub mod protocol;

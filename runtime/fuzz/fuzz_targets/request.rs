@@ -30,6 +30,7 @@ fn world() -> &'static World {
             default_partitions: 2,
             defaults: Defaults::default(),
             retention_check_ms: 1000,
+            groups: Default::default(),
         })
         .expect("broker");
         World {
@@ -49,5 +50,5 @@ fuzz_target!(|data: &[u8]| {
     // Paused time: a long-polling fetch completes at once instead of waiting.
     let _ = w
         .rt
-        .block_on(sluice::protocol::handle(&w.broker, bytes::Bytes::copy_from_slice(data)));
+        .block_on(sluice::protocol::handle(&w.broker, "fuzz", bytes::Bytes::copy_from_slice(data)));
 });

@@ -98,6 +98,7 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     pub defaults: Defaults,
     pub retention_check_ms: u64,
+    pub groups: crate::group::state::GroupConfig,
 }
 
 /// Traffic counters of one topic, exported as metrics.
@@ -332,6 +333,7 @@ pub struct Broker {
     appended: watch::Sender<u64>,
     pub metrics: Metrics,
     pub producer_ids: producer_ids::ProducerIds,
+    pub groups: crate::group::Coordinator,
 }
 
 pub fn valid_topic_name(name: &str) -> bool {
@@ -543,8 +545,13 @@ impl Broker {
         );
         let (appended, _) = watch::channel(0);
         let producer_ids = producer_ids::ProducerIds::open(&config.data_dir)?;
+        let groups = crate::group::Coordinator::open(
+            &config.data_dir.join("internal").join("consumer-offsets"),
+            config.groups.clone(),
+        )?;
         Ok(Broker {
             producer_ids,
+            groups,
             config,
             cluster_id,
             topics: RwLock::new(topics),

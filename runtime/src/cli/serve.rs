@@ -43,6 +43,11 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
     retention_check_ms: Option<u64>,
+    /// Kafka's group.min.session.timeout.ms / group.max.session.timeout.ms /
+    /// group.initial.rebalance.delay.ms.
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    group_initial_rebalance_delay_ms: Option<i64>,
     /// Broker-wide defaults for topic configs, by Kafka key (e.g. "retention.ms").
     #[serde(default)]
     topic_defaults: std::collections::BTreeMap<String, toml::Value>,
@@ -114,6 +119,20 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             default_partitions,
             defaults,
             retention_check_ms: file.retention_check_ms.unwrap_or(30_000).max(10),
+            groups: {
+                let d = crate::group::state::GroupConfig::default();
+                crate::group::state::GroupConfig {
+                    min_session_timeout_ms: file
+                        .group_min_session_timeout_ms
+                        .unwrap_or(d.min_session_timeout_ms),
+                    max_session_timeout_ms: file
+                        .group_max_session_timeout_ms
+                        .unwrap_or(d.max_session_timeout_ms),
+                    initial_rebalance_delay_ms: file
+                        .group_initial_rebalance_delay_ms
+                        .unwrap_or(d.initial_rebalance_delay_ms),
+                }
+            },
         },
     })
 }
@@ -148,6 +167,21 @@ pub fn run(args: ServeArgs) -> Result<()> {
             tracing::info!(address = %m, "metrics at /metrics");
             tokio::spawn(crate::metrics::serve(ml, broker.clone()));
         }
+        let gb = broker.clone();
+        tokio::spawn(async move {
+            // The coordinator's clock: session expiry and rebalance deadlines.
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                gb.groups.tick();
+                n += 1;
+                if n % 600 == 0 {
+                    let b = gb.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.groups.expire_offsets()).await;
+                }
+            }
+        });
         let rb = broker.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(check);

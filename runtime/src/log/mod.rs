@@ -292,6 +292,25 @@ impl Log {
             .unwrap_or(-1)
     }
 
+    /// Starts a new segment now (the next append goes into it).
+    pub fn force_roll(&mut self) -> Result<(), LogError> {
+        if self.active().size > 0 {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every sealed segment whose records all lie below `offset`. Callers use it to
+    /// compact: rewrite what is live at the end of the log, then drop what came before.
+    pub fn delete_segments_before(&mut self, offset: i64) -> usize {
+        let mut deleted = 0;
+        while self.segments.len() > 1 && self.segments[0].next_offset <= offset {
+            self.segments.remove(0).delete_files();
+            deleted += 1;
+        }
+        deleted
+    }
+
     /// Deletes whole sealed segments past `retention.ms` (by their newest timestamp) or beyond
     /// `retention.bytes` (oldest first). An expired active segment is rolled first so that it
     /// can go too. Returns how many segments were deleted.

@@ -8,9 +8,11 @@ mod admin;
 mod api_versions;
 mod configs;
 mod fetch;
+mod group;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 
 use std::sync::Arc;
@@ -63,6 +65,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 5),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -77,6 +89,8 @@ pub struct Ctx<'a> {
     pub broker: &'a Arc<Broker>,
     pub version: i16,
     pub client_id: Option<&'a str>,
+    /// The client's address, as DescribeGroups reports it.
+    pub peer: &'a str,
 }
 
 pub(crate) fn code(e: ResponseError) -> i16 {
@@ -129,6 +143,7 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
 /// due (a produce with `acks=0`); `Err` means the connection should be closed.
 pub async fn handle(
     broker: &Arc<Broker>,
+    peer: &str,
     mut frame: Bytes,
 ) -> Result<Option<BytesMut>, ProtocolError> {
     if frame.len() < 8 {
@@ -170,6 +185,7 @@ pub async fn handle(
         broker,
         version,
         client_id: client_id.as_deref(),
+        peer,
     };
     let started = Instant::now();
     let body = &mut frame;
@@ -235,6 +251,56 @@ pub async fn handle(
             let r = init_producer_id::handle(&ctx, req);
             Some(encode_response(api, version, correlation_id, &r)?)
         }
+        ApiKey::FindCoordinator => {
+            let req = decode(api, version, body)?;
+            let r = group::find_coordinator(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::JoinGroup => {
+            let req = decode(api, version, body)?;
+            let r = group::join(&ctx, req).await;
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::SyncGroup => {
+            let req = decode(api, version, body)?;
+            let r = group::sync(&ctx, req).await;
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::Heartbeat => {
+            let req = decode(api, version, body)?;
+            let r = group::heartbeat(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::LeaveGroup => {
+            let req = decode(api, version, body)?;
+            let r = group::leave(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::ListGroups => {
+            let req = decode(api, version, body)?;
+            let r = group::list(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::DescribeGroups => {
+            let req = decode(api, version, body)?;
+            let r = group::describe(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::DeleteGroups => {
+            let req = decode(api, version, body)?;
+            let r = group::delete(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::OffsetCommit => {
+            let req = decode(api, version, body)?;
+            let r = offsets::commit(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::OffsetFetch => {
+            let req = decode(api, version, body)?;
+            let r = offsets::fetch(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
         _ => return Err(ProtocolError::UnknownApi(raw_key)),
     };
     broker.metrics.observe_request(raw_key, started.elapsed());
@@ -258,6 +324,7 @@ mod tests {
                 default_partitions: 1,
                 defaults: Defaults::default(),
                 retention_check_ms: 1000,
+                groups: Default::default(),
             })
             .unwrap(),
         )
@@ -278,7 +345,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
         // Metadata v1: topics array claiming 2^31-1 entries, then nothing.
-        let r = handle(&b, frame(3, 1, &0x7fff_ffffi32.to_be_bytes())).await;
+        let r = handle(&b, "test", frame(3, 1, &0x7fff_ffffi32.to_be_bytes())).await;
         assert!(matches!(r, Err(ProtocolError::Malformed { .. })), "{r:?}");
         // Produce v3: null transactional id, acks, timeout, then a huge topic count.
         let mut body = Vec::new();
@@ -286,10 +353,13 @@ mod tests {
         body.extend_from_slice(&1i16.to_be_bytes());
         body.extend_from_slice(&1000i32.to_be_bytes());
         body.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
-        let r = handle(&b, frame(0, 3, &body)).await;
+        let r = handle(&b, "test", frame(0, 3, &body)).await;
         assert!(matches!(r, Err(ProtocolError::Malformed { .. })), "{r:?}");
         // The broker still answers afterwards.
-        let ok = handle(&b, frame(18, 0, &[])).await.unwrap().unwrap();
+        let ok = handle(&b, "test", frame(18, 0, &[]))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(ok.len() > 10);
     }
 
@@ -297,7 +367,10 @@ mod tests {
     async fn unknown_apiversions_version_gets_a_v0_answer() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let r = handle(&b, frame(18, 99, &[])).await.unwrap().unwrap();
+        let r = handle(&b, "test", frame(18, 99, &[]))
+            .await
+            .unwrap()
+            .unwrap();
         // length, correlation id, then error code 35 (UNSUPPORTED_VERSION).
         assert_eq!(&r[4..8], &42i32.to_be_bytes());
         assert_eq!(&r[8..10], &35i16.to_be_bytes());
@@ -316,7 +389,10 @@ mod tests {
         body.extend_from_slice(&1i32.to_be_bytes()); // one partition
         body.extend_from_slice(&0i32.to_be_bytes());
         body.extend_from_slice(&0i32.to_be_bytes()); // empty message set
-        let r = handle(&b, frame(0, 2, &body)).await.unwrap().unwrap();
+        let r = handle(&b, "test", frame(0, 2, &body))
+            .await
+            .unwrap()
+            .unwrap();
         // ... topic "t", partition 0, error code 35.
         let code_at = 4 + 4 + 4 + 2 + 1 + 4 + 4;
         assert_eq!(&r[code_at..code_at + 2], &35i16.to_be_bytes());
@@ -331,7 +407,7 @@ mod tests {
             let b = broker(dir.path());
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let _ = rt.block_on(async {
-                tokio::time::timeout(std::time::Duration::from_secs(2), handle(&b, frame(api, version, &rest))).await
+                tokio::time::timeout(std::time::Duration::from_secs(2), handle(&b, "test", frame(api, version, &rest))).await
             });
         }
     }

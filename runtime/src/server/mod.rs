@@ -43,6 +43,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>) {
     let _ = sock.set_nodelay(true);
     let (rd, mut wr) = sock.into_split();
     let mut frames = FrameReader::new(rd, MAX_REQUEST_BYTES);
+    let peer_host = peer.ip().to_string();
     loop {
         let frame = match frames.next().await {
             Ok(Some(f)) => f,
@@ -56,7 +57,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>) {
                 return;
             }
         };
-        match protocol::handle(broker, frame).await {
+        match protocol::handle(broker, &peer_host, frame).await {
             Ok(Some(resp)) => {
                 if let Err(e) = wr.write_all(&resp).await {
                     tracing::debug!(%peer, error = %e, "write failed");

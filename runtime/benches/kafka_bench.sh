@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# Benchmark of the sluice broker with librdkafka's own benchmark tool, rdkafka_performance.
+#
+# This is a benchmark, not a test: it asserts nothing and prints a table of figures at the
+# end. It needs no network besides crates.io (for librdkafka's sources, through the
+# rdkafka-sys crate) and Debian's archive (for a C toolchain, if missing).
+#
+#   bash runtime/benches/kafka_bench.sh
+#
+# Knobs (environment variables; defaults in brackets):
+#   PARTITIONS     partition counts to run every scenario with        ["1 4"]
+#   N_SMALL        records for the 100-byte scenarios                 [5000000]
+#   N_LARGE        records for the 1 KiB scenarios                    [2000000]
+#   LAT_RATE       records/s of the latency runs                      [10000]
+#   LAT_COUNT      records of each latency run                        [100000]
+#   LAT_WARMUP     first latency samples dropped (connection set-up)  [1000]
+#   COMPRESSION    producer codec: none|snappy|lz4                    [none]
+#   PROFILE        1: `perf record` the broker during the first
+#                  100-byte acks=1 produce run, print top symbols     [0]
+#   KEEP           1: keep the data and work directories (logs)       [0]
+#
+# The broker and the client share the machine, so every figure is "broker + client on
+# this box". The table says how much CPU each side used in each phase so you can tell
+# which one was the bottleneck.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BENCH_DIR=$ROOT/target/bench
+SRC_CRATE=$ROOT/runtime/benches/rdkafka
+
+PARTITIONS=${PARTITIONS:-"1 4"}
+N_SMALL=${N_SMALL:-5000000}
+N_LARGE=${N_LARGE:-2000000}
+LAT_RATE=${LAT_RATE:-10000}
+LAT_COUNT=${LAT_COUNT:-100000}
+LAT_WARMUP=${LAT_WARMUP:-$LAT_RATE}
+COMPRESSION=${COMPRESSION:-none}
+PROFILE=${PROFILE:-0}
+KEEP=${KEEP:-0}
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------
+# 1. rdkafka_performance, built from the librdkafka sources shipped in the rdkafka-sys crate
+# ---------------------------------------------------------------------------------------
+
+# librdkafka's configure/make need a C and C++ compiler (`make libs` also builds the C++
+# wrapper), make, pkg-config, and python3 (lds-gen.py writes the shared library's linker
+# script). Everything else (SSL, SASL, curl, zlib, zstd) is switched off below, and
+# LZ4/snappy are librdkafka's built-in copies, so no -dev package is needed.
+ensure_toolchain() {
+    local missing=()
+    for tool in gcc g++ make pkg-config python3; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if ((${#missing[@]})); then
+        log "installing build tools (missing: ${missing[*]})"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config python3 >/dev/null
+    fi
+}
+
+build_rdkafka_performance() {
+    # `cargo fetch` on the helper crate puts rdkafka-sys (and with it librdkafka's C
+    # sources) in cargo's registry; the version comes from that crate's Cargo.lock, so the
+    # benchmark always uses the same librdkafka.
+    cargo fetch --quiet --manifest-path "$SRC_CRATE/Cargo.toml"
+    local ver src
+    ver=$(awk '/^name = "rdkafka-sys"$/ { getline; gsub(/version = |"/, ""); print; exit }' \
+        "$SRC_CRATE/Cargo.lock")
+    [[ -n $ver ]] || { echo "rdkafka-sys not found in $SRC_CRATE/Cargo.lock" >&2; exit 1; }
+    src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"rdkafka-sys-$ver"/librdkafka 2>/dev/null | head -n1)
+    [[ -d $src ]] || { echo "librdkafka sources of rdkafka-sys $ver not found" >&2; exit 1; }
+
+    RDKPERF=$BENCH_DIR/librdkafka/examples/rdkafka_performance
+    # Built once; rebuilt only when the pinned rdkafka-sys version changes.
+    if [[ -x $RDKPERF && "$(cat "$BENCH_DIR/librdkafka/.sluice-bench-version" 2>/dev/null)" == "$ver" ]]; then
+        return
+    fi
+    ensure_toolchain
+    log "building rdkafka_performance from rdkafka-sys $ver ($src)"
+    rm -rf "$BENCH_DIR/librdkafka"
+    mkdir -p "$BENCH_DIR"
+    cp -r "$src" "$BENCH_DIR/librdkafka"
+    (
+        cd "$BENCH_DIR/librdkafka"
+        # --no-download: mklove would otherwise fetch missing helper modules from GitHub.
+        # Features the benchmark does not use are off to keep dependencies to a toolchain.
+        # (The log lives outside the source tree: mklove loads any ./configure.* file as a
+        # module, so a "configure.log" there breaks configure.)
+        local buildlog=$BENCH_DIR/librdkafka-build.log
+        ./configure --no-download --disable-ssl --disable-gssapi --disable-curl \
+            --disable-zlib --disable-zstd --disable-lz4-ext --disable-syslog >"$buildlog" 2>&1 \
+            && make -j"$(nproc)" libs >>"$buildlog" 2>&1 \
+            && make -C examples rdkafka_performance >>"$buildlog" 2>&1 \
+            || { tail -30 "$buildlog" >&2; exit 1; }
+    )
+    echo "$ver" >"$BENCH_DIR/librdkafka/.sluice-bench-version"
+}
+
+# ---------------------------------------------------------------------------------------
+# 2. The broker
+# ---------------------------------------------------------------------------------------
+
+BROKER_PID=
+TMP_DIRS=()
+PERF_PID=
+cleanup() {
+    [[ -n $PERF_PID ]] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
+    if [[ -n $BROKER_PID ]]; then
+        kill "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+    if ((${#TMP_DIRS[@]})); then
+        if [[ $KEEP == 1 ]]; then echo "kept: ${TMP_DIRS[*]}" >&2; else rm -rf "${TMP_DIRS[@]}"; fi
+    fi
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_broker() {
+    DATA=$(mktemp -d -t sluice-bench-data.XXXXXX)
+    TMP_DIRS+=("$DATA")
+    # A port nobody listens on. Another broker may already run on this machine (tests,
+    # another engineer), so never assume a fixed port: probe, then make sure the broker we
+    # started is the one serving (a lost race shows as "Address already in use").
+    local try
+    for try in $(seq 1 20); do
+        PORT=$((20000 + RANDOM % 40000))
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then continue; fi
+        "$ROOT/target/release/sluice" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
+            >"$WORK/broker.log" 2>&1 &
+        BROKER_PID=$!
+        for _ in $(seq 1 100); do
+            grep -q "sluice is serving" "$WORK/broker.log" && { BOOTSTRAP=127.0.0.1:$PORT; return; }
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=
+    done
+    echo "could not start the broker; last log:" >&2
+    cat "$WORK/broker.log" >&2
+    exit 1
+}
+
+# Broker memory and CPU, from /proc.
+vm_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$BROKER_PID/status"; }
+# Writing 5 to clear_refs resets the peak RSS (VmHWM), so each phase gets its own peak.
+reset_peak() { echo 5 >"/proc/$BROKER_PID/clear_refs" 2>/dev/null || true; }
+cpu_ticks() { sed 's/^.*) //' "/proc/$BROKER_PID/stat" | awk '{ print $12 + $13 }'; }
+CLK_TCK=$(getconf CLK_TCK)
+data_mb() { du -sm "$DATA" | cut -f1; }
+
+# ---------------------------------------------------------------------------------------
+# 3. Scenarios
+# ---------------------------------------------------------------------------------------
+
+# Producer settings: big batches and a deep local queue, so the client always has a full
+# batch ready and throughput is limited by the broker (or the CPU), not by the producer's
+# defaults (queue.buffering.max.messages is 100000 by default). batch.size stays at 1 MB
+# because the broker, like Kafka, refuses batches over max.message.bytes (1048588).
+PRODUCE_OPTS=(
+    -X linger.ms=50
+    -X batch.size=1000000
+    -X batch.num.messages=1000000
+    -X queue.buffering.max.messages=4000000
+    -X queue.buffering.max.kbytes=4194304
+)
+[[ $COMPRESSION != none ]] && PRODUCE_OPTS+=(-z "$COMPRESSION")
+# Consumer settings: rdkafka_performance already asks for 1M pre-fetched messages
+# (queued.min.messages); let each fetch bring up to 16 MB per partition.
+CONSUME_OPTS=(
+    -X fetch.max.bytes=67108864
+    -X max.partition.fetch.bytes=16777216
+    -X queued.max.messages.kbytes=262144
+)
+
+ROWS=()
+PEAK_MAX_KB=0
+
+# run_phase NAME PARTITIONS KIND COUNT -- rdkafka_performance args...
+# KIND is "produce", "consume" or "latency". Runs the client, then records a table row.
+run_phase() {
+    local name=$1 parts=$2 kind=$3 count=$4
+    shift 5
+    local out
+    out="$WORK/$(tr -c 'A-Za-z0-9=.\n-' _ <<<"$name").p$parts.out"
+    log "$name, $parts partition(s): rdkafka_performance $*"
+    reset_peak
+    local t0 t1
+    t0=$(cpu_ticks)
+    local TIMEFORMAT='%3R %3U %3S'
+    { time "$RDKPERF" -b "$BOOTSTRAP" "$@" >"$out" 2>&1; } 2>"$out.time" || {
+        echo "rdkafka_performance failed:" >&2
+        tail -20 "$out" >&2
+        exit 1
+    }
+    t1=$(cpu_ticks)
+    grep -E '^% [0-9]+ messages' "$out" | tail -n1 >&2 || true
+
+    local wall usr sys
+    read -r wall usr sys < <(tail -n1 "$out.time")
+    local broker_cpu client_cpu
+    broker_cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v w="$wall" 'BEGIN { printf "%d%%", 100 * d / hz / w }')
+    client_cpu=$(awk -v u="$usr" -v s="$sys" -v w="$wall" 'BEGIN { printf "%d%%", 100 * (u + s) / w }')
+
+    local rps="-" mbs="-" p50="-" p99="-" p999="-" line
+    case $kind in
+    produce)
+        # "% N messages produced (B bytes), D delivered (offset O, F failed) in T ms:
+        #  R msgs/s and M MB/s, ..."   (MB = 10^6 bytes of record values)
+        line=$(grep -E '^% [0-9]+ messages produced' "$out" | tail -n1)
+        local delivered failed
+        delivered=$(sed -E 's/.* ([0-9]+) delivered .*/\1/' <<<"$line")
+        failed=$(sed -E 's/.*, ([0-9]+) failed\).*/\1/' <<<"$line")
+        rps=$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")
+        mbs=$(sed -E 's/.* and ([0-9.]+) MB\/s.*/\1/' <<<"$line")
+        if [[ $delivered != "$count" || $failed != 0 ]]; then
+            echo "WARNING: $name delivered $delivered of $count records ($failed failed)" >&2
+        fi
+        ;;
+    consume)
+        # "% N messages (B bytes) consumed in T ms: R msgs/s (M MB/s)"
+        line=$(grep -E '^% [0-9]+ messages \([0-9]+ bytes\) consumed' "$out" | tail -n1)
+        local got
+        got=$(sed -E 's/^% ([0-9]+) messages.*/\1/' <<<"$line")
+        rps=$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")
+        mbs=$(sed -E 's/.*\(([0-9.]+) MB\/s\).*/\1/' <<<"$line")
+        [[ $got == "$count" ]] || echo "WARNING: $name consumed $got of $count records" >&2
+        ;;
+    latency)
+        # -A "$WORK/latency.txt" wrote one delivery latency per line, in microseconds: the
+        # time from produce() to the delivery report, i.e. client queueing + request + broker append + response.
+        # The first samples also wait for the connection and metadata: dropped as warm-up.
+        line=$(grep -E '^% [0-9]+ messages produced' "$out" | tail -n1)
+        rps=$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")
+        mbs=$(sed -E 's/.* and ([0-9.]+) MB\/s.*/\1/' <<<"$line")
+        read -r p50 p99 p999 < <(tail -n +"$((LAT_WARMUP + 1))" "$WORK/latency.txt" | sort -n | awk '
+            { v[NR] = $1 }
+            function pct(p,  i) { i = int(p * NR); if (i < p * NR) i++; if (i < 1) i = 1; return sprintf("%.2fms", v[i] / 1000) }
+            END { if (NR == 0) print "- - -"; else print pct(0.50), pct(0.99), pct(0.999) }')
+        ;;
+    esac
+
+    local peak rss
+    peak=$(vm_kb VmHWM)
+    rss=$(vm_kb VmRSS)
+    ((peak > PEAK_MAX_KB)) && PEAK_MAX_KB=$peak
+    ROWS+=("$(printf '%-26s|%5s|%10s|%11s|%9s|%9s|%9s|%9s|%8s|%8s|%10s|%9s|%9s' \
+        "$name" "$parts" "$count" "$rps" "$mbs" "$p50" "$p99" "$p999" \
+        "$broker_cpu" "$client_cpu" "$((peak / 1024)) MiB" "$((rss / 1024)) MiB" "$(data_mb) MB")")
+}
+
+create_topic() {
+    "$ROOT/target/release/sluice" topic create "$1" --partitions "$2" --bootstrap "$BOOTSTRAP" >/dev/null
+}
+
+# Profile the broker (not the client) with perf's software clock: this machine may have no
+# hardware counters, and cpu-clock works everywhere perf does.
+start_profile() {
+    [[ $PROFILE == 1 ]] || return 0
+    command -v perf >/dev/null || { echo "PROFILE=1 but perf is not installed" >&2; return 0; }
+    perf record -q -F 999 -e cpu-clock -g -p "$BROKER_PID" -o "$WORK/perf.data" >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+    sleep 0.5
+}
+stop_profile() {
+    [[ -n $PERF_PID ]] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+    perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
+        | grep -E '^ +[0-9.]+%' | head -n 15 >"$WORK/perf.top" || true
+    PROFILE=done
+}
+
+main() {
+    build_rdkafka_performance
+    log "building the broker (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --quiet --bin sluice)
+
+    WORK=$(mktemp -d -t sluice-bench-work.XXXXXX)
+    TMP_DIRS+=("$WORK")
+    start_broker
+    log "broker pid $BROKER_PID on $BOOTSTRAP, data in $DATA"
+
+    local p parts_args
+    for p in $PARTITIONS; do
+        # The consumer (simple-consumer mode) is told which partitions to read.
+        parts_args=()
+        for ((i = 0; i < p; i++)); do parts_args+=(-p "$i"); done
+
+        for spec in "100 $N_SMALL" "1024 $N_LARGE"; do
+            read -r size n <<<"$spec"
+            for acks in 1 all; do
+                local ack_arg=$acks topic="p$p-s$size-acks$acks"
+                [[ $acks == all ]] && ack_arg=-1
+                create_topic "$topic" "$p"
+                [[ $size == 100 && $acks == 1 && $PROFILE == 1 ]] && start_profile
+                run_phase "produce ${size}B acks=$acks" "$p" produce "$n" -- \
+                    -P -t "$topic" -s "$size" -c "$n" -a "$ack_arg" "${PRODUCE_OPTS[@]}"
+                stop_profile
+            done
+            run_phase "consume ${size}B" "$p" consume "$n" -- \
+                -C -t "p$p-s$size-acks1" "${parts_args[@]}" -o beginning -c "$n" "${CONSUME_OPTS[@]}"
+        done
+
+        # Latency at a modest fixed rate. linger.ms=0 so the figure is the round trip to the
+        # broker, not time spent waiting to fill a batch. -l makes every payload carry its
+        # send time (records are then at least ~30 bytes; asked for 100).
+        for acks in 1 all; do
+            local ack_arg=$acks topic="p$p-lat-acks$acks"
+            [[ $acks == all ]] && ack_arg=-1
+            create_topic "$topic" "$p"
+            run_phase "latency ${LAT_RATE}/s acks=$acks" "$p" latency "$LAT_COUNT" -- \
+                -P -t "$topic" -s 100 -c "$LAT_COUNT" -r "$LAT_RATE" -a "$ack_arg" \
+                -l -A "$WORK/latency.txt" -X linger.ms=0
+        done
+    done
+
+    echo
+    echo "sluice + rdkafka_performance (librdkafka $(cat "$BENCH_DIR/librdkafka/.sluice-bench-version")) on $(nproc) cores, $(uname -r)"
+    echo "records/s and MB/s are rdkafka_performance's (MB = 10^6 bytes of record values, whole run);"
+    echo "latency = produce() to delivery report after ${LAT_WARMUP} warm-up samples; CPU = % of one core"
+    echo "during the phase (200% = both cores); peak RSS = broker VmHWM during the phase; data = data dir size after it."
+    printf '%-26s|%5s|%10s|%11s|%9s|%9s|%9s|%9s|%8s|%8s|%10s|%9s|%9s\n' \
+        scenario parts records "records/s" "MB/s" p50 p99 p99.9 "brk CPU" "cli CPU" "peak RSS" "RSS end" data
+    printf '%s\n' "${ROWS[@]}"
+    echo "broker peak RSS over all phases: $((PEAK_MAX_KB / 1024)) MiB; data stored at the end: $(data_mb) MB"
+    if [[ -s ${WORK}/perf.top ]]; then
+        echo
+        echo "broker profile during 'produce 100B acks=1' (first partition count), top 15 symbols (perf, cpu-clock):"
+        cat "$WORK/perf.top"
+    fi
+}
+
+main "$@"

@@ -1,0 +1,366 @@
+//! The group coordinator: consumer groups (classic protocol) and their committed offsets.
+//!
+//! [`state`] holds the rules as a pure state machine; this module is its async shell: it parks
+//! JoinGroup/SyncGroup requests on oneshot channels, delivers the replies the state machine
+//! hands back, runs the clock ([`Coordinator::tick`]) and owns the [`offsets`] store.
+
+pub mod offsets;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::broker::now_ms;
+use crate::log::LogError;
+use offsets::{Committed, OffsetStore};
+use state::{err, Group, GroupConfig, JoinOutcome, JoinRequest, Reply, State, SyncOutcome, Waiter};
+
+/// Offsets of a group that has been empty this long are deleted (Kafka's
+/// `offsets.retention.minutes`, 7 days).
+pub const OFFSETS_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const NON_EMPTY_GROUP: i16 = 68;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+
+enum Parked {
+    Join(oneshot::Sender<JoinOutcome>),
+    Sync(oneshot::Sender<SyncOutcome>),
+}
+
+struct Inner {
+    groups: HashMap<String, Group>,
+    parked: HashMap<Waiter, Parked>,
+    next_waiter: Waiter,
+    offsets: OffsetStore,
+}
+
+impl Inner {
+    fn park(&mut self, p: Parked) -> Waiter {
+        self.next_waiter += 1;
+        self.parked.insert(self.next_waiter, p);
+        self.next_waiter
+    }
+
+    fn deliver(&mut self, replies: Vec<Reply>) {
+        for r in replies {
+            match r {
+                Reply::Join(w, o) => {
+                    if let Some(Parked::Join(tx)) = self.parked.remove(&w) {
+                        let _ = tx.send(o);
+                    }
+                }
+                Reply::Sync(w, o) => {
+                    if let Some(Parked::Sync(tx)) = self.parked.remove(&w) {
+                        let _ = tx.send(o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A summary of a group for ListGroups/DescribeGroups.
+pub struct GroupView {
+    pub id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+/// One partition's commit as requested: (topic, partition, offset, leader epoch, metadata).
+pub type CommitEntry = (String, i32, i64, i32, String);
+
+pub struct Coordinator {
+    inner: Mutex<Inner>,
+    pub config: GroupConfig,
+}
+
+impl Coordinator {
+    pub fn open(dir: &Path, config: GroupConfig) -> Result<Coordinator, LogError> {
+        Ok(Coordinator {
+            inner: Mutex::new(Inner {
+                groups: HashMap::new(),
+                parked: HashMap::new(),
+                next_waiter: 0,
+                offsets: OffsetStore::open(dir)?,
+            }),
+            config,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinOutcome {
+        let (tx, rx) = oneshot::channel();
+        let member = req.member_id.clone();
+        {
+            let mut inner = self.lock();
+            let w = inner.park(Parked::Join(tx));
+            let now = now_ms();
+            let g = inner
+                .groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, now));
+            let replies = g.join(req, w, now, &self.config);
+            inner.deliver(replies);
+        }
+        rx.await.unwrap_or(JoinOutcome {
+            error: COORDINATOR_NOT_AVAILABLE,
+            generation: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member,
+            members: Vec::new(),
+        })
+    }
+
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncOutcome {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut inner = self.lock();
+            let w = inner.park(Parked::Sync(tx));
+            let now = now_ms();
+            let replies = match inner.groups.get_mut(group_id) {
+                Some(g) => g.sync(member_id, instance_id, generation, assignments, w, now),
+                None => vec![Reply::Sync(
+                    w,
+                    SyncOutcome {
+                        error: err::UNKNOWN_MEMBER_ID,
+                        protocol_type: None,
+                        protocol_name: None,
+                        assignment: Bytes::new(),
+                    },
+                )],
+            };
+            inner.deliver(replies);
+        }
+        rx.await.unwrap_or(SyncOutcome {
+            error: COORDINATOR_NOT_AVAILABLE,
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        })
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
+        let mut inner = self.lock();
+        match inner.groups.get_mut(group_id) {
+            Some(g) => g.heartbeat(member_id, instance_id, generation, now_ms()),
+            None => err::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    pub fn leave(&self, group_id: &str, who: &[(String, Option<String>)]) -> Result<Vec<i16>, i16> {
+        let mut inner = self.lock();
+        let Some(g) = inner.groups.get_mut(group_id) else {
+            return Err(err::UNKNOWN_MEMBER_ID);
+        };
+        let (codes, replies) = g.leave(who, now_ms());
+        inner.deliver(replies);
+        Ok(codes)
+    }
+
+    /// Runs the clock: session expiry and join-phase deadlines; offset retention.
+    pub fn tick(&self) {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let mut replies = Vec::new();
+        for g in inner.groups.values_mut() {
+            replies.extend(g.tick(now));
+        }
+        inner.deliver(replies);
+    }
+
+    /// Deletes the offsets of groups that have been empty past the retention period.
+    pub fn expire_offsets(&self) {
+        let mut inner = self.lock();
+        let now = now_ms();
+        for group in inner.offsets.groups() {
+            let idle_since = match inner.groups.get(&group) {
+                Some(g) if g.state != State::Empty => continue,
+                Some(g) => g.empty_since_ms,
+                None => inner
+                    .offsets
+                    .group(&group)
+                    .iter()
+                    .map(|(_, _, c)| c.commit_ms)
+                    .max()
+                    .unwrap_or(0),
+            };
+            if now - idle_since > OFFSETS_RETENTION_MS {
+                match inner.offsets.delete_group(&group, now) {
+                    Ok(n) => {
+                        tracing::info!(group = %group, offsets = n, "expired offsets of an empty group")
+                    }
+                    Err(e) => tracing::warn!(group = %group, error = %e, "offset expiry failed"),
+                }
+                inner.groups.remove(&group);
+            }
+        }
+    }
+
+    /// Validates and stores a commit. Returns one error code for the whole request if the
+    /// member may not commit, else writes every entry.
+    pub fn commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        entries: Vec<CommitEntry>,
+    ) -> i16 {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let g = inner
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, now));
+        if generation < 0 {
+            // A standalone or admin commit: only while no member is active.
+            if g.state != State::Empty {
+                return err::UNKNOWN_MEMBER_ID;
+            }
+        } else {
+            if !g.members.contains_key(member_id) {
+                return err::UNKNOWN_MEMBER_ID;
+            }
+            if generation != g.generation {
+                return err::ILLEGAL_GENERATION;
+            }
+            if g.state == State::CompletingRebalance {
+                return err::REBALANCE_IN_PROGRESS;
+            }
+        }
+        let writes = entries
+            .into_iter()
+            .map(|(t, p, offset, leader_epoch, metadata)| {
+                (
+                    (group_id.to_string(), t, p),
+                    Some(Committed {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        commit_ms: now,
+                    }),
+                )
+            })
+            .collect();
+        match inner.offsets.write(writes, now) {
+            Ok(()) => err::NONE,
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "cannot persist committed offsets");
+                KAFKA_STORAGE_ERROR
+            }
+        }
+    }
+
+    pub fn committed(&self, group_id: &str, topic: &str, partition: i32) -> Option<Committed> {
+        self.lock().offsets.get(group_id, topic, partition).cloned()
+    }
+
+    pub fn committed_all(&self, group_id: &str) -> Vec<(String, i32, Committed)> {
+        self.lock().offsets.group(group_id)
+    }
+
+    fn view(g: &Group) -> GroupView {
+        let protocol = g.protocol.clone().unwrap_or_default();
+        GroupView {
+            id: g.id.clone(),
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| {
+                    (
+                        m.id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        m.metadata_for(&protocol),
+                        m.assignment.clone(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn list(&self) -> Vec<GroupView> {
+        let inner = self.lock();
+        let mut out: Vec<GroupView> = inner.groups.values().map(Self::view).collect();
+        for g in inner.offsets.groups() {
+            if !inner.groups.contains_key(&g) {
+                out.push(GroupView {
+                    id: g,
+                    state: "Empty",
+                    protocol_type: "consumer".into(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupView> {
+        let inner = self.lock();
+        match inner.groups.get(group_id) {
+            Some(g) => Some(Self::view(g)),
+            None if !inner.offsets.group(group_id).is_empty() => Some(GroupView {
+                id: group_id.to_string(),
+                state: "Empty",
+                protocol_type: "consumer".into(),
+                protocol: String::new(),
+                members: Vec::new(),
+            }),
+            None => None,
+        }
+    }
+
+    pub fn delete(&self, group_id: &str) -> i16 {
+        let mut inner = self.lock();
+        let known =
+            inner.groups.contains_key(group_id) || !inner.offsets.group(group_id).is_empty();
+        if !known {
+            return GROUP_ID_NOT_FOUND;
+        }
+        if inner
+            .groups
+            .get(group_id)
+            .is_some_and(|g| g.state != State::Empty)
+        {
+            return NON_EMPTY_GROUP;
+        }
+        if let Err(e) = inner.offsets.delete_group(group_id, now_ms()) {
+            tracing::error!(group = group_id, error = %e, "cannot delete group offsets");
+            return KAFKA_STORAGE_ERROR;
+        }
+        inner.groups.remove(group_id);
+        err::NONE
+    }
+}

@@ -1,0 +1,271 @@
+//! The consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! ListGroups, DescribeGroups, DeleteGroups. The rules live in `group::state`.
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
+};
+
+use super::{sb, Ctx};
+use crate::group::state::JoinRequest;
+
+/// FindCoordinator key types.
+const KEY_GROUP: i8 = 0;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+pub fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let c = &ctx.broker.config;
+    // Transactions are not supported, so there is no transaction coordinator to name.
+    let (error, message) = if req.key_type == KEY_GROUP {
+        (0, None)
+    } else {
+        (
+            COORDINATOR_NOT_AVAILABLE,
+            Some(sb("sluice has no transaction coordinator")),
+        )
+    };
+    let mut r = FindCoordinatorResponse::default();
+    if ctx.version >= 4 {
+        r.coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|k| {
+                CoordinatorEntry::default()
+                    .with_key(k)
+                    .with_node_id(BrokerId(if error == 0 { c.node_id } else { -1 }))
+                    .with_host(sb(if error == 0 {
+                        c.advertised_host.clone()
+                    } else {
+                        String::new()
+                    }))
+                    .with_port(if error == 0 { c.advertised_port } else { -1 })
+                    .with_error_code(error)
+                    .with_error_message(message.clone())
+            })
+            .collect();
+    } else {
+        r.error_code = error;
+        if ctx.version >= 1 {
+            r.error_message = message;
+        }
+        if error == 0 {
+            r.node_id = BrokerId(c.node_id);
+            r.host = sb(c.advertised_host.clone());
+            r.port = c.advertised_port;
+        } else {
+            r.node_id = BrokerId(-1);
+            r.port = -1;
+        }
+    }
+    r
+}
+
+pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
+    let v = ctx.version;
+    let jr = JoinRequest {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: ctx.client_id.unwrap_or_default().to_string(),
+        client_host: ctx.peer.to_string(),
+        session_timeout_ms: req.session_timeout_ms,
+        // v0 had no rebalance timeout: it equals the session timeout.
+        rebalance_timeout_ms: if v >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member_id: v >= 4,
+    };
+    let o = ctx.broker.groups.join(req.group_id.0.as_str(), jr).await;
+    let mut r = JoinGroupResponse::default()
+        .with_error_code(o.error)
+        .with_generation_id(o.generation)
+        .with_leader(sb(o.leader))
+        .with_member_id(sb(o.member_id));
+    r.protocol_name = match o.protocol_name {
+        Some(p) => Some(sb(p)),
+        // Before v7 the field is not nullable.
+        None if v < 7 => Some(sb("")),
+        None => None,
+    };
+    if v >= 7 {
+        r.protocol_type = o.protocol_type.map(sb);
+    }
+    r.members = o
+        .members
+        .into_iter()
+        .map(|(id, inst, meta)| {
+            let mut m = JoinGroupResponseMember::default()
+                .with_member_id(sb(id))
+                .with_metadata(meta);
+            if v >= 5 {
+                m.group_instance_id = inst.map(sb);
+            }
+            m
+        })
+        .collect();
+    r
+}
+
+pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let o = ctx
+        .broker
+        .groups
+        .sync(
+            req.group_id.0.as_str(),
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+            assignments,
+        )
+        .await;
+    let mut r = SyncGroupResponse::default()
+        .with_error_code(o.error)
+        .with_assignment(o.assignment);
+    if ctx.version >= 5 {
+        r.protocol_type = o.protocol_type.map(sb);
+        r.protocol_name = o.protocol_name.map(sb);
+    }
+    r
+}
+
+pub fn heartbeat(ctx: &Ctx<'_>, req: HeartbeatRequest) -> HeartbeatResponse {
+    let e = ctx.broker.groups.heartbeat(
+        req.group_id.0.as_str(),
+        req.member_id.as_str(),
+        req.group_instance_id.as_deref(),
+        req.generation_id,
+    );
+    HeartbeatResponse::default().with_error_code(e)
+}
+
+pub fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
+    // v3 batched members (KIP-345); earlier versions name one member.
+    let who: Vec<(String, Option<String>)> = if ctx.version >= 3 {
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let mut r = LeaveGroupResponse::default();
+    match ctx.broker.groups.leave(req.group_id.0.as_str(), &who) {
+        Err(e) => r.error_code = e,
+        Ok(codes) => {
+            if ctx.version >= 3 {
+                r.members = who
+                    .iter()
+                    .zip(&codes)
+                    .map(|((id, inst), &code)| {
+                        MemberResponse::default()
+                            .with_member_id(sb(id.clone()))
+                            .with_group_instance_id(inst.clone().map(sb))
+                            .with_error_code(code)
+                    })
+                    .collect();
+            } else {
+                r.error_code = codes.first().copied().unwrap_or(0);
+            }
+        }
+    }
+    r
+}
+
+pub fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
+    let mut r = ListGroupsResponse::default();
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    r.groups = ctx
+        .broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .map(|g| {
+            let mut l = ListedGroup::default()
+                .with_group_id(GroupId(sb(g.id)))
+                .with_protocol_type(sb(g.protocol_type));
+            if ctx.version >= 4 {
+                l.group_state = sb(g.state);
+            }
+            if ctx.version >= 5 {
+                l.group_type = sb("Classic");
+            }
+            l
+        })
+        .collect();
+    r
+}
+
+pub fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let mut r = DescribeGroupsResponse::default();
+    for gid in req.groups {
+        let mut d = DescribedGroup::default().with_group_id(gid.clone());
+        match ctx.broker.groups.describe(gid.0.as_str()) {
+            // Kafka describes an unknown group as Dead, without an error.
+            None => d.group_state = sb("Dead"),
+            Some(g) => {
+                d.group_state = sb(g.state);
+                d.protocol_type = sb(g.protocol_type);
+                d.protocol_data = sb(g.protocol);
+                d.members = g
+                    .members
+                    .into_iter()
+                    .map(|(id, inst, client, host, meta, assignment)| {
+                        let mut m = DescribedGroupMember::default()
+                            .with_member_id(sb(id))
+                            .with_client_id(sb(client))
+                            .with_client_host(sb(host))
+                            .with_member_metadata(meta)
+                            .with_member_assignment(assignment);
+                        if ctx.version >= 4 {
+                            m.group_instance_id = inst.map(sb);
+                        }
+                        m
+                    })
+                    .collect();
+            }
+        }
+        r.groups.push(d);
+    }
+    r
+}
+
+pub fn delete(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut r = DeleteGroupsResponse::default();
+    for gid in req.groups_names {
+        let e = ctx.broker.groups.delete(gid.0.as_str());
+        r.results.push(
+            DeletableGroupResult::default()
+                .with_group_id(gid)
+                .with_error_code(e),
+        );
+    }
+    r
+}

@@ -1,0 +1,171 @@
+//! OffsetCommit and OffsetFetch.
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+use kafka_protocol::ResponseError;
+
+use super::{code, sb, Ctx};
+use crate::group::CommitEntry;
+
+pub fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let b = ctx.broker;
+    let mut entries: Vec<CommitEntry> = Vec::new();
+    // Partitions that cannot be committed whatever the group says.
+    let mut unknown = Vec::new();
+    for t in &req.topics {
+        let topic = b.topic(t.name.0.as_str());
+        for p in &t.partitions {
+            if topic
+                .as_ref()
+                .and_then(|tt| tt.partition(p.partition_index))
+                .is_none()
+            {
+                unknown.push((t.name.0.to_string(), p.partition_index));
+                continue;
+            }
+            entries.push((
+                t.name.0.to_string(),
+                p.partition_index,
+                p.committed_offset,
+                if ctx.version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                p.committed_metadata
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_string(),
+            ));
+        }
+    }
+    let e = b.groups.commit(
+        req.group_id.0.as_str(),
+        req.member_id.as_str(),
+        req.generation_id_or_member_epoch,
+        entries,
+    );
+    let mut r = OffsetCommitResponse::default();
+    for t in req.topics {
+        let mut tr = OffsetCommitResponseTopic::default().with_name(t.name.clone());
+        for p in t.partitions {
+            let pe = if unknown.contains(&(t.name.0.to_string(), p.partition_index)) {
+                code(ResponseError::UnknownTopicOrPartition)
+            } else {
+                e
+            };
+            tr.partitions.push(
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(pe),
+            );
+        }
+        r.topics.push(tr);
+    }
+    r
+}
+
+/// (topic, [(partition, offset, leader epoch, metadata)]) for one group and topic selection.
+type Fetched = Vec<(String, Vec<(i32, i64, i32, String)>)>;
+
+fn fetch_group(ctx: &Ctx<'_>, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+    let g = &ctx.broker.groups;
+    match topics {
+        // Null topics: everything the group has committed.
+        None => {
+            let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, i64, i32, String)>> =
+                Default::default();
+            for (t, p, c) in g.committed_all(group) {
+                by_topic
+                    .entry(t)
+                    .or_default()
+                    .push((p, c.offset, c.leader_epoch, c.metadata));
+            }
+            by_topic.into_iter().collect()
+        }
+        Some(list) => list
+            .into_iter()
+            .map(|(t, parts)| {
+                let rows = parts
+                    .into_iter()
+                    .map(|p| match g.committed(group, &t, p) {
+                        Some(c) => (p, c.offset, c.leader_epoch, c.metadata),
+                        None => (p, -1, -1, String::new()),
+                    })
+                    .collect();
+                (t, rows)
+            })
+            .collect(),
+    }
+}
+
+pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    let mut r = OffsetFetchResponse::default();
+    if ctx.version >= 8 {
+        for grp in req.groups {
+            let topics = grp.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let fetched = fetch_group(ctx, grp.group_id.0.as_str(), topics);
+            let mut gr = OffsetFetchResponseGroup::default().with_group_id(grp.group_id);
+            gr.topics = fetched
+                .into_iter()
+                .map(|(t, rows)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(sb(t)))
+                        .with_partitions(
+                            rows.into_iter()
+                                .map(|(p, o, e, m)| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(o)
+                                        .with_committed_leader_epoch(e)
+                                        .with_metadata(Some(sb(m)))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            r.groups.push(gr);
+        }
+        return r;
+    }
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let fetched = fetch_group(ctx, req.group_id.0.as_str(), topics);
+    r.topics = fetched
+        .into_iter()
+        .map(|(t, rows)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(sb(t)))
+                .with_partitions(
+                    rows.into_iter()
+                        .map(|(p, o, e, m)| {
+                            let mut pr = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_metadata(Some(sb(m)));
+                            if ctx.version >= 5 {
+                                pr.committed_leader_epoch = e;
+                            }
+                            pr
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    r
+}
