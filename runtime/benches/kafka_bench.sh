@@ -13,7 +13,8 @@
 #   N_LARGE        records for the 1 KiB scenarios                    [2000000]
 #   LAT_RATE       records/s of the latency runs                      [10000]
 #   LAT_COUNT      records of each latency run                        [100000]
-#   LAT_WARMUP     first latency samples dropped (connection set-up)  [1000]
+#   LAT_WARMUP     first latency samples dropped: the client queues
+#                  records while it connects (~0.5 s)                 [LAT_RATE, 1 s]
 #   COMPRESSION    producer codec: none|snappy|lz4                    [none]
 #   PROFILE        1: `perf record` the broker during the first
 #                  100-byte acks=1 produce run, print top symbols     [0]
@@ -151,6 +152,9 @@ vm_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$BROKER_PID/status"; }
 # Writing 5 to clear_refs resets the peak RSS (VmHWM), so each phase gets its own peak.
 reset_peak() { echo 5 >"/proc/$BROKER_PID/clear_refs" 2>/dev/null || true; }
 cpu_ticks() { sed 's/^.*) //' "/proc/$BROKER_PID/stat" | awk '{ print $12 + $13 }'; }
+# Busy ticks of the whole machine (user+nice+system+irq+softirq+steal): whatever is not the
+# broker or the client is other load (e.g. a compiler), which would skew the figures.
+sys_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 CLK_TCK=$(getconf CLK_TCK)
 data_mb() { du -sm "$DATA" | cut -f1; }
 
@@ -179,6 +183,7 @@ CONSUME_OPTS=(
 )
 
 ROWS=()
+ROW_FMT='%-24s|%5s|%9s|%10s|%8s|%8s|%8s|%8s|%7s|%7s|%7s|%9s|%8s|%8s'
 PEAK_MAX_KB=0
 
 # run_phase NAME PARTITIONS KIND COUNT -- rdkafka_performance args...
@@ -190,8 +195,9 @@ run_phase() {
     out="$WORK/$(tr -c 'A-Za-z0-9=.\n-' _ <<<"$name").p$parts.out"
     log "$name, $parts partition(s): rdkafka_performance $*"
     reset_peak
-    local t0 t1
+    local t0 t1 s0 s1
     t0=$(cpu_ticks)
+    s0=$(sys_ticks)
     local TIMEFORMAT='%3R %3U %3S'
     { time "$RDKPERF" -b "$BOOTSTRAP" "$@" >"$out" 2>&1; } 2>"$out.time" || {
         echo "rdkafka_performance failed:" >&2
@@ -199,13 +205,16 @@ run_phase() {
         exit 1
     }
     t1=$(cpu_ticks)
+    s1=$(sys_ticks)
     grep -E '^% [0-9]+ messages' "$out" | tail -n1 >&2 || true
 
     local wall usr sys
     read -r wall usr sys < <(tail -n1 "$out.time")
-    local broker_cpu client_cpu
-    broker_cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v w="$wall" 'BEGIN { printf "%d%%", 100 * d / hz / w }')
-    client_cpu=$(awk -v u="$usr" -v s="$sys" -v w="$wall" 'BEGIN { printf "%d%%", 100 * (u + s) / w }')
+    local broker_cpu client_cpu other_cpu
+    read -r broker_cpu client_cpu other_cpu < <(awk -v b=$((t1 - t0)) -v all=$((s1 - s0)) \
+        -v hz="$CLK_TCK" -v u="$usr" -v s="$sys" -v w="$wall" 'BEGIN {
+            b = b / hz; c = u + s; o = all / hz - b - c; if (o < 0) o = 0
+            printf "%d%% %d%% %d%%\n", 100 * b / w, 100 * c / w, 100 * o / w }')
 
     local rps="-" mbs="-" p50="-" p99="-" p999="-" line
     case $kind in
@@ -249,9 +258,8 @@ run_phase() {
     peak=$(vm_kb VmHWM)
     rss=$(vm_kb VmRSS)
     ((peak > PEAK_MAX_KB)) && PEAK_MAX_KB=$peak
-    ROWS+=("$(printf '%-26s|%5s|%10s|%11s|%9s|%9s|%9s|%9s|%8s|%8s|%10s|%9s|%9s' \
-        "$name" "$parts" "$count" "$rps" "$mbs" "$p50" "$p99" "$p999" \
-        "$broker_cpu" "$client_cpu" "$((peak / 1024)) MiB" "$((rss / 1024)) MiB" "$(data_mb) MB")")
+    ROWS+=("$(printf "$ROW_FMT" "$name" "$parts" "$count" "$rps" "$mbs" "$p50" "$p99" "$p999" \
+        "$broker_cpu" "$client_cpu" "$other_cpu" "$((peak / 1024)) MiB" "$((rss / 1024)) MiB" "$(data_mb) MB")")
 }
 
 create_topic() {
@@ -273,7 +281,7 @@ stop_profile() {
     wait "$PERF_PID" 2>/dev/null || true
     PERF_PID=
     perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
-        | grep -E '^ +[0-9.]+%' | head -n 15 >"$WORK/perf.top" || true
+        | grep -E '^ +[0-9.]+%' | sed -E 's/( +-)+ *$//' | head -n 15 >"$WORK/perf.top" || true
     PROFILE=done
 }
 
@@ -324,10 +332,11 @@ main() {
     echo
     echo "sluice + rdkafka_performance (librdkafka $(cat "$BENCH_DIR/librdkafka/.sluice-bench-version")) on $(nproc) cores, $(uname -r)"
     echo "records/s and MB/s are rdkafka_performance's (MB = 10^6 bytes of record values, whole run);"
-    echo "latency = produce() to delivery report after ${LAT_WARMUP} warm-up samples; CPU = % of one core"
-    echo "during the phase (200% = both cores); peak RSS = broker VmHWM during the phase; data = data dir size after it."
-    printf '%-26s|%5s|%10s|%11s|%9s|%9s|%9s|%9s|%8s|%8s|%10s|%9s|%9s\n' \
-        scenario parts records "records/s" "MB/s" p50 p99 p99.9 "brk CPU" "cli CPU" "peak RSS" "RSS end" data
+    echo "latency = produce() to delivery report, first ${LAT_WARMUP} samples dropped;"
+    echo "broker/client/other = CPU use during the phase in % of one core (200% = both cores; other = the"
+    echo "rest of the machine); peak RSS = broker VmHWM during the phase; data = data dir size after it."
+    printf "$ROW_FMT\n" scenario parts records "records/s" "MB/s" p50 p99 p99.9 \
+        "broker" "client" "other" "peak RSS" "RSS end" data
     printf '%s\n' "${ROWS[@]}"
     echo "broker peak RSS over all phases: $((PEAK_MAX_KB / 1024)) MiB; data stored at the end: $(data_mb) MB"
     if [[ -s ${WORK}/perf.top ]]; then

@@ -2,6 +2,7 @@
 //! to a broker over the Kafka protocol like any other client.
 
 mod consume;
+mod group;
 mod produce;
 pub mod serve;
 mod topic;
@@ -30,6 +31,9 @@ pub enum Command {
     /// Create, list, describe, reconfigure and delete topics
     #[command(subcommand)]
     Topic(topic::TopicCmd),
+    /// Consumer groups: list, describe with lag, reset offsets, delete
+    #[command(subcommand)]
+    Group(group::GroupCmd),
     /// Produce lines from stdin, one record per line
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line
@@ -58,6 +62,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(a) => serve::run(a),
         Command::Topic(c) => client_runtime()?.block_on(topic::run(c)),
+        Command::Group(c) => client_runtime()?.block_on(group::run(c)),
         Command::Produce(a) => client_runtime()?.block_on(produce::run(a)),
         Command::Consume(a) => client_runtime()?.block_on(consume::run(a)),
     }
