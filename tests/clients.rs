@@ -1,0 +1,123 @@
+//! End-to-end tests with Kafka clients nobody on this project wrote: each test starts its own
+//! broker and runs one scenario script from tests/clients against it (see the scripts' own
+//! docs for what they check). A missing client fails the test with install instructions.
+//!
+//! Registered in runtime/Cargo.toml as `[[test]] name = "clients" path = "../tests/clients.rs"`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use support::{require_kafkajs, require_kcat, require_python_modules, run_ok, Broker, Script};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+#[test]
+fn confluent_kafka_round_trips_every_codec() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    run_ok(&broker, "python3", "confluent_codecs.py", &[], LIMIT);
+}
+
+#[test]
+fn confluent_kafka_acks_levels_and_long_poll() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    run_ok(&broker, "python3", "confluent_acks_longpoll.py", &[], LIMIT);
+}
+
+#[test]
+fn kafka_python_admin_configs_and_codecs() {
+    require_python_modules(&["kafka", "snappy", "lz4.frame", "zstandard"]);
+    let broker = Broker::start();
+    run_ok(&broker, "python3", "kafka_python_roundtrip.py", &[], LIMIT);
+}
+
+#[test]
+fn kafkajs_produce_and_admin() {
+    require_kafkajs();
+    require_python_modules(&["confluent_kafka"]); // reads back what kafkajs wrote
+    let broker = Broker::start();
+    run_ok(&broker, "node", "node/kafkajs_produce_admin.js", &[], LIMIT);
+}
+
+#[test]
+fn kcat_metadata_and_codecs() {
+    require_kcat();
+    require_python_modules(&["json"]);
+    let broker = Broker::start();
+    run_ok(&broker, "bash", "kcat_roundtrip.sh", &[], LIMIT);
+}
+
+#[test]
+fn oversized_record_is_refused_and_partition_keeps_working() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    run_ok(&broker, "python3", "oversized_record.py", &[], LIMIT);
+}
+
+#[test]
+fn garbage_bytes_cost_only_their_connection() {
+    require_python_modules(&["confluent_kafka"]);
+    let mut broker = Broker::start();
+    let pid = broker.pid().to_string();
+    run_ok(&broker, "python3", "garbage_bytes.py", &["--pid", &pid], LIMIT);
+    broker.assert_alive();
+}
+
+/// Every record the broker acknowledged with acks=all must still be at its offset after the
+/// process is killed with SIGKILL mid-run and restarted on the same data directory.
+#[test]
+fn acknowledged_records_survive_kill9() {
+    require_python_modules(&["confluent_kafka"]);
+    let mut broker = Broker::start();
+    let acked = broker.scratch().join("acked.txt");
+    let acked_arg = acked.to_str().unwrap().to_string();
+    let topic = "durable";
+    let count_lines = || fs::read_to_string(&acked).map(|s| s.lines().count()).unwrap_or(0);
+
+    let mut producer = Script::spawn(
+        &broker,
+        "python3",
+        "durability.py",
+        &["produce", "--topic", topic, "--acked", &acked_arg, "--count", "30000", "--rate", "4000"],
+    );
+    // Kill twice while the producer is still going, each time once a good share is acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut acked_before_kill = 0;
+    for threshold in [5000, 15000] {
+        while count_lines() < threshold {
+            if !producer.running() || Instant::now() > deadline {
+                let done = producer.finish(Duration::ZERO);
+                panic!(
+                    "producer did not get {threshold} records acknowledged ({} listed)\n{}\n{}",
+                    count_lines(),
+                    done.report(),
+                    broker.log_tail()
+                );
+            }
+            sleep(Duration::from_millis(20));
+        }
+        acked_before_kill = count_lines();
+        assert!(producer.running(), "producer finished before the kill; the kill must land mid-run");
+        broker.kill9();
+        println!("killed the broker with {acked_before_kill} records acknowledged");
+        sleep(Duration::from_millis(500));
+        broker.restart();
+    }
+
+    let done = producer.finish(Duration::from_secs(180));
+    assert!(done.success(), "producer failed\n{}\n{}", done.report(), broker.log_tail());
+    print!("{}", done.stdout);
+    let min = acked_before_kill.to_string();
+    run_ok(
+        &broker,
+        "python3",
+        "durability.py",
+        &["check", "--topic", topic, "--acked", &acked_arg, "--min-acked", &min],
+        LIMIT,
+    );
+}

@@ -1,0 +1,54 @@
+"""Helpers shared by the Python client scenarios: argument parsing and loud failures."""
+
+import argparse
+import os
+import sys
+import time
+
+
+class Failure(Exception):
+    pass
+
+
+def fail(msg):
+    raise Failure(msg)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def check_eq(actual, expected, what):
+    if actual != expected:
+        fail(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def args(description, extra=None):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--bootstrap", required=True, help="broker address HOST:PORT")
+    if extra:
+        extra(p)
+    return p.parse_args()
+
+
+def unique(prefix):
+    # Scripts may be re-run against a long-lived broker: never reuse a topic name.
+    return f"{prefix}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+
+
+def main(body):
+    """Run body(); turn a Failure (or any crash) into a clear message and exit status 1."""
+    name = os.path.basename(sys.argv[0])
+    try:
+        summary = body()
+    except Failure as e:
+        print(f"FAIL {name}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print(f"FAIL {name}: unexpected exception (see traceback above)", file=sys.stderr)
+        sys.exit(1)
+    print(f"OK {name}: {summary}")

@@ -1,0 +1,277 @@
+//! Harness for the end-to-end client tests: a real `sluice serve` process on its own port and
+//! data directory, and a runner for the client scripts under tests/clients.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A broker process. Dropping it kills the process; the directories go with it.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: tempfile::TempDir,
+    /// Broker log, config file and whatever the test writes: kept out of the data directory.
+    scratch: tempfile::TempDir,
+    config: Option<PathBuf>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Broker::launch(None)
+    }
+
+    pub fn start_with_config(toml: &str) -> Broker {
+        Broker::launch(Some(toml))
+    }
+
+    fn launch(toml: Option<&str>) -> Broker {
+        let data_dir = tempfile::Builder::new().prefix("sluice-data-").tempdir().expect("data dir");
+        let scratch = tempfile::Builder::new().prefix("sluice-test-").tempdir().expect("scratch dir");
+        let config = toml.map(|text| {
+            let path = scratch.path().join("sluice.toml");
+            fs::write(&path, text).expect("write broker config");
+            path
+        });
+        let mut broker = Broker { child: None, port: free_port(), data_dir, scratch, config };
+        broker.spawn();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is not running").id()
+    }
+
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.scratch.path().join("broker.log")
+    }
+
+    fn spawn(&mut self) {
+        let mut log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("broker log");
+        writeln!(log, "==== sluice serve --listen {} ====", self.bootstrap()).ok();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(self.data_dir.path());
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("broker log"))
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn the sluice binary"));
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let addr: SocketAddr = self.bootstrap().parse().unwrap();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("poll broker") {
+                panic!("sluice exited ({status}) before accepting connections\n{}", self.log_tail());
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("sluice did not accept connections on {addr} within {READY_TIMEOUT:?}\n{}", self.log_tail());
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or clean up, like a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port and data directory (killing the process first if it runs).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn assert_alive(&mut self) {
+        let child = self.child.as_mut().expect("broker is not running");
+        if let Some(status) = child.try_wait().expect("poll broker") {
+            panic!("sluice exited ({status})\n{}", self.log_tail());
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+        format!("---- broker log (last 60 lines) ----\n{tail}")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
+}
+
+/// tests/clients in the source tree.
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients")
+}
+
+/// A client script running as a child process, its output going to files in the broker's scratch dir.
+pub struct Script {
+    pub label: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+pub struct Finished {
+    pub label: String,
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    pub fn report(&self) -> String {
+        let status = match self.status {
+            Some(s) => s.to_string(),
+            None => "killed after the time limit".to_string(),
+        };
+        format!("{} -> {status}\n---- stdout ----\n{}\n---- stderr ----\n{}", self.label, self.stdout, self.stderr)
+    }
+}
+
+impl Script {
+    /// `program` is python3, node or bash; `script` is relative to tests/clients.
+    pub fn spawn(broker: &Broker, program: &str, script: &str, args: &[&str]) -> Script {
+        let path = clients_dir().join(script);
+        assert!(path.exists(), "missing client script {}", path.display());
+        let base = script.replace('/', "_");
+        let n = fs::read_dir(broker.scratch()).map(|d| d.count()).unwrap_or(0);
+        let stdout = broker.scratch().join(format!("{base}.{n}.out"));
+        let stderr = broker.scratch().join(format!("{base}.{n}.err"));
+        let label = format!("{program} {script} --bootstrap {} {}", broker.bootstrap(), args.join(" "));
+        let child = Command::new(program)
+            .arg(&path)
+            .arg("--bootstrap")
+            .arg(broker.bootstrap())
+            .args(args)
+            .env("PYTHONUNBUFFERED", "1")
+            .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("script stdout file"))
+            .stderr(File::create(&stderr).expect("script stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        Script { label, child, stdout, stderr }
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("poll script").is_none()
+    }
+
+    /// Wait for the script, killing it if it outlives the limit.
+    pub fn finish(mut self, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll script") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            sleep(Duration::from_millis(100));
+        };
+        Finished {
+            label: std::mem::take(&mut self.label),
+            status,
+            stdout: fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run a script to completion and fail the test, with its output and the broker log, unless it
+/// exits 0. Returns its stdout.
+pub fn run_ok(broker: &Broker, program: &str, script: &str, args: &[&str], limit: Duration) -> String {
+    let done = Script::spawn(broker, program, script, args).finish(limit);
+    assert!(done.success(), "client script failed\n{}\n{}", done.report(), broker.log_tail());
+    print!("{}", done.stdout);
+    done.stdout
+}
+
+/// Fail (never skip) when a client the scenario needs is missing, saying how to install it.
+pub fn require(program: &str, args: &[&str], what: &str, install: &str) {
+    let ok = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{what} is required for this test but is not available. Install it with: {install}");
+}
+
+pub fn require_python_modules(modules: &[&str]) {
+    let import = format!("import {}", modules.join(", "));
+    require(
+        "python3",
+        &["-c", &import],
+        &format!("python3 with the modules {modules:?}"),
+        "apt-get install python3 && pip install -r tests/clients/requirements.txt",
+    );
+}
+
+pub fn require_kafkajs() {
+    require("node", &["--version"], "node (Node.js 18 or newer)", "apt-get install nodejs npm");
+    let kafkajs = clients_dir().join("node/node_modules/kafkajs/package.json");
+    assert!(
+        kafkajs.exists(),
+        "kafkajs is required for this test but {} is missing. Install it with: npm ci --prefix tests/clients/node",
+        kafkajs.display()
+    );
+}
+
+pub fn require_kcat() {
+    require("kcat", &["-V"], "kcat", "apt-get install kcat");
+}
