@@ -307,6 +307,8 @@ pub struct Topic {
     pub id: Uuid,
     pub partitions: Vec<Partition>,
     config: RwLock<TopicConfig>,
+    /// What the produce path needs from the config, kept apart so it costs no lock or clone.
+    produce_limits: ProduceLimits,
     dir: PathBuf,
     pub stats: TopicStats,
 }
@@ -316,6 +318,21 @@ struct TopicMeta {
     id: Uuid,
     partitions: i32,
     config: TopicConfig,
+}
+
+#[derive(Default)]
+struct ProduceLimits {
+    max_message_bytes: std::sync::atomic::AtomicUsize,
+    log_append_time: std::sync::atomic::AtomicBool,
+}
+
+impl ProduceLimits {
+    fn set(&self, c: &TopicConfig, d: &Defaults) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.max_message_bytes
+            .store(c.max_message_bytes(d), Relaxed);
+        self.log_append_time.store(c.log_append_time(d), Relaxed);
+    }
 }
 
 /// Offsets of a partition at one instant.
@@ -476,6 +493,20 @@ impl Topic {
             .clone()
     }
 
+    /// `max.message.bytes` of this topic.
+    pub fn max_message_bytes(&self) -> usize {
+        self.produce_limits
+            .max_message_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the broker stamps batches (`message.timestamp.type=LogAppendTime`).
+    pub fn log_append_time(&self) -> bool {
+        self.produce_limits
+            .log_append_time
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn partition(&self, index: i32) -> Option<&Partition> {
         usize::try_from(index)
             .ok()
@@ -575,11 +606,14 @@ impl Broker {
                 log: Mutex::new(log),
             });
         }
+        let produce_limits = ProduceLimits::default();
+        produce_limits.set(&meta.config, &config.defaults);
         Ok(Topic {
             name,
             id: meta.id,
             partitions,
             config: RwLock::new(meta.config),
+            produce_limits,
             dir,
             stats: TopicStats::default(),
         })
@@ -647,6 +681,7 @@ impl Broker {
                 id: meta.id,
                 partitions: Vec::new(),
                 config: RwLock::new(meta.config),
+                produce_limits: ProduceLimits::default(),
                 dir,
                 stats: TopicStats::default(),
             }));
@@ -723,6 +758,7 @@ impl Broker {
         for p in &topic.partitions {
             p.set_log_config(lc.clone());
         }
+        topic.produce_limits.set(&config, &self.config.defaults);
         *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         tracing::info!(topic = name, "topic config changed");
         Ok(())

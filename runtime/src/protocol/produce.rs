@@ -51,9 +51,8 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
                 continue;
             };
             let records = pd.records.unwrap_or_default();
-            let cfg = topic.config();
-            let max = cfg.max_message_bytes(&b.config.defaults);
-            let stamp = cfg.log_append_time(&b.config.defaults).then(now_ms);
+            let max = topic.max_message_bytes();
+            let stamp = topic.log_append_time().then(now_ms);
             match part.append(&records, max, stamp) {
                 Ok(at) => {
                     appended_any = true;
