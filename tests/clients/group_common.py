@@ -61,6 +61,9 @@ class Member:
         self.lost_calls = 0
         self.history = []
         self.errors = []
+        # First offset read per partition, whoever polled: watching a member must not lose what
+        # it read.
+        self.first_offsets = {}
         conf = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -111,6 +114,8 @@ class Member:
             self.errors.append(str(err))
             log(f"{self.name}: consumer error {err}")
             return None
+        if msg is not None:
+            self.first_offsets.setdefault(msg.partition(), msg.offset())
         return msg
 
     def close(self):

@@ -78,7 +78,7 @@ def membership(a):
     survivors = [m1, m2]
     took = wait_for("after m3 left, m1 and m2 with 3 partitions each",
                     lambda: is_even_split([m.partitions() for m in survivors], PARTITIONS, 3),
-                    survivors, 20, lambda: state(survivors))
+                    survivors, 10, lambda: state(survivors))
     log(f"step 2: {state(survivors)} {took:.2f} s after m3's LeaveGroup")
 
     # 3 and 4. A member that stops heartbeating (SIGSTOP), then one that dies (SIGKILL).
@@ -91,7 +91,6 @@ def membership(a):
                  survivors, 30, everyone)
         log(f"{child.name} joined: {everyone()}")
         # Let a couple of heartbeats go through in the new generation before freezing it.
-        wait_for("settle", lambda: False or time.time() > 0, survivors, 1, everyone)
         settle_until = time.time() + 1.0
         while time.time() < settle_until:
             for m in survivors:
@@ -103,7 +102,7 @@ def membership(a):
         log(f"sent {how.name} to {child.name} (pid {child.proc.pid})")
         took = wait_for(f"after {how.name} of a member, m1 and m2 with 3 partitions each",
                         lambda: is_even_split([m1.partitions(), m2.partitions()], PARTITIONS, 3),
-                        survivors, SESSION_MS / 1000 + 15, everyone)
+                        survivors, SESSION_MS / 1000 + 4, everyone)
         log(f"step {how.name}: {everyone()} {took:.2f} s after {how.name}")
         # The heartbeat just before the signal can be up to heartbeat.interval.ms (500) old.
         check(took >= SESSION_MS / 1000 - 1.5,
@@ -119,7 +118,7 @@ def membership(a):
     done = lambda: all(next_offset[p] == quota[p] for p in range(PARTITIONS))
 
     def consume_one(m):
-        msg = m.poll(0.05)
+        msg = m.poll(0.005)
         if msg is None:
             return
         p, o = msg.partition(), msg.offset()
@@ -139,7 +138,6 @@ def membership(a):
         check(time.time() < deadline, f"consuming the quota: at {next_offset}, want {quota}")
         for m in survivors:
             consume_one(m)
-    check(m1.revoke_calls + m2.revoke_calls >= 0, "")
     log(f"step 5: consumed and committed {len(consumed)} records: {next_offset}")
     got = committed(a.bootstrap, group, topic, PARTITIONS)
     check_eq({p: o for p, (o, _) in got.items()}, quota, "committed offsets before stopping the members")
@@ -181,11 +179,11 @@ def membership(a):
 
 
 COMMITS = [
-    # (group, partition -> offset, metadata); later entries overwrite earlier ones.
-    ("main", {0: 17, 1: 42, 2: 0, 3: 100}, "first"),
-    ("main", {0: 5, 1: 43}, "second"),  # a rewind and an advance
-    ("other", {0: 99, 3: 1}, "other"),
-    ("deleted", {0: 50, 1: 50, 2: 50, 3: 50}, "gone"),
+    # (group suffix, partition -> offset, metadata, as a member?); later commits overwrite earlier ones.
+    ("main", {0: 17, 1: 42, 2: 0, 3: 100}, "first", True),
+    ("main", {0: 5, 1: 43}, "second", True),  # a rewind and an advance, same member
+    ("other", {0: 99, 3: 1}, "other", False),  # from a consumer that never joins (generation -1)
+    ("deleted", {0: 50, 1: 50, 2: 50, 3: 50}, "gone", False),
 ]
 
 
@@ -193,18 +191,28 @@ def commit(a):
     create_topic(a.bootstrap, a.topic, 4)
     produce(a.bootstrap, a.topic, [(i % 4, f"r{i:04d}") for i in range(400)])  # 100 per partition
     expected = {}
-    for tag, offsets, meta in COMMITS:
+    member = None
+    for tag, offsets, meta, as_member in COMMITS:
         group = f"{a.group}-{tag}"
-        m = Member(f"committer-{tag}", a.bootstrap, group, [a.topic])
-        wait_for(f"{group} assignment", lambda: m.partitions() == [0, 1, 2, 3], [m], 30, m.partitions)
+        if as_member:
+            if member is None:
+                member = Member(f"committer-{tag}", a.bootstrap, group, [a.topic])
+                wait_for(f"{group} assignment", lambda: member.partitions() == [0, 1, 2, 3], [member], 30,
+                         member.partitions)
+            consumer = member.consumer
+        else:
+            consumer = Consumer({"bootstrap.servers": a.bootstrap, "group.id": group, "enable.auto.commit": False})
         tps = [TopicPartition(a.topic, p, o, metadata=f"{meta}-{p}") for p, o in offsets.items()]
-        res = m.consumer.commit(offsets=tps, asynchronous=False)
+        res = consumer.commit(offsets=tps, asynchronous=False)
         check(all(tp.error is None for tp in res), f"commit to {group} failed: {res}")
-        m.close()
+        if not as_member:
+            consumer.close()
         for p, o in offsets.items():
             expected.setdefault(group, {})[str(p)] = [o, f"{meta}-{p}"]
+    member.close()
     gone = f"{a.group}-deleted"
-    res = AdminClient({"bootstrap.servers": a.bootstrap}).delete_consumer_groups([gone])[gone].result(timeout=30)
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    admin.delete_consumer_groups([gone], request_timeout=15)[gone].result(timeout=30)
     expected[gone] = {}
     for group, offsets in expected.items():
         got = committed(a.bootstrap, group, a.topic, 4)

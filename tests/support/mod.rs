@@ -33,14 +33,26 @@ impl Broker {
     }
 
     fn launch(toml: Option<&str>) -> Broker {
-        let data_dir = tempfile::Builder::new().prefix("sluice-data-").tempdir().expect("data dir");
-        let scratch = tempfile::Builder::new().prefix("sluice-test-").tempdir().expect("scratch dir");
+        let data_dir = tempfile::Builder::new()
+            .prefix("sluice-data-")
+            .tempdir()
+            .expect("data dir");
+        let scratch = tempfile::Builder::new()
+            .prefix("sluice-test-")
+            .tempdir()
+            .expect("scratch dir");
         let config = toml.map(|text| {
             let path = scratch.path().join("sluice.toml");
             fs::write(&path, text).expect("write broker config");
             path
         });
-        let mut broker = Broker { child: None, port: free_port(), data_dir, scratch, config };
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            data_dir,
+            scratch,
+            config,
+        };
         broker.spawn();
         broker
     }
@@ -62,7 +74,11 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let mut log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("broker log");
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("broker log");
         writeln!(log, "==== sluice serve --listen {} ====", self.bootstrap()).ok();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg("serve")
@@ -84,14 +100,26 @@ impl Broker {
         let addr: SocketAddr = self.bootstrap().parse().unwrap();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("poll broker") {
-                panic!("sluice exited ({status}) before accepting connections\n{}", self.log_tail());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .unwrap()
+                .try_wait()
+                .expect("poll broker")
+            {
+                panic!(
+                    "sluice exited ({status}) before accepting connections\n{}",
+                    self.log_tail()
+                );
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("sluice did not accept connections on {addr} within {READY_TIMEOUT:?}\n{}", self.log_tail());
+                panic!(
+                    "sluice did not accept connections on {addr} within {READY_TIMEOUT:?}\n{}",
+                    self.log_tail()
+                );
             }
             sleep(Duration::from_millis(50));
         }
@@ -133,7 +161,11 @@ impl Drop for Broker {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// tests/clients in the source tree.
@@ -166,7 +198,10 @@ impl Finished {
             Some(s) => s.to_string(),
             None => "killed after the time limit".to_string(),
         };
-        format!("{} -> {status}\n---- stdout ----\n{}\n---- stderr ----\n{}", self.label, self.stdout, self.stderr)
+        format!(
+            "{} -> {status}\n---- stdout ----\n{}\n---- stderr ----\n{}",
+            self.label, self.stdout, self.stderr
+        )
     }
 }
 
@@ -176,10 +211,16 @@ impl Script {
         let path = clients_dir().join(script);
         assert!(path.exists(), "missing client script {}", path.display());
         let base = script.replace('/', "_");
-        let n = fs::read_dir(broker.scratch()).map(|d| d.count()).unwrap_or(0);
+        let n = fs::read_dir(broker.scratch())
+            .map(|d| d.count())
+            .unwrap_or(0);
         let stdout = broker.scratch().join(format!("{base}.{n}.out"));
         let stderr = broker.scratch().join(format!("{base}.{n}.err"));
-        let label = format!("{program} {script} --bootstrap {} {}", broker.bootstrap(), args.join(" "));
+        let label = format!(
+            "{program} {script} --bootstrap {} {}",
+            broker.bootstrap(),
+            args.join(" ")
+        );
         let child = Command::new(program)
             .arg(&path)
             .arg("--bootstrap")
@@ -192,7 +233,12 @@ impl Script {
             .stderr(File::create(&stderr).expect("script stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-        Script { label, child, stdout, stderr }
+        Script {
+            label,
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn running(&mut self) -> bool {
@@ -233,9 +279,20 @@ impl Drop for Script {
 
 /// Run a script to completion and fail the test, with its output and the broker log, unless it
 /// exits 0. Returns its stdout.
-pub fn run_ok(broker: &Broker, program: &str, script: &str, args: &[&str], limit: Duration) -> String {
+pub fn run_ok(
+    broker: &Broker,
+    program: &str,
+    script: &str,
+    args: &[&str],
+    limit: Duration,
+) -> String {
     let done = Script::spawn(broker, program, script, args).finish(limit);
-    assert!(done.success(), "client script failed\n{}\n{}", done.report(), broker.log_tail());
+    assert!(
+        done.success(),
+        "client script failed\n{}\n{}",
+        done.report(),
+        broker.log_tail()
+    );
     print!("{}", done.stdout);
     done.stdout
 }
@@ -249,7 +306,10 @@ pub fn require(program: &str, args: &[&str], what: &str, install: &str) {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "{what} is required for this test but is not available. Install it with: {install}");
+    assert!(
+        ok,
+        "{what} is required for this test but is not available. Install it with: {install}"
+    );
 }
 
 pub fn require_python_modules(modules: &[&str]) {
@@ -263,7 +323,12 @@ pub fn require_python_modules(modules: &[&str]) {
 }
 
 pub fn require_kafkajs() {
-    require("node", &["--version"], "node (Node.js 18 or newer)", "apt-get install nodejs npm");
+    require(
+        "node",
+        &["--version"],
+        "node (Node.js 18 or newer)",
+        "apt-get install nodejs npm",
+    );
     let kafkajs = clients_dir().join("node/node_modules/kafkajs/package.json");
     assert!(
         kafkajs.exists(),

@@ -122,6 +122,8 @@ impl Coordinator {
             leader: String::new(),
             member_id: member,
             members: Vec::new(),
+            skip_assignment: false,
+            previous_leader_id: None,
         })
     }
 

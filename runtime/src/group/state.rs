@@ -107,6 +107,11 @@ pub struct JoinOutcome {
     pub member_id: String,
     /// (member id, instance id, metadata): filled for the leader only.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// A static leader that restarted into a stable group keeps the current assignment: v9+
+    /// clients are told to skip assigning, older ones are named a leader that is no longer
+    /// them (its previous id), so they simply sync.
+    pub skip_assignment: bool,
+    pub previous_leader_id: Option<String>,
 }
 
 impl JoinOutcome {
@@ -119,6 +124,8 @@ impl JoinOutcome {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
+            previous_leader_id: None,
         }
     }
 }
@@ -347,6 +354,8 @@ impl Group {
                         } else {
                             Vec::new()
                         },
+                        skip_assignment: false,
+                        previous_leader_id: None,
                     },
                 ));
             }
@@ -434,7 +443,22 @@ impl Group {
                             JoinOutcome::error(err::FENCED_INSTANCE_ID, &existing),
                         ));
                     }
-                    if self.state == State::Stable && unchanged && !was_leader {
+                    if self.state == State::Stable && unchanged {
+                        let protocol = self.protocol.clone().unwrap_or_default();
+                        let members = if was_leader {
+                            self.members
+                                .values()
+                                .map(|m| {
+                                    (
+                                        m.id.clone(),
+                                        m.instance_id.clone(),
+                                        m.metadata_for(&protocol),
+                                    )
+                                })
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
                         out.push(Reply::Join(
                             waiter,
                             JoinOutcome {
@@ -444,7 +468,9 @@ impl Group {
                                 protocol_name: self.protocol.clone(),
                                 leader: self.leader.clone().unwrap_or_default(),
                                 member_id: new_id,
-                                members: Vec::new(),
+                                members,
+                                skip_assignment: was_leader,
+                                previous_leader_id: was_leader.then(|| existing.clone()),
                             },
                         ));
                         return out;
@@ -528,6 +554,8 @@ impl Group {
                         leader: leader.unwrap_or_default(),
                         member_id,
                         members: Vec::new(),
+                        skip_assignment: false,
+                        previous_leader_id: None,
                     },
                 ));
                 return out;
@@ -915,6 +943,17 @@ mod tests {
         assert!(matches!(&r[..], [Reply::Sync(5, s)] if s.assignment == Bytes::from_static(b"B")));
         // The old incarnation is fenced.
         assert_eq!(g.heartbeat(&b, Some("i2"), 2, 100), err::FENCED_INSTANCE_ID);
+        // The leader restarts too: still no rebalance; it is told to skip assigning.
+        let mut req = join_req("");
+        req.instance_id = Some("i1".into());
+        let r = g.join(req, 6, 200, &cfg());
+        let o = join_ok(&r, 6);
+        assert_eq!((o.error, o.generation, o.skip_assignment), (0, 2, true));
+        assert_eq!(o.previous_leader_id.as_deref(), Some(a.as_str()));
+        assert_eq!(o.leader, o.member_id);
+        assert_eq!(g.state, State::Stable);
+        let r = g.sync(&o.member_id, Some("i1"), 2, vec![], 7, 200);
+        assert!(matches!(&r[..], [Reply::Sync(7, s)] if s.assignment == Bytes::from_static(b"A")));
     }
 
     #[test]

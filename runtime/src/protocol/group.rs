@@ -91,11 +91,20 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
         require_known_member_id: v >= 4,
     };
     let o = ctx.broker.groups.join(req.group_id.0.as_str(), jr).await;
+    // A restarted static leader keeps the current assignment: v9 says so with skipAssignment;
+    // older versions name its previous id as leader, so it acts as a follower and syncs.
+    let (leader, members) = match (&o.previous_leader_id, v >= 9) {
+        (Some(prev), false) => (prev.clone(), Vec::new()),
+        _ => (o.leader.clone(), o.members),
+    };
     let mut r = JoinGroupResponse::default()
         .with_error_code(o.error)
         .with_generation_id(o.generation)
-        .with_leader(sb(o.leader))
+        .with_leader(sb(leader))
         .with_member_id(sb(o.member_id));
+    if v >= 9 {
+        r.skip_assignment = o.skip_assignment;
+    }
     r.protocol_name = match o.protocol_name {
         Some(p) => Some(sb(p)),
         // Before v7 the field is not nullable.
@@ -105,8 +114,7 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
     if v >= 7 {
         r.protocol_type = o.protocol_type.map(sb);
     }
-    r.members = o
-        .members
+    r.members = members
         .into_iter()
         .map(|(id, inst, meta)| {
             let mut m = JoinGroupResponseMember::default()
