@@ -64,7 +64,13 @@ fn garbage_bytes_cost_only_their_connection() {
     require_python_modules(&["confluent_kafka"]);
     let mut broker = Broker::start();
     let pid = broker.pid().to_string();
-    run_ok(&broker, "python3", "garbage_bytes.py", &["--pid", &pid], LIMIT);
+    run_ok(
+        &broker,
+        "python3",
+        "garbage_bytes.py",
+        &["--pid", &pid],
+        LIMIT,
+    );
     broker.assert_alive();
 }
 
@@ -77,13 +83,20 @@ fn acknowledged_records_survive_kill9() {
     let acked = broker.scratch().join("acked.txt");
     let acked_arg = acked.to_str().unwrap().to_string();
     let topic = "durable";
-    let count_lines = || fs::read_to_string(&acked).map(|s| s.lines().count()).unwrap_or(0);
+    let count_lines = || {
+        fs::read_to_string(&acked)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
 
     let mut producer = Script::spawn(
         &broker,
         "python3",
         "durability.py",
-        &["produce", "--topic", topic, "--acked", &acked_arg, "--count", "30000", "--rate", "4000"],
+        &[
+            "produce", "--topic", topic, "--acked", &acked_arg, "--count", "30000", "--rate",
+            "4000",
+        ],
     );
     // Kill twice while the producer is still going, each time once a good share is acknowledged.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -102,7 +115,10 @@ fn acknowledged_records_survive_kill9() {
             sleep(Duration::from_millis(20));
         }
         acked_before_kill = count_lines();
-        assert!(producer.running(), "producer finished before the kill; the kill must land mid-run");
+        assert!(
+            producer.running(),
+            "producer finished before the kill; the kill must land mid-run"
+        );
         broker.kill9();
         println!("killed the broker with {acked_before_kill} records acknowledged");
         sleep(Duration::from_millis(500));
@@ -110,14 +126,27 @@ fn acknowledged_records_survive_kill9() {
     }
 
     let done = producer.finish(Duration::from_secs(180));
-    assert!(done.success(), "producer failed\n{}\n{}", done.report(), broker.log_tail());
+    assert!(
+        done.success(),
+        "producer failed\n{}\n{}",
+        done.report(),
+        broker.log_tail()
+    );
     print!("{}", done.stdout);
     let min = acked_before_kill.to_string();
     run_ok(
         &broker,
         "python3",
         "durability.py",
-        &["check", "--topic", topic, "--acked", &acked_arg, "--min-acked", &min],
+        &[
+            "check",
+            "--topic",
+            topic,
+            "--acked",
+            &acked_arg,
+            "--min-acked",
+            &min,
+        ],
         LIMIT,
     );
 }
