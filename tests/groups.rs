@@ -229,3 +229,19 @@ fn cli_group_describe_lag_and_reset() {
         LIMIT,
     );
 }
+
+/// KIP-848 (`group.protocol=consumer`, ConsumerGroupHeartbeat): the broker's assignor gives
+/// three members 2 partitions each without any record read twice, 3/3 after one leaves, and a
+/// fresh member resumes exactly at the offsets committed with member epochs.
+#[test]
+fn consumer_protocol_group_assigns_and_resumes() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    run_ok(
+        &broker,
+        "python3",
+        "groups_consumer_protocol.py",
+        &[],
+        LIMIT,
+    );
+}

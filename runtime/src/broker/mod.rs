@@ -636,6 +636,16 @@ impl Broker {
             .cloned()
     }
 
+    /// Name → (id, partition count) of every topic, for server-side assignors.
+    pub fn topic_info(&self) -> crate::group::consumer::TopicInfo {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
+            .collect()
+    }
+
     pub fn topics(&self) -> Vec<Arc<Topic>> {
         self.topics
             .read()

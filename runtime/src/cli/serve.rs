@@ -174,7 +174,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             let mut n = 0u64;
             loop {
                 tick.tick().await;
-                gb.groups.tick();
+                gb.groups.tick(|| gb.topic_info());
                 n += 1;
                 if n % 600 == 0 {
                     let b = gb.clone();

@@ -4,6 +4,7 @@
 //! JoinGroup/SyncGroup requests on oneshot channels, delivers the replies the state machine
 //! hands back, runs the clock ([`Coordinator::tick`]) and owns the [`offsets`] store.
 
+pub mod consumer;
 pub mod offsets;
 pub mod state;
 
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::now_ms;
 use crate::log::LogError;
+use consumer::{ConsumerGroup, Heartbeat, HeartbeatReply, TopicInfo};
 use offsets::{Committed, OffsetStore};
 use state::{err, Group, GroupConfig, JoinOutcome, JoinRequest, Reply, State, SyncOutcome, Waiter};
 
@@ -35,6 +37,9 @@ enum Parked {
 
 struct Inner {
     groups: HashMap<String, Group>,
+    /// Groups under the KIP-848 protocol; a group id lives in one map or the other.
+    consumer_groups: HashMap<String, ConsumerGroup>,
+    next_consumer_member: u64,
     parked: HashMap<Waiter, Parked>,
     next_waiter: Waiter,
     offsets: OffsetStore,
@@ -73,6 +78,10 @@ pub struct GroupView {
     pub protocol: String,
     /// (member id, instance id, client id, client host, metadata, assignment)
     pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+    /// For KIP-848 groups: each member's owned partitions by topic id (the classic
+    /// `members` assignment bytes are empty for them).
+    pub owned: Vec<consumer::Assignment>,
+    pub is_consumer_protocol: bool,
 }
 
 /// One partition's commit as requested: (topic, partition, offset, leader epoch, metadata).
@@ -88,6 +97,8 @@ impl Coordinator {
         Ok(Coordinator {
             inner: Mutex::new(Inner {
                 groups: HashMap::new(),
+                consumer_groups: HashMap::new(),
+                next_consumer_member: 0,
                 parked: HashMap::new(),
                 next_waiter: 0,
                 offsets: OffsetStore::open(dir)?,
@@ -105,6 +116,15 @@ impl Coordinator {
         let member = req.member_id.clone();
         {
             let mut inner = self.lock();
+            if inner
+                .consumer_groups
+                .get(group_id)
+                .is_some_and(|g| !g.members.is_empty())
+            {
+                let mut o = JoinOutcome::error_outcome(err::INCONSISTENT_GROUP_PROTOCOL, &member);
+                o.generation = -1;
+                return o;
+            }
             let w = inner.park(Parked::Join(tx));
             let now = now_ms();
             let g = inner
@@ -186,8 +206,9 @@ impl Coordinator {
         Ok(codes)
     }
 
-    /// Runs the clock: session expiry and join-phase deadlines; offset retention.
-    pub fn tick(&self) {
+    /// Runs the clock: session expiry and join-phase deadlines. `topics` is asked for only
+    /// when a KIP-848 group needs to recompute assignments.
+    pub fn tick(&self, topics: impl FnOnce() -> TopicInfo) {
         let mut inner = self.lock();
         let now = now_ms();
         let mut replies = Vec::new();
@@ -195,6 +216,41 @@ impl Coordinator {
             replies.extend(g.tick(now));
         }
         inner.deliver(replies);
+        if !inner.consumer_groups.is_empty() {
+            let info = topics();
+            for g in inner.consumer_groups.values_mut() {
+                g.tick(&info, now);
+            }
+        }
+    }
+
+    /// A KIP-848 ConsumerGroupHeartbeat.
+    pub fn consumer_heartbeat(&self, hb: Heartbeat, topics: &TopicInfo) -> HeartbeatReply {
+        let mut inner = self.lock();
+        let now = now_ms();
+        if inner
+            .groups
+            .get(&hb.group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return HeartbeatReply {
+                error: err::INCONSISTENT_GROUP_PROTOCOL,
+                message: Some("the group is in use by classic-protocol consumers".into()),
+                member_id: hb.member_id,
+                member_epoch: -1,
+                assignment: None,
+            };
+        }
+        inner.next_consumer_member += 1;
+        let n = inner.next_consumer_member;
+        let gid = hb.group_id.clone();
+        let g = inner
+            .consumer_groups
+            .entry(gid.clone())
+            .or_insert_with(|| ConsumerGroup::new(&gid, now));
+        g.heartbeat(hb, topics, now, || {
+            uuid::Uuid::new_v4().simple().to_string() + &format!("-{n}")
+        })
     }
 
     /// Deletes the offsets of groups that have been empty past the retention period.
@@ -202,6 +258,13 @@ impl Coordinator {
         let mut inner = self.lock();
         let now = now_ms();
         for group in inner.offsets.groups() {
+            if inner
+                .consumer_groups
+                .get(&group)
+                .is_some_and(|g| !g.members.is_empty())
+            {
+                continue;
+            }
             let idle_since = match inner.groups.get(&group) {
                 Some(g) if g.state != State::Empty => continue,
                 Some(g) => g.empty_since_ms,
@@ -236,6 +299,16 @@ impl Coordinator {
     ) -> i16 {
         let mut inner = self.lock();
         let now = now_ms();
+        let consumer_active = inner
+            .consumer_groups
+            .get(group_id)
+            .filter(|g| !g.members.is_empty());
+        if let Some(cg) = consumer_active {
+            if let Err(e) = cg.check_commit(member_id, generation) {
+                return e;
+            }
+            return Self::write_commits(&mut inner, group_id, entries, now);
+        }
         let g = inner
             .groups
             .entry(group_id.to_string())
@@ -256,6 +329,15 @@ impl Coordinator {
                 return err::REBALANCE_IN_PROGRESS;
             }
         }
+        Self::write_commits(&mut inner, group_id, entries, now)
+    }
+
+    fn write_commits(
+        inner: &mut Inner,
+        group_id: &str,
+        entries: Vec<CommitEntry>,
+        now: i64,
+    ) -> i16 {
         let writes = entries
             .into_iter()
             .map(|(t, p, offset, leader_epoch, metadata)| {
@@ -308,20 +390,50 @@ impl Coordinator {
                     )
                 })
                 .collect(),
+            owned: Vec::new(),
+            is_consumer_protocol: false,
+        }
+    }
+
+    fn consumer_view(g: &ConsumerGroup) -> GroupView {
+        GroupView {
+            id: g.id.clone(),
+            state: g.state(),
+            protocol_type: "consumer".into(),
+            protocol: "uniform".into(),
+            members: g
+                .members
+                .values()
+                .map(|m| {
+                    (
+                        m.id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        Bytes::new(),
+                        Bytes::new(),
+                    )
+                })
+                .collect(),
+            owned: g.members.values().map(|m| m.owned.clone()).collect(),
+            is_consumer_protocol: true,
         }
     }
 
     pub fn list(&self) -> Vec<GroupView> {
         let inner = self.lock();
         let mut out: Vec<GroupView> = inner.groups.values().map(Self::view).collect();
+        out.extend(inner.consumer_groups.values().map(Self::consumer_view));
         for g in inner.offsets.groups() {
-            if !inner.groups.contains_key(&g) {
+            if !inner.groups.contains_key(&g) && !inner.consumer_groups.contains_key(&g) {
                 out.push(GroupView {
                     id: g,
                     state: "Empty",
                     protocol_type: "consumer".into(),
                     protocol: String::new(),
                     members: Vec::new(),
+                    owned: Vec::new(),
+                    is_consumer_protocol: false,
                 });
             }
         }
@@ -331,6 +443,9 @@ impl Coordinator {
 
     pub fn describe(&self, group_id: &str) -> Option<GroupView> {
         let inner = self.lock();
+        if let Some(g) = inner.consumer_groups.get(group_id) {
+            return Some(Self::consumer_view(g));
+        }
         match inner.groups.get(group_id) {
             Some(g) => Some(Self::view(g)),
             None if !inner.offsets.group(group_id).is_empty() => Some(GroupView {
@@ -339,6 +454,8 @@ impl Coordinator {
                 protocol_type: "consumer".into(),
                 protocol: String::new(),
                 members: Vec::new(),
+                owned: Vec::new(),
+                is_consumer_protocol: false,
             }),
             None => None,
         }
@@ -363,6 +480,7 @@ impl Coordinator {
             return KAFKA_STORAGE_ERROR;
         }
         inner.groups.remove(group_id);
+        inner.consumer_groups.remove(group_id);
         err::NONE
     }
 }

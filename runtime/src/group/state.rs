@@ -115,6 +115,10 @@ pub struct JoinOutcome {
 }
 
 impl JoinOutcome {
+    pub fn error_outcome(error: i16, member_id: &str) -> JoinOutcome {
+        Self::error(error, member_id)
+    }
+
     fn error(error: i16, member_id: &str) -> JoinOutcome {
         JoinOutcome {
             error,

@@ -242,10 +242,22 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResp
                 d.group_state = sb(g.state);
                 d.protocol_type = sb(g.protocol_type);
                 d.protocol_data = sb(g.protocol);
+                // KIP-848 members have no client-encoded assignment: describe what they own
+                // in the classic encoding, so classic tools can show it.
+                let owned: Vec<Option<bytes::Bytes>> = if g.is_consumer_protocol {
+                    g.owned
+                        .iter()
+                        .map(|a| Some(classic_assignment(ctx, a)))
+                        .collect()
+                } else {
+                    vec![None; g.members.len()]
+                };
                 d.members = g
                     .members
                     .into_iter()
-                    .map(|(id, inst, client, host, meta, assignment)| {
+                    .zip(owned)
+                    .map(|((id, inst, client, host, meta, assignment), owned)| {
+                        let assignment = owned.unwrap_or(assignment);
                         let mut m = DescribedGroupMember::default()
                             .with_member_id(sb(id))
                             .with_client_id(sb(client))
@@ -276,4 +288,30 @@ pub fn delete(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
         );
     }
     r
+}
+
+/// `assignment` in the classic ConsumerProtocolAssignment encoding (v0, version-prefixed).
+fn classic_assignment(ctx: &Ctx<'_>, a: &crate::group::consumer::Assignment) -> bytes::Bytes {
+    use bytes::BufMut;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::messages::{ConsumerProtocolAssignment, TopicName};
+    use kafka_protocol::protocol::Encodable;
+    let value = ConsumerProtocolAssignment::default().with_assigned_partitions(
+        a.iter()
+            .filter_map(|(tid, ps)| {
+                let t = ctx.broker.topic_by_id(*tid)?;
+                Some(
+                    TopicPartition::default()
+                        .with_topic(TopicName(sb(t.name.clone())))
+                        .with_partitions(ps.iter().copied().collect()),
+                )
+            })
+            .collect(),
+    );
+    let mut buf = bytes::BytesMut::new();
+    buf.put_i16(0);
+    if value.encode(&mut buf, 0).is_err() {
+        return bytes::Bytes::new();
+    }
+    buf.freeze()
 }

@@ -7,6 +7,7 @@
 mod admin;
 mod api_versions;
 mod configs;
+mod consumer_group;
 mod fetch;
 mod group;
 mod init_producer_id;
@@ -75,6 +76,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -299,6 +302,16 @@ pub async fn handle(
         ApiKey::OffsetFetch => {
             let req = decode(api, version, body)?;
             let r = offsets::fetch(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::ConsumerGroupHeartbeat => {
+            let req = decode(api, version, body)?;
+            let r = consumer_group::heartbeat(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let req = decode(api, version, body)?;
+            let r = consumer_group::describe(&ctx, req);
             Some(encode_response(api, version, correlation_id, &r)?)
         }
         _ => return Err(ProtocolError::UnknownApi(raw_key)),

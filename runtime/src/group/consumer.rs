@@ -1,0 +1,551 @@
+//! Consumer groups under the next-generation protocol (KIP-848, `group.protocol=consumer`):
+//! the broker computes assignments and members converge on them through heartbeats. A pure
+//! state machine: time and topic metadata come in as arguments.
+//!
+//! Epochs: the group epoch rises whenever membership, a subscription or the subscribed topics'
+//! partition counts change; a new target assignment is computed for that epoch. A member
+//! reaches the target epoch once it has given up every partition the target takes from it;
+//! until then it is told to keep only the partitions it keeps (a revocation) and its epoch does
+//! not move. A partition moving between members is handed to the new owner only after the old
+//! owner has reported it gone, so no partition is ever owned twice.
+//!
+//! Invariant: for every partition, at most one member has it in `owned` (what the broker
+//! has told that member it may consume, and not yet seen released).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use indexmap::IndexMap;
+use uuid::Uuid;
+
+pub mod err {
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const FENCED_MEMBER_EPOCH: i16 = 110;
+    pub const UNRELEASED_INSTANCE_ID: i16 = 111;
+    pub const STALE_MEMBER_EPOCH: i16 = 113;
+}
+
+/// Broker-side session timeout (Kafka's `group.consumer.session.timeout.ms`).
+pub const SESSION_TIMEOUT_MS: i64 = 45_000;
+/// How often members are asked to heartbeat (`group.consumer.heartbeat.interval.ms`).
+pub const HEARTBEAT_INTERVAL_MS: i32 = 5_000;
+
+pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
+
+/// Topic facts the assignor needs: name → (id, partition count).
+pub type TopicInfo = BTreeMap<String, (Uuid, i32)>;
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub rebalance_timeout_ms: i32,
+    pub epoch: i32,
+    previous_epoch: i32,
+    /// Partitions this member may consume (told to it and not yet seen released).
+    pub owned: Assignment,
+    /// Set while a revocation is outstanding: when it was asked.
+    revoking_since: Option<i64>,
+    last_heartbeat_ms: i64,
+    /// The assignment last sent, to send only changes.
+    last_sent: Option<Assignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    /// None: unchanged since the last heartbeat.
+    pub subscribed: Option<Vec<String>>,
+    /// None: unchanged since the last heartbeat; else what the member owns now.
+    pub owned: Option<Assignment>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    pub error: i16,
+    pub message: Option<String>,
+    pub member_id: String,
+    pub member_epoch: i32,
+    /// Some when the member's assignment changed.
+    pub assignment: Option<Assignment>,
+}
+
+impl HeartbeatReply {
+    fn error(error: i16, member_id: &str, message: &str) -> HeartbeatReply {
+        HeartbeatReply {
+            error,
+            message: Some(message.to_string()),
+            member_id: member_id.to_string(),
+            member_epoch: -1,
+            assignment: None,
+        }
+    }
+}
+
+pub struct ConsumerGroup {
+    pub id: String,
+    pub epoch: i32,
+    pub members: IndexMap<String, Member>,
+    target: BTreeMap<String, Assignment>,
+    target_epoch: i32,
+    /// Partition counts the target was computed from.
+    topics_seen: TopicInfo,
+    pub empty_since_ms: i64,
+}
+
+fn without(a: &Assignment, b: &Assignment) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, ps) in a {
+        let keep: BTreeSet<i32> = match b.get(t) {
+            Some(bs) => ps.difference(bs).copied().collect(),
+            None => ps.clone(),
+        };
+        if !keep.is_empty() {
+            out.insert(*t, keep);
+        }
+    }
+    out
+}
+
+fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, ps) in a {
+        if let Some(bs) = b.get(t) {
+            let keep: BTreeSet<i32> = ps.intersection(bs).copied().collect();
+            if !keep.is_empty() {
+                out.insert(*t, keep);
+            }
+        }
+    }
+    out
+}
+
+impl ConsumerGroup {
+    pub fn new(id: &str, now: i64) -> ConsumerGroup {
+        ConsumerGroup {
+            id: id.to_string(),
+            epoch: 0,
+            members: IndexMap::new(),
+            target: BTreeMap::new(),
+            target_epoch: 0,
+            topics_seen: TopicInfo::new(),
+            empty_since_ms: now,
+        }
+    }
+
+    pub fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self
+            .members
+            .values()
+            .all(|m| m.epoch == self.target_epoch && m.revoking_since.is_none())
+        {
+            "Stable"
+        } else {
+            "Reconciling"
+        }
+    }
+
+    /// The uniform assignor, sticky: per topic, members subscribed to it keep what they had
+    /// up to their fair share; the rest is dealt to those below it.
+    fn compute_target(&mut self, topics: &TopicInfo) {
+        let mut target: BTreeMap<String, Assignment> = self
+            .members
+            .keys()
+            .map(|m| (m.clone(), Assignment::new()))
+            .collect();
+        let mut names: BTreeSet<&String> = BTreeSet::new();
+        for m in self.members.values() {
+            names.extend(m.subscribed.iter());
+        }
+        for name in names {
+            let Some(&(tid, count)) = topics.get(name) else {
+                continue;
+            };
+            let subs: Vec<&String> = self
+                .members
+                .values()
+                .filter(|m| m.subscribed.contains(name))
+                .map(|m| &m.id)
+                .collect();
+            if subs.is_empty() || count <= 0 {
+                continue;
+            }
+            let n = subs.len() as i32;
+            let (base, extra) = (count / n, count % n);
+            let mut quota: BTreeMap<&String, i32> = subs
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (*m, base + i32::from((i as i32) < extra)))
+                .collect();
+            let mut free: Vec<i32> = Vec::new();
+            for p in 0..count {
+                let holder = subs.iter().find(|m| {
+                    self.target
+                        .get(m.as_str())
+                        .and_then(|a| a.get(&tid))
+                        .is_some_and(|s| s.contains(&p))
+                });
+                match holder {
+                    Some(m) if quota[*m] > 0 => {
+                        *quota.get_mut(*m).expect("subscriber has a quota") -= 1;
+                        target
+                            .get_mut(m.as_str())
+                            .expect("member")
+                            .entry(tid)
+                            .or_default()
+                            .insert(p);
+                    }
+                    _ => free.push(p),
+                }
+            }
+            let mut free = free.into_iter();
+            for m in &subs {
+                for _ in 0..quota[*m] {
+                    if let Some(p) = free.next() {
+                        target
+                            .get_mut(m.as_str())
+                            .expect("member")
+                            .entry(tid)
+                            .or_default()
+                            .insert(p);
+                    }
+                }
+            }
+        }
+        self.target = target;
+        self.target_epoch = self.epoch;
+        self.topics_seen = topics.clone();
+    }
+
+    fn bump(&mut self, topics: &TopicInfo) {
+        self.epoch += 1;
+        self.compute_target(topics);
+    }
+
+    /// Partitions of `id`'s target that another member still owns.
+    fn held_elsewhere(&self, id: &str, want: &Assignment) -> Assignment {
+        let mut held = Assignment::new();
+        for (other, m) in &self.members {
+            if other != id {
+                let both = intersect(want, &m.owned);
+                for (t, ps) in both {
+                    held.entry(t).or_default().extend(ps);
+                }
+            }
+        }
+        held
+    }
+
+    /// Moves one member towards its target; returns what to tell it.
+    fn reconcile(&mut self, id: &str, now: i64) -> (i32, Option<Assignment>) {
+        let target = self.target.get(id).cloned().unwrap_or_default();
+        let Some(m) = self.members.get(id) else {
+            return (-1, None);
+        };
+        let to_revoke = without(&m.owned, &target);
+        let (epoch, owned, revoking) = if !to_revoke.is_empty() {
+            // Ask it to keep only what it keeps; its epoch waits for the release.
+            (m.epoch, intersect(&m.owned, &target), true)
+        } else {
+            let held = self.held_elsewhere(id, &target);
+            (self.target_epoch, without(&target, &held), false)
+        };
+        let Some(m) = self.members.get_mut(id) else {
+            return (-1, None);
+        };
+        if revoking {
+            m.revoking_since.get_or_insert(now);
+        } else {
+            m.revoking_since = None;
+            m.owned = owned.clone();
+            if m.epoch != epoch {
+                m.previous_epoch = m.epoch;
+                m.epoch = epoch;
+            }
+        }
+        let send = if m.last_sent.as_ref() != Some(&owned) {
+            m.last_sent = Some(owned.clone());
+            Some(owned)
+        } else {
+            None
+        };
+        (m.epoch, send)
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        hb: Heartbeat,
+        topics: &TopicInfo,
+        now: i64,
+        new_member_id: impl FnOnce() -> String,
+    ) -> HeartbeatReply {
+        // Leaving: -1 for dynamic members, -2 for a static member's temporary leave.
+        if hb.member_epoch < 0 {
+            if self.members.shift_remove(&hb.member_id).is_some() {
+                self.after_departure(topics, now);
+            }
+            return HeartbeatReply {
+                error: 0,
+                message: None,
+                member_id: hb.member_id,
+                member_epoch: hb.member_epoch,
+                assignment: None,
+            };
+        }
+        let mut changed = false;
+        let id = if hb.member_epoch == 0 {
+            let id = if hb.member_id.is_empty() {
+                new_member_id()
+            } else {
+                hb.member_id.clone()
+            };
+            if let Some(inst) = &hb.instance_id {
+                // A static member replacing its previous incarnation takes over its partitions.
+                let old = self
+                    .members
+                    .values()
+                    .find(|m| m.instance_id.as_ref() == Some(inst) && m.id != id)
+                    .map(|m| m.id.clone());
+                if let Some(old) = old {
+                    if let Some(prev) = self.members.shift_remove(&old) {
+                        if let Some(t) = self.target.remove(&old) {
+                            self.target.insert(id.clone(), t);
+                        }
+                        let mut m = prev;
+                        m.id = id.clone();
+                        m.last_sent = None;
+                        self.members.insert(id.clone(), m);
+                    }
+                }
+            }
+            let m = self.members.entry(id.clone()).or_insert_with(|| {
+                changed = true;
+                Member {
+                    id: id.clone(),
+                    instance_id: hb.instance_id.clone(),
+                    client_id: hb.client_id.clone(),
+                    client_host: hb.client_host.clone(),
+                    subscribed: Vec::new(),
+                    rebalance_timeout_ms: hb.rebalance_timeout_ms,
+                    epoch: 0,
+                    previous_epoch: 0,
+                    owned: Assignment::new(),
+                    revoking_since: None,
+                    last_heartbeat_ms: now,
+                    last_sent: None,
+                }
+            });
+            if m.instance_id.is_none() && !changed {
+                // A dynamic member rejoining at epoch 0 has dropped everything it owned.
+                m.owned.clear();
+                m.epoch = 0;
+                m.last_sent = None;
+            }
+            if hb.subscribed.is_none() && m.subscribed.is_empty() {
+                return HeartbeatReply::error(
+                    err::INVALID_REQUEST,
+                    &id,
+                    "a joining member must send its subscription",
+                );
+            }
+            id
+        } else {
+            let Some(m) = self.members.get(&hb.member_id) else {
+                return HeartbeatReply::error(
+                    err::UNKNOWN_MEMBER_ID,
+                    &hb.member_id,
+                    "unknown member",
+                );
+            };
+            if hb.member_epoch != m.epoch && hb.member_epoch != m.previous_epoch {
+                return HeartbeatReply::error(
+                    err::FENCED_MEMBER_EPOCH,
+                    &hb.member_id,
+                    &format!(
+                        "member epoch {} is not the current {}",
+                        hb.member_epoch, m.epoch
+                    ),
+                );
+            }
+            hb.member_id.clone()
+        };
+        let m = self.members.get_mut(&id).expect("member ensured above");
+        m.last_heartbeat_ms = now;
+        m.rebalance_timeout_ms = hb.rebalance_timeout_ms.max(1);
+        if let Some(subs) = hb.subscribed {
+            let mut subs = subs;
+            subs.sort();
+            subs.dedup();
+            if subs != m.subscribed {
+                m.subscribed = subs;
+                changed = true;
+            }
+        }
+        if let Some(reported) = &hb.owned {
+            // Partitions the member no longer reports are released.
+            m.owned = intersect(&m.owned, reported);
+        }
+        let relevant: TopicInfo = topics
+            .iter()
+            .filter(|(n, _)| self.members.values().any(|m| m.subscribed.contains(n)))
+            .map(|(n, v)| (n.clone(), *v))
+            .collect();
+        if changed || relevant != self.topics_seen {
+            self.bump(&relevant);
+        }
+        let (epoch, assignment) = self.reconcile(&id, now);
+        HeartbeatReply {
+            error: 0,
+            message: None,
+            member_id: id,
+            member_epoch: epoch,
+            assignment,
+        }
+    }
+
+    fn after_departure(&mut self, topics: &TopicInfo, now: i64) {
+        if self.members.is_empty() {
+            self.empty_since_ms = now;
+            self.target.clear();
+            self.epoch += 1;
+            self.target_epoch = self.epoch;
+            return;
+        }
+        let relevant: TopicInfo = topics
+            .iter()
+            .filter(|(n, _)| self.members.values().any(|m| m.subscribed.contains(n)))
+            .map(|(n, v)| (n.clone(), *v))
+            .collect();
+        self.bump(&relevant);
+    }
+
+    /// Expires members past the session timeout and members that did not revoke within their
+    /// rebalance timeout. Returns whether anything changed.
+    pub fn tick(&mut self, topics: &TopicInfo, now: i64) -> bool {
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                now - m.last_heartbeat_ms > SESSION_TIMEOUT_MS
+                    || m.revoking_since
+                        .is_some_and(|t| now - t > i64::from(m.rebalance_timeout_ms))
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &gone {
+            tracing::info!(group = %self.id, member = %id, "consumer group member expired");
+            self.members.shift_remove(id);
+        }
+        if !gone.is_empty() {
+            self.after_departure(topics, now);
+        }
+        !gone.is_empty()
+    }
+
+    /// Whether an offset commit carrying `epoch` from `member` is current.
+    pub fn check_commit(&self, member: &str, epoch: i32) -> Result<(), i16> {
+        match self.members.get(member) {
+            None => Err(err::UNKNOWN_MEMBER_ID),
+            Some(m) if epoch != m.epoch && epoch != m.previous_epoch => {
+                Err(err::STALE_MEMBER_EPOCH)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub fn target_of(&self, member: &str) -> Assignment {
+        self.target.get(member).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(n: i32) -> (TopicInfo, Uuid) {
+        let id = Uuid::from_u128(7);
+        (TopicInfo::from([("t".to_string(), (id, n))]), id)
+    }
+
+    fn hb(member: &str, epoch: i32, owned: Option<Assignment>) -> Heartbeat {
+        Heartbeat {
+            group_id: "g".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rebalance_timeout_ms: 30_000,
+            subscribed: if epoch == 0 {
+                Some(vec!["t".into()])
+            } else {
+                None
+            },
+            owned,
+            client_id: "c".into(),
+            client_host: "h".into(),
+        }
+    }
+
+    fn count(a: &Option<Assignment>) -> usize {
+        a.as_ref()
+            .map(|a| a.values().map(|s| s.len()).sum())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn partitions_move_only_after_release() {
+        let (t, tid) = topics(6);
+        let mut g = ConsumerGroup::new("g", 0);
+        let a = g.heartbeat(hb("a", 0, None), &t, 0, || unreachable!());
+        assert_eq!(count(&a.assignment), 6);
+        let a_epoch = a.member_epoch;
+        // b joins: gets nothing until a gives up three partitions.
+        let b = g.heartbeat(hb("b", 0, None), &t, 10, || unreachable!());
+        assert_eq!(count(&b.assignment), 0);
+        let a2 = g.heartbeat(hb("a", a_epoch, None), &t, 20, || unreachable!());
+        assert_eq!(count(&a2.assignment), 3, "a is told to keep three");
+        assert_eq!(a2.member_epoch, a_epoch, "epoch waits for the release");
+        let b2 = g.heartbeat(hb("b", b.member_epoch, None), &t, 30, || unreachable!());
+        assert_eq!(count(&b2.assignment), 0, "still owned by a");
+        // a reports it released them.
+        let kept = a2.assignment.clone().unwrap();
+        let a3 = g.heartbeat(hb("a", a_epoch, Some(kept)), &t, 40, || unreachable!());
+        assert!(a3.member_epoch > a_epoch);
+        let b3 = g.heartbeat(hb("b", b2.member_epoch, None), &t, 50, || unreachable!());
+        assert_eq!(count(&b3.assignment), 3);
+        // Never owned twice.
+        let mut all = BTreeSet::new();
+        for m in g.members.values() {
+            for p in m.owned.get(&tid).into_iter().flatten() {
+                assert!(all.insert(*p), "partition {p} owned twice");
+            }
+        }
+        assert_eq!(g.state(), "Stable");
+    }
+
+    #[test]
+    fn stale_epochs_are_fenced_and_leavers_free_partitions() {
+        let (t, _) = topics(4);
+        let mut g = ConsumerGroup::new("g", 0);
+        let a = g.heartbeat(hb("a", 0, None), &t, 0, || unreachable!());
+        let r = g.heartbeat(hb("a", a.member_epoch + 5, None), &t, 1, || unreachable!());
+        assert_eq!(r.error, err::FENCED_MEMBER_EPOCH);
+        let b = g.heartbeat(hb("b", 0, None), &t, 2, || unreachable!());
+        let gone = g.heartbeat(hb("a", -1, None), &t, 3, || unreachable!());
+        assert_eq!(gone.error, 0);
+        let b2 = g.heartbeat(hb("b", b.member_epoch, None), &t, 4, || unreachable!());
+        assert_eq!(count(&b2.assignment), 4);
+        assert!(g.tick(&t, 4 + SESSION_TIMEOUT_MS + 1));
+        assert!(g.members.is_empty());
+    }
+}

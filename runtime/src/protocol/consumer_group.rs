@@ -1,0 +1,125 @@
+//! KIP-848 consumer groups: ConsumerGroupHeartbeat and ConsumerGroupDescribe. The rules live
+//! in `group::consumer`.
+
+use kafka_protocol::messages::consumer_group_describe_response as describe;
+use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, TopicName,
+};
+
+use super::{sb, Ctx};
+use crate::group::consumer::{self, Heartbeat, HEARTBEAT_INTERVAL_MS};
+
+const GROUP_ID_NOT_FOUND: i16 = 69;
+
+pub fn heartbeat(
+    ctx: &Ctx<'_>,
+    req: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let mut r =
+        ConsumerGroupHeartbeatResponse::default().with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS);
+    if req
+        .subscribed_topic_regex
+        .as_ref()
+        .is_some_and(|x| !x.is_empty())
+    {
+        r.error_code = consumer::err::INVALID_REQUEST;
+        r.error_message = Some(sb(
+            "regular-expression subscriptions are not supported yet; subscribe to topic names",
+        ));
+        r.member_id = Some(req.member_id);
+        r.member_epoch = -1;
+        return r;
+    }
+    let owned = req.topic_partitions.map(|tps| {
+        tps.into_iter()
+            .map(|tp| (tp.topic_id, tp.partitions.into_iter().collect()))
+            .collect()
+    });
+    let hb = Heartbeat {
+        group_id: req.group_id.0.to_string(),
+        member_id: req.member_id.to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.map(|s| s.to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed: req
+            .subscribed_topic_names
+            .map(|ns| ns.into_iter().map(|n| n.0.to_string()).collect()),
+        owned,
+        client_id: ctx.client_id.unwrap_or_default().to_string(),
+        client_host: ctx.peer.to_string(),
+    };
+    let topics = ctx.broker.topic_info();
+    let o = ctx.broker.groups.consumer_heartbeat(hb, &topics);
+    r.error_code = o.error;
+    r.error_message = o.message.map(sb);
+    r.member_id = Some(sb(o.member_id));
+    r.member_epoch = o.member_epoch;
+    r.assignment = o.assignment.map(|a| {
+        Assignment::default().with_topic_partitions(
+            a.into_iter()
+                .map(|(tid, ps)| {
+                    TopicPartitions::default()
+                        .with_topic_id(tid)
+                        .with_partitions(ps.into_iter().collect())
+                })
+                .collect(),
+        )
+    });
+    r
+}
+
+pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+    let mut r = ConsumerGroupDescribeResponse::default();
+    for gid in req.group_ids {
+        let mut d = describe::DescribedGroup::default().with_group_id(gid.clone());
+        match ctx.broker.groups.describe(gid.0.as_str()) {
+            Some(g) if g.is_consumer_protocol => {
+                d.group_state = sb(g.state);
+                d.assignor_name = sb(g.protocol.clone());
+                d.members = g
+                    .members
+                    .into_iter()
+                    .zip(g.owned)
+                    .map(|((id, inst, client, host, _, _), owned)| {
+                        let tps = owned
+                            .into_iter()
+                            .map(|(tid, ps)| {
+                                let name = ctx
+                                    .broker
+                                    .topic_by_id(tid)
+                                    .map(|t| t.name.clone())
+                                    .unwrap_or_default();
+                                describe::TopicPartitions::default()
+                                    .with_topic_id(tid)
+                                    .with_topic_name(TopicName(sb(name)))
+                                    .with_partitions(ps.into_iter().collect())
+                            })
+                            .collect::<Vec<_>>();
+                        describe::Member::default()
+                            .with_member_id(sb(id))
+                            .with_instance_id(inst.map(sb))
+                            .with_client_id(sb(client))
+                            .with_client_host(sb(host))
+                            .with_assignment(
+                                describe::Assignment::default().with_topic_partitions(tps.clone()),
+                            )
+                            .with_target_assignment(
+                                describe::Assignment::default().with_topic_partitions(tps),
+                            )
+                    })
+                    .collect();
+            }
+            _ => {
+                d.error_code = GROUP_ID_NOT_FOUND;
+                d.error_message = Some(sb(format!(
+                    "group '{}' is not a consumer-protocol group",
+                    gid.0.as_str()
+                )));
+            }
+        }
+        r.groups.push(d);
+    }
+    r
+}
