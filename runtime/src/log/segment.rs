@@ -35,8 +35,13 @@ pub struct Segment {
     pub next_offset: i64,
     /// Largest batch max-timestamp stored here, -1 when empty.
     pub max_timestamp: i64,
+    /// Index entries of the active segment, cached in memory. A sealed segment keeps none:
+    /// lookups binary-search its index files with `pread`, so memory does not grow with the
+    /// data stored.
     offset_index: Vec<(u32, u32)>,
     time_index: Vec<(i64, u32)>,
+    /// Entry counts of the index files once sealed (`None` while active).
+    sealed: Option<(usize, usize)>,
     bytes_since_entry: u64,
     /// When this segment took its first batch in this process (drives `segment.ms`).
     pub opened_at: Instant,
@@ -87,6 +92,7 @@ impl Segment {
             max_timestamp: -1,
             offset_index: Vec::new(),
             time_index: Vec::new(),
+            sealed: None,
             bytes_since_entry: 0,
             opened_at: Instant::now(),
         })
@@ -108,80 +114,120 @@ impl Segment {
             .metadata()
             .map_err(|e| io_err(&seg.log_path, e))?
             .len();
-        if !recover && seg.load_indexes(len).is_ok() {
+        if !recover && seg.load_sealed(len).is_ok() {
             return Ok(seg);
         }
         seg.recover(len, index_interval)?;
+        if !recover {
+            seg.release_indexes();
+        }
         Ok(seg)
     }
 
-    fn load_indexes(&mut self, file_len: u64) -> Result<(), ()> {
-        let read_all = |f: &File| -> Result<Vec<u8>, ()> {
-            let len = f.metadata().map_err(|_| ())?.len() as usize;
-            let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, 0).map_err(|_| ())?;
-            Ok(buf)
-        };
-        let oi = read_all(&self.index_file)?;
-        let ti = read_all(&self.time_file)?;
-        if oi.len() % OFFSET_ENTRY != 0 || ti.len() % TIME_ENTRY != 0 {
+    /// Opens a sealed segment without reading its indexes into memory: checks their sizes
+    /// and last entries, then walks the batch headers after the last indexed position (at most
+    /// one index interval) to find where the segment ends.
+    fn load_sealed(&mut self, file_len: u64) -> Result<(), ()> {
+        let len = |f: &File| f.metadata().map(|m| m.len() as usize).map_err(|_| ());
+        let (oi_len, ti_len) = (len(&self.index_file)?, len(&self.time_file)?);
+        if oi_len % OFFSET_ENTRY != 0 || ti_len % TIME_ENTRY != 0 {
             return Err(());
         }
-        let mut offsets = Vec::with_capacity(oi.len() / OFFSET_ENTRY);
-        for c in oi.chunks_exact(OFFSET_ENTRY) {
-            let rel = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
-            let pos = u32::from_be_bytes([c[4], c[5], c[6], c[7]]);
-            if let Some(&(pr, pp)) = offsets.last() {
-                if rel <= pr || pos <= pp {
-                    return Err(());
-                }
-            }
-            if u64::from(pos) >= file_len {
-                return Err(());
-            }
-            offsets.push((rel, pos));
-        }
-        let mut times = Vec::with_capacity(ti.len() / TIME_ENTRY);
-        for c in ti.chunks_exact(TIME_ENTRY) {
-            let mut t = [0u8; 8];
-            t.copy_from_slice(&c[..8]);
-            let ts = i64::from_be_bytes(t);
-            let rel = u32::from_be_bytes([c[8], c[9], c[10], c[11]]);
-            if let Some(&(pt, _)) = times.last() {
-                if ts <= pt {
-                    return Err(());
-                }
-            }
-            times.push((ts, rel));
-        }
-        // Find the last batch by walking from the last indexed position: at most one index
-        // interval of headers, never the whole segment.
-        let mut pos = offsets.last().map(|&(_, p)| u64::from(p)).unwrap_or(0);
+        self.sealed = Some((oi_len / OFFSET_ENTRY, ti_len / TIME_ENTRY));
+        let last_offset_entry = match oi_len / OFFSET_ENTRY {
+            0 => None,
+            n => Some(self.offset_entry(n - 1).ok_or(())?),
+        };
+        let last_time = match ti_len / TIME_ENTRY {
+            0 => -1,
+            n => self.time_entry(n - 1).ok_or(())?.0,
+        };
+        let mut pos = match last_offset_entry {
+            Some((_, p)) if u64::from(p) < file_len => u64::from(p),
+            Some(_) => return Err(()),
+            None => 0,
+        };
         let mut next = self.base_offset;
-        let mut max_ts = times.last().map(|&(t, _)| t).unwrap_or(-1);
+        let mut max_ts = last_time;
         while pos < file_len {
             let mut hdr = [0u8; batch::HEADER_LEN];
-            if self.file.read_exact_at(&mut hdr, pos).is_err() {
-                return Err(());
-            }
+            self.file.read_exact_at(&mut hdr, pos).map_err(|_| ())?;
             let h = batch::parse_header(&hdr).map_err(|_| ())?;
-            if pos + h.size as u64 > file_len {
+            if pos + h.size as u64 > file_len || h.base_offset < next {
                 return Err(());
             }
             next = h.last_offset() + 1;
             max_ts = max_ts.max(h.max_timestamp);
             pos += h.size as u64;
         }
-        self.offset_index = offsets;
-        self.time_index = times;
         self.size = file_len;
         self.next_offset = next;
         self.max_timestamp = max_ts;
         Ok(())
     }
 
+    /// Drops the in-memory index cache; from now on lookups read the index files.
+    fn release_indexes(&mut self) {
+        self.sealed = Some((self.offset_index.len(), self.time_index.len()));
+        self.offset_index = Vec::new();
+        self.time_index = Vec::new();
+    }
+
+    fn offset_entries(&self) -> usize {
+        self.sealed.map(|s| s.0).unwrap_or(self.offset_index.len())
+    }
+
+    fn time_entries(&self) -> usize {
+        self.sealed.map(|s| s.1).unwrap_or(self.time_index.len())
+    }
+
+    fn offset_entry(&self, i: usize) -> Option<(u32, u32)> {
+        if self.sealed.is_none() {
+            return self.offset_index.get(i).copied();
+        }
+        let mut e = [0u8; OFFSET_ENTRY];
+        self.index_file
+            .read_exact_at(&mut e, (i * OFFSET_ENTRY) as u64)
+            .ok()?;
+        Some((
+            u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+            u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+        ))
+    }
+
+    fn time_entry(&self, i: usize) -> Option<(i64, u32)> {
+        if self.sealed.is_none() {
+            return self.time_index.get(i).copied();
+        }
+        let mut e = [0u8; TIME_ENTRY];
+        self.time_file
+            .read_exact_at(&mut e, (i * TIME_ENTRY) as u64)
+            .ok()?;
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&e[..8]);
+        Some((
+            i64::from_be_bytes(t),
+            u32::from_be_bytes([e[8], e[9], e[10], e[11]]),
+        ))
+    }
+
+    /// The first index in `0..n` where `pred` is false (entries satisfying it come first).
+    fn partition_point(n: usize, mut pred: impl FnMut(usize) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
     /// Scans the whole `.log`, keeping the longest prefix of valid batches.
     fn recover(&mut self, file_len: u64, index_interval: u64) -> Result<(), LogError> {
+        self.sealed = None;
         self.offset_index.clear();
         self.time_index.clear();
         self.size = 0;
@@ -347,6 +393,7 @@ impl Segment {
         let _ = self.file.sync_data();
         let _ = self.index_file.sync_data();
         let _ = self.time_file.sync_data();
+        self.release_indexes();
     }
 
     pub fn sync(&self) -> Result<(), LogError> {
@@ -360,11 +407,13 @@ impl Segment {
             return Ok(None);
         }
         let rel = (offset.max(self.base_offset) - self.base_offset) as u32;
-        let idx = self.offset_index.partition_point(|&(r, _)| r <= rel);
-        let mut pos = if idx == 0 {
-            0
-        } else {
-            u64::from(self.offset_index[idx - 1].1)
+        let idx = Self::partition_point(self.offset_entries(), |i| {
+            self.offset_entry(i).is_some_and(|(r, _)| r <= rel)
+        });
+        let mut pos = match idx.checked_sub(1).and_then(|i| self.offset_entry(i)) {
+            // An index entry past the data is damage: start from the top instead.
+            Some((_, p)) if u64::from(p) < self.size => u64::from(p),
+            _ => 0,
         };
         while pos < self.size {
             let mut hdr = [0u8; 27];
@@ -397,12 +446,14 @@ impl Segment {
         }
         // The time index holds running maxima, so the last entry below `ts` bounds where the
         // first batch reaching `ts` can start.
-        let idx = self.time_index.partition_point(|&(t, _)| t < ts);
-        let start_rel = if idx == 0 {
-            0
-        } else {
-            self.time_index[idx - 1].1
-        };
+        let idx = Self::partition_point(self.time_entries(), |i| {
+            self.time_entry(i).is_some_and(|(t, _)| t < ts)
+        });
+        let start_rel = idx
+            .checked_sub(1)
+            .and_then(|i| self.time_entry(i))
+            .map(|(_, r)| r)
+            .unwrap_or(0);
         let start = self.base_offset + i64::from(start_rel);
         let Some(slice) = self.locate(start)? else {
             return Ok(None);
