@@ -344,6 +344,41 @@ impl Log {
     }
 }
 
+/// Reads exactly `len` bytes at `pos` into a fresh buffer without zeroing it first: fetches
+/// read megabytes at a time, and clearing memory the kernel is about to overwrite showed up as
+/// a third of the broker's time when consuming.
+fn read_uninit(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::io::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: the destination is the vector's spare capacity, `len - done` bytes long from
+        // `done`; pread writes at most that many bytes and reports how many it wrote.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(done).cast(),
+                len - done,
+                (pos + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        done += n as usize;
+    }
+    // SAFETY: pread initialised exactly `len` bytes.
+    unsafe { buf.set_len(len) };
+    Ok(buf)
+}
+
 impl ReadSlice {
     /// The header of the batch at byte `pos` of this slice's file.
     pub fn header_at(&self, pos: u64) -> Result<BatchHeader, LogError> {
@@ -362,11 +397,9 @@ impl ReadSlice {
     /// Reads whole batches from this slice: as many as fit in `max_bytes`. With `min_one`, at
     /// least the first one whatever its size (KIP-74), so a consumer can never get stuck.
     pub fn read(&self, max_bytes: usize, min_one: bool) -> std::io::Result<Bytes> {
-        use std::os::unix::fs::FileExt;
         let avail = (self.end - self.position) as usize;
         let want = avail.min(max_bytes.max(batch::LOG_OVERHEAD));
-        let mut buf = vec![0u8; want];
-        self.file.read_exact_at(&mut buf, self.position)?;
+        let mut buf = read_uninit(&self.file, self.position, want)?;
         let mut cut = 0;
         while let Some(size) = batch::framed_size(&buf[cut..]) {
             if cut + size > buf.len() {
@@ -382,8 +415,7 @@ impl ReadSlice {
                 return Ok(Bytes::new());
             };
             let size = size.min(avail);
-            buf.resize(size, 0);
-            self.file.read_exact_at(&mut buf, self.position)?;
+            buf = read_uninit(&self.file, self.position, size)?;
             cut = size;
         }
         buf.truncate(cut);

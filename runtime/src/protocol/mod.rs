@@ -122,7 +122,10 @@ fn encode_response<R: Encodable>(
         version,
         reason: format!("{e:#}"),
     };
-    let mut buf = BytesMut::with_capacity(64);
+    // Sized up front: a fetch response carries megabytes, and growing by doubling would copy
+    // them several times.
+    let size = body.compute_size(version).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(4 + 16 + size);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
