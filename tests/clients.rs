@@ -150,3 +150,49 @@ fn acknowledged_records_survive_kill9() {
         LIMIT,
     );
 }
+
+/// Retention by bytes and by time deletes whole old segments (an expired active segment is
+/// rolled first), records newer than retention.ms stay, and topic configs set at creation or
+/// altered later survive a kill -9 and restart.
+#[test]
+fn retention_and_configs_survive_restart() {
+    require_python_modules(&["confluent_kafka"]);
+    let mut broker = Broker::start_with_config("retention_check_ms = 200\n");
+    run_ok(
+        &broker,
+        "python3",
+        "retention_configs.py",
+        &["retain"],
+        LIMIT,
+    );
+    broker.kill9();
+    broker.restart();
+    run_ok(
+        &broker,
+        "python3",
+        "retention_configs.py",
+        &["after-restart"],
+        LIMIT,
+    );
+}
+
+/// The `sluice` CLI (topic commands, murmur2 keyed produce, key-less spreading, consume) checked
+/// with confluent-kafka, and the Prometheus endpoint's figures.
+#[test]
+fn cli_commands_and_metrics() {
+    require_python_modules(&["confluent_kafka"]);
+    let metrics = format!("127.0.0.1:{}", support::free_port());
+    let broker = Broker::start_with_config(&format!("metrics = \"{metrics}\"\n"));
+    run_ok(
+        &broker,
+        "python3",
+        "cli_metrics.py",
+        &[
+            "--sluice",
+            env!("CARGO_BIN_EXE_sluice"),
+            "--metrics",
+            &metrics,
+        ],
+        LIMIT,
+    );
+}
