@@ -196,3 +196,19 @@ fn cli_commands_and_metrics() {
         LIMIT,
     );
 }
+
+/// CreatePartitions (grow, refusals, validate-only) and group offsets through admin clients:
+/// AlterConsumerGroupOffsets/ListConsumerGroupOffsets (confluent-kafka) and OffsetDelete
+/// (kafka-python), refused while a live member subscribes to the topic.
+#[test]
+fn admin_partitions_and_group_offsets() {
+    require_python_modules(&["confluent_kafka", "kafka"]);
+    let broker = Broker::start();
+    run_ok(
+        &broker,
+        "python3",
+        "admin_partitions_offsets.py",
+        &[],
+        LIMIT,
+    );
+}

@@ -41,6 +41,8 @@ pub enum BrokerError {
     InvalidTopicName(String),
     #[error("invalid partition count {0}: must be between 1 and 10000")]
     InvalidPartitions(i32),
+    #[error("cannot go from {have} to {asked} partitions: the count can only grow, up to 10000")]
+    InvalidPartitionIncrease { have: i32, asked: i32 },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -302,15 +304,17 @@ impl PartitionLog {
     }
 }
 
+/// A topic as of now. Adding partitions publishes a new `Topic` that shares every part of the
+/// old one (partitions, config, counters), so holders of the old value keep working.
 pub struct Topic {
     pub name: String,
     pub id: Uuid,
-    pub partitions: Vec<Partition>,
-    config: RwLock<TopicConfig>,
+    pub partitions: Vec<Arc<Partition>>,
+    config: Arc<RwLock<TopicConfig>>,
     /// What the produce path needs from the config, kept apart so it costs no lock or clone.
-    produce_limits: ProduceLimits,
+    produce_limits: Arc<ProduceLimits>,
     dir: PathBuf,
-    pub stats: TopicStats,
+    pub stats: Arc<TopicStats>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -507,7 +511,7 @@ impl Topic {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn partition(&self, index: i32) -> Option<&Partition> {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
         usize::try_from(index)
             .ok()
             .and_then(|i| self.partitions.get(i))
@@ -600,11 +604,7 @@ impl Broker {
         let log_config = meta.config.log_config(&config.defaults);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            let log = PartitionLog::open(&dir.join(p.to_string()), log_config.clone())?;
-            partitions.push(Partition {
-                index: p,
-                log: Mutex::new(log),
-            });
+            partitions.push(Arc::new(Self::open_partition(&dir, p, &log_config)?));
         }
         let produce_limits = ProduceLimits::default();
         produce_limits.set(&meta.config, &config.defaults);
@@ -612,11 +612,75 @@ impl Broker {
             name,
             id: meta.id,
             partitions,
-            config: RwLock::new(meta.config),
-            produce_limits,
+            config: Arc::new(RwLock::new(meta.config)),
+            produce_limits: Arc::new(produce_limits),
             dir,
-            stats: TopicStats::default(),
+            stats: Arc::new(TopicStats::default()),
         })
+    }
+
+    fn open_partition(
+        dir: &Path,
+        index: i32,
+        log_config: &crate::log::LogConfig,
+    ) -> Result<Partition, BrokerError> {
+        let log = PartitionLog::open(&dir.join(index.to_string()), log_config.clone())?;
+        Ok(Partition {
+            index,
+            log: Mutex::new(log),
+        })
+    }
+
+    /// Grows a topic to `count` partitions (Kafka never shrinks one). With `validate_only`,
+    /// checks and changes nothing.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let old = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let have = old.partitions.len() as i32;
+        if count <= have || count > 10_000 {
+            return Err(BrokerError::InvalidPartitionIncrease { have, asked: count });
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let config = old.config();
+        let log_config = config.log_config(&self.config.defaults);
+        let mut partitions = old.partitions.clone();
+        for p in have..count {
+            partitions.push(Arc::new(Self::open_partition(&old.dir, p, &log_config)?));
+        }
+        let meta = TopicMeta {
+            id: old.id,
+            partitions: count,
+            config,
+        };
+        let body = serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::CorruptMetadata {
+            path: old.dir.clone(),
+            why: e.to_string(),
+        })?;
+        write_atomically(&old.dir.join("topic.json"), &body)?;
+        topics.insert(
+            name.to_string(),
+            Arc::new(Topic {
+                name: old.name.clone(),
+                id: old.id,
+                partitions,
+                config: old.config.clone(),
+                produce_limits: old.produce_limits.clone(),
+                dir: old.dir.clone(),
+                stats: old.stats.clone(),
+            }),
+        );
+        tracing::info!(topic = name, from = have, to = count, "partitions added");
+        Ok(())
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -690,10 +754,10 @@ impl Broker {
                 name: name.to_string(),
                 id: meta.id,
                 partitions: Vec::new(),
-                config: RwLock::new(meta.config),
-                produce_limits: ProduceLimits::default(),
+                config: Arc::new(RwLock::new(meta.config)),
+                produce_limits: Arc::default(),
                 dir,
-                stats: TopicStats::default(),
+                stats: Arc::default(),
             }));
         }
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;

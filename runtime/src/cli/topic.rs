@@ -55,6 +55,15 @@ pub enum TopicCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Grow a topic to N partitions in all (partitions are never removed)
+    AddPartitions {
+        name: String,
+        /// The new total number of partitions
+        #[arg(long)]
+        total: i32,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Delete a topic and its data
     Delete {
         name: String,
@@ -303,6 +312,29 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
                 }
             }
             println!("altered configs of topic {name}");
+        }
+        TopicCmd::AddPartitions { name, total, conn } => {
+            let mut c = Client::connect(&conn.bootstrap).await?;
+            let v = c
+                .version(ApiKey::CreatePartitions, 3)
+                .context("broker does not support CreatePartitions")?;
+            let req = kafka_protocol::messages::CreatePartitionsRequest::default()
+                .with_topics(vec![
+                    kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(TopicName(sb(&name)))
+                        .with_count(total),
+                ])
+                .with_timeout_ms(30_000);
+            let resp = c.call(&req, v).await?;
+            for r in resp.results {
+                if r.error_code != 0 {
+                    bail!(
+                        "cannot grow '{name}': {}",
+                        kafka_error(r.error_code, r.error_message.as_deref())
+                    );
+                }
+            }
+            println!("topic {name} now has {total} partitions");
         }
         TopicCmd::Delete { name, conn } => {
             let mut c = Client::connect(&conn.bootstrap).await?;

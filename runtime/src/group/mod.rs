@@ -461,6 +461,51 @@ impl Coordinator {
         }
     }
 
+    /// OffsetDelete: drops the committed offsets of `partitions` unless a live member is
+    /// subscribed to their topic. Returns a group-level error, or one code per partition.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<i16>, i16> {
+        const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+        let mut inner = self.lock();
+        let known = inner.groups.contains_key(group_id)
+            || inner.consumer_groups.contains_key(group_id)
+            || !inner.offsets.group(group_id).is_empty();
+        if !known {
+            return Err(GROUP_ID_NOT_FOUND);
+        }
+        let mut subscribed: Vec<String> = Vec::new();
+        if let Some(g) = inner.consumer_groups.get(group_id) {
+            for m in g.members.values() {
+                subscribed.extend(m.subscribed.iter().cloned());
+            }
+        }
+        if let Some(g) = inner.groups.get(group_id) {
+            let protocol = g.protocol.clone().unwrap_or_default();
+            for m in g.members.values() {
+                subscribed.extend(state::subscribed_topics(&m.metadata_for(&protocol)));
+            }
+        }
+        let now = now_ms();
+        let mut codes = Vec::with_capacity(partitions.len());
+        let mut writes = Vec::new();
+        for (t, p) in partitions {
+            if subscribed.contains(t) {
+                codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
+            } else {
+                codes.push(err::NONE);
+                writes.push(((group_id.to_string(), t.clone(), *p), None));
+            }
+        }
+        if let Err(e) = inner.offsets.write(writes, now) {
+            tracing::error!(group = group_id, error = %e, "cannot delete offsets");
+            return Err(KAFKA_STORAGE_ERROR);
+        }
+        Ok(codes)
+    }
+
     pub fn delete(&self, group_id: &str) -> i16 {
         let mut inner = self.lock();
         let known =

@@ -34,6 +34,22 @@ pub mod err {
     pub const FENCED_INSTANCE_ID: i16 = 82;
 }
 
+/// The topics a classic consumer subscribes to, from its ConsumerProtocolSubscription
+/// metadata (empty for other protocol types or undecodable metadata).
+pub fn subscribed_topics(metadata: &Bytes) -> Vec<String> {
+    use bytes::Buf;
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut b = metadata.clone();
+    if b.len() < 2 {
+        return Vec::new();
+    }
+    let version = b.get_i16();
+    ConsumerProtocolSubscription::decode(&mut b, version.clamp(0, 3))
+        .map(|s| s.topics.into_iter().map(|t| t.to_string()).collect())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Empty,

@@ -1,11 +1,13 @@
-//! CreateTopics and DeleteTopics.
+//! CreateTopics, CreatePartitions and DeleteTopics.
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
@@ -18,7 +20,9 @@ pub(super) fn broker_error_code(e: &BrokerError) -> ResponseError {
         BrokerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         BrokerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         BrokerError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
-        BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        BrokerError::InvalidPartitions(_) | BrokerError::InvalidPartitionIncrease { .. } => {
+            ResponseError::InvalidPartitions
+        }
         BrokerError::Config(_) => ResponseError::InvalidConfig,
         BrokerError::Log(_) | BrokerError::Io { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::UnknownServerError,
@@ -145,6 +149,29 @@ pub fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsRes
             }
         }
         resp.responses.push(r);
+    }
+    resp
+}
+
+pub fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut resp = CreatePartitionsResponse::default();
+    for t in req.topics {
+        let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            Err((
+                ResponseError::InvalidReplicaAssignment,
+                "manual replica assignment is not supported on a single node".to_string(),
+            ))
+        } else {
+            ctx.broker
+                .create_partitions(t.name.0.as_str(), t.count, req.validate_only)
+                .map_err(|e| (broker_error_code(&e), e.to_string()))
+        };
+        if let Err((e, msg)) = outcome {
+            r.error_code = code(e);
+            r.error_message = Some(sb(msg));
+        }
+        resp.results.push(r);
     }
     resp
 }

@@ -62,6 +62,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -73,6 +74,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
@@ -232,6 +234,11 @@ pub async fn handle(
             let r = admin::create_topics(&ctx, req);
             Some(encode_response(api, version, correlation_id, &r)?)
         }
+        ApiKey::CreatePartitions => {
+            let req = decode(api, version, body)?;
+            let r = admin::create_partitions(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
         ApiKey::DeleteTopics => {
             let req = decode(api, version, body)?;
             let r = admin::delete_topics(&ctx, req);
@@ -300,6 +307,11 @@ pub async fn handle(
         ApiKey::OffsetCommit => {
             let req = decode(api, version, body)?;
             let r = offsets::commit(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::OffsetDelete => {
+            let req = decode(api, version, body)?;
+            let r = offsets::delete(&ctx, req);
             Some(encode_response(api, version, correlation_id, &r)?)
         }
         ApiKey::OffsetFetch => {

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Growing topics and managing group offsets through admin clients.
+
+  - confluent-kafka create_partitions 2 -> 5: metadata shows 5, a keyed producer reaches the new
+    partitions, old data stays; shrinking or a same count gets INVALID_PARTITIONS; validate_only
+    changes nothing;
+  - confluent-kafka alter/list_consumer_group_offsets on an empty group;
+  - kafka-python delete_group_offsets (OffsetDelete): the offsets are gone for an empty group,
+    refused with GROUP_SUBSCRIBED_TO_TOPIC while a member subscribed to the topic is live.
+"""
+
+import time
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from kafka import KafkaAdminClient
+from kafka.structs import TopicPartition as KTP
+
+from common import args, check, check_eq, main, unique
+
+
+def run(a):
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    t = unique("grow")
+    admin.create_topics([NewTopic(t, 2, 1)])[t].result(timeout=10)
+    p = Producer({"bootstrap.servers": a.bootstrap})
+    for i in range(20):
+        p.produce(t, key=f"k{i}", value=b"before")
+    check(p.flush(10) == 0, "produce before growing")
+
+    admin.create_partitions([NewPartitions(t, 4)], validate_only=True)[t].result(timeout=10)
+    check_eq(len(admin.list_topics(t, timeout=10).topics[t].partitions), 2, "partitions after validate_only")
+    admin.create_partitions([NewPartitions(t, 5)])[t].result(timeout=10)
+    check_eq(len(admin.list_topics(t, timeout=10).topics[t].partitions), 5, "partitions after growing")
+    for bad in (5, 3):
+        try:
+            admin.create_partitions([NewPartitions(t, bad)])[t].result(timeout=10)
+            check(False, f"going to {bad} partitions must be refused")
+        except KafkaException as e:
+            check_eq(e.args[0].name(), "INVALID_PARTITIONS", f"error going to {bad} partitions")
+
+    p = Producer({"bootstrap.servers": a.bootstrap, "topic.metadata.refresh.interval.ms": 500})
+    seen = set()
+    for i in range(200):
+        p.produce(t, key=f"key-{i}", value=b"after",
+                  on_delivery=lambda err, m: seen.add(m.partition()) if err is None else None)
+    check(p.flush(10) == 0, "produce after growing")
+    check_eq(seen, {0, 1, 2, 3, 4}, "partitions reached by keyed records after growing")
+    c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": "x", "enable.auto.commit": False})
+    old = sum(c.get_watermark_offsets(TopicPartition(t, i), timeout=10)[1] for i in range(2))
+    check(old >= 20, f"records of the first two partitions kept: {old}")
+    c.close()
+
+    g = unique("offs")
+    tps = [TopicPartition(t, i, 3 + i) for i in range(5)]
+    res = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(g, tps)])[g].result(timeout=10)
+    check(all(tp.error is None for tp in res.topic_partitions), f"alter offsets: {res.topic_partitions}")
+    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(g)])[g].result(timeout=10)
+    check_eq(sorted((tp.partition, tp.offset) for tp in listed.topic_partitions),
+             [(i, 3 + i) for i in range(5)], "listed group offsets")
+
+    ka = KafkaAdminClient(bootstrap_servers=a.bootstrap)
+    out = ka.delete_group_offsets(g, [KTP(t, 0), KTP(t, 1)])
+    check(all(e is None or getattr(e, "errno", 0) == 0 for e in out.values()),
+          f"delete_group_offsets: {out}")
+    left = ka.list_group_offsets(g)[g]
+    check_eq(sorted(tp.partition for tp, om in left.items() if om.offset >= 0), [2, 3, 4],
+             "partitions with offsets after OffsetDelete")
+
+    member = Consumer({"bootstrap.servers": a.bootstrap, "group.id": g, "enable.auto.commit": False,
+                       "session.timeout.ms": 6000})
+    member.subscribe([t])
+    deadline = time.time() + 20
+    while not member.assignment() and time.time() < deadline:
+        member.poll(0.2)
+    check(member.assignment(), "member never got an assignment")
+    out = ka.delete_group_offsets(g, [KTP(t, 2)])
+    # kafka-python reports each partition's error as an error class.
+    errs = [e.__name__ if isinstance(e, type) else type(e).__name__ for e in out.values()]
+    check(errs == ["GroupSubscribedToTopicError"], f"OffsetDelete with a live subscriber: {out}")
+    member.close()
+    ka.close()
+    return "create_partitions 2->5 (+ refusals), group offsets altered, listed and deleted"
+
+
+if __name__ == "__main__":
+    a = args(__doc__)
+    main(lambda: run(a))
