@@ -15,7 +15,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use support::{require_python_modules, run_ok, Broker, Script};
+use support::{require_kafkajs, require_python_modules, run_ok, Broker, Script};
 
 /// Every scenario finishes well within this; a script still running is killed and fails.
 const LIMIT: Duration = Duration::from_secs(55);
@@ -241,6 +241,22 @@ fn consumer_protocol_group_assigns_and_resumes() {
         &broker,
         "python3",
         "groups_consumer_protocol.py",
+        &[],
+        LIMIT,
+    );
+}
+
+/// kafkajs 2.2.4 consumer groups (its own JoinGroup/SyncGroup client and assigner): two members
+/// split 4 partitions 2/2, every record is read once, and a later member resumes exactly at the
+/// auto-committed offsets.
+#[test]
+fn kafkajs_consumer_group_splits_and_resumes() {
+    require_kafkajs();
+    let broker = Broker::start();
+    run_ok(
+        &broker,
+        "node",
+        "node/kafkajs_consumer_group.js",
         &[],
         LIMIT,
     );
