@@ -58,6 +58,9 @@ fn io_err(path: &Path, e: io::Error) -> LogError {
     }
 }
 
+/// Index entries a batch produced: (relative offset, position) and (timestamp, relative offset).
+type NewEntries = (Option<(u32, u32)>, Option<(i64, u32)>);
+
 /// A place to start reading a batch from and the bytes that remain of its segment.
 #[derive(Clone)]
 pub struct ReadSlice {
@@ -307,12 +310,7 @@ impl Segment {
 
     /// Records a batch appended at `pos` in the in-memory state, returning the index entries
     /// that should be persisted.
-    fn track(
-        &mut self,
-        h: &BatchHeader,
-        pos: u64,
-        index_interval: u64,
-    ) -> (Option<(u32, u32)>, Option<(i64, u32)>) {
+    fn track(&mut self, h: &BatchHeader, pos: u64, index_interval: u64) -> NewEntries {
         let rel = (h.base_offset - self.base_offset) as u32;
         let mut oe = None;
         let mut te = None;

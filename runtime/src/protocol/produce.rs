@@ -101,7 +101,9 @@ pub fn legacy_unsupported(
     version: i16,
     correlation_id: i32,
 ) -> Option<BytesMut> {
-    fn parse(frame: &mut Bytes) -> Option<(i16, Vec<(Bytes, Vec<i32>)>)> {
+    /// acks, then each topic's name and partitions.
+    type Parsed = (i16, Vec<(Bytes, Vec<i32>)>);
+    fn parse(frame: &mut Bytes) -> Option<Parsed> {
         fn take(b: &mut Bytes, n: usize) -> Option<Bytes> {
             (b.remaining() >= n).then(|| b.split_to(n))
         }
