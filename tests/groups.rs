@@ -261,3 +261,14 @@ fn kafkajs_consumer_group_splits_and_resumes() {
         LIMIT,
     );
 }
+
+/// Share groups (KIP-932) with confluent-kafka's ShareConsumer: two members share one
+/// partition's records (each delivered once), released records come back with a higher
+/// delivery count, a poison record stops after 5 deliveries, and records held by a member that
+/// quits without acknowledging go to another member.
+#[test]
+fn share_group_work_queue() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start_with_config("share_auto_offset_reset = \"earliest\"\n");
+    run_ok(&broker, "python3", "share_groups.py", &[], LIMIT);
+}

@@ -48,6 +48,8 @@ struct FileConfig {
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
     group_initial_rebalance_delay_ms: Option<i64>,
+    /// "latest" (Kafka's default) or "earliest": where a share group starts on a partition.
+    share_auto_offset_reset: Option<String>,
     /// Broker-wide defaults for topic configs, by Kafka key (e.g. "retention.ms").
     #[serde(default)]
     topic_defaults: std::collections::BTreeMap<String, toml::Value>,
@@ -131,6 +133,13 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                     initial_rebalance_delay_ms: file
                         .group_initial_rebalance_delay_ms
                         .unwrap_or(d.initial_rebalance_delay_ms),
+                    share_from_earliest: match file.share_auto_offset_reset.as_deref() {
+                        None | Some("latest") => false,
+                        Some("earliest") => true,
+                        Some(other) => bail!(
+                            "share_auto_offset_reset must be \"earliest\" or \"latest\", not \"{other}\""
+                        ),
+                    },
                 }
             },
         },

@@ -6,6 +6,7 @@
 
 pub mod consumer;
 pub mod offsets;
+pub mod share;
 pub mod state;
 
 use std::collections::HashMap;
@@ -89,6 +90,9 @@ pub type CommitEntry = (String, i32, i64, i32, String);
 
 pub struct Coordinator {
     inner: Mutex<Inner>,
+    /// Share groups live apart: their traffic (every fetch acquires) must not queue behind
+    /// consumer-group work.
+    share: Mutex<HashMap<String, share::ShareGroup>>,
     pub config: GroupConfig,
 }
 
@@ -103,6 +107,7 @@ impl Coordinator {
                 next_waiter: 0,
                 offsets: OffsetStore::open(dir)?,
             }),
+            share: Mutex::new(HashMap::new()),
             config,
         })
     }
@@ -222,6 +227,27 @@ impl Coordinator {
                 g.tick(&info, now);
             }
         }
+        drop(inner);
+        let mut shares = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, g) in shares.iter_mut() {
+            for m in g.tick(now) {
+                tracing::info!(group = %id, member = %m, "share group member expired");
+            }
+        }
+    }
+
+    /// Runs `f` on share group `id` (created if new) under the share lock.
+    pub fn with_share<R>(&self, id: &str, f: impl FnOnce(&mut share::ShareGroup) -> R) -> R {
+        let mut groups = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        f(groups.entry(id.to_string()).or_default())
+    }
+
+    /// Whether `id` is a share group with `member` in it.
+    pub fn share_member_known(&self, id: &str, member: &str) -> bool {
+        let groups = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        groups
+            .get(id)
+            .is_some_and(|g| g.members.contains_key(member))
     }
 
     /// A KIP-848 ConsumerGroupHeartbeat.

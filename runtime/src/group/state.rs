@@ -76,6 +76,9 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
     /// `group.initial.rebalance.delay.ms`: how long a first rebalance waits for more members.
     pub initial_rebalance_delay_ms: i64,
+    /// `share.auto.offset.reset`: whether a share group new to a partition starts at its
+    /// earliest record (true) or, as Kafka does by default, at its end.
+    pub share_from_earliest: bool,
 }
 
 impl Default for GroupConfig {
@@ -84,6 +87,7 @@ impl Default for GroupConfig {
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
+            share_from_earliest: false,
         }
     }
 }

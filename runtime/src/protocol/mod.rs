@@ -15,6 +15,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod share;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,6 +81,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
 ];
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -327,6 +331,21 @@ pub async fn handle(
         ApiKey::ConsumerGroupDescribe => {
             let req = decode(api, version, body)?;
             let r = consumer_group::describe(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::ShareGroupHeartbeat => {
+            let req = decode(api, version, body)?;
+            let r = share::heartbeat(&ctx, req);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::ShareFetch => {
+            let req = decode(api, version, body)?;
+            let r = share::fetch(&ctx, req).await;
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::ShareAcknowledge => {
+            let req = decode(api, version, body)?;
+            let r = share::acknowledge(&ctx, req);
             Some(encode_response(api, version, correlation_id, &r)?)
         }
         _ => return Err(ProtocolError::UnknownApi(raw_key)),

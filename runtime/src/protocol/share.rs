@@ -1,0 +1,372 @@
+//! Share groups (KIP-932): ShareGroupHeartbeat, ShareFetch, ShareAcknowledge. The rules live
+//! in `group::share`; this module moves records between the log and the wire.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::share_fetch_response::{
+    AcquiredRecords, PartitionData, ShareFetchableTopicResponse,
+};
+use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, TopicPartitions};
+use kafka_protocol::messages::{
+    share_acknowledge_response, ShareAcknowledgeRequest, ShareAcknowledgeResponse,
+    ShareFetchRequest, ShareFetchResponse, ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse,
+};
+use kafka_protocol::ResponseError;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{code, sb, Ctx};
+use crate::broker::now_ms;
+use crate::group::share::{err, ShareMember, SharePartition, HEARTBEAT_INTERVAL_MS, LOCK_MS};
+use crate::log::batch;
+
+/// Records handed out per ShareFetch when the client sets no limit.
+const DEFAULT_MAX_RECORDS: usize = 500;
+/// Bytes of batches read per partition per ShareFetch at most.
+const MAX_READ: usize = 8 << 20;
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub fn heartbeat(ctx: &Ctx<'_>, req: ShareGroupHeartbeatRequest) -> ShareGroupHeartbeatResponse {
+    let mut r =
+        ShareGroupHeartbeatResponse::default().with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS);
+    let member = req.member_id.to_string();
+    r.member_id = Some(req.member_id.clone());
+    if member.is_empty() {
+        r.error_code = err::INVALID_REQUEST;
+        r.error_message = Some(sb(
+            "ShareGroupHeartbeat v1 needs a client-generated member id",
+        ));
+        return r;
+    }
+    let topics = ctx.broker.topic_info();
+    let now = now_ms();
+    let (error, epoch, assignment) = ctx.broker.groups.with_share(req.group_id.0.as_str(), |g| {
+        match req.member_epoch {
+            -1 => {
+                g.remove_member(&member);
+                return (0, -1, None);
+            }
+            0 => {
+                let subscribed: Vec<String> = req
+                    .subscribed_topic_names
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| t.0.to_string())
+                    .collect();
+                g.epoch += 1;
+                let epoch = g.epoch;
+                g.members.insert(
+                    member.clone(),
+                    ShareMember {
+                        id: member.clone(),
+                        subscribed,
+                        last_heartbeat_ms: now,
+                        epoch,
+                        client_id: ctx.client_id.unwrap_or_default().to_string(),
+                        client_host: ctx.peer.to_string(),
+                    },
+                );
+            }
+            e => {
+                let group_epoch = g.epoch;
+                let Some(m) = g.members.get_mut(&member) else {
+                    return (err::UNKNOWN_MEMBER_ID, -1, None);
+                };
+                if e > group_epoch || e < m.epoch.min(group_epoch) - 1 {
+                    return (err::FENCED_MEMBER_EPOCH, -1, None);
+                }
+                m.last_heartbeat_ms = now;
+                if let Some(subs) = &req.subscribed_topic_names {
+                    let subs: Vec<String> = subs.iter().map(|t| t.0.to_string()).collect();
+                    if subs != m.subscribed {
+                        m.subscribed = subs;
+                        g.epoch += 1;
+                    }
+                }
+            }
+        }
+        let epoch = g.epoch;
+        let send = req.member_epoch != epoch || req.subscribed_topic_names.is_some();
+        if let Some(m) = g.members.get_mut(&member) {
+            m.epoch = epoch;
+        }
+        let a = send.then(|| g.assignment(&member, &topics));
+        (0, epoch, a)
+    });
+    r.error_code = error;
+    r.member_epoch = epoch;
+    r.assignment = assignment.map(|a| {
+        Assignment::default().with_topic_partitions(
+            a.into_iter()
+                .map(|(t, ps)| {
+                    TopicPartitions::default()
+                        .with_topic_id(t)
+                        .with_partitions(ps.into_iter().collect())
+                })
+                .collect(),
+        )
+    });
+    r
+}
+
+/// Applies acknowledgement batches; returns the error code per (topic, partition).
+fn apply_acks(
+    ctx: &Ctx<'_>,
+    group: &str,
+    member: &str,
+    acks: Vec<(Uuid, i32, Vec<(i64, i64, Vec<i8>)>)>,
+) -> Vec<((Uuid, i32), i16)> {
+    ctx.broker.groups.with_share(group, |g| {
+        acks.into_iter()
+            .map(|(t, p, batches)| {
+                let mut e = 0;
+                match g.partitions.get_mut(&(t, p)) {
+                    None => e = err::INVALID_RECORD_STATE,
+                    Some(sp) => {
+                        for (first, last, types) in batches {
+                            if let Err(x) = sp.acknowledge(member, first, last, &types) {
+                                e = x;
+                            }
+                        }
+                    }
+                }
+                ((t, p), e)
+            })
+            .collect()
+    })
+}
+
+/// Reads whole batches covering `first..=last`, stopping at `MAX_READ` bytes. Returns the data
+/// and the first offset it does not cover.
+fn read_range(part: &crate::broker::Partition, first: i64, last: i64) -> (Bytes, i64) {
+    let mut out = BytesMut::new();
+    let mut next = first;
+    while next <= last && out.len() < MAX_READ {
+        let Ok((_, Some(slice))) = part.plan_read(next) else {
+            break;
+        };
+        let Ok(data) = slice.read(MAX_READ - out.len(), out.is_empty()) else {
+            break;
+        };
+        if data.is_empty() {
+            break;
+        }
+        let mut at = 0;
+        while let Ok(h) = batch::parse_header(&data[at..]) {
+            next = h.last_offset() + 1;
+            at += h.size;
+            if at >= data.len() {
+                break;
+            }
+        }
+        out.extend_from_slice(&data);
+    }
+    (out.freeze(), next)
+}
+
+pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse {
+    let mut r = ShareFetchResponse::default().with_acquisition_lock_timeout_ms(LOCK_MS as i32);
+    let (Some(group), Some(member)) = (req.group_id.as_ref(), req.member_id.as_ref()) else {
+        r.error_code = code(ResponseError::InvalidRequest);
+        return r;
+    };
+    let (group, member) = (group.0.to_string(), member.to_string());
+    // A member that already left may still close its session with its last acknowledgements.
+    if req.share_session_epoch != -1 && !ctx.broker.groups.share_member_known(&group, &member) {
+        r.error_code = err::UNKNOWN_MEMBER_ID;
+        return r;
+    }
+    let add: Vec<(Uuid, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.topic_id, p.partition_index))
+        })
+        .collect();
+    let forget: Vec<(Uuid, i32)> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |&p| (t.topic_id, p)))
+        .collect();
+    let acks: Vec<(Uuid, i32, Vec<(i64, i64, Vec<i8>)>)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| !p.acknowledgement_batches.is_empty())
+                .map(move |p| {
+                    (
+                        t.topic_id,
+                        p.partition_index,
+                        p.acknowledgement_batches
+                            .iter()
+                            .map(|b| (b.first_offset, b.last_offset, b.acknowledge_types.clone()))
+                            .collect(),
+                    )
+                })
+        })
+        .collect();
+    // Acknowledgements first (a closing request's too), then the session moves on.
+    let ack_errors = apply_acks(ctx, &group, &member, acks);
+    let session = ctx.broker.groups.with_share(&group, |g| {
+        g.session(&member, req.share_session_epoch, &add, &forget, now_ms())
+    });
+    let parts = match session {
+        Ok(p) => p,
+        Err(e) => {
+            r.error_code = e;
+            return r;
+        }
+    };
+    let closing = req.share_session_epoch == -1;
+    let max_records = if req.max_records > 0 {
+        req.max_records as usize
+    } else {
+        DEFAULT_MAX_RECORDS
+    };
+    let from_earliest = ctx.broker.groups.config.share_from_earliest;
+    let deadline =
+        Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    let mut appended = ctx.broker.subscribe_appends();
+    let mut by_topic: std::collections::BTreeMap<Uuid, Vec<PartitionData>> = Default::default();
+    loop {
+        appended.borrow_and_update();
+        by_topic.clear();
+        let mut any = false;
+        let mut budget = max_records;
+        for &(tid, p) in &parts {
+            let mut pd = PartitionData::default()
+                .with_partition_index(p)
+                .with_records(Some(Bytes::new()));
+            if let Some(&(_, e)) = ack_errors.iter().find(|(k, _)| *k == (tid, p)) {
+                pd.acknowledge_error_code = e;
+            }
+            let part = ctx
+                .broker
+                .topic_by_id(tid)
+                .and_then(|t| t.partition(p).cloned());
+            let Some(part) = part else {
+                pd.error_code = code(ResponseError::UnknownTopicOrPartition);
+                by_topic.entry(tid).or_default().push(pd);
+                continue;
+            };
+            if !closing && budget > 0 {
+                let wm = part.watermarks();
+                let acquired = ctx.broker.groups.with_share(&group, |g| {
+                    let sp = g.partitions.entry((tid, p)).or_insert_with(|| {
+                        SharePartition::new(if from_earliest { wm.log_start } else { wm.high })
+                    });
+                    sp.acquire(&member, wm.log_start, wm.high, budget, now_ms())
+                });
+                if let (Some(first), Some(last)) = (acquired.first(), acquired.last()) {
+                    let (data, covered_to) = read_range(&part, first.first, last.last);
+                    let mut sent = Vec::new();
+                    for a in &acquired {
+                        if a.first < covered_to {
+                            sent.push(
+                                AcquiredRecords::default()
+                                    .with_first_offset(a.first)
+                                    .with_last_offset(a.last.min(covered_to - 1))
+                                    .with_delivery_count(a.deliveries),
+                            );
+                        }
+                    }
+                    if covered_to <= last.last {
+                        ctx.broker.groups.with_share(&group, |g| {
+                            if let Some(sp) = g.partitions.get_mut(&(tid, p)) {
+                                sp.unacquire(&member, covered_to);
+                            }
+                        });
+                    }
+                    let n: i64 = sent
+                        .iter()
+                        .map(|a| a.last_offset - a.first_offset + 1)
+                        .sum();
+                    budget = budget.saturating_sub(n as usize);
+                    any |= n > 0;
+                    pd.records = Some(data);
+                    pd.acquired_records = sent;
+                }
+            }
+            by_topic.entry(tid).or_default().push(pd);
+        }
+        if any || closing || Instant::now() >= deadline {
+            break;
+        }
+        // Nothing to hand out: wait for new records, or a lock to lapse (checked each second).
+        let wake = (Instant::now() + Duration::from_secs(1)).min(deadline);
+        tokio::select! {
+            _ = appended.changed() => {}
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+    r.responses = by_topic
+        .into_iter()
+        .map(|(t, ps)| {
+            ShareFetchableTopicResponse::default()
+                .with_topic_id(t)
+                .with_partitions(ps)
+        })
+        .collect();
+    r
+}
+
+pub fn acknowledge(ctx: &Ctx<'_>, req: ShareAcknowledgeRequest) -> ShareAcknowledgeResponse {
+    let mut r = ShareAcknowledgeResponse::default();
+    let (Some(group), Some(member)) = (req.group_id.as_ref(), req.member_id.as_ref()) else {
+        r.error_code = code(ResponseError::InvalidRequest);
+        return r;
+    };
+    let (group, member) = (group.0.to_string(), member.to_string());
+    if req.share_session_epoch == 0 {
+        r.error_code = err::INVALID_SHARE_SESSION_EPOCH;
+        return r;
+    }
+    let acks: Vec<(Uuid, i32, Vec<(i64, i64, Vec<i8>)>)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    t.topic_id,
+                    p.partition_index,
+                    p.acknowledgement_batches
+                        .iter()
+                        .map(|b| (b.first_offset, b.last_offset, b.acknowledge_types.clone()))
+                        .collect(),
+                )
+            })
+        })
+        .collect();
+    let errors = apply_acks(ctx, &group, &member, acks);
+    if let Err(e) = ctx.broker.groups.with_share(&group, |g| {
+        g.session(&member, req.share_session_epoch, &[], &[], now_ms())
+    }) {
+        r.error_code = e;
+    }
+    let mut by_topic: std::collections::BTreeMap<
+        Uuid,
+        Vec<share_acknowledge_response::PartitionData>,
+    > = Default::default();
+    for ((t, p), e) in errors {
+        by_topic.entry(t).or_default().push(
+            share_acknowledge_response::PartitionData::default()
+                .with_partition_index(p)
+                .with_error_code(e),
+        );
+    }
+    r.responses = by_topic
+        .into_iter()
+        .map(|(t, ps)| {
+            share_acknowledge_response::ShareAcknowledgeTopicResponse::default()
+                .with_topic_id(t)
+                .with_partitions(ps)
+        })
+        .collect();
+    r
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Share groups (KIP-932) with confluent-kafka's ShareConsumer: a topic used as a work queue.
+The broker runs with share_auto_offset_reset = "earliest".
+
+  1. two share consumers on ONE partition split 3000 records between them: each record is
+     delivered to exactly one of them, and both get some (a queue, not a partition owner);
+  2. explicit acknowledgement: a RELEASEd record comes back with its delivery count raised, an
+     ACCEPTed one never does;
+  3. a poison record released again and again is delivered at most 5 times
+     (group.share.delivery.count.limit) and then archived (never delivered again), while the
+     records after it keep flowing;
+  4. records a consumer acquired and never acknowledged (it closed in explicit mode without
+     acknowledging) are redelivered to another member.
+"""
+
+import time
+
+from confluent_kafka import AcknowledgeType, ShareConsumer
+
+from common import args, check, check_eq, main, unique
+from group_common import create_topic, produce
+
+
+def consumer(bootstrap, group, topic, name, explicit=False):
+    conf = {"bootstrap.servers": bootstrap, "group.id": group, "client.id": name}
+    if explicit:
+        conf["share.acknowledgement.mode"] = "explicit"
+    c = ShareConsumer(conf)
+    c.subscribe([topic])
+    return c
+
+
+def poll_all(c, seconds):
+    out, until = [], time.time() + seconds
+    while time.time() < until:
+        for m in c.poll(0.3):
+            check(m.error() is None, f"share consumer error {m.error()}")
+            out.append(m)
+        if out:
+            break
+    return out
+
+
+def run(a):
+    topic = unique("queue")
+    create_topic(a.bootstrap, topic, 1)
+    produce(a.bootstrap, topic, [(0, f"job-{i}") for i in range(3000)])
+
+    # 1. Two members, one partition: the work is shared, each record once.
+    g1 = unique("workers")
+    cs = [consumer(a.bootstrap, g1, topic, n) for n in ("w1", "w2")]
+    who = {}
+    deadline = time.time() + 30
+    while len(who) < 3000 and time.time() < deadline:
+        for i, c in enumerate(cs):
+            # Small polls let the other worker take its turn.
+            for m in c.poll(0.2):
+                check(m.error() is None, f"share consumer error {m.error()}")
+                v = m.value().decode()
+                check(v not in who, f"{v} delivered twice (to w{who.get(v)} and w{i + 1})")
+                who[v] = i + 1
+    check_eq(len(who), 3000, "records delivered across the share group")
+    per = [sum(1 for w in who.values() if w == k) for k in (1, 2)]
+    check(min(per) > 0, f"one partition must feed both members of a share group, got {per}")
+    for c in cs:
+        c.close()
+
+    # 2 and 3. Explicit acknowledgements on a fresh group.
+    g2 = unique("acks")
+    c = consumer(a.bootstrap, g2, topic, "explicit", explicit=True)
+    deliveries = {}
+    accepted = set()
+    deadline = time.time() + 40
+    while len(accepted) < 2999 and time.time() < deadline:
+        for m in c.poll(0.3):
+            check(m.error() is None, f"share consumer error {m.error()}")
+            v = m.value().decode()
+            check(v not in accepted, f"{v} delivered again after it was accepted")
+            deliveries.setdefault(v, []).append(m.delivery_count())
+            if v == "job-7":
+                c.acknowledge(m, AcknowledgeType.RELEASE)  # the poison record
+            elif v == "job-3" and len(deliveries[v]) == 1:
+                c.acknowledge(m, AcknowledgeType.RELEASE)  # released once, then accepted
+            else:
+                c.acknowledge(m, AcknowledgeType.ACCEPT)
+                accepted.add(v)
+        c.commit_sync()
+    check_eq(len(accepted), 2999, "records accepted (all but the poison one)")
+    check_eq(deliveries["job-3"], [1, 2], "delivery counts of a record released once")
+    # Let any last redelivery of the poison record arrive, then check it stopped at 5.
+    for m in poll_all(c, 3):
+        deliveries.setdefault(m.value().decode(), []).append(m.delivery_count())
+        c.acknowledge(m, AcknowledgeType.RELEASE)
+    c.commit_sync()
+    check_eq(deliveries["job-7"], [1, 2, 3, 4, 5], "deliveries of the poison record before it is archived")
+    c.close()
+
+    # 4. Acquired but never acknowledged: another member gets the records.
+    g3 = unique("crash")
+    produce(a.bootstrap, topic, [(0, f"late-{i}") for i in range(5)])
+    quitter = consumer(a.bootstrap, g3, topic, "quitter", explicit=True)
+    taken = poll_all(quitter, 20)
+    check(taken, "the first member got nothing")
+    first_batch = {m.value().decode() for m in taken}
+    quitter.close()  # nothing acknowledged: its records go back to the group
+    heir = consumer(a.bootstrap, g3, topic, "heir")
+    again = set()
+    deadline = time.time() + 40
+    while not first_batch <= again and time.time() < deadline:
+        for m in heir.poll(0.3):
+            again.add(m.value().decode())
+    check(first_batch <= again, f"records the quitter held were not redelivered: {sorted(first_batch - again)[:5]}")
+    heir.close()
+    return f"share group split 3000 records {per}, release/accept/delivery limit, redelivery after a quit"
+
+
+if __name__ == "__main__":
+    a = args(__doc__)
+    main(lambda: run(a))
