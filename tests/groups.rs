@@ -269,6 +269,23 @@ fn kafkajs_consumer_group_splits_and_resumes() {
 #[test]
 fn share_group_work_queue() {
     require_python_modules(&["confluent_kafka"]);
-    let broker = Broker::start_with_config("share_auto_offset_reset = \"earliest\"\n");
+    let mut broker = Broker::start_with_config("share_auto_offset_reset = \"earliest\"\n");
     run_ok(&broker, "python3", "share_groups.py", &[], LIMIT);
+    // Progress is durable: after kill -9 the group resumes after what it accepted.
+    run_ok(
+        &broker,
+        "python3",
+        "share_groups.py",
+        &["before-restart"],
+        LIMIT,
+    );
+    broker.kill9();
+    broker.restart();
+    run_ok(
+        &broker,
+        "python3",
+        "share_groups.py",
+        &["after-restart"],
+        LIMIT,
+    );
 }

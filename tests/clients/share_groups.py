@@ -11,6 +11,10 @@ The broker runs with share_auto_offset_reset = "earliest".
      records after it keep flowing;
   4. records a consumer acquired and never acknowledged (it closed in explicit mode without
      acknowledging) are redelivered to another member.
+
+  before-restart / after-restart: a member accepts the first 60 of 100 records; after a
+  kill -9 and restart of the broker a new member gets exactly the other 40: the share group's
+  progress is durable.
 """
 
 import time
@@ -114,6 +118,42 @@ def run(a):
     return f"share group split 3000 records {per}, release/accept/delivery limit, redelivery after a quit"
 
 
+def before_restart(a):
+    produce(a.bootstrap, "durable-queue", [(0, f"d-{i}") for i in range(100)])
+    c = consumer(a.bootstrap, "durable-share", "durable-queue", "first", explicit=True)
+    accepted = []
+    deadline = time.time() + 30
+    while len(accepted) < 60 and time.time() < deadline:
+        for m in c.poll(0.3):
+            v = m.value().decode()
+            if len(accepted) < 60:
+                c.acknowledge(m, AcknowledgeType.ACCEPT)
+                accepted.append(v)
+            else:
+                c.acknowledge(m, AcknowledgeType.RELEASE)
+        c.commit_sync()
+    check_eq(sorted(accepted), sorted(f"d-{i}" for i in range(60)), "records accepted before the restart")
+    c.close()
+    return "60 of 100 accepted"
+
+
+def after_restart(a):
+    c = consumer(a.bootstrap, "durable-share", "durable-queue", "second")
+    got = set()
+    deadline = time.time() + 30
+    while len(got) < 40 and time.time() < deadline:
+        for m in c.poll(0.3):
+            got.add(m.value().decode())
+    time.sleep(1)
+    for m in c.poll(1):
+        got.add(m.value().decode())
+    c.close()
+    check_eq(sorted(got), sorted(f"d-{i}" for i in range(60, 100)), "records delivered after the restart")
+    return "the share group resumed after its 60 accepted records"
+
+
 if __name__ == "__main__":
-    a = args(__doc__)
-    main(lambda: run(a))
+    a = args(__doc__, lambda p: p.add_argument("mode", nargs="?", default="queue",
+                                              choices=["queue", "before-restart", "after-restart"]))
+    steps = {"queue": run, "before-restart": before_restart, "after-restart": after_restart}
+    main(lambda: steps[a.mode](a))

@@ -242,6 +242,40 @@ impl Coordinator {
         f(groups.entry(id.to_string()).or_default())
     }
 
+    /// Key under which a share group's start offsets are kept in the offsets log; the NUL
+    /// bytes keep it apart from every consumer group id a client can list.
+    fn share_key(group: &str) -> String {
+        format!("\u{0}share\u{0}{group}")
+    }
+
+    /// The persisted share-partition start offset of `group` on a partition, if any.
+    pub fn share_start(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        self.lock()
+            .offsets
+            .get(&Self::share_key(group), topic, partition)
+            .map(|c| c.offset)
+    }
+
+    /// Persists a share-partition start offset: after a restart the group resumes there, so
+    /// a record is never lost for it (records past it may be delivered again).
+    pub fn persist_share_start(&self, group: &str, topic: &str, partition: i32, spso: i64) {
+        let key = Self::share_key(group);
+        let mut inner = self.lock();
+        let now = now_ms();
+        let entry = (
+            (key, topic.to_string(), partition),
+            Some(Committed {
+                offset: spso,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_ms: now,
+            }),
+        );
+        if let Err(e) = inner.offsets.write(vec![entry], now) {
+            tracing::error!(group, topic, partition, error = %e, "cannot persist share-partition start offset");
+        }
+    }
+
     /// Whether `id` is a share group with `member` in it.
     pub fn share_member_known(&self, id: &str, member: &str) -> bool {
         let groups = self.share.lock().unwrap_or_else(|p| p.into_inner());
@@ -451,6 +485,9 @@ impl Coordinator {
         let mut out: Vec<GroupView> = inner.groups.values().map(Self::view).collect();
         out.extend(inner.consumer_groups.values().map(Self::consumer_view));
         for g in inner.offsets.groups() {
+            if g.starts_with('\u{0}') {
+                continue;
+            }
             if !inner.groups.contains_key(&g) && !inner.consumer_groups.contains_key(&g) {
                 out.push(GroupView {
                     id: g,

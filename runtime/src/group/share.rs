@@ -63,6 +63,8 @@ pub struct SharePartition {
     /// First offset never handed out yet.
     next_new: i64,
     pub archived: u64,
+    /// The start offset last written to the offsets log.
+    pub persisted_spso: i64,
 }
 
 /// A run of acquired offsets with the delivery count they were handed out with.
@@ -80,6 +82,7 @@ impl SharePartition {
             inflight: BTreeMap::new(),
             next_new: start,
             archived: 0,
+            persisted_spso: start,
         }
     }
 

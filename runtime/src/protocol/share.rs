@@ -111,6 +111,27 @@ pub fn heartbeat(ctx: &Ctx<'_>, req: ShareGroupHeartbeatRequest) -> ShareGroupHe
     r
 }
 
+/// Writes the start offsets that moved since they were last persisted.
+fn persist_moved(ctx: &Ctx<'_>, group: &str) {
+    let moved: Vec<(Uuid, i32, i64)> = ctx.broker.groups.with_share(group, |g| {
+        g.partitions
+            .iter_mut()
+            .filter(|(_, sp)| sp.spso != sp.persisted_spso)
+            .map(|((t, p), sp)| {
+                sp.persisted_spso = sp.spso;
+                (*t, *p, sp.spso)
+            })
+            .collect()
+    });
+    for (t, p, spso) in moved {
+        if let Some(topic) = ctx.broker.topic_by_id(t) {
+            ctx.broker
+                .groups
+                .persist_share_start(group, &topic.name, p, spso);
+        }
+    }
+}
+
 /// Applies acknowledgement batches; returns the error code per (topic, partition).
 fn apply_acks(
     ctx: &Ctx<'_>,
@@ -118,7 +139,7 @@ fn apply_acks(
     member: &str,
     acks: Vec<(Uuid, i32, Vec<(i64, i64, Vec<i8>)>)>,
 ) -> Vec<((Uuid, i32), i16)> {
-    ctx.broker.groups.with_share(group, |g| {
+    let out = ctx.broker.groups.with_share(group, |g| {
         acks.into_iter()
             .map(|(t, p, batches)| {
                 let mut e = 0;
@@ -135,7 +156,9 @@ fn apply_acks(
                 ((t, p), e)
             })
             .collect()
-    })
+    });
+    persist_moved(ctx, group);
+    out
 }
 
 /// Reads whole batches covering `first..=last`, stopping at `MAX_READ` bytes. Returns the data
@@ -246,10 +269,8 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
             if let Some(&(_, e)) = ack_errors.iter().find(|(k, _)| *k == (tid, p)) {
                 pd.acknowledge_error_code = e;
             }
-            let part = ctx
-                .broker
-                .topic_by_id(tid)
-                .and_then(|t| t.partition(p).cloned());
+            let topic = ctx.broker.topic_by_id(tid);
+            let part = topic.as_ref().and_then(|t| t.partition(p).cloned());
             let Some(part) = part else {
                 pd.error_code = code(ResponseError::UnknownTopicOrPartition);
                 by_topic.entry(tid).or_default().push(pd);
@@ -257,9 +278,24 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
             };
             if !closing && budget > 0 {
                 let wm = part.watermarks();
+                let known = ctx
+                    .broker
+                    .groups
+                    .with_share(&group, |g| g.partitions.contains_key(&(tid, p)));
+                // A partition new to this process resumes where the group last finished it.
+                let start = if known {
+                    None
+                } else {
+                    let name = topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+                    ctx.broker.groups.share_start(&group, &name, p)
+                };
                 let acquired = ctx.broker.groups.with_share(&group, |g| {
                     let sp = g.partitions.entry((tid, p)).or_insert_with(|| {
-                        SharePartition::new(if from_earliest { wm.log_start } else { wm.high })
+                        SharePartition::new(start.unwrap_or(if from_earliest {
+                            wm.log_start
+                        } else {
+                            wm.high
+                        }))
                     });
                     sp.acquire(&member, wm.log_start, wm.high, budget, now_ms())
                 });
