@@ -7,8 +7,9 @@ The broker runs with share_auto_offset_reset = "earliest".
   2. explicit acknowledgement: a RELEASEd record comes back with its delivery count raised, an
      ACCEPTed one never does;
   3. a poison record released again and again is delivered at most 5 times
-     (group.share.delivery.count.limit) and then archived (never delivered again), while the
-     records after it keep flowing;
+     (group.share.delivery.count.limit) and then archived (never delivered again) and copied to
+     the group's dead-letter topic `<group>.dlq` with headers saying why, while the records
+     after it keep flowing;
   4. records a consumer acquired and never acknowledged (it closed in explicit mode without
      acknowledging) are redelivered to another member.
 
@@ -19,7 +20,7 @@ The broker runs with share_auto_offset_reset = "earliest".
 
 import time
 
-from confluent_kafka import AcknowledgeType, ShareConsumer
+from confluent_kafka import AcknowledgeType, Consumer, ShareConsumer, TopicPartition
 
 from common import args, check, check_eq, main, unique
 from group_common import create_topic, produce
@@ -98,6 +99,20 @@ def run(a):
     c.commit_sync()
     check_eq(deliveries["job-7"], [1, 2, 3, 4, 5], "deliveries of the poison record before it is archived")
     c.close()
+    # The archived poison record is in the group's dead-letter topic, saying why.
+    dlq = Consumer({"bootstrap.servers": a.bootstrap, "group.id": "dlq-reader", "enable.auto.commit": False})
+    dlq.assign([TopicPartition(f"{g2}.dlq", 0, 0)])
+    dead, deadline = [], time.time() + 15
+    while not dead and time.time() < deadline:
+        m = dlq.poll(0.5)
+        if m is not None and m.error() is None:
+            dead.append(m)
+    dlq.close()
+    check(dead, f"nothing in {g2}.dlq")
+    headers = {k: v.decode() for k, v in (dead[0].headers() or [])}
+    check_eq(dead[0].value().decode(), "job-7", "dead-lettered record")
+    check_eq((headers.get("sluice.dlq.reason"), headers.get("sluice.dlq.deliveries"), headers.get("sluice.dlq.offset")),
+             ("delivery limit reached", "5", "7"), "dead-letter headers")
 
     # 4. Acquired but never acknowledged: another member gets the records.
     g3 = unique("crash")

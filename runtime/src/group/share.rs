@@ -65,6 +65,9 @@ pub struct SharePartition {
     pub archived: u64,
     /// The start offset last written to the offsets log.
     pub persisted_spso: i64,
+    /// Offsets archived since the caller last took them, with their delivery counts and why:
+    /// the caller copies those records to the group's dead-letter topic.
+    pub dead: Vec<(i64, i16, &'static str)>,
 }
 
 /// A run of acquired offsets with the delivery count they were handed out with.
@@ -83,6 +86,7 @@ impl SharePartition {
             next_new: start,
             archived: 0,
             persisted_spso: start,
+            dead: Vec::new(),
         }
     }
 
@@ -202,9 +206,15 @@ impl SharePartition {
                 _ => continue,
             };
             *rec = match t {
+                ACK_RELEASE if deliveries >= MAX_DELIVERIES => {
+                    self.archived += 1;
+                    self.dead.push((o, deliveries, "delivery limit reached"));
+                    Rec::Done
+                }
                 ACK_RELEASE => Rec::Available { deliveries },
                 ACK_REJECT => {
                     self.archived += 1;
+                    self.dead.push((o, deliveries, "rejected by the consumer"));
                     Rec::Done
                 }
                 _ => Rec::Done,
@@ -515,6 +525,7 @@ mod tests {
         assert!(p.acquire("a", 0, 1, 10, 0).is_empty());
         assert_eq!(p.archived, 1);
         assert_eq!(p.spso, 1);
+        assert_eq!(p.dead, vec![(0, MAX_DELIVERIES, "delivery limit reached")]);
     }
 
     #[test]

@@ -111,6 +111,100 @@ pub fn heartbeat(ctx: &Ctx<'_>, req: ShareGroupHeartbeatRequest) -> ShareGroupHe
     r
 }
 
+/// The dead-letter topic of share group `group`.
+pub fn dead_letter_topic(group: &str) -> String {
+    format!("{group}.dlq")
+}
+
+/// Copies records the group archived (rejected, or past the delivery limit) to its
+/// dead-letter topic, with headers saying where they came from and why. Records are only
+/// archived after they were read from the log, so a failure here is logged, not retried.
+fn dead_letter(ctx: &Ctx<'_>, group: &str) {
+    let dead: Vec<(Uuid, i32, Vec<(i64, i16, &'static str)>)> =
+        ctx.broker.groups.with_share(group, |g| {
+            g.partitions
+                .iter_mut()
+                .filter(|(_, sp)| !sp.dead.is_empty())
+                .map(|((t, p), sp)| (*t, *p, std::mem::take(&mut sp.dead)))
+                .collect()
+        });
+    if dead.is_empty() {
+        return;
+    }
+    let dlq_name = dead_letter_topic(group);
+    let dlq = match ctx.broker.topic(&dlq_name) {
+        Some(t) => Some(t),
+        None => match ctx
+            .broker
+            .create_topic(&dlq_name, 1, Default::default(), false)
+        {
+            Ok(t) => Some(t),
+            Err(_) => ctx.broker.topic(&dlq_name),
+        },
+    };
+    let Some(dlq) = dlq else {
+        tracing::error!(group, topic = %dlq_name, "cannot create the share group's dead-letter topic");
+        return;
+    };
+    for (tid, p, offsets) in dead {
+        let Some(topic) = ctx.broker.topic_by_id(tid) else {
+            continue;
+        };
+        let Some(part) = topic.partition(p).cloned() else {
+            continue;
+        };
+        let (Some(first), Some(last)) = (
+            offsets.iter().map(|o| o.0).min(),
+            offsets.iter().map(|o| o.0).max(),
+        ) else {
+            continue;
+        };
+        let (data, _) = read_range(&part, first, last);
+        let Ok(records) = crate::records::decode_batches(data) else {
+            tracing::error!(group, topic = %topic.name, partition = p, "cannot decode records to dead-letter");
+            continue;
+        };
+        let out: Vec<crate::records::Record> = records
+            .into_iter()
+            .filter_map(|mut r| {
+                let &(_, deliveries, why) = offsets.iter().find(|o| o.0 == r.offset)?;
+                let h = |k: &str, v: String| (Bytes::from(k.to_string()), Some(Bytes::from(v)));
+                r.headers.push(h("sluice.dlq.reason", why.to_string()));
+                r.headers.push(h("sluice.dlq.group", group.to_string()));
+                r.headers.push(h("sluice.dlq.topic", topic.name.clone()));
+                r.headers.push(h("sluice.dlq.partition", p.to_string()));
+                r.headers.push(h("sluice.dlq.offset", r.offset.to_string()));
+                r.headers
+                    .push(h("sluice.dlq.deliveries", deliveries.to_string()));
+                Some(r)
+            })
+            .collect();
+        if out.is_empty() {
+            continue;
+        }
+        let target = dlq
+            .partition(p % dlq.partitions.len().max(1) as i32)
+            .cloned();
+        let written = crate::records::encode_batch(&out, crate::records::Compression::None)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                target
+                    .ok_or_else(|| "no partition".to_string())?
+                    .append(&b, usize::MAX, None)
+                    .map_err(|e| e.to_string())
+            });
+        match written {
+            Ok(_) => {
+                ctx.broker.notify_appended();
+                tracing::warn!(group, topic = %topic.name, partition = p, records = out.len(), dlq = %dlq_name, "share records dead-lettered");
+            }
+            Err(e) => {
+                tracing::error!(group, topic = %topic.name, partition = p, error = %e, "dead-lettering failed")
+            }
+        }
+    }
+}
+
 /// Writes the start offsets that moved since they were last persisted.
 fn persist_moved(ctx: &Ctx<'_>, group: &str) {
     let moved: Vec<(Uuid, i32, i64)> = ctx.broker.groups.with_share(group, |g| {
@@ -157,6 +251,7 @@ fn apply_acks(
             })
             .collect()
     });
+    dead_letter(ctx, group);
     persist_moved(ctx, group);
     out
 }
