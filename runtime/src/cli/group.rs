@@ -5,18 +5,17 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, Bytes};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
-    DescribeGroupsResponse, GroupId, ListGroupsRequest, ListOffsetsRequest, OffsetCommitRequest,
-    OffsetFetchRequest, TopicName,
+    ApiKey, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
+    DescribeGroupsResponse, GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use super::topic::metadata;
+use super::topic::{metadata, offsets_at};
 use super::{kafka_error, Conn};
 use crate::client::Client;
 
@@ -71,47 +70,6 @@ pub struct ResetTo {
 
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
-}
-
-/// ListOffsets for every partition of `topic` at `ts` (-1 latest, -2 earliest, or a time).
-async fn offsets_at(
-    c: &mut Client,
-    topic: &str,
-    partitions: &[i32],
-    ts: i64,
-) -> Result<BTreeMap<i32, i64>> {
-    let v = c
-        .version(ApiKey::ListOffsets, 7)
-        .context("broker does not support ListOffsets")?;
-    let req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(TopicName(sb(topic)))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|&p| {
-                        ListOffsetsPartition::default()
-                            .with_partition_index(p)
-                            .with_timestamp(ts)
-                    })
-                    .collect(),
-            )]);
-    let resp = c.call(&req, v).await?;
-    let mut out = BTreeMap::new();
-    for t in resp.topics {
-        for p in t.partitions {
-            if p.error_code != 0 {
-                bail!(
-                    "offsets of {topic}/{}: {}",
-                    p.partition_index,
-                    kafka_error(p.error_code, None)
-                );
-            }
-            out.insert(p.partition_index, p.offset);
-        }
-    }
-    Ok(out)
 }
 
 async fn describe_group(c: &mut Client, name: &str) -> Result<DescribeGroupsResponse> {

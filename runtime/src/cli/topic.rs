@@ -1,5 +1,7 @@
 //! `sluice topic ...`: topic administration over the Kafka admin APIs.
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context, Result};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -100,52 +102,63 @@ pub(crate) async fn metadata(
     Ok(c.call(&req, v).await?)
 }
 
-/// (log start, high watermark) of each partition of `topic`.
+/// ListOffsets for every partition of `topic` at `ts` (-1 latest, -2 earliest, or a time).
+pub(crate) async fn offsets_at(
+    c: &mut Client,
+    topic: &str,
+    partitions: &[i32],
+    ts: i64,
+) -> Result<BTreeMap<i32, i64>> {
+    let v = c
+        .version(ApiKey::ListOffsets, 7)
+        .context("broker does not support ListOffsets")?;
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(sb(topic)))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(ts)
+                    })
+                    .collect(),
+            )]);
+    let resp = c.call(&req, v).await?;
+    let mut out = BTreeMap::new();
+    for t in resp.topics {
+        for p in t.partitions {
+            if p.error_code != 0 {
+                bail!(
+                    "offsets of {topic}/{}: {}",
+                    p.partition_index,
+                    kafka_error(p.error_code, None)
+                );
+            }
+            out.insert(p.partition_index, p.offset);
+        }
+    }
+    Ok(out)
+}
+
+/// (log start, high watermark) of each of `partitions` of `topic`, in that order.
 pub(crate) async fn watermarks(
     c: &mut Client,
     topic: &str,
     partitions: &[i32],
 ) -> Result<Vec<(i64, i64)>> {
-    let v = c
-        .version(ApiKey::ListOffsets, 7)
-        .context("broker does not support ListOffsets")?;
-    let mut out = Vec::new();
-    for ts in [-2i64, -1] {
-        let req = ListOffsetsRequest::default()
-            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-            .with_topics(vec![ListOffsetsTopic::default()
-                .with_name(TopicName(sb(topic)))
-                .with_partitions(
-                    partitions
-                        .iter()
-                        .map(|&p| {
-                            ListOffsetsPartition::default()
-                                .with_partition_index(p)
-                                .with_timestamp(ts)
-                        })
-                        .collect(),
-                )]);
-        let resp = c.call(&req, v).await?;
-        let mut offs = Vec::new();
-        for t in resp.topics {
-            for p in t.partitions {
-                if p.error_code != 0 {
-                    bail!(
-                        "partition {}: {}",
-                        p.partition_index,
-                        kafka_error(p.error_code, None)
-                    );
-                }
-                offs.push((p.partition_index, p.offset));
-            }
-        }
-        offs.sort();
-        out.push(offs);
-    }
-    Ok(out[0]
+    let lo = offsets_at(c, topic, partitions, -2).await?;
+    let hi = offsets_at(c, topic, partitions, -1).await?;
+    Ok(partitions
         .iter()
-        .zip(&out[1])
-        .map(|(a, b)| (a.1, b.1))
+        .map(|p| {
+            (
+                lo.get(p).copied().unwrap_or(-1),
+                hi.get(p).copied().unwrap_or(-1),
+            )
+        })
         .collect())
 }
 

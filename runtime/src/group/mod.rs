@@ -455,6 +455,19 @@ impl Coordinator {
         }
     }
 
+    /// A group known only by its committed offsets.
+    fn empty_view(id: String) -> GroupView {
+        GroupView {
+            id,
+            state: "Empty",
+            protocol_type: "consumer".into(),
+            protocol: String::new(),
+            members: Vec::new(),
+            owned: Vec::new(),
+            is_consumer_protocol: false,
+        }
+    }
+
     fn consumer_view(g: &ConsumerGroup) -> GroupView {
         GroupView {
             id: g.id.clone(),
@@ -489,15 +502,7 @@ impl Coordinator {
                 continue;
             }
             if !inner.groups.contains_key(&g) && !inner.consumer_groups.contains_key(&g) {
-                out.push(GroupView {
-                    id: g,
-                    state: "Empty",
-                    protocol_type: "consumer".into(),
-                    protocol: String::new(),
-                    members: Vec::new(),
-                    owned: Vec::new(),
-                    is_consumer_protocol: false,
-                });
+                out.push(Self::empty_view(g));
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -511,15 +516,9 @@ impl Coordinator {
         }
         match inner.groups.get(group_id) {
             Some(g) => Some(Self::view(g)),
-            None if !inner.offsets.group(group_id).is_empty() => Some(GroupView {
-                id: group_id.to_string(),
-                state: "Empty",
-                protocol_type: "consumer".into(),
-                protocol: String::new(),
-                members: Vec::new(),
-                owned: Vec::new(),
-                is_consumer_protocol: false,
-            }),
+            None if !inner.offsets.group(group_id).is_empty() => {
+                Some(Self::empty_view(group_id.to_string()))
+            }
             None => None,
         }
     }

@@ -72,13 +72,8 @@ impl OffsetStore {
             if data.is_empty() {
                 break;
             }
-            let mut at = 0;
-            while let Ok(h) = batch::parse_header(&data[at..]) {
-                next = h.last_offset() + 1;
-                at += h.size;
-                if at >= data.len() {
-                    break;
-                }
+            if let Some((end, _)) = batch::span(&data) {
+                next = end;
             }
             let records = decode_batches(data).map_err(|_| LogError::Corrupt {
                 path: dir.to_path_buf(),

@@ -156,6 +156,23 @@ pub fn validate(b: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// Walks the headers of whole batches read from the log: the offset after the last one and
+/// the number of records they hold. `None` when `b` starts with no whole batch header.
+pub fn span(b: &[u8]) -> Option<(i64, u64)> {
+    let mut at = 0;
+    let mut end = None;
+    let mut records = 0u64;
+    while let Ok(h) = parse_header(&b[at..]) {
+        end = Some(h.last_offset() + 1);
+        records += h.records_count.max(0) as u64;
+        at += h.size;
+        if at >= b.len() {
+            break;
+        }
+    }
+    end.map(|e| (e, records))
+}
+
 /// Splits a produce request's `records` field into its batches, validating each one.
 pub fn split_batches(mut b: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
     let mut out = Vec::new();

@@ -111,7 +111,7 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
                         topic
                             .stats
                             .records_out
-                            .fetch_add(count_records(&data), Ordering::Relaxed);
+                            .fetch_add(batch::span(&data).map_or(0, |(_, n)| n), Ordering::Relaxed);
                         pd.records = Some(data);
                     }
                     Err(e) => {
@@ -130,19 +130,6 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
         bytes: total,
         errors,
     }
-}
-
-fn count_records(data: &[u8]) -> u64 {
-    let mut n = 0u64;
-    let mut at = 0;
-    while let Ok(h) = batch::parse_header(&data[at..]) {
-        n += h.records_count.max(0) as u64;
-        at += h.size;
-        if at >= data.len() {
-            break;
-        }
-    }
-    n
 }
 
 pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {

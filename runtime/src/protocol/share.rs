@@ -111,6 +111,21 @@ pub fn heartbeat(ctx: &Ctx<'_>, req: ShareGroupHeartbeatRequest) -> ShareGroupHe
     r
 }
 
+/// One partition's acknowledgement batches: (topic id, partition, [(first, last, types)]).
+type PartitionAcks = (Uuid, i32, Vec<(i64, i64, Vec<i8>)>);
+/// Acknowledgement batches of a request, per partition.
+type Acks = Vec<PartitionAcks>;
+/// Archived records of one partition: (topic id, partition, [(offset, deliveries, reason)]).
+type DeadRecords = (Uuid, i32, Vec<(i64, i16, &'static str)>);
+
+fn ack_batches<'a>(
+    t: Uuid,
+    p: i32,
+    batches: impl Iterator<Item = (i64, i64, &'a Vec<i8>)>,
+) -> PartitionAcks {
+    (t, p, batches.map(|(f, l, ty)| (f, l, ty.clone())).collect())
+}
+
 /// The dead-letter topic of share group `group`.
 pub fn dead_letter_topic(group: &str) -> String {
     format!("{group}.dlq")
@@ -120,14 +135,13 @@ pub fn dead_letter_topic(group: &str) -> String {
 /// dead-letter topic, with headers saying where they came from and why. Records are only
 /// archived after they were read from the log, so a failure here is logged, not retried.
 fn dead_letter(ctx: &Ctx<'_>, group: &str) {
-    let dead: Vec<(Uuid, i32, Vec<(i64, i16, &'static str)>)> =
-        ctx.broker.groups.with_share(group, |g| {
-            g.partitions
-                .iter_mut()
-                .filter(|(_, sp)| !sp.dead.is_empty())
-                .map(|((t, p), sp)| (*t, *p, std::mem::take(&mut sp.dead)))
-                .collect()
-        });
+    let dead: Vec<DeadRecords> = ctx.broker.groups.with_share(group, |g| {
+        g.partitions
+            .iter_mut()
+            .filter(|(_, sp)| !sp.dead.is_empty())
+            .map(|((t, p), sp)| (*t, *p, std::mem::take(&mut sp.dead)))
+            .collect()
+    });
     if dead.is_empty() {
         return;
     }
@@ -227,12 +241,7 @@ fn persist_moved(ctx: &Ctx<'_>, group: &str) {
 }
 
 /// Applies acknowledgement batches; returns the error code per (topic, partition).
-fn apply_acks(
-    ctx: &Ctx<'_>,
-    group: &str,
-    member: &str,
-    acks: Vec<(Uuid, i32, Vec<(i64, i64, Vec<i8>)>)>,
-) -> Vec<((Uuid, i32), i16)> {
+fn apply_acks(ctx: &Ctx<'_>, group: &str, member: &str, acks: Acks) -> Vec<((Uuid, i32), i16)> {
     let out = ctx.broker.groups.with_share(group, |g| {
         acks.into_iter()
             .map(|(t, p, batches)| {
@@ -271,13 +280,8 @@ fn read_range(part: &crate::broker::Partition, first: i64, last: i64) -> (Bytes,
         if data.is_empty() {
             break;
         }
-        let mut at = 0;
-        while let Ok(h) = batch::parse_header(&data[at..]) {
-            next = h.last_offset() + 1;
-            at += h.size;
-            if at >= data.len() {
-                break;
-            }
+        if let Some((end, _)) = batch::span(&data) {
+            next = end;
         }
         out.extend_from_slice(&data);
     }
@@ -310,7 +314,7 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |&p| (t.topic_id, p)))
         .collect();
-    let acks: Vec<(Uuid, i32, Vec<(i64, i64, Vec<i8>)>)> = req
+    let acks: Acks = req
         .topics
         .iter()
         .flat_map(|t| {
@@ -318,13 +322,11 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
                 .iter()
                 .filter(|p| !p.acknowledgement_batches.is_empty())
                 .map(move |p| {
-                    (
+                    let b = p.acknowledgement_batches.iter();
+                    ack_batches(
                         t.topic_id,
                         p.partition_index,
-                        p.acknowledgement_batches
-                            .iter()
-                            .map(|b| (b.first_offset, b.last_offset, b.acknowledge_types.clone()))
-                            .collect(),
+                        b.map(|b| (b.first_offset, b.last_offset, &b.acknowledge_types)),
                     )
                 })
         })
@@ -458,18 +460,16 @@ pub fn acknowledge(ctx: &Ctx<'_>, req: ShareAcknowledgeRequest) -> ShareAcknowle
         r.error_code = err::INVALID_SHARE_SESSION_EPOCH;
         return r;
     }
-    let acks: Vec<(Uuid, i32, Vec<(i64, i64, Vec<i8>)>)> = req
+    let acks: Acks = req
         .topics
         .iter()
         .flat_map(|t| {
             t.partitions.iter().map(move |p| {
-                (
+                let b = p.acknowledgement_batches.iter();
+                ack_batches(
                     t.topic_id,
                     p.partition_index,
-                    p.acknowledgement_batches
-                        .iter()
-                        .map(|b| (b.first_offset, b.last_offset, b.acknowledge_types.clone()))
-                        .collect(),
+                    b.map(|b| (b.first_offset, b.last_offset, &b.acknowledge_types)),
                 )
             })
         })
