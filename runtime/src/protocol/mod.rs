@@ -201,6 +201,17 @@ pub async fn handle(
     };
     let started = Instant::now();
     let body = &mut frame;
+    // Every API: decode the body at the request's version, handle it, encode the answer.
+    macro_rules! answer {
+        ($handler:path) => {{
+            let r = $handler(&ctx, decode(api, version, body)?);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }};
+        ($handler:path, await) => {{
+            let r = $handler(&ctx, decode(api, version, body)?).await;
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }};
+    }
     let resp = match api {
         ApiKey::ApiVersions => {
             let _req = decode::<kafka_protocol::messages::ApiVersionsRequest>(api, version, body)?;
@@ -211,143 +222,36 @@ pub async fn handle(
                 &api_versions::handle(),
             )?)
         }
-        ApiKey::Metadata => {
-            let req = decode(api, version, body)?;
-            let r = metadata::handle(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::Produce => {
-            let req = decode(api, version, body)?;
-            match produce::handle(&ctx, req) {
-                Some(r) => Some(encode_response(api, version, correlation_id, &r)?),
-                None => None,
-            }
-        }
-        ApiKey::Fetch => {
-            let req = decode(api, version, body)?;
-            let r = fetch::handle(&ctx, req).await;
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::ListOffsets => {
-            let req = decode(api, version, body)?;
-            let r = list_offsets::handle(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::CreateTopics => {
-            let req = decode(api, version, body)?;
-            let r = admin::create_topics(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::CreatePartitions => {
-            let req = decode(api, version, body)?;
-            let r = admin::create_partitions(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::DeleteTopics => {
-            let req = decode(api, version, body)?;
-            let r = admin::delete_topics(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::DescribeConfigs => {
-            let req = decode(api, version, body)?;
-            let r = configs::describe(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::AlterConfigs => {
-            let req = decode(api, version, body)?;
-            let r = configs::alter(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::IncrementalAlterConfigs => {
-            let req = decode(api, version, body)?;
-            let r = configs::incremental_alter(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::InitProducerId => {
-            let req = decode(api, version, body)?;
-            let r = init_producer_id::handle(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::FindCoordinator => {
-            let req = decode(api, version, body)?;
-            let r = group::find_coordinator(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::JoinGroup => {
-            let req = decode(api, version, body)?;
-            let r = group::join(&ctx, req).await;
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::SyncGroup => {
-            let req = decode(api, version, body)?;
-            let r = group::sync(&ctx, req).await;
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::Heartbeat => {
-            let req = decode(api, version, body)?;
-            let r = group::heartbeat(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::LeaveGroup => {
-            let req = decode(api, version, body)?;
-            let r = group::leave(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::ListGroups => {
-            let req = decode(api, version, body)?;
-            let r = group::list(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::DescribeGroups => {
-            let req = decode(api, version, body)?;
-            let r = group::describe(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::DeleteGroups => {
-            let req = decode(api, version, body)?;
-            let r = group::delete(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::OffsetCommit => {
-            let req = decode(api, version, body)?;
-            let r = offsets::commit(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::OffsetDelete => {
-            let req = decode(api, version, body)?;
-            let r = offsets::delete(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::OffsetFetch => {
-            let req = decode(api, version, body)?;
-            let r = offsets::fetch(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::ConsumerGroupHeartbeat => {
-            let req = decode(api, version, body)?;
-            let r = consumer_group::heartbeat(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::ConsumerGroupDescribe => {
-            let req = decode(api, version, body)?;
-            let r = consumer_group::describe(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::ShareGroupHeartbeat => {
-            let req = decode(api, version, body)?;
-            let r = share::heartbeat(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::ShareFetch => {
-            let req = decode(api, version, body)?;
-            let r = share::fetch(&ctx, req).await;
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
-        ApiKey::ShareAcknowledge => {
-            let req = decode(api, version, body)?;
-            let r = share::acknowledge(&ctx, req);
-            Some(encode_response(api, version, correlation_id, &r)?)
-        }
+        ApiKey::Produce => match produce::handle(&ctx, decode(api, version, body)?) {
+            Some(r) => Some(encode_response(api, version, correlation_id, &r)?),
+            None => None,
+        },
+        ApiKey::Metadata => answer!(metadata::handle),
+        ApiKey::Fetch => answer!(fetch::handle, await),
+        ApiKey::ListOffsets => answer!(list_offsets::handle),
+        ApiKey::CreateTopics => answer!(admin::create_topics),
+        ApiKey::CreatePartitions => answer!(admin::create_partitions),
+        ApiKey::DeleteTopics => answer!(admin::delete_topics),
+        ApiKey::DescribeConfigs => answer!(configs::describe),
+        ApiKey::AlterConfigs => answer!(configs::alter),
+        ApiKey::IncrementalAlterConfigs => answer!(configs::incremental_alter),
+        ApiKey::InitProducerId => answer!(init_producer_id::handle),
+        ApiKey::FindCoordinator => answer!(group::find_coordinator),
+        ApiKey::JoinGroup => answer!(group::join, await),
+        ApiKey::SyncGroup => answer!(group::sync, await),
+        ApiKey::Heartbeat => answer!(group::heartbeat),
+        ApiKey::LeaveGroup => answer!(group::leave),
+        ApiKey::ListGroups => answer!(group::list),
+        ApiKey::DescribeGroups => answer!(group::describe),
+        ApiKey::DeleteGroups => answer!(group::delete),
+        ApiKey::OffsetCommit => answer!(offsets::commit),
+        ApiKey::OffsetDelete => answer!(offsets::delete),
+        ApiKey::OffsetFetch => answer!(offsets::fetch),
+        ApiKey::ConsumerGroupHeartbeat => answer!(consumer_group::heartbeat),
+        ApiKey::ConsumerGroupDescribe => answer!(consumer_group::describe),
+        ApiKey::ShareGroupHeartbeat => answer!(share::heartbeat),
+        ApiKey::ShareFetch => answer!(share::fetch, await),
+        ApiKey::ShareAcknowledge => answer!(share::acknowledge),
         _ => return Err(ProtocolError::UnknownApi(raw_key)),
     };
     broker.metrics.observe_request(raw_key, started.elapsed());
