@@ -228,6 +228,21 @@ impl Group {
         format!("{client_id}-{now:x}-{}", self.next_member)
     }
 
+    /// A JoinGroup answer that hands back the current generation, starting no rebalance.
+    fn current_generation(&self, member_id: String) -> JoinOutcome {
+        JoinOutcome {
+            error: err::NONE,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id,
+            members: Vec::new(),
+            skip_assignment: false,
+            previous_leader_id: None,
+        }
+    }
+
     fn sync_outcome(&self, error: i16, assignment: Bytes) -> SyncOutcome {
         SyncOutcome {
             error,
@@ -486,15 +501,10 @@ impl Group {
                         out.push(Reply::Join(
                             waiter,
                             JoinOutcome {
-                                error: err::NONE,
-                                generation: self.generation,
-                                protocol_type: self.protocol_type.clone(),
-                                protocol_name: self.protocol.clone(),
-                                leader: self.leader.clone().unwrap_or_default(),
-                                member_id: new_id,
                                 members,
                                 skip_assignment: was_leader,
                                 previous_leader_id: was_leader.then(|| existing.clone()),
+                                ..self.current_generation(new_id)
                             },
                         ));
                         return out;
@@ -568,20 +578,7 @@ impl Group {
                 // generation without disturbing anyone.
                 let m = self.members.get_mut(&member_id).expect("member exists");
                 m.join_waiter = None;
-                out.push(Reply::Join(
-                    waiter,
-                    JoinOutcome {
-                        error: err::NONE,
-                        generation: self.generation,
-                        protocol_type: self.protocol_type.clone(),
-                        protocol_name: self.protocol.clone(),
-                        leader: leader.unwrap_or_default(),
-                        member_id,
-                        members: Vec::new(),
-                        skip_assignment: false,
-                        previous_leader_id: None,
-                    },
-                ));
+                out.push(Reply::Join(waiter, self.current_generation(member_id)));
                 return out;
             }
             State::PreparingRebalance => {}
