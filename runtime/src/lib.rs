@@ -12,6 +12,7 @@ pub mod client;
 pub mod group;
 pub mod log;
 pub mod metrics;
+pub mod plugin;
 pub mod protocol;
 pub mod records;
 pub mod server;

@@ -225,9 +225,26 @@ pub fn decode_batches(mut data: Bytes) -> Result<Vec<Record>, RecordsError> {
     Ok(out)
 }
 
+/// The idempotent-producer fields of a batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+}
+
 /// Encodes `records` into one v2 batch with codec `compression`. Offsets are taken relative to
 /// the first record; the broker assigns the real ones.
 pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes, RecordsError> {
+    encode_batch_as(records, compression, None)
+}
+
+/// [`encode_batch`] for an idempotent producer.
+pub fn encode_batch_as(
+    records: &[Record],
+    compression: Compression,
+    producer: Option<ProducerFields>,
+) -> Result<Bytes, RecordsError> {
     let base_ts = records.first().map(|r| r.timestamp).unwrap_or(0);
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
     let mut body = BytesMut::new();
@@ -275,9 +292,18 @@ pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Byte
     b.put_i32(records.len().saturating_sub(1) as i32);
     b.put_i64(base_ts);
     b.put_i64(max_ts);
-    b.put_i64(-1);
-    b.put_i16(-1);
-    b.put_i32(-1);
+    match producer {
+        Some(p) => {
+            b.put_i64(p.producer_id);
+            b.put_i16(p.epoch);
+            b.put_i32(p.base_sequence);
+        }
+        None => {
+            b.put_i64(-1);
+            b.put_i16(-1);
+            b.put_i32(-1);
+        }
+    }
     b.put_i32(records.len() as i32);
     b.extend_from_slice(&payload);
     let crc = crc32c::crc32c(&b[21..]);

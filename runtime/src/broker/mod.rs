@@ -367,7 +367,7 @@ pub fn valid_topic_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-fn write_atomically(path: &Path, data: &[u8]) -> Result<(), BrokerError> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> Result<(), BrokerError> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
@@ -429,6 +429,11 @@ impl Partition {
                 lock(&self.log).append_checked(&owned, &batches)
             }
         }
+    }
+
+    /// See [`ProducerStates::next_seq`].
+    pub fn producer_next_seq(&self, producer_id: i64) -> Option<i32> {
+        lock(&self.log).producers.next_seq(producer_id)
     }
 
     pub fn watermarks(&self) -> Watermarks {

@@ -175,6 +175,13 @@ impl ProducerStates {
             .retain(|_, e| now_ms.saturating_sub(e.last_seen_ms) <= max_idle_ms);
     }
 
+    /// The sequence the partition expects next from `producer_id`, if it remembers that
+    /// producer. Plugin tasks use it to learn how much of their output a crash left written.
+    pub fn next_seq(&self, producer_id: i64) -> Option<i32> {
+        let e = self.producers.get(&producer_id)?;
+        e.recent.back().map(|m| next_seq(m.last_seq))
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }

@@ -1,0 +1,320 @@
+//! The wasmtime side of plugins: one shared engine, compiled components (cached on disk), and
+//! sandboxed instances with a memory cap and a time cap per call.
+//!
+//! A plugin gets exactly what `wit/processor.wit` grants: a log function. No WASI, so no files,
+//! network, clock or randomness — which is also what makes replaying a deterministic plugin
+//! after a crash give the same output.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "processor",
+});
+
+pub use sluice::plugin::types::{Level, Record};
+
+/// Epoch ticks are this far apart; a call's time cap is rounded up to whole ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Log lines a plugin may write per call, and their length: a chatty plugin must not be able
+/// to flood the broker's log.
+const LOG_LINES_PER_CALL: u32 = 100;
+const LOG_LINE_MAX: usize = 4096;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path} is not a valid sluice plugin component: {why}")]
+    Invalid { path: PathBuf, why: String },
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// Why a call into a plugin failed.
+#[derive(Debug, Error, Clone)]
+#[non_exhaustive]
+pub enum CallError {
+    #[error("plugin ran longer than cpu_ms_per_call ({0} ms)")]
+    Timeout(u64),
+    #[error("plugin exceeded its memory limit ({0} MiB)")]
+    OutOfMemory(u64),
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+}
+
+/// Per-instance limits, from the manifest's `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_mb: u64,
+    pub cpu_ms_per_call: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 64,
+            cpu_ms_per_call: 100,
+        }
+    }
+}
+
+/// What an instance's store carries.
+pub struct HostState {
+    limits: StoreLimits,
+    plugin: Arc<str>,
+    log_lines: u32,
+}
+
+impl sluice::plugin::host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > LOG_LINES_PER_CALL {
+            if self.log_lines == LOG_LINES_PER_CALL + 1 {
+                tracing::warn!(plugin = %self.plugin, "plugin log lines beyond {LOG_LINES_PER_CALL} in one call are dropped");
+            }
+            return;
+        }
+        let mut m = message;
+        if m.len() > LOG_LINE_MAX {
+            let mut cut = LOG_LINE_MAX;
+            while !m.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            m.truncate(cut);
+        }
+        let p = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(plugin = p, "{m}"),
+            Level::Debug => tracing::debug!(plugin = p, "{m}"),
+            Level::Info => tracing::info!(plugin = p, "{m}"),
+            Level::Warn => tracing::warn!(plugin = p, "{m}"),
+            Level::Error => tracing::error!(plugin = p, "{m}"),
+        }
+    }
+}
+
+impl sluice::plugin::types::Host for HostState {}
+
+/// The process-wide engine, its epoch clock and the compiled-component cache.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+}
+
+/// A compiled, type-checked plugin ready to instantiate.
+#[derive(Clone)]
+pub struct Code {
+    pre: ProcessorPre<HostState>,
+    /// First 12 hex digits of the component's SHA-256: the version shown to users and
+    /// stamped on dead letters.
+    pub version: String,
+}
+
+impl PluginEngine {
+    /// `cache_dir`: where compiled components are kept so a restart does not recompile them.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<PluginEngine>, EngineError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| EngineError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| EngineError::Engine(format!("{e:#}")))?;
+        // The epoch clock: a thread, because a plugin stuck in a loop holds its thread and
+        // only an increment from elsewhere can stop it.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(e) => e.increment_epoch(),
+                    None => return,
+                }
+            })
+            .map_err(|e| EngineError::Engine(e.to_string()))?;
+        if let Some(d) = &cache_dir {
+            if let Err(e) = std::fs::create_dir_all(d) {
+                tracing::warn!(dir = %d.display(), error = %e, "compiled-plugin cache disabled");
+            }
+        }
+        Ok(Arc::new(PluginEngine {
+            engine,
+            linker,
+            cache_dir,
+        }))
+    }
+
+    /// Compiles the component at `path` (or loads it from the cache) and checks that it
+    /// exports the `processor` world.
+    pub fn load(&self, path: &Path) -> Result<Code, EngineError> {
+        let bytes = std::fs::read(path).map_err(|error| EngineError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        self.load_bytes(path, &bytes)
+    }
+
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Code, EngineError> {
+        let invalid = |why: String| EngineError::Invalid {
+            path: path.to_path_buf(),
+            why,
+        };
+        let digest = Sha256::digest(bytes);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let component = self.compile_cached(&hex, bytes).map_err(invalid)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = ProcessorPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
+        Ok(Code {
+            pre,
+            version: hex[..12].to_string(),
+        })
+    }
+
+    fn compile_cached(&self, hex: &str, bytes: &[u8]) -> Result<Component, String> {
+        use std::hash::{Hash, Hasher};
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"));
+        };
+        // The engine's compatibility hash changes with wasmtime's version and settings, so a
+        // cached artifact is never loaded into an engine that cannot run it.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let file = dir.join(format!("{hex}-{:016x}.cwasm", h.finish()));
+        if file.exists() {
+            // SAFETY: the file was written by `precompile_component` of an engine with the
+            // same compatibility hash, into the broker's own data directory; wasmtime checks
+            // its header before use. It is as trusted as the broker's own binary.
+            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "cached plugin unusable; recompiling")
+                }
+            }
+        }
+        let compiled = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| format!("{e:#}"))?;
+        let tmp = file.with_extension("tmp");
+        if std::fs::write(&tmp, &compiled).is_ok() {
+            let _ = std::fs::rename(&tmp, &file);
+        }
+        // SAFETY: these bytes were produced by this engine a moment ago.
+        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(|e| format!("{e:#}"))
+    }
+
+    /// A fresh instance of `code`; `init` is not called yet.
+    pub fn instantiate(
+        &self,
+        code: &Code,
+        plugin: Arc<str>,
+        limits: Limits,
+    ) -> Result<Instance, CallError> {
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size((limits.memory_mb as usize).saturating_mul(1 << 20))
+                .instances(4)
+                .tables(8)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+            plugin,
+            log_lines: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        arm(&mut store, limits);
+        let processor = code
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, limits))?;
+        Ok(Instance {
+            store,
+            processor,
+            limits,
+        })
+    }
+}
+
+/// One sandboxed plugin instance. After any failed call it is poisoned (wasmtime refuses
+/// further calls after a trap): drop it and make a new one.
+pub struct Instance {
+    store: Store<HostState>,
+    processor: Processor,
+    limits: Limits,
+}
+
+fn arm(store: &mut Store<HostState>, limits: Limits) {
+    let ticks = limits
+        .cpu_ms_per_call
+        .div_ceil(EPOCH_TICK.as_millis() as u64)
+        .max(1);
+    // One extra tick: the first may arrive at once.
+    store.set_epoch_deadline(ticks + 1);
+    store.data_mut().log_lines = 0;
+}
+
+fn classify(e: wasmtime::Error, limits: Limits) -> CallError {
+    if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
+        return match t {
+            wasmtime::Trap::Interrupt => CallError::Timeout(limits.cpu_ms_per_call),
+            wasmtime::Trap::UnreachableCodeReached => {
+                CallError::Trap("unreachable code reached (a panic in the plugin?)".into())
+            }
+            other => CallError::Trap(other.to_string()),
+        };
+    }
+    let text = format!("{e:#}");
+    // A refused memory.grow is an error, not a Trap, when trap_on_grow_failure is set.
+    if text.contains("memory") && (text.contains("grow") || text.contains("limit")) {
+        return CallError::OutOfMemory(limits.memory_mb);
+    }
+    CallError::Trap(text)
+}
+
+macro_rules! call {
+    ($self:ident, $f:ident $(, $arg:expr)*) => {{
+        arm(&mut $self.store, $self.limits);
+        let r = $self.processor.$f(&mut $self.store $(, $arg)*);
+        r.map_err(|e| classify(e, $self.limits))
+    }};
+}
+
+impl Instance {
+    pub fn init(&mut self, config: &str) -> Result<Result<(), String>, CallError> {
+        call!(self, call_init, config)
+    }
+
+    pub fn process(&mut self, batch: &Batch) -> Result<Vec<Outcome>, CallError> {
+        call!(self, call_process, batch)
+    }
+
+    pub fn tick(&mut self, now_ms: i64) -> Result<Vec<OutputRecord>, CallError> {
+        call!(self, call_tick, now_ms)
+    }
+
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, CallError> {
+        call!(self, call_snapshot)
+    }
+
+    pub fn restore(&mut self, state: &[u8]) -> Result<Result<(), String>, CallError> {
+        call!(self, call_restore, state)
+    }
+}

@@ -1,0 +1,284 @@
+//! Where a task's output goes: guest records checked, partitioned and appended to the log as
+//! one idempotent producer, skipping what a crash left already written (see
+//! [`super::checkpoint`] for the invariant).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::broker::{AppendError, Broker, BrokerError, Topic};
+use crate::records::{self, Compression, ProducerFields, Record};
+
+/// Limits on what one plugin call may ask the broker to write. Beyond them the input record
+/// is the plugin's error (dead-lettered), not the broker's problem.
+pub const MAX_OUTPUTS_PER_RECORD: usize = 10_000;
+pub const MAX_HEADERS: usize = 1_000;
+/// Topics one pipeline may bring into existence by naming them in its output.
+pub const MAX_CREATED_TOPICS: usize = 64;
+
+const SEQ_SPACE: u64 = 1 << 31;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    #[error("cannot append to {topic}-{partition}: {error}")]
+    Append {
+        topic: String,
+        partition: i32,
+        error: AppendError,
+    },
+    #[error("cannot encode output batch: {0}")]
+    Encode(#[from] records::RecordsError),
+    #[error("output topic {0} disappeared")]
+    TopicGone(String),
+    #[error("cannot allocate a producer id: {0}")]
+    ProducerId(#[from] BrokerError),
+}
+
+/// One record on its way to a partition.
+#[derive(Clone)]
+pub struct Routed {
+    pub topic: Arc<Topic>,
+    pub partition: i32,
+    pub record: Record,
+}
+
+/// Makes sure `name` exists, creating it with the broker's defaults.
+pub fn ensure_topic(broker: &Broker, name: &str) -> Result<Arc<Topic>, BrokerError> {
+    if let Some(t) = broker.topic(name) {
+        return Ok(t);
+    }
+    match broker.create_topic(name, -1, Default::default(), false) {
+        Ok(t) => Ok(t),
+        Err(BrokerError::TopicExists(_)) => broker
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Kafka's default partitioner for keyed records; key-less records stay on the partition
+/// numbered like the task's input, so a pipeline keeps per-partition order end to end.
+pub fn partition_for(key: Option<&[u8]>, partitions: usize, home: i32) -> i32 {
+    let n = partitions.max(1) as i32;
+    match key {
+        Some(k) => crate::client::partition_for_key(k, n),
+        None => home.rem_euclid(n),
+    }
+}
+
+struct Counter {
+    /// Records this task has emitted to the partition, replay included.
+    next: u64,
+    /// Records below this count are already in the log (written before a crash).
+    skip_until: u64,
+}
+
+pub struct Writer {
+    broker: Arc<Broker>,
+    pub producer_id: i64,
+    counters: BTreeMap<(String, i32), Counter>,
+    /// Counts as of the checkpoint this writer started from.
+    start: BTreeMap<(String, i32), u64>,
+    created: HashSet<String>,
+}
+
+impl Writer {
+    pub fn new(
+        broker: Arc<Broker>,
+        producer_id: i64,
+        emitted: &BTreeMap<String, BTreeMap<i32, u64>>,
+    ) -> Writer {
+        let start = emitted
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |(p, n)| ((t.clone(), *p), *n)))
+            .collect();
+        Writer {
+            broker,
+            producer_id,
+            counters: BTreeMap::new(),
+            start,
+            created: HashSet::new(),
+        }
+    }
+
+    /// Counts to save in a checkpoint.
+    pub fn emitted(&self) -> BTreeMap<String, BTreeMap<i32, u64>> {
+        let mut out: BTreeMap<String, BTreeMap<i32, u64>> = BTreeMap::new();
+        for ((t, p), n) in &self.start {
+            out.entry(t.clone()).or_default().insert(*p, *n);
+        }
+        for ((t, p), c) in &self.counters {
+            out.entry(t.clone()).or_default().insert(*p, c.next);
+        }
+        out
+    }
+
+    /// Resolves an output topic name a plugin gave, creating the topic if needed, within the
+    /// pipeline's allowance.
+    pub fn topic(&mut self, name: &str) -> Result<Arc<Topic>, String> {
+        if let Some(t) = self.broker.topic(name) {
+            return Ok(t);
+        }
+        if !crate::broker::valid_topic_name(name) || name.starts_with("__") {
+            return Err(format!("'{name}' is not a valid output topic name"));
+        }
+        if self.created.len() >= MAX_CREATED_TOPICS {
+            return Err(format!(
+                "the plugin named more than {MAX_CREATED_TOPICS} new output topics"
+            ));
+        }
+        let t = ensure_topic(&self.broker, name).map_err(|e| e.to_string())?;
+        self.created.insert(name.to_string());
+        Ok(t)
+    }
+
+    fn counter(&mut self, topic: &Topic, partition: i32) -> &mut Counter {
+        let key = (topic.name.clone(), partition);
+        let start = self.start.get(&key).copied().unwrap_or(0);
+        let pid = self.producer_id;
+        self.counters.entry(key).or_insert_with(|| {
+            // What the log already holds from us beyond the checkpoint: the distance from our
+            // count (mod 2^31) to the sequence the partition expects next from our id.
+            let written = topic
+                .partition(partition)
+                .and_then(|p| p.producer_next_seq(pid))
+                .map(|s| {
+                    let ours = start % SEQ_SPACE;
+                    (u64::from(s as u32) + SEQ_SPACE - ours) % SEQ_SPACE
+                })
+                .unwrap_or(0);
+            // A log behind the checkpoint (lost on power failure) cannot be caught up by
+            // skipping; treat it as nothing written.
+            let written = if written > SEQ_SPACE / 2 { 0 } else { written };
+            Counter {
+                next: start,
+                skip_until: start + written,
+            }
+        })
+    }
+
+    /// Appends `out` in order, per partition, skipping records already in the log.
+    pub fn write(&mut self, out: Vec<Routed>) -> Result<(), WriteError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        // Group by partition, keeping each partition's order.
+        let mut groups: Vec<(Arc<Topic>, i32, Vec<Record>)> = Vec::new();
+        for r in out {
+            match groups
+                .iter_mut()
+                .find(|(t, p, _)| t.name == r.topic.name && *p == r.partition)
+            {
+                Some(g) => g.2.push(r.record),
+                None => groups.push((r.topic, r.partition, vec![r.record])),
+            }
+        }
+        let mut appended = false;
+        for (topic, partition, recs) in groups {
+            // The topic may have gained partitions or been re-created since it was resolved.
+            let topic = self
+                .broker
+                .topic(&topic.name)
+                .ok_or_else(|| WriteError::TopicGone(topic.name.clone()))?;
+            let c = self.counter(&topic, partition);
+            let skip = c.skip_until.saturating_sub(c.next).min(recs.len() as u64) as usize;
+            let first_seq = c.next + skip as u64;
+            let fresh = &recs[skip..];
+            if !fresh.is_empty() {
+                self.append(&topic, partition, first_seq, fresh)?;
+                appended = true;
+            }
+            let c = self.counter(&topic, partition);
+            c.next += recs.len() as u64;
+        }
+        if appended {
+            self.broker.notify_appended();
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        topic: &Topic,
+        partition: i32,
+        mut seq: u64,
+        recs: &[Record],
+    ) -> Result<(), WriteError> {
+        let part = topic
+            .partition(partition)
+            .ok_or_else(|| WriteError::TopicGone(format!("{}-{partition}", topic.name)))?;
+        let max = topic.max_message_bytes();
+        // Batches stay under max.message.bytes; each record alone was checked to fit.
+        let mut start = 0;
+        while start < recs.len() {
+            let mut size = 100;
+            let mut end = start;
+            while end < recs.len() {
+                let s = record_size(&recs[end]);
+                if end > start && size + s > max {
+                    break;
+                }
+                size += s;
+                end += 1;
+            }
+            let batch = records::encode_batch_as(
+                &recs[start..end],
+                Compression::None,
+                Some(ProducerFields {
+                    producer_id: self.producer_id,
+                    epoch: 0,
+                    base_sequence: (seq % SEQ_SPACE) as i32,
+                }),
+            )?;
+            let stamp = topic.log_append_time().then(crate::broker::now_ms);
+            match part.append(&batch, usize::MAX, stamp) {
+                Ok(at) => {
+                    topic
+                        .stats
+                        .bytes_in
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    topic.stats.records_in.fetch_add(
+                        (at.last_offset - at.base_offset + 1) as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                Err(AppendError::OutOfOrderSequence { .. }) => {
+                    // Only if the log lost our writes (power failure) or another writer used
+                    // our id: continue under a fresh id rather than stall the pipeline.
+                    let fresh = self.broker.producer_ids.next()?;
+                    tracing::warn!(topic = %topic.name, partition, old = self.producer_id, new = fresh, "plugin output sequence out of step with the log; continuing under a new producer id");
+                    self.producer_id = fresh;
+                    for c in self.counters.values_mut() {
+                        c.skip_until = c.next;
+                    }
+                    // Sequences restart for the new id.
+                    continue;
+                }
+                Err(error) => {
+                    return Err(WriteError::Append {
+                        topic: topic.name.clone(),
+                        partition,
+                        error,
+                    })
+                }
+            }
+            seq += (end - start) as u64;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// An upper bound of a record's encoded size.
+pub fn record_size(r: &Record) -> usize {
+    30 + r.key.as_ref().map_or(0, Bytes::len)
+        + r.value.as_ref().map_or(0, Bytes::len)
+        + r.headers
+            .iter()
+            .map(|(k, v)| 10 + k.len() + v.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>()
+}
