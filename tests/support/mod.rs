@@ -17,6 +17,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
+    /// The admin API (`sluice plugin list|reset`, `/metrics`).
+    pub admin_port: u16,
     pub data_dir: tempfile::TempDir,
     /// Broker log, config file and whatever the test writes: kept out of the data directory.
     scratch: tempfile::TempDir,
@@ -49,6 +51,7 @@ impl Broker {
         let mut broker = Broker {
             child: None,
             port: free_port(),
+            admin_port: free_port(),
             data_dir,
             scratch,
             config,
@@ -69,6 +72,15 @@ impl Broker {
         self.scratch.path()
     }
 
+    pub fn admin(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The directory the broker watches for pipelines.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.scratch.path().join("plugins")
+    }
+
     fn log_path(&self) -> PathBuf {
         self.scratch.path().join("broker.log")
     }
@@ -85,7 +97,11 @@ impl Broker {
             .arg("--listen")
             .arg(self.bootstrap())
             .arg("--data-dir")
-            .arg(self.data_dir.path());
+            .arg(self.data_dir.path())
+            .arg("--admin")
+            .arg(self.admin())
+            .arg("--plugins-dir")
+            .arg(self.plugins_dir());
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }

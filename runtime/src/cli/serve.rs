@@ -26,6 +26,12 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics
     #[arg(long)]
     pub metrics: Option<String>,
+    /// Admin API (used by `sluice plugin list|reset`, also serves /metrics) [default: 127.0.0.1:9644]
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Directory watched for pipelines (NAME.toml + component) [default: ./plugins]
+    #[arg(long)]
+    pub plugins_dir: Option<PathBuf>,
     /// TOML file; every flag has a key of the same name (with '_' for '-')
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -39,6 +45,8 @@ struct FileConfig {
     advertised: Option<String>,
     data_dir: Option<PathBuf>,
     metrics: Option<String>,
+    admin: Option<String>,
+    plugins_dir: Option<PathBuf>,
     node_id: Option<i32>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
@@ -58,6 +66,8 @@ struct FileConfig {
 pub struct Settings {
     pub listen: String,
     pub metrics: Option<String>,
+    pub admin: String,
+    pub plugins_dir: PathBuf,
     pub broker: BrokerConfig,
 }
 
@@ -109,6 +119,14 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
     Ok(Settings {
         listen,
         metrics: args.metrics.or(file.metrics),
+        admin: args
+            .admin
+            .or(file.admin)
+            .unwrap_or_else(|| "127.0.0.1:9644".into()),
+        plugins_dir: args
+            .plugins_dir
+            .or(file.plugins_dir)
+            .unwrap_or_else(|| PathBuf::from("./plugins")),
         broker: BrokerConfig {
             data_dir: args
                 .data_dir
@@ -176,13 +194,25 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        let host = crate::plugin::PluginHost::new(
+            broker.clone(),
+            s.plugins_dir.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .context("cannot start the plugin host")?;
+        let admin = TcpListener::bind(&s.admin)
+            .await
+            .with_context(|| format!("cannot serve the admin API on {} (set --admin)", s.admin))?;
+        tracing::info!(address = %s.admin, "admin API and /metrics");
+        tokio::spawn(crate::metrics::serve(admin, broker.clone(), Some(host.clone())));
         if let Some(m) = &s.metrics {
             let ml = TcpListener::bind(m)
                 .await
                 .with_context(|| format!("cannot serve metrics on {m}"))?;
             tracing::info!(address = %m, "metrics at /metrics");
-            tokio::spawn(crate::metrics::serve(ml, broker.clone()));
+            tokio::spawn(crate::metrics::serve(ml, broker.clone(), Some(host.clone())));
         }
+        tokio::spawn(host.clone().watch());
         let gb = broker.clone();
         tokio::spawn(async move {
             // The coordinator's clock: session expiry and rebalance deadlines.
@@ -212,6 +242,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             r = crate::server::serve(listener, broker.clone()) => r.context("listener failed")?,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("shutting down");
+                let h = host.clone();
+                let _ = tokio::task::spawn_blocking(move || h.shutdown()).await;
             }
         }
         Ok(())

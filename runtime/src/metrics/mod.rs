@@ -193,12 +193,80 @@ pub fn render(broker: &Broker) -> String {
 }
 
 /// Serves `GET /metrics` until the process ends. Anything else gets a 404.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+/// Prometheus text for the pipelines.
+pub fn render_pipelines(host: &crate::plugin::PluginHost) -> String {
+    let mut out = String::new();
+    let st = host.status();
+    let counters: [(&str, &str, fn(&crate::plugin::host::PipelineStatus) -> u64); 5] = [
+        (
+            "sluice_pipeline_records_in_total",
+            "Records a pipeline consumed.",
+            |p| p.records_in,
+        ),
+        (
+            "sluice_pipeline_records_out_total",
+            "Records a pipeline emitted to its outputs.",
+            |p| p.records_out,
+        ),
+        (
+            "sluice_pipeline_dead_lettered_total",
+            "Records a pipeline sent to its dead-letter topic.",
+            |p| p.dead_lettered,
+        ),
+        (
+            "sluice_pipeline_retried_total",
+            "Records a pipeline sent to its retry topic.",
+            |p| p.retried,
+        ),
+        (
+            "sluice_pipeline_traps_total",
+            "Plugin traps (panic, timeout, memory).",
+            |p| p.traps,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for p in &st {
+            let _ = writeln!(out, "{name}{{pipeline=\"{}\"}} {}", p.name, get(p));
+        }
+    }
+    let _ = writeln!(out, "# HELP sluice_pipeline_up 1 if the pipeline runs its latest files, 0 if they were rejected.");
+    let _ = writeln!(out, "# TYPE sluice_pipeline_up gauge");
+    for p in &st {
+        let up = u8::from(p.status == "running");
+        let _ = writeln!(out, "sluice_pipeline_up{{pipeline=\"{}\"}} {up}", p.name);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_pipeline_lag Records in an input partition not yet processed."
+    );
+    let _ = writeln!(out, "# TYPE sluice_pipeline_lag gauge");
+    for p in &st {
+        for q in &p.partitions {
+            let _ = writeln!(
+                out,
+                "sluice_pipeline_lag{{pipeline=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                p.name, q.topic, q.partition, q.lag
+            );
+        }
+    }
+    out
+}
+
+/// Serves `/metrics` and, when a plugin host runs, the admin API that `sluice plugin` uses:
+/// `GET /v1/pipelines` and `POST /v1/pipelines/NAME/reset?to=...&keep_state=true`.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    host: Option<Arc<crate::plugin::PluginHost>>,
+) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
         let broker = broker.clone();
+        let host = host.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
@@ -220,18 +288,84 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
             if !matches!(read, Ok(Ok(()))) {
                 return;
             }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if path == "/metrics" {
-                ("200 OK", render(&broker))
-            } else {
-                ("404 Not Found", "not found\n".to_string())
-            };
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let mut words = head.split_whitespace();
+            let method = words.next().unwrap_or("").to_string();
+            let target = words.next().unwrap_or("").to_string();
+            let (status, ctype, body) = tokio::task::spawn_blocking(move || {
+                route(&method, &target, &broker, host.as_deref())
+            })
+            .await
+            .unwrap_or((
+                "500 Internal Server Error",
+                "text/plain",
+                "internal error\n".into(),
+            ));
             let resp = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = sock.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+const TEXT: &str = "text/plain; version=0.0.4";
+const JSON: &str = "application/json";
+
+fn route(
+    method: &str,
+    target: &str,
+    broker: &Broker,
+    host: Option<&crate::plugin::PluginHost>,
+) -> (&'static str, &'static str, String) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let param = |k: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(a, _)| *a == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let json_err =
+        |status, e: String| (status, JSON, serde_json::json!({ "error": e }).to_string());
+    match (method, path) {
+        ("GET", "/metrics") => {
+            let mut body = render(broker);
+            if let Some(h) = host {
+                body.push_str(&render_pipelines(h));
+            }
+            ("200 OK", TEXT, body)
+        }
+        (_, p) if p.starts_with("/v1/pipelines") => {
+            let Some(h) = host else {
+                return json_err("404 Not Found", "no plugin host runs in this broker".into());
+            };
+            let rest = p.trim_start_matches("/v1/pipelines").trim_matches('/');
+            match (method, rest.split_once('/')) {
+                ("GET", None) if rest.is_empty() => (
+                    "200 OK",
+                    JSON,
+                    serde_json::to_string(&h.status()).unwrap_or_default(),
+                ),
+                ("POST", Some((name, "reset"))) => {
+                    let to = match param("to")
+                        .as_deref()
+                        .map(crate::plugin::host::parse_reset_to)
+                    {
+                        Some(Ok(t)) => t,
+                        Some(Err(e)) => return json_err("400 Bad Request", e),
+                        None => return json_err("400 Bad Request", "missing 'to'".into()),
+                    };
+                    let keep = param("keep_state").is_some_and(|v| v == "true" || v == "1");
+                    match h.reset(name, to, keep) {
+                        Ok(()) => ("200 OK", JSON, "{}".into()),
+                        Err(e) => json_err("409 Conflict", e),
+                    }
+                }
+                _ => json_err("404 Not Found", format!("no route {method} {path}")),
+            }
+        }
+        _ => ("404 Not Found", "text/plain", "not found\n".into()),
     }
 }

@@ -1,7 +1,13 @@
 //! The plugin host: pipelines of WebAssembly components that consume topics and produce to
 //! others, deployed by dropping files into a directory.
 
+pub mod build;
 pub mod checkpoint;
 pub mod engine;
+pub mod host;
 pub mod manifest;
 pub mod output;
+pub mod pipeline;
+pub mod task;
+
+pub use host::{PluginHost, ResetTo};

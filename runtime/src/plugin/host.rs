@@ -1,0 +1,644 @@
+//! The plugin host: keeps the running pipelines equal to what the plugins directory says.
+//!
+//! Every change in the directory (seen by `notify`, and by a periodic rescan in case an event
+//! is missed) triggers a reconciliation: new manifests deploy, changed components or configs
+//! hot-reload, changed topology (inputs, outputs, ...) restarts the pipeline from its
+//! checkpoints, removed manifests undeploy (their checkpoints stay, so putting the manifest
+//! back resumes). A manifest or component that fails to load never disturbs what runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::engine::{Code, PluginEngine};
+use super::manifest::Manifest;
+use super::output::ensure_topic;
+use super::pipeline::{Deployed, Pipeline, Stats};
+use super::task::{self, Kind, TaskSpec};
+use crate::broker::Broker;
+
+/// How often the directory is rescanned even without events, and partitions re-counted.
+const RESCAN: Duration = Duration::from_secs(2);
+/// Events arriving this close together are handled as one (an editor's save, a copy).
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What identifies one version of a pipeline's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    manifest: String,
+    wasm: Option<(u64, Option<SystemTime>)>,
+}
+
+struct TaskHandle {
+    topic: String,
+    partition: i32,
+    thread: std::thread::JoinHandle<()>,
+}
+
+struct Entry {
+    fingerprint: Fingerprint,
+    /// Set when the files were refused; the running pipeline (if any) is the older version.
+    error: Option<String>,
+    running: Option<Running>,
+    stats: Arc<Stats>,
+}
+
+struct Running {
+    pipeline: Arc<Pipeline>,
+    tasks: Vec<TaskHandle>,
+}
+
+/// Where a reset moves a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Offset(i64),
+    Timestamp(i64),
+}
+
+/// Parses `earliest`, `latest`, an offset, or a time: milliseconds since the epoch written
+/// `@MS`, or an RFC 3339 UTC time such as `2026-11-26T04:00:00Z`.
+pub fn parse_reset_to(s: &str) -> Result<ResetTo, String> {
+    match s {
+        "earliest" => return Ok(ResetTo::Earliest),
+        "latest" => return Ok(ResetTo::Latest),
+        _ => {}
+    }
+    if let Some(ms) = s.strip_prefix('@') {
+        return ms
+            .parse()
+            .map(ResetTo::Timestamp)
+            .map_err(|_| format!("'{s}': expected @MILLISECONDS"));
+    }
+    if let Ok(o) = s.parse::<i64>() {
+        return if o >= 0 {
+            Ok(ResetTo::Offset(o))
+        } else {
+            Err(format!("'{s}': an offset cannot be negative"))
+        };
+    }
+    parse_rfc3339_utc(s)
+        .map(ResetTo::Timestamp)
+        .ok_or_else(|| format!("'{s}' is not earliest, latest, an offset, @MILLISECONDS or a UTC time like 2026-11-26T04:00:00Z"))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` to milliseconds since the epoch.
+fn parse_rfc3339_utc(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
+    let (date, time) = s.split_once(['T', ' '])?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, mo, da) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (h, mi, se) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms)
+}
+
+#[derive(Debug, Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    pub status: &'static str,
+    pub version: Option<String>,
+    pub inputs: Vec<String>,
+    pub output: Option<String>,
+    pub dead_letter: Option<String>,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub dead_lettered: u64,
+    pub retried: u64,
+    pub traps: u64,
+    pub reloads: u64,
+    pub last_reload_pause_us: u64,
+    pub last_error: Option<String>,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+pub struct PluginHost {
+    broker: Arc<Broker>,
+    engine: Arc<PluginEngine>,
+    dir: PathBuf,
+    state_dir: PathBuf,
+    rt: tokio::runtime::Handle,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// Serializes reconciliations and resets.
+    reconcile_lock: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PluginHost {
+    pub fn new(
+        broker: Arc<Broker>,
+        dir: PathBuf,
+        rt: tokio::runtime::Handle,
+    ) -> anyhow::Result<Arc<PluginHost>> {
+        let data = broker.config.data_dir.clone();
+        let engine = PluginEngine::new(Some(data.join("plugin-cache")))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            anyhow::anyhow!("cannot create plugins directory {}: {e}", dir.display())
+        })?;
+        Ok(Arc::new(PluginHost {
+            broker,
+            engine,
+            dir,
+            state_dir: data.join("pipelines"),
+            rt,
+            entries: Mutex::new(BTreeMap::new()),
+            reconcile_lock: Mutex::new(()),
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Watches the directory until the process ends.
+    pub async fn watch(self: Arc<Self>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watcher = {
+            use notify::Watcher;
+            let tx = tx.clone();
+            notify::recommended_watcher(move |_ev: notify::Result<notify::Event>| {
+                let _ = tx.send(());
+            })
+            .and_then(|mut w| {
+                w.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
+                Ok(w)
+            })
+        };
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the plugins directory; rescanning every {RESCAN:?}");
+                None
+            }
+        };
+        tracing::info!(dir = %self.dir.display(), "watching for pipelines");
+        loop {
+            let h = self.clone();
+            let _ = tokio::task::spawn_blocking(move || h.reconcile()).await;
+            tokio::select! {
+                Some(()) = rx.recv() => {
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while rx.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(RESCAN) => {}
+            }
+        }
+    }
+
+    fn manifests(&self) -> BTreeMap<String, PathBuf> {
+        let mut out = BTreeMap::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let is_toml = p.extension().is_some_and(|x| x == "toml");
+            // A plugin workspace's own Cargo.toml is not a pipeline; editors' temp files
+            // start with a dot.
+            let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            if is_toml && name != "Cargo" && !name.starts_with('.') && p.is_file() {
+                out.insert(name.to_string(), p);
+            }
+        }
+        out
+    }
+
+    /// One pass: make the running pipelines match the directory.
+    pub fn reconcile(&self) {
+        let _g = lock(&self.reconcile_lock);
+        let found = self.manifests();
+        // Undeploy what disappeared.
+        let gone: Vec<String> = lock(&self.entries)
+            .keys()
+            .filter(|k| !found.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(e) = lock(&self.entries).remove(&name) {
+                if let Some(r) = e.running {
+                    stop(r);
+                    tracing::info!(pipeline = %name, "pipeline undeployed (its progress is kept)");
+                }
+            }
+        }
+        for (name, path) in found {
+            self.reconcile_one(&name, &path);
+        }
+    }
+
+    fn reconcile_one(&self, name: &str, path: &Path) {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let parsed = Manifest::parse(path, &text);
+        let wasm = parsed.as_ref().ok().and_then(|m| {
+            std::fs::metadata(&m.wasm)
+                .ok()
+                .map(|md| (md.len(), md.modified().ok()))
+        });
+        let fp = Fingerprint {
+            manifest: text,
+            wasm,
+        };
+        {
+            let mut entries = lock(&self.entries);
+            if let Some(e) = entries.get_mut(name) {
+                if e.fingerprint == fp {
+                    // Unchanged: only pick up partitions added since.
+                    if let Some(r) = e.running.as_mut() {
+                        self.spawn_missing(r);
+                    }
+                    return;
+                }
+                e.fingerprint = fp.clone();
+            }
+        }
+        let stats = lock(&self.entries)
+            .get(name)
+            .map(|e| e.stats.clone())
+            .unwrap_or_default();
+        let loaded = parsed.map_err(|e| e.to_string()).and_then(|m| {
+            let code = self.load_checked(&m)?;
+            Ok((m, code))
+        });
+        let mut entries = lock(&self.entries);
+        let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
+            fingerprint: fp,
+            error: None,
+            running: None,
+            stats: stats.clone(),
+        });
+        let (manifest, code) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                if entry.running.is_some() {
+                    tracing::error!(pipeline = name, error = %e, "new version rejected; the running version keeps running");
+                } else {
+                    tracing::error!(pipeline = name, error = %e, "pipeline rejected");
+                }
+                entry.stats.error(e.clone());
+                entry.error = Some(e);
+                return;
+            }
+        };
+        entry.error = None;
+        let deployed = Deployed {
+            config_json: manifest.config_json.clone(),
+            limits: manifest.limits,
+            code,
+            generation: 0,
+        };
+        match entry.running.take() {
+            Some(r) if same_topology(&r.pipeline.manifest, &manifest) => {
+                tracing::info!(pipeline = name, version = %deployed.code.version, "hot-reloading pipeline");
+                Stats::add(&entry.stats.reloads, 1);
+                entry.stats.last_reload_pause_us.store(0, Ordering::Relaxed);
+                r.pipeline.replace(deployed);
+                entry.running = Some(r);
+            }
+            old => {
+                if let Some(r) = old {
+                    tracing::info!(
+                        pipeline = name,
+                        "pipeline topology changed; restarting it from its checkpoints"
+                    );
+                    stop(r);
+                }
+                match self.start(manifest, deployed, entry.stats.clone()) {
+                    Ok(r) => entry.running = Some(r),
+                    Err(e) => {
+                        tracing::error!(pipeline = name, error = %e, "pipeline failed to start");
+                        entry.stats.error(e.clone());
+                        entry.error = Some(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compiles the component and checks that its `init` accepts the config, without
+    /// touching what runs.
+    fn load_checked(&self, m: &Manifest) -> Result<Code, String> {
+        if !m.wasm.exists() {
+            return Err(format!(
+                "{}: component {} not found",
+                m.name,
+                m.wasm.display()
+            ));
+        }
+        let code = self.engine.load(&m.wasm).map_err(|e| e.to_string())?;
+        let mut inst = self
+            .engine
+            .instantiate(&code, Arc::from(m.name.as_str()), m.limits)
+            .map_err(|e| format!("{}: {e}", m.wasm.display()))?;
+        inst.init(&m.config_json)
+            .map_err(|e| format!("{}: init failed: {e}", m.wasm.display()))?
+            .map_err(|e| format!("{}: the plugin refused its config: {e}", m.wasm.display()))?;
+        Ok(code)
+    }
+
+    fn start(
+        &self,
+        manifest: Manifest,
+        deployed: Deployed,
+        stats: Arc<Stats>,
+    ) -> Result<Running, String> {
+        for t in manifest
+            .inputs
+            .iter()
+            .chain(manifest.output.iter())
+            .chain([&manifest.dead_letter, &manifest.retry_topic])
+        {
+            ensure_topic(&self.broker, t).map_err(|e| format!("cannot create topic {t}: {e}"))?;
+        }
+        tracing::info!(pipeline = %manifest.name, version = %deployed.code.version, inputs = ?manifest.inputs, "pipeline deployed");
+        let pipeline = Arc::new(Pipeline::new(manifest, deployed, stats));
+        let mut r = Running {
+            pipeline,
+            tasks: Vec::new(),
+        };
+        self.spawn_missing(&mut r);
+        Ok(r)
+    }
+
+    /// Starts a task for every input partition (and retry partition) that has none.
+    fn spawn_missing(&self, r: &mut Running) {
+        let m = &r.pipeline.manifest;
+        let mut wanted: Vec<(String, i32, Kind)> = Vec::new();
+        for t in &m.inputs {
+            if let Some(topic) = self.broker.topic(t) {
+                for p in 0..topic.partitions.len() as i32 {
+                    wanted.push((t.clone(), p, Kind::Input));
+                }
+            }
+        }
+        if let Some(topic) = self.broker.topic(&m.retry_topic) {
+            for p in 0..topic.partitions.len() as i32 {
+                wanted.push((m.retry_topic.clone(), p, Kind::Retry));
+            }
+        }
+        for (topic, partition, kind) in wanted {
+            if r.tasks
+                .iter()
+                .any(|t| t.topic == topic && t.partition == partition)
+            {
+                continue;
+            }
+            let spec = TaskSpec {
+                broker: self.broker.clone(),
+                engine: self.engine.clone(),
+                pipeline: r.pipeline.clone(),
+                checkpoint: self.checkpoint_path(&m.name, &topic, partition),
+                topic: topic.clone(),
+                partition,
+                kind,
+                rt: self.rt.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("{}:{topic}-{partition}", m.name))
+                .spawn(move || task::run(spec));
+            match thread {
+                Ok(thread) => r.tasks.push(TaskHandle {
+                    topic,
+                    partition,
+                    thread,
+                }),
+                Err(e) => {
+                    tracing::error!(pipeline = %m.name, error = %e, "cannot start a task thread")
+                }
+            }
+        }
+    }
+
+    fn checkpoint_path(&self, pipeline: &str, topic: &str, partition: i32) -> PathBuf {
+        self.state_dir
+            .join(pipeline)
+            .join(topic)
+            .join(format!("{partition}.ckpt"))
+    }
+
+    /// Rewinds (or fast-forwards) a pipeline's inputs; its state is emptied unless kept.
+    pub fn reset(&self, name: &str, to: ResetTo, keep_state: bool) -> Result<(), String> {
+        let _g = lock(&self.reconcile_lock);
+        let mut entries = lock(&self.entries);
+        let entry = entries
+            .get_mut(name)
+            .ok_or_else(|| format!("no pipeline named '{name}'"))?;
+        let r = entry
+            .running
+            .take()
+            .ok_or_else(|| format!("pipeline '{name}' is not running"))?;
+        let manifest = r.pipeline.manifest.clone();
+        let deployed = r.pipeline.deployed();
+        stop(r);
+        let mut result = Ok(());
+        for t in &manifest.inputs {
+            let Some(topic) = self.broker.topic(t) else {
+                continue;
+            };
+            for part in &topic.partitions {
+                let path = self.checkpoint_path(name, t, part.index);
+                if let Err(e) = self.reset_one(&path, part, to, keep_state) {
+                    result = Err(e);
+                }
+            }
+        }
+        tracing::info!(pipeline = name, ?to, keep_state, "pipeline reset");
+        match self.start(manifest, deployed, entry.stats.clone()) {
+            Ok(r) => entry.running = Some(r),
+            Err(e) => {
+                entry.error = Some(e.clone());
+                return Err(e);
+            }
+        }
+        result
+    }
+
+    fn reset_one(
+        &self,
+        path: &Path,
+        part: &crate::broker::Partition,
+        to: ResetTo,
+        keep_state: bool,
+    ) -> Result<(), String> {
+        let wm = part.watermarks();
+        let offset = match to {
+            ResetTo::Earliest => wm.log_start,
+            ResetTo::Latest => wm.high,
+            ResetTo::Offset(o) => o.clamp(wm.log_start, wm.high),
+            ResetTo::Timestamp(ts) => part
+                .offset_for_time(ts)
+                .map_err(|e| e.to_string())?
+                .map(|(o, _)| o)
+                .unwrap_or(wm.high),
+        };
+        let mut c = match super::checkpoint::Checkpoint::load(path).map_err(|e| e.to_string())? {
+            Some(c) => c,
+            None => super::checkpoint::Checkpoint {
+                producer_id: self.broker.producer_ids.next().map_err(|e| e.to_string())?,
+                next_offset: offset,
+                state: Default::default(),
+                plugin_version: String::new(),
+                emitted: BTreeMap::new(),
+                pending: Vec::new(),
+            },
+        };
+        c.next_offset = offset;
+        if !keep_state {
+            c.state = Default::default();
+        }
+        c.save(path).map_err(|e| e.to_string())
+    }
+
+    pub fn status(&self) -> Vec<PipelineStatus> {
+        let entries = lock(&self.entries);
+        entries
+            .iter()
+            .map(|(name, e)| {
+                let s = &e.stats;
+                let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+                let m = e.running.as_ref().map(|r| &r.pipeline.manifest);
+                let partitions = lock(&s.progress)
+                    .iter()
+                    .filter(|((t, _), _)| m.is_some_and(|m| m.inputs.contains(t)))
+                    .map(|((t, p), pr)| PartitionStatus {
+                        topic: t.clone(),
+                        partition: *p,
+                        next_offset: pr.next_offset,
+                        high_watermark: pr.high_watermark,
+                        lag: (pr.high_watermark - pr.next_offset).max(0),
+                    })
+                    .collect();
+                PipelineStatus {
+                    name: name.clone(),
+                    status: match (&e.running, &e.error) {
+                        (Some(_), None) => "running",
+                        (Some(_), Some(_)) => "running (new version rejected)",
+                        (None, _) => "rejected",
+                    },
+                    version: e
+                        .running
+                        .as_ref()
+                        .map(|r| r.pipeline.deployed().code.version),
+                    inputs: m.map(|m| m.inputs.clone()).unwrap_or_default(),
+                    output: m.and_then(|m| m.output.clone()),
+                    dead_letter: m.map(|m| m.dead_letter.clone()),
+                    records_in: get(&s.records_in),
+                    records_out: get(&s.records_out),
+                    dead_lettered: get(&s.dead_lettered),
+                    retried: get(&s.retried),
+                    traps: get(&s.traps),
+                    reloads: get(&s.reloads),
+                    last_reload_pause_us: get(&s.last_reload_pause_us),
+                    last_error: e.error.clone().or_else(|| lock(&s.last_error).clone()),
+                    partitions,
+                }
+            })
+            .collect()
+    }
+
+    /// Total lag of the pipelines reading `topic` beyond their `max_lag`, for back pressure.
+    pub fn lag_over_limit(&self, topic: &str) -> bool {
+        let entries = lock(&self.entries);
+        entries.values().any(|e| {
+            let Some(r) = &e.running else { return false };
+            let m = &r.pipeline.manifest;
+            let Some(max) = m.max_lag else { return false };
+            if !m.inputs.iter().any(|t| t == topic) {
+                return false;
+            }
+            let lag: i64 = lock(&e.stats.progress)
+                .iter()
+                .filter(|((t, _), _)| t == topic)
+                .map(|(_, p)| (p.high_watermark - p.next_offset).max(0))
+                .sum();
+            lag as u64 > max
+        })
+    }
+
+    /// Stops every pipeline at a checkpoint (on shutdown).
+    pub fn shutdown(&self) {
+        let _g = lock(&self.reconcile_lock);
+        let mut entries = lock(&self.entries);
+        for e in entries.values_mut() {
+            if let Some(r) = e.running.take() {
+                stop(r);
+            }
+        }
+    }
+}
+
+/// Two manifests that differ only in code, config or limits can switch in place.
+fn same_topology(a: &Manifest, b: &Manifest) -> bool {
+    a.inputs == b.inputs
+        && a.output == b.output
+        && a.dead_letter == b.dead_letter
+        && a.start == b.start
+        && a.tick_ms == b.tick_ms
+        && a.retry == b.retry
+        && a.max_lag == b.max_lag
+}
+
+fn stop(r: Running) {
+    r.pipeline.request_stop();
+    for t in r.tasks {
+        let _ = t.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_targets() {
+        assert_eq!(parse_reset_to("earliest"), Ok(ResetTo::Earliest));
+        assert_eq!(parse_reset_to("latest"), Ok(ResetTo::Latest));
+        assert_eq!(parse_reset_to("42"), Ok(ResetTo::Offset(42)));
+        assert_eq!(
+            parse_reset_to("@1700000000000"),
+            Ok(ResetTo::Timestamp(1_700_000_000_000))
+        );
+        assert_eq!(
+            parse_reset_to("2023-11-14T22:13:20Z"),
+            Ok(ResetTo::Timestamp(1_700_000_000_000))
+        );
+        assert_eq!(
+            parse_reset_to("1970-01-01T00:00:01.5Z"),
+            Ok(ResetTo::Timestamp(1500))
+        );
+        assert!(parse_reset_to("-3").is_err());
+        assert!(parse_reset_to("yesterday").is_err());
+        assert!(parse_reset_to("2023-13-01T00:00:00Z").is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! A deployed pipeline: its manifest, the code its tasks run, and the figures users see.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::engine::Code;
+use super::manifest::Manifest;
+
+/// The code tasks should run; replaced as a whole on hot reload.
+#[derive(Clone)]
+pub struct Deployed {
+    pub code: Code,
+    pub config_json: String,
+    pub limits: super::engine::Limits,
+    /// Bumped on every replacement, so tasks notice at their next batch boundary.
+    pub generation: u64,
+}
+
+/// Progress of one task, for lag and `sluice plugin list`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TaskProgress {
+    pub next_offset: i64,
+    pub high_watermark: i64,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub retried: AtomicU64,
+    pub traps: AtomicU64,
+    pub reloads: AtomicU64,
+    /// Longest time a task spent switching versions in the last reload, in microseconds.
+    pub last_reload_pause_us: AtomicU64,
+    pub progress: Mutex<BTreeMap<(String, i32), TaskProgress>>,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    pub fn error(&self, e: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What tasks of one pipeline share.
+pub struct Pipeline {
+    pub manifest: Manifest,
+    deployed: Mutex<Deployed>,
+    pub generation: AtomicU64,
+    pub stop: AtomicBool,
+    pub wake: tokio::sync::Notify,
+    pub stats: Arc<Stats>,
+}
+
+impl Pipeline {
+    pub fn new(manifest: Manifest, deployed: Deployed, stats: Arc<Stats>) -> Pipeline {
+        Pipeline {
+            manifest,
+            generation: AtomicU64::new(deployed.generation),
+            deployed: Mutex::new(deployed),
+            stop: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            stats,
+        }
+    }
+
+    pub fn deployed(&self) -> Deployed {
+        self.deployed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Hands tasks new code; each switches at its next batch boundary.
+    pub fn replace(&self, mut d: Deployed) {
+        let mut cur = self.deployed.lock().unwrap_or_else(|p| p.into_inner());
+        d.generation = cur.generation + 1;
+        self.generation.store(d.generation, Ordering::Release);
+        *cur = d;
+        drop(cur);
+        self.wake.notify_waiters();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+}
