@@ -355,6 +355,9 @@ pub struct Broker {
     pub metrics: Metrics,
     pub producer_ids: producer_ids::ProducerIds,
     pub groups: crate::group::Coordinator,
+    /// Produce throttling (ms) per topic, set while a pipeline reading the topic lags beyond
+    /// its `max_lag`: Kafka's quota mechanism, used for back pressure.
+    throttle: RwLock<std::collections::HashMap<String, u32>>,
 }
 
 pub fn valid_topic_name(name: &str) -> bool {
@@ -597,6 +600,7 @@ impl Broker {
             topics: RwLock::new(topics),
             appended,
             metrics: Metrics::default(),
+            throttle: RwLock::default(),
         })
     }
 
@@ -841,6 +845,31 @@ impl Broker {
         *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         tracing::info!(topic = name, "topic config changed");
         Ok(())
+    }
+
+    /// How long to hold back produce responses for `topic`, in ms (0: not throttled).
+    pub fn produce_throttle_ms(&self, topic: &str) -> u32 {
+        let t = self.throttle.read().unwrap_or_else(|p| p.into_inner());
+        if t.is_empty() {
+            return 0;
+        }
+        t.get(topic).copied().unwrap_or(0)
+    }
+
+    /// Replaces the set of throttled topics.
+    pub fn set_produce_throttles(&self, throttles: std::collections::HashMap<String, u32>) {
+        let mut t = self.throttle.write().unwrap_or_else(|p| p.into_inner());
+        for (topic, ms) in &throttles {
+            if !t.contains_key(topic) {
+                tracing::info!(topic = %topic, throttle_ms = ms, "producers throttled: a pipeline reading this topic is behind its max_lag");
+            }
+        }
+        for topic in t.keys() {
+            if !throttles.contains_key(topic) {
+                tracing::info!(topic = %topic, "producer throttling lifted: pipelines caught up");
+            }
+        }
+        *t = throttles;
     }
 
     pub fn notify_appended(&self) {

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub connections: AtomicI64,
     pub connections_total: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Produce responses held back for back pressure.
+    pub produce_throttled: AtomicU64,
     apis: Vec<ApiStats>,
 }
 
@@ -36,6 +38,7 @@ impl Default for Metrics {
             connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
+            produce_throttled: AtomicU64::new(0),
             apis: (0..MAX_API_KEY).map(|_| ApiStats::default()).collect(),
         }
     }
@@ -82,6 +85,13 @@ pub fn render(broker: &Broker) -> String {
         out,
         "sluice_connections_total {}",
         m.connections_total.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP sluice_produce_throttled_total Produce responses held back because a pipeline reading the topic is behind its max_lag.");
+    let _ = writeln!(out, "# TYPE sluice_produce_throttled_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_produce_throttled_total {}",
+        m.produce_throttled.load(Ordering::Relaxed)
     );
     let _ = writeln!(out, "# HELP sluice_protocol_errors_total Connections closed for malformed or unsupported requests.");
     let _ = writeln!(out, "# TYPE sluice_protocol_errors_total counter");

@@ -202,6 +202,14 @@ impl PluginHost {
             }
         };
         tracing::info!(dir = %self.dir.display(), "watching for pipelines");
+        let bp = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                every.tick().await;
+                bp.broker.set_produce_throttles(bp.throttles());
+            }
+        });
         loop {
             let h = self.clone();
             let _ = tokio::task::spawn_blocking(move || h.reconcile()).await;
@@ -567,23 +575,39 @@ impl PluginHost {
             .collect()
     }
 
-    /// Total lag of the pipelines reading `topic` beyond their `max_lag`, for back pressure.
-    pub fn lag_over_limit(&self, topic: &str) -> bool {
+    /// Back pressure: which input topics to throttle producers on, and by how much (ms),
+    /// because a pipeline reading them lags (in records, over all partitions) beyond its
+    /// `max_lag`. The delay grows with the excess, from 50 ms to 1 s.
+    pub fn throttles(&self) -> std::collections::HashMap<String, u32> {
+        let mut out = std::collections::HashMap::new();
         let entries = lock(&self.entries);
-        entries.values().any(|e| {
-            let Some(r) = &e.running else { return false };
+        for e in entries.values() {
+            let Some(r) = &e.running else { continue };
             let m = &r.pipeline.manifest;
-            let Some(max) = m.max_lag else { return false };
-            if !m.inputs.iter().any(|t| t == topic) {
-                return false;
+            let Some(max) = m.max_lag else { continue };
+            let progress = lock(&e.stats.progress).clone();
+            for t in &m.inputs {
+                let Some(topic) = self.broker.topic(t) else {
+                    continue;
+                };
+                let lag: i64 = topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let next = progress
+                            .get(&(t.clone(), p.index))
+                            .map_or(0, |x| x.next_offset);
+                        (p.watermarks().high - next).max(0)
+                    })
+                    .sum();
+                if lag as u64 > max {
+                    let ms = (50.0 * lag as f64 / max.max(1) as f64).clamp(50.0, 1000.0) as u32;
+                    let cur = out.entry(t.clone()).or_insert(0);
+                    *cur = (*cur).max(ms);
+                }
             }
-            let lag: i64 = lock(&e.stats.progress)
-                .iter()
-                .filter(|((t, _), _)| t == topic)
-                .map(|(_, p)| (p.high_watermark - p.next_offset).max(0))
-                .sum();
-            lag as u64 > max
-        })
+        }
+        out
     }
 
     /// Stops every pipeline at a checkpoint (on shutdown).

@@ -123,7 +123,9 @@ impl Manifest {
         // ..." / "invalid type: string, expected u64 for key `limits.memory_mb`").
         let raw: Raw = toml::from_str(text).map_err(|e| err(one_line(&e.to_string())))?;
         if raw.inputs.is_empty() {
-            return Err(err("key 'inputs': at least one input topic is needed".into()));
+            return Err(err(
+                "key 'inputs': at least one input topic is needed".into()
+            ));
         }
         let topic = |key: &str, t: &str| -> Result<(), ManifestError> {
             if valid_topic_name(t) && !t.starts_with("__") {

@@ -222,10 +222,33 @@ pub async fn handle(
                 &api_versions::handle(),
             )?)
         }
-        ApiKey::Produce => match produce::handle(&ctx, decode(api, version, body)?) {
-            Some(r) => Some(encode_response(api, version, correlation_id, &r)?),
-            None => None,
-        },
+        ApiKey::Produce => {
+            let req: kafka_protocol::messages::ProduceRequest = decode(api, version, body)?;
+            let throttle = req
+                .topic_data
+                .iter()
+                .map(|t| broker.produce_throttle_ms(t.name.0.as_str()))
+                .max()
+                .unwrap_or(0);
+            let mut r = produce::handle(&ctx, req);
+            if let Some(r) = r.as_mut() {
+                r.throttle_time_ms = throttle as i32;
+            }
+            if throttle > 0 {
+                // Back pressure: the records are stored, but the answer is held back (as
+                // Kafka's quotas do), so a client with a bounded in-flight window slows down,
+                // and it also reads throttle_time_ms and backs off by itself.
+                broker
+                    .metrics
+                    .produce_throttled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(throttle as u64)).await;
+            }
+            match r {
+                Some(r) => Some(encode_response(api, version, correlation_id, &r)?),
+                None => None,
+            }
+        }
         ApiKey::Metadata => answer!(metadata::handle),
         ApiKey::Fetch => answer!(fetch::handle, await),
         ApiKey::ListOffsets => answer!(list_offsets::handle),
