@@ -1,0 +1,133 @@
+//! `sluice plugin list|reset`: a client of the broker's admin API (`--admin`, default
+//! 127.0.0.1:9644), the same way Redpanda's rpk talks to its admin port.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// One HTTP/1.1 request; returns the status code and body.
+fn request(admin: &str, method: &str, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(admin).with_context(|| {
+        format!("cannot reach the broker's admin API at {admin} (is `sluice serve` running? set --admin)")
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {admin}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    // The server closes the connection after one answer; bound what we accept.
+    s.take(64 << 20).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed answer from the admin API")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed status line from the admin API")?;
+    Ok((status, body.to_string()))
+}
+
+#[derive(Deserialize)]
+struct Partition {
+    topic: String,
+    partition: i32,
+    next_offset: i64,
+    high_watermark: i64,
+    lag: i64,
+}
+
+#[derive(Deserialize)]
+struct Pipeline {
+    name: String,
+    status: String,
+    version: Option<String>,
+    inputs: Vec<String>,
+    output: Option<String>,
+    records_in: u64,
+    records_out: u64,
+    dead_lettered: u64,
+    retried: u64,
+    traps: u64,
+    last_error: Option<String>,
+    partitions: Vec<Partition>,
+}
+
+fn error_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+pub fn list(admin: &str) -> Result<()> {
+    let (status, body) = request(admin, "GET", "/v1/pipelines")?;
+    if status != 200 {
+        bail!("{}", error_of(&body));
+    }
+    let pipelines: Vec<Pipeline> =
+        serde_json::from_str(&body).context("unexpected answer from the admin API")?;
+    if pipelines.is_empty() {
+        println!("no pipelines (drop NAME.toml and its component into the broker's plugins directory)");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<32} {:<13} {:>10} {:>10} {:>8} {:>8} {:>6} {:>10}",
+        "PIPELINE", "STATUS", "VERSION", "IN", "OUT", "DLQ", "RETRIED", "TRAPS", "LAG"
+    );
+    for p in &pipelines {
+        let lag: i64 = p.partitions.iter().map(|x| x.lag).sum();
+        println!(
+            "{:<24} {:<32} {:<13} {:>10} {:>10} {:>8} {:>8} {:>6} {:>10}",
+            p.name,
+            p.status,
+            p.version.as_deref().unwrap_or("-"),
+            p.records_in,
+            p.records_out,
+            p.dead_lettered,
+            p.retried,
+            p.traps,
+            lag
+        );
+        if !p.inputs.is_empty() {
+            println!(
+                "    {} -> {}",
+                p.inputs.join(", "),
+                p.output.as_deref().unwrap_or("(routes only)")
+            );
+        }
+        for x in &p.partitions {
+            println!(
+                "    {}-{}: next offset {}, high watermark {}, lag {}",
+                x.topic, x.partition, x.next_offset, x.high_watermark, x.lag
+            );
+        }
+        if let Some(e) = &p.last_error {
+            println!("    last error: {e}");
+        }
+    }
+    Ok(())
+}
+
+pub fn reset(admin: &str, name: &str, to: &str, keep_state: bool) -> Result<()> {
+    // Checked here too, so a typo gets a local message without a round trip.
+    crate::plugin::host::parse_reset_to(to).map_err(|e| anyhow::anyhow!(e))?;
+    let path = format!(
+        "/v1/pipelines/{name}/reset?to={}&keep_state={keep_state}",
+        to.replace('+', "%2B")
+    );
+    let (status, body) = request(admin, "POST", &path)?;
+    if status != 200 {
+        bail!("{}", error_of(&body));
+    }
+    println!(
+        "pipeline {name} reset to {to}{}",
+        if keep_state { " (state kept)" } else { " (state emptied)" }
+    );
+    Ok(())
+}

@@ -1,0 +1,555 @@
+//! End-to-end tests of the plugin runtime: real plugins built from source (Rust with the SDK,
+//! and C) during the test run, dropped into a running broker's plugins directory, fed and read
+//! by real Kafka clients (kcat, confluent-kafka).
+//!
+//! Registered in runtime/Cargo.toml as `[[test]] name = "plugins"`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use support::{require_kcat, require_python_modules, Broker, Script};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// Builds the test plugins once per test run with `sluice plugin build`, as a user would.
+fn components() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-components");
+        fs::create_dir_all(&out).unwrap();
+        for p in [
+            "upper",
+            "even-filter",
+            "router",
+            "counter",
+            "poison",
+            "flaky",
+            "bad-init",
+            "version",
+        ] {
+            let dir = repo().join("plugins/testing").join(p);
+            let target = out.join(format!("{p}.wasm"));
+            let o = sluice()
+                .args(["plugin", "build"])
+                .arg(&dir)
+                .arg("--out")
+                .arg(&target)
+                .output()
+                .expect("run sluice plugin build");
+            assert!(
+                o.status.success() && target.exists(),
+                "sluice plugin build {} failed:\n{}\n{}",
+                dir.display(),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        out
+    })
+}
+
+fn component(name: &str) -> PathBuf {
+    components().join(format!("{name}.wasm"))
+}
+
+/// Drops a pipeline into the broker's plugins directory: the component first, then the
+/// manifest (which is what makes the host look).
+fn deploy(b: &Broker, name: &str, plugin: &str, manifest: &str) {
+    let dir = b.plugins_dir();
+    fs::create_dir_all(&dir).unwrap();
+    let tmp = dir.join(format!(".{name}.wasm.tmp"));
+    fs::copy(component(plugin), &tmp).unwrap();
+    fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
+    fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
+}
+
+/// The broker's pipeline status (`GET /v1/pipelines` on the admin API).
+fn status(b: &Broker) -> serde_json::Value {
+    let mut s = TcpStream::connect(b.admin()).expect("admin API");
+    write!(
+        s,
+        "GET /v1/pipelines HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("bad status body {body:?}: {e}"))
+}
+
+fn pipeline(b: &Broker, name: &str) -> Option<serde_json::Value> {
+    status(b)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+}
+
+fn wait_running(b: &Broker, name: &str, version: Option<&str>) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(p) = pipeline(b, name) {
+            let ok = p["status"] == "running"
+                && version.is_none_or(|v| p["version"].as_str() == Some(v));
+            if ok && !p["partitions"].as_array().unwrap().is_empty() {
+                return p;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pipeline {name} not running: {:?}\n{}",
+            pipeline(b, name),
+            b.log_tail()
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// Produces `lines` with kcat; "key:value" lines are keyed when `keyed`.
+fn produce(b: &Broker, topic: &str, lines: &[String], keyed: bool) {
+    let mut cmd = Command::new("kcat");
+    cmd.args(["-P", "-b", &b.bootstrap(), "-t", topic]);
+    if keyed {
+        cmd.arg("-K:");
+    }
+    let mut child = cmd.stdin(Stdio::piped()).spawn().expect("kcat");
+    {
+        let stdin = child.stdin.as_mut().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+    }
+    assert!(child.wait().unwrap().success(), "kcat -P failed");
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Rec {
+    partition: i32,
+    offset: i64,
+    key: String,
+    value: String,
+    headers: BTreeMap<String, String>,
+    timestamp: i64,
+}
+
+/// Everything in `topic` now, read with kcat.
+fn read_all(b: &Broker, topic: &str) -> Vec<Rec> {
+    let o = Command::new("kcat")
+        .args(["-C", "-b", &b.bootstrap(), "-t", topic, "-e", "-q"])
+        .args(["-f", "%p\x1f%o\x1f%k\x1f%s\x1f%h\x1f%T\x1e"])
+        .output()
+        .expect("kcat -C");
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.split('\x1e')
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| {
+            let f: Vec<&str> = r.split('\x1f').collect();
+            let headers = f[4]
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Rec {
+                partition: f[0].parse().unwrap(),
+                offset: f[1].parse().unwrap(),
+                key: f[2].to_string(),
+                value: f[3].to_string(),
+                headers,
+                timestamp: f[5].trim().parse().unwrap_or(-1),
+            }
+        })
+        .collect()
+}
+
+/// Waits until `topic` holds at least `n` records, then returns them all.
+fn wait_records(b: &Broker, topic: &str, n: usize) -> Vec<Rec> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let recs = read_all(b, topic);
+        if recs.len() >= n {
+            return recs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} has {} records, expected {n}\n{:?}\n{}",
+            recs.len(),
+            status(b),
+            b.log_tail()
+        );
+        sleep(Duration::from_millis(200));
+    }
+}
+
+fn values(recs: &[Rec]) -> Vec<String> {
+    recs.iter().map(|r| r.value.clone()).collect()
+}
+
+fn lines(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn filter_map_and_routing_pipelines() {
+    require_kcat();
+    let b = Broker::start();
+    deploy(&b, "evens", "even-filter", "inputs = [\"numbers\"]\noutput = \"evens-out\"\n");
+    deploy(&b, "shout", "upper", "inputs = [\"words\"]\noutput = \"shouted\"\n");
+    deploy(
+        &b,
+        "route",
+        "router",
+        "inputs = [\"mixed\"]\noutput = \"other\"\n[config]\na = \"topic-a\"\nb = \"topic-b\"\n",
+    );
+    for p in ["evens", "shout", "route"] {
+        wait_running(&b, p, None);
+    }
+    produce(&b, "numbers", &lines(&["1", "2", "3", "4", "x7", "10"]), false);
+    produce(&b, "words", &lines(&["k1:hello", "k2:World"]), true);
+    produce(&b, "mixed", &lines(&["a:1", "b:2", "c:3", "a:4"]), false);
+
+    let evens = wait_records(&b, "evens-out", 3);
+    assert_eq!(values(&evens), ["2", "4", "10"]);
+    let dlq = wait_records(&b, "evens.dlq", 1);
+    assert_eq!(values(&dlq), ["x7"]);
+    let h = &dlq[0].headers;
+    assert!(h["sluice.dlq.reason"].contains("not a number"), "{h:?}");
+    assert_eq!(h["sluice.dlq.pipeline"], "evens");
+    assert_eq!(h["sluice.dlq.topic"], "numbers");
+    assert_eq!(h["sluice.dlq.partition"], "0");
+    assert_eq!(h["sluice.dlq.offset"], "4");
+    assert_eq!(h["sluice.dlq.attempts"], "1");
+    assert_eq!(
+        h["sluice.dlq.plugin.version"],
+        pipeline(&b, "evens").unwrap()["version"].as_str().unwrap()
+    );
+
+    let shouted = wait_records(&b, "shouted", 2);
+    assert_eq!(values(&shouted), ["HELLO", "WORLD"]);
+    assert_eq!(shouted[0].key, "k1", "the map keeps the key");
+
+    let a = wait_records(&b, "topic-a", 2);
+    let bb = wait_records(&b, "topic-b", 1);
+    let other = wait_records(&b, "other", 1);
+    assert_eq!(values(&a).len(), 2, "{a:?}");
+    assert_eq!(values(&bb).len(), 1, "{bb:?}");
+    assert_eq!(values(&other).len(), 1, "{other:?}");
+
+    let p = pipeline(&b, "evens").unwrap();
+    assert_eq!(p["records_in"], 6);
+    assert_eq!(p["records_out"], 3);
+    assert_eq!(p["dead_lettered"], 1);
+    assert_eq!(p["partitions"][0]["lag"], 0);
+
+    // The CLI shows the same.
+    let o = sluice()
+        .args(["plugin", "list", "--admin", &b.admin()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("evens") && text.contains("running"), "{text}");
+    assert!(text.contains("numbers-0"), "{text}");
+}
+
+#[test]
+fn misbehaving_plugins_dead_letter_only_the_poison_records() {
+    require_kcat();
+    let b = Broker::start();
+    deploy(
+        &b,
+        "poison",
+        "poison",
+        "inputs = [\"in\"]\noutput = \"out\"\n[limits]\nmemory_mb = 32\ncpu_ms_per_call = 50\n",
+    );
+    deploy(&b, "healthy", "upper", "inputs = [\"in\"]\noutput = \"healthy-out\"\n");
+    wait_running(&b, "poison", None);
+    wait_running(&b, "healthy", None);
+    let input = lines(&["a", "b", "panic", "c", "loop", "d", "oom", "e"]);
+    produce(&b, "in", &input, false);
+    let out = wait_records(&b, "out", 5);
+    assert_eq!(values(&out), ["a", "b", "c", "d", "e"]);
+    let dlq = wait_records(&b, "poison.dlq", 3);
+    assert_eq!(values(&dlq), ["panic", "loop", "oom"], "each poison record exactly once");
+    assert!(dlq[0].headers["sluice.dlq.reason"].contains("panic"), "{:?}", dlq[0]);
+    assert!(dlq[1].headers["sluice.dlq.reason"].contains("cpu_ms_per_call"), "{:?}", dlq[1]);
+    assert!(dlq[2].headers["sluice.dlq.reason"].contains("memory"), "{:?}", dlq[2]);
+    // Another pipeline on the same topic never noticed.
+    assert_eq!(
+        values(&wait_records(&b, "healthy-out", 8)),
+        ["A", "B", "PANIC", "C", "LOOP", "D", "OOM", "E"]
+    );
+    sleep(Duration::from_millis(500));
+    assert_eq!(read_all(&b, "out").len(), 5, "nothing doubled later");
+    assert_eq!(read_all(&b, "poison.dlq").len(), 3, "nothing doubled later");
+    let p = pipeline(&b, "poison").unwrap();
+    assert!(p["traps"].as_u64().unwrap() >= 3, "{p}");
+    // The broker still serves clients.
+    produce(&b, "in", &lines(&["f"]), false);
+    assert_eq!(values(&wait_records(&b, "out", 6))[5], "f");
+}
+
+#[test]
+fn retries_back_off_then_dead_letter() {
+    require_kcat();
+    let b = Broker::start();
+    deploy(
+        &b,
+        "flaky",
+        "flaky",
+        "inputs = [\"jobs\"]\noutput = \"done\"\n[retry]\nmax_attempts = 3\nbackoff_ms = 400\n",
+    );
+    wait_running(&b, "flaky", None);
+    let t0 = Instant::now();
+    produce(&b, "jobs", &lines(&["ok1", "retry-me", "ok2"]), false);
+    assert_eq!(values(&wait_records(&b, "done", 2)), ["ok1", "ok2"]);
+    let dlq = wait_records(&b, "flaky.dlq", 1);
+    let took = t0.elapsed();
+    assert_eq!(values(&dlq), ["retry-me"]);
+    let h = &dlq[0].headers;
+    assert_eq!(h["sluice.dlq.attempts"], "3", "{h:?}");
+    assert!(h["sluice.dlq.reason"].contains("gave up after 3 attempts"), "{h:?}");
+    assert_eq!(h["sluice.dlq.topic"], "jobs");
+    assert_eq!(h["sluice.dlq.offset"], "1");
+    // Two backoffs of 400 ms separate the three attempts.
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    let retries = read_all(&b, "flaky.retry");
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert_eq!(retries[0].headers["sluice.retry.attempts"], "1");
+    assert_eq!(retries[1].headers["sluice.retry.attempts"], "2");
+    let p = pipeline(&b, "flaky").unwrap();
+    assert_eq!(p["retried"], 2);
+    assert_eq!(p["dead_lettered"], 1);
+}
+
+#[test]
+fn state_survives_a_restart_and_reset_replays() {
+    require_kcat();
+    let mut b = Broker::start();
+    deploy(&b, "count", "counter", "inputs = [\"clicks\"]\noutput = \"counts\"\n");
+    wait_running(&b, "count", None);
+    produce(&b, "clicks", &lines(&["a:1", "b:1", "a:2"]), true);
+    assert_eq!(values(&wait_records(&b, "counts", 3)), ["a=1", "b=1", "a=2"]);
+    b.restart();
+    wait_running(&b, "count", None);
+    produce(&b, "clicks", &lines(&["a:3", "b:2"]), true);
+    let after = wait_records(&b, "counts", 5);
+    assert_eq!(values(&after), ["a=1", "b=1", "a=2", "a=3", "b=2"], "state carried over");
+    sleep(Duration::from_millis(500));
+    assert_eq!(read_all(&b, "counts").len(), 5, "nothing reprocessed after the restart");
+
+    // Replay from the start with an empty state: the same counts again.
+    let o = sluice()
+        .args(["plugin", "reset", "count", "--to", "earliest", "--admin", &b.admin()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let replayed = wait_records(&b, "counts", 10);
+    assert_eq!(
+        values(&replayed[5..]),
+        ["a=1", "b=1", "a=2", "a=3", "b=2"],
+        "replayed with fresh state"
+    );
+    // With --keep-state the counts go on from where they were.
+    let o = sluice()
+        .args(["plugin", "reset", "count", "--to", "3", "--keep-state", "--admin", &b.admin()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let kept = wait_records(&b, "counts", 12);
+    assert_eq!(values(&kept[10..]), ["a=4", "b=3"]);
+    // Bad targets are refused with a clear message.
+    let o = sluice()
+        .args(["plugin", "reset", "count", "--to", "yesterday", "--admin", &b.admin()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("yesterday"));
+}
+
+#[test]
+fn hot_reload_switches_mid_stream_without_loss_and_rejects_broken_versions() {
+    require_kcat();
+    let b = Broker::start();
+    let manifest = |tag: &str| {
+        format!("inputs = [\"in\"]\noutput = \"out\"\n[config]\ntag = \"{tag}\"\n")
+    };
+    deploy(&b, "ver", "version", &manifest("v1"));
+    let v1 = wait_running(&b, "ver", None)["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let n = 3000;
+    let input: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    // Produce in slices while the manifest changes under the running pipeline.
+    produce(&b, "in", &input[..1000], false);
+    fs::write(b.plugins_dir().join("ver.toml"), manifest("v2")).unwrap();
+    produce(&b, "in", &input[1000..2000], false);
+    sleep(Duration::from_millis(600));
+    produce(&b, "in", &input[2000..], false);
+    let out = wait_records(&b, "out", n);
+    assert_eq!(out.len(), n, "no record doubled");
+    let mut tags = Vec::new();
+    for (i, r) in out.iter().enumerate() {
+        let (tag, v) = r.value.split_once(':').unwrap();
+        assert_eq!(v, i.to_string(), "order kept, nothing lost");
+        assert_eq!(r.headers["seen"], (i + 1).to_string(), "state carried across the reload");
+        if tags.last() != Some(&tag.to_string()) {
+            tags.push(tag.to_string());
+        }
+    }
+    assert_eq!(tags, ["v1", "v2"], "one switch, mid-stream");
+    assert_eq!(out[0].value, "v1:0");
+    assert!(out[n - 1].value.starts_with("v2:"));
+    let p = pipeline(&b, "ver").unwrap();
+    assert_eq!(p["reloads"], 1);
+    assert!(p["last_reload_pause_us"].as_u64().unwrap() < 100_000, "{p}");
+
+    // A broken new component (init refuses) is rejected; the old one keeps running.
+    fs::copy(component("bad-init"), b.plugins_dir().join("ver.wasm")).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while pipeline(&b, "ver").unwrap()["last_error"].is_null() {
+        assert!(Instant::now() < deadline, "rejection not reported");
+        sleep(Duration::from_millis(100));
+    }
+    let p = pipeline(&b, "ver").unwrap();
+    assert!(p["status"].as_str().unwrap().contains("rejected"), "{p}");
+    assert!(p["last_error"].as_str().unwrap().contains("refus"), "{p}");
+    assert_eq!(p["version"].as_str().unwrap(), v1, "the old version still runs");
+    // Garbage bytes as a component: also rejected.
+    fs::write(b.plugins_dir().join("ver.wasm"), b"\0asm garbage").unwrap();
+    produce(&b, "in", &lines(&["after"]), false);
+    let out = wait_records(&b, "out", n + 1);
+    assert_eq!(out[n].value, "v2:after", "old version kept serving");
+    assert!(b.log_tail().contains("rejected"), "a clear log line");
+}
+
+#[test]
+fn invalid_manifests_are_reported_and_disturb_nothing() {
+    require_kcat();
+    let b = Broker::start();
+    deploy(&b, "good", "upper", "inputs = [\"in\"]\noutput = \"out\"\n");
+    wait_running(&b, "good", None);
+    let dir = b.plugins_dir();
+    fs::copy(component("upper"), dir.join("typo.wasm")).unwrap();
+    fs::write(dir.join("typo.toml"), "inputs = [\"in\"]\noutptu = \"x\"\n").unwrap();
+    fs::write(dir.join("wrongtype.toml"), "inputs = [\"in\"]\n[limits]\nmemory_mb = \"big\"\n").unwrap();
+    fs::write(dir.join("noinputs.toml"), "output = \"x\"\n").unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let st = status(&b);
+        let rejected: Vec<String> = st
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"] == "rejected")
+            .map(|p| format!("{}: {}", p["name"], p["last_error"]))
+            .collect();
+        if rejected.len() == 3 {
+            let all = rejected.join("\n");
+            assert!(all.contains("typo.toml") && all.contains("outptu"), "{all}");
+            assert!(all.contains("wrongtype.toml") && all.contains("memory_mb"), "{all}");
+            assert!(all.contains("noinputs.toml") && all.contains("inputs"), "{all}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        sleep(Duration::from_millis(100));
+    }
+    produce(&b, "in", &lines(&["still", "works"]), false);
+    assert_eq!(values(&wait_records(&b, "out", 2)), ["STILL", "WORKS"]);
+    let o = sluice()
+        .args(["plugin", "list", "--admin", &b.admin()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("typo") && text.contains("rejected") && text.contains("outptu"), "{text}");
+
+    // Removing a manifest undeploys; putting it back resumes where it was.
+    fs::remove_file(dir.join("good.toml")).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while pipeline(&b, "good").is_some() {
+        assert!(Instant::now() < deadline);
+        sleep(Duration::from_millis(100));
+    }
+    produce(&b, "in", &lines(&["while", "away"]), false);
+    sleep(Duration::from_millis(500));
+    assert_eq!(read_all(&b, "out").len(), 2);
+    fs::write(dir.join("good.toml"), "inputs = [\"in\"]\noutput = \"out\"\n").unwrap();
+    assert_eq!(
+        values(&wait_records(&b, "out", 4)),
+        ["STILL", "WORKS", "WHILE", "AWAY"]
+    );
+}
+
+#[test]
+fn exactly_once_output_across_kill9_under_load() {
+    require_kcat();
+    require_python_modules(&["confluent_kafka"]);
+    let mut b = Broker::start();
+    // Two partitions, two tasks, each with its own state.
+    for t in ["load", "eo-out"] {
+        let o = sluice()
+            .args(["topic", "create", t, "--partitions", "2", "--bootstrap", &b.bootstrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    deploy(&b, "eo", "version", "inputs = [\"load\"]\noutput = \"eo-out\"\n");
+    wait_running(&b, "eo", None);
+    let n = 60_000;
+    let load = Script::spawn(
+        &b,
+        "python3",
+        "plugin_load.py",
+        &[&b.bootstrap(), "load", &n.to_string(), "20000"],
+    );
+    for _ in 0..2 {
+        sleep(Duration::from_millis(1200));
+        b.kill9();
+        sleep(Duration::from_millis(200));
+        b.restart();
+    }
+    let done = load.finish(Duration::from_secs(240));
+    assert!(done.success(), "{}\n{}", done.report(), b.log_tail());
+    let out = wait_records(&b, "eo-out", n);
+    sleep(Duration::from_secs(2));
+    let out2 = read_all(&b, "eo-out");
+    assert_eq!(out2.len(), out.len());
+    assert_eq!(out.len(), n, "every input exactly once in the output");
+    let mut seen: Vec<u64> = out
+        .iter()
+        .map(|r| r.value.split_once(':').unwrap().1.parse().unwrap())
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), n, "no duplicates");
+    // Per output partition (= input partition), the state counter runs 1, 2, 3, ... with no
+    // gap or repeat: the state was restored exactly at the checkpointed offset.
+    for p in 0..2 {
+        let counts: Vec<u64> = out
+            .iter()
+            .filter(|r| r.partition == p)
+            .map(|r| r.headers["seen"].parse().unwrap())
+            .collect();
+        let expect: Vec<u64> = (1..=counts.len() as u64).collect();
+        assert_eq!(counts, expect, "partition {p}");
+    }
+}
