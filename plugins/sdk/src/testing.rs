@@ -1,0 +1,60 @@
+//! Unit-testing plugins natively, with plain `cargo test`.
+
+use crate::runtime::Instance;
+use crate::{Config, Outcome, Output, Plugin, Record};
+
+/// Runs a plugin the way the host does: `init` with a config, then records, ticks, snapshots
+/// and restores, through the same code as the wasm exports.
+///
+/// ```ignore
+/// let mut h = Harness::<MyPlugin>::new(r#"{"limit": 3}"#).unwrap();
+/// assert_eq!(h.process(Record::new("a")), Outcome::Keep);
+/// ```
+pub struct Harness<P: Plugin> {
+    inner: Instance<P>,
+}
+
+impl<P: Plugin> Harness<P> {
+    /// Starts an instance with this JSON config; `Err` is `init`'s refusal.
+    pub fn new(config: &str) -> Result<Self, String> {
+        let mut inner = Instance::new();
+        inner.init(&Config::new(config))?;
+        Ok(Harness { inner })
+    }
+
+    pub fn process(&mut self, record: Record) -> Outcome {
+        self.inner.process(&record)
+    }
+
+    /// One outcome per record, in order, like the host's batches.
+    pub fn process_all(&mut self, records: impl IntoIterator<Item = Record>) -> Vec<Outcome> {
+        records
+            .into_iter()
+            .map(|r| self.inner.process(&r))
+            .collect()
+    }
+
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Output> {
+        self.inner.tick(now_ms)
+    }
+
+    /// The state as the host would store it at a checkpoint.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.inner.snapshot()
+    }
+
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.inner.restore(bytes)
+    }
+
+    pub fn state(&self) -> &P::State {
+        &self.inner.state
+    }
+
+    pub fn plugin(&self) -> &P {
+        self.inner
+            .plugin
+            .as_ref()
+            .expect("a harness is always initialised")
+    }
+}
