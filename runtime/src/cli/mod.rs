@@ -3,6 +3,7 @@
 
 mod consume;
 mod group;
+mod plugin;
 mod produce;
 pub mod serve;
 mod topic;
@@ -38,6 +39,9 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line
     Consume(consume::ConsumeArgs),
+    /// Processing plugins: create, build
+    #[command(subcommand)]
+    Plugin(plugin::PluginCmd),
 }
 
 fn init_tracing() {
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Group(c) => client_runtime()?.block_on(group::run(c)),
         Command::Produce(a) => client_runtime()?.block_on(produce::run(a)),
         Command::Consume(a) => client_runtime()?.block_on(consume::run(a)),
+        Command::Plugin(c) => plugin::run(c),
     }
 }
 
