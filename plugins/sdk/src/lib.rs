@@ -5,11 +5,11 @@
 //!
 //! The smallest plugins are one macro call:
 //!
-//! ```ignore
+//! ```
 //! sluice_plugin::filter!(|r| r.value_str().map_or(false, |v| v.contains("buy")));
 //! ```
 //!
-//! ```ignore
+//! ```
 //! sluice_plugin::map!(|r| Some(r.to_output().with_value(r.value_str()?.to_uppercase())));
 //! ```
 //!
@@ -18,7 +18,7 @@
 //! the host's checkpoints and restores it after a restart or a hot reload, so a new version of
 //! the plugin reads what the old one wrote (add fields with `#[serde(default)]`).
 //!
-//! ```ignore
+//! ```
 //! use serde::{Deserialize, Serialize};
 //! use sluice_plugin::{Config, Outcome, Output, Plugin, Record};
 //!

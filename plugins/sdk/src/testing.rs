@@ -6,9 +6,15 @@ use crate::{Config, Outcome, Output, Plugin, Record};
 /// Runs a plugin the way the host does: `init` with a config, then records, ticks, snapshots
 /// and restores, through the same code as the wasm exports.
 ///
-/// ```ignore
-/// let mut h = Harness::<MyPlugin>::new(r#"{"limit": 3}"#).unwrap();
-/// assert_eq!(h.process(Record::new("a")), Outcome::Keep);
+/// ```
+/// use sluice_plugin::testing::Harness;
+/// use sluice_plugin::{Outcome, Record};
+///
+/// sluice_plugin::filter!(Buys, |r| r.value_str() == Some("buy"));
+///
+/// let mut h = Harness::<Buys>::new("{}").unwrap();
+/// assert_eq!(h.process(Record::new("buy")), Outcome::Keep);
+/// assert_eq!(h.process(Record::new("sell")), Outcome::Drop);
 /// ```
 pub struct Harness<P: Plugin> {
     inner: Instance<P>,
