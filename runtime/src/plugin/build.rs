@@ -98,12 +98,15 @@ fn sysroot(rustc: &Path, dir: &Path) -> Option<PathBuf> {
 /// otherwise.
 pub fn detect_toolchain(dir: &Path) -> Result<Toolchain, BuildError> {
     let rustc = std::env::var_os("RUSTC").map_or_else(|| PathBuf::from("rustc"), PathBuf::from);
-    if let Some(root) = sysroot(&rustc, dir) {
+    detect_with(&rustc, Path::new(DEBIAN_RUSTC), dir)
+}
+
+fn detect_with(rustc: &Path, debian: &Path, dir: &Path) -> Result<Toolchain, BuildError> {
+    if let Some(root) = sysroot(rustc, dir) {
         if root.join("lib/rustlib").join(TARGET).join("lib").is_dir() {
             return Ok(Toolchain::Installed);
         }
     }
-    let debian = Path::new(DEBIAN_RUSTC);
     if let Some(root) = sysroot(debian, dir) {
         if root.join("lib/rustlib/src/rust/library/std").is_dir() {
             return Ok(Toolchain::BuildStd {
@@ -816,6 +819,51 @@ mod tests {
             None
         );
         assert_eq!(wasm_artifact("not json"), None);
+    }
+
+    /// A stand-in rustc whose `--print sysroot` is `root`.
+    fn fake_rustc(dir: &Path, name: &str, root: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\necho '{}'\n", root.display())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn toolchain_detection_prefers_an_installed_target_then_debian() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bare = tmp.path().join("bare");
+        let with_target = tmp.path().join("rustup");
+        let with_src = tmp.path().join("usr");
+        std::fs::create_dir_all(with_target.join("lib/rustlib/wasm32-unknown-unknown/lib"))
+            .unwrap();
+        std::fs::create_dir_all(with_src.join("lib/rustlib/src/rust/library/std")).unwrap();
+        let installed = fake_rustc(tmp.path(), "installed", &with_target);
+        let plain = fake_rustc(tmp.path(), "plain", &bare);
+        let debian = fake_rustc(tmp.path(), "debian", &with_src);
+        let missing = tmp.path().join("no-such-rustc");
+        let dir = tmp.path();
+
+        assert_eq!(
+            detect_with(&installed, &debian, dir).unwrap(),
+            Toolchain::Installed
+        );
+        assert_eq!(
+            detect_with(&plain, &debian, dir).unwrap(),
+            Toolchain::BuildStd {
+                rustc: debian.clone()
+            }
+        );
+        assert_eq!(
+            detect_with(&missing, &debian, dir).unwrap(),
+            Toolchain::BuildStd { rustc: debian }
+        );
+        let e = detect_with(&plain, &missing, dir).unwrap_err();
+        assert!(matches!(e, BuildError::NoToolchain));
+        assert!(e
+            .to_string()
+            .starts_with("no wasm32 toolchain: run `rustup target add"));
     }
 
     #[test]
