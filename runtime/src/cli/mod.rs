@@ -1,6 +1,7 @@
 //! The `sluice` command line: the broker (`serve`) and the everyday client commands, which talk
 //! to a broker over the Kafka protocol like any other client.
 
+mod admin;
 mod consume;
 mod group;
 mod plugin;

@@ -1,4 +1,5 @@
-//! `sluice plugin ...`: making and building processing plugins.
+//! `sluice plugin ...`: making and building processing plugins, and watching and rewinding
+//! the pipelines a broker runs.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,26 @@ pub enum PluginCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Pipelines of a running broker: status, version, lag per partition, records in, out,
+    /// dead-lettered, last error
+    List {
+        /// The broker's admin API
+        #[arg(long, env = "SLUICE_ADMIN", default_value = "127.0.0.1:9644")]
+        admin: String,
+    },
+    /// Move a pipeline's input position (its state is emptied unless --keep-state)
+    Reset {
+        name: String,
+        /// earliest, latest, an offset, @MILLISECONDS or a UTC time (2026-11-26T04:00:00Z)
+        #[arg(long)]
+        to: String,
+        /// Keep the plugin's state instead of starting from an empty one
+        #[arg(long)]
+        keep_state: bool,
+        /// The broker's admin API
+        #[arg(long, env = "SLUICE_ADMIN", default_value = "127.0.0.1:9644")]
+        admin: String,
+    },
 }
 
 pub fn run(cmd: PluginCmd) -> Result<()> {
@@ -57,6 +78,13 @@ pub fn run(cmd: PluginCmd) -> Result<()> {
             report(&out);
             Ok(())
         }
+        PluginCmd::List { admin } => super::admin::list(&admin),
+        PluginCmd::Reset {
+            name,
+            to,
+            keep_state,
+            admin,
+        } => super::admin::reset(&admin, &name, &to, keep_state),
     }
 }
 
