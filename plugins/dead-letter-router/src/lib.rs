@@ -127,7 +127,8 @@ fn integral(text: &str) -> bool {
     if t.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
         return true;
     }
-    t.parse::<f64>().is_ok_and(|f| f.is_finite() && f.fract() == 0.0)
+    t.parse::<f64>()
+        .is_ok_and(|f| f.is_finite() && f.fract() == 0.0)
 }
 
 #[derive(Debug, Clone)]
@@ -149,9 +150,11 @@ pub enum Route {
 
 impl Route {
     fn parse(key: &str, v: &Value) -> Result<Route, String> {
-        let s = v
-            .as_str()
-            .ok_or_else(|| format!("'{key}' must be a topic name, \"output\", \"drop\" or \"dead_letter\", got {v}"))?;
+        let s = v.as_str().ok_or_else(|| {
+            format!(
+                "'{key}' must be a topic name, \"output\", \"drop\" or \"dead_letter\", got {v}"
+            )
+        })?;
         Ok(match s {
             "output" => Route::Output,
             "drop" => Route::Drop,
@@ -171,8 +174,7 @@ fn valid_topic(t: &str) -> bool {
         && t.len() <= 249
         && t != "."
         && t != ".."
-        && t
-            .bytes()
+        && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -191,11 +193,9 @@ fn rules(fields: &mut Fields, key: &str, v: &Value, required: bool) -> Result<Ve
             Value::String(s) => {
                 Types::parse(s).map_err(|e| format!("'{key}' field '{path}': {e}"))?
             }
-            other => {
-                return Err(format!(
-                    "'{key}' field '{path}': the type must be a string like \"integer\", got {other}"
-                ))
-            }
+            other => return Err(format!(
+                "'{key}' field '{path}': the type must be a string like \"integer\", got {other}"
+            )),
         };
         let field = fields.add(path).map_err(|e| format!("'{key}': {e}"))?;
         out.push(Rule {
@@ -215,9 +215,9 @@ fn rules(fields: &mut Fields, key: &str, v: &Value, required: bool) -> Result<Ve
         // `required = ["ts", "event"]`: present, of any type.
         Value::Array(a) if required => {
             for p in a {
-                let path = p.as_str().ok_or_else(|| {
-                    format!("'{key}' must list field paths (strings), not {p}")
-                })?;
+                let path = p
+                    .as_str()
+                    .ok_or_else(|| format!("'{key}' must list field paths (strings), not {p}"))?;
                 add(path, &Value::String("any".into()))?;
             }
         }
@@ -276,7 +276,9 @@ impl DeadLetterRouter {
         // Reasons list problems by field path, required and optional fields alike.
         r.rules.sort_by(|a, b| a.path.cmp(&b.path));
         if !r.routes.is_empty() && r.route_field.is_none() {
-            return Err("'routes' needs 'route_field': the field whose value picks the route".into());
+            return Err(
+                "'routes' needs 'route_field': the field whose value picks the route".into(),
+            );
         }
         Ok(r)
     }
@@ -312,9 +314,9 @@ impl DeadLetterRouter {
         });
         let routed = key.as_ref().and_then(|k| self.routes.get(k.as_ref()));
         match (routed.unwrap_or(&self.default_route), key) {
-            (Route::DeadLetter, Some(k)) if routed.is_some() => Err(format!(
-                "{path} '{k}' is routed to the dead-letter topic"
-            )),
+            (Route::DeadLetter, Some(k)) if routed.is_some() => {
+                Err(format!("{path} '{k}' is routed to the dead-letter topic"))
+            }
             (Route::DeadLetter, Some(k)) => Err(format!("no route for {path} '{k}'")),
             (Route::DeadLetter, None) => Err(format!(
                 "no route: field '{path}' is missing or not a string, number or boolean"

@@ -37,21 +37,33 @@ fn invalid_records_get_precise_reasons() {
         Outcome::Keep
     );
     assert_eq!(
-        reason(&mut h, r#"{"ts":"1700000000000","event":"click","user":{"id":7},"tags":[]}"#),
+        reason(
+            &mut h,
+            r#"{"ts":"1700000000000","event":"click","user":{"id":7},"tags":[]}"#
+        ),
         "field 'ts' is a string, expected integer"
     );
     assert_eq!(
-        reason(&mut h, r#"{"ts":1.5,"event":"click","user":{"id":7},"tags":[]}"#),
+        reason(
+            &mut h,
+            r#"{"ts":1.5,"event":"click","user":{"id":7},"tags":[]}"#
+        ),
         "field 'ts' is a number with a fraction (1.5), expected integer"
     );
     assert_eq!(
-        reason(&mut h, r#"{"ts":1,"user":{"id":true},"tags":{},"note":3,"price":"9"}"#),
+        reason(
+            &mut h,
+            r#"{"ts":1,"user":{"id":true},"tags":{},"note":3,"price":"9"}"#
+        ),
         "field 'event' is missing; field 'note' is a number, expected string or null; \
          field 'price' is a string, expected number; field 'tags' is an object, expected array; \
          field 'user.id' is a boolean, expected string or integer"
     );
     assert_eq!(
-        reason(&mut h, r#"{"ts":1,"event":"c","user":{"id":7},"tags":[],"price":null}"#),
+        reason(
+            &mut h,
+            r#"{"ts":1,"event":"c","user":{"id":7},"tags":[],"price":null}"#
+        ),
         "field 'price' is null, expected number"
     );
     assert_eq!(
@@ -71,7 +83,10 @@ fn invalid_records_get_precise_reasons() {
 #[test]
 fn any_type_and_a_list_of_required_fields() {
     let mut h = router(json!({"required": ["a", "b.c"]}));
-    assert_eq!(h.process(Record::new(r#"{"a":null,"b":{"c":[]}}"#)), Outcome::Keep);
+    assert_eq!(
+        h.process(Record::new(r#"{"a":null,"b":{"c":[]}}"#)),
+        Outcome::Keep
+    );
     assert_eq!(
         reason(&mut h, r#"{"a":1,"b":{"d":1}}"#),
         "field 'b.c' is missing"
@@ -113,7 +128,10 @@ fn valid_records_are_routed_by_a_field() {
         "event 'bad' is routed to the dead-letter topic"
     );
     // Not listed: the default route, the default output unless configured.
-    assert_eq!(h.process(Record::new(r#"{"event":"signup"}"#)), Outcome::Keep);
+    assert_eq!(
+        h.process(Record::new(r#"{"event":"signup"}"#)),
+        Outcome::Keep
+    );
 
     let mut h = router(json!({
         "route_field": "kind.code",
@@ -141,7 +159,8 @@ fn valid_records_are_routed_by_a_field() {
         "no route: field 'kind.code' is missing or not a string, number or boolean"
     );
 
-    let mut h = router(json!({"route_field": "e", "routes": {"a": "ta"}, "default_route": "other"}));
+    let mut h =
+        router(json!({"route_field": "e", "routes": {"a": "ta"}, "default_route": "other"}));
     assert_eq!(
         h.process(Record::new(r#"{"e":"b"}"#)),
         Outcome::emit(Output::value(r#"{"e":"b"}"#).to_topic("other"))

@@ -167,10 +167,7 @@ impl Filter {
                         )
                     })?;
                     for (path, ops) in conds {
-                        let field = f
-                            .fields
-                            .add(path)
-                            .map_err(|e| format!("'where': {e}"))?;
+                        let field = f.fields.add(path).map_err(|e| format!("'where': {e}"))?;
                         let ops = ops.as_object().ok_or_else(|| {
                             format!(
                                 "condition on '{path}': expected a table of operators like {{ eq = \"x\" }}, got {}",
@@ -191,20 +188,23 @@ impl Filter {
                                 "condition on '{path}': 'exists = false' cannot be combined with other operators"
                             ));
                         }
-                        f.conditions.push(Condition {
-                            field,
-                            ops,
-                        });
+                        f.conditions.push(Condition { field, ops });
                     }
                 }
                 "project" => {
                     let list = v.as_array().ok_or_else(|| {
-                        format!("'project' must be a list of field paths, got {}", type_name(v))
+                        format!(
+                            "'project' must be a list of field paths, got {}",
+                            type_name(v)
+                        )
                     })?;
                     let mut tree = Vec::new();
                     for p in list {
                         let p = p.as_str().ok_or_else(|| {
-                            format!("'project' must list field paths (strings), not {}", type_name(p))
+                            format!(
+                                "'project' must list field paths (strings), not {}",
+                                type_name(p)
+                            )
                         })?;
                         let leaf = f.fields.add(p).map_err(|e| format!("'project': {e}"))?;
                         project_into(&mut tree, p, leaf);
@@ -330,9 +330,8 @@ fn write_projection(out: &mut Vec<u8>, tree: &[Projected], found: &[Option<&RawV
 }
 
 fn any_present(tree: &[Projected], found: &[Option<&RawValue>]) -> bool {
-    tree.iter().any(|p| {
-        p.leaf.is_some_and(|l| found[l].is_some()) || any_present(&p.children, found)
-    })
+    tree.iter()
+        .any(|p| p.leaf.is_some_and(|l| found[l].is_some()) || any_present(&p.children, found))
 }
 
 impl Plugin for Filter {

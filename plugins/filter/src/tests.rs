@@ -57,7 +57,11 @@ fn every_operator() {
     let cases: &[(serde_json::Value, &str, bool)] = &[
         (json!({"a": {"eq": 1}}), r#"{"a":1.0}"#, true),
         (json!({"a": {"eq": 1}}), r#"{"a":"1"}"#, false),
-        (json!({"a": {"eq": [1, {"b": 2}]}}), r#"{"a":[1,{"b":2.0}]}"#, true),
+        (
+            json!({"a": {"eq": [1, {"b": 2}]}}),
+            r#"{"a":[1,{"b":2.0}]}"#,
+            true,
+        ),
         (json!({"a": {"eq": true}}), r#"{"a":true}"#, true),
         (json!({"a": {"ne": "x"}}), r#"{"a":"y"}"#, true),
         (json!({"a": {"ne": "x"}}), r#"{"a":"x"}"#, false),
@@ -74,10 +78,26 @@ fn every_operator() {
         (json!({"a": {"lt": 5}}), r#"{"a":-3}"#, true),
         (json!({"a": {"lte": 5}}), r#"{"a":5.0}"#, true),
         (json!({"a": {"lte": 5}}), r#"{"a":null}"#, false),
-        (json!({"a": {"gt": 9007199254740992u64}}), r#"{"a":9007199254740993}"#, true),
-        (json!({"a": {"gte": "2024-01-01"}}), r#"{"a":"2024-03-01T00:00:00Z"}"#, true),
-        (json!({"a": {"gte": "2024-01-01"}}), r#"{"a":"2023-12-31"}"#, false),
-        (json!({"a": {"gte": "2024-01-01"}}), r#"{"a":20240101}"#, false),
+        (
+            json!({"a": {"gt": 9007199254740992u64}}),
+            r#"{"a":9007199254740993}"#,
+            true,
+        ),
+        (
+            json!({"a": {"gte": "2024-01-01"}}),
+            r#"{"a":"2024-03-01T00:00:00Z"}"#,
+            true,
+        ),
+        (
+            json!({"a": {"gte": "2024-01-01"}}),
+            r#"{"a":"2023-12-31"}"#,
+            false,
+        ),
+        (
+            json!({"a": {"gte": "2024-01-01"}}),
+            r#"{"a":20240101}"#,
+            false,
+        ),
         (json!({"a": {"exists": true}}), r#"{"a":null}"#, true),
         (json!({"a": {"exists": true}}), r#"{"b":1}"#, false),
         (json!({"a": {"exists": false}}), r#"{"b":1}"#, true),
@@ -86,7 +106,11 @@ fn every_operator() {
         (json!({"a": {"prefix": "ab"}}), r#"{"a":"abc"}"#, true),
         (json!({"a": {"prefix": "ab"}}), r#"{"a":"xabc"}"#, false),
         (json!({"a": {"prefix": "ab"}}), r#"{"a":["abc"]}"#, false),
-        (json!({"a": {"prefix": "é"}}), r#"{"a":"\u00e9t\u00e9"}"#, true),
+        (
+            json!({"a": {"prefix": "é"}}),
+            r#"{"a":"\u00e9t\u00e9"}"#,
+            true,
+        ),
         (json!({}), r#"{"anything":1}"#, true),
     ];
     for (cond, value, want) in cases {
@@ -182,7 +206,8 @@ fn config_errors_name_the_field() {
         refused(json!({"where": {"c": {"exists": false, "eq": 1}}})),
         "condition on 'c': 'exists = false' cannot be combined with other operators"
     );
-    assert!(refused(json!({"where": {"a..b": {"eq": 1}}})).starts_with("'where': 'a..b' is not a field path"));
+    assert!(refused(json!({"where": {"a..b": {"eq": 1}}}))
+        .starts_with("'where': 'a..b' is not a field path"));
     assert_eq!(
         refused(json!({"wher": {}})),
         "unknown key 'wher' (expected where, project, on_invalid)"

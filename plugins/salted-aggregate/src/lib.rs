@@ -69,7 +69,9 @@ fn non_negative(name: &str, v: Option<i64>, default: i64) -> Result<i64, String>
     match v {
         None => Ok(default),
         Some(x) if (0..=MAX_TIME).contains(&x) => Ok(x),
-        Some(x) => Err(format!("'{name}' must be between 0 and {MAX_TIME}, got {x}")),
+        Some(x) => Err(format!(
+            "'{name}' must be between 0 and {MAX_TIME}, got {x}"
+        )),
     }
 }
 
@@ -89,7 +91,11 @@ impl SaltedAggregate {
         match c.mode.as_deref() {
             Some("partial") => {
                 not_for("sources", c.sources.is_some(), "partial")?;
-                not_for("source_timeout_ms", c.source_timeout_ms.is_some(), "partial")?;
+                not_for(
+                    "source_timeout_ms",
+                    c.source_timeout_ms.is_some(),
+                    "partial",
+                )?;
                 let window_ms = match c.window_ms {
                     None => return Err("'window_ms' is required for mode = \"partial\"".into()),
                     Some(w) if (1..=MAX_TIME).contains(&w) => w,

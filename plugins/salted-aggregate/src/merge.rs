@@ -134,8 +134,7 @@ impl Merge {
                 max,
             } => {
                 st.sources.entry(source).or_default().messages += 1;
-                if window_end <= window_start || !(0..=MAX_TIME + MAX_TIME).contains(&window_end)
-                {
+                if window_end <= window_start || !(0..=MAX_TIME + MAX_TIME).contains(&window_end) {
                     return Outcome::Fail(format!(
                         "invalid window [{window_start},{window_end}) of key '{key}'"
                     ));
@@ -146,9 +145,11 @@ impl Merge {
                     ));
                 }
                 let w = self.s.wanted;
-                for (name, wanted, v) in
-                    [("sum", w.sum, sum), ("min", w.min, min), ("max", w.max, max)]
-                {
+                for (name, wanted, v) in [
+                    ("sum", w.sum, sum),
+                    ("min", w.min, min),
+                    ("max", w.max, max),
+                ] {
                     if wanted && v.is_none() {
                         return Outcome::Fail(format!(
                             "partial of key '{key}' has no '{name}': aggregate it in the partial stage too"
@@ -180,7 +181,10 @@ impl Merge {
             } => {
                 let s = st.sources.entry(source).or_default();
                 s.messages += 1;
-                s.closed_before = Some(s.closed_before.map_or(closed_before, |c| c.max(closed_before)));
+                s.closed_before = Some(
+                    s.closed_before
+                        .map_or(closed_before, |c| c.max(closed_before)),
+                );
                 emit_or_drop(self.finalize_exact(st))
             }
         }
@@ -192,13 +196,7 @@ impl Merge {
             return Vec::new();
         }
         // A source known only from partials (no marker yet) holds everything back.
-        let Some(horizon) = st
-            .sources
-            .values()
-            .map(|s| s.closed_before)
-            .min()
-            .flatten()
-        else {
+        let Some(horizon) = st.sources.values().map(|s| s.closed_before).min().flatten() else {
             return Vec::new();
         };
         if st.final_before.is_some_and(|f| horizon <= f) {
@@ -272,11 +270,7 @@ fn finalize(st: &mut MergeState, horizon: i64) -> Vec<Output> {
                 agg,
             })
             .expect("serialisable");
-            outs.push(
-                Output::value(value)
-                    .key(key.as_bytes())
-                    .timestamp(w.end),
-            );
+            outs.push(Output::value(value).key(key.as_bytes()).timestamp(w.end));
         }
     }
     outs

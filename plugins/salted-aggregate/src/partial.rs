@@ -149,7 +149,9 @@ impl Partial {
         let found = if self.fields.is_empty() {
             Vec::new()
         } else {
-            self.fields.read(record.value()).map_err(|e| e.to_string())?
+            self.fields
+                .read(record.value())
+                .map_err(|e| e.to_string())?
         };
         let field = |at, name| pick(&found, at, name);
         let key = match field(self.key_at, &self.s.key_field)? {
@@ -185,7 +187,9 @@ impl Partial {
             None => record.timestamp(),
         };
         if !(0..=MAX_TIME).contains(&time) {
-            return Err(format!("event time {time} is out of range (0 to {MAX_TIME} ms)"));
+            return Err(format!(
+                "event time {time} is out of range (0 to {MAX_TIME} ms)"
+            ));
         }
         let value = match field(self.value_at, &self.s.value_field)? {
             Some((path, raw)) => Some(fields::as_number(raw).map(num).ok_or_else(|| {
@@ -302,9 +306,7 @@ impl Partial {
         // The watermark must only move here together with output: the host checkpoints the
         // state after a tick's output, not after a silent tick, and a replay must see what
         // process() saw. advance() changes nothing unless it emits a marker.
-        if st.watermark.is_none_or(|w| self.align(wm) > self.align(w))
-            && st.closed_before.is_none_or(|c| self.align(wm) > c)
-        {
+        if st.closed_before.is_none_or(|c| self.align(wm) > c) {
             self.advance(st, wm, &mut outs);
         }
         outs

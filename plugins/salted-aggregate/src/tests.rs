@@ -71,7 +71,12 @@ fn salted_keys_count_under_the_unsalted_key() {
         values(&outs(h.process(rec("ad42#7", 100)))),
         vec![json!({"type": "watermark", "source": "clicks/3", "closed_before": 0})]
     );
-    for r in [rec("ad42#1", 200), rec("ad42", 300), rec("a#b", 400), rec("ad42#12", 999)] {
+    for r in [
+        rec("ad42#1", 200),
+        rec("ad42", 300),
+        rec("a#b", 400),
+        rec("ad42#12", 999),
+    ] {
         assert_eq!(h.process(r), Outcome::Drop);
     }
     let o = outs(h.process(rec("x", 1000)));
@@ -103,7 +108,10 @@ fn windows_close_when_the_watermark_passes_their_end_and_late_records_fail() {
     let o = values(&outs(h.process(rec("b", 1500))));
     assert_eq!(o.len(), 2);
     assert_eq!(o[0]["count"], 3);
-    assert_eq!(o[1], json!({"type": "watermark", "source": "clicks/3", "closed_before": 1000}));
+    assert_eq!(
+        o[1],
+        json!({"type": "watermark", "source": "clicks/3", "closed_before": 1000})
+    );
     // Window [1000,2000) is still open: 1000 is on time, 999 is late.
     assert_eq!(h.process(rec("a", 1000)), Outcome::Drop);
     assert_eq!(
@@ -117,9 +125,17 @@ fn windows_close_when_the_watermark_passes_their_end_and_late_records_fail() {
     let got: Vec<(i64, &str)> = o
         .iter()
         .filter(|v| v["type"] == "partial")
-        .map(|v| (v["window_start"].as_i64().unwrap(), v["key"].as_str().unwrap()))
+        .map(|v| {
+            (
+                v["window_start"].as_i64().unwrap(),
+                v["key"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(got, vec![(1000, "a"), (1000, "b"), (2000, "c"), (2000, "z")]);
+    assert_eq!(
+        got,
+        vec![(1000, "a"), (1000, "b"), (2000, "c"), (2000, "z")]
+    );
     assert_eq!(o.last().unwrap()["closed_before"], 5000);
     assert_eq!(h.state().partial.windows.len(), 1);
 }
@@ -155,7 +171,9 @@ fn keys_times_and_values_from_the_json_value() {
         "event time -1 is out of range (0 to 9007199254740992 ms)"
     );
     assert!(fail(h.process(r("not json"))).starts_with("not JSON: "));
-    let o = values(&outs(h.process(r(r#"{"ad":{"id":"y"},"ts":10,"price":1}"#))));
+    let o = values(&outs(
+        h.process(r(r#"{"ad":{"id":"y"},"ts":10,"price":1}"#)),
+    ));
     assert_eq!(
         o[..2],
         [
@@ -182,7 +200,9 @@ fn keys_times_and_values_from_the_json_value() {
 
 #[test]
 fn an_idle_source_closes_its_windows_by_the_wall_clock() {
-    let mut h = start(json!({"mode": "partial", "window_ms": 1000, "lateness_ms": 2000, "idle_ms": 10_000}));
+    let mut h = start(
+        json!({"mode": "partial", "window_ms": 1000, "lateness_ms": 2000, "idle_ms": 10_000}),
+    );
     let now = 1_700_000_000_000;
     outs(h.process(rec("a", now - 500)));
     // The first tick only notes the activity; then idle_ms of silence must pass.
@@ -196,9 +216,15 @@ fn an_idle_source_closes_its_windows_by_the_wall_clock() {
     // Still idle: the watermark follows the wall clock, a marker per window passed.
     let o = values(&h.tick(now + 13_000));
     assert_eq!(o[0]["type"], "partial");
-    assert_eq!(o[1], json!({"type": "watermark", "source": "clicks/3", "closed_before": now + 1000}));
+    assert_eq!(
+        o[1],
+        json!({"type": "watermark", "source": "clicks/3", "closed_before": now + 1000})
+    );
     assert!(h.tick(now + 13_500).is_empty());
-    assert_eq!(values(&h.tick(now + 14_000))[0]["closed_before"], now + 2000);
+    assert_eq!(
+        values(&h.tick(now + 14_000))[0]["closed_before"],
+        now + 2000
+    );
     // A record in a closed window is late; input wakes the source up.
     assert!(fail(h.process(rec("a", now + 1999))).starts_with("late record: event time"));
     assert!(h.tick(now + 30_000).is_empty());
@@ -206,7 +232,9 @@ fn an_idle_source_closes_its_windows_by_the_wall_clock() {
 
 #[test]
 fn a_short_pause_does_not_close_windows() {
-    let mut h = start(json!({"mode": "partial", "window_ms": 1000, "lateness_ms": 1000, "idle_ms": 10_000}));
+    let mut h = start(
+        json!({"mode": "partial", "window_ms": 1000, "lateness_ms": 1000, "idle_ms": 10_000}),
+    );
     let now = 1_700_000_000_000;
     let mut t = now;
     // Producers stop for 8 s (a broker restart) with ticks running, then catch up with
@@ -226,7 +254,9 @@ fn a_short_pause_does_not_close_windows() {
         t += 100;
     }
     // A restarted instance (fresh from its snapshot) starts a fresh idle period too.
-    let mut r = start(json!({"mode": "partial", "window_ms": 1000, "lateness_ms": 1000, "idle_ms": 10_000}));
+    let mut r = start(
+        json!({"mode": "partial", "window_ms": 1000, "lateness_ms": 1000, "idle_ms": 10_000}),
+    );
     r.restore(&h.snapshot()).unwrap();
     assert!(r.tick(t + 60_000).is_empty());
     assert!(r.tick(t + 65_000).is_empty());
@@ -252,8 +282,7 @@ fn partial_rec(source: &str, key: &str, start: i64, count: u64) -> Record {
 
 fn marker(source: &str, closed_before: i64) -> Record {
     Record::new(
-        json!({"type": "watermark", "source": source, "closed_before": closed_before})
-            .to_string(),
+        json!({"type": "watermark", "source": source, "closed_before": closed_before}).to_string(),
     )
     .with_topic("partials", 0)
 }
@@ -266,7 +295,10 @@ fn merge_waits_for_every_source_then_emits_once() {
     assert_eq!(h.process(partial_rec("c/0", "ad7", 0, 1)), Outcome::Drop);
     assert_eq!(h.process(marker("c/0", 1000)), Outcome::Drop);
     assert_eq!(h.process(partial_rec("c/1", "ad42", 0, 2)), Outcome::Drop);
-    assert_eq!(h.process(partial_rec("c/1", "ad42", 1000, 5)), Outcome::Drop);
+    assert_eq!(
+        h.process(partial_rec("c/1", "ad42", 1000, 5)),
+        Outcome::Drop
+    );
     let o = outs(h.process(marker("c/1", 2000)));
     assert_eq!(
         values(&o),
@@ -284,7 +316,10 @@ fn merge_waits_for_every_source_then_emits_once() {
         "late partial: window [0,1000) of key 'ad42' is already final (windows ending at or before 1000 are)"
     );
     let o = values(&outs(h.process(marker("c/0", 3000))));
-    assert_eq!(o, vec![json!({"key": "ad42", "window_start": 1000, "window_end": 2000, "count": 5})]);
+    assert_eq!(
+        o,
+        vec![json!({"key": "ad42", "window_start": 1000, "window_end": 2000, "count": 5})]
+    );
     assert!(h.state().merge.windows.is_empty());
     // Sums when configured, in the documented field order.
     let mut h = start(json!({"mode": "merge", "sources": 1, "aggregates": ["sum", "count"]}));
@@ -301,7 +336,8 @@ fn merge_waits_for_every_source_then_emits_once() {
 
 #[test]
 fn merge_stands_in_for_sources_that_never_speak() {
-    let mut h = start(json!({"mode": "merge", "sources": 3, "idle_ms": 10_000, "lateness_ms": 1000}));
+    let mut h =
+        start(json!({"mode": "merge", "sources": 3, "idle_ms": 10_000, "lateness_ms": 1000}));
     let now = 1_700_000_000_000;
     h.process(partial_rec("c/0", "a", now - 20_000, 1));
     h.process(marker("c/0", now + 10_000));
@@ -315,11 +351,18 @@ fn merge_stands_in_for_sources_that_never_speak() {
     let o = values(&h.tick(now + 10_000));
     assert_eq!(
         o,
-        vec![json!({"key": "a", "window_start": now - 20_000, "window_end": now - 19_000, "count": 3})]
+        vec![
+            json!({"key": "a", "window_start": now - 20_000, "window_end": now - 19_000, "count": 3})
+        ]
     );
     assert_eq!(h.state().merge.windows.len(), 1);
     let o = values(&h.tick(now + 15_000));
-    assert_eq!(o, vec![json!({"key": "a", "window_start": now + 2_000, "window_end": now + 3_000, "count": 2})]);
+    assert_eq!(
+        o,
+        vec![
+            json!({"key": "a", "window_start": now + 2_000, "window_end": now + 3_000, "count": 2})
+        ]
+    );
     assert!(h.state().merge.windows.is_empty());
     // A source announcing itself late restarts the wait; its partials for final windows are
     // late.
@@ -331,7 +374,10 @@ fn merge_stands_in_for_sources_that_never_speak() {
     assert!(h.tick(now + 200_000).is_empty());
     h.process(marker("c/0", now + 30_000));
     h.process(marker("c/1", now + 30_000));
-    assert_eq!(values(&outs(h.process(marker("c/2", now + 30_000))))[0]["count"], 1);
+    assert_eq!(
+        values(&outs(h.process(marker("c/2", now + 30_000))))[0]["count"],
+        1
+    );
 }
 
 #[test]
@@ -375,8 +421,9 @@ impl Rng {
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 const SOURCES: usize = 3;
@@ -469,18 +516,19 @@ fn run(input: &[Input], seed: u64, restarts: bool) -> Run {
     let mut all: Vec<Vec<Output>> = vec![Vec::new(); SOURCES];
     let mut finals = Vec::new();
 
-    let mut deliver = |merge: &mut H, queues: &mut Vec<VecDeque<Output>>, rng: &mut Rng, n: usize| {
-        for _ in 0..n {
-            let ready: Vec<usize> = (0..SOURCES).filter(|&s| !queues[s].is_empty()).collect();
-            if ready.is_empty() {
-                return;
+    let mut deliver =
+        |merge: &mut H, queues: &mut Vec<VecDeque<Output>>, rng: &mut Rng, n: usize| {
+            for _ in 0..n {
+                let ready: Vec<usize> = (0..SOURCES).filter(|&s| !queues[s].is_empty()).collect();
+                if ready.is_empty() {
+                    return;
+                }
+                let s = ready[rng.below(ready.len() as u64) as usize];
+                let o = queues[s].pop_front().unwrap();
+                let r = Record::new(o.value.unwrap()).with_topic("partials", 0);
+                finals.extend(outs(merge.process(r)));
             }
-            let s = ready[rng.below(ready.len() as u64) as usize];
-            let o = queues[s].pop_front().unwrap();
-            let r = Record::new(o.value.unwrap()).with_topic("partials", 0);
-            finals.extend(outs(merge.process(r)));
-        }
-    };
+        };
 
     for inp in input {
         let out = outs(partials[inp.partition].process(inp.record.clone()));
@@ -514,7 +562,9 @@ fn run(input: &[Input], seed: u64, restarts: bool) -> Run {
         let ready: Vec<usize> = (0..SOURCES).filter(|&s| !queues[s].is_empty()).collect();
         let s = ready[rng.below(ready.len() as u64) as usize];
         let o = queues[s].pop_front().unwrap();
-        rest.extend(outs(merge.process(Record::new(o.value.unwrap()).with_topic("partials", 0))));
+        rest.extend(outs(
+            merge.process(Record::new(o.value.unwrap()).with_topic("partials", 0)),
+        ));
     }
     finals.extend(rest);
     assert!(merge.state().merge.windows.is_empty(), "every window final");
@@ -560,7 +610,10 @@ fn finals_table(finals: &[Output]) -> Truth {
             v["min"].as_i64().unwrap(),
             v["max"].as_i64().unwrap(),
         );
-        assert!(got.insert((key, start), row).is_none(), "a second final: {v}");
+        assert!(
+            got.insert((key, start), row).is_none(),
+            "a second final: {v}"
+        );
     }
     got
 }
@@ -583,7 +636,10 @@ fn partial_then_merge_is_exact_on_skewed_input() {
         let counts: Vec<usize> = (0..SOURCES)
             .map(|p| input.iter().filter(|i| i.partition == p).count())
             .collect();
-        assert!(counts.iter().all(|&c| c > 1000), "every source busy: {counts:?}");
+        assert!(
+            counts.iter().all(|&c| c > 1000),
+            "every source busy: {counts:?}"
+        );
         let r = run(&input, seed * 77, false);
         let truth = ground_truth(&input);
         assert_eq!(finals_table(&r.finals), truth, "seed {seed}");
@@ -607,16 +663,26 @@ fn late_records_are_dead_lettered_and_left_out() {
     // One source, records far behind the watermark now and then.
     let mut rng = Rng(42);
     let mut p = H::new(&partial_config()).unwrap();
-    let mut m = H::new(&json!({"mode": "merge", "sources": 1, "aggregates": ["count", "sum", "min", "max"]}).to_string()).unwrap();
+    let mut m = H::new(
+        &json!({"mode": "merge", "sources": 1, "aggregates": ["count", "sum", "min", "max"]})
+            .to_string(),
+    )
+    .unwrap();
     let mut truth = Truth::new();
     let mut late = 0;
     let mut clock = 1_000_000i64;
     let mut finals = Vec::new();
     for i in 0..5000 {
         clock += rng.below(10) as i64;
-        let t = if rng.below(20) == 0 { clock - 5000 } else { clock };
+        let t = if rng.below(20) == 0 {
+            clock - 5000
+        } else {
+            clock
+        };
         let v = i % 7;
-        let r = Record::new(format!(r#"{{"v":{v}}}"#)).with_key(format!("k{}#{}", i % 3, i % 5)).with_timestamp(t);
+        let r = Record::new(format!(r#"{{"v":{v}}}"#))
+            .with_key(format!("k{}#{}", i % 3, i % 5))
+            .with_timestamp(t);
         match p.process(r) {
             Outcome::Fail(why) => {
                 assert!(why.starts_with("late record: event time"), "{why}");
@@ -646,7 +712,10 @@ fn late_records_are_dead_lettered_and_left_out() {
 
 #[test]
 fn config_errors_are_clear() {
-    assert_eq!(refused(json!({})), "'mode' is required: \"partial\" or \"merge\"");
+    assert_eq!(
+        refused(json!({})),
+        "'mode' is required: \"partial\" or \"merge\""
+    );
     assert_eq!(
         refused(json!({"mode": "split"})),
         "'mode' must be \"partial\" or \"merge\", got \"split\""
@@ -679,10 +748,14 @@ fn config_errors_are_clear() {
         refused(json!({"mode": "partial", "window_ms": 10, "lateness_ms": -1})),
         "'lateness_ms' must be between 0 and 9007199254740992, got -1"
     );
-    assert!(refused(json!({"mode": "partial", "window_ms": 10, "key_field": "a..b"}))
-        .starts_with("'key_field': 'a..b' is not a field path"));
-    assert!(refused(json!({"mode": "partial", "window_ms": 10, "windowms": 3}))
-        .starts_with("invalid config: unknown field `windowms`"));
+    assert!(
+        refused(json!({"mode": "partial", "window_ms": 10, "key_field": "a..b"}))
+            .starts_with("'key_field': 'a..b' is not a field path")
+    );
+    assert!(
+        refused(json!({"mode": "partial", "window_ms": 10, "windowms": 3}))
+            .starts_with("invalid config: unknown field `windowms`")
+    );
     assert_eq!(
         refused(json!({"mode": "merge"})),
         "'sources' is required for mode = \"merge\": how many partial-stage partitions to wait for (at least 1)"
@@ -703,23 +776,34 @@ fn throughput_of_the_partial_stage() {
     let records: Vec<Record> = (0..n)
         .map(|i| {
             let k = (1000.0 * rng.unit().powi(3)) as u64;
-            Record::new(format!(r#"{{"ad":"ad{k}","price":{},"ts":{i},"country":"DE"}}"#, i % 100))
-                .with_key(format!("ad{k}#{}", i % 8))
-                .with_timestamp(1_700_000_000_000 + i as i64 / 2)
+            Record::new(format!(
+                r#"{{"ad":"ad{k}","price":{},"ts":{i},"country":"DE"}}"#,
+                i % 100
+            ))
+            .with_key(format!("ad{k}#{}", i % 8))
+            .with_timestamp(1_700_000_000_000 + i as i64 / 2)
         })
         .collect();
     // 1000 keys (a few hot ones), 2000 records per second of event time.
     for (name, config) in [
-        ("count; key and time from the record; 1 s windows (~350 partials per window)",
-            json!({"mode": "partial", "window_ms": 1000, "lateness_ms": 100})),
-        ("count; key and time from the record; 10 s windows",
-            json!({"mode": "partial", "window_ms": 10_000, "lateness_ms": 100})),
-        ("count, sum, min, max of a JSON field; 10 s windows",
+        (
+            "count; key and time from the record; 1 s windows (~350 partials per window)",
+            json!({"mode": "partial", "window_ms": 1000, "lateness_ms": 100}),
+        ),
+        (
+            "count; key and time from the record; 10 s windows",
+            json!({"mode": "partial", "window_ms": 10_000, "lateness_ms": 100}),
+        ),
+        (
+            "count, sum, min, max of a JSON field; 10 s windows",
             json!({"mode": "partial", "window_ms": 10_000, "lateness_ms": 100,
-                   "value_field": "price", "aggregates": ["count", "sum", "min", "max"]})),
-        ("key and value from the JSON value; 10 s windows",
+                   "value_field": "price", "aggregates": ["count", "sum", "min", "max"]}),
+        ),
+        (
+            "key and value from the JSON value; 10 s windows",
             json!({"mode": "partial", "window_ms": 10_000, "lateness_ms": 100,
-                   "key_field": "ad", "value_field": "price", "aggregates": ["count", "sum"]})),
+                   "key_field": "ad", "value_field": "price", "aggregates": ["count", "sum"]}),
+        ),
     ] {
         let mut h = start(config);
         let t = std::time::Instant::now();
@@ -741,5 +825,8 @@ fn throughput_of_the_partial_stage() {
     for r in &records {
         sum += std::hint::black_box(r.clone()).offset();
     }
-    println!("(cloning a record alone: {:.2} M/s, {sum})", n as f64 / t.elapsed().as_secs_f64() / 1e6);
+    println!(
+        "(cloning a record alone: {:.2} M/s, {sum})",
+        n as f64 / t.elapsed().as_secs_f64() / 1e6
+    );
 }
