@@ -211,8 +211,18 @@ fn lines(v: &[&str]) -> Vec<String> {
 fn filter_map_and_routing_pipelines() {
     require_kcat();
     let b = Broker::start();
-    deploy(&b, "evens", "even-filter", "inputs = [\"numbers\"]\noutput = \"evens-out\"\n");
-    deploy(&b, "shout", "upper", "inputs = [\"words\"]\noutput = \"shouted\"\n");
+    deploy(
+        &b,
+        "evens",
+        "even-filter",
+        "inputs = [\"numbers\"]\noutput = \"evens-out\"\n",
+    );
+    deploy(
+        &b,
+        "shout",
+        "upper",
+        "inputs = [\"words\"]\noutput = \"shouted\"\n",
+    );
     deploy(
         &b,
         "route",
@@ -222,7 +232,12 @@ fn filter_map_and_routing_pipelines() {
     for p in ["evens", "shout", "route"] {
         wait_running(&b, p, None);
     }
-    produce(&b, "numbers", &lines(&["1", "2", "3", "4", "x7", "10"]), false);
+    produce(
+        &b,
+        "numbers",
+        &lines(&["1", "2", "3", "4", "x7", "10"]),
+        false,
+    );
     produce(&b, "words", &lines(&["k1:hello", "k2:World"]), true);
     produce(&b, "mixed", &lines(&["a:1", "b:2", "c:3", "a:4"]), false);
 
@@ -280,7 +295,12 @@ fn misbehaving_plugins_dead_letter_only_the_poison_records() {
         "poison",
         "inputs = [\"in\"]\noutput = \"out\"\n[limits]\nmemory_mb = 32\ncpu_ms_per_call = 50\n",
     );
-    deploy(&b, "healthy", "upper", "inputs = [\"in\"]\noutput = \"healthy-out\"\n");
+    deploy(
+        &b,
+        "healthy",
+        "upper",
+        "inputs = [\"in\"]\noutput = \"healthy-out\"\n",
+    );
     wait_running(&b, "poison", None);
     wait_running(&b, "healthy", None);
     let input = lines(&["a", "b", "panic", "c", "loop", "d", "oom", "e"]);
@@ -288,10 +308,26 @@ fn misbehaving_plugins_dead_letter_only_the_poison_records() {
     let out = wait_records(&b, "out", 5);
     assert_eq!(values(&out), ["a", "b", "c", "d", "e"]);
     let dlq = wait_records(&b, "poison.dlq", 3);
-    assert_eq!(values(&dlq), ["panic", "loop", "oom"], "each poison record exactly once");
-    assert!(dlq[0].headers["sluice.dlq.reason"].contains("panic"), "{:?}", dlq[0]);
-    assert!(dlq[1].headers["sluice.dlq.reason"].contains("cpu_ms_per_call"), "{:?}", dlq[1]);
-    assert!(dlq[2].headers["sluice.dlq.reason"].contains("memory"), "{:?}", dlq[2]);
+    assert_eq!(
+        values(&dlq),
+        ["panic", "loop", "oom"],
+        "each poison record exactly once"
+    );
+    assert!(
+        dlq[0].headers["sluice.dlq.reason"].contains("panic"),
+        "{:?}",
+        dlq[0]
+    );
+    assert!(
+        dlq[1].headers["sluice.dlq.reason"].contains("cpu_ms_per_call"),
+        "{:?}",
+        dlq[1]
+    );
+    assert!(
+        dlq[2].headers["sluice.dlq.reason"].contains("memory"),
+        "{:?}",
+        dlq[2]
+    );
     // Another pipeline on the same topic never noticed.
     assert_eq!(
         values(&wait_records(&b, "healthy-out", 8)),
@@ -326,7 +362,10 @@ fn retries_back_off_then_dead_letter() {
     assert_eq!(values(&dlq), ["retry-me"]);
     let h = &dlq[0].headers;
     assert_eq!(h["sluice.dlq.attempts"], "3", "{h:?}");
-    assert!(h["sluice.dlq.reason"].contains("gave up after 3 attempts"), "{h:?}");
+    assert!(
+        h["sluice.dlq.reason"].contains("gave up after 3 attempts"),
+        "{h:?}"
+    );
     assert_eq!(h["sluice.dlq.topic"], "jobs");
     assert_eq!(h["sluice.dlq.offset"], "1");
     // Two backoffs of 400 ms separate the three attempts.
@@ -344,21 +383,45 @@ fn retries_back_off_then_dead_letter() {
 fn state_survives_a_restart_and_reset_replays() {
     require_kcat();
     let mut b = Broker::start();
-    deploy(&b, "count", "counter", "inputs = [\"clicks\"]\noutput = \"counts\"\n");
+    deploy(
+        &b,
+        "count",
+        "counter",
+        "inputs = [\"clicks\"]\noutput = \"counts\"\n",
+    );
     wait_running(&b, "count", None);
     produce(&b, "clicks", &lines(&["a:1", "b:1", "a:2"]), true);
-    assert_eq!(values(&wait_records(&b, "counts", 3)), ["a=1", "b=1", "a=2"]);
+    assert_eq!(
+        values(&wait_records(&b, "counts", 3)),
+        ["a=1", "b=1", "a=2"]
+    );
     b.restart();
     wait_running(&b, "count", None);
     produce(&b, "clicks", &lines(&["a:3", "b:2"]), true);
     let after = wait_records(&b, "counts", 5);
-    assert_eq!(values(&after), ["a=1", "b=1", "a=2", "a=3", "b=2"], "state carried over");
+    assert_eq!(
+        values(&after),
+        ["a=1", "b=1", "a=2", "a=3", "b=2"],
+        "state carried over"
+    );
     sleep(Duration::from_millis(500));
-    assert_eq!(read_all(&b, "counts").len(), 5, "nothing reprocessed after the restart");
+    assert_eq!(
+        read_all(&b, "counts").len(),
+        5,
+        "nothing reprocessed after the restart"
+    );
 
     // Replay from the start with an empty state: the same counts again.
     let o = sluice()
-        .args(["plugin", "reset", "count", "--to", "earliest", "--admin", &b.admin()])
+        .args([
+            "plugin",
+            "reset",
+            "count",
+            "--to",
+            "earliest",
+            "--admin",
+            &b.admin(),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -370,7 +433,16 @@ fn state_survives_a_restart_and_reset_replays() {
     );
     // With --keep-state the counts go on from where they were.
     let o = sluice()
-        .args(["plugin", "reset", "count", "--to", "3", "--keep-state", "--admin", &b.admin()])
+        .args([
+            "plugin",
+            "reset",
+            "count",
+            "--to",
+            "3",
+            "--keep-state",
+            "--admin",
+            &b.admin(),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -378,7 +450,15 @@ fn state_survives_a_restart_and_reset_replays() {
     assert_eq!(values(&kept[10..]), ["a=4", "b=3"]);
     // Bad targets are refused with a clear message.
     let o = sluice()
-        .args(["plugin", "reset", "count", "--to", "yesterday", "--admin", &b.admin()])
+        .args([
+            "plugin",
+            "reset",
+            "count",
+            "--to",
+            "yesterday",
+            "--admin",
+            &b.admin(),
+        ])
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -389,9 +469,8 @@ fn state_survives_a_restart_and_reset_replays() {
 fn hot_reload_switches_mid_stream_without_loss_and_rejects_broken_versions() {
     require_kcat();
     let b = Broker::start();
-    let manifest = |tag: &str| {
-        format!("inputs = [\"in\"]\noutput = \"out\"\n[config]\ntag = \"{tag}\"\n")
-    };
+    let manifest =
+        |tag: &str| format!("inputs = [\"in\"]\noutput = \"out\"\n[config]\ntag = \"{tag}\"\n");
     deploy(&b, "ver", "version", &manifest("v1"));
     let v1 = wait_running(&b, "ver", None)["version"]
         .as_str()
@@ -411,7 +490,11 @@ fn hot_reload_switches_mid_stream_without_loss_and_rejects_broken_versions() {
     for (i, r) in out.iter().enumerate() {
         let (tag, v) = r.value.split_once(':').unwrap();
         assert_eq!(v, i.to_string(), "order kept, nothing lost");
-        assert_eq!(r.headers["seen"], (i + 1).to_string(), "state carried across the reload");
+        assert_eq!(
+            r.headers["seen"],
+            (i + 1).to_string(),
+            "state carried across the reload"
+        );
         if tags.last() != Some(&tag.to_string()) {
             tags.push(tag.to_string());
         }
@@ -433,7 +516,11 @@ fn hot_reload_switches_mid_stream_without_loss_and_rejects_broken_versions() {
     let p = pipeline(&b, "ver").unwrap();
     assert!(p["status"].as_str().unwrap().contains("rejected"), "{p}");
     assert!(p["last_error"].as_str().unwrap().contains("refus"), "{p}");
-    assert_eq!(p["version"].as_str().unwrap(), v1, "the old version still runs");
+    assert_eq!(
+        p["version"].as_str().unwrap(),
+        v1,
+        "the old version still runs"
+    );
     // Garbage bytes as a component: also rejected.
     fs::write(b.plugins_dir().join("ver.wasm"), b"\0asm garbage").unwrap();
     produce(&b, "in", &lines(&["after"]), false);
@@ -451,7 +538,11 @@ fn invalid_manifests_are_reported_and_disturb_nothing() {
     let dir = b.plugins_dir();
     fs::copy(component("upper"), dir.join("typo.wasm")).unwrap();
     fs::write(dir.join("typo.toml"), "inputs = [\"in\"]\noutptu = \"x\"\n").unwrap();
-    fs::write(dir.join("wrongtype.toml"), "inputs = [\"in\"]\n[limits]\nmemory_mb = \"big\"\n").unwrap();
+    fs::write(
+        dir.join("wrongtype.toml"),
+        "inputs = [\"in\"]\n[limits]\nmemory_mb = \"big\"\n",
+    )
+    .unwrap();
     fs::write(dir.join("noinputs.toml"), "output = \"x\"\n").unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
@@ -466,8 +557,14 @@ fn invalid_manifests_are_reported_and_disturb_nothing() {
         if rejected.len() == 3 {
             let all = rejected.join("\n");
             assert!(all.contains("typo.toml") && all.contains("outptu"), "{all}");
-            assert!(all.contains("wrongtype.toml") && all.contains("memory_mb"), "{all}");
-            assert!(all.contains("noinputs.toml") && all.contains("inputs"), "{all}");
+            assert!(
+                all.contains("wrongtype.toml") && all.contains("memory_mb"),
+                "{all}"
+            );
+            assert!(
+                all.contains("noinputs.toml") && all.contains("inputs"),
+                "{all}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "{st}");
@@ -480,7 +577,10 @@ fn invalid_manifests_are_reported_and_disturb_nothing() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("typo") && text.contains("rejected") && text.contains("outptu"), "{text}");
+    assert!(
+        text.contains("typo") && text.contains("rejected") && text.contains("outptu"),
+        "{text}"
+    );
 
     // Removing a manifest undeploys; putting it back resumes where it was.
     fs::remove_file(dir.join("good.toml")).unwrap();
@@ -492,7 +592,11 @@ fn invalid_manifests_are_reported_and_disturb_nothing() {
     produce(&b, "in", &lines(&["while", "away"]), false);
     sleep(Duration::from_millis(500));
     assert_eq!(read_all(&b, "out").len(), 2);
-    fs::write(dir.join("good.toml"), "inputs = [\"in\"]\noutput = \"out\"\n").unwrap();
+    fs::write(
+        dir.join("good.toml"),
+        "inputs = [\"in\"]\noutput = \"out\"\n",
+    )
+    .unwrap();
     assert_eq!(
         values(&wait_records(&b, "out", 4)),
         ["STILL", "WORKS", "WHILE", "AWAY"]
@@ -507,19 +611,32 @@ fn exactly_once_output_across_kill9_under_load() {
     // Two partitions, two tasks, each with its own state.
     for t in ["load", "eo-out"] {
         let o = sluice()
-            .args(["topic", "create", t, "--partitions", "2", "--bootstrap", &b.bootstrap()])
+            .args([
+                "topic",
+                "create",
+                t,
+                "--partitions",
+                "2",
+                "--bootstrap",
+                &b.bootstrap(),
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    deploy(&b, "eo", "version", "inputs = [\"load\"]\noutput = \"eo-out\"\n");
+    deploy(
+        &b,
+        "eo",
+        "version",
+        "inputs = [\"load\"]\noutput = \"eo-out\"\n",
+    );
     wait_running(&b, "eo", None);
     let n = 60_000;
     let load = Script::spawn(
         &b,
         "python3",
         "plugin_load.py",
-        &[&b.bootstrap(), "load", &n.to_string(), "20000"],
+        &["load", &n.to_string(), "20000"],
     );
     for _ in 0..2 {
         sleep(Duration::from_millis(1200));

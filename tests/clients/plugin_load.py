@@ -2,15 +2,21 @@
 riding through broker restarts (librdkafka reconnects and retries). Exits 0 once every record
 is acknowledged, printing how many were.
 
-usage: plugin_load.py BOOTSTRAP TOPIC N [RATE_PER_S]
+usage: plugin_load.py --bootstrap HOST:PORT TOPIC N [RATE_PER_S]
 """
+import argparse
 import sys
 import time
 
 from confluent_kafka import Producer
 
-bootstrap, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rate = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+ap = argparse.ArgumentParser()
+ap.add_argument("--bootstrap", required=True)
+ap.add_argument("topic")
+ap.add_argument("n", type=int)
+ap.add_argument("rate", type=float, nargs="?", default=0.0)
+a = ap.parse_args()
+bootstrap, topic, n, rate = a.bootstrap, a.topic, a.n, a.rate
 
 acked = 0
 failed = []
