@@ -73,7 +73,9 @@ pub fn list(admin: &str) -> Result<()> {
     let pipelines: Vec<Pipeline> =
         serde_json::from_str(&body).context("unexpected answer from the admin API")?;
     if pipelines.is_empty() {
-        println!("no pipelines (drop NAME.toml and its component into the broker's plugins directory)");
+        println!(
+            "no pipelines (drop NAME.toml and its component into the broker's plugins directory)"
+        );
         return Ok(());
     }
     println!(
@@ -127,7 +129,11 @@ pub fn reset(admin: &str, name: &str, to: &str, keep_state: bool) -> Result<()> 
     }
     println!(
         "pipeline {name} reset to {to}{}",
-        if keep_state { " (state kept)" } else { " (state emptied)" }
+        if keep_state {
+            " (state kept)"
+        } else {
+            " (state emptied)"
+        }
     );
     Ok(())
 }
