@@ -6,11 +6,34 @@ use serde::{Deserialize, Serialize};
 
 /// A number from the input, kept exact while it is an integer: a sum of integers stays an
 /// integer (written `30`, not `30.0`) unless it overflows i64.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Num {
     Int(i64),
     Float(f64),
+}
+
+// By hand rather than `untagged`, which buffers every value (and weighs on the wasm size).
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Num, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
+                Ok(Num::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
+                Ok(i64::try_from(v).map_or(Num::Float(v as f64), Num::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
+                Ok(Num::Float(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Num {
@@ -155,9 +178,10 @@ mod tests {
                 max: Some(Num::Int(7)),
             }
         );
-        assert_eq!(
-            serde_json::to_string(&a).unwrap(),
-            r#"{"count":3,"sum":10.5,"min":-1.5,"max":7}"#
-        );
+        let text = serde_json::to_string(&a).unwrap();
+        assert_eq!(text, r#"{"count":3,"sum":10.5,"min":-1.5,"max":7}"#);
+        assert_eq!(serde_json::from_str::<Agg>(&text).unwrap(), a);
+        let big: Num = serde_json::from_str("18446744073709551615").unwrap();
+        assert_eq!(big, Num::Float(18446744073709551615.0));
     }
 }

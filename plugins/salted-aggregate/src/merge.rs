@@ -69,27 +69,22 @@ pub struct MergeState {
     pub final_before: Option<i64>,
 }
 
-/// A record of the partials topic.
+/// A record of the partials topic: a partial (`type` "partial") or a marker ("watermark").
+/// Flat rather than an internally tagged enum, which buffers every value (and weighs on the
+/// wasm size).
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum Message {
-    Partial {
-        source: String,
-        key: String,
-        window_start: i64,
-        window_end: i64,
-        count: u64,
-        #[serde(default)]
-        sum: Option<Num>,
-        #[serde(default)]
-        min: Option<Num>,
-        #[serde(default)]
-        max: Option<Num>,
-    },
-    Watermark {
-        source: String,
-        closed_before: i64,
-    },
+struct Message {
+    #[serde(rename = "type")]
+    kind: String,
+    source: String,
+    key: Option<String>,
+    window_start: Option<i64>,
+    window_end: Option<i64>,
+    count: Option<u64>,
+    sum: Option<Num>,
+    min: Option<Num>,
+    max: Option<Num>,
+    closed_before: Option<i64>,
 }
 
 /// The final record's value. Dashboards read these fields: keep them as they are.
@@ -122,17 +117,16 @@ impl Merge {
             }
             None => return Outcome::fail("record has no value"),
         };
-        match msg {
-            Message::Partial {
-                source,
-                key,
-                window_start,
-                window_end,
-                count,
-                sum,
-                min,
-                max,
-            } => {
+        match (msg.kind.as_str(), msg.closed_before) {
+            ("partial", _) => {
+                let (Some(key), Some(window_start), Some(window_end), Some(count)) =
+                    (msg.key, msg.window_start, msg.window_end, msg.count)
+                else {
+                    return Outcome::fail(
+                        "a partial needs key, window_start, window_end and count",
+                    );
+                };
+                let (source, sum, min, max) = (msg.source, msg.sum, msg.min, msg.max);
                 st.sources.entry(source).or_default().messages += 1;
                 if window_end <= window_start || !(0..=MAX_TIME + MAX_TIME).contains(&window_end) {
                     return Outcome::Fail(format!(
@@ -175,11 +169,8 @@ impl Merge {
                 window.keys.entry(key).or_default().merge(&agg);
                 Outcome::Drop
             }
-            Message::Watermark {
-                source,
-                closed_before,
-            } => {
-                let s = st.sources.entry(source).or_default();
+            ("watermark", Some(closed_before)) => {
+                let s = st.sources.entry(msg.source).or_default();
                 s.messages += 1;
                 s.closed_before = Some(
                     s.closed_before
@@ -187,6 +178,10 @@ impl Merge {
                 );
                 emit_or_drop(self.finalize_exact(st))
             }
+            ("watermark", None) => Outcome::fail("a watermark record needs closed_before"),
+            (other, _) => Outcome::Fail(format!(
+                "not a partial or watermark record of the partial stage: type '{other}'"
+            )),
         }
     }
 

@@ -171,6 +171,12 @@ fn keys_times_and_values_from_the_json_value() {
         "event time -1 is out of range (0 to 9007199254740992 ms)"
     );
     assert!(fail(h.process(r("not json"))).starts_with("not JSON: "));
+    // Float and integer aggregates survive a snapshot.
+    let state = h.state().clone();
+    let snap = h.snapshot();
+    h.restore(&[]).unwrap();
+    h.restore(&snap).unwrap();
+    assert_eq!(h.state(), &state);
     let o = values(&outs(
         h.process(r(r#"{"ad":{"id":"y"},"ts":10,"price":1}"#)),
     ));
