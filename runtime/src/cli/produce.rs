@@ -35,13 +35,29 @@ pub struct ProduceArgs {
 const BATCH_RECORDS: usize = 1000;
 const BATCH_BYTES: usize = 512 * 1024;
 
-struct Pending {
+/// Records waiting to be sent, by partition.
+#[derive(Default)]
+pub(crate) struct Pending {
     records: BTreeMap<i32, Vec<Record>>,
     bytes: usize,
-    count: usize,
+    pub(crate) count: usize,
 }
 
-async fn flush(
+impl Pending {
+    pub(crate) fn push(&mut self, partition: i32, r: Record) {
+        self.bytes +=
+            r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
+        self.count += 1;
+        self.records.entry(partition).or_default().push(r);
+    }
+
+    pub(crate) fn full(&self) -> bool {
+        self.count >= BATCH_RECORDS || self.bytes >= BATCH_BYTES
+    }
+}
+
+/// Sends `p` as one produce request and checks every partition's answer.
+pub(crate) async fn flush(
     c: &mut Client,
     topic: &str,
     p: &mut Pending,
@@ -126,11 +142,7 @@ pub async fn run(a: ProduceArgs) -> Result<()> {
         .version(ApiKey::Produce, 9)
         .filter(|v| *v >= 3)
         .context("broker does not support Produce v3+")?;
-    let mut pending = Pending {
-        records: BTreeMap::new(),
-        bytes: 0,
-        count: 0,
-    };
+    let mut pending = Pending::default();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut sticky = 0i32;
     let mut in_sticky = 0usize;
@@ -157,17 +169,18 @@ pub async fn run(a: ProduceArgs) -> Result<()> {
                 sticky
             }
         };
-        pending.bytes += value.len() + key.as_ref().map_or(0, |k| k.len());
-        pending.count += 1;
-        pending.records.entry(partition).or_default().push(Record {
-            offset: 0,
-            timestamp: crate::broker::now_ms(),
-            key,
-            value: Some(Bytes::from(value)),
-            headers: Vec::new(),
-        });
+        pending.push(
+            partition,
+            Record {
+                offset: 0,
+                timestamp: crate::broker::now_ms(),
+                key,
+                value: Some(Bytes::from(value)),
+                headers: Vec::new(),
+            },
+        );
         total += 1;
-        if pending.count >= BATCH_RECORDS || pending.bytes >= BATCH_BYTES {
+        if pending.full() {
             flush(&mut c, &a.topic, &mut pending, codec, acks, version).await?;
         }
         if last_report.elapsed() > Duration::from_secs(2) {

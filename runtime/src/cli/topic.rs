@@ -162,6 +162,42 @@ pub(crate) async fn watermarks(
         .collect())
 }
 
+/// Creates a topic; returns its partition count.
+pub(crate) async fn create(
+    c: &mut Client,
+    name: &str,
+    partitions: i32,
+    configs: &[(String, String)],
+) -> Result<i32> {
+    let cfgs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(sb(k))
+                .with_value(Some(sb(v)))
+        })
+        .collect();
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(sb(name)))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)
+            .with_configs(cfgs)])
+        .with_timeout_ms(30_000);
+    let v = c
+        .version(ApiKey::CreateTopics, 7)
+        .context("broker does not support CreateTopics")?;
+    let resp = c.call(&req, v).await?;
+    let t = resp.topics.first().context("empty CreateTopics response")?;
+    if t.error_code != 0 {
+        bail!(
+            "cannot create topic '{name}': {}",
+            kafka_error(t.error_code, t.error_message.as_deref())
+        );
+    }
+    Ok(t.num_partitions)
+}
+
 pub async fn run(cmd: TopicCmd) -> Result<()> {
     match cmd {
         TopicCmd::Create {
@@ -171,38 +207,12 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
             conn,
         } => {
             let mut c = Client::connect(&conn.bootstrap).await?;
-            let mut cfgs = Vec::new();
+            let mut kvs = Vec::new();
             for kv in &configs {
-                let (k, v) = split_kv(kv)?;
-                cfgs.push(
-                    CreatableTopicConfig::default()
-                        .with_name(sb(&k))
-                        .with_value(Some(sb(&v))),
-                );
+                kvs.push(split_kv(kv)?);
             }
-            let req = CreateTopicsRequest::default()
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(sb(&name)))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(-1)
-                    .with_configs(cfgs)])
-                .with_timeout_ms(30_000);
-            let v = c
-                .version(ApiKey::CreateTopics, 7)
-                .context("broker does not support CreateTopics")?;
-            let resp = c.call(&req, v).await?;
-            for t in resp.topics {
-                if t.error_code != 0 {
-                    bail!(
-                        "cannot create topic '{name}': {}",
-                        kafka_error(t.error_code, t.error_message.as_deref())
-                    );
-                }
-                println!(
-                    "created topic {} with {} partitions",
-                    name, t.num_partitions
-                );
-            }
+            let n = create(&mut c, &name, partitions, &kvs).await?;
+            println!("created topic {name} with {n} partitions");
         }
         TopicCmd::List { conn } => {
             let mut c = Client::connect(&conn.bootstrap).await?;
