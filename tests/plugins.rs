@@ -397,6 +397,11 @@ fn state_survives_a_restart_and_reset_replays() {
     );
     b.restart();
     wait_running(&b, "count", None);
+    assert!(
+        b.log_tail().contains("plugin loaded from the compiled cache"),
+        "a restart does not recompile\n{}",
+        b.log_tail()
+    );
     produce(&b, "clicks", &lines(&["a:3", "b:2"]), true);
     let after = wait_records(&b, "counts", 5);
     assert_eq!(

@@ -202,16 +202,25 @@ impl PluginEngine {
             // same compatibility hash, into the broker's own data directory; wasmtime checks
             // its header before use. It is as trusted as the broker's own binary.
             match unsafe { Component::deserialize_file(&self.engine, &file) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    tracing::info!(file = %file.display(), "plugin loaded from the compiled cache");
+                    return Ok(c);
+                }
                 Err(e) => {
                     tracing::warn!(file = %file.display(), error = %e, "cached plugin unusable; recompiling")
                 }
             }
         }
+        let started = std::time::Instant::now();
         let compiled = self
             .engine
             .precompile_component(bytes)
             .map_err(|e| format!("{e:#}"))?;
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            bytes = bytes.len(),
+            "plugin compiled"
+        );
         let tmp = file.with_extension("tmp");
         if std::fs::write(&tmp, &compiled).is_ok() {
             let _ = std::fs::rename(&tmp, &file);

@@ -615,7 +615,8 @@ impl<'a> Incarnation<'a> {
         let mut h = |k: &'static str, v: String| {
             headers.push((Bytes::from_static(k.as_bytes()), Some(Bytes::from(v))))
         };
-        h("sluice.dlq.reason", why.to_string());
+        // The reason may come from the plugin: bounded, so a dead letter always fits.
+        h("sluice.dlq.reason", truncate(why, MAX_REASON).to_string());
         h("sluice.dlq.pipeline", m.name.clone());
         h("sluice.dlq.plugin.version", self.version.clone());
         h("sluice.dlq.topic", topic);
@@ -775,6 +776,19 @@ impl<'a> Incarnation<'a> {
             }
         }
     }
+}
+
+const MAX_REASON: usize = 4096;
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }
 
 /// A record's headers minus the host's own retry bookkeeping.
