@@ -115,13 +115,13 @@ macro_rules! export_plugin {
                     SLOT.with(|s| s.snapshot())
                 }
                 fn restore(
-            state: ::std::vec::Vec<u8>,
+                    state: ::std::vec::Vec<u8>,
                 ) -> ::std::result::Result<(), ::std::string::String> {
                     SLOT.with(|s| s.restore(&state))
                 }
             }
 
-            $crate::bindings::export!(__SluiceExport with_types_in $crate::bindings);
+            $crate::bindings::export! { __SluiceExport with_types_in $crate::bindings }
         };
     };
 }
