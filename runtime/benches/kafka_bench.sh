@@ -20,6 +20,7 @@
 #                  producer processes at once (1: skip)               [2]
 #   PROFILE        1: `perf record` the broker during the first
 #                  100-byte acks=1 produce run, print top symbols     [0]
+#   BUILD          0: skip `cargo build --release`; use the binary as is [1]
 #   KEEP           1: keep the data and work directories (logs)       [0]
 #   QUIET_WAIT     seconds to wait for other load to end before each
 #                  phase                                              [300]
@@ -33,8 +34,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BENCH_DIR=$ROOT/target/bench
-SRC_CRATE=$ROOT/runtime/benches/rdkafka
+# shellcheck source=runtime/benches/lib.sh
+source "$ROOT/runtime/benches/lib.sh"
 
 PARTITIONS=${PARTITIONS:-"1 4"}
 N_SMALL=${N_SMALL:-5000000}
@@ -45,163 +46,11 @@ LAT_WARMUP=${LAT_WARMUP:-$LAT_RATE}
 COMPRESSION=${COMPRESSION:-none}
 PROFILE=${PROFILE:-0}
 PRODUCERS=${PRODUCERS:-2}
-KEEP=${KEEP:-0}
 
-log() { printf '\n== %s\n' "$*" >&2; }
-
-# ---------------------------------------------------------------------------------------
-# 1. rdkafka_performance, built from the librdkafka sources shipped in the rdkafka-sys crate
-# ---------------------------------------------------------------------------------------
-
-# librdkafka's configure/make need a C and C++ compiler (`make libs` also builds the C++
-# wrapper), make, pkg-config, and python3 (lds-gen.py writes the shared library's linker
-# script). Everything else (SSL, SASL, curl, zlib, zstd) is switched off below, and
-# LZ4/snappy are librdkafka's built-in copies, so no -dev package is needed.
-ensure_toolchain() {
-    local missing=()
-    for tool in gcc g++ make pkg-config python3; do
-        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-    done
-    if ((${#missing[@]})); then
-        log "installing build tools (missing: ${missing[*]})"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config python3 >/dev/null
-    fi
-}
-
-build_rdkafka_performance() {
-    # `cargo fetch` on the helper crate puts rdkafka-sys (and with it librdkafka's C
-    # sources) in cargo's registry; the version comes from that crate's Cargo.lock, so the
-    # benchmark always uses the same librdkafka.
-    cargo fetch --quiet --manifest-path "$SRC_CRATE/Cargo.toml"
-    local ver src cands
-    ver=$(awk '/^name = "rdkafka-sys"$/ { getline; gsub(/version = |"/, ""); print; exit }' \
-        "$SRC_CRATE/Cargo.lock")
-    [[ -n $ver ]] || { echo "rdkafka-sys not found in $SRC_CRATE/Cargo.lock" >&2; exit 1; }
-    cands=("${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"rdkafka-sys-$ver"/librdkafka)
-    src=${cands[0]}
-    [[ -d $src ]] || { echo "librdkafka sources of rdkafka-sys $ver not found" >&2; exit 1; }
-
-    RDKPERF=$BENCH_DIR/librdkafka/examples/rdkafka_performance
-    # Built once; rebuilt only when the pinned rdkafka-sys version changes.
-    if [[ -x $RDKPERF && "$(cat "$BENCH_DIR/librdkafka/.sluice-bench-version" 2>/dev/null)" == "$ver" ]]; then
-        return
-    fi
-    ensure_toolchain
-    log "building rdkafka_performance from rdkafka-sys $ver ($src)"
-    rm -rf "$BENCH_DIR/librdkafka"
-    mkdir -p "$BENCH_DIR"
-    cp -r "$src" "$BENCH_DIR/librdkafka"
-    (
-        cd "$BENCH_DIR/librdkafka"
-        # --no-download: mklove would otherwise fetch missing helper modules from GitHub.
-        # Features the benchmark does not use are off to keep dependencies to a toolchain.
-        # (The log lives outside the source tree: mklove loads any ./configure.* file as a
-        # module, so a "configure.log" there breaks configure.)
-        local buildlog=$BENCH_DIR/librdkafka-build.log
-        if ! { ./configure --no-download --disable-ssl --disable-gssapi --disable-curl \
-            --disable-zlib --disable-zstd --disable-lz4-ext --disable-syslog &&
-            make -j"$(nproc)" libs &&
-            make -C examples rdkafka_performance; } >"$buildlog" 2>&1; then
-            tail -30 "$buildlog" >&2
-            exit 1
-        fi
-    )
-    echo "$ver" >"$BENCH_DIR/librdkafka/.sluice-bench-version"
-}
+# rdkafka_performance, the broker, CPU accounting and settle(): see lib.sh.
 
 # ---------------------------------------------------------------------------------------
-# 2. The broker
-# ---------------------------------------------------------------------------------------
-
-BROKER_PID=
-TMP_DIRS=()
-PERF_PID=
-cleanup() {
-    [[ -n $PERF_PID ]] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
-    if [[ -n $BROKER_PID ]]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
-    if ((${#TMP_DIRS[@]})); then
-        if [[ $KEEP == 1 ]]; then echo "kept: ${TMP_DIRS[*]}" >&2; else rm -rf "${TMP_DIRS[@]}"; fi
-    fi
-    return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-start_broker() {
-    DATA=$(mktemp -d -t sluice-bench-data.XXXXXX)
-    TMP_DIRS+=("$DATA")
-    # A port nobody listens on. Another broker may already run on this machine (tests,
-    # another engineer), so never assume a fixed port: probe, then make sure the broker we
-    # started is the one serving (a lost race shows as "Address already in use").
-    for _ in $(seq 1 20); do
-        PORT=$((20000 + RANDOM % 40000))
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then continue; fi
-        "$ROOT/target/release/sluice" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
-            >"$WORK/broker.log" 2>&1 &
-        BROKER_PID=$!
-        for _ in $(seq 1 100); do
-            grep -q "sluice is serving" "$WORK/broker.log" && { BOOTSTRAP=127.0.0.1:$PORT; return; }
-            kill -0 "$BROKER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=
-    done
-    echo "could not start the broker; last log:" >&2
-    cat "$WORK/broker.log" >&2
-    exit 1
-}
-
-# The broker must still be the one we started (a crash, or someone's `pkill sluice`, would
-# otherwise show up as odd figures or a failing /proc read).
-check_broker() {
-    kill -0 "$BROKER_PID" 2>/dev/null && return 0
-    echo "the broker (pid $BROKER_PID) is gone; its log ends with:" >&2
-    tail -n 20 "$WORK/broker.log" >&2
-    BROKER_PID=
-    exit 1
-}
-
-# Broker memory and CPU, from /proc.
-vm_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$BROKER_PID/status"; }
-# Writing 5 to clear_refs resets the peak RSS (VmHWM), so each phase gets its own peak.
-reset_peak() { echo 5 >"/proc/$BROKER_PID/clear_refs" 2>/dev/null || true; }
-cpu_ticks() { sed 's/^.*) //' "/proc/$BROKER_PID/stat" | awk '{ print $12 + $13 }'; }
-# Busy ticks of the whole machine (user+nice+system+irq+softirq+steal): whatever is not the
-# broker or the client is other load (e.g. a compiler), which would skew the figures.
-sys_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-CLK_TCK=$(getconf CLK_TCK)
-data_mb() { du -sm "$DATA" | cut -f1; }
-
-# Start every phase from the same state: the previous phase's dirty pages written back (so
-# it does not pay for its predecessor's writeback) and the machine otherwise idle. On a shared
-# machine a compiler or a test run would take a core from the broker or the client; wait for
-# up to QUIET_WAIT seconds for that to end, then go on anyway (the "other" column shows it).
-QUIET_WAIT=${QUIET_WAIT:-300}
-settle() {
-    sync
-    local waited=0 a b
-    while :; do
-        a=$(sys_ticks)
-        sleep 1
-        b=$(sys_ticks)
-        # Below 20% of one core busy over that second (the idle broker included): quiet.
-        (((b - a) * 100 < 20 * CLK_TCK)) && return 0
-        if ((waited == 0)); then
-            echo "machine busy ($(((b - a) * 100 / CLK_TCK))% of a core); waiting up to ${QUIET_WAIT}s" >&2
-        fi
-        waited=$((waited + 1))
-        ((waited < QUIET_WAIT)) || { echo "WARNING: still busy; measuring anyway" >&2; return 0; }
-    done
-}
-
-# ---------------------------------------------------------------------------------------
-# 3. Scenarios
+# Scenarios
 # ---------------------------------------------------------------------------------------
 
 # Producer settings: big batches and a deep local queue, so the client always has a full
@@ -350,10 +199,6 @@ run_reference() {
     ROWS+=("$(printf "$ROW_FMT" "$name" - "${mib}MiB" - "$mbs" - - - - "$cli" "$other" - - -)")
 }
 
-create_topic() {
-    "$ROOT/target/release/sluice" topic create "$1" --partitions "$2" --bootstrap "$BOOTSTRAP" >/dev/null
-}
-
 # Profile the broker (not the client) with perf's software clock: this machine may have no
 # hardware counters, and cpu-clock works everywhere perf does.
 start_profile() {
@@ -375,11 +220,8 @@ stop_profile() {
 
 main() {
     build_rdkafka_performance
-    log "building the broker (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --quiet --bin sluice)
-
-    WORK=$(mktemp -d -t sluice-bench-work.XXXXXX)
-    TMP_DIRS+=("$WORK")
+    build_broker
+    make_work_dir
     start_broker
     log "broker pid $BROKER_PID on $BOOTSTRAP, data in $DATA"
 
@@ -430,10 +272,8 @@ main() {
     run_reference
 
     echo
-    local ver
-    ver=$(cat "$BENCH_DIR/librdkafka/.sluice-bench-version")
     echo "sluice $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') + rdkafka_performance" \
-        "(librdkafka ${ver#*+}, from rdkafka-sys ${ver%%+*}) on $(nproc) cores, Linux $(uname -r)"
+        "($(librdkafka_version)) on $(nproc) cores, Linux $(uname -r)"
     echo "records/s and MB/s are rdkafka_performance's (MB = 10^6 bytes of record values, whole run);"
     echo "latency = produce() to delivery report, first ${LAT_WARMUP} samples dropped;"
     echo "broker/client/other = CPU use during the phase in % of one core (200% = both cores; other = the"

@@ -1,0 +1,222 @@
+# Shared by the benchmarks in this directory (kafka_bench.sh, pipeline_bench.sh); sourced,
+# not run. Builds librdkafka's rdkafka_performance, starts and watches the broker, accounts
+# CPU and memory, and keeps the machine quiet between phases.
+#
+# Expects ROOT (the repository) to be set. Knobs read here: KEEP, QUIET_WAIT, BUILD.
+# shellcheck shell=bash
+
+BENCH_DIR=$ROOT/target/bench
+SRC_CRATE=$ROOT/runtime/benches/rdkafka
+SLUICE=$ROOT/target/release/sluice
+KEEP=${KEEP:-0}
+QUIET_WAIT=${QUIET_WAIT:-300}
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------
+# rdkafka_performance, built from the librdkafka sources shipped in the rdkafka-sys crate
+# ---------------------------------------------------------------------------------------
+
+# librdkafka's configure/make need a C and C++ compiler (`make libs` also builds the C++
+# wrapper), make, pkg-config, and python3 (lds-gen.py writes the shared library's linker
+# script). Everything else (SSL, SASL, curl, zlib, zstd) is switched off below, and
+# LZ4/snappy are librdkafka's built-in copies, so no -dev package is needed.
+ensure_toolchain() {
+    local missing=()
+    for tool in gcc g++ make pkg-config python3; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if ((${#missing[@]})); then
+        log "installing build tools (missing: ${missing[*]})"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config python3 >/dev/null
+    fi
+}
+
+# Sets RDKPERF (the tool) and LIBRDKAFKA (the built source tree: src/librdkafka.a, src/rdkafka.h).
+build_rdkafka_performance() {
+    # `cargo fetch` on the helper crate puts rdkafka-sys (and with it librdkafka's C
+    # sources) in cargo's registry; the version comes from that crate's Cargo.lock, so the
+    # benchmark always uses the same librdkafka.
+    cargo fetch --quiet --manifest-path "$SRC_CRATE/Cargo.toml"
+    local ver src cands
+    ver=$(awk '/^name = "rdkafka-sys"$/ { getline; gsub(/version = |"/, ""); print; exit }' \
+        "$SRC_CRATE/Cargo.lock")
+    [[ -n $ver ]] || { echo "rdkafka-sys not found in $SRC_CRATE/Cargo.lock" >&2; exit 1; }
+    cands=("${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"rdkafka-sys-$ver"/librdkafka)
+    src=${cands[0]}
+    [[ -d $src ]] || { echo "librdkafka sources of rdkafka-sys $ver not found" >&2; exit 1; }
+
+    LIBRDKAFKA=$BENCH_DIR/librdkafka
+    RDKPERF=$LIBRDKAFKA/examples/rdkafka_performance
+    # Built once; rebuilt only when the pinned rdkafka-sys version changes.
+    if [[ -x $RDKPERF && "$(cat "$LIBRDKAFKA/.sluice-bench-version" 2>/dev/null)" == "$ver" ]]; then
+        return
+    fi
+    ensure_toolchain
+    log "building rdkafka_performance from rdkafka-sys $ver ($src)"
+    rm -rf "$LIBRDKAFKA"
+    mkdir -p "$BENCH_DIR"
+    cp -r "$src" "$LIBRDKAFKA"
+    (
+        cd "$LIBRDKAFKA"
+        # --no-download: mklove would otherwise fetch missing helper modules from GitHub.
+        # Features the benchmark does not use are off to keep dependencies to a toolchain.
+        # (The log lives outside the source tree: mklove loads any ./configure.* file as a
+        # module, so a "configure.log" there breaks configure.)
+        local buildlog=$BENCH_DIR/librdkafka-build.log
+        if ! { ./configure --no-download --disable-ssl --disable-gssapi --disable-curl \
+            --disable-zlib --disable-zstd --disable-lz4-ext --disable-syslog &&
+            make -j"$(nproc)" libs &&
+            make -C examples rdkafka_performance; } >"$buildlog" 2>&1; then
+            tail -30 "$buildlog" >&2
+            exit 1
+        fi
+    )
+    echo "$ver" >"$LIBRDKAFKA/.sluice-bench-version"
+}
+
+librdkafka_version() {
+    local ver
+    ver=$(cat "$BENCH_DIR/librdkafka/.sluice-bench-version")
+    echo "librdkafka ${ver#*+}, from rdkafka-sys ${ver%%+*}"
+}
+
+# BUILD=0 uses target/release/sluice as it is (e.g. to measure a fixed binary while the
+# sources change).
+build_broker() {
+    if [[ ${BUILD:-1} == 0 ]]; then
+        [[ -x $SLUICE ]] || { echo "BUILD=0 but $SLUICE does not exist" >&2; exit 1; }
+        return
+    fi
+    log "building the broker (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --quiet --bin sluice)
+}
+
+# ---------------------------------------------------------------------------------------
+# The broker
+# ---------------------------------------------------------------------------------------
+
+BROKER_PID=
+TMP_DIRS=()
+# Background processes of the benchmark itself (stopped on exit by pid).
+BG_PIDS=()
+PERF_PID=
+cleanup() {
+    [[ -n $PERF_PID ]] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
+    local p
+    for p in "${BG_PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [[ -n $BROKER_PID ]]; then
+        kill "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+    if ((${#TMP_DIRS[@]})); then
+        if [[ $KEEP == 1 ]]; then echo "kept: ${TMP_DIRS[*]}" >&2; else rm -rf "${TMP_DIRS[@]}"; fi
+    fi
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Sets WORK: a scratch directory for logs and client output.
+make_work_dir() {
+    WORK=$(mktemp -d -t sluice-bench-work.XXXXXX)
+    TMP_DIRS+=("$WORK")
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Starts the broker on free ports with a fresh data directory and an (empty) plugins
+# directory. Sets BROKER_PID, BOOTSTRAP, ADMIN (host:port of the admin API), DATA, PLUGINS.
+start_broker() {
+    DATA=$(mktemp -d -t sluice-bench-data.XXXXXX)
+    PLUGINS=$(mktemp -d -t sluice-bench-plugins.XXXXXX)
+    TMP_DIRS+=("$DATA" "$PLUGINS")
+    # Ports nobody listens on. Another broker may already run on this machine (tests,
+    # another engineer), so never assume a fixed port (not even the admin API's default):
+    # probe, then make sure the broker we started is the one serving (a lost race shows as
+    # "Address already in use").
+    local port aport
+    for _ in $(seq 1 20); do
+        port=$((20000 + RANDOM % 40000))
+        aport=$((20000 + RANDOM % 40000))
+        ((port != aport)) && port_free "$port" && port_free "$aport" || continue
+        "$SLUICE" serve --listen "127.0.0.1:$port" --data-dir "$DATA" \
+            --admin "127.0.0.1:$aport" --plugins-dir "$PLUGINS" >"$WORK/broker.log" 2>&1 &
+        BROKER_PID=$!
+        for _ in $(seq 1 100); do
+            if grep -q "sluice is serving" "$WORK/broker.log"; then
+                BOOTSTRAP=127.0.0.1:$port
+                ADMIN=127.0.0.1:$aport
+                return
+            fi
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=
+    done
+    echo "could not start the broker; last log:" >&2
+    cat "$WORK/broker.log" >&2
+    exit 1
+}
+
+# The broker must still be the one we started (a crash, or someone's `pkill sluice`, would
+# otherwise show up as odd figures or a failing /proc read).
+check_broker() {
+    kill -0 "$BROKER_PID" 2>/dev/null && return 0
+    echo "the broker (pid $BROKER_PID) is gone; its log ends with:" >&2
+    tail -n 20 "$WORK/broker.log" >&2
+    BROKER_PID=
+    exit 1
+}
+
+# create_topic NAME PARTITIONS [sluice topic create options...]
+create_topic() {
+    local name=$1 parts=$2
+    shift 2
+    "$SLUICE" topic create "$name" --partitions "$parts" --bootstrap "$BOOTSTRAP" "$@" >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------
+# CPU, memory, a quiet machine
+# ---------------------------------------------------------------------------------------
+
+# Broker memory and CPU, from /proc.
+vm_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$BROKER_PID/status"; }
+# Writing 5 to clear_refs resets the peak RSS (VmHWM), so each phase gets its own peak.
+reset_peak() { echo 5 >"/proc/$BROKER_PID/clear_refs" 2>/dev/null || true; }
+cpu_ticks() { sed 's/^.*) //' "/proc/$BROKER_PID/stat" | awk '{ print $12 + $13 }'; }
+# CPU of this script and of every child it has waited for (utime + stime + cutime +
+# cstime): the clients, when they were started by the script and have ended.
+self_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }'; }
+# Busy ticks of the whole machine (user+nice+system+irq+softirq+steal): whatever is not the
+# broker or the client is other load (e.g. a compiler), which would skew the figures.
+sys_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+CLK_TCK=$(getconf CLK_TCK)
+data_mb() { du -sm "$DATA" | cut -f1; }
+
+# Start every phase from the same state: the previous phase's dirty pages written back (so
+# it does not pay for its predecessor's writeback) and the machine otherwise idle. On a shared
+# machine a compiler or a test run would take a core from the broker or the client; wait for
+# up to QUIET_WAIT seconds for that to end, then go on anyway (the "other" column shows it).
+settle() {
+    sync
+    local waited=0 a b
+    while :; do
+        a=$(sys_ticks)
+        sleep 1
+        b=$(sys_ticks)
+        # Below 20% of one core busy over that second (the idle broker included): quiet.
+        (((b - a) * 100 < 20 * CLK_TCK)) && return 0
+        if ((waited == 0)); then
+            echo "machine busy ($(((b - a) * 100 / CLK_TCK))% of a core); waiting up to ${QUIET_WAIT}s" >&2
+        fi
+        waited=$((waited + 1))
+        ((waited < QUIET_WAIT)) || { echo "WARNING: still busy; measuring anyway" >&2; return 0; }
+    done
+}
