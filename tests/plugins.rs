@@ -29,39 +29,38 @@ fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
 }
 
-/// Builds the test plugins once per test run with `sluice plugin build`, as a user would.
+/// Builds every plugin of the plugins/ workspace once per test run with
+/// `sluice plugin build`, as a user would, plus the C test plugin with clang.
 fn components() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-components");
         fs::create_dir_all(&out).unwrap();
-        for p in [
-            "upper",
-            "even-filter",
-            "router",
-            "counter",
-            "poison",
-            "flaky",
-            "bad-init",
-            "version",
-        ] {
-            let dir = repo().join("plugins/testing").join(p);
-            let target = out.join(format!("{p}.wasm"));
-            let o = sluice()
-                .args(["plugin", "build"])
-                .arg(&dir)
-                .arg("--out")
-                .arg(&target)
-                .output()
-                .expect("run sluice plugin build");
-            assert!(
-                o.status.success() && target.exists(),
-                "sluice plugin build {} failed:\n{}\n{}",
-                dir.display(),
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
+        let o = sluice()
+            .args(["plugin", "build"])
+            .arg(repo().join("plugins"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run sluice plugin build");
+        assert!(
+            o.status.success(),
+            "sluice plugin build plugins failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = Command::new("sh")
+            .arg(repo().join("plugins/testing/c-filter/build.sh"))
+            .arg(out.join("c-filter.wasm"))
+            .env("SLUICE", env!("CARGO_BIN_EXE_sluice"))
+            .output()
+            .expect("run the C plugin's build.sh");
+        assert!(
+            o.status.success(),
+            "building the C plugin failed (needs clang, lld, wasi-libc, libclang-rt-14-dev-wasm32):\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         out
     })
 }
@@ -398,7 +397,8 @@ fn state_survives_a_restart_and_reset_replays() {
     b.restart();
     wait_running(&b, "count", None);
     assert!(
-        b.log_tail().contains("plugin loaded from the compiled cache"),
+        b.log_tail()
+            .contains("plugin loaded from the compiled cache"),
         "a restart does not recompile\n{}",
         b.log_tail()
     );
@@ -674,4 +674,85 @@ fn exactly_once_output_across_kill9_under_load() {
         let expect: Vec<u64> = (1..=counts.len() as u64).collect();
         assert_eq!(counts, expect, "partition {p}");
     }
+}
+
+#[test]
+fn a_plugin_written_in_c_runs_too() {
+    require_kcat();
+    let b = Broker::start();
+    deploy(
+        &b,
+        "cfilter",
+        "c-filter",
+        "inputs = [\"in\"]\noutput = \"out\"\n",
+    );
+    wait_running(&b, "cfilter", None);
+    produce(
+        &b,
+        "in",
+        &lines(&["keep 1", "drop 2", "keep 3", "dropped 4", "keep 5"]),
+        false,
+    );
+    assert_eq!(
+        values(&wait_records(&b, "out", 3)),
+        ["keep 1", "keep 3", "keep 5"]
+    );
+    let p = pipeline(&b, "cfilter").unwrap();
+    assert_eq!(p["records_in"], 5);
+    assert_eq!(p["records_out"], 3);
+}
+
+#[test]
+fn a_scaffolded_plugin_builds_and_runs_unedited() {
+    require_kcat();
+    let work = tempfile::tempdir().unwrap();
+    let o = sluice()
+        .args(["plugin", "new", "my-pass"])
+        .arg("--dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let crate_dir = work.path().join("my-pass");
+    // The scaffold's own target dir would rebuild std; share the plugins workspace's.
+    let o = sluice()
+        .args(["plugin", "build"])
+        .arg(&crate_dir)
+        .env("CARGO_TARGET_DIR", repo().join("plugins/target"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let wasm = crate_dir.join("my-pass.wasm");
+    assert!(wasm.exists(), "plugin build writes DIR/<name>.wasm");
+    let b = Broker::start();
+    fs::create_dir_all(b.plugins_dir()).unwrap();
+    fs::copy(&wasm, b.plugins_dir().join("my-pass.wasm")).unwrap();
+    // The manifest the scaffold wrote, with its inputs pointed at our topic.
+    let manifest = fs::read_to_string(crate_dir.join("my-pass.toml")).unwrap();
+    let manifest: String = manifest
+        .lines()
+        .map(|l| {
+            if l.starts_with("inputs") {
+                "inputs = [\"in\"]".to_string()
+            } else if l.starts_with("output") {
+                "output = \"out\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(b.plugins_dir().join("my-pass.toml"), manifest).unwrap();
+    wait_running(&b, "my-pass", None);
+    produce(&b, "in", &lines(&["one", "two"]), false);
+    assert_eq!(
+        values(&wait_records(&b, "out", 2)),
+        ["one", "two"],
+        "a pass-through map"
+    );
 }
