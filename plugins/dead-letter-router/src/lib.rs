@@ -19,18 +19,12 @@
 //! view = "views"
 //! ```
 
-// Shared with the other standard plugins; each uses part of it.
-#[allow(dead_code)]
-mod fields;
-
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde_json::value::RawValue;
 use serde_json::Value;
+use sluice_plugin::json::{self, Fields, Kind, RawValue};
 use sluice_plugin::{Config, Outcome, Plugin, Record};
-
-use fields::{Fields, Kind};
 
 /// A set of JSON types a field may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +83,7 @@ impl Types {
 
     /// `None` when `raw` has one of these types, else why not.
     fn check(self, raw: &RawValue) -> Option<String> {
-        let kind = fields::kind(raw);
+        let kind = json::kind(raw);
         let bit = match kind {
             Kind::String => STRING,
             Kind::Boolean => BOOLEAN,
@@ -193,9 +187,10 @@ fn rules(fields: &mut Fields, key: &str, v: &Value, required: bool) -> Result<Ve
             Value::String(s) => {
                 Types::parse(s).map_err(|e| format!("'{key}' field '{path}': {e}"))?
             }
-            other => return Err(format!(
-                "'{key}' field '{path}': the type must be a string like \"integer\", got {other}"
-            )),
+            other => {
+                let want = "the type must be a string like \"integer\"";
+                return Err(format!("'{key}' field '{path}': {want}, got {other}"));
+            }
         };
         let field = fields.add(path).map_err(|e| format!("'{key}': {e}"))?;
         out.push(Rule {
@@ -307,8 +302,8 @@ impl DeadLetterRouter {
                 route => Ok(route),
             };
         };
-        let key = found[*i].and_then(|raw| match fields::kind(raw) {
-            Kind::String => fields::as_str(raw),
+        let key = found[*i].and_then(|raw| match json::kind(raw) {
+            Kind::String => json::as_str(raw),
             Kind::Number | Kind::Boolean => Some(Cow::Borrowed(raw.get().trim())),
             _ => None,
         });

@@ -17,17 +17,11 @@
 //! `exists` (bool), `prefix` (string). A missing field fails every operator except
 //! `exists = false`, `ne` and `not_in` (as in MongoDB). JSON `null` is a present field.
 
-// Shared with the other standard plugins; each uses part of it.
-#[allow(dead_code)]
-mod fields;
-
 use std::cmp::Ordering;
 
-use serde_json::value::RawValue;
 use serde_json::Value;
+use sluice_plugin::json::{Fields, Invalid, RawValue};
 use sluice_plugin::{Config, Outcome, Plugin, Record};
-
-use fields::{Fields, Invalid};
 
 /// What to do with a record whose value is not a JSON object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,9 +15,6 @@
 //! The README (plugins/README.md) has the full configuration and the watermark design.
 
 mod agg;
-// Shared with the other standard plugins; each uses part of it.
-#[allow(dead_code)]
-mod fields;
 mod merge;
 mod partial;
 

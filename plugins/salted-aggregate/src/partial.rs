@@ -5,11 +5,10 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use sluice_plugin::json::{self, Fields, Kind, RawValue};
 use sluice_plugin::{Outcome, Output, Record};
 
 use crate::agg::{Agg, Num, Wanted};
-use crate::fields::{self, Fields, Kind};
 use crate::{emit_or_drop, MAX_TIME};
 
 pub struct Settings {
@@ -110,7 +109,7 @@ pub fn unsalted<'a>(key: &'a str, separator: &str) -> &'a str {
     }
 }
 
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     // Plain structs of strings and numbers: serialising cannot fail.
     serde_json::to_vec(v).expect("serialisable")
 }
@@ -155,8 +154,8 @@ impl Partial {
         };
         let field = |at, name| pick(&found, at, name);
         let key = match field(self.key_at, &self.s.key_field)? {
-            Some((path, raw)) => match fields::kind(raw) {
-                Kind::String => fields::as_str(raw).unwrap_or_default(),
+            Some((path, raw)) => match json::kind(raw) {
+                Kind::String => json::as_str(raw).unwrap_or_default(),
                 Kind::Number => Cow::Borrowed(raw.get().trim()),
                 k => {
                     return Err(format!(
@@ -174,13 +173,13 @@ impl Partial {
             }
         };
         let time = match field(self.time_at, &self.s.time_field)? {
-            Some((path, raw)) => match fields::as_number(raw) {
-                Some(fields::Number::Int(t)) => t,
-                Some(fields::Number::Float(f)) if f.is_finite() => f.floor() as i64,
+            Some((path, raw)) => match json::as_number(raw) {
+                Some(json::Number::Int(t)) => t,
+                Some(json::Number::Float(f)) if f.is_finite() => f.floor() as i64,
                 _ => {
                     return Err(format!(
                         "field '{path}' is {}, expected a number (ms since the epoch)",
-                        fields::kind(raw).name()
+                        json::kind(raw).name()
                     ))
                 }
             },
@@ -192,10 +191,10 @@ impl Partial {
             ));
         }
         let value = match field(self.value_at, &self.s.value_field)? {
-            Some((path, raw)) => Some(fields::as_number(raw).map(num).ok_or_else(|| {
+            Some((path, raw)) => Some(json::as_number(raw).map(num).ok_or_else(|| {
                 format!(
                     "field '{path}' is {}, expected a number",
-                    fields::kind(raw).name()
+                    json::kind(raw).name()
                 )
             })?),
             None => None,
@@ -266,7 +265,7 @@ impl Partial {
                 continue;
             };
             for (key, agg) in &w.keys {
-                let value = json(&PartialOut {
+                let value = to_json(&PartialOut {
                     kind: "partial",
                     source,
                     key,
@@ -277,7 +276,7 @@ impl Partial {
                 outs.push(Output::value(value).timestamp(w.end));
             }
         }
-        let marker = json(&MarkerOut {
+        let marker = to_json(&MarkerOut {
             kind: "watermark",
             source,
             closed_before: closed,
@@ -329,9 +328,9 @@ fn pick<'v, 'p>(
     }
 }
 
-fn num(n: fields::Number) -> Num {
+fn num(n: json::Number) -> Num {
     match n {
-        fields::Number::Int(i) => Num::Int(i),
-        fields::Number::Float(f) => Num::Float(f),
+        json::Number::Int(i) => Num::Int(i),
+        json::Number::Float(f) => Num::Float(f),
     }
 }

@@ -41,11 +41,35 @@
 //!
 //! Everything but the macros' wasm exports also compiles for the host, so plugin logic is unit
 //! tested with plain `cargo test` through [`testing::Harness`].
+//!
+//! [`json::Fields`] reads a few fields of a JSON value without decoding the whole of it.
+//!
+//! # Two rules for exactly-once output
+//!
+//! The host saves a checkpoint (input position, the state's snapshot, and how many records the
+//! plugin has emitted so far) now and then, not after every record. After a crash it restores
+//! the last checkpoint and feeds the records since then through `process` again, and skips as
+//! many of the re-emitted records as it finds already written: it deduplicates by count, not
+//! by content. Hence:
+//!
+//! 1. **[`Plugin::process`] must depend only on the state and the record.** No clock, no
+//!    randomness, no hash-map iteration order, nothing kept in `self` that changes as records
+//!    pass: `self` is built again by `init` from the config after a restart or a reload, and
+//!    is never snapshotted. A replay that emits other records, or another number of them,
+//!    silently loses or doubles output.
+//! 2. **[`Plugin::tick`] may read the clock (it is given `now_ms`), but may change state that
+//!    `process` depends on only in a tick that also emits output.** The host checkpoints right
+//!    after a tick only when the tick emitted something; after a tick that emitted nothing, a
+//!    crash rolls the state back to before it while the records processed since are replayed
+//!    against the rolled-back state, so they may come out differently than the first time.
+//!    (Closing a time window that emits its result is fine; quietly expiring entries that
+//!    `process` reads is not.)
 
 // The generated bindings name the SDK by its crate name, which must also resolve inside it.
 extern crate self as sluice_plugin;
 
 mod config;
+pub mod json;
 pub mod log;
 mod record;
 mod runtime;

@@ -22,10 +22,16 @@ pub trait Plugin: Sized + 'static {
     fn init(config: &Config) -> Result<Self, String>;
 
     /// Decides one record's fate; records arrive in offset order.
+    ///
+    /// Must depend only on `state` and `record`: after a crash the host replays records from
+    /// a checkpoint and expects the same output (see the crate docs, rule 1).
     fn process(&mut self, state: &mut Self::State, record: &Record) -> Outcome;
 
     /// Called periodically with the host's wall clock (ms since the Unix epoch), for work that
     /// must not wait for the next record, such as closing a time window.
+    ///
+    /// State that `process` reads may change here only in a call that returns output: only
+    /// then does the host checkpoint after it (see the crate docs, rule 2).
     fn tick(&mut self, state: &mut Self::State, now_ms: i64) -> Vec<Output> {
         let _ = (state, now_ms);
         Vec::new()
