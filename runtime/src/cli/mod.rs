@@ -3,6 +3,7 @@
 
 mod admin;
 mod consume;
+mod demo;
 mod group;
 mod plugin;
 mod produce;
@@ -40,9 +41,11 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line
     Consume(consume::ConsumeArgs),
-    /// Processing plugins: create, build
+    /// Processing plugins: create, build, list, reset
     #[command(subcommand)]
     Plugin(plugin::PluginCmd),
+    /// Run the click-aggregation example live: a broker, three pipelines, a click generator
+    Demo(demo::DemoArgs),
 }
 
 fn init_tracing() {
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Produce(a) => client_runtime()?.block_on(produce::run(a)),
         Command::Consume(a) => client_runtime()?.block_on(consume::run(a)),
         Command::Plugin(c) => plugin::run(c),
+        Command::Demo(a) => client_runtime()?.block_on(demo::run(a)),
     }
 }
 

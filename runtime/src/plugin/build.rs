@@ -484,6 +484,10 @@ mod sdk {
             include_str!("../../../plugins/sdk/src/testing.rs"),
         ),
         (
+            "vendor/sluice-plugin/src/json.rs",
+            include_str!("../../../plugins/sdk/src/json.rs"),
+        ),
+        (
             "wit/processor.wit",
             include_str!("../../../wit/processor.wit"),
         ),
@@ -871,5 +875,18 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let e = build_plugin(tmp.path(), None).unwrap_err();
         assert!(matches!(e, BuildError::NotACrate(_)), "{e}");
+    }
+
+    #[test]
+    fn every_sdk_source_file_is_vendored() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk/src");
+        for e in std::fs::read_dir(src).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let vendored = format!("vendor/sluice-plugin/src/{name}");
+            assert!(
+                sdk::FILES.iter().any(|(p, _)| *p == vendored),
+                "plugins/sdk/src/{name} is not in build.rs's vendored SDK (sdk::FILES)"
+            );
+        }
     }
 }

@@ -496,18 +496,8 @@ impl<'a> Incarnation<'a> {
         match o {
             Outcome::Drop => Vec::new(),
             Outcome::Keep => match m.output.clone() {
-                Some(out) => match self.resolve(&out, r.key.clone()) {
-                    Ok((topic, partition)) => vec![Routed {
-                        topic,
-                        partition,
-                        record: Record {
-                            offset: 0,
-                            timestamp: r.timestamp,
-                            key: r.key.clone(),
-                            value: r.value.clone(),
-                            headers: user_headers(r, self.spec.kind).cloned().collect(),
-                        },
-                    }],
+                Some(out) => match self.forward(r, &out, Vec::new()) {
+                    Ok(routed) => vec![routed],
                     Err(e) => self.dead_letter(r, &e, self.attempts(r)),
                 },
                 None => self.dead_letter(
@@ -607,39 +597,54 @@ impl<'a> Incarnation<'a> {
         Ok(routed)
     }
 
+    /// The input record as it came (the user's headers plus `extra`), bound for `topic`.
+    fn forward(
+        &mut self,
+        r: &Record,
+        topic: &str,
+        extra: Vec<(&'static str, String)>,
+    ) -> Result<Routed, String> {
+        let mut headers: Vec<(Bytes, Option<Bytes>)> =
+            user_headers(r, self.spec.kind).cloned().collect();
+        headers.extend(
+            extra
+                .into_iter()
+                .map(|(k, v)| (Bytes::from_static(k.as_bytes()), Some(Bytes::from(v)))),
+        );
+        let (topic, partition) = self.resolve(topic, r.key.clone())?;
+        Ok(Routed {
+            topic,
+            partition,
+            record: Record {
+                offset: 0,
+                timestamp: r.timestamp,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers,
+            },
+        })
+    }
+
     fn dead_letter(&mut self, r: &Record, why: &str, attempts: u32) -> Vec<Routed> {
         let m = &self.spec.pipeline.manifest;
         let (topic, partition) = self.origin(r);
-        let mut headers: Vec<(Bytes, Option<Bytes>)> =
-            user_headers(r, self.spec.kind).cloned().collect();
-        let mut h = |k: &'static str, v: String| {
-            headers.push((Bytes::from_static(k.as_bytes()), Some(Bytes::from(v))))
-        };
-        // The reason may come from the plugin: bounded, so a dead letter always fits.
-        h("sluice.dlq.reason", truncate(why, MAX_REASON).to_string());
-        h("sluice.dlq.pipeline", m.name.clone());
-        h("sluice.dlq.plugin.version", self.version.clone());
-        h("sluice.dlq.topic", topic);
-        h("sluice.dlq.partition", partition.to_string());
-        h("sluice.dlq.offset", self.source_offset(r).to_string());
-        h("sluice.dlq.attempts", attempts.to_string());
+        let extra = vec![
+            // The reason may come from the plugin: bounded, so a dead letter always fits.
+            ("sluice.dlq.reason", truncate(why, MAX_REASON).to_string()),
+            ("sluice.dlq.pipeline", m.name.clone()),
+            ("sluice.dlq.plugin.version", self.version.clone()),
+            ("sluice.dlq.topic", topic),
+            ("sluice.dlq.partition", partition.to_string()),
+            ("sluice.dlq.offset", self.source_offset(r).to_string()),
+            ("sluice.dlq.attempts", attempts.to_string()),
+        ];
         let dlq = m.dead_letter.clone();
-        match self.resolve(&dlq, r.key.clone()) {
-            Ok((t, p)) => vec![Routed {
-                topic: t,
-                partition: p,
-                record: Record {
-                    offset: 0,
-                    timestamp: r.timestamp,
-                    key: r.key.clone(),
-                    value: r.value.clone(),
-                    headers,
-                },
-            }],
+        match self.forward(r, &dlq, extra) {
+            Ok(routed) => vec![routed],
             Err(e) => {
                 // Only if the dead-letter topic cannot be created: the record cannot be kept
                 // anywhere, so say so loudly.
-                tracing::error!(pipeline = %m.name, error = %e, "cannot dead-letter a record");
+                tracing::error!(pipeline = %self.spec.pipeline.manifest.name, error = %e, "cannot dead-letter a record");
                 Vec::new()
             }
         }
@@ -648,32 +653,19 @@ impl<'a> Incarnation<'a> {
     fn retry(&mut self, r: &Record, attempts: u32) -> Vec<Routed> {
         let m = &self.spec.pipeline.manifest;
         let (topic, partition) = self.origin(r);
-        let mut headers: Vec<(Bytes, Option<Bytes>)> =
-            user_headers(r, self.spec.kind).cloned().collect();
-        let mut h = |k: &'static str, v: String| {
-            headers.push((Bytes::from_static(k.as_bytes()), Some(Bytes::from(v))))
-        };
-        h(H_ATTEMPTS, attempts.to_string());
-        h(
-            H_NOT_BEFORE,
-            (now_ms() + m.retry.backoff_ms as i64).to_string(),
-        );
-        h(H_TOPIC, topic);
-        h(H_PARTITION, partition.to_string());
-        h(H_OFFSET, self.source_offset(r).to_string());
+        let extra = vec![
+            (H_ATTEMPTS, attempts.to_string()),
+            (
+                H_NOT_BEFORE,
+                (now_ms() + m.retry.backoff_ms as i64).to_string(),
+            ),
+            (H_TOPIC, topic),
+            (H_PARTITION, partition.to_string()),
+            (H_OFFSET, self.source_offset(r).to_string()),
+        ];
         let rt = m.retry_topic.clone();
-        match self.writer.topic(&rt) {
-            Ok(t) => vec![Routed {
-                partition: 0.min(t.partitions.len() as i32 - 1),
-                topic: t,
-                record: Record {
-                    offset: 0,
-                    timestamp: r.timestamp,
-                    key: r.key.clone(),
-                    value: r.value.clone(),
-                    headers,
-                },
-            }],
+        match self.forward(r, &rt, extra) {
+            Ok(routed) => vec![routed],
             Err(e) => self.dead_letter(r, &format!("cannot retry: {e}"), attempts),
         }
     }
