@@ -281,19 +281,25 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         while owed >= 1.0 {
             owed -= 1.0;
             let ad = ads.pick(&mut rng);
-            let key = if a.no_salt {
-                format!("ad{ad}")
+            // Salting: the key becomes adN#S and S also picks the partition, counted from
+            // where the unsalted key would go, so S = 0..salts covers that many distinct
+            // partitions (hashing the salted key instead leaves collisions to chance).
+            let home = partition_for_key(format!("ad{ad}").as_bytes(), partitions);
+            let (key, p) = if a.no_salt {
+                (format!("ad{ad}"), home)
             } else {
                 let s = salt_counter.entry(ad).or_default();
                 *s = (*s + 1) % a.salts.max(1);
-                format!("ad{ad}#{s}")
+                (
+                    format!("ad{ad}#{s}"),
+                    (home + *s as i32).rem_euclid(partitions),
+                )
             };
             let ts = crate::broker::now_ms();
             let value = format!(
                 "{{\"ad\":\"ad{ad}\",\"user\":\"u{}\",\"ts\":{ts},\"event\":\"click\"}}",
                 rng.next() % 10_000
             );
-            let p = partition_for_key(key.as_bytes(), partitions);
             all_per_partition[p as usize] += 1;
             if ad == 0 {
                 hot_per_partition[p as usize] += 1;
