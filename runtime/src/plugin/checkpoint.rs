@@ -122,12 +122,17 @@ impl Checkpoint {
                 })
             }
         };
-        rmp_serde::from_slice(&bytes)
+        Checkpoint::decode(&bytes)
             .map(Some)
-            .map_err(|e| CheckpointError::Corrupt {
+            .map_err(|why| CheckpointError::Corrupt {
                 path: path.to_path_buf(),
-                why: e.to_string(),
+                why,
             })
+    }
+
+    /// Decodes a checkpoint file's bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
     }
 
     /// Replaces the checkpoint at `path` atomically (temp file, fsync, rename).
