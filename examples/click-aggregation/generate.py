@@ -100,6 +100,9 @@ def parse_args():
                     help="clicks per second of event time, and the most produced per second")
     ap.add_argument("--invalid", type=int, default=0,
                     help="malformed records to mix in (dead-lettered by click-validate)")
+    ap.add_argument("--start-ms", type=int, default=None,
+                    help="event time of the first click (default: the next whole second); "
+                         "clicks whose time has come are produced at full speed")
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--window-ms", type=int, default=None,
@@ -209,7 +212,9 @@ def main():
             except BufferError:
                 producer.poll(0.05)
 
-    start = (int(time.time() * 1000) // window_ms + 1) * window_ms
+    start = a.start_ms
+    if start is None:
+        start = (int(time.time() * 1000) // window_ms + 1) * window_ms
     truth = {}  # ad -> {window_start: count}
     next_salt = dict.fromkeys(ads, 0)
     invalid_every = a.clicks // a.invalid if a.invalid else 0

@@ -13,7 +13,7 @@
 #   SLUICE_BOOTSTRAP    the broker's Kafka address [127.0.0.1:9092]
 #   SLUICE_ADMIN        its admin API [127.0.0.1:9644]
 #   SLUICE_PLUGINS_DIR  its plugins directory [./plugins]
-#   SLUICE              the sluice binary [sluice on PATH, else the repo's target/release or target/debug]
+#   SLUICE              the sluice binary [sluice on PATH, else the newer of the repo's target/release and target/debug]
 #   CLICKS              clicks to produce [200000]
 #   RATE                clicks per second of event time (also the most produced per second) [20000]
 #   ADS, HOT_SHARE, SALTS, INVALID   [100, 0.3, 6, 40]
@@ -44,10 +44,10 @@ if [ -n "${SLUICE:-}" ]; then
   :
 elif command -v sluice >/dev/null; then
   SLUICE=sluice
-elif [ -x "$REPO/target/release/sluice" ]; then
+elif [ -x "$REPO/target/release/sluice" ] || [ -x "$REPO/target/debug/sluice" ]; then
+  # The newer build of the two.
   SLUICE="$REPO/target/release/sluice"
-elif [ -x "$REPO/target/debug/sluice" ]; then
-  SLUICE="$REPO/target/debug/sluice"
+  [ "$REPO/target/debug/sluice" -nt "$SLUICE" ] && SLUICE="$REPO/target/debug/sluice"
 else
   die "no sluice binary: build it (cargo build --release) or set SLUICE"
 fi
@@ -167,7 +167,7 @@ else
 fi
 
 say "the pipelines"
-"$SLUICE" plugin list --admin "$ADMIN"
+"$SLUICE" plugin list --admin "$ADMIN" || echo "(sluice plugin list failed)"
 
 if [ "$rc" = 0 ]; then
   say "OK: the final counts in ad-counts equal the ground truth; the plot is $OUT/salting.svg"
