@@ -273,6 +273,27 @@ fn filter_map_and_routing_pipelines() {
     assert_eq!(p["dead_lettered"], 1);
     assert_eq!(p["partitions"][0]["lag"], 0);
 
+    // So does /metrics.
+    let mut s = TcpStream::connect(b.admin()).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).unwrap();
+    for line in [
+        "sluice_pipeline_records_in_total{pipeline=\"evens\"} 6",
+        "sluice_pipeline_records_out_total{pipeline=\"evens\"} 3",
+        "sluice_pipeline_dead_lettered_total{pipeline=\"evens\"} 1",
+        "sluice_pipeline_lag{pipeline=\"evens\",topic=\"numbers\",partition=\"0\"} 0",
+        "sluice_pipeline_up{pipeline=\"evens\"} 1",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "{line} missing from /metrics:\n{metrics}"
+        );
+    }
     // The CLI shows the same.
     let o = sluice()
         .args(["plugin", "list", "--admin", &b.admin()])

@@ -46,7 +46,7 @@ pub enum EngineError {
 #[derive(Debug, Error, Clone)]
 #[non_exhaustive]
 pub enum CallError {
-    #[error("plugin ran longer than cpu_ms_per_call ({0} ms)")]
+    #[error("plugin used more CPU than cpu_ms_per_call ({0} ms) in one call")]
     Timeout(u64),
     #[error("plugin exceeded its memory limit ({0} MiB)")]
     OutOfMemory(u64),
@@ -75,6 +75,23 @@ pub struct HostState {
     limits: StoreLimits,
     plugin: Arc<str>,
     log_lines: u32,
+    /// The calling thread's CPU time when the current call started, in ns.
+    call_cpu_start: u64,
+    cpu_budget_ns: u64,
+}
+
+/// CPU time consumed by the calling thread, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass; CLOCK_THREAD_CPUTIME_ID is
+    // always available on Linux.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl sluice::plugin::host::Host for HostState {
@@ -246,9 +263,23 @@ impl PluginEngine {
                 .build(),
             plugin,
             log_lines: 0,
+            call_cpu_start: 0,
+            cpu_budget_ns: limits.cpu_ms_per_call.saturating_mul(1_000_000),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        // The cap is on CPU time, not wall time: at every epoch tick past the deadline, check
+        // how much CPU this thread really spent in the call, so a plugin on a busy machine
+        // (descheduled, not looping) is not mistaken for a runaway one.
+        store.epoch_deadline_callback(|ctx| {
+            let s = ctx.data();
+            let used = thread_cpu_ns().saturating_sub(s.call_cpu_start);
+            if used >= s.cpu_budget_ns {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            let left_ticks = (s.cpu_budget_ns - used).div_ceil(EPOCH_TICK.as_nanos() as u64);
+            Ok(wasmtime::UpdateDeadline::Continue(left_ticks.max(1)))
+        });
         arm(&mut store, limits);
         let processor = code
             .pre
@@ -275,9 +306,12 @@ fn arm(store: &mut Store<HostState>, limits: Limits) {
         .cpu_ms_per_call
         .div_ceil(EPOCH_TICK.as_millis() as u64)
         .max(1);
-    // One extra tick: the first may arrive at once.
+    // One extra tick: the first may arrive at once. Past the deadline, the callback set in
+    // `instantiate` decides by CPU time.
     store.set_epoch_deadline(ticks + 1);
-    store.data_mut().log_lines = 0;
+    let s = store.data_mut();
+    s.log_lines = 0;
+    s.call_cpu_start = thread_cpu_ns();
 }
 
 fn classify(e: wasmtime::Error, limits: Limits) -> CallError {
