@@ -10,10 +10,11 @@ one ad's clicks over several keys, hence partitions; the aggregation strips the 
 - Event times are deterministic: click i has ts = start + i * 1000 // rate, start being the
   next whole second. Clicks are never produced before their ts (so --rate is also the
   pace), hence in increasing event time: none is late.
-- --salts S picks, per ad, S salts whose keys land on S different partitions (Kafka's
-  murmur2 partitioner, computed here; the producer uses the same one). Salts 0..S-1 taken
-  blindly would collide: 6 keys hashed into 6 partitions cover only 4 of them on average.
-  --blind-salts does exactly that, for comparison. Click j of an ad gets salt j mod S.
+- --salts S keys click j of an ad "adN#S" with S = j mod S, and sends it to the partition S
+  steps on from where the bare key "adN" hashes (Kafka's murmur2, computed here), so the S
+  salts of an ad land on S different partitions. Letting the default partitioner hash the
+  salted keys would leave it to chance: ad0#0..ad0#5 cover only 4 of 6 partitions.
+  --blind-salts does exactly that, for comparison.
 - The producer is idempotent with acks=all: it rides through a broker restart without
   losing or doubling a click. It exits non-zero if any click is not acknowledged.
 
@@ -63,19 +64,11 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
     return (h & 0x7FFFFFFF) % partitions
 
 
-def spread_salts(ad: str, salts: int, partitions: int) -> list:
-    """The first salts (by number) whose keys fill the partitions evenly: with salts <=
-    partitions, every key of the ad on its own partition."""
-    per = [0] * partitions
-    chosen = []
-    s = 0
-    while len(chosen) < salts:
-        p = murmur2_partition(f"{ad}#{s}".encode(), partitions)
-        if per[p] == min(per) or s > 100_000:
-            per[p] += 1
-            chosen.append(f"{ad}#{s}")
-        s += 1
-    return chosen
+def salted_partition(ad: str, salt: int, partitions: int) -> int:
+    """Where a salted key goes: salt S moves the ad S partitions on from where its bare key
+    hashes, so salts 0..S-1 land on S different partitions. (Hashing the salted key instead
+    leaves it to chance: ad0#0..ad0#5 hash to only 4 of 6 partitions.)"""
+    return (murmur2_partition(ad.encode(), partitions) + salt) % partitions
 
 
 def window_ms_from_manifest() -> int:
@@ -161,12 +154,17 @@ def main():
     ads = [f"ad{i}" for i in range(a.ads)]
     if a.no_salt:
         keys = {ad: [ad] for ad in ads}
-    elif a.blind_salts:
-        keys = {ad: [f"{ad}#{s}" for s in range(a.salts)] for ad in ads}
     else:
-        keys = {ad: spread_salts(ad, a.salts, partitions) for ad in ads}
+        keys = {ad: [f"{ad}#{s}" for s in range(a.salts)] for ad in ads}
     keys_b = {ad: [k.encode() for k in ks] for ad, ks in keys.items()}
-    predicted = {k: murmur2_partition(k, partitions) for ks in keys_b.values() for k in ks}
+    if a.no_salt or a.blind_salts:
+        # Kafka's default partitioner (murmur2 of the key).
+        predicted = {k: murmur2_partition(k, partitions) for ks in keys_b.values() for k in ks}
+    else:
+        predicted = {
+            f"{ad}#{s}".encode(): salted_partition(ad, s, partitions)
+            for ad in ads for s in range(a.salts)
+        }
     hot = ads[0]
     hot_keys = set(keys_b[hot])
     # Cumulative weights of ad1.. (Zipf-like: rank r weighs 1 / r^zipf).
@@ -207,7 +205,11 @@ def main():
     def produce(key, value, ts, cb):
         while True:
             try:
-                producer.produce(a.topic, value=value, key=key, timestamp=ts, on_delivery=cb)
+                if a.no_salt or a.blind_salts:
+                    producer.produce(a.topic, value=value, key=key, timestamp=ts, on_delivery=cb)
+                else:
+                    producer.produce(a.topic, value=value, key=key, timestamp=ts,
+                                     partition=predicted[key], on_delivery=cb)
                 return
             except BufferError:
                 producer.poll(0.05)
