@@ -19,7 +19,7 @@ wasmtime::component::bindgen!({
     world: "processor",
 });
 
-pub use sluice::plugin::types::{Level, Record};
+pub use self::sluice::plugin::types::{Level, Record};
 
 /// Epoch ticks are this far apart; a call's time cap is rounded up to whole ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -94,7 +94,7 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-impl sluice::plugin::host::Host for HostState {
+impl self::sluice::plugin::host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         self.log_lines += 1;
         if self.log_lines > LOG_LINES_PER_CALL {
@@ -122,7 +122,7 @@ impl sluice::plugin::host::Host for HostState {
     }
 }
 
-impl sluice::plugin::types::Host for HostState {}
+impl self::sluice::plugin::types::Host for HostState {}
 
 /// The process-wide engine, its epoch clock and the compiled-component cache.
 pub struct PluginEngine {
