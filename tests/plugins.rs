@@ -657,17 +657,19 @@ fn exactly_once_output_across_kill9_under_load() {
         "inputs = [\"load\"]\noutput = \"eo-out\"\n",
     );
     wait_running(&b, "eo", None);
-    let n = 60_000;
+    let n = 80_000;
     let load = Script::spawn(
         &b,
         "python3",
         "plugin_load.py",
-        &["load", &n.to_string(), "20000"],
+        &["load", &n.to_string(), "15000"],
     );
-    for _ in 0..2 {
-        sleep(Duration::from_millis(1200));
+    // Four crashes while records flow: at each, the tasks are somewhere between a
+    // checkpoint and the next, with output written past it.
+    for _ in 0..4 {
+        sleep(Duration::from_millis(900));
         b.kill9();
-        sleep(Duration::from_millis(200));
+        sleep(Duration::from_millis(100));
         b.restart();
     }
     let done = load.finish(Duration::from_secs(240));
