@@ -222,7 +222,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 tick.tick().await;
                 gb.groups.tick(|| gb.topic_info());
                 n += 1;
-                if n % 600 == 0 {
+                if n.is_multiple_of(600) {
                     let b = gb.clone();
                     let _ = tokio::task::spawn_blocking(move || b.groups.expire_offsets()).await;
                 }

@@ -203,11 +203,14 @@ pub fn render(broker: &Broker) -> String {
 }
 
 /// Serves `GET /metrics` until the process ends. Anything else gets a 404.
+use crate::plugin::host::PipelineStatus;
+
 /// Prometheus text for the pipelines.
 pub fn render_pipelines(host: &crate::plugin::PluginHost) -> String {
     let mut out = String::new();
     let st = host.status();
-    let counters: [(&str, &str, fn(&crate::plugin::host::PipelineStatus) -> u64); 5] = [
+    type Counter = (&'static str, &'static str, fn(&PipelineStatus) -> u64);
+    let counters: [Counter; 5] = [
         (
             "sluice_pipeline_records_in_total",
             "Records a pipeline consumed.",
