@@ -238,14 +238,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
         });
         tracing::info!(address = %addr, advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port), "sluice is serving Kafka clients");
+        // SIGINT (Ctrl-C) or SIGTERM (service managers, docker stop): pipelines stop at a
+        // checkpoint. Nothing depends on it: after SIGKILL they resume from the last one.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
         tokio::select! {
             r = crate::server::serve(listener, broker.clone()) => r.context("listener failed")?,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("shutting down");
-                let h = host.clone();
-                let _ = tokio::task::spawn_blocking(move || h.shutdown()).await;
-            }
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
         }
+        tracing::info!("shutting down");
+        let h = host.clone();
+        let _ = tokio::task::spawn_blocking(move || h.shutdown()).await;
         Ok(())
     })
 }
