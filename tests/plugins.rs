@@ -521,6 +521,7 @@ fn hot_reload_switches_mid_stream_without_loss_and_rejects_broken_versions() {
             (i + 1).to_string(),
             "state carried across the reload"
         );
+        assert_eq!(r.headers["task"], "ver:in/0", "the host's task info");
         if tags.last() != Some(&tag.to_string()) {
             tags.push(tag.to_string());
         }

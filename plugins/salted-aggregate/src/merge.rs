@@ -6,8 +6,9 @@
 //! the lowest `closed_before` of all known sources finalises the windows ending at or before
 //! it.
 //!
-//! Fallback (tick), for sources that cannot speak: a partial-stage instance whose partition
-//! never had a record does not know its own name, so it sends nothing. While fewer than
+//! Fallback (tick), for sources that do not speak: a partial-stage instance announces itself
+//! (from the host's task info) even when its partition never had a record, but an older
+//! host, or a stage that is not running, leaves the merge waiting. While fewer than
 //! `sources` sources are known and the set of known sources has not changed for `idle_ms`
 //! of wall time, each missing source is taken to be idle, as if it had said
 //! `closed_before = now - idle_ms - lateness_ms` (what an idle partial instance says of

@@ -292,8 +292,16 @@ impl Partial {
             self.active_at = now_ms;
             return Vec::new();
         }
-        // A source that never had a record does not know its name and stays silent; the
-        // merge stage stands in for it (see merge.rs).
+        // A source that has had no record yet learns its name from the host, so an empty
+        // partition still reports its watermark and never holds the merge back. (The retry
+        // topic's instance is no source.) Setting it here is safe for replays: it is the
+        // same name the first record would give.
+        if st.source.is_none() {
+            let t = sluice_plugin::task();
+            if !t.retry && t.partition >= 0 {
+                st.source = Some(t.source());
+            }
+        }
         if st.source.is_none() || now_ms.saturating_sub(self.active_at) < self.s.idle_ms {
             return Vec::new();
         }

@@ -270,7 +270,34 @@ fn a_short_pause_does_not_close_windows() {
 }
 
 #[test]
-fn a_source_without_records_stays_silent() {
+fn a_source_without_records_announces_itself_once_idle() {
+    sluice_plugin::set_native_task(sluice_plugin::Task {
+        pipeline: "p".into(),
+        topic: "clicks".into(),
+        partition: 4,
+        retry: false,
+    });
+    let mut h = start(partial_cfg());
+    let mut said = Vec::new();
+    for s in 0..10 {
+        said.extend(h.tick(s * 60_000));
+    }
+    assert!(!said.is_empty(), "an empty partition reports its watermark");
+    for o in &said {
+        let v: serde_json::Value = serde_json::from_slice(o.value.as_deref().unwrap()).unwrap();
+        assert_eq!(v["type"], "watermark");
+        assert_eq!(v["source"], "clicks/4");
+    }
+}
+
+#[test]
+fn the_retry_instance_is_no_source() {
+    sluice_plugin::set_native_task(sluice_plugin::Task {
+        pipeline: "p".into(),
+        topic: "p.retry".into(),
+        partition: 0,
+        retry: true,
+    });
     let mut h = start(partial_cfg());
     for s in 0..100 {
         assert!(h.tick(s * 60_000).is_empty());

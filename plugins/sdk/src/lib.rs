@@ -73,11 +73,15 @@ pub mod json;
 pub mod log;
 mod record;
 mod runtime;
+mod task;
 pub mod testing;
 
 pub use config::Config;
 pub use record::{Headers, Outcome, Output, Record};
 pub use runtime::{IntoOutcome, Plugin};
+#[cfg(not(target_arch = "wasm32"))]
+pub use task::set_native_task;
+pub use task::{task, Task};
 
 #[doc(hidden)]
 pub mod bindings {

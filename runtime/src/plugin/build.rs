@@ -488,6 +488,10 @@ mod sdk {
             include_str!("../../../plugins/sdk/src/json.rs"),
         ),
         (
+            "vendor/sluice-plugin/src/task.rs",
+            include_str!("../../../plugins/sdk/src/task.rs"),
+        ),
+        (
             "wit/processor.wit",
             include_str!("../../../wit/processor.wit"),
         ),

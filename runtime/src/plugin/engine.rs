@@ -19,7 +19,7 @@ wasmtime::component::bindgen!({
     world: "processor",
 });
 
-pub use self::sluice::plugin::types::{Level, Record};
+pub use self::sluice::plugin::types::{Level, Record, TaskInfo};
 
 /// Epoch ticks are this far apart; a call's time cap is rounded up to whole ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -74,6 +74,7 @@ impl Default for Limits {
 pub struct HostState {
     limits: StoreLimits,
     plugin: Arc<str>,
+    task: TaskInfo,
     log_lines: u32,
     /// The calling thread's CPU time when the current call started, in ns.
     call_cpu_start: u64,
@@ -95,6 +96,10 @@ fn thread_cpu_ns() -> u64 {
 }
 
 impl self::sluice::plugin::host::Host for HostState {
+    fn task(&mut self) -> TaskInfo {
+        self.task.clone()
+    }
+
     fn log(&mut self, level: Level, message: String) {
         self.log_lines += 1;
         if self.log_lines > LOG_LINES_PER_CALL {
@@ -250,9 +255,10 @@ impl PluginEngine {
     pub fn instantiate(
         &self,
         code: &Code,
-        plugin: Arc<str>,
+        task: TaskInfo,
         limits: Limits,
     ) -> Result<Instance, CallError> {
+        let plugin: Arc<str> = Arc::from(task.pipeline.as_str());
         let state = HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size((limits.memory_mb as usize).saturating_mul(1 << 20))
@@ -262,6 +268,7 @@ impl PluginEngine {
                 .trap_on_grow_failure(true)
                 .build(),
             plugin,
+            task,
             log_lines: 0,
             call_cpu_start: 0,
             cpu_budget_ns: limits.cpu_ms_per_call.saturating_mul(1_000_000),

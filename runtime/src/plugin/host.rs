@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::engine::{Code, PluginEngine};
+use super::engine::{Code, PluginEngine, TaskInfo};
 use super::manifest::Manifest;
 use super::output::ensure_topic;
 use super::pipeline::{Deployed, Pipeline, Stats};
@@ -367,7 +367,17 @@ impl PluginHost {
         let code = self.engine.load(&m.wasm).map_err(|e| e.to_string())?;
         let mut inst = self
             .engine
-            .instantiate(&code, Arc::from(m.name.as_str()), m.limits)
+            .instantiate(
+                &code,
+                TaskInfo {
+                    pipeline: m.name.clone(),
+                    // The config check runs before any task: no partition yet.
+                    topic: m.inputs.first().cloned().unwrap_or_default(),
+                    partition: -1,
+                    retry: false,
+                },
+                m.limits,
+            )
             .map_err(|e| format!("{}: {e}", m.wasm.display()))?;
         inst.init(&m.config_json)
             .map_err(|e| format!("{}: init failed: {e}", m.wasm.display()))?

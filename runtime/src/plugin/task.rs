@@ -58,6 +58,17 @@ pub struct TaskSpec {
     pub rt: tokio::runtime::Handle,
 }
 
+impl TaskSpec {
+    fn task_info(&self) -> engine::TaskInfo {
+        engine::TaskInfo {
+            pipeline: self.pipeline.manifest.name.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            retry: self.kind == Kind::Retry,
+        }
+    }
+}
+
 /// Why an incarnation of the task ended early.
 enum Restart {
     /// A call failed on the records at these input offsets (inclusive).
@@ -126,8 +137,6 @@ struct Incarnation<'a> {
     dirty: bool,
     last_checkpoint: Instant,
     next_tick: Instant,
-    /// Plugin name as its log lines and dead letters show it.
-    plugin: Arc<str>,
 }
 
 fn err(e: impl std::fmt::Display) -> Restart {
@@ -162,10 +171,9 @@ impl<'a> Incarnation<'a> {
             }
         };
         let d = spec.pipeline.deployed();
-        let plugin: Arc<str> = Arc::from(m.name.as_str());
         let mut instance = spec
             .engine
-            .instantiate(&d.code, plugin.clone(), d.limits)
+            .instantiate(&d.code, spec.task_info(), d.limits)
             .map_err(err)?;
         instance
             .init(&d.config_json)?
@@ -209,7 +217,6 @@ impl<'a> Incarnation<'a> {
             dirty,
             last_checkpoint: Instant::now(),
             next_tick: Instant::now() + Duration::from_millis(m.tick_ms),
-            plugin,
         })
     }
 
@@ -737,7 +744,7 @@ impl<'a> Incarnation<'a> {
             let mut fresh = self
                 .spec
                 .engine
-                .instantiate(&d.code, self.plugin.clone(), d.limits)
+                .instantiate(&d.code, self.spec.task_info(), d.limits)
                 .map_err(|e| e.to_string())?;
             fresh
                 .init(&d.config_json)

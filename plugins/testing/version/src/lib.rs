@@ -1,6 +1,7 @@
 //! Test plugin for hot reloads: emits "TAG:VALUE", with TAG from config `{"tag": "v2"}`
 //! (default "v1"), and counts the records it has seen in its state, reported in a header
-//! "seen" so a test can tell that state carried over from the previous version.
+//! "seen" so a test can tell that state carried over from the previous version, and a header
+//! "task" = "PIPELINE:TOPIC/PARTITION" from the host's task info.
 
 use serde::{Deserialize, Serialize};
 use sluice_plugin::{Config, Outcome, Plugin, Record};
@@ -35,7 +36,12 @@ impl Plugin for Version {
             record
                 .to_output()
                 .with_value(value)
-                .header("seen", state.seen.to_string()),
+                .header("seen", state.seen.to_string())
+                // Where the host says this instance runs (WIT host.task).
+                .header("task", {
+                    let t = sluice_plugin::task();
+                    format!("{}:{}", t.pipeline, t.source())
+                }),
         )
     }
 }
@@ -53,13 +59,21 @@ mod tests {
         let mut old = Harness::<Version>::new("{}").unwrap();
         assert_eq!(
             old.process(Record::new("x")),
-            Outcome::emit(Output::value("v1:x").header("seen", "1"))
+            Outcome::emit(
+                Output::value("v1:x")
+                    .header("seen", "1")
+                    .header("task", "test:test/0")
+            )
         );
         let mut new = Harness::<Version>::new(r#"{"tag":"v2"}"#).unwrap();
         new.restore(&old.snapshot()).unwrap();
         assert_eq!(
             new.process(Record::new("y")),
-            Outcome::emit(Output::value("v2:y").header("seen", "2"))
+            Outcome::emit(
+                Output::value("v2:y")
+                    .header("seen", "2")
+                    .header("task", "test:test/0")
+            )
         );
     }
 }
