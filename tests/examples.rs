@@ -318,3 +318,60 @@ fn click_aggregation() {
         assert!(report.contains(expect), "no '{expect}' in\n{report}");
     }
 }
+
+/// `sluice demo`, the README's first command: it starts its own broker, builds and deploys
+/// the example's pipelines and shows final counts and the hot ad's partition spread.
+#[test]
+fn demo_shows_final_counts_and_the_salted_spread() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let admin = format!("127.0.0.1:{}", support::free_port());
+    let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "demo",
+            "--seconds",
+            "12",
+            "--listen",
+            &listen,
+            "--admin",
+            &admin,
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice demo");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}\n{out}");
+    // The last screen.
+    let last = out.rsplit("\x1b[2J\x1b[H").next().unwrap_or("");
+    assert!(
+        last.contains("final counts, window ["),
+        "no final counts:\n{last}\n{err}"
+    );
+    assert!(last.contains("ad0 "), "{last}");
+    for name in ["click-validate", "click-partials", "click-merge"] {
+        assert!(
+            last.contains(name) && last.contains("running"),
+            "{name}:\n{last}"
+        );
+    }
+    // Six salts over six partitions: the hot ad spread evenly.
+    let shares: Vec<f64> = last
+        .lines()
+        .filter(|l| l.trim_start().starts_with('p') && l.contains('%'))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(1)?
+                .trim_end_matches('%')
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(shares.len(), 6, "{last}");
+    assert!(
+        shares.iter().all(|s| (*s - 16.7).abs() < 1.0),
+        "{shares:?}\n{last}"
+    );
+}
