@@ -115,6 +115,9 @@ pub struct TopicStats {
 pub struct Partition {
     pub index: i32,
     log: Mutex<PartitionLog>,
+    /// Bumped after every append to this partition, for readers that wait on one partition
+    /// (plugin tasks) and should not wake for every append anywhere.
+    appends: watch::Sender<u64>,
 }
 
 /// A partition's log and the state derived from it, kept under one lock so they never
@@ -416,7 +419,7 @@ impl Partition {
                 break;
             }
         }
-        match log_append_time {
+        let r = match log_append_time {
             None => {
                 let batches = batch::split_batches(records)?;
                 lock(&self.log).append_checked(records, &batches)
@@ -431,7 +434,16 @@ impl Partition {
                 let batches = batch::split_batches(&owned)?;
                 lock(&self.log).append_checked(&owned, &batches)
             }
+        };
+        if r.is_ok() {
+            self.appends.send_modify(|v| *v = v.wrapping_add(1));
         }
+        r
+    }
+
+    /// Changes after every append to this partition.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appends.subscribe()
     }
 
     /// See [`ProducerStates::next_seq`].
@@ -637,6 +649,7 @@ impl Broker {
         Ok(Partition {
             index,
             log: Mutex::new(log),
+            appends: watch::channel(0).0,
         })
     }
 

@@ -59,6 +59,11 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
+    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let t = self.broker.topic(&self.topic)?;
+        Some(t.partition(self.partition)?.subscribe_appends())
+    }
+
     fn task_info(&self) -> engine::TaskInfo {
         engine::TaskInfo {
             pipeline: self.pipeline.manifest.name.clone(),
@@ -137,6 +142,8 @@ struct Incarnation<'a> {
     dirty: bool,
     last_checkpoint: Instant,
     next_tick: Instant,
+    /// Changes on every append to the input partition.
+    appended: tokio::sync::watch::Receiver<u64>,
 }
 
 fn err(e: impl std::fmt::Display) -> Restart {
@@ -183,6 +190,7 @@ impl<'a> Incarnation<'a> {
                 .restore(&ckpt.state.0)?
                 .map_err(|e| err(format!("plugin could not restore its state: {e}")))?;
         }
+        let appended = part.subscribe_appends();
         let mut writer = Writer::new(spec.broker.clone(), ckpt.producer_id, &ckpt.emitted);
         let dirty = !ckpt.pending.is_empty();
         if dirty {
@@ -217,6 +225,7 @@ impl<'a> Incarnation<'a> {
             dirty,
             last_checkpoint: Instant::now(),
             next_tick: Instant::now() + Duration::from_millis(m.tick_ms),
+            appended,
         })
     }
 
@@ -235,6 +244,8 @@ impl<'a> Incarnation<'a> {
             if self.pipeline().generation.load(Ordering::Acquire) != self.generation {
                 self.switch_version();
             }
+            // Appends from here on wake `wait`: mark what the read below will see as seen.
+            self.appended.borrow_and_update();
             let (records, high, hold) = self.read()?;
             self.progress(high);
             if records.is_empty() {
@@ -276,9 +287,17 @@ impl<'a> Incarnation<'a> {
 
     /// Parks until something may have changed: an append, a stop or reload, the next tick, or
     /// `hold` (a retry record's due time).
-    fn wait(&self, hold: Option<Instant>) {
+    fn wait(&mut self, hold: Option<Instant>) {
         let p = self.spec.pipeline.clone();
-        let mut appended = self.spec.broker.subscribe_appends();
+        let mut appended = self.appended.clone();
+        if appended.has_changed().is_err() {
+            // The partition was re-created: follow the new one.
+            if let Some(rx) = self.spec.subscribe() {
+                self.appended = rx;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            return;
+        }
         let mut until = self.next_tick;
         if let Some(h) = hold {
             until = until.min(h);
@@ -291,7 +310,6 @@ impl<'a> Incarnation<'a> {
             let n = p.wake.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            appended.borrow_and_update();
             if p.stopping() || p.generation.load(Ordering::Acquire) != generation {
                 return;
             }
