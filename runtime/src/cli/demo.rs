@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -181,6 +182,10 @@ fn get_status(admin: &str) -> Option<serde_json::Value> {
 }
 
 pub async fn run(a: DemoArgs) -> Result<()> {
+    // Registered first, for the whole run: a Ctrl-C that arrives while a request is in
+    // flight is kept, and the broker is then stopped cleanly rather than orphaned.
+    let mut stop = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
     let plugins = a.dir.join("plugins");
     std::fs::create_dir_all(&plugins)
         .with_context(|| format!("cannot create {}", plugins.display()))?;
@@ -205,6 +210,9 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
+        // Its own process group: Ctrl-C in the terminal reaches only the demo, which then
+        // stops the broker itself (after its last request), instead of both at once.
+        .process_group(0)
         .spawn()
         .context("cannot start the broker")?;
     let mut broker = BrokerProcess(child);
@@ -376,7 +384,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         if let Some(rest) = tick.checked_sub(t0.elapsed()) {
             tokio::select! {
                 _ = tokio::time::sleep(rest) => {}
-                _ = tokio::signal::ctrl_c() => break,
+                _ = stop.recv() => break,
             }
         }
     }
