@@ -795,7 +795,9 @@ fn back_pressure_throttles_producers_while_a_pipeline_lags() {
     };
     deploy(&b, "slow", "slow", &manifest(100_000));
     wait_running(&b, "slow", None);
-    let n = 100_000;
+    // Enough that the producer is still sending when the throttle (recomputed every
+    // 100 ms) engages, however fast the machine.
+    let n = 300_000;
     let report = |out: &str| -> serde_json::Value {
         serde_json::from_str(out.lines().last().unwrap_or(""))
             .unwrap_or_else(|e| panic!("{out}: {e}"))
