@@ -193,42 +193,20 @@ impl PartitionLog {
     }
 
     /// Writes the producer state as of `base` (a new segment's first offset) and drops
-    /// snapshots that are no longer the newest two.
+    /// snapshots that are no longer the newest two. The state is captured here; the file is
+    /// written by the log's background flusher, since its fsyncs can take a hundred
+    /// milliseconds right after a segment roll and no produce request should wait for them.
     fn snapshot(&mut self, base: i64) {
         self.producers.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
         let dir = self.log.dir().to_path_buf();
-        let path = dir.join(format!(
-            "{}{SNAPSHOT_SUFFIX}",
-            crate::log::segment::file_stem(base)
-        ));
-        let written = serde_json::to_vec(&self.producers)
-            .map_err(|e| e.to_string())
-            .and_then(|b| write_atomically(&path, &b).map_err(|e| e.to_string()));
-        if let Err(e) = written {
-            // A lost snapshot costs a longer replay at the next start, never correctness.
-            tracing::warn!(path = %path.display(), error = %e, "producer snapshot failed");
-            return;
-        }
-        let mut old: Vec<i64> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(SNAPSHOT_SUFFIX)?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        old.sort_unstable();
-        old.reverse();
-        for b in old.into_iter().skip(2) {
-            let _ = std::fs::remove_file(dir.join(format!(
-                "{}{SNAPSHOT_SUFFIX}",
-                crate::log::segment::file_stem(b)
-            )));
-        }
+        let bytes = match serde_json::to_vec(&self.producers) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "producer snapshot failed");
+                return;
+            }
+        };
+        crate::log::flush::in_background(move || write_producer_snapshot(&dir, base, &bytes));
     }
 
     /// Appends validated batches, applying idempotent-producer rules batch by batch.
@@ -371,6 +349,41 @@ pub fn valid_topic_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn write_producer_snapshot(dir: &Path, base: i64, bytes: &[u8]) {
+    if !dir.exists() {
+        return; // the partition was deleted meanwhile
+    }
+    let path = dir.join(format!(
+        "{}{SNAPSHOT_SUFFIX}",
+        crate::log::segment::file_stem(base)
+    ));
+    if let Err(e) = write_atomically(&path, bytes) {
+        // A lost snapshot costs a longer replay at the next start, never correctness.
+        tracing::warn!(path = %path.display(), error = %e, "producer snapshot failed");
+        return;
+    }
+    let mut old: Vec<i64> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(SNAPSHOT_SUFFIX)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    old.sort_unstable();
+    old.reverse();
+    for b in old.into_iter().skip(2) {
+        let _ = std::fs::remove_file(dir.join(format!(
+            "{}{SNAPSHOT_SUFFIX}",
+            crate::log::segment::file_stem(b)
+        )));
+    }
 }
 
 pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> Result<(), BrokerError> {

@@ -6,9 +6,12 @@
 //!   it survives the broker's death, and survives the machine's only once the page cache is
 //!   flushed, as with Kafka's default `flush.messages`);
 //! - offsets are dense and increasing across segments, starting at `log_start_offset`;
-//! - recovery after a crash only scans the newest segment; older ones are sealed and trusted.
+//! - recovery after a crash scans the newest segment and any sealed one not yet known to be
+//!   flushed (at or above the `recovery-point`, see [`flush`]); older ones are trusted;
+//! - a segment recovery truncated is the end of the log: nothing after a gap is kept.
 
 pub mod batch;
+pub mod flush;
 pub mod segment;
 
 #[cfg(test)]
@@ -101,22 +104,55 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
 }
 
 impl Log {
-    /// Opens (or creates) the log in `dir`, recovering the active segment.
+    /// Opens (or creates) the log in `dir`, recovering the segments a crash may have damaged:
+    /// the active one and those rolled since the last recorded flush.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
-        std::fs::create_dir_all(dir).map_err(|e| LogError::Io {
+        let io = |e| LogError::Io {
             path: dir.to_path_buf(),
             error: e,
-        })?;
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
         let bases = segment_bases(dir)?;
+        let recovery_point = match flush::read_recovery_point(dir) {
+            Some(p) => p,
+            None => {
+                // A new log, or one from before recovery points: every segment but the last
+                // was flushed when it rolled.
+                let p = bases.last().copied().unwrap_or(0);
+                flush::write_recovery_point(dir, p).map_err(io)?;
+                p
+            }
+        };
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let active = i + 1 == bases.len();
-            segments.push(Segment::open(
-                dir,
-                base,
-                config.index_interval_bytes,
-                active,
-            )?);
+            let check = active || base >= recovery_point;
+            let seg = Segment::open(dir, base, config.index_interval_bytes, check, active)?;
+            let next_base = bases.get(i + 1).copied();
+            if let Some(next_base) = next_base.filter(|&n| seg.next_offset < n) {
+                // Recovery cut this segment short: the offsets after it would leave a hole, so
+                // they go too, as Kafka does. Only an unflushed segment can get here.
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        segment = later,
+                        lost_from = seg.next_offset,
+                        expected = next_base,
+                        "deleting segment after a truncated one"
+                    );
+                    segment::delete_segment(dir, later);
+                }
+                drop(seg);
+                segments.push(Segment::open(
+                    dir,
+                    base,
+                    config.index_interval_bytes,
+                    true,
+                    true,
+                )?);
+                break;
+            }
+            segments.push(seg);
         }
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0)?);
@@ -171,6 +207,21 @@ impl Log {
         let n = self.segments.len();
         self.segments[n - 1].seal();
         self.segments.push(Segment::create(&self.dir, next)?);
+        let sealed = &self.segments[n - 1];
+        match sealed.flush_files() {
+            Ok(files) => flush::submit(flush::FlushJob {
+                files,
+                log_path: sealed.log_path().to_path_buf(),
+                dir: self.dir.clone(),
+                recovery_point: next,
+            }),
+            // The recovery point stays where it is: the segment is checked at the next start.
+            Err(e) => tracing::warn!(
+                segment = %sealed.log_path().display(),
+                error = %e,
+                "cannot queue sealed segment for flushing"
+            ),
+        }
         Ok(())
     }
 

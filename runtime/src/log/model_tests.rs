@@ -21,6 +21,13 @@ enum Op {
     Retain {
         keep_bytes: u16,
     },
+    /// A power loss before the flusher reached a sealed segment: the segment (picked by
+    /// `pick` among the sealed ones) loses its bytes from `cut` on. What it held from there is
+    /// gone, and so is everything after it; everything before it must survive.
+    LoseUnflushed {
+        pick: u8,
+        cut: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -31,10 +38,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => proptest::collection::vec(any::<u8>(), 1..80).prop_map(Op::TornTail),
         1 => Just(Op::CorruptTail),
         1 => (0u16..2000).prop_map(|keep_bytes| Op::Retain { keep_bytes }),
+        1 => (any::<u8>(), 0u16..400).prop_map(|(pick, cut)| Op::LoseUnflushed { pick, cut }),
     ]
 }
 
-fn active_log_file(dir: &std::path::Path) -> std::path::PathBuf {
+fn log_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut logs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -42,7 +50,11 @@ fn active_log_file(dir: &std::path::Path) -> std::path::PathBuf {
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect();
     logs.sort();
-    logs.pop().unwrap()
+    logs
+}
+
+fn active_log_file(dir: &std::path::Path) -> std::path::PathBuf {
+    log_files(dir).pop().unwrap()
 }
 
 /// Reads every batch from `from`, returning (base offset, values) per record.
@@ -112,6 +124,26 @@ proptest! {
                     drop(f);
                     log = Log::open(dir.path(), cfg.clone()).unwrap();
                 }
+                Op::LoseUnflushed { pick, cut } => {
+                    let logs = log_files(dir.path());
+                    if logs.len() < 2 {
+                        continue;
+                    }
+                    let before = log.next_offset();
+                    drop(log);
+                    let victim = &logs[usize::from(pick) % (logs.len() - 1)];
+                    let base: i64 = victim.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+                    let len = std::fs::metadata(victim).unwrap().len();
+                    OpenOptions::new().write(true).open(victim).unwrap()
+                        .set_len(u64::from(cut).min(len)).unwrap();
+                    // Whatever the flusher recorded, this segment is now the unflushed one.
+                    super::flush::write_recovery_point(dir.path(), base).unwrap();
+                    log = Log::open(dir.path(), cfg.clone()).unwrap();
+                    let end = log.next_offset();
+                    prop_assert!(end >= base, "lost records before the damaged segment");
+                    prop_assert!(end <= before);
+                    model.retain(|(o, _)| *o < end);
+                }
                 Op::Retain { keep_bytes } => {
                     let mut c = cfg.clone();
                     c.retention_bytes = i64::from(keep_bytes);
@@ -157,4 +189,68 @@ fn fetch_from_middle_of_log_starts_at_containing_batch() {
     let (_, base) = log.plan_time_lookup(1020).unwrap().unwrap();
     assert_eq!(base, 40);
     assert!(log.plan_time_lookup(5000).unwrap().is_none());
+}
+
+/// Rolling hands the sealed segment to the flusher, which moves the recovery point past it;
+/// a sealed segment rolled after the recorded point is CRC-checked at start-up, and the log
+/// ends where its damage begins.
+#[test]
+fn unflushed_segments_are_checked_and_the_log_ends_at_their_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 300,
+        index_interval_bytes: 64,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    let mut model = Vec::new();
+    for i in 0..12u32 {
+        let v = format!("record {i:03} with some padding to fill segments");
+        let b = batch(&[v.as_bytes()], 1000);
+        let at = log
+            .append(&b, &batch::split_batches(&b).unwrap(), 0)
+            .unwrap();
+        model.push((at.base_offset, v.into_bytes()));
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 4, "{bases:?}");
+    let last = *bases.last().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while super::flush::read_recovery_point(dir.path()) != Some(last) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flusher never caught up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(log);
+
+    // Flip a byte inside the records of the second segment's first batch (its CRC no longer
+    // matches) and pretend the flusher had not reached that segment yet.
+    let victim = bases[1];
+    let path = dir
+        .path()
+        .join(format!("{}.log", super::segment::file_stem(victim)));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len().min(100);
+    bytes[n - 10] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    super::flush::write_recovery_point(dir.path(), victim).unwrap();
+
+    let mut log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.next_offset(), victim);
+    assert_eq!(log.segment_bases(), vec![bases[0], victim]);
+    for later in &bases[2..] {
+        let p = dir
+            .path()
+            .join(format!("{}.log", super::segment::file_stem(*later)));
+        assert!(!p.exists(), "{} should be deleted", p.display());
+    }
+    model.retain(|(o, _)| *o < victim);
+    assert_eq!(read_all(&log, 0), model);
+    let b = batch(&[b"after recovery"], 1000);
+    let at = log
+        .append(&b, &batch::split_batches(&b).unwrap(), 0)
+        .unwrap();
+    assert_eq!(at.base_offset, victim);
 }

@@ -101,15 +101,17 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment. An older (sealed) segment trusts its indexes when they look
-    /// sane, and its last batch is located through them; the active one, or any segment whose
-    /// indexes are missing or damaged, is scanned batch by batch, its CRCs checked, a torn or
-    /// corrupt tail truncated and its indexes rewritten.
+    /// Opens an existing segment. Unless `check` is set, a segment trusts its indexes when
+    /// they look sane, and its last batch is located through them. A checked segment, or one
+    /// whose indexes are missing or damaged, is scanned batch by batch, its CRCs checked, a torn
+    /// or corrupt tail truncated and its indexes rewritten. Only the `active` one keeps its
+    /// indexes in memory.
     pub fn open(
         dir: &Path,
         base_offset: i64,
         index_interval: u64,
-        recover: bool,
+        check: bool,
+        active: bool,
     ) -> Result<Segment, LogError> {
         let mut seg = Segment::create(dir, base_offset)?;
         let len = seg
@@ -117,11 +119,11 @@ impl Segment {
             .metadata()
             .map_err(|e| io_err(&seg.log_path, e))?
             .len();
-        if !recover && seg.load_sealed(len).is_ok() {
+        if !check && !active && seg.load_sealed(len).is_ok() {
             return Ok(seg);
         }
         seg.recover(len, index_interval)?;
-        if !recover {
+        if !active {
             seg.release_indexes();
         }
         Ok(seg)
@@ -375,7 +377,7 @@ impl Segment {
     }
 
     /// Seals the segment: makes its time index end with its true max timestamp, so retention
-    /// and timestamp lookups after a restart need no scan.
+    /// and timestamp lookups after a restart need no scan, and drops the in-memory indexes.
     pub fn seal(&mut self) {
         if self.max_timestamp > self.time_index.last().map(|t| t.0).unwrap_or(-1) {
             let rel = (self.next_offset - 1 - self.base_offset) as u32;
@@ -388,10 +390,21 @@ impl Segment {
                 tracing::warn!(segment = %self.log_path.display(), %err, "time index write failed");
             }
         }
-        let _ = self.file.sync_data();
-        let _ = self.index_file.sync_data();
-        let _ = self.time_file.sync_data();
+        // No fsync here: that is the flusher's job (see `flush.rs`), off the append path.
         self.release_indexes();
+    }
+
+    /// Handles on this segment's three files, for the flusher to sync.
+    pub fn flush_files(&self) -> io::Result<Vec<File>> {
+        Ok(vec![
+            self.file.try_clone()?,
+            self.index_file.try_clone()?,
+            self.time_file.try_clone()?,
+        ])
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
     }
 
     pub fn sync(&self) -> Result<(), LogError> {
@@ -482,10 +495,20 @@ impl Segment {
     }
 
     pub fn delete_files(self) {
-        let stem = self.log_path.with_extension("");
-        for ext in ["log", "index", "timeindex"] {
-            let p = stem.with_extension(ext);
-            if let Err(e) = std::fs::remove_file(&p) {
+        delete_files(&self.log_path.with_extension(""));
+    }
+}
+
+/// Removes the three files of the segment at `base_offset` in `dir`.
+pub fn delete_segment(dir: &Path, base_offset: i64) {
+    delete_files(&dir.join(file_stem(base_offset)));
+}
+
+fn delete_files(stem: &Path) {
+    for ext in ["log", "index", "timeindex"] {
+        let p = stem.with_extension(ext);
+        if let Err(e) = std::fs::remove_file(&p) {
+            if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(path = %p.display(), %e, "could not delete segment file");
             }
         }
