@@ -199,6 +199,33 @@ run_reference() {
     ROWS+=("$(printf "$ROW_FMT" "$name" - "${mib}MiB" - "$mbs" - - - - "$cli" "$other" - - -)")
 }
 
+# Reference row: the same 100-byte acks=1 produce against librdkafka's own in-process mock
+# broker (test.mock.num.brokers=1: in memory, no disk, no sluice). It is the ceiling of a single
+# rdkafka_performance producer on this machine: the producer's application thread, which
+# allocates, queues and frees every record, runs out of one core before any broker does.
+run_client_ceiling() {
+    local name="reference: mock broker" out="$WORK/mock"
+    log "$name: rdkafka_performance against librdkafka's in-process mock broker"
+    settle
+    local TIMEFORMAT='%3R %3U %3S' s0 s1
+    s0=$(sys_ticks)
+    { time "$RDKPERF" -P -t mock -p 0 -X test.mock.num.brokers=1 -s 100 -a 1 -c "$N_SMALL" \
+        "${PRODUCE_OPTS[@]}" >"$out.out" 2>&1; } 2>"$out.time" || {
+        echo "WARNING: the mock-broker run failed:" >&2
+        tail -n 5 "$out.out" >&2
+        return 0
+    }
+    s1=$(sys_ticks)
+    local line rps mbs wall usr sys cli other
+    line=$(grep -hE '^% [0-9]+ messages produced' "$out.out" | tail -n1)
+    rps=$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")
+    mbs=$(sed -E 's/.* and ([0-9.]+) MB\/s.*/\1/' <<<"$line")
+    read -r wall usr sys < <(tail -n1 "$out.time")
+    read -r cli other < <(awk -v all=$((s1 - s0)) -v hz="$CLK_TCK" -v u="$usr" -v s="$sys" -v w="$wall" \
+        'BEGIN { o = all / hz - u - s; if (o < 0) o = 0; printf "%d%% %d%%\n", 100 * (u + s) / w, 100 * o / w }')
+    ROWS+=("$(printf "$ROW_FMT" "$name" 1 "$N_SMALL" "$rps" "$mbs" - - - - "$cli" "$other" - - -)")
+}
+
 # Profile the broker (not the client) with perf's software clock: this machine may have no
 # hardware counters, and cpu-clock works everywhere perf does.
 start_profile() {
@@ -270,6 +297,7 @@ main() {
     done
 
     run_reference
+    run_client_ceiling
 
     echo
     echo "sluice $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') + rdkafka_performance" \
@@ -278,7 +306,9 @@ main() {
     echo "latency = produce() to delivery report, first ${LAT_WARMUP} samples dropped;"
     echo "broker/client/other = CPU use during the phase in % of one core (200% = both cores; other = the"
     echo "rest of the machine); peak RSS = broker VmHWM during the phase; data = data dir size after it;"
-    echo "the dd row is the machine's own page-cache write speed for a 1 KiB phase's volume (client = dd)."
+    echo "the dd row is the machine's own page-cache write speed for a 1 KiB phase's volume (client = dd);"
+    echo "the mock broker row is one producer against librdkafka's in-memory, in-process mock broker: the"
+    echo "client's own ceiling here (client = producer and mock broker together)."
     printf "$ROW_FMT\n" scenario parts records "records/s" "MB/s" p50 p99 p99.9 \
         "broker" "client" "other" "peak RSS" "RSS end" data
     printf '%s\n' "${ROWS[@]}"

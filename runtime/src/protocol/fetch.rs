@@ -4,13 +4,16 @@
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests, as the protocol allows.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{code, Ctx};
@@ -132,24 +135,57 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
     }
 }
 
+/// The append signals of every requested partition that exists. A parked fetch wakes only
+/// for its own partitions, not for every append anywhere on the broker.
+fn subscribe(ctx: &Ctx<'_>, req: &FetchRequest) -> Vec<watch::Receiver<u64>> {
+    let by_id = ctx.version >= 13;
+    let mut rxs = Vec::new();
+    for ft in &req.topics {
+        let topic = if by_id {
+            ctx.broker.topic_by_id(ft.topic_id)
+        } else {
+            ctx.broker.topic(ft.topic.0.as_str())
+        };
+        let Some(topic) = topic else { continue };
+        for fp in &ft.partitions {
+            if let Some(part) = topic.partition(fp.partition) {
+                rxs.push(part.subscribe_appends());
+            }
+        }
+    }
+    rxs
+}
+
+/// Resolves when any of `rxs` sees an append (or its partition goes away).
+async fn any_append(rxs: &mut [watch::Receiver<u64>]) {
+    if rxs.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut changes: Vec<_> = rxs.iter_mut().map(|r| Box::pin(r.changed())).collect();
+    std::future::poll_fn(|cx| {
+        for c in &mut changes {
+            if c.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
-    let mut appended = ctx.broker.subscribe_appends();
     loop {
-        // Mark the current append generation seen before looking, so an append that lands
-        // while we gather still wakes us.
-        appended.borrow_and_update();
+        // Subscribed before looking, so an append that lands while we gather still wakes
+        // us; again on every round, so a partition recreated meanwhile is followed too.
+        let mut appended = subscribe(ctx, &req);
         let g = gather(ctx, &req);
         if g.errors || g.bytes >= req.min_bytes.max(1) as usize || Instant::now() >= deadline {
             return g.resp;
         }
         tokio::select! {
-            changed = appended.changed() => {
-                if changed.is_err() {
-                    return g.resp;
-                }
-            }
+            _ = any_append(&mut appended) => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
