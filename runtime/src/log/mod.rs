@@ -113,11 +113,11 @@ impl Log {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let bases = segment_bases(dir)?;
-        let recovery_point = match flush::read_recovery_point(dir) {
+        let recovery_point = match flush::read_recovery_point(dir).filter(|_| !bases.is_empty()) {
             Some(p) => p,
             None => {
-                // A new log, or one from before recovery points: every segment but the last
-                // was flushed when it rolled.
+                // A new log (whatever an old file said), or one from before recovery points:
+                // every segment but the last was flushed when it rolled.
                 let p = bases.last().copied().unwrap_or(0);
                 flush::write_recovery_point(dir, p).map_err(io)?;
                 p
