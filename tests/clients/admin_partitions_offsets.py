@@ -4,6 +4,9 @@
   - confluent-kafka create_partitions 2 -> 5: metadata shows 5, a keyed producer reaches the new
     partitions, old data stays; shrinking or a same count gets INVALID_PARTITIONS; validate_only
     changes nothing;
+  - manual replica assignments naming the one broker are taken (create_topics, and
+    create_partitions), any other gets INVALID_REPLICA_ASSIGNMENT (librdkafka's 0081_admin
+    creates topics this way);
   - confluent-kafka alter/list_consumer_group_offsets on an empty group;
   - kafka-python delete_group_offsets (OffsetDelete): the offsets are gone for an empty group,
     refused with GROUP_SUBSCRIBED_TO_TOPIC while a member subscribed to the topic is live.
@@ -50,6 +53,25 @@ def run(a):
     old = sum(c.get_watermark_offsets(TopicPartition(t, i), timeout=10)[1] for i in range(2))
     check(old >= 20, f"records of the first two partitions kept: {old}")
     c.close()
+
+    node = admin.list_topics(timeout=10).brokers
+    check_eq(len(node), 1, "brokers in metadata")
+    node = next(iter(node))
+    ma = unique("manual")
+    admin.create_topics([NewTopic(ma, 3, replica_assignment=[[node], [node], [node]])])[ma].result(timeout=10)
+    check_eq(len(admin.list_topics(ma, timeout=10).topics[ma].partitions), 3, "partitions of a manual assignment")
+    admin.create_partitions([NewPartitions(ma, 4, replica_assignment=[[node]])])[ma].result(timeout=10)
+    check_eq(len(admin.list_topics(ma, timeout=10).topics[ma].partitions), 4, "after a manual partition add")
+    for what, fut in [
+        ("another broker", admin.create_topics([NewTopic(unique("bad"), 1, replica_assignment=[[node + 1]])])),
+        ("two replicas", admin.create_topics([NewTopic(unique("bad"), 1, replica_assignment=[[node, node]])])),
+        ("added partition on another broker", admin.create_partitions([NewPartitions(ma, 5, replica_assignment=[[node + 7]])])),
+    ]:
+        try:
+            list(fut.values())[0].result(timeout=10)
+            check(False, f"an assignment to {what} must be refused")
+        except KafkaException as e:
+            check_eq(e.args[0].name(), "INVALID_REPLICA_ASSIGNMENT", f"error for {what}")
 
     g = unique("offs")
     tps = [TopicPartition(t, i, 3 + i) for i in range(5)]

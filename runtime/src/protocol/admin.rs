@@ -5,6 +5,7 @@ use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::BrokerId;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
@@ -29,6 +30,25 @@ pub(super) fn broker_error_code(e: &BrokerError) -> ResponseError {
     }
 }
 
+/// A manual assignment is valid on a single node when it names this node, once: the
+/// assignment clients compute from our metadata.
+fn check_replicas(node: i32, replicas: &[BrokerId]) -> Result<(), (ResponseError, String)> {
+    match replicas {
+        [only] if only.0 == node => Ok(()),
+        [] => Err((
+            ResponseError::InvalidReplicaAssignment,
+            "a partition was assigned no replicas".to_string(),
+        )),
+        _ => Err((
+            ResponseError::InvalidReplicaAssignment,
+            format!(
+                "replicas {:?} requested, but the only broker is {node}",
+                replicas.iter().map(|r| r.0).collect::<Vec<_>>()
+            ),
+        )),
+    }
+}
+
 pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let b = ctx.broker;
     let mut resp = CreateTopicsResponse::default();
@@ -48,11 +68,30 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
                     ),
                 ));
             }
+            let mut num_partitions = t.num_partitions;
             if !t.assignments.is_empty() {
-                return Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    "manual replica assignment is not supported on a single node".to_string(),
-                ));
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return Err((
+                        ResponseError::InvalidRequest,
+                        "numPartitions or replicationFactor was set together with a manual \
+                         replica assignment; only one may be given"
+                            .to_string(),
+                    ));
+                }
+                let mut indexes: Vec<i32> =
+                    t.assignments.iter().map(|a| a.partition_index).collect();
+                indexes.sort_unstable();
+                if indexes.iter().enumerate().any(|(i, &p)| p != i as i32) {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        "the assigned partitions must be numbered 0, 1, 2... without gaps"
+                            .to_string(),
+                    ));
+                }
+                for a in &t.assignments {
+                    check_replicas(b.config.node_id, &a.broker_ids)?;
+                }
+                num_partitions = t.assignments.len() as i32;
             }
             let mut pairs = Vec::with_capacity(t.configs.len());
             for c in &t.configs {
@@ -66,14 +105,16 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
             }
             let config = TopicConfig::from_pairs(pairs)
                 .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-            b.create_topic(&name, t.num_partitions, config, req.validate_only)
+            b.create_topic(&name, num_partitions, config, req.validate_only)
                 .map_err(|e| (broker_error_code(&e), e.to_string()))
         })();
         match outcome {
             Ok(topic) => {
                 r.topic_id = topic.id;
                 r.num_partitions = if req.validate_only {
-                    if t.num_partitions == -1 {
+                    if !t.assignments.is_empty() {
+                        t.assignments.len() as i32
+                    } else if t.num_partitions == -1 {
                         b.config.default_partitions
                     } else {
                         t.num_partitions
@@ -157,16 +198,35 @@ pub fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> CreateP
     let mut resp = CreatePartitionsResponse::default();
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            Err((
-                ResponseError::InvalidReplicaAssignment,
-                "manual replica assignment is not supported on a single node".to_string(),
-            ))
-        } else {
+        let node = ctx.broker.config.node_id;
+        let outcome = match t.assignments.as_ref().filter(|a| !a.is_empty()) {
+            Some(assignments) => {
+                let current = ctx
+                    .broker
+                    .topic(t.name.0.as_str())
+                    .map_or(0, |topic| topic.partitions.len() as i32);
+                if current + assignments.len() as i32 != t.count {
+                    Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!(
+                            "{} assignments given for {} new partitions",
+                            assignments.len(),
+                            t.count - current
+                        ),
+                    ))
+                } else {
+                    assignments
+                        .iter()
+                        .try_for_each(|a| check_replicas(node, &a.broker_ids))
+                }
+            }
+            None => Ok(()),
+        }
+        .and_then(|()| {
             ctx.broker
                 .create_partitions(t.name.0.as_str(), t.count, req.validate_only)
                 .map_err(|e| (broker_error_code(&e), e.to_string()))
-        };
+        });
         if let Err((e, msg)) = outcome {
             r.error_code = code(e);
             r.error_message = Some(sb(msg));
