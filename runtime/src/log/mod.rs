@@ -367,7 +367,7 @@ impl Log {
     /// can go too. Returns how many segments were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         let expired = |s: &Segment, cfg: &LogConfig| {
-            cfg.retention_ms >= 0 && s.size > 0 && s.max_timestamp < now_ms - cfg.retention_ms
+            cfg.retention_ms >= 0 && s.size > 0 && s.newest_ms(now_ms) < now_ms - cfg.retention_ms
         };
         if expired(self.active(), &self.config) {
             self.roll()?;

@@ -254,3 +254,29 @@ fn unflushed_segments_are_checked_and_the_log_ends_at_their_damage() {
         .unwrap();
     assert_eq!(at.base_offset, victim);
 }
+
+/// Records without timestamps (-1, or 0 as some clients send) age from when their segment
+/// was written, not from 1970: retention must not delete them at its first pass.
+#[test]
+fn records_without_timestamps_age_from_their_write_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_ms: 3_600_000,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg).unwrap();
+    for ts in [-1, 0] {
+        let b = batch(&[b"no time"], ts);
+        log.append(&b, &batch::split_batches(&b).unwrap(), 0)
+            .unwrap();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(log.apply_retention(now).unwrap(), 0);
+    assert_eq!(read_all(&log, 0).len(), 2);
+    // Two hours on, they are past the one-hour retention.
+    assert_eq!(log.apply_retention(now + 7_200_000).unwrap(), 1);
+    assert_eq!(log.log_start_offset(), 2);
+}

@@ -394,6 +394,22 @@ impl Segment {
         self.release_indexes();
     }
 
+    /// The time retention ages this segment from: its newest record timestamp, or, when its
+    /// records carry none (-1, or a producer's 0), when it was last written, as Kafka does.
+    /// Without that, records sent without timestamps would be deleted at the first
+    /// retention pass.
+    pub fn newest_ms(&self, now_ms: i64) -> i64 {
+        if self.max_timestamp > 0 {
+            return self.max_timestamp;
+        }
+        self.file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(now_ms, |d| d.as_millis() as i64)
+    }
+
     /// Handles on this segment's three files, for the flusher to sync.
     pub fn flush_files(&self) -> io::Result<Vec<File>> {
         Ok(vec![
