@@ -14,7 +14,8 @@
 
 import time
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicCollection,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from kafka import KafkaAdminClient
 from kafka.structs import TopicPartition as KTP
@@ -72,6 +73,18 @@ def run(a):
             check(False, f"an assignment to {what} must be refused")
         except KafkaException as e:
             check_eq(e.args[0].name(), "INVALID_REPLICA_ASSIGNMENT", f"error for {what}")
+
+    cluster = admin.describe_cluster(include_authorized_operations=True).result(timeout=10)
+    check_eq([n.id for n in cluster.nodes], [node], "describe_cluster nodes")
+    check_eq(cluster.controller.id, node, "controller")
+    check_eq(sorted(op.name for op in cluster.authorized_operations),
+             sorted(["CREATE", "ALTER", "DESCRIBE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS",
+                     "ALTER_CONFIGS", "IDEMPOTENT_WRITE"]), "cluster authorized operations")
+    desc = admin.describe_topics(TopicCollection([ma]), include_authorized_operations=True)[ma].result(timeout=10)
+    check_eq(len(desc.partitions), 4, "describe_topics partitions")
+    check_eq(sorted(op.name for op in desc.authorized_operations),
+             sorted(["READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE", "DESCRIBE_CONFIGS",
+                     "ALTER_CONFIGS"]), "topic authorized operations")
 
     g = unique("offs")
     tps = [TopicPartition(t, i, 3 + i) for i in range(5)]

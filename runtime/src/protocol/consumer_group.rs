@@ -8,6 +8,7 @@ use kafka_protocol::messages::{
     ConsumerGroupHeartbeatResponse, TopicName,
 };
 
+use super::describe_cluster::operations;
 use super::{sb, Ctx};
 use crate::group::consumer::{self, Heartbeat, HEARTBEAT_INTERVAL_MS};
 
@@ -73,7 +74,12 @@ pub fn heartbeat(
 pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
     let mut r = ConsumerGroupDescribeResponse::default();
     for gid in req.group_ids {
-        let mut d = describe::DescribedGroup::default().with_group_id(gid.clone());
+        let mut d = describe::DescribedGroup::default()
+            .with_group_id(gid.clone())
+            .with_authorized_operations(operations::when(
+                req.include_authorized_operations,
+                operations::GROUP,
+            ));
         match ctx.broker.groups.describe(gid.0.as_str()) {
             Some(g) if g.is_consumer_protocol => {
                 d.group_state = sb(g.state);

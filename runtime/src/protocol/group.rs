@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
+use super::describe_cluster::operations;
 use super::{sb, Ctx};
 use crate::group::state::JoinRequest;
 
@@ -234,7 +235,12 @@ pub fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
 pub fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut r = DescribeGroupsResponse::default();
     for gid in req.groups {
-        let mut d = DescribedGroup::default().with_group_id(gid.clone());
+        let mut d = DescribedGroup::default()
+            .with_group_id(gid.clone())
+            .with_authorized_operations(operations::when(
+                ctx.version >= 3 && req.include_authorized_operations,
+                operations::GROUP,
+            ));
         match ctx.broker.groups.describe(gid.0.as_str()) {
             // Kafka describes an unknown group as Dead, without an error.
             None => d.group_state = sb("Dead"),

@@ -6,6 +6,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 
+use super::describe_cluster::operations;
 use super::{code, sb, Ctx};
 use crate::broker::{valid_topic_name, Topic};
 
@@ -40,6 +41,16 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
         r.cluster_id = Some(sb(b.cluster_id.clone()));
     }
     r.controller_id = BrokerId(node);
+    if (8..=10).contains(&ctx.version) {
+        r.cluster_authorized_operations = operations::when(
+            req.include_cluster_authorized_operations,
+            operations::CLUSTER,
+        );
+    }
+    let topic_ops = operations::when(
+        ctx.version >= 8 && req.include_topic_authorized_operations,
+        operations::TOPIC,
+    );
     // v0 asks for every topic with an empty list; v1+ with a null one.
     let wanted = match req.topics {
         None => None,
@@ -49,7 +60,11 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     // Before v4 there was no flag, and Kafka auto-created on any metadata request.
     let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
     r.topics = match wanted {
-        None => b.topics().iter().map(|t| describe(t, node)).collect(),
+        None => b
+            .topics()
+            .iter()
+            .map(|t| describe(t, node).with_topic_authorized_operations(topic_ops))
+            .collect(),
         Some(list) => list
             .into_iter()
             .map(|want| {
@@ -66,7 +81,7 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                     None => b.topic_by_id(want.topic_id),
                 };
                 match found {
-                    Some(t) => describe(&t, node),
+                    Some(t) => describe(&t, node).with_topic_authorized_operations(topic_ops),
                     None => MetadataResponseTopic::default()
                         .with_name(want.name)
                         .with_topic_id(want.topic_id)

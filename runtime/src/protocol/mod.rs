@@ -8,6 +8,7 @@ mod admin;
 mod api_versions;
 mod configs;
 mod consumer_group;
+mod describe_cluster;
 mod fetch;
 mod group;
 mod init_producer_id;
@@ -65,6 +66,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
@@ -256,6 +258,7 @@ pub async fn handle(
         ApiKey::CreatePartitions => answer!(admin::create_partitions),
         ApiKey::DeleteTopics => answer!(admin::delete_topics),
         ApiKey::DescribeConfigs => answer!(configs::describe),
+        ApiKey::DescribeCluster => answer!(describe_cluster::handle),
         ApiKey::AlterConfigs => answer!(configs::alter),
         ApiKey::IncrementalAlterConfigs => answer!(configs::incremental_alter),
         ApiKey::InitProducerId => answer!(init_producer_id::handle),
