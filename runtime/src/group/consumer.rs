@@ -52,6 +52,9 @@ pub struct Member {
     last_heartbeat_ms: i64,
     /// The assignment last sent, to send only changes.
     last_sent: Option<Assignment>,
+    /// A static member that left with epoch -2 (a restart): it keeps its partitions for the
+    /// session timeout, waiting for its next incarnation.
+    left_temporarily: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,6 +294,25 @@ impl ConsumerGroup {
         new_member_id: impl FnOnce() -> String,
     ) -> HeartbeatReply {
         // Leaving: -1 for dynamic members, -2 for a static member's temporary leave.
+        if hb.member_epoch == -2 {
+            if let Some(m) = self
+                .members
+                .get_mut(&hb.member_id)
+                .filter(|m| m.instance_id.is_some())
+            {
+                // Its partitions stay its own until its next incarnation joins or the session
+                // times out: that is what static membership is for.
+                m.left_temporarily = true;
+                m.last_heartbeat_ms = now;
+                return HeartbeatReply {
+                    error: 0,
+                    message: None,
+                    member_id: hb.member_id,
+                    member_epoch: hb.member_epoch,
+                    assignment: None,
+                };
+            }
+        }
         if hb.member_epoch < 0 {
             if self.members.shift_remove(&hb.member_id).is_some() {
                 self.after_departure(topics, now);
@@ -316,8 +338,17 @@ impl ConsumerGroup {
                     .members
                     .values()
                     .find(|m| m.instance_id.as_ref() == Some(inst) && m.id != id)
-                    .map(|m| m.id.clone());
-                if let Some(old) = old {
+                    .map(|m| (m.id.clone(), m.left_temporarily));
+                if let Some((_, false)) = old {
+                    // Two live consumers configured with one instance id: the newcomer is
+                    // fenced, as in Kafka, rather than silently taking the other's partitions.
+                    return HeartbeatReply::error(
+                        err::UNRELEASED_INSTANCE_ID,
+                        &id,
+                        "another live member uses this group.instance.id",
+                    );
+                }
+                if let Some((old, _)) = old {
                     if let Some(prev) = self.members.shift_remove(&old) {
                         if let Some(t) = self.target.remove(&old) {
                             self.target.insert(id.clone(), t);
@@ -325,6 +356,7 @@ impl ConsumerGroup {
                         let mut m = prev;
                         m.id = id.clone();
                         m.last_sent = None;
+                        m.left_temporarily = false;
                         self.members.insert(id.clone(), m);
                     }
                 }
@@ -344,6 +376,7 @@ impl ConsumerGroup {
                     revoking_since: None,
                     last_heartbeat_ms: now,
                     last_sent: None,
+                    left_temporarily: false,
                 }
             });
             if m.instance_id.is_none() && !changed {
@@ -500,6 +533,63 @@ mod tests {
         a.as_ref()
             .map(|a| a.values().map(|s| s.len()).sum())
             .unwrap_or(0)
+    }
+
+    fn static_hb(member: &str, epoch: i32, instance: &str) -> Heartbeat {
+        Heartbeat {
+            instance_id: Some(instance.into()),
+            ..hb(member, epoch, None)
+        }
+    }
+
+    #[test]
+    fn a_live_static_member_fences_a_duplicate_and_a_restarted_one_keeps_its_partitions() {
+        let (t, _) = topics(4);
+        let mut g = ConsumerGroup::new("g", 0);
+        let a = g.heartbeat(static_hb("a", 0, "i1"), &t, 0, || unreachable!());
+        assert_eq!(count(&a.assignment), 4);
+        let b = g.heartbeat(static_hb("b", 0, "i2"), &t, 10, || unreachable!());
+        assert_eq!(b.error, 0);
+        // A second consumer started with a's instance id while a is alive.
+        let dup = g.heartbeat(static_hb("dup", 0, "i1"), &t, 20, || unreachable!());
+        assert_eq!(dup.error, err::UNRELEASED_INSTANCE_ID);
+        assert!(!g.members.contains_key("dup"));
+        // a settles its share, then restarts: leaves with -2 and comes back as a new member id.
+        let a2 = g.heartbeat(
+            static_hb("a", a.member_epoch, "i1"),
+            &t,
+            30,
+            || unreachable!(),
+        );
+        let kept = a2.assignment.clone().unwrap();
+        let a3 = g.heartbeat(
+            Heartbeat {
+                owned: Some(kept.clone()),
+                ..static_hb("a", a.member_epoch, "i1")
+            },
+            &t,
+            40,
+            || unreachable!(),
+        );
+        let left = g.heartbeat(static_hb("a", -2, "i1"), &t, 50, || unreachable!());
+        assert_eq!((left.error, left.member_epoch), (0, -2));
+        // b's heartbeats while a is away do not hand it a's partitions.
+        let b2 = g.heartbeat(
+            static_hb("b", b.member_epoch, "i2"),
+            &t,
+            60,
+            || unreachable!(),
+        );
+        assert_eq!(count(&b2.assignment), 4 - count(&Some(kept.clone())));
+        let back = g.heartbeat(static_hb("a-new", 0, "i1"), &t, 70, || unreachable!());
+        assert_eq!(back.error, 0);
+        assert_eq!(
+            back.assignment,
+            Some(kept),
+            "the restarted member keeps its partitions"
+        );
+        assert!(!g.members.contains_key("a"));
+        let _ = a3;
     }
 
     #[test]
