@@ -86,6 +86,32 @@ def run(a):
              sorted(["READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE", "DESCRIBE_CONFIGS",
                      "ALTER_CONFIGS"]), "topic authorized operations")
 
+    dr = unique("delrec")
+    admin.create_topics([NewTopic(dr, 1, 1)])[dr].result(timeout=10)
+    p = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 0})
+    for i in range(20):
+        p.produce(dr, value=f"v{i}".encode(), partition=0)
+        p.flush(10)  # one batch per record, so the new start falls inside the data
+    res = admin.delete_records([TopicPartition(dr, 0, 7)])
+    low = list(res.values())[0].result(timeout=10)
+    check_eq(low.low_watermark, 7, "low watermark after delete_records")
+    c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": unique("dr"), "auto.offset.reset": "earliest"})
+    check_eq(c.get_watermark_offsets(TopicPartition(dr, 0), timeout=10), (7, 20), "watermarks after delete_records")
+    c.assign([TopicPartition(dr, 0, -2)])  # OFFSET_BEGINNING
+    first = None
+    deadline = time.time() + 15
+    while first is None and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            first = (m.offset(), m.value())
+    c.close()
+    check_eq(first, (7, b"v7"), "first record read from the beginning")
+    try:
+        list(admin.delete_records([TopicPartition(dr, 0, 25)]).values())[0].result(timeout=10)
+        check(False, "delete_records past the end must be refused")
+    except KafkaException as e:
+        check_eq(e.args[0].name(), "OFFSET_OUT_OF_RANGE", "delete_records past the end")
+
     g = unique("offs")
     tps = [TopicPartition(t, i, 3 + i) for i in range(5)]
     res = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(g, tps)])[g].result(timeout=10)

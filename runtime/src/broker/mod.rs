@@ -476,6 +476,18 @@ impl Partition {
         lock(&self.log).size_bytes()
     }
 
+    /// DeleteRecords: moves the log start up to `offset` (-1: the high watermark) and returns
+    /// the new log start. `None` when `offset` is past the high watermark.
+    pub fn delete_records(&self, offset: i64) -> Result<Option<i64>, BrokerError> {
+        let mut log = lock(&self.log);
+        let high = log.log.next_offset();
+        let target = if offset == -1 { high } else { offset };
+        if !(0..=high).contains(&target) {
+            return Ok(None);
+        }
+        Ok(Some(log.log.delete_records_before(target)?))
+    }
+
     /// Plans a read at `offset`; the bytes are read after the lock is released.
     pub fn plan_read(&self, offset: i64) -> Result<(Watermarks, Option<ReadSlice>), LogError> {
         let log = lock(&self.log);
@@ -503,9 +515,11 @@ impl Partition {
                 path: PathBuf::from("segment"),
                 why: e.to_string(),
             })?;
+        // Records below a DeleteRecords start may share the found batch: skip them.
+        let start = self.watermarks().log_start;
         Ok(records
             .iter()
-            .find(|r| r.timestamp >= ts)
+            .find(|r| r.timestamp >= ts && r.offset >= start)
             .map(|r| (r.offset, r.timestamp)))
     }
 

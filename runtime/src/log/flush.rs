@@ -98,22 +98,33 @@ fn run(job: FlushJob) {
 /// The recovery point recorded in `dir`, if any. A log written before recovery points
 /// existed has none; its sealed segments were flushed when they rolled.
 pub fn read_recovery_point(dir: &Path) -> Option<i64> {
-    std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
+    read_offset_file(dir, RECOVERY_POINT_FILE)
+}
+
+/// Replaces the recovery point atomically.
+pub fn write_recovery_point(dir: &Path, offset: i64) -> std::io::Result<()> {
+    write_offset_file(dir, RECOVERY_POINT_FILE, offset)
+}
+
+/// An offset read from a one-line file in `dir`, if present and well formed.
+pub fn read_offset_file(dir: &Path, name: &str) -> Option<i64> {
+    std::fs::read_to_string(dir.join(name))
         .ok()?
         .trim()
         .parse()
         .ok()
 }
 
-/// Replaces the recovery point atomically: temp file, fsync, rename, fsync of the directory.
-pub fn write_recovery_point(dir: &Path, offset: i64) -> std::io::Result<()> {
+/// Replaces a one-line offset file atomically: temp file, fsync, rename, fsync of the
+/// directory.
+pub fn write_offset_file(dir: &Path, name: &str, offset: i64) -> std::io::Result<()> {
     // Unique temp names: the flusher and a log being opened may both write at once.
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{RECOVERY_POINT_FILE}.{n}.tmp"));
+    let tmp = dir.join(format!("{name}.{n}.tmp"));
     let mut f = File::create(&tmp)?;
     writeln!(f, "{offset}")?;
     f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(RECOVERY_POINT_FILE))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     File::open(dir)?.sync_all()
 }

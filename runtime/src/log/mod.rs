@@ -79,7 +79,13 @@ pub struct Log {
     /// Sorted by base offset; the last one is the active segment.
     segments: Vec<Segment>,
     config: LogConfig,
+    /// Set by DeleteRecords: records below it are gone for readers even where their segment
+    /// remains. Kept in the `log-start-offset` file.
+    start_floor: i64,
 }
+
+/// Where DeleteRecords' log start offset is kept.
+const LOG_START_FILE: &str = "log-start-offset";
 
 fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
     let io = |e| LogError::Io {
@@ -157,10 +163,12 @@ impl Log {
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0)?);
         }
+        let start_floor = flush::read_offset_file(dir, LOG_START_FILE).unwrap_or(0);
         Ok(Log {
             dir: dir.to_path_buf(),
             segments,
             config,
+            start_floor,
         })
     }
 
@@ -187,11 +195,32 @@ impl Log {
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.segments
+        let first = self
+            .segments
             .iter()
             .find(|s| s.next_offset > s.base_offset)
             .map(|s| s.base_offset)
-            .unwrap_or_else(|| self.next_offset())
+            .unwrap_or_else(|| self.next_offset());
+        // A floor past the end (the log was truncated by recovery after it was set) stops at
+        // the end.
+        first.max(self.start_floor.min(self.next_offset()))
+    }
+
+    /// DeleteRecords: makes `offset` the log start, so nothing below it is served again, and
+    /// deletes the segments wholly below it. The new start is on disk before this returns.
+    /// Moving the start backwards or past the end is the caller's to refuse.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset > self.log_start_offset() {
+            flush::write_offset_file(&self.dir, LOG_START_FILE, offset).map_err(|e| {
+                LogError::Io {
+                    path: self.dir.join(LOG_START_FILE),
+                    error: e,
+                }
+            })?;
+            self.start_floor = offset;
+            self.delete_segments_before(offset);
+        }
+        Ok(self.log_start_offset())
     }
 
     pub fn size_bytes(&self) -> u64 {

@@ -280,3 +280,36 @@ fn records_without_timestamps_age_from_their_write_time() {
     assert_eq!(log.apply_retention(now + 7_200_000).unwrap(), 1);
     assert_eq!(log.log_start_offset(), 2);
 }
+
+/// DeleteRecords moves the log start into the middle of a segment; it survives a restart,
+/// and whole segments below it are gone.
+#[test]
+fn delete_records_start_is_kept_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 300,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    for i in 0..10u32 {
+        let v = format!("record {i} padded to fill a few segments....");
+        let b = batch(&[v.as_bytes()], 1000);
+        log.append(&b, &batch::split_batches(&b).unwrap(), 0)
+            .unwrap();
+    }
+    let bases = log.segment_bases();
+    let mid = bases[1] + 1;
+    assert!(mid < bases[2], "{bases:?}");
+    assert_eq!(log.delete_records_before(mid).unwrap(), mid);
+    assert_eq!(
+        log.segment_bases()[0],
+        bases[1],
+        "the first segment is deleted"
+    );
+    // Moving it back is a no-op.
+    assert_eq!(log.delete_records_before(0).unwrap(), mid);
+    drop(log);
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.log_start_offset(), mid);
+    assert_eq!(log.next_offset(), 10);
+}

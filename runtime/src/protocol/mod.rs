@@ -8,6 +8,7 @@ mod admin;
 mod api_versions;
 mod configs;
 mod consumer_group;
+mod delete_records;
 mod describe_cluster;
 mod fetch;
 mod group;
@@ -64,6 +65,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
@@ -257,6 +259,7 @@ pub async fn handle(
         ApiKey::CreateTopics => answer!(admin::create_topics),
         ApiKey::CreatePartitions => answer!(admin::create_partitions),
         ApiKey::DeleteTopics => answer!(admin::delete_topics),
+        ApiKey::DeleteRecords => answer!(delete_records::handle),
         ApiKey::DescribeConfigs => answer!(configs::describe),
         ApiKey::DescribeCluster => answer!(describe_cluster::handle),
         ApiKey::AlterConfigs => answer!(configs::alter),
