@@ -16,7 +16,8 @@ import time
 
 from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicCollection,
                              TopicPartition)
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
+                                  NewTopic)
 from kafka import KafkaAdminClient
 from kafka.structs import TopicPartition as KTP
 
@@ -111,6 +112,33 @@ def run(a):
         check(False, "delete_records past the end must be refused")
     except KafkaException as e:
         check_eq(e.args[0].name(), "OFFSET_OUT_OF_RANGE", "delete_records past the end")
+
+    ct = unique("compacted")
+    admin.create_topics([NewTopic(ct, 1, 1)])[ct].result(timeout=10)
+    res = ConfigResource("topic", ct)
+
+    def policy():
+        got = admin.describe_configs([res])[res].result(timeout=10)
+        return got["cleanup.policy"].value
+
+    def alter(op):
+        entry = ConfigEntry("cleanup.policy", "compact", incremental_operation=op)
+        admin.incremental_alter_configs([ConfigResource("topic", ct, incremental_configs=[entry])])[res].result(timeout=10)
+
+    def produce(key):
+        p = Producer({"bootstrap.servers": a.bootstrap, "retries": 0})
+        out = []
+        p.produce(ct, key=key, value=b"v", on_delivery=lambda err, m: out.append(err))
+        p.flush(10)
+        return out[0].name() if out and out[0] else None
+
+    alter(AlterConfigOpType.APPEND)
+    check_eq(policy(), "delete,compact", "cleanup.policy after APPEND")
+    check_eq(produce(None), "INVALID_RECORD", "keyless record on a compacted topic")
+    check_eq(produce(b"k"), None, "keyed record on a compacted topic")
+    alter(AlterConfigOpType.SUBTRACT)
+    check_eq(policy(), "delete", "cleanup.policy after SUBTRACT")
+    check_eq(produce(None), None, "keyless record once no longer compacted")
 
     g = unique("offs")
     tps = [TopicPartition(t, i, 3 + i) for i in range(5)]

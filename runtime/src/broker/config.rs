@@ -78,7 +78,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         "cleanup.policy",
         "delete",
         Kind::OneOf(&["delete", "compact", "compact,delete", "delete,compact"]),
-        "Stored for clients; sluice deletes by retention and does not compact yet.",
+        "With compact, records without a key are refused (INVALID_RECORD); sluice deletes by retention and does not compact yet.",
     ),
     (
         "compression.type",
@@ -283,7 +283,8 @@ impl TopicConfig {
         Ok(())
     }
 
-    fn get(&self, defaults: &Defaults, key: &str) -> String {
+    /// The value in force: the topic's override, else the broker default, else the built-in one.
+    pub fn get(&self, defaults: &Defaults, key: &str) -> String {
         self.overrides
             .get(key)
             .or_else(|| defaults.values.get(key))
@@ -316,6 +317,13 @@ impl TopicConfig {
     pub fn max_message_bytes(&self, defaults: &Defaults) -> usize {
         self.long(defaults, "max.message.bytes")
             .clamp(0, i32::MAX as i64) as usize
+    }
+
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub fn compacted(&self, defaults: &Defaults) -> bool {
+        self.get(defaults, "cleanup.policy")
+            .split(',')
+            .any(|p| p.trim() == "compact")
     }
 
     pub fn log_append_time(&self, defaults: &Defaults) -> bool {

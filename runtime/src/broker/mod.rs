@@ -309,6 +309,7 @@ struct TopicMeta {
 struct ProduceLimits {
     max_message_bytes: std::sync::atomic::AtomicUsize,
     log_append_time: std::sync::atomic::AtomicBool,
+    compacted: std::sync::atomic::AtomicBool,
 }
 
 impl ProduceLimits {
@@ -317,6 +318,7 @@ impl ProduceLimits {
         self.max_message_bytes
             .store(c.max_message_bytes(d), Relaxed);
         self.log_append_time.store(c.log_append_time(d), Relaxed);
+        self.compacted.store(c.compacted(d), Relaxed);
     }
 }
 
@@ -548,6 +550,13 @@ impl Topic {
     pub fn max_message_bytes(&self) -> usize {
         self.produce_limits
             .max_message_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether `cleanup.policy` includes `compact` (keyless records are refused).
+    pub fn compacted(&self) -> bool {
+        self.produce_limits
+            .compacted
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

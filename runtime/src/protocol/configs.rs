@@ -217,9 +217,27 @@ pub fn incremental_alter(
                         (0, Some(v)) => c.set(key, v.as_str()).map_err(|e| e.to_string())?,
                         (0, None) => return Err(format!("SET of '{key}' needs a value")),
                         (1, _) => c.delete(key).map_err(|e| e.to_string())?,
+                        // APPEND (2) and SUBTRACT (3) apply to list configs: here only
+                        // cleanup.policy.
+                        (op @ (2 | 3), Some(v)) if key == "cleanup.policy" => {
+                            let current = c.get(&ctx.broker.config.defaults, key);
+                            let mut items: Vec<&str> = current
+                                .split(',')
+                                .map(str::trim)
+                                .filter(|i| !i.is_empty())
+                                .collect();
+                            for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                                if op == 3 {
+                                    items.retain(|i| *i != item);
+                                } else if !items.contains(&item) {
+                                    items.push(item);
+                                }
+                            }
+                            c.set(key, &items.join(",")).map_err(|e| e.to_string())?
+                        }
                         (op, _) => {
                             return Err(format!(
-                                "operation {op} (APPEND/SUBTRACT) is not supported for '{key}'"
+                                "operation {op} (APPEND/SUBTRACT) applies to list configs; '{key}' is not one"
                             ))
                         }
                     }

@@ -3,7 +3,9 @@
 use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
@@ -23,6 +25,27 @@ fn error_for(e: &AppendError) -> ResponseError {
         AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
     }
+}
+
+/// Indexes (within their batch, as Kafka reports them) of records without a key, or `None` if
+/// every record has one. Malformed batches are left to the append's validation.
+fn keyless_records(records: &Bytes) -> Option<Vec<i32>> {
+    let batches = crate::log::batch::split_batches(records).ok()?;
+    let mut bad = Vec::new();
+    for (pos, h) in batches {
+        let one = records.slice(pos..pos + h.size);
+        let Ok(decoded) = crate::records::decode_batches(one) else {
+            continue;
+        };
+        bad.extend(
+            decoded
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.key.is_none())
+                .map(|(i, _)| i as i32),
+        );
+    }
+    (!bad.is_empty()).then_some(bad)
 }
 
 /// Appends every partition's records; `None` when the producer asked for no reply (acks=0).
@@ -51,6 +74,29 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
                 continue;
             };
             let records = pd.records.unwrap_or_default();
+            if topic.compacted() {
+                if let Some(errors) = keyless_records(&records) {
+                    tracing::debug!(topic = %name, partition = pd.index, "keyless record refused on a compacted topic");
+                    pr.error_code = code(ResponseError::InvalidRecord);
+                    if ctx.version >= 8 {
+                        let msg = format!(
+                            "Compacted topic cannot accept message without key in topic partition {name}-{}.",
+                            pd.index
+                        );
+                        pr.error_message = Some(sb(msg.clone()));
+                        pr.record_errors = errors
+                            .into_iter()
+                            .map(|i| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(i)
+                                    .with_batch_index_error_message(Some(sb(msg.clone())))
+                            })
+                            .collect();
+                    }
+                    tr.partition_responses.push(pr);
+                    continue;
+                }
+            }
             let max = topic.max_message_bytes();
             let stamp = topic.log_append_time().then(now_ms);
             match part.append(&records, max, stamp) {
