@@ -7,7 +7,10 @@ One 6-partition topic with 600 unique records:
      exactly once across the group, commits after each record);
   2. one member closes (it leaves with epoch -1): the other two get 3 each;
   3. both commit and close; 300 more records; a fresh member resumes exactly at the committed
-     offsets: it reads exactly the 300 new records plus what was left unread.
+     offsets: it reads exactly the 300 new records plus what was left unread;
+  4. a member of another group subscribes with a regex (the broker resolves it, KIP-848): it gets
+     the matching topic's partitions and not a topic whose name only contains the pattern, then
+     also those of a matching topic created after it joined, and reads every record of both.
 """
 
 import time
@@ -80,7 +83,41 @@ def run(a):
     drain([fresh], topic, got, lambda: True)
     check_eq(sorted(got.values()), sorted(where), "records read by the fresh member (exactly the new ones)")
     fresh.close()
-    return "KIP-848 group: 2/2/2, then 3/3, then exact resume from committed offsets"
+
+    prefix = unique("rx")
+    create_topic(a.bootstrap, f"{prefix}-a", 2)
+    create_topic(a.bootstrap, f"x{prefix}-a", 1)
+    produce(a.bootstrap, f"{prefix}-a", [(i % 2, f"a{i}") for i in range(10)])
+    produce(a.bootstrap, f"x{prefix}-a", [(0, "not for the regex")])
+    rx = member(a.bootstrap, unique("grx"), f"^{prefix}-.*", "regex")
+    got = {}
+
+    def topics_of(c):
+        return sorted({tp.topic for tp in c.assignment()})
+
+    drain([rx], f"{prefix}-a", got, lambda: topics_of(rx) == [f"{prefix}-a"] and len(got) == 10)
+    create_topic(a.bootstrap, f"{prefix}-b", 1)
+    produce(a.bootstrap, f"{prefix}-b", [(0, f"b{i}") for i in range(5)])
+    drain_any(rx, got, lambda: len(rx.assignment()) == 3 and len(got) == 15)
+    check_eq(topics_of(rx), [f"{prefix}-a", f"{prefix}-b"], "topics assigned by the regex")
+    check_eq(sorted(got.values()), sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)]),
+             "records read through the regex subscription")
+    rx.close()
+    return "KIP-848 group: 2/2/2, then 3/3, then exact resume from committed offsets; regex subscription"
+
+
+def drain_any(c, seen, until):
+    """Like drain, for one member reading several topics."""
+    deadline = time.time() + 45
+    while not until():
+        check(time.time() < deadline, f"not reached in 45 s: {c.assignment()}, {len(seen)} records read")
+        m = c.poll(0.05)
+        if m is None:
+            continue
+        check(m.error() is None, f"consumer error {m.error()}")
+        key = (m.topic(), m.partition(), m.offset())
+        check(key not in seen, f"record {key} read twice")
+        seen[key] = m.value().decode()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ pub mod err {
     pub const FENCED_MEMBER_EPOCH: i16 = 110;
     pub const UNRELEASED_INSTANCE_ID: i16 = 111;
     pub const STALE_MEMBER_EPOCH: i16 = 113;
+    pub const INVALID_REGULAR_EXPRESSION: i16 = 130;
 }
 
 /// Broker-side session timeout (Kafka's `group.consumer.session.timeout.ms`).
@@ -42,6 +43,9 @@ pub struct Member {
     pub client_id: String,
     pub client_host: String,
     pub subscribed: Vec<String>,
+    /// A regex subscription (KIP-848's `SubscribedTopicRegex`): `subscribed` is then the
+    /// topics it matches, recomputed as topics come and go.
+    pub regex: Option<(String, regex::Regex)>,
     pub rebalance_timeout_ms: i32,
     pub epoch: i32,
     previous_epoch: i32,
@@ -66,6 +70,8 @@ pub struct Heartbeat {
     pub rebalance_timeout_ms: i32,
     /// None: unchanged since the last heartbeat.
     pub subscribed: Option<Vec<String>>,
+    /// None: unchanged since the last heartbeat; Some(""): no regex any more.
+    pub subscribed_regex: Option<String>,
     /// None: unchanged since the last heartbeat; else what the member owns now.
     pub owned: Option<Assignment>,
     pub client_id: String,
@@ -325,6 +331,22 @@ impl ConsumerGroup {
                 assignment: None,
             };
         }
+        // A bad regex is refused before anything changes.
+        let new_regex = match hb.subscribed_regex.as_deref() {
+            None => None,
+            Some("") => Some(None),
+            // Kafka matches the whole topic name (RE2/J `matches()`).
+            Some(src) => match regex::Regex::new(&format!("^(?:{src})$")) {
+                Ok(re) => Some(Some((src.to_string(), re))),
+                Err(e) => {
+                    return HeartbeatReply::error(
+                        err::INVALID_REGULAR_EXPRESSION,
+                        &hb.member_id,
+                        &format!("invalid subscription regex '{src}': {e}"),
+                    )
+                }
+            },
+        };
         let mut changed = false;
         let id = if hb.member_epoch == 0 {
             let id = if hb.member_id.is_empty() {
@@ -369,6 +391,7 @@ impl ConsumerGroup {
                     client_id: hb.client_id.clone(),
                     client_host: hb.client_host.clone(),
                     subscribed: Vec::new(),
+                    regex: None,
                     rebalance_timeout_ms: hb.rebalance_timeout_ms,
                     epoch: 0,
                     previous_epoch: 0,
@@ -385,7 +408,11 @@ impl ConsumerGroup {
                 m.epoch = 0;
                 m.last_sent = None;
             }
-            if hb.subscribed.is_none() && m.subscribed.is_empty() {
+            if hb.subscribed.is_none()
+                && hb.subscribed_regex.as_ref().is_none_or(|r| r.is_empty())
+                && m.subscribed.is_empty()
+                && m.regex.is_none()
+            {
                 return HeartbeatReply::error(
                     err::INVALID_REQUEST,
                     &id,
@@ -425,6 +452,28 @@ impl ConsumerGroup {
                 changed = true;
             }
         }
+        match new_regex {
+            None => {}
+            Some(None) => m.regex = None,
+            Some(Some(r)) => {
+                if m.regex.as_ref().is_none_or(|(s, _)| *s != r.0) {
+                    m.regex = Some(r);
+                }
+            }
+        }
+        // Regex members follow the topics: one created or deleted since the last heartbeat
+        // changes their subscription.
+        for m in self.members.values_mut() {
+            if let Some((_, re)) = &m.regex {
+                let matching: Vec<String> =
+                    topics.keys().filter(|n| re.is_match(n)).cloned().collect();
+                if matching != m.subscribed {
+                    m.subscribed = matching;
+                    changed = true;
+                }
+            }
+        }
+        let m = self.members.get_mut(&id).expect("member ensured above");
         if let Some(reported) = &hb.owned {
             // Partitions the member no longer reports are released.
             m.owned = intersect(&m.owned, reported);
@@ -526,6 +575,7 @@ mod tests {
             owned,
             client_id: "c".into(),
             client_host: "h".into(),
+            subscribed_regex: None,
         }
     }
 
@@ -590,6 +640,48 @@ mod tests {
         );
         assert!(!g.members.contains_key("a"));
         let _ = a3;
+    }
+
+    #[test]
+    fn a_regex_subscription_follows_the_topics_it_matches() {
+        let (mut t, _) = topics(2);
+        t.insert("other".into(), (Uuid::from_u128(8), 3));
+        t.insert("t2".into(), (Uuid::from_u128(9), 2));
+        let mut g = ConsumerGroup::new("g", 0);
+        let join = Heartbeat {
+            subscribed: None,
+            subscribed_regex: Some("t.*".into()),
+            ..hb("a", 0, None)
+        };
+        let a = g.heartbeat(join, &t, 0, || unreachable!());
+        assert_eq!(a.error, 0);
+        assert_eq!(
+            g.members["a"].subscribed,
+            vec!["t".to_string(), "t2".to_string()]
+        );
+        assert_eq!(count(&a.assignment), 4, "t and t2, not 'other'");
+        // A matching topic appears: the next heartbeat picks it up.
+        t.insert("t3".into(), (Uuid::from_u128(10), 1));
+        let a2 = g.heartbeat(hb("a", a.member_epoch, None), &t, 10, || unreachable!());
+        assert!(a2.member_epoch > a.member_epoch, "the group epoch moved");
+        assert_eq!(count(&a2.assignment), 5);
+        // The whole name must match.
+        t.insert("xt".into(), (Uuid::from_u128(11), 1));
+        g.heartbeat(hb("a", a2.member_epoch, None), &t, 20, || unreachable!());
+        assert!(!g.members["a"].subscribed.contains(&"xt".to_string()));
+        let bad = Heartbeat {
+            subscribed: None,
+            subscribed_regex: Some("(".into()),
+            ..hb("b", 0, None)
+        };
+        assert_eq!(
+            g.heartbeat(bad, &t, 30, || unreachable!()).error,
+            err::INVALID_REGULAR_EXPRESSION
+        );
+        assert!(
+            !g.members.contains_key("b"),
+            "a refused join adds no member"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{
 
 use super::describe_cluster::operations;
 use super::{sb, Ctx};
-use crate::group::consumer::{self, Heartbeat, HEARTBEAT_INTERVAL_MS};
+use crate::group::consumer::{Heartbeat, HEARTBEAT_INTERVAL_MS};
 
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
@@ -20,19 +20,6 @@ pub fn heartbeat(
 ) -> ConsumerGroupHeartbeatResponse {
     let mut r =
         ConsumerGroupHeartbeatResponse::default().with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS);
-    if req
-        .subscribed_topic_regex
-        .as_ref()
-        .is_some_and(|x| !x.is_empty())
-    {
-        r.error_code = consumer::err::INVALID_REQUEST;
-        r.error_message = Some(sb(
-            "regular-expression subscriptions are not supported yet; subscribe to topic names",
-        ));
-        r.member_id = Some(req.member_id);
-        r.member_epoch = -1;
-        return r;
-    }
     let owned = req.topic_partitions.map(|tps| {
         tps.into_iter()
             .map(|tp| (tp.topic_id, tp.partitions.into_iter().collect()))
@@ -47,6 +34,7 @@ pub fn heartbeat(
         subscribed: req
             .subscribed_topic_names
             .map(|ns| ns.into_iter().map(|n| n.0.to_string()).collect()),
+        subscribed_regex: req.subscribed_topic_regex.map(|r| r.to_string()),
         owned,
         client_id: ctx.client_id.unwrap_or_default().to_string(),
         client_host: ctx.peer.to_string(),
