@@ -442,6 +442,8 @@ impl ConsumerGroup {
         };
         let m = self.members.get_mut(&id).expect("member ensured above");
         m.last_heartbeat_ms = now;
+        // Back under its own member id after a temporary leave: live again.
+        m.left_temporarily = false;
         m.rebalance_timeout_ms = hb.rebalance_timeout_ms.max(1);
         if let Some(subs) = hb.subscribed {
             let mut subs = subs;
