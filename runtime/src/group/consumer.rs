@@ -43,9 +43,15 @@ pub struct Member {
     pub client_id: String,
     pub client_host: String,
     pub subscribed: Vec<String>,
-    /// A regex subscription (KIP-848's `SubscribedTopicRegex`): `subscribed` is then the
-    /// topics it matches, recomputed as topics come and go.
+    /// Topics subscribed by name (`SubscribedTopicNames`).
+    names: Vec<String>,
+    /// A regex subscription (KIP-848's `SubscribedTopicRegex`). `subscribed` is `names` plus
+    /// the topics it matches, recomputed as topics come and go.
     pub regex: Option<(String, regex::Regex)>,
+    /// Set when the regex is new: like Kafka, which resolves regexes in the background, it
+    /// takes effect from the member's next heartbeat, after its named topics (clients'
+    /// tests expect the named topics' assignment first).
+    regex_pending: bool,
     pub rebalance_timeout_ms: i32,
     pub epoch: i32,
     previous_epoch: i32,
@@ -391,7 +397,9 @@ impl ConsumerGroup {
                     client_id: hb.client_id.clone(),
                     client_host: hb.client_host.clone(),
                     subscribed: Vec::new(),
+                    names: Vec::new(),
                     regex: None,
+                    regex_pending: false,
                     rebalance_timeout_ms: hb.rebalance_timeout_ms,
                     epoch: 0,
                     previous_epoch: 0,
@@ -445,34 +453,40 @@ impl ConsumerGroup {
         // Back under its own member id after a temporary leave: live again.
         m.left_temporarily = false;
         m.rebalance_timeout_ms = hb.rebalance_timeout_ms.max(1);
-        if let Some(subs) = hb.subscribed {
-            let mut subs = subs;
+        if let Some(mut subs) = hb.subscribed {
             subs.sort();
             subs.dedup();
-            if subs != m.subscribed {
-                m.subscribed = subs;
-                changed = true;
-            }
+            m.names = subs;
         }
+        let mut pending_now = false;
         match new_regex {
             None => {}
             Some(None) => m.regex = None,
             Some(Some(r)) => {
                 if m.regex.as_ref().is_none_or(|(s, _)| *s != r.0) {
                     m.regex = Some(r);
+                    m.regex_pending = true;
+                    pending_now = true;
                 }
             }
         }
-        // Regex members follow the topics: one created or deleted since the last heartbeat
-        // changes their subscription.
-        for m in self.members.values_mut() {
+        // Every member's subscription from its names and its regex, against the topics as they
+        // are now: a topic created or deleted since the last heartbeat changes it.
+        for (mid, m) in self.members.iter_mut() {
+            let mut subs = m.names.clone();
             if let Some((_, re)) = &m.regex {
-                let matching: Vec<String> =
-                    topics.keys().filter(|n| re.is_match(n)).cloned().collect();
-                if matching != m.subscribed {
-                    m.subscribed = matching;
-                    changed = true;
+                if m.regex_pending && !(pending_now && *mid == id) {
+                    m.regex_pending = false;
                 }
+                if !m.regex_pending {
+                    subs.extend(topics.keys().filter(|n| re.is_match(n)).cloned());
+                    subs.sort();
+                    subs.dedup();
+                }
+            }
+            if subs != m.subscribed {
+                m.subscribed = subs;
+                changed = true;
             }
         }
         let m = self.members.get_mut(&id).expect("member ensured above");
@@ -655,8 +669,15 @@ mod tests {
             subscribed_regex: Some("t.*".into()),
             ..hb("a", 0, None)
         };
-        let a = g.heartbeat(join, &t, 0, || unreachable!());
-        assert_eq!(a.error, 0);
+        let a0 = g.heartbeat(join, &t, 0, || unreachable!());
+        assert_eq!(a0.error, 0);
+        assert_eq!(
+            count(&a0.assignment),
+            0,
+            "a new regex takes effect at the next heartbeat"
+        );
+        let a = g.heartbeat(hb("a", a0.member_epoch, None), &t, 5, || unreachable!());
+        assert_eq!(a.error, 0, "{:?}", a.message);
         assert_eq!(
             g.members["a"].subscribed,
             vec!["t".to_string(), "t2".to_string()]
@@ -683,6 +704,21 @@ mod tests {
         assert!(
             !g.members.contains_key("b"),
             "a refused join adds no member"
+        );
+
+        // Names and a regex together: the union, the named topic first.
+        let both = Heartbeat {
+            subscribed: Some(vec!["other".into()]),
+            subscribed_regex: Some("t2|t3".into()),
+            ..hb("c", 0, None)
+        };
+        g.heartbeat(both, &t, 40, || unreachable!());
+        assert_eq!(g.members["c"].subscribed, vec!["other".to_string()]);
+        let c = g.members["c"].epoch;
+        g.heartbeat(hb("c", c, None), &t, 50, || unreachable!());
+        assert_eq!(
+            g.members["c"].subscribed,
+            vec!["other".to_string(), "t2".to_string(), "t3".to_string()]
         );
     }
 
