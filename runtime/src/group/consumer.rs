@@ -769,3 +769,64 @@ mod tests {
         assert!(g.members.is_empty());
     }
 }
+
+#[cfg(test)]
+mod topic_deletion_tests {
+    use super::*;
+
+    fn beat(
+        g: &mut ConsumerGroup,
+        id: &str,
+        epoch: i32,
+        owned: Option<Assignment>,
+        t: &TopicInfo,
+        now: i64,
+    ) -> HeartbeatReply {
+        let hb = Heartbeat {
+            group_id: "g".into(),
+            member_id: id.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rebalance_timeout_ms: 30_000,
+            subscribed: None,
+            subscribed_regex: if epoch == 0 { Some("t.*".into()) } else { None },
+            owned,
+            client_id: "c".into(),
+            client_host: "h".into(),
+        };
+        g.heartbeat(hb, t, now, || unreachable!())
+    }
+
+    #[test]
+    fn deleting_a_subscribed_topic_does_not_fence_members() {
+        let t1 = Uuid::from_u128(1);
+        let t2 = Uuid::from_u128(2);
+        let mut t = TopicInfo::from([("t1".to_string(), (t1, 2)), ("t2".to_string(), (t2, 2))]);
+        let mut g = ConsumerGroup::new("g", 0);
+        let mut state: BTreeMap<&str, (i32, Assignment)> = BTreeMap::new();
+        let mut now = 0;
+        for id in ["a", "b"] {
+            let r = beat(&mut g, id, 0, None, &t, now);
+            state.insert(id, (r.member_epoch, r.assignment.unwrap_or_default()));
+        }
+        // Converge: each member acks what it was given, several rounds.
+        for round in 0..12 {
+            if round == 6 {
+                t.remove("t1");
+            }
+            for id in ["a", "b"] {
+                now += 10;
+                let (e, owned) = state[id].clone();
+                let r = beat(&mut g, id, e, Some(owned.clone()), &t, now);
+                assert_eq!(r.error, 0, "round {round} member {id}: {:?}", r.message);
+                let next = r.assignment.unwrap_or(owned);
+                state.insert(id, (r.member_epoch, next));
+            }
+        }
+        let total: usize = state
+            .values()
+            .map(|(_, a)| a.values().map(|s| s.len()).sum::<usize>())
+            .sum();
+        assert_eq!(total, 2, "t2's two partitions, once each: {state:?}");
+    }
+}
