@@ -462,13 +462,12 @@ impl ConsumerGroup {
         match new_regex {
             None => {}
             Some(None) => m.regex = None,
-            Some(Some(r)) => {
-                if m.regex.as_ref().is_none_or(|(s, _)| *s != r.0) {
-                    m.regex = Some(r);
-                    m.regex_pending = true;
-                    pending_now = true;
-                }
+            Some(Some(r)) if m.regex.as_ref().is_none_or(|(s, _)| *s != r.0) => {
+                m.regex = Some(r);
+                m.regex_pending = true;
+                pending_now = true;
             }
+            Some(Some(_)) => {}
         }
         // Every member's subscription from its names and its regex, against the topics as they
         // are now: a topic created or deleted since the last heartbeat changes it.
