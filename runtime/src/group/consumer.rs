@@ -28,6 +28,8 @@ pub mod err {
 
 /// Broker-side session timeout (Kafka's `group.consumer.session.timeout.ms`).
 pub const SESSION_TIMEOUT_MS: i64 = 45_000;
+/// Rebalance timeout of a member that never sent one (Kafka's `max.poll.interval.ms` default).
+const DEFAULT_REBALANCE_TIMEOUT_MS: i32 = 300_000;
 /// How often members are asked to heartbeat (`group.consumer.heartbeat.interval.ms`).
 pub const HEARTBEAT_INTERVAL_MS: i32 = 5_000;
 
@@ -400,7 +402,11 @@ impl ConsumerGroup {
                     names: Vec::new(),
                     regex: None,
                     regex_pending: false,
-                    rebalance_timeout_ms: hb.rebalance_timeout_ms,
+                    rebalance_timeout_ms: if hb.rebalance_timeout_ms > 0 {
+                        hb.rebalance_timeout_ms
+                    } else {
+                        DEFAULT_REBALANCE_TIMEOUT_MS
+                    },
                     epoch: 0,
                     previous_epoch: 0,
                     owned: Assignment::new(),
@@ -452,7 +458,11 @@ impl ConsumerGroup {
         m.last_heartbeat_ms = now;
         // Back under its own member id after a temporary leave: live again.
         m.left_temporarily = false;
-        m.rebalance_timeout_ms = hb.rebalance_timeout_ms.max(1);
+        // -1 means "unchanged since the last heartbeat" (librdkafka sends the value only in
+        // full requests); taking it as 1 ms expired every member that was asked to revoke.
+        if hb.rebalance_timeout_ms > 0 {
+            m.rebalance_timeout_ms = hb.rebalance_timeout_ms;
+        }
         if let Some(mut subs) = hb.subscribed {
             subs.sort();
             subs.dedup();
@@ -786,7 +796,8 @@ mod topic_deletion_tests {
             member_id: id.into(),
             member_epoch: epoch,
             instance_id: None,
-            rebalance_timeout_ms: 30_000,
+            // As librdkafka does: the timeout in the joining (full) request, -1 afterwards.
+            rebalance_timeout_ms: if epoch == 0 { 30_000 } else { -1 },
             subscribed: None,
             subscribed_regex: if epoch == 0 { Some("t.*".into()) } else { None },
             owned,
@@ -818,6 +829,8 @@ mod topic_deletion_tests {
                 let (e, owned) = state[id].clone();
                 let r = beat(&mut g, id, e, Some(owned.clone()), &t, now);
                 assert_eq!(r.error, 0, "round {round} member {id}: {:?}", r.message);
+                // Revocations take a while (one tick per round); nobody may be expired for it.
+                assert!(!g.tick(&t, now + 5));
                 let next = r.assignment.unwrap_or(owned);
                 state.insert(id, (r.member_epoch, next));
             }

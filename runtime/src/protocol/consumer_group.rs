@@ -40,7 +40,11 @@ pub fn heartbeat(
         client_host: ctx.peer.to_string(),
     };
     let topics = ctx.broker.topic_info();
+    let (group, member, epoch) = (hb.group_id.clone(), hb.member_id.clone(), hb.member_epoch);
     let o = ctx.broker.groups.consumer_heartbeat(hb, &topics);
+    if o.error != 0 {
+        tracing::debug!(%group, %member, epoch, error = o.error, message = ?o.message, "consumer group heartbeat refused");
+    }
     r.error_code = o.error;
     r.error_message = o.message.map(sb);
     r.member_id = Some(sb(o.member_id));
