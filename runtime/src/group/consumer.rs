@@ -106,6 +106,17 @@ impl HeartbeatReply {
             assignment: None,
         }
     }
+
+    /// The answer to a leave (epoch -1, or -2 for a static member's temporary leave).
+    fn left(member_id: String, member_epoch: i32) -> HeartbeatReply {
+        HeartbeatReply {
+            error: 0,
+            message: None,
+            member_id,
+            member_epoch,
+            assignment: None,
+        }
+    }
 }
 
 pub struct ConsumerGroup {
@@ -318,26 +329,14 @@ impl ConsumerGroup {
                 // times out: that is what static membership is for.
                 m.left_temporarily = true;
                 m.last_heartbeat_ms = now;
-                return HeartbeatReply {
-                    error: 0,
-                    message: None,
-                    member_id: hb.member_id,
-                    member_epoch: hb.member_epoch,
-                    assignment: None,
-                };
+                return HeartbeatReply::left(hb.member_id, hb.member_epoch);
             }
         }
         if hb.member_epoch < 0 {
             if self.members.shift_remove(&hb.member_id).is_some() {
                 self.after_departure(topics, now);
             }
-            return HeartbeatReply {
-                error: 0,
-                message: None,
-                member_id: hb.member_id,
-                member_epoch: hb.member_epoch,
-                assignment: None,
-            };
+            return HeartbeatReply::left(hb.member_id, hb.member_epoch);
         }
         // A bad regex is refused before anything changes.
         let new_regex = match hb.subscribed_regex.as_deref() {
