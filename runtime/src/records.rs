@@ -146,11 +146,12 @@ fn codec_of(attributes: i16) -> Result<Compression, RecordsError> {
     })
 }
 
-/// Decodes the records of one whole batch (CRC not checked here; the log did that).
-fn decode_one(batch: Bytes, out: &mut Vec<Record>) -> Result<(), RecordsError> {
+/// Decodes the records of one whole batch (CRC not checked here; the log did that). Control
+/// batches are skipped unless `control`.
+fn decode_one(batch: Bytes, out: &mut Vec<Record>, control: bool) -> Result<(), RecordsError> {
     let h =
         crate::log::batch::parse_header(&batch).map_err(|e| RecordsError::Decode(e.to_string()))?;
-    if h.is_control() {
+    if h.is_control() && !control {
         return Ok(());
     }
     let mut body = batch.slice(crate::log::batch::HEADER_LEN..h.size);
@@ -220,10 +221,50 @@ pub fn decode_batches(mut data: Bytes) -> Result<Vec<Record>, RecordsError> {
         if size > data.len() {
             break;
         }
-        decode_one(data.split_to(size), &mut out)?;
+        decode_one(data.split_to(size), &mut out, false)?;
     }
     Ok(out)
 }
+
+/// One batch of a partition, decoded on its own so that one bad batch does not hide the rest.
+#[derive(Debug)]
+pub struct DecodedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub control: bool,
+    /// Its records (control records too), or why they cannot be read.
+    pub records: Result<Vec<Record>, RecordsError>,
+}
+
+/// Every whole batch in `data`, each decoded separately. Fails only if a batch header cannot
+/// be read at all (the log checked every header it stored, so that is not a record problem).
+pub fn decode_each(mut data: Bytes) -> Result<Vec<DecodedBatch>, RecordsError> {
+    let mut out = Vec::new();
+    while let Some(size) = crate::log::batch::framed_size(&data) {
+        if size > data.len() {
+            break;
+        }
+        let batch = data.split_to(size);
+        let h = crate::log::batch::parse_header(&batch)
+            .map_err(|e| RecordsError::Decode(e.to_string()))?;
+        let mut records = Vec::new();
+        let result = decode_one(batch, &mut records, true).map(|()| records);
+        out.push(DecodedBatch {
+            base_offset: h.base_offset,
+            last_offset: h.last_offset(),
+            control: h.is_control(),
+            records: result,
+        });
+    }
+    Ok(out)
+}
+
+/// A control batch holding `records` (the attribute bit Kafka clients skip such batches by).
+pub fn encode_control_batch(records: &[Record]) -> Result<Bytes, RecordsError> {
+    encode(records, Compression::None, None, CONTROL_ATTRIBUTE)
+}
+
+const CONTROL_ATTRIBUTE: i16 = 0x20;
 
 /// The idempotent-producer fields of a batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +285,15 @@ pub fn encode_batch_as(
     records: &[Record],
     compression: Compression,
     producer: Option<ProducerFields>,
+) -> Result<Bytes, RecordsError> {
+    encode(records, compression, producer, 0)
+}
+
+fn encode(
+    records: &[Record],
+    compression: Compression,
+    producer: Option<ProducerFields>,
+    attributes: i16,
 ) -> Result<Bytes, RecordsError> {
     let base_ts = records.first().map(|r| r.timestamp).unwrap_or(0);
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
@@ -288,7 +338,7 @@ pub fn encode_batch_as(
     b.put_i32(-1);
     b.put_i8(2);
     b.put_u32(0);
-    b.put_i16(compression as i16);
+    b.put_i16(compression as i16 | attributes);
     b.put_i32(records.len().saturating_sub(1) as i32);
     b.put_i64(base_ts);
     b.put_i64(max_ts);

@@ -40,6 +40,8 @@ struct Partition {
     next_offset: i64,
     high_watermark: i64,
     lag: i64,
+    #[serde(default)]
+    event_time_watermark: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +56,10 @@ struct Pipeline {
     dead_lettered: u64,
     retried: u64,
     traps: u64,
+    #[serde(default)]
+    late: u64,
+    #[serde(default)]
+    undecodable: u64,
     last_error: Option<String>,
     partitions: Vec<Partition>,
 }
@@ -104,9 +110,19 @@ pub fn list(admin: &str) -> Result<()> {
             );
         }
         for x in &p.partitions {
+            let et = x
+                .event_time_watermark
+                .map(|w| format!(", event time {w}"))
+                .unwrap_or_default();
             println!(
-                "    {}-{}: next offset {}, high watermark {}, lag {}",
+                "    {}-{}: next offset {}, high watermark {}, lag {}{et}",
                 x.topic, x.partition, x.next_offset, x.high_watermark, x.lag
+            );
+        }
+        if p.late > 0 || p.undecodable > 0 {
+            println!(
+                "    late records: {}, undecodable batches: {}",
+                p.late, p.undecodable
             );
         }
         if let Some(e) = &p.last_error {

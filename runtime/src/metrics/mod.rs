@@ -210,7 +210,7 @@ pub fn render_pipelines(host: &crate::plugin::PluginHost) -> String {
     let mut out = String::new();
     let st = host.status();
     type Counter = (&'static str, &'static str, fn(&PipelineStatus) -> u64);
-    let counters: [Counter; 5] = [
+    let counters: [Counter; 7] = [
         (
             "sluice_pipeline_records_in_total",
             "Records a pipeline consumed.",
@@ -235,6 +235,16 @@ pub fn render_pipelines(host: &crate::plugin::PluginHost) -> String {
             "sluice_pipeline_traps_total",
             "Plugin traps (panic, timeout, memory).",
             |p| p.traps,
+        ),
+        (
+            "sluice_pipeline_late_total",
+            "Records behind the watermark, sent to the pipeline's late topic.",
+            |p| p.late,
+        ),
+        (
+            "sluice_pipeline_undecodable_batches_total",
+            "Input batches that could not be decoded, dead-lettered whole.",
+            |p| p.undecodable,
         ),
     ];
     for (name, help, get) in counters {

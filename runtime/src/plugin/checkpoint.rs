@@ -108,6 +108,9 @@ pub struct Checkpoint {
     pub emitted: BTreeMap<String, BTreeMap<i32, u64>>,
     /// Output to append before anything else (written ahead; see the module docs).
     pub pending: Vec<PendingRecord>,
+    /// The input's event-time bookkeeping as of `next_offset` (absent in older checkpoints).
+    #[serde(default)]
+    pub watermarks: super::watermark::TrackerState,
 }
 
 impl Checkpoint {
@@ -172,6 +175,11 @@ mod tests {
                 headers: vec![("h".into(), Bin(b"v".to_vec()))],
                 timestamp: 5,
             }],
+            watermarks: super::super::watermark::TrackerState {
+                newest: Some(9),
+                current: Some(4),
+                ..Default::default()
+            },
         };
         c.save(&path).unwrap();
         assert_eq!(Checkpoint::load(&path).unwrap(), Some(c.clone()));

@@ -14,10 +14,16 @@ use thiserror::Error;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
+// The host binds the core world; `on-watermark` (0.1.2) is looked up per component, so
+// components built against 0.1.0 and 0.1.1 still load.
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "processor",
+    world: "processor-core",
 });
+
+/// The optional `on-watermark` export.
+const ON_WATERMARK: &str = "on-watermark";
+type WatermarkFunc = wasmtime::component::TypedFunc<(i64,), (Vec<OutputRecord>,)>;
 
 pub use self::sluice::plugin::types::{Level, Record, TaskInfo};
 
@@ -139,7 +145,9 @@ pub struct PluginEngine {
 /// A compiled, type-checked plugin ready to instantiate.
 #[derive(Clone)]
 pub struct Code {
-    pre: ProcessorPre<HostState>,
+    pre: ProcessorCorePre<HostState>,
+    /// Whether the component exports `on-watermark`.
+    pub watermarks: bool,
     /// First 12 hex digits of the component's SHA-256: the version shown to users and
     /// stamped on dead letters.
     pub version: String,
@@ -153,7 +161,7 @@ impl PluginEngine {
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| EngineError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        ProcessorCore::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| EngineError::Engine(format!("{e:#}")))?;
         // The epoch clock: a thread, because a plugin stuck in a loop holds its thread and
         // only an increment from elsewhere can stop it.
@@ -202,9 +210,11 @@ impl PluginEngine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("{e:#}")))?;
-        let pre = ProcessorPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
+        let watermarks = component.get_export_index(None, ON_WATERMARK).is_some();
+        let pre = ProcessorCorePre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
         Ok(Code {
             pre,
+            watermarks,
             version: hex[..12].to_string(),
         })
     }
@@ -288,13 +298,30 @@ impl PluginEngine {
             Ok(wasmtime::UpdateDeadline::Continue(left_ticks.max(1)))
         });
         arm(&mut store, limits);
-        let processor = code
+        let instance = code
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| classify(e, limits))?;
+        let processor =
+            ProcessorCore::new(&mut store, &instance).map_err(|e| classify(e, limits))?;
+        let on_watermark = if code.watermarks {
+            Some(
+                instance
+                    .get_typed_func::<(i64,), (Vec<OutputRecord>,)>(&mut store, ON_WATERMARK)
+                    .map_err(|e| {
+                        CallError::Trap(format!(
+                            "the component's {ON_WATERMARK} has the wrong type: {e:#}"
+                        ))
+                    })?,
+            )
+        } else {
+            None
+        };
         Ok(Instance {
             store,
             processor,
+            on_watermark,
             limits,
         })
     }
@@ -304,7 +331,8 @@ impl PluginEngine {
 /// further calls after a trap): drop it and make a new one.
 pub struct Instance {
     store: Store<HostState>,
-    processor: Processor,
+    processor: ProcessorCore,
+    on_watermark: Option<WatermarkFunc>,
     limits: Limits,
 }
 
@@ -358,6 +386,20 @@ impl Instance {
 
     pub fn tick(&mut self, now_ms: i64) -> Result<Vec<OutputRecord>, CallError> {
         call!(self, call_tick, now_ms)
+    }
+
+    /// None when the component does not export `on-watermark`.
+    pub fn on_watermark(
+        &mut self,
+        watermark_ms: i64,
+    ) -> Result<Option<Vec<OutputRecord>>, CallError> {
+        let Some(f) = self.on_watermark else {
+            return Ok(None);
+        };
+        arm(&mut self.store, self.limits);
+        f.call(&mut self.store, (watermark_ms,))
+            .map(|(outs,)| Some(outs))
+            .map_err(|e| classify(e, self.limits))
     }
 
     pub fn snapshot(&mut self) -> Result<Vec<u8>, CallError> {

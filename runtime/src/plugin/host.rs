@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::engine::{Code, PluginEngine, TaskInfo};
 use super::manifest::Manifest;
 use super::output::ensure_topic;
-use super::pipeline::{Deployed, Pipeline, Stats};
+use super::pipeline::{Deployed, Pipeline, Stats, Topology};
 use super::task::{self, Kind, TaskSpec};
 use crate::broker::Broker;
 
@@ -118,6 +118,8 @@ pub struct PartitionStatus {
     pub next_offset: i64,
     pub high_watermark: i64,
     pub lag: i64,
+    /// The event-time watermark the task last handed its plugin (ms since the epoch).
+    pub event_time_watermark: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -133,6 +135,8 @@ pub struct PipelineStatus {
     pub dead_lettered: u64,
     pub retried: u64,
     pub traps: u64,
+    pub late: u64,
+    pub undecodable: u64,
     pub reloads: u64,
     pub last_reload_pause_us: u64,
     pub last_error: Option<String>,
@@ -148,6 +152,8 @@ pub struct PluginHost {
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Serializes reconciliations and resets.
     reconcile_lock: Mutex<()>,
+    /// Who writes where, for the tasks' watermarks.
+    topology: Arc<Topology>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -173,6 +179,7 @@ impl PluginHost {
             rt,
             entries: Mutex::new(BTreeMap::new()),
             reconcile_lock: Mutex::new(()),
+            topology: Arc::new(Topology::default()),
         }))
     }
 
@@ -245,6 +252,8 @@ impl PluginHost {
     pub fn reconcile(&self) {
         let _g = lock(&self.reconcile_lock);
         let found = self.manifests();
+        // Before any task starts, so none of them mistakes a fed topic for a producers' one.
+        self.refresh_topology(&found);
         // Undeploy what disappeared.
         let gone: Vec<String> = lock(&self.entries)
             .keys()
@@ -262,6 +271,37 @@ impl PluginHost {
         for (name, path) in found {
             self.reconcile_one(&name, &path);
         }
+    }
+
+    /// Who writes into which topic, from the manifests in the directory (whether or not they
+    /// run yet): each task of a pipeline is a writer of the pipeline's output.
+    fn refresh_topology(&self, found: &BTreeMap<String, PathBuf>) {
+        let mut writers_of: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        let mut present = std::collections::BTreeSet::new();
+        for (name, path) in found {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            let Ok(m) = Manifest::parse(path, &text) else {
+                continue;
+            };
+            present.insert(name.clone());
+            let Some(out) = &m.output else {
+                continue;
+            };
+            for input in &m.inputs {
+                let Some(topic) = self.broker.topic(input) else {
+                    continue;
+                };
+                for p in 0..topic.partitions.len() as i32 {
+                    writers_of
+                        .entry(out.clone())
+                        .or_default()
+                        .insert(super::watermark::writer_id(name, input, p));
+                }
+            }
+        }
+        self.topology.set(writers_of, present);
     }
 
     fn reconcile_one(&self, name: &str, path: &Path) {
@@ -441,6 +481,7 @@ impl PluginHost {
                 partition,
                 kind,
                 rt: self.rt.clone(),
+                topology: self.topology.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("{}:{topic}-{partition}", m.name))
@@ -529,11 +570,14 @@ impl PluginHost {
                 plugin_version: String::new(),
                 emitted: BTreeMap::new(),
                 pending: Vec::new(),
+                watermarks: Default::default(),
             },
         };
         c.next_offset = offset;
         if !keep_state {
+            // Event-time bookkeeping belongs with the state it was derived with.
             c.state = Default::default();
+            c.watermarks = Default::default();
         }
         c.save(path).map_err(|e| e.to_string())
     }
@@ -555,6 +599,7 @@ impl PluginHost {
                         next_offset: pr.next_offset,
                         high_watermark: pr.high_watermark,
                         lag: (pr.high_watermark - pr.next_offset).max(0),
+                        event_time_watermark: pr.event_time_watermark,
                     })
                     .collect();
                 PipelineStatus {
@@ -576,6 +621,8 @@ impl PluginHost {
                     dead_lettered: get(&s.dead_lettered),
                     retried: get(&s.retried),
                     traps: get(&s.traps),
+                    late: get(&s.late),
+                    undecodable: get(&s.undecodable),
                     reloads: get(&s.reloads),
                     last_reload_pause_us: get(&s.last_reload_pause_us),
                     last_error: e.error.clone().or_else(|| lock(&s.last_error).clone()),
@@ -641,6 +688,8 @@ fn same_topology(a: &Manifest, b: &Manifest) -> bool {
         && a.tick_ms == b.tick_ms
         && a.retry == b.retry
         && a.max_lag == b.max_lag
+        && a.partitioning == b.partitioning
+        && a.event_time == b.event_time
 }
 
 fn stop(r: Running) {

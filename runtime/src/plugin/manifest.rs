@@ -52,6 +52,43 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Where output records with the input record's key go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitioning {
+    /// A record that keeps its input record's key (and every key-less one) stays on the
+    /// partition numbered like its input partition, so a 1:1 stage keeps per-partition order
+    /// end to end whatever partitioner the producer used; a record with a new key goes where
+    /// murmur2 puts it, as Kafka's default partitioner would.
+    #[default]
+    Auto,
+    /// Every output record goes to the partition numbered like the input partition.
+    Input,
+    /// Every keyed record goes where murmur2 puts its key.
+    Key,
+}
+
+/// `[event_time]`: the pipeline judges records by event time (their timestamps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTime {
+    /// How far behind the newest event time of its source a record may come and still be on
+    /// time; the watermark is the sources' progress minus this.
+    pub lateness_ms: i64,
+    /// Explicit choice for producers that may go silent for good: a producers' partition
+    /// with nothing new for this long lets its watermark advance with the wall clock.
+    pub idle_timeout_ms: Option<i64>,
+    /// Where records behind the watermark go (default: the dead-letter topic).
+    pub late_topic: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEventTime {
+    lateness_ms: Option<i64>,
+    idle_timeout_ms: Option<i64>,
+    late_topic: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
@@ -75,6 +112,8 @@ struct Raw {
     retry: Option<RetryPolicy>,
     #[serde(default)]
     limits: RawLimits,
+    partitioning: Option<Partitioning>,
+    event_time: Option<RawEventTime>,
     #[serde(default)]
     config: Option<toml::Table>,
 }
@@ -94,6 +133,9 @@ pub struct Manifest {
     pub tick_ms: u64,
     pub retry: RetryPolicy,
     pub limits: Limits,
+    pub partitioning: Partitioning,
+    /// None: records are passed on whatever their timestamps (watermarks still flow).
+    pub event_time: Option<EventTime>,
     /// The `[config]` table as JSON, handed to the plugin's `init`.
     pub config_json: String,
 }
@@ -101,6 +143,8 @@ pub struct Manifest {
 /// Limits a manifest may not exceed: one pipeline must not be able to starve the broker.
 const MAX_MEMORY_MB: u64 = 4096;
 const MAX_CPU_MS: u64 = 60_000;
+/// Lateness and idle timeouts beyond a year are typos.
+const MAX_EVENT_MS: i64 = 366 * 24 * 3_600_000;
 
 impl Manifest {
     /// Parses `NAME.toml` found in `dir`.
@@ -177,6 +221,36 @@ impl Manifest {
                 "key 'wasm': '{wasm}' must be a path inside the plugins directory"
             )));
         }
+        let event_time = match raw.event_time {
+            None => None,
+            Some(e) => {
+                let lateness_ms = e.lateness_ms.unwrap_or(0);
+                if !(0..=MAX_EVENT_MS).contains(&lateness_ms) {
+                    return Err(err(format!(
+                        "key 'event_time.lateness_ms': must be between 0 and {MAX_EVENT_MS}"
+                    )));
+                }
+                if let Some(t) = e.idle_timeout_ms {
+                    if !(1..=MAX_EVENT_MS).contains(&t) {
+                        return Err(err(format!(
+                            "key 'event_time.idle_timeout_ms': must be between 1 and {MAX_EVENT_MS}"
+                        )));
+                    }
+                }
+                let late_topic = e.late_topic.unwrap_or_else(|| dead_letter.clone());
+                topic("event_time.late_topic", &late_topic)?;
+                if raw.inputs.contains(&late_topic) {
+                    return Err(err(format!(
+                        "key 'event_time.late_topic': '{late_topic}' is also an input"
+                    )));
+                }
+                Some(EventTime {
+                    lateness_ms,
+                    idle_timeout_ms: e.idle_timeout_ms,
+                    late_topic,
+                })
+            }
+        };
         let config_json = serde_json::to_string(&raw.config.unwrap_or_default())
             .map_err(|e| err(format!("key 'config': {e}")))?;
         Ok(Manifest {
@@ -191,6 +265,8 @@ impl Manifest {
             tick_ms,
             retry,
             limits,
+            partitioning: raw.partitioning.unwrap_or_default(),
+            event_time,
             config_json,
         })
     }
@@ -258,6 +334,43 @@ min = 3
         assert_eq!(m.limits, Limits::default());
         assert_eq!(m.config_json, "{}");
         assert_eq!(m.output, None);
+        assert_eq!(m.partitioning, Partitioning::Auto);
+        assert_eq!(m.event_time, None);
+    }
+
+    #[test]
+    fn event_time_and_partitioning() {
+        let m = parse(
+            "inputs = [\"a\"]\npartitioning = \"key\"\n[event_time]\nlateness_ms = 1000\nidle_timeout_ms = 10000\n",
+        )
+        .unwrap();
+        assert_eq!(m.partitioning, Partitioning::Key);
+        assert_eq!(
+            m.event_time,
+            Some(EventTime {
+                lateness_ms: 1000,
+                idle_timeout_ms: Some(10000),
+                late_topic: "clicks.dlq".into()
+            })
+        );
+        let m = parse("inputs = [\"a\"]\n[event_time]\nlate_topic = \"late\"").unwrap();
+        let e = m.event_time.unwrap();
+        assert_eq!((e.lateness_ms, e.late_topic.as_str()), (0, "late"));
+        for bad in [
+            "[event_time]\nlateness_ms = -1",
+            "[event_time]\nidle_timeout_ms = 0",
+            "[event_time]\nlate_topic = \"a\"",
+            "[event_time]\ngrace = 3",
+            "partitioning = \"random\"",
+        ] {
+            let e = parse(&format!("inputs = [\"a\"]\n{bad}")).unwrap_err();
+            assert!(
+                e.to_string().contains("event_time")
+                    || e.to_string().contains("grace")
+                    || e.to_string().contains("random"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

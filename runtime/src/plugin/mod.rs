@@ -9,5 +9,6 @@ pub mod manifest;
 pub mod output;
 pub mod pipeline;
 pub mod task;
+pub mod watermark;
 
 pub use host::{PluginHost, ResetTo};

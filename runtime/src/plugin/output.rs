@@ -2,13 +2,14 @@
 //! one idempotent producer, skipping what a crash left already written (see
 //! [`super::checkpoint`] for the invariant).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::watermark::Announcement;
 use crate::broker::{AppendError, Broker, BrokerError, Topic};
 use crate::records::{self, Compression, ProducerFields, Record};
 
@@ -159,6 +160,59 @@ impl Writer {
                 skip_until: start + written,
             }
         })
+    }
+
+    /// Whether some output partition still holds records from before a crash that a replay
+    /// has not reached: output that is not a function of the input must wait until it has.
+    pub fn replaying(&mut self) -> bool {
+        let keys: Vec<(String, i32)> = self.start.keys().cloned().collect();
+        for (name, partition) in keys {
+            let Some(topic) = self.broker.topic(&name) else {
+                continue;
+            };
+            let c = self.counter(&topic, partition);
+            if c.next < c.skip_until {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Topics this task has written records to (as of its checkpoint, and since).
+    pub fn topics_written(&self) -> BTreeSet<String> {
+        self.start
+            .keys()
+            .chain(self.counters.keys())
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Appends a watermark announcement to every partition of `name` (which must exist).
+    /// Outside the exactly-once sequence: announcements carry no producer id, and a repeated
+    /// or lost one is harmless because readers keep each writer's highest.
+    pub fn announce(&mut self, name: &str, a: &Announcement) -> Result<(), WriteError> {
+        let Some(topic) = self.broker.topic(name) else {
+            return Ok(());
+        };
+        let record = Record {
+            offset: 0,
+            timestamp: crate::broker::now_ms(),
+            key: Some(Bytes::copy_from_slice(&Announcement::control_key())),
+            value: Some(Bytes::from(a.encode())),
+            headers: Vec::new(),
+        };
+        let batch = records::encode_control_batch(std::slice::from_ref(&record))?;
+        let stamp = topic.log_append_time().then(crate::broker::now_ms);
+        for part in &topic.partitions {
+            part.append(&batch, usize::MAX, stamp)
+                .map_err(|error| WriteError::Append {
+                    topic: topic.name.clone(),
+                    partition: part.index,
+                    error,
+                })?;
+        }
+        self.broker.notify_appended();
+        Ok(())
     }
 
     /// Appends `out` in order, per partition, skipping records already in the log.

@@ -1,6 +1,6 @@
 //! A deployed pipeline: its manifest, the code its tasks run, and the figures users see.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::engine::Code;
 use super::manifest::Manifest;
+use super::watermark::Feeders;
 
 /// The code tasks should run; replaced as a whole on hot reload.
 #[derive(Clone)]
@@ -24,6 +25,7 @@ pub struct Deployed {
 pub struct TaskProgress {
     pub next_offset: i64,
     pub high_watermark: i64,
+    pub event_time_watermark: Option<i64>,
 }
 
 #[derive(Default)]
@@ -33,6 +35,10 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     pub retried: AtomicU64,
     pub traps: AtomicU64,
+    /// Input batches that could not be decoded, dead-lettered whole.
+    pub undecodable: AtomicU64,
+    /// Records set apart as behind the watermark.
+    pub late: AtomicU64,
     pub reloads: AtomicU64,
     /// Longest time a task spent switching versions in the last reload, in microseconds.
     pub last_reload_pause_us: AtomicU64,
@@ -46,6 +52,42 @@ impl Stats {
     }
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Which tasks write into which topics, for the watermark trackers of the tasks reading them
+/// (see [`super::watermark`]). The host rewrites it whenever pipelines change.
+#[derive(Default)]
+pub struct Topology {
+    generation: AtomicU64,
+    inner: Mutex<(WritersOf, BTreeSet<String>)>,
+}
+
+/// Per topic, the writers (`pipeline/topic/partition`) whose default output it is.
+pub type WritersOf = BTreeMap<String, BTreeSet<String>>;
+
+impl Topology {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// `writers_of`: per topic, the writers whose default output it is; `running`: the
+    /// pipelines running now.
+    pub fn set(&self, writers_of: WritersOf, running: BTreeSet<String>) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 == writers_of && g.1 == running {
+            return;
+        }
+        *g = (writers_of, running);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn feeders(&self, topic: &str) -> Feeders {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Feeders {
+            expected: g.0.get(topic).cloned().unwrap_or_default(),
+            running: g.1.clone(),
+        }
     }
 }
 

@@ -18,9 +18,10 @@ use bytes::Bytes;
 
 use super::checkpoint::{Bin, Checkpoint, PendingRecord};
 use super::engine::{self, Batch, CallError, Instance, Outcome, OutputRecord, PluginEngine};
-use super::manifest::Start;
+use super::manifest::{Partitioning, Start};
 use super::output::{self, Routed, Writer, MAX_HEADERS, MAX_OUTPUTS_PER_RECORD};
-use super::pipeline::{Pipeline, Stats, TaskProgress};
+use super::pipeline::{Pipeline, Stats, TaskProgress, Topology};
+use super::watermark::{self, Announcement, Tracker, Verdict};
 use crate::broker::{now_ms, Broker};
 use crate::records::Record;
 
@@ -31,6 +32,11 @@ const READ_BYTES: usize = 1 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
 /// Pause before restarting after an error that is not a poison record.
 const ERROR_BACKOFF: Duration = Duration::from_millis(1000);
+/// Announcements downstream are at most this frequent: they cost a control batch per output
+/// partition, and readers only need the latest.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(20);
+/// How often a silent source partition's idle timeout is looked at.
+const SILENCE_CHECK: Duration = Duration::from_millis(1000);
 
 /// Headers on records in a retry topic.
 pub const H_ATTEMPTS: &str = "sluice.retry.attempts";
@@ -56,6 +62,7 @@ pub struct TaskSpec {
     pub kind: Kind,
     pub checkpoint: PathBuf,
     pub rt: tokio::runtime::Handle,
+    pub topology: Arc<Topology>,
 }
 
 impl TaskSpec {
@@ -72,6 +79,23 @@ impl TaskSpec {
             retry: self.kind == Kind::Retry,
         }
     }
+}
+
+/// One entry of the input, in offset order.
+enum Item {
+    Data(Record),
+    /// A control record: a watermark announcement (if one of ours and readable) or anything
+    /// else (a transaction marker), which is stepped over.
+    Control {
+        offset: i64,
+        announcement: Option<Announcement>,
+    },
+    /// A batch whose records cannot be decoded.
+    Bad {
+        first: i64,
+        last: i64,
+        why: String,
+    },
 }
 
 /// Why an incarnation of the task ended early.
@@ -144,6 +168,21 @@ struct Incarnation<'a> {
     next_tick: Instant,
     /// Changes on every append to the input partition.
     appended: tokio::sync::watch::Receiver<u64>,
+    /// Event time of the input (None for the retry task, which has none of its own).
+    tracker: Option<Tracker>,
+    topology_generation: u64,
+    /// Read everything there was at the last look.
+    caught_up: bool,
+    /// Last time a record arrived (or the incarnation started): for `idle_timeout_ms`.
+    last_data: Instant,
+    last_silence_check: Instant,
+    /// What was last announced downstream (watermark, idle) and when.
+    announced: Option<(Option<i64>, bool)>,
+    last_announce: Instant,
+    announce_due: bool,
+    /// A watermark that moved for a reason other than the input (feeders changed): handed
+    /// once the task has caught up.
+    hand_ahead_due: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> Restart {
@@ -171,6 +210,7 @@ impl<'a> Incarnation<'a> {
                     plugin_version: String::new(),
                     emitted: BTreeMap::new(),
                     pending: Vec::new(),
+                    watermarks: Default::default(),
                 };
                 // Saved before any output, so the producer id of what we write is never lost.
                 c.save(&spec.checkpoint).map_err(err)?;
@@ -191,6 +231,16 @@ impl<'a> Incarnation<'a> {
                 .map_err(|e| err(format!("plugin could not restore its state: {e}")))?;
         }
         let appended = part.subscribe_appends();
+        let topology_generation = spec.topology.generation();
+        let tracker = (spec.kind == Kind::Input).then(|| {
+            let et = m.event_time.as_ref();
+            Tracker::new(
+                ckpt.watermarks.clone(),
+                et.map_or(0, |e| e.lateness_ms),
+                et.is_some(),
+                spec.topology.feeders(&spec.topic),
+            )
+        });
         let mut writer = Writer::new(spec.broker.clone(), ckpt.producer_id, &ckpt.emitted);
         let dirty = !ckpt.pending.is_empty();
         if dirty {
@@ -226,6 +276,17 @@ impl<'a> Incarnation<'a> {
             last_checkpoint: Instant::now(),
             next_tick: Instant::now() + Duration::from_millis(m.tick_ms),
             appended,
+            tracker,
+            topology_generation,
+            caught_up: false,
+            last_data: Instant::now(),
+            last_silence_check: Instant::now(),
+            announced: None,
+            last_announce: Instant::now(),
+            // Say where we are at once: an announcement lost in a crash must not leave the
+            // readers downstream waiting.
+            announce_due: true,
+            hand_ahead_due: false,
         })
     }
 
@@ -244,11 +305,15 @@ impl<'a> Incarnation<'a> {
             if self.pipeline().generation.load(Ordering::Acquire) != self.generation {
                 self.switch_version();
             }
+            self.follow_topology();
             // Appends from here on wake `wait`: mark what the read below will see as seen.
             self.appended.borrow_and_update();
-            let (records, high, hold) = self.read()?;
+            let (items, high, hold) = self.read()?;
             self.progress(high);
-            if records.is_empty() {
+            if items.is_empty() {
+                self.caught_up = self.next >= high && hold.is_none();
+                self.when_caught_up()?;
+                self.announce()?;
                 if self.dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                     self.checkpoint(Vec::new())?;
                 }
@@ -259,7 +324,9 @@ impl<'a> Incarnation<'a> {
                 self.wait(hold);
                 continue;
             }
-            self.process(records, iso)?;
+            self.caught_up = false;
+            self.process(items, iso)?;
+            self.announce()?;
             if Instant::now() >= self.next_tick {
                 self.tick()?;
             }
@@ -281,6 +348,7 @@ impl<'a> Incarnation<'a> {
             TaskProgress {
                 next_offset: self.next,
                 high_watermark: high,
+                event_time_watermark: self.tracker.as_ref().and_then(|t| t.state.handed),
             },
         );
     }
@@ -305,6 +373,19 @@ impl<'a> Incarnation<'a> {
         if self.dirty {
             until = until.min(self.last_checkpoint + CHECKPOINT_EVERY);
         }
+        if self.announce_due {
+            until = until.min(self.last_announce + ANNOUNCE_EVERY);
+        }
+        if self
+            .spec
+            .pipeline
+            .manifest
+            .event_time
+            .as_ref()
+            .is_some_and(|e| e.idle_timeout_ms.is_some())
+        {
+            until = until.min(self.last_silence_check + SILENCE_CHECK);
+        }
         let generation = self.generation;
         self.spec.rt.block_on(async move {
             let n = p.wake.notified();
@@ -322,9 +403,9 @@ impl<'a> Incarnation<'a> {
         });
     }
 
-    /// Records from `next` on: (records, high watermark, when the first held-back retry is due).
+    /// Items from `next` on: (items, high watermark, when the first held-back retry is due).
     #[allow(clippy::type_complexity)]
-    fn read(&mut self) -> Result<(Vec<Record>, i64, Option<Instant>), Restart> {
+    fn read(&mut self) -> Result<(Vec<Item>, i64, Option<Instant>), Restart> {
         let topic = self
             .spec
             .broker
@@ -351,10 +432,37 @@ impl<'a> Incarnation<'a> {
         };
         let data = slice.read(READ_BYTES, true).map_err(err)?;
         let covered = last_offset_of(&data);
-        let mut records = crate::records::decode_batches(data).map_err(err)?;
-        records.retain(|r| r.offset >= self.next);
-        if records.is_empty() {
-            // A batch of control records or records all below `next`: step over it.
+        let mut items = Vec::new();
+        for b in crate::records::decode_each(data).map_err(err)? {
+            if b.last_offset < self.next {
+                continue;
+            }
+            match b.records {
+                Err(e) => items.push(Item::Bad {
+                    first: b.base_offset.max(self.next),
+                    last: b.last_offset,
+                    why: e.to_string(),
+                }),
+                Ok(records) => {
+                    for r in records.into_iter().filter(|r| r.offset >= self.next) {
+                        items.push(if b.control {
+                            Item::Control {
+                                offset: r.offset,
+                                announcement: if Announcement::is_ours(r.key.as_deref()) {
+                                    r.value.as_deref().and_then(Announcement::decode)
+                                } else {
+                                    None
+                                },
+                            }
+                        } else {
+                            Item::Data(r)
+                        });
+                    }
+                }
+            }
+        }
+        if items.is_empty() {
+            // Records all below `next` (or an empty batch): step over them.
             if let Some(end) = covered {
                 self.next = self.next.max(end + 1);
             }
@@ -363,58 +471,233 @@ impl<'a> Incarnation<'a> {
         let mut hold = None;
         if self.spec.kind == Kind::Retry {
             let now = now_ms();
-            if let Some(i) = records
-                .iter()
-                .position(|r| header_i64(r, H_NOT_BEFORE).unwrap_or(0) > now)
-            {
-                let due = header_i64(&records[i], H_NOT_BEFORE).unwrap_or(now);
+            let due_at = |i: &Item| match i {
+                Item::Data(r) => header_i64(r, H_NOT_BEFORE).unwrap_or(0),
+                _ => 0,
+            };
+            if let Some(i) = items.iter().position(|it| due_at(it) > now) {
+                let due = due_at(&items[i]);
                 hold = Some(Instant::now() + Duration::from_millis((due - now).max(1) as u64));
-                records.truncate(i);
+                items.truncate(i);
             }
         }
-        Ok((records, wm.high, hold))
+        Ok((items, wm.high, hold))
     }
 
-    fn process(&mut self, records: Vec<Record>, iso: &mut Isolation) -> Result<(), Restart> {
-        let mut i = 0;
-        while i < records.len() {
-            let r = &records[i];
-            if let Some(why) = iso.poison.get(&r.offset).cloned() {
-                let out = self.dead_letter(r, &why, self.attempts(r));
-                self.write(out, 1)?;
-                self.next = r.offset + 1;
-                iso.poison.remove(&r.offset);
-                // Checkpoint past the poison now, so a later one does not replay far.
-                self.checkpoint(Vec::new())?;
-                i += 1;
-                continue;
-            }
-            let in_window = iso
-                .window
-                .is_some_and(|(a, b)| r.offset >= a && r.offset <= b);
-            let origin = self.origin(r);
-            let mut end = i + 1;
-            if !in_window {
-                while end < records.len()
-                    && end - i < MAX_CALL_RECORDS
-                    && self.origin(&records[end]) == origin
-                    && !iso.poison.contains_key(&records[end].offset)
-                    && !iso
+    /// Handles `items` in order. Everything that decides output (verdicts, hand-overs of the
+    /// watermark, poison records) happens at a given item whatever the batching, so a replay
+    /// emits the same records in the same order.
+    fn process(&mut self, items: Vec<Item>, iso: &mut Isolation) -> Result<(), Restart> {
+        let mut chunk: Vec<Record> = Vec::new();
+        for item in items {
+            match item {
+                Item::Control {
+                    offset,
+                    announcement,
+                } => {
+                    self.flush(&mut chunk)?;
+                    if let (Some(t), Some(a)) = (self.tracker.as_mut(), announcement) {
+                        t.announcement(a);
+                        self.dirty = true;
+                    }
+                    self.next = self.next.max(offset + 1);
+                }
+                Item::Bad { first, last, why } => {
+                    self.flush(&mut chunk)?;
+                    Stats::add(&self.spec.pipeline.stats.undecodable, 1);
+                    tracing::warn!(pipeline = %self.pipeline().manifest.name, topic = %self.spec.topic, partition = self.spec.partition, first, last, error = %why, "undecodable batch dead-lettered");
+                    self.spec.pipeline.stats.error(format!(
+                        "{}-{} offsets {first}..={last}: {why}",
+                        self.spec.topic, self.spec.partition
+                    ));
+                    let out = self.dead_letter_batch(first, last, &why);
+                    self.write(out, 0)?;
+                    self.next = self.next.max(last + 1);
+                }
+                Item::Data(r) => {
+                    self.last_data = Instant::now();
+                    let verdict = match self.tracker.as_mut() {
+                        Some(t) => t.record(r.timestamp),
+                        None => Verdict::OnTime,
+                    };
+                    if let Verdict::Late(wm) = verdict {
+                        self.flush(&mut chunk)?;
+                        let out = self.late(&r, wm);
+                        Stats::add(&self.spec.pipeline.stats.late, 1);
+                        self.write(out, 1)?;
+                        self.next = r.offset + 1;
+                    } else if let Some(why) = iso.poison.get(&r.offset).cloned() {
+                        self.flush(&mut chunk)?;
+                        let out = self.dead_letter(&r, &why, self.attempts(&r));
+                        self.write(out, 1)?;
+                        self.next = r.offset + 1;
+                        iso.poison.remove(&r.offset);
+                        // Checkpoint past the poison now, so a later one does not replay far.
+                        self.checkpoint(Vec::new())?;
+                    } else if iso
                         .window
-                        .is_some_and(|(a, _)| records[end].offset >= a && r.offset < a)
-                {
-                    end += 1;
+                        .is_some_and(|(a, b)| r.offset >= a && r.offset <= b)
+                    {
+                        // Suspects go one per call, so the one that traps is found.
+                        self.flush(&mut chunk)?;
+                        let last = iso.window.is_some_and(|(_, b)| r.offset >= b);
+                        chunk.push(r);
+                        self.flush(&mut chunk)?;
+                        if last {
+                            iso.window = None;
+                        }
+                    } else {
+                        if chunk.len() >= MAX_CALL_RECORDS
+                            || chunk
+                                .first()
+                                .is_some_and(|c| self.origin(c) != self.origin(&r))
+                        {
+                            self.flush(&mut chunk)?;
+                        }
+                        chunk.push(r);
+                    }
                 }
             }
-            let chunk = &records[i..end];
-            self.call(chunk, origin)?;
-            if let Some((_, b)) = iso.window {
-                if chunk[chunk.len() - 1].offset >= b {
-                    iso.window = None;
-                }
+            if let Some(wm) = self.tracker.as_ref().and_then(Tracker::to_hand) {
+                self.flush(&mut chunk)?;
+                self.hand(wm)?;
             }
-            i = end;
         }
+        self.flush(&mut chunk)
+    }
+
+    /// Calls the plugin on the records gathered so far.
+    fn flush(&mut self, chunk: &mut Vec<Record>) -> Result<(), Restart> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let origin = self.origin(&chunk[0]);
+        let records = std::mem::take(chunk);
+        self.call(&records, origin)
+    }
+
+    /// Hands the plugin the watermark at this point of the input; what it emits is output
+    /// like any other (replayed the same way after a crash).
+    fn hand(&mut self, wm: i64) -> Result<(), Restart> {
+        let routed = self.watermark_output(wm)?;
+        self.write(routed, 0)?;
+        if let Some(t) = self.tracker.as_mut() {
+            t.handed(wm);
+        }
+        self.dirty = true;
+        self.announce_due = true;
+        Ok(())
+    }
+
+    fn watermark_output(&mut self, wm: i64) -> Result<Vec<Routed>, Restart> {
+        let outs = self
+            .instance
+            .on_watermark(wm)
+            .map_err(|e| Restart::Error(format!("on-watermark({wm}) failed: {e}")))?;
+        match outs {
+            None => Ok(Vec::new()),
+            Some(outs) => self
+                .check_outputs(outs, wm, None)
+                .map_err(|e| Restart::Error(format!("invalid output from on-watermark: {e}"))),
+        }
+    }
+
+    /// Work for a task with nothing to read: the idle timeout of a silent source, and a
+    /// watermark that moved because the feeders changed. Both depend on the clock or on
+    /// deployments rather than on the input, so their output is written ahead, like `tick`'s,
+    /// and only once a replay has caught up with what the log already holds.
+    fn when_caught_up(&mut self) -> Result<(), Restart> {
+        if !self.caught_up || self.tracker.is_none() {
+            return Ok(());
+        }
+        if let Some(timeout) = self
+            .spec
+            .pipeline
+            .manifest
+            .event_time
+            .as_ref()
+            .and_then(|e| e.idle_timeout_ms)
+        {
+            if self.last_silence_check.elapsed() >= SILENCE_CHECK {
+                self.last_silence_check = Instant::now();
+                let silence = self.last_data.elapsed().as_millis() as i64;
+                if let Some(t) = self.tracker.as_mut() {
+                    if t.silence(silence, timeout) {
+                        self.hand_ahead_due = true;
+                    }
+                }
+            }
+        }
+        if !self.hand_ahead_due || self.writer.replaying() {
+            return Ok(());
+        }
+        self.hand_ahead_due = false;
+        let Some(wm) = self.tracker.as_ref().and_then(Tracker::to_hand_any) else {
+            return Ok(());
+        };
+        let routed = self.watermark_output(wm)?;
+        if let Some(t) = self.tracker.as_mut() {
+            t.handed(wm);
+        }
+        self.announce_due = true;
+        let pending = routed.iter().map(pending_record).collect();
+        self.checkpoint(pending)?;
+        self.write(routed, 0)
+    }
+
+    /// Picks up changed feeders (pipelines deployed or removed upstream).
+    fn follow_topology(&mut self) {
+        let g = self.spec.topology.generation();
+        if g == self.topology_generation {
+            return;
+        }
+        self.topology_generation = g;
+        if let Some(t) = self.tracker.as_mut() {
+            t.set_feeders(self.spec.topology.feeders(&self.spec.topic));
+            if t.to_hand_any().is_some() {
+                self.hand_ahead_due = true;
+            }
+            self.announce_due = true;
+        }
+    }
+
+    /// Tells the readers of this task's outputs its watermark (at most every
+    /// [`ANNOUNCE_EVERY`]), after the output it covers.
+    fn announce(&mut self) -> Result<(), Restart> {
+        if !self.announce_due {
+            return Ok(());
+        }
+        let Some(t) = self.tracker.as_ref() else {
+            self.announce_due = false;
+            return Ok(());
+        };
+        let now = (t.state.handed, t.idle(self.caught_up));
+        if self.announced == Some(now) {
+            self.announce_due = false;
+            return Ok(());
+        }
+        if self.announced.is_some() && self.last_announce.elapsed() < ANNOUNCE_EVERY {
+            return Ok(());
+        }
+        let m = &self.spec.pipeline.manifest;
+        let a = Announcement {
+            writer: watermark::writer_id(&m.name, &self.spec.topic, self.spec.partition),
+            watermark: now.0,
+            idle: now.1,
+        };
+        let mut side = vec![m.dead_letter.clone(), m.retry_topic.clone()];
+        if let Some(e) = &m.event_time {
+            side.push(e.late_topic.clone());
+        }
+        let mut topics = self.writer.topics_written();
+        topics.extend(m.output.iter().cloned());
+        topics.retain(|t| !side.contains(t));
+        for topic in topics {
+            self.writer.announce(&topic, &a).map_err(err)?;
+        }
+        self.announced = Some(now);
+        self.last_announce = Instant::now();
+        self.announce_due = false;
         Ok(())
     }
 
@@ -521,7 +804,7 @@ impl<'a> Incarnation<'a> {
         match o {
             Outcome::Drop => Vec::new(),
             Outcome::Keep => match m.output.clone() {
-                Some(out) => match self.forward(r, &out, Vec::new()) {
+                Some(out) => match self.forward(r, &out, Vec::new(), false) {
                     Ok(routed) => vec![routed],
                     Err(e) => self.dead_letter(r, &e, self.attempts(r)),
                 },
@@ -531,7 +814,7 @@ impl<'a> Incarnation<'a> {
                     self.attempts(r),
                 ),
             },
-            Outcome::Replace(outs) => match self.check_outputs(outs, r.timestamp) {
+            Outcome::Replace(outs) => match self.check_outputs(outs, r.timestamp, Some(r)) {
                 Ok(routed) => routed,
                 Err(e) => {
                     self.dead_letter(r, &format!("invalid plugin output: {e}"), self.attempts(r))
@@ -553,20 +836,45 @@ impl<'a> Incarnation<'a> {
         }
     }
 
+    /// Where a record for `topic` goes. `keeps_key`: it has its input record's key; `side`:
+    /// a dead letter or retry, which always go by key.
     fn resolve(
         &mut self,
         topic: &str,
-        key: Option<Bytes>,
+        key: Option<&[u8]>,
+        keeps_key: bool,
+        side: bool,
     ) -> Result<(Arc<crate::broker::Topic>, i32), String> {
         let t = self.writer.topic(topic)?;
-        let p = output::partition_for(key.as_deref(), t.partitions.len(), self.spec.partition);
+        let n = t.partitions.len();
+        let home = self.home_partition();
+        let by_input = !side
+            && match self.spec.pipeline.manifest.partitioning {
+                Partitioning::Input => true,
+                Partitioning::Auto => keeps_key,
+                Partitioning::Key => false,
+            };
+        let p = if by_input {
+            home.rem_euclid(n.max(1) as i32)
+        } else {
+            output::partition_for(key, n, home)
+        };
         Ok((t, p))
     }
 
+    /// The input partition output is numbered after: the task's own, or for retried records
+    /// the partition they first came from.
+    fn home_partition(&self) -> i32 {
+        self.spec.partition
+    }
+
+    /// Checks a plugin's output records; `input` is the record they replace (None for
+    /// `tick` and `on-watermark` output).
     fn check_outputs(
         &mut self,
         outs: Vec<OutputRecord>,
         default_ts: i64,
+        input: Option<&Record>,
     ) -> Result<Vec<Routed>, String> {
         if outs.len() > MAX_OUTPUTS_PER_RECORD {
             return Err(format!(
@@ -605,7 +913,9 @@ impl<'a> Incarnation<'a> {
                     .map(|(k, v)| (Bytes::from(k), Some(Bytes::from(v))))
                     .collect(),
             };
-            let (topic, partition) = self.resolve(&name, record.key.clone())?;
+            let keeps_key = input.is_some_and(|r| r.key == record.key);
+            let (topic, partition) =
+                self.resolve(&name, record.key.as_deref(), keeps_key, false)?;
             let size = output::record_size(&record);
             if size > topic.max_message_bytes() {
                 return Err(format!(
@@ -628,6 +938,7 @@ impl<'a> Incarnation<'a> {
         r: &Record,
         topic: &str,
         extra: Vec<(&'static str, String)>,
+        side: bool,
     ) -> Result<Routed, String> {
         let mut headers: Vec<(Bytes, Option<Bytes>)> =
             user_headers(r, self.spec.kind).cloned().collect();
@@ -636,7 +947,7 @@ impl<'a> Incarnation<'a> {
                 .into_iter()
                 .map(|(k, v)| (Bytes::from_static(k.as_bytes()), Some(Bytes::from(v)))),
         );
-        let (topic, partition) = self.resolve(topic, r.key.clone())?;
+        let (topic, partition) = self.resolve(topic, r.key.as_deref(), true, side)?;
         Ok(Routed {
             topic,
             partition,
@@ -664,12 +975,80 @@ impl<'a> Incarnation<'a> {
             ("sluice.dlq.attempts", attempts.to_string()),
         ];
         let dlq = m.dead_letter.clone();
-        match self.forward(r, &dlq, extra) {
+        match self.forward(r, &dlq, extra, true) {
             Ok(routed) => vec![routed],
             Err(e) => {
                 // Only if the dead-letter topic cannot be created: the record cannot be kept
                 // anywhere, so say so loudly.
                 tracing::error!(pipeline = %self.spec.pipeline.manifest.name, error = %e, "cannot dead-letter a record");
+                Vec::new()
+            }
+        }
+    }
+
+    /// A record behind the watermark, set apart in the late topic with the reason.
+    fn late(&mut self, r: &Record, wm: i64) -> Vec<Routed> {
+        let m = &self.spec.pipeline.manifest;
+        let Some(e) = m.event_time.as_ref() else {
+            return Vec::new();
+        };
+        let topic = e.late_topic.clone();
+        let why = format!(
+            "late record: event time {} is {} ms behind the watermark {wm} (lateness_ms = {})",
+            r.timestamp,
+            wm - r.timestamp,
+            e.lateness_ms
+        );
+        let extra = vec![
+            ("sluice.dlq.reason", why),
+            ("sluice.dlq.pipeline", m.name.clone()),
+            ("sluice.dlq.plugin.version", self.version.clone()),
+            ("sluice.dlq.topic", self.spec.topic.clone()),
+            ("sluice.dlq.partition", self.spec.partition.to_string()),
+            ("sluice.dlq.offset", r.offset.to_string()),
+            ("sluice.dlq.watermark", wm.to_string()),
+        ];
+        match self.forward(r, &topic, extra, true) {
+            Ok(routed) => vec![routed],
+            Err(e) => self.dead_letter(r, &format!("cannot write to the late topic: {e}"), 1),
+        }
+    }
+
+    /// A batch no record of which can be read: one dead letter that names its offsets and
+    /// carries nothing of it (its bytes stay in the log for whoever wants to look).
+    fn dead_letter_batch(&mut self, first: i64, last: i64, why: &str) -> Vec<Routed> {
+        let m = &self.spec.pipeline.manifest;
+        let reason = format!("undecodable batch at offsets {first}..={last}: {why}");
+        let headers = [
+            (
+                "sluice.dlq.reason",
+                truncate(&reason, MAX_REASON).to_string(),
+            ),
+            ("sluice.dlq.pipeline", m.name.clone()),
+            ("sluice.dlq.plugin.version", self.version.clone()),
+            ("sluice.dlq.topic", self.spec.topic.clone()),
+            ("sluice.dlq.partition", self.spec.partition.to_string()),
+            ("sluice.dlq.offset", first.to_string()),
+            ("sluice.dlq.last.offset", last.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (Bytes::from_static(k.as_bytes()), Some(Bytes::from(v))))
+        .collect();
+        let dlq = m.dead_letter.clone();
+        match self.resolve(&dlq, None, false, true) {
+            Ok((topic, partition)) => vec![Routed {
+                topic,
+                partition,
+                record: Record {
+                    offset: 0,
+                    timestamp: now_ms(),
+                    key: None,
+                    value: None,
+                    headers,
+                },
+            }],
+            Err(e) => {
+                tracing::error!(pipeline = %m.name, error = %e, "cannot dead-letter an undecodable batch");
                 Vec::new()
             }
         }
@@ -689,7 +1068,7 @@ impl<'a> Incarnation<'a> {
             (H_OFFSET, self.source_offset(r).to_string()),
         ];
         let rt = m.retry_topic.clone();
-        match self.forward(r, &rt, extra) {
+        match self.forward(r, &rt, extra, true) {
             Ok(routed) => vec![routed],
             Err(e) => self.dead_letter(r, &format!("cannot retry: {e}"), attempts),
         }
@@ -698,37 +1077,21 @@ impl<'a> Incarnation<'a> {
     fn tick(&mut self) -> Result<(), Restart> {
         let tick_ms = self.spec.pipeline.manifest.tick_ms;
         self.next_tick = Instant::now() + Duration::from_millis(tick_ms);
+        if self.writer.replaying() {
+            // Written-ahead output must follow what the log already holds from before a crash.
+            return Ok(());
+        }
         let now = now_ms();
         let outs = self.instance.tick(now)?;
         if outs.is_empty() {
             return Ok(());
         }
         let routed = self
-            .check_outputs(outs, now)
+            .check_outputs(outs, now, None)
             .map_err(|e| Restart::Error(format!("invalid output from tick: {e}")))?;
         // Written ahead: this output depends on the clock, not on the input, so a replay
         // would not reproduce it.
-        let pending = routed
-            .iter()
-            .map(|r| PendingRecord {
-                topic: r.topic.name.clone(),
-                partition: r.partition,
-                key: r.record.key.as_ref().map(|b| b.to_vec()),
-                value: r.record.value.as_ref().map(|b| b.to_vec()),
-                headers: r
-                    .record
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            String::from_utf8_lossy(k).into_owned(),
-                            Bin(v.as_ref().map(|v| v.to_vec()).unwrap_or_default()),
-                        )
-                    })
-                    .collect(),
-                timestamp: r.record.timestamp,
-            })
-            .collect();
+        let pending = routed.iter().map(pending_record).collect();
         self.checkpoint(pending)?;
         self.write(routed, 0)
     }
@@ -742,6 +1105,11 @@ impl<'a> Incarnation<'a> {
             plugin_version: self.version.clone(),
             emitted: self.writer.emitted(),
             pending,
+            watermarks: self
+                .tracker
+                .as_ref()
+                .map(|t| t.state.clone())
+                .unwrap_or_default(),
         }
         .save(&self.spec.checkpoint)
         .map_err(err)?;
@@ -796,6 +1164,27 @@ impl<'a> Incarnation<'a> {
 }
 
 const MAX_REASON: usize = 4096;
+
+fn pending_record(r: &Routed) -> PendingRecord {
+    PendingRecord {
+        topic: r.topic.name.clone(),
+        partition: r.partition,
+        key: r.record.key.as_ref().map(|b| b.to_vec()),
+        value: r.record.value.as_ref().map(|b| b.to_vec()),
+        headers: r
+            .record
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    Bin(v.as_ref().map(|v| v.to_vec()).unwrap_or_default()),
+                )
+            })
+            .collect(),
+        timestamp: r.record.timestamp,
+    }
+}
 
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
