@@ -48,6 +48,25 @@ fn keyless_records(records: &Bytes) -> Option<Vec<i32>> {
     (!bad.is_empty()).then_some(bad)
 }
 
+/// Whether any v2 batch in `records` is a control batch. Only the broker writes those
+/// (transaction markers, watermark announcements): a client's would be trusted by readers.
+fn has_control_batch(records: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(size) = crate::log::batch::framed_size(&records[at..]) {
+        // magic at byte 16, attributes (bit 5: control) at 21..23, in v2 batches only.
+        if let Some(b) = records.get(at..at + 23) {
+            if b[16] == 2 && i16::from_be_bytes([b[21], b[22]]) & 0x20 != 0 {
+                return true;
+            }
+        }
+        at += size;
+        if at >= records.len() {
+            break;
+        }
+    }
+    false
+}
+
 /// Appends every partition's records; `None` when the producer asked for no reply (acks=0).
 pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
     let b = ctx.broker;
@@ -74,6 +93,16 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
                 continue;
             };
             let records = pd.records.unwrap_or_default();
+            if has_control_batch(&records) {
+                tracing::debug!(topic = %name, partition = pd.index, "control batch from a client refused");
+                pr.error_code = code(ResponseError::InvalidRecord);
+                if ctx.version >= 8 {
+                    pr.error_message =
+                        Some(sb("clients may not produce control records".to_string()));
+                }
+                tr.partition_responses.push(pr);
+                continue;
+            }
             if topic.compacted() {
                 if let Some(errors) = keyless_records(&records) {
                     tracing::debug!(topic = %name, partition = pd.index, "keyless record refused on a compacted topic");
@@ -206,4 +235,26 @@ pub fn legacy_unsupported(
     let len = (b.len() - 4) as i32;
     b[..4].copy_from_slice(&len.to_be_bytes());
     Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{encode_batch, encode_control_batch, Compression, Record};
+
+    #[test]
+    fn control_batches_are_spotted_among_data_batches() {
+        let r = Record {
+            key: Some(Bytes::from_static(b"k")),
+            ..Default::default()
+        };
+        let data = encode_batch(std::slice::from_ref(&r), Compression::None).unwrap();
+        let control = encode_control_batch(std::slice::from_ref(&r)).unwrap();
+        assert!(!has_control_batch(&data));
+        assert!(has_control_batch(&control));
+        let mut both = data.to_vec();
+        both.extend_from_slice(&control);
+        assert!(has_control_batch(&both));
+        assert!(!has_control_batch(b"short"));
+    }
 }
