@@ -8,8 +8,11 @@ one ad's clicks over several keys, hence partitions; the aggregation strips the 
 - Popularity is skewed: ad0 takes --hot-share of the clicks, the other ads share the rest
   Zipf-like (--zipf 1.0; 0 makes them uniform).
 - Event times are deterministic: click i has ts = start + i * 1000 // rate, start being the
-  next whole second. Clicks are never produced before their ts (so --rate is also the
-  pace), hence in increasing event time: none is late.
+  next whole second of the wall clock shifted by --offset-ms (negative: a backlog behind
+  the clock). Clicks go out as the wall clock reaches their ts, --speed times faster than
+  real time (so --rate * --speed is the pace), in increasing event time: none is late
+  except the --late ones, sent 5 s behind the click just before them on their partition.
+- --partitioner NAME lets librdkafka's partitioner of that name place the salted keys.
 - --salts S keys click j of an ad "adN#S" with S = j mod S, and sends it to the partition S
   steps on from where the bare key "adN" hashes (Kafka's murmur2, computed here), so the S
   salts of an ad land on S different partitions. Letting the default partitioner hash the
@@ -93,6 +96,17 @@ def parse_args():
                     help="clicks per second of event time, and the most produced per second")
     ap.add_argument("--invalid", type=int, default=0,
                     help="malformed records to mix in (dead-lettered by click-validate)")
+    ap.add_argument("--partitioner", default=None,
+                    help="let this librdkafka partitioner place the salted keys (e.g. "
+                         "consistent_random, librdkafka's default; murmur2_random, Kafka's) "
+                         "instead of sending salt S to its own partition")
+    ap.add_argument("--speed", type=float, default=1.0,
+                    help="event time runs this many times faster than the wall clock")
+    ap.add_argument("--offset-ms", type=int, default=0,
+                    help="event time starts this far ahead of the wall clock (negative: behind)")
+    ap.add_argument("--late", type=int, default=0,
+                    help="also send this many clicks 5 s behind their partition (they must "
+                         "go to the late topic, not into any count)")
     ap.add_argument("--start-ms", type=int, default=None,
                     help="event time of the first click (default: the next whole second); "
                          "clicks whose time has come are produced at full speed")
@@ -105,6 +119,8 @@ def parse_args():
     a = ap.parse_args()
     if a.clicks < 1 or a.ads < 1 or a.salts < 1 or a.rate <= 0 or not 0 <= a.hot_share <= 1:
         ap.error("need --clicks, --ads, --salts, --rate > 0 and 0 <= --hot-share <= 1")
+    if a.speed <= 0 or a.late < 0:
+        ap.error("need --speed > 0 and --late >= 0")
     return a
 
 
@@ -131,8 +147,9 @@ def main():
         "bootstrap.servers": a.bootstrap,
         "enable.idempotence": True,
         "acks": "all",
-        # Kafka's (Java) default partitioner; librdkafka's default is CRC32-based.
-        "partitioner": "murmur2_random",
+        # Kafka's (Java) default partitioner unless told otherwise; librdkafka's default
+        # (consistent_random) is CRC32-based.
+        "partitioner": a.partitioner or "murmur2_random",
         "compression.type": "lz4",
         "linger.ms": 10,
         "batch.num.messages": 5000,
@@ -140,6 +157,7 @@ def main():
         # Ride through a broker restart: reconnect fast, retry for up to 5 minutes.
         "reconnect.backoff.ms": 50,
         "reconnect.backoff.max.ms": 500,
+        "retry.backoff.max.ms": 500,
         "message.timeout.ms": 300_000,
     })
     try:
@@ -157,7 +175,10 @@ def main():
     else:
         keys = {ad: [f"{ad}#{s}" for s in range(a.salts)] for ad in ads}
     keys_b = {ad: [k.encode() for k in ks] for ad, ks in keys.items()}
-    if a.no_salt or a.blind_salts:
+    by_client = a.no_salt or a.blind_salts or a.partitioner is not None
+    if a.partitioner is not None and a.partitioner != "murmur2_random":
+        predicted = {}  # whatever the client's partitioner decides
+    elif a.no_salt or a.blind_salts or a.partitioner is not None:
         # Kafka's default partitioner (murmur2 of the key).
         predicted = {k: murmur2_partition(k, partitions) for ks in keys_b.values() for k in ks}
     else:
@@ -205,7 +226,7 @@ def main():
     def produce(key, value, ts, cb):
         while True:
             try:
-                if a.no_salt or a.blind_salts:
+                if by_client:
                     producer.produce(a.topic, value=value, key=key, timestamp=ts, on_delivery=cb)
                 else:
                     producer.produce(a.topic, value=value, key=key, timestamp=ts,
@@ -216,7 +237,19 @@ def main():
 
     start = a.start_ms
     if start is None:
-        start = (int(time.time() * 1000) // window_ms + 1) * window_ms
+        start = ((int(time.time() * 1000) + a.offset_ms) // window_ms + 1) * window_ms
+    # Click i goes out when the wall clock reaches wall0 + (ts - start) / speed.
+    wall0 = (start - a.offset_ms) / 1000
+    late_every = a.clicks // (2 * a.late) if a.late else 0
+    late_sent = 0
+    late_acked = [0]
+
+    def delivered_late(err, msg):
+        if err is not None:
+            failed.append(str(err))
+        else:
+            late_acked[0] += 1
+
     truth = {}  # ad -> {window_start: count}
     next_salt = dict.fromkeys(ads, 0)
     invalid_every = a.clicks // a.invalid if a.invalid else 0
@@ -230,7 +263,7 @@ def main():
     for i in range(a.clicks):
         ts = start + int(i * 1000 // a.rate)
         if i % 64 == 0:
-            ahead = ts / 1000 - time.time()
+            ahead = wall0 + (ts - start) / 1000 / a.speed - time.time()
             if ahead > 0:
                 time.sleep(ahead)
             producer.poll(0)
@@ -249,6 +282,12 @@ def main():
         w = truth.setdefault(ad, {})
         ws = ts - ts % window_ms
         w[ws] = w.get(ws, 0) + 1
+        if late_every and i >= a.clicks // 2 and i % late_every == 0 and late_sent < a.late:
+            # Same key, same producer, so the same partition, right after a click 5 s newer:
+            # late in its own partition's order whatever the pipeline's speed.
+            lv = f'{{"ad":"{ad}","user":"u{user}","ts":{ts - 5000},"event":"click"}}'.encode()
+            produce(key, lv, ts - 5000, delivered_late)
+            late_sent += 1
         if invalid_every and i % invalid_every == invalid_every // 2 and invalid_sent < a.invalid:
             produce(key, invalid_value(invalid_sent, ad, ts), ts, delivered_invalid)
             invalid_sent += 1
@@ -299,7 +338,10 @@ def main():
             "hot_max_share": hot_max / max(1, hot_n),
             "produce_seconds": round(produced_s, 3),
         })
-    ok = not failed and not left and n == a.clicks and invalid_acked[0] == invalid_sent
+    if late_sent:
+        print(f"acknowledged {late_acked[0]} of {late_sent} late clicks (5 s behind their partition)")
+    ok = (not failed and not left and n == a.clicks and invalid_acked[0] == invalid_sent
+          and late_acked[0] == late_sent)
     if a.truth and not ok:
         print("not writing the ground truth: some records were not acknowledged", file=sys.stderr)
     elif a.truth:
@@ -310,6 +352,7 @@ def main():
             "end_ms": end,
             "clicks": a.clicks,
             "invalid": invalid_sent,
+            "late": late_sent,
             "ads": a.ads,
             "windows": sum(len(w) for w in truth.values()),
             "counts": {ad: {str(ws): c for ws, c in sorted(w.items())} for ad, w in truth.items()},

@@ -35,7 +35,7 @@ SALTS="${SALTS:-6}"
 INVALID="${INVALID:-40}"
 COMPARE_CLICKS="${COMPARE_CLICKS:-20000}"
 OUT="${OUT:-$HERE/out}"
-PARTITIONS=6 # of clicks and clicks-valid; click-merge.toml waits for this many sources
+PARTITIONS=6 # of clicks and clicks-valid
 
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
@@ -93,10 +93,10 @@ create_topic() { # name partitions
 }
 create_topic clicks "$PARTITIONS"          # raw clicks, keyed adN#salt
 create_topic clicks-valid "$PARTITIONS"    # stage 1's output, keyed alike
-create_topic clicks-partials 1             # stage 2's partials and watermarks, in order
+create_topic clicks-partials 1             # stage 2's partials, in order
 create_topic ad-counts 1                   # stage 3's final counts, keyed by ad
 create_topic clicks-invalid 1              # stage 1's dead letters
-create_topic clicks-late 1                 # stage 2's dead letters
+create_topic clicks-late 1                 # late clicks (stage 1), bad keys (stage 2)
 create_topic ad-counts-late 1              # stage 3's dead letters
 create_topic clicks-unsalted "$PARTITIONS" # the comparison run: read by no pipeline
 
@@ -150,8 +150,13 @@ say "producing $CLICKS clicks to clicks, $SALTS salts per ad, checking the resul
 python3 "$HERE/check.py" --bootstrap "$BOOTSTRAP" --truth "$OUT/truth.json" \
   --report "$OUT/check.json" &
 checker=$!
+gen_extra=()
+[ -z "${PARTITIONER:-}" ] || gen_extra+=(--partitioner "$PARTITIONER")
+[ -z "${SPEED:-}" ] || gen_extra+=(--speed "$SPEED")
+[ -z "${OFFSET_MS:-}" ] || gen_extra+=(--offset-ms "$OFFSET_MS")
+[ -z "${LATE:-}" ] || gen_extra+=(--late "$LATE")
 if ! python3 "$HERE/generate.py" --bootstrap "$BOOTSTRAP" --clicks "$CLICKS" --ads "$ADS" \
-  --hot-share "$HOT_SHARE" --salts "$SALTS" --rate "$RATE" --invalid "$INVALID" \
+  --hot-share "$HOT_SHARE" --salts "$SALTS" --rate "$RATE" --invalid "$INVALID" "${gen_extra[@]}" \
   --truth "$OUT/truth.json" --stats "$OUT/load-salted.json"; then
   kill "$checker" 2>/dev/null || true
   die "the generator failed"
