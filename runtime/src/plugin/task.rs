@@ -664,19 +664,19 @@ impl<'a> Incarnation<'a> {
     /// Tells the readers of this task's outputs its watermark (at most every
     /// [`ANNOUNCE_EVERY`]), after the output it covers.
     fn announce(&mut self) -> Result<(), Restart> {
-        if !self.announce_due {
-            return Ok(());
-        }
         let Some(t) = self.tracker.as_ref() else {
             self.announce_due = false;
             return Ok(());
         };
+        // Checked every round, not only after a hand-over: idleness changes with what the
+        // writers upstream say and with being caught up.
         let now = (t.state.handed, t.idle(self.caught_up));
         if self.announced == Some(now) {
             self.announce_due = false;
             return Ok(());
         }
         if self.announced.is_some() && self.last_announce.elapsed() < ANNOUNCE_EVERY {
+            self.announce_due = true;
             return Ok(());
         }
         let m = &self.spec.pipeline.manifest;
