@@ -19,7 +19,7 @@ difference.
 
 With the checker started before the generator, it also reports the latency of each window:
 when its last final count arrived here, minus window_end (the pipeline waits lateness_ms
-past window_end by design; the last windows close only after idle_ms without input).
+past window_end by design; the last windows close only after idle_timeout_ms without input).
 
     python3 check.py --bootstrap 127.0.0.1:9092 --truth out/truth.json
 """
@@ -200,7 +200,7 @@ def main():
             per_window[ws] = max(per_window.get(ws, 0), t)
     lat = sorted((t - (ws + wms), ws) for ws, t in per_window.items())
     # Windows ending lateness_ms before the last click close while clicks flow; the last
-    # ones only once the partitions have been idle for idle_ms.
+    # ones only once the partitions have been silent for idle_timeout_ms.
     lateness = lateness_ms()
     flowing = [x for x, ws in lat if ws + wms + lateness < hi]
     tail = [x for x, ws in lat if ws + wms + lateness >= hi]
@@ -238,7 +238,7 @@ def main():
         print(f"  latency from a window's end to its last final count arriving here: median "
               f"{flowing[len(flowing) // 2]} ms, max {flowing[-1]} ms over {len(flowing)} windows "
               f"closed while clicks flowed"
-              + (f"; {max(tail)} ms for the last {len(tail)} (closed after idle_ms)" if tail else ""))
+              + (f"; {max(tail)} ms for the last {len(tail)} (closed after idle_timeout_ms)" if tail else ""))
     ok = not (missing or wrong or dups or unexpected or bad_window or malformed) \
         and invalid == truth["invalid"] and late == want_late
     if a.report:
