@@ -332,8 +332,9 @@ fn click_aggregation() {
 
 /// Event time that does not depend on speed or interleaving (issue 11): clicks an hour
 /// behind the wall clock, produced ten times faster than their event time advances, placed by
-/// librdkafka's default partitioner (CRC32, not murmur2), with 20 clicks really late in their
-/// own partition and the broker killed -9 and down for 10 s mid-stream. Every count must be
+/// librdkafka's default partitioner (CRC32, not murmur2) and re-partitioned by murmur2 in
+/// stage 1, with 20 clicks really late in their own partition and the broker killed -9 and
+/// down for 10 s mid-stream. Every count must be
 /// exact and only the 20 late clicks set apart; then the aggregation is reprocessed from the
 /// start (`sluice plugin reset`) and must give the very same final counts.
 #[test]
@@ -353,6 +354,9 @@ fn event_time_is_exact_under_backlog_speed_restarts_and_replay() {
             ("PARTITIONER", "consistent_random"),
             ("LATE", "20"),
             ("COMPARE_CLICKS", "0"),
+            // Stage 1 re-partitions by murmur2: each partition of clicks-valid interleaves
+            // the output of all six stage-1 tasks, the case that once made clicks look late.
+            ("STAGE1_PARTITIONING", "key"),
         ],
     );
     wait_for(

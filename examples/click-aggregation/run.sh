@@ -102,11 +102,19 @@ create_topic clicks-unsalted "$PARTITIONS" # the comparison run: read by no pipe
 
 say "deploying the pipelines"
 for m in click-validate click-partials click-merge; do
-  if cmp -s "$HERE/pipeline/$m.toml" "$PLUGINS_DIR/$m.toml"; then
+  tmp="$PLUGINS_DIR/.$m.toml.tmp"
+  if [ "$m" = click-validate ] && [ -n "${STAGE1_PARTITIONING:-}" ]; then
+    # e.g. "key": stage 1 re-partitions by murmur2, so every partition of clicks-valid
+    # interleaves the output of all six stage-1 tasks.
+    sed "/^wasm = /a partitioning = \"$STAGE1_PARTITIONING\"" "$HERE/pipeline/$m.toml" >"$tmp"
+  else
+    cp "$HERE/pipeline/$m.toml" "$tmp"
+  fi
+  if cmp -s "$tmp" "$PLUGINS_DIR/$m.toml"; then
+    rm -f "$tmp"
     echo "$m.toml is deployed"
   else
-    cp "$HERE/pipeline/$m.toml" "$PLUGINS_DIR/.$m.toml.tmp"
-    mv "$PLUGINS_DIR/.$m.toml.tmp" "$PLUGINS_DIR/$m.toml"
+    mv "$tmp" "$PLUGINS_DIR/$m.toml"
     echo "$m.toml -> $PLUGINS_DIR"
   fi
 done

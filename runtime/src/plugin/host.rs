@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::engine::{Code, PluginEngine, TaskInfo};
-use super::manifest::Manifest;
+use super::manifest::{Manifest, Partitioning};
 use super::output::ensure_topic;
 use super::pipeline::{Deployed, Pipeline, Stats, Topology};
 use super::task::{self, Kind, TaskSpec};
@@ -276,7 +276,7 @@ impl PluginHost {
     /// Who writes into which topic, from the manifests in the directory (whether or not they
     /// run yet): each task of a pipeline is a writer of the pipeline's output.
     fn refresh_topology(&self, found: &BTreeMap<String, PathBuf>) {
-        let mut writers_of: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        let mut writers_of: super::pipeline::WritersOf = BTreeMap::new();
         let mut present = std::collections::BTreeSet::new();
         for (name, path) in found {
             let Ok(text) = std::fs::read_to_string(path) else {
@@ -289,15 +289,20 @@ impl PluginHost {
             let Some(out) = &m.output else {
                 continue;
             };
+            let out_partitions = self.broker.topic(out).map(|t| t.partitions.len() as i32);
             for input in &m.inputs {
                 let Some(topic) = self.broker.topic(input) else {
                     continue;
                 };
                 for p in 0..topic.partitions.len() as i32 {
+                    let only = match (m.partitioning, out_partitions) {
+                        (Partitioning::Input, Some(n)) if n > 0 => Some(p.rem_euclid(n)),
+                        _ => None,
+                    };
                     writers_of
                         .entry(out.clone())
                         .or_default()
-                        .insert(super::watermark::writer_id(name, input, p));
+                        .insert(super::watermark::writer_id(name, input, p), only);
                 }
             }
         }

@@ -187,10 +187,16 @@ impl Writer {
             .collect()
     }
 
-    /// Appends a watermark announcement to every partition of `name` (which must exist).
+    /// Appends a watermark announcement to every partition of `name` (or only to the one
+    /// numbered like `only`, modulo the count).
     /// Outside the exactly-once sequence: announcements carry no producer id, and a repeated
     /// or lost one is harmless because readers keep each writer's highest.
-    pub fn announce(&mut self, name: &str, a: &Announcement) -> Result<(), WriteError> {
+    pub fn announce(
+        &mut self,
+        name: &str,
+        a: &Announcement,
+        only: Option<i32>,
+    ) -> Result<(), WriteError> {
         let Some(topic) = self.broker.topic(name) else {
             return Ok(());
         };
@@ -203,7 +209,11 @@ impl Writer {
         };
         let batch = records::encode_control_batch(std::slice::from_ref(&record))?;
         let stamp = topic.log_append_time().then(crate::broker::now_ms);
+        let n = topic.partitions.len().max(1) as i32;
         for part in &topic.partitions {
+            if only.is_some_and(|q| q.rem_euclid(n) != part.index) {
+                continue;
+            }
             part.append(&batch, usize::MAX, stamp)
                 .map_err(|error| WriteError::Append {
                     topic: topic.name.clone(),

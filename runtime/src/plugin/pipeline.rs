@@ -63,8 +63,10 @@ pub struct Topology {
     inner: Mutex<(WritersOf, BTreeSet<String>)>,
 }
 
-/// Per topic, the writers (`pipeline/topic/partition`) whose default output it is.
-pub type WritersOf = BTreeMap<String, BTreeSet<String>>;
+/// Per topic, the writers (`pipeline/topic/partition`) whose default output it is, each with
+/// the one partition it writes to if it keeps records on their input partition's number
+/// (`partitioning = "input"`), else None (it may write to any).
+pub type WritersOf = BTreeMap<String, BTreeMap<String, Option<i32>>>;
 
 impl Topology {
     pub fn generation(&self) -> u64 {
@@ -82,10 +84,19 @@ impl Topology {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub fn feeders(&self, topic: &str) -> Feeders {
+    pub fn feeders(&self, topic: &str, partition: i32) -> Feeders {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Feeders {
-            expected: g.0.get(topic).cloned().unwrap_or_default(),
+            expected: g
+                .0
+                .get(topic)
+                .map(|ws| {
+                    ws.iter()
+                        .filter(|(_, only)| only.is_none_or(|q| q == partition))
+                        .map(|(w, _)| w.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
             running: g.1.clone(),
         }
     }
@@ -137,5 +148,46 @@ impl Pipeline {
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.wake.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_partitioned_writers_feed_only_their_partition() {
+        let t = Topology::default();
+        let g = t.generation();
+        let mut ws = BTreeMap::new();
+        ws.insert("v/c/0".to_string(), Some(0));
+        ws.insert("v/c/1".to_string(), Some(1));
+        ws.insert("k/d/0".to_string(), None);
+        t.set(
+            BTreeMap::from([("out".to_string(), ws)]),
+            BTreeSet::from(["v".to_string(), "k".to_string()]),
+        );
+        assert_ne!(t.generation(), g);
+        let f = t.feeders("out", 1);
+        assert_eq!(
+            f.expected,
+            BTreeSet::from(["k/d/0".to_string(), "v/c/1".to_string()])
+        );
+        assert!(t.feeders("other", 0).expected.is_empty());
+        // Setting the same again is no change.
+        let g = t.generation();
+        let same = t.feeders("out", 0);
+        t.set(
+            BTreeMap::from([(
+                "out".to_string(),
+                BTreeMap::from([
+                    ("v/c/0".to_string(), Some(0)),
+                    ("v/c/1".to_string(), Some(1)),
+                    ("k/d/0".to_string(), None),
+                ]),
+            )]),
+            same.running,
+        );
+        assert_eq!(t.generation(), g);
     }
 }

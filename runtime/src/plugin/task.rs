@@ -238,7 +238,7 @@ impl<'a> Incarnation<'a> {
                 ckpt.watermarks.clone(),
                 et.map_or(0, |e| e.lateness_ms),
                 et.is_some(),
-                spec.topology.feeders(&spec.topic),
+                spec.topology.feeders(&spec.topic, spec.partition),
             )
         });
         let mut writer = Writer::new(spec.broker.clone(), ckpt.producer_id, &ckpt.emitted);
@@ -653,7 +653,11 @@ impl<'a> Incarnation<'a> {
         }
         self.topology_generation = g;
         if let Some(t) = self.tracker.as_mut() {
-            t.set_feeders(self.spec.topology.feeders(&self.spec.topic));
+            t.set_feeders(
+                self.spec
+                    .topology
+                    .feeders(&self.spec.topic, self.spec.partition),
+            );
             if t.to_hand_any().is_some() {
                 self.hand_ahead_due = true;
             }
@@ -692,8 +696,11 @@ impl<'a> Incarnation<'a> {
         let mut topics = self.writer.topics_written();
         topics.extend(m.output.iter().cloned());
         topics.retain(|t| !side.contains(t));
+        // Under input partitioning this task writes to one partition of each topic only, and
+        // its readers expect it there only (see Topology).
+        let only = (m.partitioning == Partitioning::Input).then(|| self.home_partition());
         for topic in topics {
-            self.writer.announce(&topic, &a).map_err(err)?;
+            self.writer.announce(&topic, &a, only).map_err(err)?;
         }
         self.announced = Some(now);
         self.last_announce = Instant::now();
