@@ -5,12 +5,15 @@
 //! It runs as two pipelines with the same plugin:
 //!
 //! - `mode = "partial"` reads the salted records. Each instance (one per input partition, a
-//!   *source* named `<topic>/<partition>`) aggregates per unsalted key and window, and when its
-//!   watermark passes a window's end it emits one *partial* per key of that window, followed
-//!   by a *watermark marker* saying "this source has emitted every window ending at or before
-//!   T". Both go, key-less, to a one-partition topic.
+//!   *source* named `<topic>/<partition>`) aggregates per unsalted key and window, and when the
+//!   host's watermark passes a window's end it emits one *partial* per key of that window,
+//!   key-less, to the partials topic.
 //! - `mode = "merge"` reads that topic in one instance, adds up the partials of each key and
-//!   window, and emits the final record of a window once every source has passed its end.
+//!   window, and emits the final record of a window when its own watermark (the smallest of
+//!   the partial stage's, which the host announces after the partials) passes its end.
+//!
+//! Event time is the host's: the pipelines' manifests carry `[event_time]` (`lateness_ms` on
+//! the pipeline that reads what producers write), and the host sets late records apart.
 //!
 //! The README (plugins/README.md) has the full configuration and the watermark design.
 
@@ -34,19 +37,17 @@ pub const MAX_TIME: i64 = 1 << 53;
 struct RawConfig {
     mode: Option<String>,
     window_ms: Option<i64>,
-    lateness_ms: Option<i64>,
-    idle_ms: Option<i64>,
     separator: Option<String>,
     key_field: Option<String>,
     time_field: Option<String>,
     value_field: Option<String>,
     aggregates: Option<Vec<String>>,
-    sources: Option<u32>,
-    source_timeout_ms: Option<i64>,
+    // Keys of the versions that tracked watermarks themselves: refused with a pointer.
+    lateness_ms: Option<serde::de::IgnoredAny>,
+    idle_ms: Option<serde::de::IgnoredAny>,
+    sources: Option<serde::de::IgnoredAny>,
+    source_timeout_ms: Option<serde::de::IgnoredAny>,
 }
-
-/// Default `idle_ms`: how long (wall clock) without input before a source counts as idle.
-pub const DEFAULT_IDLE_MS: i64 = 10_000;
 
 pub enum SaltedAggregate {
     Partial(Partial),
@@ -62,22 +63,22 @@ pub struct State {
     pub merge: MergeState,
 }
 
-fn non_negative(name: &str, v: Option<i64>, default: i64) -> Result<i64, String> {
-    match v {
-        None => Ok(default),
-        Some(x) if (0..=MAX_TIME).contains(&x) => Ok(x),
-        Some(x) => Err(format!(
-            "'{name}' must be between 0 and {MAX_TIME}, got {x}"
-        )),
-    }
-}
-
 impl SaltedAggregate {
     pub fn from_config(config: &Config) -> Result<Self, String> {
         let c: RawConfig = config.parse()?;
+        if c.lateness_ms.is_some() {
+            return Err("'lateness_ms' moved to the pipeline manifest: [event_time] lateness_ms = 1000 on the pipeline that reads the producers' topic (the host tracks watermarks since sluice plugin API 0.1.2)".into());
+        }
+        if c.idle_ms.is_some() {
+            return Err("'idle_ms' is gone: the host decides idleness from the data; for sources that may go silent for good, set [event_time] idle_timeout_ms in the manifest of the pipeline that reads the producers' topic".into());
+        }
+        if c.sources.is_some() {
+            return Err("'sources' is no longer needed: the host tells the merge when every upstream partition has passed a window (remove it)".into());
+        }
+        if c.source_timeout_ms.is_some() {
+            return Err("'source_timeout_ms' is no longer needed: the host leaves idle upstream partitions out of the watermark (remove it)".into());
+        }
         let wanted = Wanted::parse(c.aggregates.as_deref().unwrap_or_default())?;
-        let lateness_ms = non_negative("lateness_ms", c.lateness_ms, 0)?;
-        let idle_ms = non_negative("idle_ms", c.idle_ms, DEFAULT_IDLE_MS)?;
         let not_for = |key: &str, set: bool, mode: &str| {
             if set {
                 Err(format!("'{key}' does not apply to mode = \"{mode}\""))
@@ -87,12 +88,6 @@ impl SaltedAggregate {
         };
         match c.mode.as_deref() {
             Some("partial") => {
-                not_for("sources", c.sources.is_some(), "partial")?;
-                not_for(
-                    "source_timeout_ms",
-                    c.source_timeout_ms.is_some(),
-                    "partial",
-                )?;
                 let window_ms = match c.window_ms {
                     None => return Err("'window_ms' is required for mode = \"partial\"".into()),
                     Some(w) if (1..=MAX_TIME).contains(&w) => w,
@@ -114,8 +109,6 @@ impl SaltedAggregate {
                 }
                 Partial::new(partial::Settings {
                     window_ms,
-                    lateness_ms,
-                    idle_ms,
                     separator,
                     key_field: c.key_field,
                     time_field: c.time_field,
@@ -134,21 +127,7 @@ impl SaltedAggregate {
                 ] {
                     not_for(key, set, "merge")?;
                 }
-                let sources = match c.sources {
-                    Some(n) if n >= 1 => n as usize,
-                    _ => {
-                        return Err(
-                            "'sources' is required for mode = \"merge\": how many partial-stage partitions to wait for (at least 1)"
-                                .into(),
-                        )
-                    }
-                };
-                let source_timeout_ms = non_negative("source_timeout_ms", c.source_timeout_ms, 0)?;
                 Ok(SaltedAggregate::Merge(Merge::new(merge::Settings {
-                    sources,
-                    lateness_ms,
-                    idle_ms,
-                    source_timeout_ms,
                     wanted,
                 })))
             }
@@ -174,24 +153,15 @@ impl Plugin for SaltedAggregate {
         }
     }
 
-    fn tick(&mut self, state: &mut State, now_ms: i64) -> Vec<Output> {
+    fn on_watermark(&mut self, state: &mut State, watermark_ms: i64) -> Vec<Output> {
         match self {
-            SaltedAggregate::Partial(p) => p.tick(&mut state.partial, now_ms),
-            SaltedAggregate::Merge(m) => m.tick(&mut state.merge, now_ms),
+            SaltedAggregate::Partial(p) => p.on_watermark(&mut state.partial, watermark_ms),
+            SaltedAggregate::Merge(m) => m.on_watermark(&mut state.merge, watermark_ms),
         }
     }
 }
 
 sluice_plugin::export_plugin!(SaltedAggregate);
-
-/// Outputs as an outcome: the record itself is consumed either way.
-fn emit_or_drop(outs: Vec<Output>) -> Outcome {
-    if outs.is_empty() {
-        Outcome::Drop
-    } else {
-        Outcome::Emit(outs)
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -1,19 +1,11 @@
-//! Stage 3, `mode = "merge"`: one instance reads every source's partials and watermark
-//! markers (one partition, so in each source's order), adds up the partials per key and
-//! window, and emits a window's final records once, when every source has passed its end.
+//! Stage 3, `mode = "merge"`: one instance reads every source's partials, adds them up per
+//! key and window, and emits a window's final records once, when the host's watermark passes
+//! its end.
 //!
-//! Exact path (process): once at least `sources` sources are known, a marker that raises
-//! the lowest `closed_before` of all known sources finalises the windows ending at or before
-//! it.
-//!
-//! Fallback (tick), for sources that do not speak: a partial-stage instance announces itself
-//! (from the host's task info) even when its partition never had a record, but an older
-//! host, or a stage that is not running, leaves the merge waiting. While fewer than
-//! `sources` sources are known and the set of known sources has not changed for `idle_ms`
-//! of wall time, each missing source is taken to be idle, as if it had said
-//! `closed_before = now - idle_ms - lateness_ms` (what an idle partial instance says of
-//! itself). With `source_timeout_ms`, a known source silent for that long is treated the
-//! same way.
+//! Why that is exact: the host computes the merge's watermark as the smallest of the
+//! watermarks the partial-stage tasks announced, and each of them announces a watermark only
+//! after emitting every partial it closed with it. So when the merge's watermark passes a
+//! window's end, every partial of that window is already here.
 
 use std::collections::BTreeMap;
 
@@ -21,33 +13,14 @@ use serde::{Deserialize, Serialize};
 use sluice_plugin::{Outcome, Output, Record};
 
 use crate::agg::{Agg, Num, Wanted};
-use crate::{emit_or_drop, MAX_TIME};
+use crate::MAX_TIME;
 
 pub struct Settings {
-    pub sources: usize,
-    pub lateness_ms: i64,
-    pub idle_ms: i64,
-    /// 0: never.
-    pub source_timeout_ms: i64,
     pub wanted: Wanted,
 }
 
 pub struct Merge {
     s: Settings,
-    /// Wall-clock tracking for `tick`, not in the state (a restart starts afresh, which only
-    /// delays the fallback): how many sources were known at the last tick, since when, and
-    /// per source its message count and when that last changed.
-    known: Option<usize>,
-    known_since: i64,
-    heard: BTreeMap<String, (u64, i64)>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceState {
-    /// The source's last marker: it has emitted every window ending at or before this.
-    pub closed_before: Option<i64>,
-    /// Partials and markers received, for `source_timeout_ms`.
-    pub messages: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,10 +29,9 @@ pub struct Window {
     pub keys: BTreeMap<String, Agg>,
 }
 
+/// Snapshots of versions before host watermarks also had `sources`; it is ignored on restore.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MergeState {
-    #[serde(default)]
-    pub sources: BTreeMap<String, SourceState>,
     /// Windows not final yet, by start.
     #[serde(default)]
     pub windows: BTreeMap<i64, Window>,
@@ -70,14 +42,16 @@ pub struct MergeState {
     pub final_before: Option<i64>,
 }
 
-/// A record of the partials topic: a partial (`type` "partial") or a marker ("watermark").
+/// A record of the partials topic: a partial (`type` "partial"), or a watermark marker that
+/// versions before host watermarks wrote ("watermark"; skipped).
 /// Flat rather than an internally tagged enum, which buffers every value (and weighs on the
 /// wasm size).
 #[derive(Deserialize)]
 struct Message {
     #[serde(rename = "type")]
     kind: String,
-    source: String,
+    #[allow(dead_code)]
+    source: Option<String>,
     key: Option<String>,
     window_start: Option<i64>,
     window_end: Option<i64>,
@@ -85,7 +59,6 @@ struct Message {
     sum: Option<Num>,
     min: Option<Num>,
     max: Option<Num>,
-    closed_before: Option<i64>,
 }
 
 /// The final record's value. Dashboards read these fields: keep them as they are.
@@ -100,26 +73,19 @@ struct FinalOut<'a> {
 
 impl Merge {
     pub fn new(s: Settings) -> Merge {
-        Merge {
-            s,
-            known: None,
-            known_since: 0,
-            heard: BTreeMap::new(),
-        }
+        Merge { s }
     }
 
     pub fn process(&mut self, st: &mut MergeState, record: &Record) -> Outcome {
         let msg: Message = match record.value().map(serde_json::from_slice) {
             Some(Ok(m)) => m,
             Some(Err(e)) => {
-                return Outcome::Fail(format!(
-                    "not a partial or watermark record of the partial stage: {e}"
-                ))
+                return Outcome::Fail(format!("not a partial record of the partial stage: {e}"))
             }
             None => return Outcome::fail("record has no value"),
         };
-        match (msg.kind.as_str(), msg.closed_before) {
-            ("partial", _) => {
+        match msg.kind.as_str() {
+            "partial" => {
                 let (Some(key), Some(window_start), Some(window_end), Some(count)) =
                     (msg.key, msg.window_start, msg.window_end, msg.count)
                 else {
@@ -127,8 +93,7 @@ impl Merge {
                         "a partial needs key, window_start, window_end and count",
                     );
                 };
-                let (source, sum, min, max) = (msg.source, msg.sum, msg.min, msg.max);
-                st.sources.entry(source).or_default().messages += 1;
+                let (sum, min, max) = (msg.sum, msg.min, msg.max);
                 if window_end <= window_start || !(0..=MAX_TIME + MAX_TIME).contains(&window_end) {
                     return Outcome::Fail(format!(
                         "invalid window [{window_start},{window_end}) of key '{key}'"
@@ -170,78 +135,21 @@ impl Merge {
                 window.keys.entry(key).or_default().merge(&agg);
                 Outcome::Drop
             }
-            ("watermark", Some(closed_before)) => {
-                let s = st.sources.entry(msg.source).or_default();
-                s.messages += 1;
-                s.closed_before = Some(
-                    s.closed_before
-                        .map_or(closed_before, |c| c.max(closed_before)),
-                );
-                emit_or_drop(self.finalize_exact(st))
-            }
-            ("watermark", None) => Outcome::fail("a watermark record needs closed_before"),
-            (other, _) => Outcome::Fail(format!(
-                "not a partial or watermark record of the partial stage: type '{other}'"
+            // Written by versions that tracked watermarks themselves; the host does now.
+            "watermark" => Outcome::Drop,
+            other => Outcome::Fail(format!(
+                "not a partial record of the partial stage: type '{other}'"
             )),
         }
     }
 
-    /// Finalises what every known source has passed, once `sources` sources are known.
-    fn finalize_exact(&self, st: &mut MergeState) -> Vec<Output> {
-        if st.sources.len() < self.s.sources {
+    /// Finalises the windows ending at or before the watermark.
+    pub fn on_watermark(&mut self, st: &mut MergeState, wm: i64) -> Vec<Output> {
+        if st.final_before.is_some_and(|f| wm <= f) {
             return Vec::new();
         }
-        // A source known only from partials (no marker yet) holds everything back.
-        let Some(horizon) = st.sources.values().map(|s| s.closed_before).min().flatten() else {
-            return Vec::new();
-        };
-        if st.final_before.is_some_and(|f| horizon <= f) {
-            return Vec::new();
-        }
-        st.final_before = Some(horizon);
-        finalize(st, horizon)
-    }
-
-    pub fn tick(&mut self, st: &mut MergeState, now_ms: i64) -> Vec<Output> {
-        if self.known != Some(st.sources.len()) {
-            self.known = Some(st.sources.len());
-            self.known_since = now_ms;
-        }
-        let timeout = self.s.source_timeout_ms;
-        let mut timed_out = 0;
-        let mut horizon = now_ms
-            .saturating_sub(self.s.idle_ms)
-            .saturating_sub(self.s.lateness_ms);
-        for (name, s) in &st.sources {
-            let heard = self
-                .heard
-                .entry(name.clone())
-                .or_insert((s.messages, now_ms));
-            if heard.0 != s.messages {
-                *heard = (s.messages, now_ms);
-            }
-            if timeout > 0 && now_ms.saturating_sub(heard.1) >= timeout {
-                timed_out += 1;
-            } else {
-                horizon = horizon.min(s.closed_before.unwrap_or(i64::MIN));
-            }
-        }
-        let missing = self.s.sources.saturating_sub(st.sources.len());
-        if missing == 0 && timed_out == 0 {
-            // All sources speak: the exact path decides.
-            return Vec::new();
-        }
-        if missing > 0 && now_ms.saturating_sub(self.known_since) < self.s.idle_ms {
-            // Sources are still announcing themselves: wait for stragglers.
-            return Vec::new();
-        }
-        // Only move final_before together with output (the host checkpoints after a tick's
-        // output, and a replay must see what process() saw).
-        let outs = finalize(st, horizon);
-        if let Some(end) = outs.iter().filter_map(|o| o.timestamp).max() {
-            st.final_before = Some(st.final_before.map_or(end, |f| f.max(end)));
-        }
-        outs
+        st.final_before = Some(wm);
+        finalize(st, wm)
     }
 }
 

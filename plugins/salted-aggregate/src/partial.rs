@@ -1,5 +1,5 @@
 //! Stage 2, `mode = "partial"`: per source (input partition), aggregates per unsalted key and
-//! event-time window; closes windows behind the watermark into partials and markers.
+//! event-time window; closes the windows the host's watermark has passed into partials.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -9,12 +9,10 @@ use sluice_plugin::json::{self, Fields, Kind, RawValue};
 use sluice_plugin::{Outcome, Output, Record};
 
 use crate::agg::{Agg, Num, Wanted};
-use crate::{emit_or_drop, MAX_TIME};
+use crate::MAX_TIME;
 
 pub struct Settings {
     pub window_ms: i64,
-    pub lateness_ms: i64,
-    pub idle_ms: i64,
     pub separator: String,
     pub key_field: Option<String>,
     pub time_field: Option<String>,
@@ -29,11 +27,6 @@ pub struct Partial {
     key_at: Option<usize>,
     time_at: Option<usize>,
     value_at: Option<usize>,
-    /// Wall-clock activity tracking for `tick`: deliberately not in the state, so that a
-    /// restarted instance starts a fresh idle period (its producers may be catching up).
-    /// `state.records` when the last tick looked, and that tick's time.
-    seen_records: Option<u64>,
-    active_at: i64,
 }
 
 /// One window of one source: its end and the aggregate per unsalted key.
@@ -43,20 +36,13 @@ pub struct Window {
     pub keys: BTreeMap<String, Agg>,
 }
 
+/// Snapshots of versions before host watermarks had more fields (records, max_event,
+/// watermark); they are ignored on restore.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartialState {
     /// `<topic>/<partition>` of the input, learnt from the first record.
     #[serde(default)]
     pub source: Option<String>,
-    /// Records processed, for the idle detection of `tick`.
-    #[serde(default)]
-    pub records: u64,
-    /// The largest event time accepted.
-    #[serde(default)]
-    pub max_event: Option<i64>,
-    /// max_event - lateness_ms, or the idle watermark from `tick` if higher.
-    #[serde(default)]
-    pub watermark: Option<i64>,
     /// Every window ending at or before this has been emitted (a multiple of window_ms).
     #[serde(default)]
     pub closed_before: Option<i64>,
@@ -76,14 +62,6 @@ struct PartialOut<'a> {
     window_end: i64,
     #[serde(flatten)]
     agg: &'a Agg,
-}
-
-#[derive(Serialize)]
-struct MarkerOut<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    source: &'a str,
-    closed_before: i64,
 }
 
 /// What one record contributes.
@@ -135,8 +113,6 @@ impl Partial {
             key_at,
             time_at,
             value_at,
-            seen_records: None,
-            active_at: 0,
         })
     }
 
@@ -203,7 +179,6 @@ impl Partial {
     }
 
     pub fn process(&mut self, st: &mut PartialState, record: &Record) -> Outcome {
-        st.records += 1;
         if st.source.is_none() {
             st.source = Some(format!("{}/{}", record.topic(), record.partition()));
         }
@@ -212,15 +187,15 @@ impl Partial {
             Err(why) => return Outcome::Fail(why),
         };
         let start = self.align(ev.time);
-        if let Some(closed) = st.closed_before {
-            if ev.time < closed {
-                return Outcome::Fail(format!(
-                    "late record: event time {} is before the watermark {} (window [{start},{}) closed)",
-                    ev.time,
-                    st.watermark.unwrap_or(closed),
-                    start + self.s.window_ms
-                ));
-            }
+        // The host sets apart records behind its watermark before they get here; this only
+        // catches event times read from the value (time_field) that disagree with the
+        // record's timestamp.
+        if let Some(closed) = st.closed_before.filter(|&c| ev.time < c) {
+            return Outcome::Fail(format!(
+                "late record: event time {} is before the watermark {closed} (window [{start},{}) closed)",
+                ev.time,
+                start + self.s.window_ms
+            ));
         }
         let window = st.windows.entry(start).or_insert_with(|| Window {
             end: start + self.s.window_ms,
@@ -234,25 +209,22 @@ impl Partial {
                 window.keys.insert(ev.key.into_owned(), agg);
             }
         }
-        let max = st.max_event.map_or(ev.time, |m| m.max(ev.time));
-        st.max_event = Some(max);
-        let mut outs = Vec::new();
-        self.advance(st, max - self.s.lateness_ms, &mut outs);
-        emit_or_drop(outs)
+        Outcome::Drop
     }
 
-    /// Raises the watermark to `wm` if higher and emits the windows it closes and a marker.
-    /// Emits nothing and changes nothing unless the closed-up-to time advances.
-    fn advance(&self, st: &mut PartialState, wm: i64, outs: &mut Vec<Output>) {
-        let wm = st.watermark.map_or(wm, |w| w.max(wm));
-        let closed = self.align(wm);
+    /// Emits the windows ending at or before the watermark, by window then key.
+    pub fn on_watermark(&mut self, st: &mut PartialState, wm: i64) -> Vec<Output> {
+        let closed = self.align(wm.clamp(0, MAX_TIME));
         if st.closed_before.is_some_and(|c| closed <= c) {
-            // Still remember the watermark: it only ever grows with the input.
-            st.watermark = Some(wm);
-            return;
+            return Vec::new();
         }
-        st.watermark = Some(wm);
         st.closed_before = Some(closed);
+        if st.source.is_none() {
+            let t = sluice_plugin::task();
+            if t.partition >= 0 {
+                st.source = Some(t.source());
+            }
+        }
         let source = st.source.as_deref().unwrap_or_default();
         let done: Vec<i64> = st
             .windows
@@ -260,6 +232,7 @@ impl Partial {
             .filter(|(_, w)| w.end <= closed)
             .map(|(&start, _)| start)
             .collect();
+        let mut outs = Vec::new();
         for start in done {
             let Some(w) = st.windows.remove(&start) else {
                 continue;
@@ -275,46 +248,6 @@ impl Partial {
                 });
                 outs.push(Output::value(value).timestamp(w.end));
             }
-        }
-        let marker = to_json(&MarkerOut {
-            kind: "watermark",
-            source,
-            closed_before: closed,
-        });
-        outs.push(Output::value(marker).timestamp(closed.max(0)));
-    }
-
-    /// After `idle_ms` of wall time without input, the watermark follows the wall clock:
-    /// now - idle_ms - lateness_ms.
-    pub fn tick(&mut self, st: &mut PartialState, now_ms: i64) -> Vec<Output> {
-        if self.seen_records != Some(st.records) {
-            self.seen_records = Some(st.records);
-            self.active_at = now_ms;
-            return Vec::new();
-        }
-        // A source that has had no record yet learns its name from the host, so an empty
-        // partition still reports its watermark and never holds the merge back. (The retry
-        // topic's instance is no source.) Setting it here is safe for replays: it is the
-        // same name the first record would give.
-        if st.source.is_none() {
-            let t = sluice_plugin::task();
-            if !t.retry && t.partition >= 0 {
-                st.source = Some(t.source());
-            }
-        }
-        if st.source.is_none() || now_ms.saturating_sub(self.active_at) < self.s.idle_ms {
-            return Vec::new();
-        }
-        let wm = now_ms
-            .saturating_sub(self.s.idle_ms)
-            .saturating_sub(self.s.lateness_ms)
-            .clamp(0, MAX_TIME);
-        let mut outs = Vec::new();
-        // The watermark must only move here together with output: the host checkpoints the
-        // state after a tick's output, not after a silent tick, and a replay must see what
-        // process() saw. advance() changes nothing unless it emits a marker.
-        if st.closed_before.is_none_or(|c| self.align(wm) > c) {
-            self.advance(st, wm, &mut outs);
         }
         outs
     }

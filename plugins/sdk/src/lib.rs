@@ -57,6 +57,10 @@
 //!    pass: `self` is built again by `init` from the config after a restart or a reload, and
 //!    is never snapshotted. A replay that emits other records, or another number of them,
 //!    silently loses or doubles output.
+//!
+//!    The same holds for [`Plugin::on_watermark`]: the host hands the watermark over at
+//!    points of the input that do not depend on timing, and again at the same points in a
+//!    replay. Closing event-time windows belongs there.
 //! 2. **[`Plugin::tick`] may read the clock (it is given `now_ms`), but may change state that
 //!    `process` depends on only in a tick that also emits output.** The host checkpoints right
 //!    after a tick only when the tick emitted something; after a tick that emitted nothing, a
@@ -138,6 +142,11 @@ macro_rules! export_plugin {
                 }
                 fn tick(now_ms: i64) -> ::std::vec::Vec<$crate::bindings::OutputRecord> {
                     SLOT.with(|s| s.tick(now_ms))
+                }
+                fn on_watermark(
+                    watermark_ms: i64,
+                ) -> ::std::vec::Vec<$crate::bindings::OutputRecord> {
+                    SLOT.with(|s| s.on_watermark(watermark_ms))
                 }
                 fn snapshot() -> ::std::vec::Vec<u8> {
                     SLOT.with(|s| s.snapshot())

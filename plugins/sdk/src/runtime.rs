@@ -36,6 +36,20 @@ pub trait Plugin: Sized + 'static {
         let _ = (state, now_ms);
         Vec::new()
     }
+
+    /// Event time has reached `watermark_ms`: the host promises (when the pipeline's manifest
+    /// has an `[event_time]` table) that no record with an earlier timestamp will reach
+    /// [`process`](Plugin::process) from now on. Close windows here; the output is written
+    /// like `process` output, and a record without a timestamp gets `watermark_ms`.
+    ///
+    /// The host computes the watermark from the data (never from the clock unless the
+    /// manifest asks for `idle_timeout_ms`) and calls this at points of the input that do not
+    /// depend on timing, so like `process` it must depend only on `state` and the watermark
+    /// (rule 1): a replay calls it again at the same records.
+    fn on_watermark(&mut self, state: &mut Self::State, watermark_ms: i64) -> Vec<Output> {
+        let _ = (state, watermark_ms);
+        Vec::new()
+    }
 }
 
 /// What a [`map!`](crate::map) closure may return.
@@ -125,6 +139,11 @@ impl<P: Plugin> Instance<P> {
         p.tick(s, now_ms)
     }
 
+    pub(crate) fn on_watermark(&mut self, watermark_ms: i64) -> Vec<Output> {
+        let (p, s) = self.plugin();
+        p.on_watermark(s, watermark_ms)
+    }
+
     pub(crate) fn snapshot(&self) -> Vec<u8> {
         // Named fields, so that a later version of the plugin with more (defaulted) fields
         // still reads this snapshot.
@@ -189,6 +208,11 @@ impl<P: Plugin> Slot<P> {
 
     pub fn tick(&self, now_ms: i64) -> Vec<wit::OutputRecord> {
         let outputs = self.0.borrow_mut().tick(now_ms);
+        outputs.into_iter().map(to_wit_output).collect()
+    }
+
+    pub fn on_watermark(&self, watermark_ms: i64) -> Vec<wit::OutputRecord> {
+        let outputs = self.0.borrow_mut().on_watermark(watermark_ms);
         outputs.into_iter().map(to_wit_output).collect()
     }
 

@@ -40,6 +40,11 @@ impl<P: Plugin> Harness<P> {
             .collect()
     }
 
+    /// Hands the plugin a watermark, as the host does between records.
+    pub fn watermark(&mut self, watermark_ms: i64) -> Vec<Output> {
+        self.inner.on_watermark(watermark_ms)
+    }
+
     pub fn tick(&mut self, now_ms: i64) -> Vec<Output> {
         self.inner.tick(now_ms)
     }

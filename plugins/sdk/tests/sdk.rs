@@ -161,3 +161,48 @@ fn config_parses_json_and_treats_empty_as_no_table() {
     let e = Config::new(r#"{"n": "x"}"#).parse::<C>().err().unwrap();
     assert!(e.starts_with("invalid config:"), "{e}");
 }
+
+/// Counts records per 10 ms window and closes windows on the watermark.
+struct Windowed;
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Open {
+    counts: std::collections::BTreeMap<i64, u64>,
+}
+
+impl Plugin for Windowed {
+    type State = Open;
+    fn init(_: &Config) -> Result<Self, String> {
+        Ok(Windowed)
+    }
+    fn process(&mut self, s: &mut Open, r: &Record) -> Outcome {
+        *s.counts.entry(r.timestamp() / 10 * 10).or_default() += 1;
+        Outcome::Drop
+    }
+    fn on_watermark(&mut self, s: &mut Open, wm: i64) -> Vec<Output> {
+        let closed: Vec<i64> = s.counts.keys().copied().filter(|w| w + 10 <= wm).collect();
+        closed
+            .into_iter()
+            .map(|w| Output::value(format!("{w}:{}", s.counts.remove(&w).unwrap_or(0))))
+            .collect()
+    }
+}
+
+#[test]
+fn on_watermark_reaches_the_plugin_and_plain_plugins_ignore_it() {
+    let mut h = Harness::<Windowed>::new("").unwrap();
+    for ts in [1, 5, 12, 25] {
+        h.process(Record::new("x").with_timestamp(ts));
+    }
+    assert!(h.watermark(9).is_empty());
+    let vals = |o: Vec<Output>| -> Vec<String> {
+        o.into_iter()
+            .map(|o| String::from_utf8(o.value.unwrap()).unwrap())
+            .collect()
+    };
+    assert_eq!(vals(h.watermark(20)), ["0:2", "10:1"]);
+    assert_eq!(vals(h.watermark(30)), ["20:1"]);
+    // The default does nothing.
+    let mut s = Harness::<Stateless>::new("").unwrap();
+    assert!(s.watermark(1_000).is_empty());
+}
