@@ -127,6 +127,12 @@ pub struct TrackerState {
     /// Raised by the explicit idle timeout of a source partition.
     #[serde(default)]
     pub idle_floor: Option<i64>,
+    /// A source partition that has had no record for the whole idle timeout: idle for its
+    /// readers until a record comes. (Without the timeout an empty partition is never taken
+    /// for idle: its producers may just not have started yet, and leaving it out would make
+    /// their first records look late downstream.)
+    #[serde(default)]
+    pub empty_idle: bool,
 }
 
 /// Who feeds the partition, from the deployed pipelines.
@@ -235,6 +241,7 @@ impl Tracker {
             }
         }
         self.state.newest = max_opt(self.state.newest, Some(timestamp));
+        self.state.empty_idle = false;
         if !self.fed() {
             self.recompute();
         }
@@ -250,13 +257,15 @@ impl Tracker {
     }
 
     /// The explicit idle timeout of a source partition: after `silence_ms` with nothing new,
-    /// its event time is taken to have moved on with the wall clock from its newest record.
-    /// Returns whether the watermark moved.
+    /// its event time is taken to have moved on with the wall clock from its newest record
+    /// (an empty one is left out by its readers from then on). Returns whether the watermark
+    /// moved.
     pub fn silence(&mut self, silence_ms: i64, idle_timeout_ms: i64) -> bool {
         if self.fed() || silence_ms < idle_timeout_ms {
             return false;
         }
         let Some(newest) = self.state.newest else {
+            self.state.empty_idle = true;
             return false;
         };
         let before = self.state.current;
@@ -296,7 +305,7 @@ impl Tracker {
         if self.fed() {
             self.counted().all(|(_, w)| w.idle)
         } else {
-            self.state.newest.is_none()
+            self.state.newest.is_none() && self.state.empty_idle
         }
     }
 }
@@ -434,11 +443,18 @@ mod tests {
     #[test]
     fn idle_timeout_moves_a_source_with_the_clock_from_its_newest_record() {
         let mut t = Tracker::new(TrackerState::default(), 1000, true, Feeders::default());
-        assert!(t.idle(true), "an empty source partition is idle");
+        assert!(
+            !t.idle(true),
+            "an empty source partition is not idle by itself: its producers may be starting"
+        );
+        assert!(!t.silence(9_999, 10_000));
+        assert!(!t.idle(true));
         assert!(
             !t.silence(60_000, 10_000),
             "nothing seen: nothing to move from"
         );
+        assert!(t.idle(true), "empty for the whole idle timeout: idle");
+        assert!(!t.idle(false));
         t.record(50_000);
         assert!(!t.idle(true));
         assert!(!t.silence(9_999, 10_000));
