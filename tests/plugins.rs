@@ -857,3 +857,111 @@ fn throttled_total(b: &Broker) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no sluice_produce_throttled_total in /metrics"))
 }
+
+/// A pipeline announces its event-time watermark into its output as control batches; Kafka
+/// consumers must never see them: kcat, confluent-kafka, kafka-python and kafkajs read exactly
+/// the data records, and positions and commits still reach the end of each partition.
+#[test]
+fn watermark_control_records_are_invisible_to_kafka_clients() {
+    require_kcat();
+    require_python_modules(&["confluent_kafka", "kafka"]);
+    support::require_kafkajs();
+    let b = Broker::start();
+    for t in ["ctl-in", "ctl-out"] {
+        let o = sluice()
+            .args(["topic", "create", t, "--partitions", "3", "--bootstrap"])
+            .arg(b.bootstrap())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    deploy(
+        &b,
+        "ctl",
+        "upper",
+        "inputs = [\"ctl-in\"]\noutput = \"ctl-out\"\n[event_time]\nlateness_ms = 100\n",
+    );
+    wait_running(&b, "ctl", None);
+    let n = 300;
+    let input: Vec<String> = (0..n).map(|i| format!("k{}:v{i}", i % 7)).collect();
+    produce(&b, "ctl-in", &input, true);
+    let out = wait_records(&b, "ctl-out", n);
+    let mut got = values(&out);
+    got.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("V{i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "kcat reads the data records only");
+    // Every announcement goes after the output it covers; wait for the last ones.
+    sleep(Duration::from_millis(500));
+    let count = n.to_string();
+    support::run_ok(
+        &b,
+        "python3",
+        "control_records_invisible.py",
+        &["--topic", "ctl-out", "--count", &count],
+        WAIT,
+    );
+    support::run_ok(
+        &b,
+        "node",
+        "node/kafkajs_control_records.js",
+        &["--topic", "ctl-out", "--count", &count],
+        WAIT,
+    );
+    // The watermark reached the task: newest event time minus lateness_ms.
+    let p = pipeline(&b, "ctl").unwrap();
+    assert!(
+        p["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["event_time_watermark"].as_i64().is_some()),
+        "{p}"
+    );
+}
+
+/// A batch that passes produce's checks (header, CRC) but whose records cannot be decoded
+/// must not stall the pipelines reading its partition: it is dead-lettered with its offsets
+/// and counted, and the records after it are processed.
+#[test]
+fn an_undecodable_input_batch_is_dead_lettered_and_the_pipeline_goes_on() {
+    require_kcat();
+    let b = Broker::start();
+    deploy(
+        &b,
+        "shout",
+        "upper",
+        "inputs = [\"raw\"]\noutput = \"raw-out\"\n",
+    );
+    wait_running(&b, "shout", None);
+    produce(&b, "raw", &lines(&["k1:one"]), true);
+    wait_records(&b, "raw-out", 1);
+    support::run_ok(
+        &b,
+        "python3",
+        "plant_undecodable_batch.py",
+        &["raw", "0"],
+        WAIT,
+    );
+    produce(&b, "raw", &lines(&["k2:two"]), true);
+    let out = wait_records(&b, "raw-out", 2);
+    assert_eq!(values(&out), ["ONE", "TWO"]);
+    let dlq = wait_records(&b, "shout.dlq", 1);
+    let h = &dlq[0].headers;
+    assert!(
+        h["sluice.dlq.reason"].starts_with("undecodable batch at offsets 1..=1: "),
+        "{h:?}"
+    );
+    assert_eq!(h["sluice.dlq.topic"], "raw");
+    assert_eq!(h["sluice.dlq.partition"], "0");
+    assert_eq!(h["sluice.dlq.offset"], "1");
+    assert_eq!(h["sluice.dlq.last.offset"], "1");
+    let p = pipeline(&b, "shout").unwrap();
+    assert_eq!(p["undecodable"], 1, "{p}");
+    assert_eq!(p["partitions"][0]["lag"], 0, "{p}");
+    let metrics = admin_get(&b, "/metrics");
+    assert!(
+        metrics.contains("sluice_pipeline_undecodable_batches_total{pipeline=\"shout\"} 1"),
+        "{metrics}"
+    );
+}
