@@ -1,12 +1,13 @@
 """Plants a record batch that passes produce's checks (header, CRC32C) but whose records
 cannot be decoded, as any client speaking the wire protocol could.
 
-usage: plant_undecodable_batch.py BOOTSTRAP TOPIC PARTITION
+usage: plant_undecodable_batch.py --bootstrap HOST:PORT TOPIC PARTITION
 
 Sends one Produce v3 request by hand over a socket (no client library builds such a batch)
 and exits 0 if the broker acknowledged it.
 """
 
+import argparse
 import socket
 import struct
 import sys
@@ -42,7 +43,12 @@ def string(s: str) -> bytes:
 
 
 def main():
-    bootstrap, topic, partition = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("topic")
+    ap.add_argument("partition", type=int)
+    a = ap.parse_args()
+    bootstrap, topic, partition = a.bootstrap, a.topic, a.partition
     host, port = bootstrap.rsplit(":", 1)
     batch = garbage_batch()
     req = (struct.pack(">hhi", 0, 3, 7) + string("planter")  # Produce v3, correlation 7
