@@ -412,6 +412,63 @@ fn event_time_is_exact_under_backlog_speed_restarts_and_replay() {
     );
 }
 
+/// The other half of issue 11's matrix: clicks an hour *ahead* of the wall clock, placed by
+/// Kafka's murmur2 partitioner (librdkafka's `murmur2_random`), ten times faster than event
+/// time, and the aggregation plugin hot-reloaded mid-stream. Every count exact.
+#[test]
+fn event_time_is_exact_ahead_of_the_clock_with_murmur2_and_a_hot_reload() {
+    require_python_modules(&["confluent_kafka"]);
+    let b = Broker::start();
+    let clicks = 80_000u64;
+    let mut run = start_run(
+        &b,
+        &[
+            ("CLICKS", &clicks.to_string()),
+            ("RATE", "2000"),
+            ("SPEED", "10"),
+            ("OFFSET_MS", "3600000"),
+            ("PARTITIONER", "murmur2_random"),
+            ("COMPARE_CLICKS", "0"),
+        ],
+    );
+    wait_for(
+        &b,
+        &mut run,
+        Duration::from_secs(600),
+        "20,000 clicks in",
+        || clicks_in(&b) >= 20_000,
+    );
+    let dir = b.plugins_dir();
+    let wasm = dir.join("salted-aggregate.wasm");
+    let tmp = dir.join(".salted-aggregate.wasm.reload");
+    fs::copy(&wasm, &tmp).unwrap();
+    fs::rename(&tmp, &wasm).unwrap();
+    wait_for(
+        &b,
+        &mut run,
+        Duration::from_secs(60),
+        "hot reload of click-partials and click-merge",
+        || {
+            ["click-partials", "click-merge"].iter().all(|n| {
+                pipeline(&b, n)
+                    .is_some_and(|p| p["reloads"].as_u64() >= Some(1) && p["status"] == "running")
+            })
+        },
+    );
+    let reloaded_at = clicks_in(&b);
+    assert!(reloaded_at < clicks, "reloaded after the last click");
+    let text = finish_ok(&b, &mut run, Duration::from_secs(300));
+    assert!(text.contains("0 in clicks-late (expected 0)"), "{text}");
+    let truth = read_json(&b.scratch().join("out").join("truth.json"));
+    let skew = truth["start_ms"].as_i64().unwrap()
+        - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+    assert!(skew > 3_000_000, "event time an hour ahead: {skew} ms");
+    b.assert_alive();
+}
+
 /// `sluice demo`, the README's first command: it starts its own broker, builds and deploys
 /// the example's pipelines and shows final counts and the hot ad's partition spread.
 #[test]
