@@ -418,7 +418,7 @@ fn event_time_is_exact_under_backlog_speed_restarts_and_replay() {
 #[test]
 fn event_time_is_exact_ahead_of_the_clock_with_murmur2_and_a_hot_reload() {
     require_python_modules(&["confluent_kafka"]);
-    let b = Broker::start();
+    let mut b = Broker::start();
     let clicks = 80_000u64;
     let mut run = start_run(
         &b,
