@@ -717,6 +717,13 @@ output = "{name}-out"
 # dead_letter = "{name}.dlq"  # where Outcome::fail(..) records go, with the reason
 # start = "earliest"          # or "latest": where a new pipeline starts reading
 # tick_ms = 1000              # how often Plugin::tick runs
+# partitioning = "auto"       # records keeping their key keep their partition number;
+#                             # "input": all do; "key": murmur2 of the key
+#
+# [event_time]                # judge records by their timestamps (Plugin::on_watermark)
+# lateness_ms = 0             # how far behind its partition's newest a record may come
+# late_topic = "{name}.dlq"   # where records behind the watermark go
+# idle_timeout_ms = 10000     # only if producers may go silent for good
 #
 # [retry]                     # for Outcome::retry(..)
 # max_attempts = 3
