@@ -488,7 +488,12 @@ impl<'a> Incarnation<'a> {
     /// watermark, poison records) happens at a given item whatever the batching, so a replay
     /// emits the same records in the same order.
     fn process(&mut self, items: Vec<Item>, iso: &mut Isolation) -> Result<(), Restart> {
-        let mut chunk: Vec<Record> = Vec::new();
+        let mut chunk: Vec<Record> = Vec::with_capacity(items.len().min(MAX_CALL_RECORDS));
+        if items.iter().any(|i| matches!(i, Item::Data(_))) {
+            self.last_data = Instant::now();
+        }
+        // Only retried records can come from different origins.
+        let retry = self.spec.kind == Kind::Retry;
         for item in items {
             match item {
                 Item::Control {
@@ -515,7 +520,6 @@ impl<'a> Incarnation<'a> {
                     self.next = self.next.max(last + 1);
                 }
                 Item::Data(r) => {
-                    self.last_data = Instant::now();
                     let verdict = match self.tracker.as_mut() {
                         Some(t) => t.record(r.timestamp),
                         None => Verdict::OnTime,
@@ -548,9 +552,10 @@ impl<'a> Incarnation<'a> {
                         }
                     } else {
                         if chunk.len() >= MAX_CALL_RECORDS
-                            || chunk
-                                .first()
-                                .is_some_and(|c| self.origin(c) != self.origin(&r))
+                            || (retry
+                                && chunk
+                                    .first()
+                                    .is_some_and(|c| self.origin(c) != self.origin(&r)))
                         {
                             self.flush(&mut chunk)?;
                         }

@@ -157,6 +157,8 @@ pub struct Tracker {
     /// Whether late records are set apart (the manifest has `[event_time]`).
     judge: bool,
     feeders: Feeders,
+    /// [`Tracker::fed`], kept up to date: asked for every record.
+    fed: bool,
 }
 
 fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -174,6 +176,7 @@ impl Tracker {
             lateness,
             judge,
             feeders,
+            fed: false,
         };
         t.recompute();
         t
@@ -206,11 +209,13 @@ impl Tracker {
 
     /// Fed by writers (rather than by producers)?
     pub fn fed(&self) -> bool {
-        self.counted().next().is_some()
+        self.fed
     }
 
     fn recompute(&mut self) {
-        let candidate = if self.fed() {
+        let fed = self.counted().next().is_some();
+        self.fed = fed;
+        let candidate = if self.fed {
             let mut min: Option<Option<i64>> = None;
             for (_, w) in self.counted().filter(|(_, w)| !w.idle) {
                 min = Some(match min {
@@ -242,8 +247,13 @@ impl Tracker {
         }
         self.state.newest = max_opt(self.state.newest, Some(timestamp));
         self.state.empty_idle = false;
-        if !self.fed() {
-            self.recompute();
+        if !self.fed {
+            // recompute() for a producers' partition, without the writer bookkeeping: this
+            // runs for every record.
+            let candidate = timestamp.saturating_sub(self.lateness);
+            if self.state.current.is_none_or(|c| candidate > c) {
+                self.state.current = Some(candidate);
+            }
         }
         Verdict::OnTime
     }
