@@ -175,6 +175,29 @@ fn finish_ok(b: &Broker, run: &mut Run, limit: Duration) -> String {
     text
 }
 
+/// Hot reload of the aggregation plugin mid-run: a fresh copy of the component (new mtime)
+/// under both aggregation pipelines. Returns the clicks in at the switch.
+fn hot_reload_aggregation(b: &Broker, run: &mut Run) -> u64 {
+    let dir = b.plugins_dir();
+    let wasm = dir.join("salted-aggregate.wasm");
+    let tmp = dir.join(".salted-aggregate.wasm.reload");
+    fs::copy(&wasm, &tmp).unwrap();
+    fs::rename(&tmp, &wasm).unwrap();
+    wait_for(
+        b,
+        run,
+        Duration::from_secs(60),
+        "hot reload of click-partials and click-merge",
+        || {
+            ["click-partials", "click-merge"].iter().all(|n| {
+                pipeline(b, n)
+                    .is_some_and(|p| p["reloads"].as_u64() >= Some(1) && p["status"] == "running")
+            })
+        },
+    );
+    clicks_in(b)
+}
+
 #[test]
 fn click_aggregation() {
     require_python_modules(&["confluent_kafka"]);
@@ -194,26 +217,7 @@ fn click_aggregation() {
     );
     let producing_at = t0.elapsed();
 
-    // Hot reload of the aggregation plugin: a fresh copy of the component (new mtime) under
-    // both aggregation pipelines.
-    let dir = b.plugins_dir();
-    let wasm = dir.join("salted-aggregate.wasm");
-    let tmp = dir.join(".salted-aggregate.wasm.reload");
-    fs::copy(&wasm, &tmp).unwrap();
-    fs::rename(&tmp, &wasm).unwrap();
-    wait_for(
-        &b,
-        &mut run,
-        Duration::from_secs(60),
-        "hot reload of click-partials and click-merge",
-        || {
-            ["click-partials", "click-merge"].iter().all(|n| {
-                pipeline(&b, n)
-                    .is_some_and(|p| p["reloads"].as_u64() >= Some(1) && p["status"] == "running")
-            })
-        },
-    );
-    let reloaded_at = clicks_in(&b);
+    let reloaded_at = hot_reload_aggregation(&b, &mut run);
 
     // kill -9 and restart the broker, still mid-run.
     wait_for(
@@ -438,24 +442,7 @@ fn event_time_is_exact_ahead_of_the_clock_with_murmur2_and_a_hot_reload() {
         "20,000 clicks in",
         || clicks_in(&b) >= 20_000,
     );
-    let dir = b.plugins_dir();
-    let wasm = dir.join("salted-aggregate.wasm");
-    let tmp = dir.join(".salted-aggregate.wasm.reload");
-    fs::copy(&wasm, &tmp).unwrap();
-    fs::rename(&tmp, &wasm).unwrap();
-    wait_for(
-        &b,
-        &mut run,
-        Duration::from_secs(60),
-        "hot reload of click-partials and click-merge",
-        || {
-            ["click-partials", "click-merge"].iter().all(|n| {
-                pipeline(&b, n)
-                    .is_some_and(|p| p["reloads"].as_u64() >= Some(1) && p["status"] == "running")
-            })
-        },
-    );
-    let reloaded_at = clicks_in(&b);
+    let reloaded_at = hot_reload_aggregation(&b, &mut run);
     assert!(reloaded_at < clicks, "reloaded after the last click");
     let text = finish_ok(&b, &mut run, Duration::from_secs(300));
     assert!(text.contains("0 in clicks-late (expected 0)"), "{text}");

@@ -446,33 +446,34 @@ fn run(input: &[Input], seed: u64, restarts: bool) -> Run {
     let mut restart_rng = Rng(seed ^ 0x5eed);
     let (pc, mc) = (partial_config(), merge_config());
     let mut partials: Vec<H> = (0..SOURCES).map(|_| H::new(&pc).unwrap()).collect();
-    let mut merge = H::new(&mc).unwrap();
+    let mut m = Merging {
+        merge: H::new(&mc).unwrap(),
+        announced: [i64::MIN; SOURCES],
+        wm: i64::MIN,
+        finals: Vec::new(),
+    };
     let mut queues: Vec<VecDeque<Item>> = vec![VecDeque::new(); SOURCES];
     let mut all: Vec<Vec<Item>> = vec![Vec::new(); SOURCES];
     let mut newest = [i64::MIN; SOURCES];
     let mut handed = [i64::MIN; SOURCES];
-    let mut announced = [i64::MIN; SOURCES];
-    let mut merge_wm = i64::MIN;
-    let mut finals = Vec::new();
 
-    struct Merging<'a> {
-        merge: &'a mut H,
-        queues: &'a mut Vec<VecDeque<Item>>,
+    /// The merge's side of the simulation: what it has been told so far.
+    struct Merging {
+        merge: H,
         announced: [i64; SOURCES],
         wm: i64,
-        finals: &'a mut Vec<Output>,
+        finals: Vec<Output>,
     }
-    impl Merging<'_> {
-        fn deliver(&mut self, rng: &mut Rng, n: usize) {
+    impl Merging {
+        /// Delivers up to `n` items, from sources picked at random.
+        fn deliver(&mut self, queues: &mut [VecDeque<Item>], rng: &mut Rng, n: usize) {
             for _ in 0..n {
-                let ready: Vec<usize> = (0..SOURCES)
-                    .filter(|&s| !self.queues[s].is_empty())
-                    .collect();
+                let ready: Vec<usize> = (0..SOURCES).filter(|&s| !queues[s].is_empty()).collect();
                 if ready.is_empty() {
                     return;
                 }
                 let s = ready[rng.below(ready.len() as u64) as usize];
-                match self.queues[s].pop_front().unwrap() {
+                match queues[s].pop_front().unwrap() {
                     Item::Out(o) => {
                         let r = Record::new(o.value.unwrap()).with_topic("partials", 0);
                         assert_eq!(self.merge.process(r), Outcome::Drop);
@@ -487,18 +488,6 @@ fn run(input: &[Input], seed: u64, restarts: bool) -> Run {
                     }
                 }
             }
-        }
-        /// Delivers, then hands the bookkeeping back to the caller.
-        fn deliver_and_keep(
-            mut self,
-            rng: &mut Rng,
-            n: usize,
-            announced: &mut [i64; SOURCES],
-            wm: &mut i64,
-        ) {
-            self.deliver(rng, n);
-            *announced = self.announced;
-            *wm = self.wm;
         }
     }
     fn hand(p: usize, h: &mut H, wm: i64, queues: &mut [VecDeque<Item>], all: &mut [Vec<Item>]) {
@@ -522,53 +511,35 @@ fn run(input: &[Input], seed: u64, restarts: bool) -> Run {
             hand(p, &mut partials[p], wm, &mut queues, &mut all);
         }
         let n = rng.below(3) as usize;
-        Merging {
-            merge: &mut merge,
-            queues: &mut queues,
-            announced,
-            wm: merge_wm,
-            finals: &mut finals,
-        }
-        .deliver_and_keep(&mut rng, n, &mut announced, &mut merge_wm);
+        m.deliver(&mut queues, &mut rng, n);
         if restarts && restart_rng.below(500) == 0 {
             let q = restart_rng.below(SOURCES as u64 + 1) as usize;
             if q == SOURCES {
-                restart(&mut merge, &mc);
+                restart(&mut m.merge, &mc);
             } else {
                 restart(&mut partials[q], &pc);
             }
         }
     }
-    Merging {
-        merge: &mut merge,
-        queues: &mut queues,
-        announced,
-        wm: merge_wm,
-        finals: &mut finals,
-    }
-    .deliver_and_keep(&mut rng, usize::MAX, &mut announced, &mut merge_wm);
-    let finals_before_end = finals.len();
+    m.deliver(&mut queues, &mut rng, usize::MAX);
+    let finals_before_end = m.finals.len();
     // The sources fall silent: their watermarks move past everything (the host's idle
     // timeout), which closes the last windows.
     let end = input.iter().map(|i| i.truth.1).max().unwrap() + 60_000;
     for (p, h) in partials.iter_mut().enumerate() {
         hand(p, h, end, &mut queues, &mut all);
     }
-    Merging {
-        merge: &mut merge,
-        queues: &mut queues,
-        announced,
-        wm: merge_wm,
-        finals: &mut finals,
-    }
-    .deliver_and_keep(&mut rng, usize::MAX, &mut announced, &mut merge_wm);
-    assert!(merge.state().merge.windows.is_empty(), "every window final");
+    m.deliver(&mut queues, &mut rng, usize::MAX);
+    assert!(
+        m.merge.state().merge.windows.is_empty(),
+        "every window final"
+    );
     for h in &partials {
         assert!(h.state().partial.windows.is_empty());
     }
     Run {
         partials: all,
-        finals,
+        finals: m.finals,
         finals_before_end,
     }
 }
