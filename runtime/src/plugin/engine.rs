@@ -142,6 +142,33 @@ pub struct PluginEngine {
     cache_dir: Option<PathBuf>,
 }
 
+/// A cached compiled component: this magic, the SHA-256 of the rest, then the bytes
+/// `precompile_component` made. The file becomes native code, so a torn write, a bad disk or
+/// a stray edit must mean "recompile", never "run it": wasmtime itself checks only the header.
+const CACHE_MAGIC: &[u8; 8] = b"SLUICEC1";
+
+fn seal(compiled: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CACHE_MAGIC.len() + 32 + compiled.len());
+    out.extend_from_slice(CACHE_MAGIC);
+    out.extend_from_slice(&Sha256::digest(compiled));
+    out.extend_from_slice(compiled);
+    out
+}
+
+fn unseal(file: &[u8]) -> Result<&[u8], &'static str> {
+    let body = file
+        .strip_prefix(CACHE_MAGIC.as_slice())
+        .ok_or("not a sluice compiled-plugin file")?;
+    if body.len() < 32 {
+        return Err("truncated");
+    }
+    let (sum, compiled) = body.split_at(32);
+    if Sha256::digest(compiled).as_slice() != sum {
+        return Err("checksum mismatch");
+    }
+    Ok(compiled)
+}
+
 /// A compiled, type-checked plugin ready to instantiate.
 #[derive(Clone)]
 pub struct Code {
@@ -229,18 +256,27 @@ impl PluginEngine {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let file = dir.join(format!("{hex}-{:016x}.cwasm", h.finish()));
-        if file.exists() {
-            // SAFETY: the file was written by `precompile_component` of an engine with the
-            // same compatibility hash, into the broker's own data directory; wasmtime checks
-            // its header before use. It is as trusted as the broker's own binary.
-            match unsafe { Component::deserialize_file(&self.engine, &file) } {
-                Ok(c) => {
-                    tracing::info!(file = %file.display(), "plugin loaded from the compiled cache");
-                    return Ok(c);
+        match std::fs::read(&file) {
+            Ok(sealed) => match unseal(&sealed) {
+                // SAFETY: these bytes are exactly what `precompile_component` of an engine
+                // with the same compatibility hash wrote (the checksum says so), in the
+                // broker's own data directory: as trusted as the broker's own binary.
+                Ok(compiled) => match unsafe { Component::deserialize(&self.engine, compiled) } {
+                    Ok(c) => {
+                        tracing::info!(file = %file.display(), "plugin loaded from the compiled cache");
+                        return Ok(c);
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %file.display(), error = %e, "cached plugin unusable; recompiling")
+                    }
+                },
+                Err(why) => {
+                    tracing::warn!(file = %file.display(), why, "cached plugin fails its check; recompiling")
                 }
-                Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "cached plugin unusable; recompiling")
-                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot read the cached plugin; recompiling")
             }
         }
         let started = std::time::Instant::now();
@@ -253,9 +289,8 @@ impl PluginEngine {
             bytes = bytes.len(),
             "plugin compiled"
         );
-        let tmp = file.with_extension("tmp");
-        if std::fs::write(&tmp, &compiled).is_ok() {
-            let _ = std::fs::rename(&tmp, &file);
+        if let Err(e) = crate::broker::write_atomically(&file, &seal(&compiled)) {
+            tracing::warn!(file = %file.display(), error = %e, "cannot cache the compiled plugin");
         }
         // SAFETY: these bytes were produced by this engine a moment ago.
         unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(|e| format!("{e:#}"))
@@ -408,5 +443,58 @@ impl Instance {
 
     pub fn restore(&mut self, state: &[u8]) -> Result<Result<(), String>, CallError> {
         call!(self, call_restore, state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest component there is: the preamble of an empty one.
+    const EMPTY_COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+    #[test]
+    fn seal_and_unseal() {
+        let sealed = seal(b"native code");
+        assert_eq!(unseal(&sealed), Ok(&b"native code"[..]));
+        for at in [0, 8, 20, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[at] ^= 1;
+            assert!(unseal(&bad).is_err(), "flipped byte {at}");
+        }
+        assert!(unseal(&sealed[..sealed.len() - 1]).is_err());
+        assert!(unseal(&sealed[..20]).is_err());
+        assert!(unseal(b"").is_err());
+    }
+
+    #[test]
+    fn a_damaged_cache_file_is_recompiled_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = PluginEngine::new(Some(dir.path().to_path_buf())).unwrap();
+        engine.compile_cached("abc", &EMPTY_COMPONENT).unwrap();
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let good = std::fs::read(&files[0]).unwrap();
+        assert!(unseal(&good).is_ok());
+        // Flip a byte in the middle of the native code, as a bad disk would.
+        let mut bad = good.clone();
+        let mid = 40 + (bad.len() - 40) / 2;
+        bad[mid] ^= 0xff;
+        std::fs::write(&files[0], &bad).unwrap();
+        let again = PluginEngine::new(Some(dir.path().to_path_buf())).unwrap();
+        again.compile_cached("abc", &EMPTY_COMPONENT).unwrap();
+        let rewritten = std::fs::read(&files[0]).unwrap();
+        assert!(
+            rewritten != bad && unseal(&rewritten).is_ok(),
+            "recompiled and rewritten"
+        );
+        // A file from before the checksum (no header) is recompiled the same way.
+        std::fs::write(&files[0], unseal(&good).unwrap()).unwrap();
+        again.compile_cached("abc", &EMPTY_COMPONENT).unwrap();
+        assert!(unseal(&std::fs::read(&files[0]).unwrap()).is_ok());
     }
 }
