@@ -254,13 +254,20 @@ impl Log {
         Ok(())
     }
 
-    fn should_roll(&self, incoming: usize) -> bool {
+    /// `incoming`: the next batch's size and last offset delta.
+    fn should_roll(&self, incoming: usize, last_offset_delta: i32) -> bool {
         let a = self.active();
         a.size > 0
             && (a.size + incoming as u64 > self.config.segment_bytes
                 || a.opened_at.elapsed() >= Duration::from_millis(self.config.segment_ms)
                 // Positions in the offset index are 32-bit.
-                || a.size + incoming as u64 > u64::from(u32::MAX))
+                || a.size + incoming as u64 > u64::from(u32::MAX)
+                // So are offsets relative to the segment's base (kept within i32, as Kafka
+                // does). A header may claim 2^31 - 1 records in a few bytes, so sizes alone
+                // do not bound them: without this, relative offsets wrap and reads land on
+                // the wrong batch.
+                || self.next_offset() + i64::from(last_offset_delta) - a.base_offset
+                    > i64::from(i32::MAX))
     }
 
     /// Appends the already validated batches found at `batches` within `records`, assigning
@@ -294,7 +301,7 @@ impl Log {
         leader_epoch: i32,
     ) -> Result<(Appended, Option<i64>), LogError> {
         let mut rolled = None;
-        if self.should_roll(h.size) {
+        if self.should_roll(h.size, h.last_offset_delta) {
             self.roll()?;
             rolled = Some(self.next_offset());
         }

@@ -313,3 +313,47 @@ fn delete_records_start_is_kept_across_restarts() {
     assert_eq!(log.log_start_offset(), mid);
     assert_eq!(log.next_offset(), 10);
 }
+
+/// A batch header may claim up to 2^31 - 1 records in a few bytes (produce checks the header
+/// and the CRC, not the count). Offsets relative to a segment's base must never pass what the
+/// index holds: the log rolls first, and every batch stays findable.
+#[test]
+fn batches_claiming_huge_offset_ranges_roll_the_segment_instead_of_wrapping_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    // An index entry for every batch, so lookups go through the relative offsets.
+    let cfg = LogConfig {
+        index_interval_bytes: 1,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    let fat = |v: u8| {
+        let mut b = batch(&[&[v]], 1000);
+        // Claim 2^31 - 1 records: last offset delta 2^31 - 2, count 2^31 - 1.
+        b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    };
+    let mut bases = Vec::new();
+    for v in 0..5u8 {
+        let b = if v == 4 { batch(&[&[v]], 1000) } else { fat(v) };
+        let parsed = batch::split_batches(&b).unwrap();
+        bases.push(log.append(&b, &parsed, 0).unwrap().base_offset);
+    }
+    assert!(bases[4] > i64::from(u32::MAX), "{bases:?}");
+    for (i, &base) in bases.iter().enumerate() {
+        let slice = log.plan_read(base).unwrap().unwrap();
+        let data = slice.read(10, true).unwrap();
+        let h = batch::parse_header(&data).unwrap();
+        assert_eq!(h.base_offset, base, "batch {i} at {base}");
+    }
+    // And after a restart, rebuilt from the files.
+    drop(log);
+    let log = Log::open(dir.path(), cfg).unwrap();
+    for &base in &bases {
+        let slice = log.plan_read(base).unwrap().unwrap();
+        let h = batch::parse_header(&slice.read(10, true).unwrap()).unwrap();
+        assert_eq!(h.base_offset, base);
+    }
+}
