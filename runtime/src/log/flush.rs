@@ -12,7 +12,9 @@
 //! segments rolled, so the recovery point only moves forward.
 //!
 //! Invariant: `recovery-point` = P is written only after every segment with a base below P
-//! has had its `.log` and index files `fdatasync`ed.
+//! has had its `.log` and index files `fdatasync`ed. A segment whose flush fails (or cannot
+//! be queued) lowers its log's [`Cap`] to its base, and no later job moves the recovery point
+//! past the cap: a failure is never papered over by the next segment's success.
 
 use std::fs::File;
 use std::io::Write;
@@ -31,7 +33,34 @@ pub struct FlushJob {
     /// retention removed it), the recovery point is left alone.
     pub log_path: PathBuf,
     pub dir: PathBuf,
+    /// The sealed segment's base offset.
+    pub base: i64,
     pub recovery_point: i64,
+    /// The log's cap on its recovery point.
+    pub cap: Cap,
+}
+
+/// The highest recovery point a log may record: the base of its first segment that could not
+/// be flushed (none: `i64::MAX`). Shared by the log and its queued jobs.
+#[derive(Clone, Debug)]
+pub struct Cap(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl Default for Cap {
+    fn default() -> Cap {
+        Cap(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+            i64::MAX,
+        )))
+    }
+}
+
+impl Cap {
+    pub fn lower_to(&self, base: i64) {
+        self.0.fetch_min(base, Ordering::AcqRel);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 type Task = Box<dyn FnOnce() + Send>;
@@ -71,7 +100,9 @@ fn run(job: FlushJob) {
     let started = std::time::Instant::now();
     for f in &job.files {
         if let Err(e) = f.sync_data() {
-            // The recovery point stays behind, so the segment is checked at the next start.
+            // The recovery point stays behind this segment for good, so it is checked at the
+            // next start.
+            job.cap.lower_to(job.base);
             tracing::error!(segment = %job.log_path.display(), error = %e, "segment flush failed");
             return;
         }
@@ -85,7 +116,7 @@ fn run(job: FlushJob) {
     if !same_file {
         return;
     }
-    if let Err(e) = write_recovery_point(&job.dir, job.recovery_point) {
+    if let Err(e) = write_recovery_point(&job.dir, job.recovery_point.min(job.cap.get())) {
         tracing::warn!(dir = %job.dir.display(), error = %e, "could not record the recovery point");
     }
     tracing::debug!(
@@ -127,4 +158,51 @@ pub fn write_offset_file(dir: &Path, name: &str, offset: i64) -> std::io::Result
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(name))?;
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flush that fails must hold the recovery point below its segment even when the next
+    /// segment's flush succeeds (the bug: the next job wrote a higher point anyway).
+    #[test]
+    fn a_failed_flush_caps_the_recovery_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("00000000000000000100.log");
+        std::fs::write(&log, b"x").unwrap();
+        let cap = Cap::default();
+        // fsync of a pipe fails (EINVAL): a flush that cannot reach stable storage.
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let unsyncable = File::from(std::os::fd::OwnedFd::from(reader));
+        run(FlushJob {
+            files: vec![unsyncable],
+            log_path: dir.path().join("00000000000000000000.log"),
+            dir: dir.path().to_path_buf(),
+            base: 0,
+            recovery_point: 100,
+            cap: cap.clone(),
+        });
+        assert_eq!(cap.get(), 0);
+        run(FlushJob {
+            files: vec![File::open(&log).unwrap()],
+            log_path: log.clone(),
+            dir: dir.path().to_path_buf(),
+            base: 100,
+            recovery_point: 200,
+            cap: cap.clone(),
+        });
+        assert_eq!(read_recovery_point(dir.path()), Some(0));
+        // Without a failure, the point follows the jobs.
+        let fine = Cap::default();
+        run(FlushJob {
+            files: vec![File::open(&log).unwrap()],
+            log_path: log,
+            dir: dir.path().to_path_buf(),
+            base: 100,
+            recovery_point: 200,
+            cap: fine,
+        });
+        assert_eq!(read_recovery_point(dir.path()), Some(200));
+    }
 }

@@ -82,6 +82,9 @@ pub struct Log {
     /// Set by DeleteRecords: records below it are gone for readers even where their segment
     /// remains. Kept in the `log-start-offset` file.
     start_floor: i64,
+    /// The recovery point may not pass this: the base of the first sealed segment whose flush
+    /// failed or could not be queued (see [`flush::FlushJob::cap`]).
+    flush_cap: flush::Cap,
 }
 
 /// Where DeleteRecords' log start offset is kept.
@@ -169,6 +172,7 @@ impl Log {
             segments,
             config,
             start_floor,
+            flush_cap: flush::Cap::default(),
         })
     }
 
@@ -242,14 +246,20 @@ impl Log {
                 files,
                 log_path: sealed.log_path().to_path_buf(),
                 dir: self.dir.clone(),
+                base: sealed.base_offset,
                 recovery_point: next,
+                cap: self.flush_cap.clone(),
             }),
-            // The recovery point stays where it is: the segment is checked at the next start.
-            Err(e) => tracing::warn!(
-                segment = %sealed.log_path().display(),
-                error = %e,
-                "cannot queue sealed segment for flushing"
-            ),
+            // The recovery point never passes this segment from now on: it is checked at the
+            // next start.
+            Err(e) => {
+                self.flush_cap.lower_to(sealed.base_offset);
+                tracing::warn!(
+                    segment = %sealed.log_path().display(),
+                    error = %e,
+                    "cannot queue sealed segment for flushing"
+                )
+            }
         }
         Ok(())
     }
