@@ -703,7 +703,7 @@ impl<'a> Incarnation<'a> {
         topics.retain(|t| !side.contains(t));
         // Under input partitioning this task writes to one partition of each topic only, and
         // its readers expect it there only (see Topology).
-        let only = (m.partitioning == Partitioning::Input).then(|| self.home_partition());
+        let only = (m.partitioning == Partitioning::Input).then_some(self.spec.partition);
         for topic in topics {
             self.writer.announce(&topic, &a, only).map_err(err)?;
         }
@@ -859,7 +859,7 @@ impl<'a> Incarnation<'a> {
     ) -> Result<(Arc<crate::broker::Topic>, i32), String> {
         let t = self.writer.topic(topic)?;
         let n = t.partitions.len();
-        let home = self.home_partition();
+        let home = self.spec.partition;
         let by_input = !side
             && match self.spec.pipeline.manifest.partitioning {
                 Partitioning::Input => true,
@@ -872,12 +872,6 @@ impl<'a> Incarnation<'a> {
             output::partition_for(key, n, home)
         };
         Ok((t, p))
-    }
-
-    /// The input partition output is numbered after: the task's own, or for retried records
-    /// the partition they first came from.
-    fn home_partition(&self) -> i32 {
-        self.spec.partition
     }
 
     /// Checks a plugin's output records; `input` is the record they replace (None for
@@ -973,19 +967,33 @@ impl<'a> Incarnation<'a> {
         })
     }
 
-    fn dead_letter(&mut self, r: &Record, why: &str, attempts: u32) -> Vec<Routed> {
-        let m = &self.spec.pipeline.manifest;
-        let (topic, partition) = self.origin(r);
-        let extra = vec![
+    /// The headers every dead letter carries: why, from where, and by which plugin version.
+    fn dlq_headers(
+        &self,
+        why: &str,
+        topic: String,
+        partition: i32,
+        offset: i64,
+    ) -> Vec<(&'static str, String)> {
+        vec![
             // The reason may come from the plugin: bounded, so a dead letter always fits.
             ("sluice.dlq.reason", truncate(why, MAX_REASON).to_string()),
-            ("sluice.dlq.pipeline", m.name.clone()),
+            (
+                "sluice.dlq.pipeline",
+                self.spec.pipeline.manifest.name.clone(),
+            ),
             ("sluice.dlq.plugin.version", self.version.clone()),
             ("sluice.dlq.topic", topic),
             ("sluice.dlq.partition", partition.to_string()),
-            ("sluice.dlq.offset", self.source_offset(r).to_string()),
-            ("sluice.dlq.attempts", attempts.to_string()),
-        ];
+            ("sluice.dlq.offset", offset.to_string()),
+        ]
+    }
+
+    fn dead_letter(&mut self, r: &Record, why: &str, attempts: u32) -> Vec<Routed> {
+        let (topic, partition) = self.origin(r);
+        let mut extra = self.dlq_headers(why, topic, partition, self.source_offset(r));
+        extra.push(("sluice.dlq.attempts", attempts.to_string()));
+        let m = &self.spec.pipeline.manifest;
         let dlq = m.dead_letter.clone();
         match self.forward(r, &dlq, extra, true) {
             Ok(routed) => vec![routed],
@@ -1011,15 +1019,9 @@ impl<'a> Incarnation<'a> {
             wm - r.timestamp,
             e.lateness_ms
         );
-        let extra = vec![
-            ("sluice.dlq.reason", why),
-            ("sluice.dlq.pipeline", m.name.clone()),
-            ("sluice.dlq.plugin.version", self.version.clone()),
-            ("sluice.dlq.topic", self.spec.topic.clone()),
-            ("sluice.dlq.partition", self.spec.partition.to_string()),
-            ("sluice.dlq.offset", r.offset.to_string()),
-            ("sluice.dlq.watermark", wm.to_string()),
-        ];
+        let mut extra =
+            self.dlq_headers(&why, self.spec.topic.clone(), self.spec.partition, r.offset);
+        extra.push(("sluice.dlq.watermark", wm.to_string()));
         match self.forward(r, &topic, extra, true) {
             Ok(routed) => vec![routed],
             Err(e) => self.dead_letter(r, &format!("cannot write to the late topic: {e}"), 1),
@@ -1031,21 +1033,13 @@ impl<'a> Incarnation<'a> {
     fn dead_letter_batch(&mut self, first: i64, last: i64, why: &str) -> Vec<Routed> {
         let m = &self.spec.pipeline.manifest;
         let reason = format!("undecodable batch at offsets {first}..={last}: {why}");
-        let headers = [
-            (
-                "sluice.dlq.reason",
-                truncate(&reason, MAX_REASON).to_string(),
-            ),
-            ("sluice.dlq.pipeline", m.name.clone()),
-            ("sluice.dlq.plugin.version", self.version.clone()),
-            ("sluice.dlq.topic", self.spec.topic.clone()),
-            ("sluice.dlq.partition", self.spec.partition.to_string()),
-            ("sluice.dlq.offset", first.to_string()),
-            ("sluice.dlq.last.offset", last.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (Bytes::from_static(k.as_bytes()), Some(Bytes::from(v))))
-        .collect();
+        let mut headers =
+            self.dlq_headers(&reason, self.spec.topic.clone(), self.spec.partition, first);
+        headers.push(("sluice.dlq.last.offset", last.to_string()));
+        let headers = headers
+            .into_iter()
+            .map(|(k, v)| (Bytes::from_static(k.as_bytes()), Some(Bytes::from(v))))
+            .collect();
         let dlq = m.dead_letter.clone();
         match self.resolve(&dlq, None, false, true) {
             Ok((topic, partition)) => vec![Routed {
