@@ -265,6 +265,53 @@ pub fn encode_control_batch(records: &[Record]) -> Result<Bytes, RecordsError> {
 }
 
 const CONTROL_ATTRIBUTE: i16 = 0x20;
+const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
+
+/// A transaction marker as Kafka writes it: a transactional control batch of the producer
+/// holding one record, key (version 0, type 0 abort / 1 commit), value (version 0,
+/// coordinator epoch). Readers in read_committed mode end or drop the producer's open
+/// transaction on it.
+pub fn encode_txn_marker(
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Result<Bytes, RecordsError> {
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(0);
+    key.put_i16(i16::from(commit));
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(0);
+    value.put_i32(coordinator_epoch);
+    let r = Record {
+        offset: 0,
+        timestamp,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: Vec::new(),
+    };
+    encode(
+        std::slice::from_ref(&r),
+        Compression::None,
+        Some(ProducerFields {
+            producer_id,
+            epoch,
+            base_sequence: -1,
+        }),
+        CONTROL_ATTRIBUTE | TRANSACTIONAL_ATTRIBUTE,
+    )
+}
+
+/// Whether a transaction marker's record (its key) commits; `None` for any other control
+/// record (sluice's watermark announcements, unknown types).
+pub fn txn_marker_commits(key: &[u8]) -> Option<bool> {
+    match key {
+        [0, 0, 0, 0] => Some(false),
+        [0, 0, 0, 1] => Some(true),
+        _ => None,
+    }
+}
 
 /// The idempotent-producer fields of a batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -149,10 +149,26 @@ fn producer_batch(h: &batch::BatchHeader) -> ProducerBatch {
         epoch: h.producer_epoch,
         first_seq: h.base_sequence,
         last_offset_delta: h.last_offset_delta,
+        transactional: h.is_transactional(),
     }
 }
 
+/// If `raw` (a whole control batch) is a transaction marker: whether it commits.
+fn marker_of(raw: bytes::Bytes) -> Option<bool> {
+    let records = crate::records::decode_batches(raw).ok()?;
+    crate::records::txn_marker_commits(records.first()?.key.as_deref()?)
+}
+
 impl PartitionLog {
+    fn watermarks(&self) -> Watermarks {
+        let high = self.log.next_offset();
+        Watermarks {
+            log_start: self.log.log_start_offset(),
+            high,
+            stable: self.producers.first_unstable_offset().unwrap_or(high),
+        }
+    }
+
     /// Opens the log and rebuilds producer state: the newest snapshot, then the batch headers
     /// written after it (normally only the active segment's).
     fn open(dir: &Path, config: crate::log::LogConfig) -> Result<PartitionLog, BrokerError> {
@@ -186,8 +202,14 @@ impl PartitionLog {
             }
         }
         let now = now_ms();
-        log.scan_headers(from, |h| {
-            producers.apply(&producer_batch(h), h.base_offset, now)
+        log.scan_headers(from, |h, whole| match whole {
+            Some(raw) if h.is_transactional() => {
+                if let Some(commit) = marker_of(raw) {
+                    producers.apply_marker(h.producer_id, h.producer_epoch, commit, h.base_offset);
+                }
+            }
+            Some(_) => {}
+            None => producers.apply(&producer_batch(h), h.base_offset, now),
         })?;
         Ok(PartitionLog { log, producers })
     }
@@ -197,7 +219,9 @@ impl PartitionLog {
     /// written by the log's background flusher, since its fsyncs can take a hundred
     /// milliseconds right after a segment roll and no produce request should wait for them.
     fn snapshot(&mut self, base: i64) {
-        self.producers.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
+        let log_start = self.log.log_start_offset();
+        self.producers
+            .expire(now_ms(), PRODUCER_ID_EXPIRATION_MS, log_start);
         let dir = self.log.dir().to_path_buf();
         let bytes = match serde_json::to_vec(&self.producers) {
             Ok(b) => b,
@@ -327,6 +351,8 @@ impl ProduceLimits {
 pub struct Watermarks {
     pub log_start: i64,
     pub high: i64,
+    /// The last stable offset: the first offset of the oldest open transaction, or `high`.
+    pub stable: i64,
 }
 
 pub struct Broker {
@@ -467,11 +493,59 @@ impl Partition {
     }
 
     pub fn watermarks(&self) -> Watermarks {
-        let log = lock(&self.log);
-        Watermarks {
-            log_start: log.log_start_offset(),
-            high: log.next_offset(),
+        lock(&self.log).watermarks()
+    }
+
+    /// Appends a transaction marker for `producer_id` and ends its open transaction here.
+    /// Returns the marker's offset, or `None` when the producer had no transaction open here
+    /// (nothing to end: a partition added to a transaction but never written).
+    pub fn write_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<Option<i64>, AppendError> {
+        let raw =
+            crate::records::encode_txn_marker(producer_id, epoch, commit, coordinator_epoch, now_ms())
+                .map_err(|_| AppendError::Empty)?;
+        let batches = batch::split_batches(&raw)?;
+        let mut log = lock(&self.log);
+        if !log.producers.in_transaction(producer_id) {
+            return Ok(None);
         }
+        let Some((_, h)) = batches.first() else {
+            return Err(AppendError::Empty);
+        };
+        let (at, rolled) = log.log.append_batch(&raw, h, 0)?;
+        if let Some(base) = rolled {
+            log.snapshot(base);
+        }
+        log.producers
+            .apply_marker(producer_id, epoch, commit, at.base_offset);
+        drop(log);
+        self.appends.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(Some(at.base_offset))
+    }
+
+    /// Whether `producer_id` has a transaction open on this partition.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        lock(&self.log).producers.in_transaction(producer_id)
+    }
+
+    /// Open transactions on this partition: (producer id, first offset).
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        lock(&self.log).producers.open_transactions().collect()
+    }
+
+    /// Producers this partition remembers: (id, epoch, last sequence, last seen ms).
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        lock(&self.log).producers.producers().collect()
+    }
+
+    /// Aborted transactions whose records may lie in `[from, to)`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<producers::AbortedTxn> {
+        lock(&self.log).producers.aborted_between(from, to)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -493,10 +567,7 @@ impl Partition {
     /// Plans a read at `offset`; the bytes are read after the lock is released.
     pub fn plan_read(&self, offset: i64) -> Result<(Watermarks, Option<ReadSlice>), LogError> {
         let log = lock(&self.log);
-        let wm = Watermarks {
-            log_start: log.log_start_offset(),
-            high: log.next_offset(),
-        };
+        let wm = log.watermarks();
         if offset < wm.log_start || offset >= wm.high {
             return Ok((wm, None));
         }

@@ -173,6 +173,19 @@ pub fn span(b: &[u8]) -> Option<(i64, u64)> {
     end.map(|e| (e, records))
 }
 
+/// The whole batches of `b` that start below `offset` (read_committed readers get nothing
+/// from the last stable offset on, which is always a batch boundary).
+pub fn before_offset(b: &[u8], offset: i64) -> usize {
+    let mut at = 0;
+    while let Ok(h) = parse_header(&b[at..]) {
+        if h.base_offset >= offset || at + h.size > b.len() {
+            break;
+        }
+        at += h.size;
+    }
+    at
+}
+
 /// Splits a produce request's `records` field into its batches, validating each one.
 pub fn split_batches(mut b: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
     let mut out = Vec::new();

@@ -336,14 +336,28 @@ impl Log {
         self.segments.iter().map(|s| s.base_offset).collect()
     }
 
-    /// Calls `f` with the header of every batch from the one holding `from` to the end.
-    pub fn scan_headers(&self, from: i64, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
+    /// Calls `f` with the header of every batch from the one holding `from` to the end, and
+    /// with the whole batch for control batches (small, and their records say what they are).
+    pub fn scan_headers(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&BatchHeader, Option<Bytes>),
+    ) -> Result<(), LogError> {
         let mut next = from.max(self.log_start_offset());
         while let Some(slice) = self.plan_read(next)? {
             let mut pos = slice.position;
             while pos < slice.end {
                 let h = slice.header_at(pos)?;
-                f(&h);
+                let whole = if h.is_control() {
+                    let raw = read_uninit(&slice.file, pos, h.size).map_err(|e| LogError::Io {
+                        path: self.dir.clone(),
+                        error: e,
+                    })?;
+                    Some(Bytes::from(raw))
+                } else {
+                    None
+                };
+                f(&h, whole);
                 next = h.last_offset() + 1;
                 pos += h.size as u64;
             }

@@ -10,8 +10,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -47,6 +49,7 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
     };
     let mut total = 0usize;
     let mut errors = false;
+    let read_committed = req.isolation_level == 1;
     let mut resp = FetchResponse::default();
     for ft in &req.topics {
         let topic: Option<std::sync::Arc<Topic>> = if by_id {
@@ -91,7 +94,7 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
             let mut pd = PartitionData::default()
                 .with_partition_index(fp.partition)
                 .with_high_watermark(wm.high)
-                .with_last_stable_offset(wm.high)
+                .with_last_stable_offset(wm.stable)
                 .with_log_start_offset(wm.log_start);
             if fp.fetch_offset < wm.log_start || fp.fetch_offset > wm.high {
                 errors = true;
@@ -104,7 +107,23 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
             let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
             if let Some(slice) = slice {
                 match slice.read(limit, total == 0) {
-                    Ok(data) => {
+                    Ok(mut data) => {
+                        if read_committed {
+                            // Nothing from the last stable offset on; and the client is told
+                            // which aborted transactions' records it must drop.
+                            data.truncate(batch::before_offset(&data, wm.stable));
+                            let end = batch::span(&data).map_or(fp.fetch_offset, |(e, _)| e);
+                            pd.aborted_transactions = Some(
+                                part.aborted_between(fp.fetch_offset, end)
+                                    .into_iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect(),
+                            );
+                        }
                         total += data.len();
                         budget = budget.saturating_sub(data.len());
                         topic

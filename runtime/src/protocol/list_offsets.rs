@@ -18,6 +18,7 @@ const EARLIEST_PENDING_UPLOAD: i64 = -5;
 pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let b = ctx.broker;
     let mut resp = ListOffsetsResponse::default();
+    let read_committed = req.isolation_level == 1;
     for t in req.topics {
         let topic = b.topic(t.name.0.as_str());
         let mut tr = ListOffsetsTopicResponse::default().with_name(t.name.clone());
@@ -36,6 +37,8 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
             };
             let wm = part.watermarks();
             match p.timestamp {
+                // read_committed readers end at the last stable offset.
+                LATEST if read_committed => pr.offset = wm.stable,
                 LATEST => pr.offset = wm.high,
                 EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => pr.offset = wm.log_start,
                 ts if ts == MAX_TIMESTAMP || ts >= 0 => {
@@ -45,6 +48,7 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                         ts
                     };
                     match part.offset_for_time(target) {
+                        Ok(Some((offset, _))) if read_committed && offset >= wm.stable => {}
                         Ok(Some((offset, found_ts))) => {
                             pr.offset = offset;
                             pr.timestamp = found_ts;
