@@ -1,7 +1,8 @@
 //! sluice: a Kafka-compatible streaming broker.
 //!
 //! Code map: [`log`] stores partitions as segment files; [`broker`] owns topics and their
-//! configs; [`protocol`] answers Kafka requests; [`server`] moves bytes between sockets and
+//! configs; [`group`] coordinates consumer groups and keeps committed offsets; [`txn`] is the
+//! transaction coordinator; [`protocol`] answers Kafka requests; [`server`] moves bytes between sockets and
 //! [`protocol`]; [`client`] is the small Kafka client behind the CLI; [`metrics`] exports
 //! Prometheus text; [`records`] decodes and encodes individual records.
 
@@ -16,6 +17,7 @@ pub mod plugin;
 pub mod protocol;
 pub mod records;
 pub mod server;
+pub mod txn;
 
 // Unit tests run under the broker's allocator too, so the hostile-input tests mean something.
 #[cfg(test)]

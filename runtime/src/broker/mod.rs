@@ -364,6 +364,7 @@ pub struct Broker {
     pub metrics: Metrics,
     pub producer_ids: producer_ids::ProducerIds,
     pub groups: crate::group::Coordinator,
+    pub txns: crate::txn::Coordinator,
     /// Produce throttling (ms) per topic, set while a pipeline reading the topic lags beyond
     /// its `max_lag`: Kafka's quota mechanism, used for back pressure.
     throttle: RwLock<std::collections::HashMap<String, u32>>,
@@ -506,9 +507,14 @@ impl Partition {
         commit: bool,
         coordinator_epoch: i32,
     ) -> Result<Option<i64>, AppendError> {
-        let raw =
-            crate::records::encode_txn_marker(producer_id, epoch, commit, coordinator_epoch, now_ms())
-                .map_err(|_| AppendError::Empty)?;
+        let raw = crate::records::encode_txn_marker(
+            producer_id,
+            epoch,
+            commit,
+            coordinator_epoch,
+            now_ms(),
+        )
+        .map_err(|_| AppendError::Empty)?;
         let batches = batch::split_batches(&raw)?;
         let mut log = lock(&self.log);
         if !log.producers.in_transaction(producer_id) {
@@ -711,16 +717,23 @@ impl Broker {
             &config.data_dir.join("internal").join("consumer-offsets"),
             config.groups.clone(),
         )?;
-        Ok(Broker {
+        let txns =
+            crate::txn::Coordinator::open(&config.data_dir.join("internal").join("transactions"))?;
+        let broker = Broker {
             producer_ids,
             groups,
+            txns,
             config,
             cluster_id,
             topics: RwLock::new(topics),
             appended,
             metrics: Metrics::default(),
             throttle: RwLock::default(),
-        })
+        };
+        // Transactions a crash left between their two phases are finished before any client
+        // can read their partitions.
+        broker.txns.tick(&broker);
+        Ok(broker)
     }
 
     fn open_topic(

@@ -228,6 +228,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 }
             }
         });
+        let tb = broker.clone();
+        tokio::spawn(async move {
+            // Transactions past their timeout are aborted within a second of it (Kafka checks
+            // every 10 s); it writes markers, so off the async workers.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let b = tb.clone();
+                let _ = tokio::task::spawn_blocking(move || b.txns.tick(&b)).await;
+            }
+        });
         let rb = broker.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(check);

@@ -359,6 +359,38 @@ impl Coordinator {
     ) -> i16 {
         let mut inner = self.lock();
         let now = now_ms();
+        let code = Self::check_commit(&mut inner, group_id, member_id, generation, now);
+        if code != err::NONE {
+            return code;
+        }
+        Self::write_commits(&mut inner, group_id, entries, now)
+    }
+
+    /// KIP-447: whether a transactional producer may stage offsets for `group_id` on behalf
+    /// of this member (a generation of -1 skips the check, as for clients that send no group
+    /// metadata).
+    pub fn check_txn_commit(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
+        if generation < 0 {
+            return err::NONE;
+        }
+        let mut inner = self.lock();
+        Self::check_commit(&mut inner, group_id, member_id, generation, now_ms())
+    }
+
+    /// Stores offsets without a membership check: a committed transaction's, checked when
+    /// they were staged.
+    pub fn write_offsets(&self, group_id: &str, entries: Vec<CommitEntry>) -> i16 {
+        let mut inner = self.lock();
+        Self::write_commits(&mut inner, group_id, entries, now_ms())
+    }
+
+    fn check_commit(
+        inner: &mut Inner,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        now: i64,
+    ) -> i16 {
         let consumer_active = inner
             .consumer_groups
             .get(group_id)
@@ -367,7 +399,7 @@ impl Coordinator {
             if let Err(e) = cg.check_commit(member_id, generation) {
                 return e;
             }
-            return Self::write_commits(&mut inner, group_id, entries, now);
+            return err::NONE;
         }
         let g = inner
             .groups
@@ -389,7 +421,7 @@ impl Coordinator {
                 return err::REBALANCE_IN_PROGRESS;
             }
         }
-        Self::write_commits(&mut inner, group_id, entries, now)
+        err::NONE
     }
 
     fn write_commits(

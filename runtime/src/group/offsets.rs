@@ -6,14 +6,12 @@
 //! Record format (ours, stable): key = JSON `[group, topic, partition]`; value = JSON
 //! [`Committed`], or null (a tombstone) when the offset is deleted.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{batch, Log, LogConfig, LogError};
-use crate::records::{decode_batches, encode_batch, Compression, Record};
+use crate::log::kv::KvLog;
+use crate::log::LogError;
 
 /// Compact once the log holds this many bytes more than after the last compaction.
 const COMPACT_GROWTH: u64 = 64 << 20;
@@ -29,85 +27,14 @@ pub struct Committed {
 type Key = (String, String, i32);
 
 pub struct OffsetStore {
-    log: Log,
-    map: BTreeMap<Key, Committed>,
-    size_after_compaction: u64,
-}
-
-fn encode(entries: &[(Key, Option<Committed>)], now: i64) -> Result<Bytes, LogError> {
-    let records: Vec<Record> = entries
-        .iter()
-        .map(|(k, v)| Record {
-            offset: 0,
-            timestamp: now,
-            key: Some(Bytes::from(serde_json::to_vec(k).unwrap_or_default())),
-            value: v
-                .as_ref()
-                .map(|c| Bytes::from(serde_json::to_vec(c).unwrap_or_default())),
-            headers: Vec::new(),
-        })
-        .collect();
-    encode_batch(&records, Compression::None).map_err(|e| LogError::Corrupt {
-        path: e.to_string().into(),
-        position: 0,
-    })
+    table: KvLog<Key, Committed>,
 }
 
 impl OffsetStore {
     pub fn open(dir: &Path) -> Result<OffsetStore, LogError> {
-        let config = LogConfig {
-            segment_bytes: 16 << 20,
-            retention_ms: -1,
-            retention_bytes: -1,
-            ..LogConfig::default()
-        };
-        let log = Log::open(dir, config)?;
-        let mut map = BTreeMap::new();
-        let mut next = log.log_start_offset();
-        while let Some(slice) = log.plan_read(next)? {
-            let data = slice.read(8 << 20, true).map_err(|e| LogError::Io {
-                path: dir.to_path_buf(),
-                error: e,
-            })?;
-            if data.is_empty() {
-                break;
-            }
-            if let Some((end, _)) = batch::span(&data) {
-                next = end;
-            }
-            let records = decode_batches(data).map_err(|_| LogError::Corrupt {
-                path: dir.to_path_buf(),
-                position: 0,
-            })?;
-            for r in records {
-                let Some(key) = r
-                    .key
-                    .as_ref()
-                    .and_then(|k| serde_json::from_slice::<Key>(k).ok())
-                else {
-                    continue;
-                };
-                match r
-                    .value
-                    .as_ref()
-                    .and_then(|v| serde_json::from_slice::<Committed>(v).ok())
-                {
-                    Some(c) => {
-                        map.insert(key, c);
-                    }
-                    None => {
-                        map.remove(&key);
-                    }
-                }
-            }
-        }
-        let size = log.size_bytes();
-        tracing::info!(offsets = map.len(), "committed offsets restored");
-        Ok(OffsetStore {
-            log,
-            map,
-            size_after_compaction: size,
-        })
+        let table = KvLog::open(dir, COMPACT_GROWTH)?;
+        tracing::info!(offsets = table.map().len(), "committed offsets restored");
+        Ok(OffsetStore { table })
     }
 
     /// Durably records commits (or, with `None`, deletions) before they take effect.
@@ -116,67 +43,24 @@ impl OffsetStore {
         entries: Vec<(Key, Option<Committed>)>,
         now: i64,
     ) -> Result<(), LogError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let b = encode(&entries, now)?;
-        let parsed = batch::split_batches(&b).map_err(|_| LogError::Corrupt {
-            path: self.log.dir().to_path_buf(),
-            position: 0,
-        })?;
-        self.log.append(&b, &parsed, 0)?;
-        for (k, v) in entries {
-            match v {
-                Some(c) => {
-                    self.map.insert(k, c);
-                }
-                None => {
-                    self.map.remove(&k);
-                }
-            }
-        }
-        if self.log.size_bytes() > self.size_after_compaction + COMPACT_GROWTH {
-            self.compact(now)?;
-        }
-        Ok(())
+        self.table.write(entries, now)
     }
 
     /// Rewrites the live entries into a fresh segment and drops every segment before it.
     pub fn compact(&mut self, now: i64) -> Result<(), LogError> {
-        self.log.force_roll()?;
-        let start = self.log.next_offset();
-        let live: Vec<(Key, Option<Committed>)> = self
-            .map
-            .iter()
-            .map(|(k, v)| (k.clone(), Some(v.clone())))
-            .collect();
-        for chunk in live.chunks(1000) {
-            let b = encode(chunk, now)?;
-            let parsed = batch::split_batches(&b).map_err(|_| LogError::Corrupt {
-                path: self.log.dir().to_path_buf(),
-                position: 0,
-            })?;
-            self.log.append(&b, &parsed, 0)?;
-        }
-        self.log.sync()?;
-        let dropped = self.log.delete_segments_before(start);
-        self.size_after_compaction = self.log.size_bytes();
-        tracing::info!(
-            live = self.map.len(),
-            dropped_segments = dropped,
-            "compacted committed offsets"
-        );
-        Ok(())
+        self.table.compact(now)
     }
 
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&Committed> {
-        self.map
+        self.table
+            .map()
             .get(&(group.to_string(), topic.to_string(), partition))
     }
 
     /// Every committed offset of `group`: (topic, partition, offset record).
     pub fn group(&self, group: &str) -> Vec<(String, i32, Committed)> {
-        self.map
+        self.table
+            .map()
             .range((group.to_string(), String::new(), i32::MIN)..)
             .take_while(|((g, _, _), _)| g == group)
             .map(|((_, t, p), c)| (t.clone(), *p, c.clone()))
@@ -184,7 +68,7 @@ impl OffsetStore {
     }
 
     pub fn groups(&self) -> Vec<String> {
-        let mut gs: Vec<String> = self.map.keys().map(|(g, _, _)| g.clone()).collect();
+        let mut gs: Vec<String> = self.table.map().keys().map(|(g, _, _)| g.clone()).collect();
         gs.dedup();
         gs
     }

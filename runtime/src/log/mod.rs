@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod flush;
+pub mod kv;
 pub mod segment;
 
 #[cfg(test)]

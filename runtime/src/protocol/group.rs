@@ -20,19 +20,21 @@ use crate::group::state::JoinRequest;
 
 /// FindCoordinator key types.
 const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 pub fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let c = &ctx.broker.config;
-    // Transactions are not supported, so there is no transaction coordinator to name.
-    let (error, message) = if req.key_type == KEY_GROUP {
-        (0, None)
-    } else {
-        (
-            COORDINATOR_NOT_AVAILABLE,
-            Some(sb("sluice has no transaction coordinator")),
-        )
-    };
+    // This node coordinates groups and transactions alike.
+    let (error, message): (i16, Option<kafka_protocol::protocol::StrBytes>) =
+        if matches!(req.key_type, KEY_GROUP | KEY_TRANSACTION) {
+            (0, None)
+        } else {
+            (
+                COORDINATOR_NOT_AVAILABLE,
+                Some(sb(format!("unknown coordinator key type {}", req.key_type))),
+            )
+        };
     let mut r = FindCoordinatorResponse::default();
     if ctx.version >= 4 {
         r.coordinators = req

@@ -1,5 +1,5 @@
-//! InitProducerId: ids for idempotent producers. Transactions are not supported yet, so a
-//! request with a transactional id is refused.
+//! InitProducerId: ids for idempotent producers, and for transactional ones through the
+//! transaction coordinator (which fences older instances of the same transactional id).
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
@@ -10,9 +10,23 @@ pub fn handle(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerIdRespon
     let mut r = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        r.error_code = code(ResponseError::InvalidRequest);
-        tracing::info!(client = ?ctx.client_id, "refused InitProducerId for a transactional producer: transactions are not supported");
+    if let Some(id) = req.transactional_id.as_ref() {
+        if id.0.is_empty() {
+            r.error_code = code(ResponseError::InvalidRequest);
+            return r;
+        }
+        match ctx.broker.txns.init_producer_id(
+            ctx.broker,
+            id.0.as_str(),
+            (req.producer_id.0, req.producer_epoch),
+            req.transaction_timeout_ms,
+        ) {
+            Ok((pid, epoch)) => {
+                r.producer_id = ProducerId(pid);
+                r.producer_epoch = epoch;
+            }
+            Err(e) => r.error_code = super::txn::compat(e, ctx.version, 4),
+        }
         return r;
     }
     // KIP-360: an idempotent producer that hit an error bumps its epoch to reset sequences.

@@ -18,6 +18,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod share;
+mod txn;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,6 +73,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
+    // Transactions version 1 (AddPartitionsToTxn v4 is the batched form brokers use; v5 and
+    // EndTxn/TxnOffsetCommit v5 are transactions version 2, not offered yet).
+    (ApiKey::AddPartitionsToTxn, 0, 4),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::FindCoordinator, 0, 5),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -265,6 +275,13 @@ pub async fn handle(
         ApiKey::AlterConfigs => answer!(configs::alter),
         ApiKey::IncrementalAlterConfigs => answer!(configs::incremental_alter),
         ApiKey::InitProducerId => answer!(init_producer_id::handle),
+        ApiKey::AddPartitionsToTxn => answer!(txn::add_partitions),
+        ApiKey::AddOffsetsToTxn => answer!(txn::add_offsets),
+        ApiKey::TxnOffsetCommit => answer!(txn::offset_commit),
+        ApiKey::EndTxn => answer!(txn::end),
+        ApiKey::DescribeTransactions => answer!(txn::describe),
+        ApiKey::ListTransactions => answer!(txn::list),
+        ApiKey::DescribeProducers => answer!(txn::describe_producers),
         ApiKey::FindCoordinator => answer!(group::find_coordinator),
         ApiKey::JoinGroup => answer!(group::join, await),
         ApiKey::SyncGroup => answer!(group::sync, await),

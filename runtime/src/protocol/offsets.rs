@@ -80,6 +80,24 @@ pub fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
 /// (topic, [(partition, offset, leader epoch, metadata)]) for one group and topic selection.
 type Fetched = Vec<(String, Vec<(i32, i64, i32, String)>)>;
 
+/// UNSTABLE_OFFSET_COMMIT: a transaction has staged an offset for the partition and not ended
+/// yet; a client asking with `require_stable` (KIP-447) retries until it has.
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+/// The error of one fetched row: unstable while a transaction holds a pending offset for it.
+fn row_error(ctx: &Ctx<'_>, require_stable: bool, group: &str, topic: &str, p: i32) -> i16 {
+    if require_stable
+        && ctx
+            .broker
+            .txns
+            .offset_pending(group, &(topic.to_string(), p))
+    {
+        UNSTABLE_OFFSET_COMMIT
+    } else {
+        0
+    }
+}
+
 fn fetch_group(ctx: &Ctx<'_>, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
     let g = &ctx.broker.groups;
     match topics {
@@ -120,24 +138,27 @@ pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
                     .collect()
             });
-            let fetched = fetch_group(ctx, grp.group_id.0.as_str(), topics);
+            let group = grp.group_id.0.to_string();
+            let fetched = fetch_group(ctx, &group, topics);
             let mut gr = OffsetFetchResponseGroup::default().with_group_id(grp.group_id);
             gr.topics = fetched
                 .into_iter()
                 .map(|(t, rows)| {
+                    let parts = rows
+                        .into_iter()
+                        .map(|(p, o, e, m)| {
+                            let err = row_error(ctx, req.require_stable, &group, &t, p);
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(if err == 0 { o } else { -1 })
+                                .with_committed_leader_epoch(e)
+                                .with_metadata(Some(sb(m)))
+                                .with_error_code(err)
+                        })
+                        .collect();
                     OffsetFetchResponseTopics::default()
                         .with_name(TopicName(sb(t)))
-                        .with_partitions(
-                            rows.into_iter()
-                                .map(|(p, o, e, m)| {
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(p)
-                                        .with_committed_offset(o)
-                                        .with_committed_leader_epoch(e)
-                                        .with_metadata(Some(sb(m)))
-                                })
-                                .collect(),
-                        )
+                        .with_partitions(parts)
                 })
                 .collect();
             r.groups.push(gr);
@@ -149,18 +170,23 @@ pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let fetched = fetch_group(ctx, req.group_id.0.as_str(), topics);
+    let group = req.group_id.0.to_string();
+    let fetched = fetch_group(ctx, &group, topics);
+    let require_stable = ctx.version >= 7 && req.require_stable;
     r.topics = fetched
         .into_iter()
         .map(|(t, rows)| {
+            let t2 = t.clone();
             OffsetFetchResponseTopic::default()
                 .with_name(TopicName(sb(t)))
                 .with_partitions(
                     rows.into_iter()
                         .map(|(p, o, e, m)| {
+                            let err = row_error(ctx, require_stable, &group, &t2, p);
                             let mut pr = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
-                                .with_committed_offset(o)
+                                .with_committed_offset(if err == 0 { o } else { -1 })
+                                .with_error_code(err)
                                 .with_metadata(Some(sb(m)));
                             if ctx.version >= 5 {
                                 pr.committed_leader_epoch = e;

@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 use super::{code, sb, Ctx};
 use crate::broker::{now_ms, AppendError};
 use crate::log::batch::BatchError;
+use crate::txn::state::TxnError;
 
 fn error_for(e: &AppendError) -> ResponseError {
     match e {
@@ -65,6 +66,33 @@ fn has_control_batch(records: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// The producer id and epoch of the transactional batches in `records`, which must be
+/// checked with the transaction coordinator before they are written. `Err` when batches of
+/// several producers are mixed (no client does that; one could slip an unchecked batch in).
+fn transactional_producer(records: &[u8]) -> Result<Option<(i64, i16)>, ()> {
+    let mut at = 0;
+    let mut found = None;
+    let mut plain = false;
+    while let Ok(h) = crate::log::batch::parse_header(&records[at..]) {
+        if h.is_transactional() {
+            let this = (h.producer_id, h.producer_epoch);
+            if plain || found.is_some_and(|f| f != this) {
+                return Err(());
+            }
+            found = Some(this);
+        } else if found.is_some() {
+            return Err(());
+        } else {
+            plain = true;
+        }
+        at += h.size;
+        if at >= records.len() {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// Appends every partition's records; `None` when the producer asked for no reply (acks=0).
@@ -128,7 +156,36 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
             }
             let max = topic.max_message_bytes();
             let stamp = topic.log_append_time().then(now_ms);
-            match part.append(&records, max, stamp) {
+            let appended = match transactional_producer(&records) {
+                Err(()) => {
+                    pr.error_code = code(ResponseError::InvalidRecord);
+                    tr.partition_responses.push(pr);
+                    continue;
+                }
+                Ok(None) => Ok(part.append(&records, max, stamp)),
+                Ok(Some((pid, epoch))) => {
+                    b.txns
+                        .verify_and(pid, epoch, &(name.clone(), pd.index), || {
+                            part.append(&records, max, stamp)
+                        })
+                }
+            };
+            let appended = match appended {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(topic = %name, partition = pd.index, error = %e, client = ?ctx.client_id, "transactional produce refused");
+                    pr.error_code = match e {
+                        TxnError::ProducerFenced => code(ResponseError::InvalidProducerEpoch),
+                        e => e.code(),
+                    };
+                    if ctx.version >= 8 {
+                        pr.error_message = Some(sb(e.to_string()));
+                    }
+                    tr.partition_responses.push(pr);
+                    continue;
+                }
+            };
+            match appended {
                 Ok(at) => {
                     appended_any = true;
                     topic

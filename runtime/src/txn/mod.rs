@@ -1,0 +1,354 @@
+//! The transaction coordinator: transactional ids, their producer ids and epochs, and the
+//! two-phase end of each transaction (Kafka's `TransactionCoordinator`, on one node).
+//!
+//! [`state`] holds the rules as a pure state machine; this module is its shell. It keeps each
+//! transactional id's value in the transaction log (`internal/transactions`, a [`KvLog`],
+//! written before anything acts on a value), writes the commit/abort markers into the
+//! partitions, applies a committed transaction's offsets to the group coordinator, aborts
+//! transactions that outlive their timeout, and at start-up finishes what a crash cut short.
+//!
+//! Lock order: a transactional id's entry, then a partition's log (markers; the transactional
+//! produce path appends while holding the entry, so no batch can slip in after the markers),
+//! then the group coordinator, then the transaction log. Nothing takes an entry while holding
+//! one of the others.
+
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::broker::{now_ms, Broker};
+use crate::log::kv::KvLog;
+use crate::log::LogError;
+use state::{EndPlan, PendingOffset, Txn, TxnError};
+
+const COMPACT_GROWTH: u64 = 16 << 20;
+/// Markers carry the coordinator's epoch; a single node never changes coordinator.
+const COORDINATOR_EPOCH: i32 = 0;
+
+/// Kafka's KAFKA_STORAGE_ERROR: a transaction could not be recorded; the client retries.
+pub const STORAGE_ERROR: i16 = 56;
+
+type Entry = Arc<Mutex<Option<Txn>>>;
+
+#[derive(Default)]
+struct Entries {
+    by_id: HashMap<String, Entry>,
+    /// Producer id -> transactional id, for the produce path's verification.
+    by_pid: HashMap<i64, String>,
+}
+
+pub struct Coordinator {
+    entries: Mutex<Entries>,
+    log: Mutex<KvLog<String, Txn>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a request failed: a Kafka error code.
+pub type Code = i16;
+
+impl From<TxnError> for Code {
+    fn from(e: TxnError) -> Code {
+        e.code()
+    }
+}
+
+impl Coordinator {
+    pub fn open(dir: &Path) -> Result<Coordinator, LogError> {
+        let log = KvLog::<String, Txn>::open(dir, COMPACT_GROWTH)?;
+        let mut entries = Entries::default();
+        for (id, t) in log.map() {
+            entries.by_pid.insert(t.producer_id, id.clone());
+            entries
+                .by_id
+                .insert(id.clone(), Arc::new(Mutex::new(Some(t.clone()))));
+        }
+        tracing::info!(
+            transactional_ids = entries.by_id.len(),
+            "transaction state restored"
+        );
+        Ok(Coordinator {
+            entries: Mutex::new(entries),
+            log: Mutex::new(log),
+        })
+    }
+
+    fn entry(&self, txn_id: &str) -> Entry {
+        lock(&self.entries)
+            .by_id
+            .entry(txn_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn existing(&self, txn_id: &str) -> Option<Entry> {
+        lock(&self.entries).by_id.get(txn_id).cloned()
+    }
+
+    fn persist(&self, txn_id: &str, t: &Txn) -> Result<(), Code> {
+        lock(&self.log)
+            .write(vec![(txn_id.to_string(), Some(t.clone()))], now_ms())
+            .map_err(|e| {
+                tracing::error!(txn = txn_id, error = %e, "cannot write the transaction log");
+                STORAGE_ERROR
+            })
+    }
+
+    /// Persists `t` and publishes it as the entry's value.
+    fn set(&self, txn_id: &str, slot: &mut Option<Txn>, t: Txn) -> Result<(), Code> {
+        self.persist(txn_id, &t)?;
+        let mut e = lock(&self.entries);
+        if let Some(old) = slot.as_ref().filter(|o| o.producer_id != t.producer_id) {
+            e.by_pid.remove(&old.producer_id);
+        }
+        e.by_pid.insert(t.producer_id, txn_id.to_string());
+        *slot = Some(t);
+        Ok(())
+    }
+
+    /// Runs a `Prepare*` value to its end: persisted, markers in every partition, a commit's
+    /// offsets applied, then the `Complete*` value persisted. Idempotent, so a crash or a
+    /// failure anywhere is repaired by running it again (start-up and the timer do).
+    fn complete(
+        &self,
+        broker: &Broker,
+        txn_id: &str,
+        slot: &mut Option<Txn>,
+        prepared: Txn,
+    ) -> Result<(), Code> {
+        self.set(txn_id, slot, prepared.clone())?;
+        let commit = prepared.phase == state::Phase::PrepareCommit;
+        for (topic, partition) in &prepared.partitions {
+            let Some(part) = broker
+                .topic(topic)
+                .and_then(|t| t.partition(*partition).cloned())
+            else {
+                continue; // deleted meanwhile: nothing left to mark
+            };
+            if let Err(e) = part.write_marker(
+                prepared.producer_id,
+                prepared.epoch,
+                commit,
+                COORDINATOR_EPOCH,
+            ) {
+                tracing::error!(txn = txn_id, topic, partition, error = %e, "cannot write a transaction marker; will retry");
+                return Err(STORAGE_ERROR);
+            }
+        }
+        if commit {
+            for (group, offsets) in &prepared.groups {
+                let entries = offsets
+                    .iter()
+                    .map(|((t, p), o)| {
+                        (t.clone(), *p, o.offset, o.leader_epoch, o.metadata.clone())
+                    })
+                    .collect();
+                let code = broker.groups.write_offsets(group, entries);
+                if code != 0 {
+                    return Err(code);
+                }
+            }
+        }
+        broker.notify_appended();
+        self.set(txn_id, slot, prepared.completed(now_ms()))
+    }
+
+    /// InitProducerId with a transactional id: the producer id and epoch to use.
+    pub fn init_producer_id(
+        &self,
+        broker: &Broker,
+        txn_id: &str,
+        req: (i64, i16),
+        timeout_ms: i32,
+    ) -> Result<(i64, i16), Code> {
+        let entry = self.entry(txn_id);
+        let mut slot = lock(&entry);
+        let mut id_error = None;
+        let plan = state::init(slot.as_ref(), req, timeout_ms, now_ms(), || {
+            broker.producer_ids.next().unwrap_or_else(|e| {
+                id_error = Some(e);
+                -1
+            })
+        })?;
+        if let Some(e) = id_error {
+            tracing::error!(error = %e, "cannot allocate a producer id");
+            return Err(STORAGE_ERROR);
+        }
+        if let Some(abort) = plan.abort_first {
+            tracing::info!(
+                txn = txn_id,
+                producer_id = abort.producer_id,
+                "aborting the open transaction of a fenced producer"
+            );
+            self.complete(broker, txn_id, &mut slot, abort)?;
+        }
+        let r = (plan.then.producer_id, plan.then.epoch);
+        self.set(txn_id, &mut slot, plan.then)?;
+        Ok(r)
+    }
+
+    /// Runs `f` on a transactional id's value and persists what it returns.
+    fn update(
+        &self,
+        txn_id: &str,
+        f: impl FnOnce(&Txn) -> Result<Option<Txn>, TxnError>,
+    ) -> Result<(), Code> {
+        let entry = self
+            .existing(txn_id)
+            .ok_or(TxnError::InvalidProducerIdMapping.code())?;
+        let mut slot = lock(&entry);
+        let cur = slot
+            .as_ref()
+            .ok_or(TxnError::InvalidProducerIdMapping.code())?;
+        match f(cur)? {
+            Some(t) => self.set(txn_id, &mut slot, t),
+            None => Ok(()),
+        }
+    }
+
+    /// AddPartitionsToTxn.
+    pub fn add_partitions(
+        &self,
+        txn_id: &str,
+        pid: i64,
+        epoch: i16,
+        parts: &[(String, i32)],
+    ) -> Result<(), Code> {
+        self.update(txn_id, |t| t.add_partitions(pid, epoch, parts, now_ms()))
+    }
+
+    /// AddOffsetsToTxn.
+    pub fn add_offsets(&self, txn_id: &str, pid: i64, epoch: i16, group: &str) -> Result<(), Code> {
+        self.update(txn_id, |t| t.add_group(pid, epoch, group, now_ms()))
+    }
+
+    /// TxnOffsetCommit: offsets staged until the transaction ends.
+    pub fn stage_offsets(
+        &self,
+        txn_id: &str,
+        pid: i64,
+        epoch: i16,
+        group: &str,
+        offsets: Vec<((String, i32), PendingOffset)>,
+    ) -> Result<(), Code> {
+        self.update(txn_id, |t| {
+            t.stage_offsets(pid, epoch, group, offsets, now_ms())
+                .map(Some)
+        })
+    }
+
+    /// EndTxn: commits or aborts, markers written before the answer.
+    pub fn end(
+        &self,
+        broker: &Broker,
+        txn_id: &str,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), Code> {
+        let entry = self
+            .existing(txn_id)
+            .ok_or(TxnError::InvalidProducerIdMapping.code())?;
+        let mut slot = lock(&entry);
+        let cur = slot
+            .as_ref()
+            .ok_or(TxnError::InvalidProducerIdMapping.code())?;
+        match cur.end(pid, epoch, commit, now_ms())? {
+            EndPlan::AlreadyDone => Ok(()),
+            EndPlan::Prepare(t) => self.complete(broker, txn_id, &mut slot, t),
+        }
+    }
+
+    /// Appends a transactional batch through `append`, only if its producer's transaction is
+    /// open and added `partition`. The entry stays locked while `append` runs, so the
+    /// transaction cannot end between the check and the write.
+    pub fn verify_and<R>(
+        &self,
+        pid: i64,
+        epoch: i16,
+        partition: &(String, i32),
+        append: impl FnOnce() -> R,
+    ) -> Result<R, TxnError> {
+        let entry = {
+            let e = lock(&self.entries);
+            let id = e
+                .by_pid
+                .get(&pid)
+                .ok_or(TxnError::InvalidProducerIdMapping)?;
+            e.by_id
+                .get(id)
+                .cloned()
+                .ok_or(TxnError::InvalidProducerIdMapping)?
+        };
+        let slot = lock(&entry);
+        let t = slot.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
+        t.verify_produce(pid, epoch, partition)?;
+        Ok(append())
+    }
+
+    fn all(&self) -> Vec<(String, Entry)> {
+        lock(&self.entries)
+            .by_id
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Aborts transactions past their timeout (fencing their producer) and finishes any
+    /// `Prepare*` value left by a failure. Run at start-up and then periodically.
+    pub fn tick(&self, broker: &Broker) {
+        for (id, entry) in self.all() {
+            let mut slot = lock(&entry);
+            let Some(t) = slot.clone() else { continue };
+            let now = now_ms();
+            let todo = if t.phase.is_prepared() {
+                Some(t)
+            } else if t.timed_out(now) {
+                tracing::warn!(
+                    txn = %id,
+                    producer_id = t.producer_id,
+                    timeout_ms = t.timeout_ms,
+                    "transaction timed out: aborting it and fencing its producer"
+                );
+                Some(t.fence(now))
+            } else {
+                None
+            };
+            if let Some(t) = todo {
+                if let Err(code) = self.complete(broker, &id, &mut slot, t) {
+                    tracing::warn!(txn = %id, code, "could not finish a transaction; will retry");
+                }
+            }
+        }
+    }
+
+    /// The value of one transactional id.
+    pub fn describe(&self, txn_id: &str) -> Option<Txn> {
+        self.existing(txn_id).and_then(|e| lock(&e).clone())
+    }
+
+    /// Every transactional id with its value.
+    pub fn list(&self) -> Vec<(String, Txn)> {
+        let mut v: Vec<(String, Txn)> = self
+            .all()
+            .into_iter()
+            .filter_map(|(id, e)| lock(&e).clone().map(|t| (id, t)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Whether a transaction has offsets staged for `group` on `partition` (OffsetFetch with
+    /// `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn offset_pending(&self, group: &str, partition: &(String, i32)) -> bool {
+        self.all().into_iter().any(|(_, e)| {
+            lock(&e)
+                .as_ref()
+                .is_some_and(|t| t.stages(group, partition))
+        })
+    }
+}
