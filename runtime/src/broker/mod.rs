@@ -155,7 +155,8 @@ fn producer_batch(h: &batch::BatchHeader) -> ProducerBatch {
 
 /// If `raw` (a whole control batch) is a transaction marker: whether it commits.
 fn marker_of(raw: bytes::Bytes) -> Option<bool> {
-    let records = crate::records::decode_batches(raw).ok()?;
+    let batch = crate::records::decode_each(raw).ok()?.into_iter().next()?;
+    let records = batch.records.ok()?;
     crate::records::txn_marker_commits(records.first()?.key.as_deref()?)
 }
 
@@ -1023,5 +1024,89 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{encode_batch_as, Compression, ProducerFields, Record};
+
+    fn open(dir: &Path) -> Broker {
+        Broker::open(BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            node_id: 1,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            auto_create_topics: true,
+            default_partitions: 1,
+            defaults: Defaults::default(),
+            retention_check_ms: 1000,
+            groups: Default::default(),
+        })
+        .unwrap()
+    }
+
+    /// A transactional batch of `n` records from `pid`.
+    fn txn_batch(pid: i64, seq: i32, n: usize) -> Vec<u8> {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                value: Some(bytes::Bytes::from(format!("v{i}"))),
+                ..Default::default()
+            })
+            .collect();
+        let b = encode_batch_as(
+            &records,
+            Compression::None,
+            Some(ProducerFields {
+                producer_id: pid,
+                epoch: 0,
+                base_sequence: seq,
+            }),
+        )
+        .unwrap();
+        let mut b = b.to_vec();
+        b[22] |= 0x10;
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Open transactions, the LSO and the aborted index come back after a restart, rebuilt from
+    /// the markers in the log.
+    #[test]
+    fn transaction_state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |b: &Broker| {
+            let p = b.topic("t").unwrap().partitions[0].clone();
+            assert_eq!(
+                p.watermarks().stable,
+                7,
+                "LSO: producer 3's open transaction"
+            );
+            assert_eq!(
+                p.aborted_between(0, 100),
+                vec![producers::AbortedTxn {
+                    producer_id: 1,
+                    first_offset: 0,
+                    last_offset: 5,
+                }]
+            );
+            assert!(p.in_transaction(3) && !p.in_transaction(1) && !p.in_transaction(2));
+        };
+        {
+            let b = open(dir.path());
+            b.create_topic("t", 1, TopicConfig::default(), false)
+                .unwrap();
+            let p = b.topic("t").unwrap().partitions[0].clone();
+            p.append(&txn_batch(1, 0, 3), 1 << 20, None).unwrap(); // 0..3
+            p.append(&txn_batch(2, 0, 2), 1 << 20, None).unwrap(); // 3..5
+            assert_eq!(p.write_marker(1, 0, false, 0).unwrap(), Some(5));
+            assert_eq!(p.write_marker(2, 0, true, 0).unwrap(), Some(6));
+            assert_eq!(p.write_marker(2, 0, true, 0).unwrap(), None, "nothing open");
+            p.append(&txn_batch(3, 0, 1), 1 << 20, None).unwrap(); // 7
+            check(&b);
+        }
+        check(&open(dir.path()));
     }
 }

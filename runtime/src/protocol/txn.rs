@@ -203,6 +203,9 @@ pub fn offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetCom
             3,
         );
     }
+    if e != 0 {
+        tracing::debug!(txn = %req.transactional_id.0.as_str(), group, member = %req.member_id.as_str(), generation = req.generation_id, code = e, "TxnOffsetCommit refused");
+    }
     TxnOffsetCommitResponse::default().with_topics(
         req.topics
             .iter()

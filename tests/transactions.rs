@@ -1,0 +1,195 @@
+//! End-to-end tests of transactions: librdkafka's transactional producer (confluent-kafka)
+//! and read_committed consumers against the real binary, with real SIGKILLs of the broker
+//! and of the client. The scenarios are in tests/clients/transactions.py and
+//! txn_ctp_worker.py (their docstrings say exactly what each checks).
+//!
+//! Registered in runtime/Cargo.toml as `[[test]] name = "transactions"`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use support::{require_python_modules, run_ok, Broker, Script};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Commit, abort and commit again: read_committed consumers get exactly the committed
+/// records, the LSO holds them behind an open transaction and equals the high watermark once
+/// none is open.
+#[test]
+fn read_committed_sees_only_committed_transactions() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    run_ok(&broker, "python3", "transactions.py", &["basic"], LIMIT);
+}
+
+/// A new instance with the same transactional.id fences the old one (its commit fails as
+/// fenced) and its open transaction is aborted; a transaction left open by a silent producer
+/// is aborted after transaction.timeout.ms so readers move on.
+#[test]
+fn fencing_and_timeouts_abort_what_a_producer_left_open() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    run_ok(&broker, "python3", "transactions.py", &["fencing"], LIMIT);
+    run_ok(&broker, "python3", "transactions.py", &["timeout"], LIMIT);
+}
+
+/// Consume-transform-produce with send_offsets_to_transaction, every fourth transaction
+/// aborted and redone: the output holds each input exactly once, the group's offsets are
+/// the input's end.
+#[test]
+fn consume_transform_produce_is_exactly_once() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    run_ok(&broker, "python3", "transactions.py", &["ctp"], LIMIT);
+}
+
+/// The same loop as a separate worker process, while the broker is killed with SIGKILL and
+/// restarted three times and the worker itself is killed with SIGKILL twice (a new instance
+/// takes over, fencing the dead one and aborting its open transaction): a read_committed
+/// reader of the output sees each of the 3000 inputs exactly once, and the group's committed
+/// offsets end at the input's end.
+#[test]
+fn exactly_once_under_kill9_of_broker_and_client() {
+    require_python_modules(&["confluent_kafka"]);
+    let mut broker = Broker::start();
+    let total = 3000;
+    let io = [
+        "--src", "ctp-in", "--dst", "ctp-out", "--group", "ctp", "--total", "3000",
+    ];
+    let mut feed = vec!["ctp-feed"];
+    feed.extend_from_slice(&io);
+    run_ok(&broker, "python3", "transactions.py", &feed, LIMIT);
+    let progress = broker.scratch().join("ctp-progress.txt");
+    let progress_arg = progress.to_str().unwrap().to_string();
+    let committed = || -> usize {
+        fs::read_to_string(&progress)
+            .map(|s| {
+                s.lines()
+                    .filter_map(|l| l.trim().parse::<usize>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let worker_args = [
+        "--src",
+        "ctp-in",
+        "--dst",
+        "ctp-out",
+        "--group",
+        "ctp",
+        "--txn-id",
+        "ctp-worker",
+        "--total",
+        "3000",
+        "--progress",
+        progress_arg.as_str(),
+    ];
+    let spawn = |b: &Broker| Script::spawn(b, "python3", "txn_ctp_worker.py", &worker_args);
+    let mut worker = spawn(&broker);
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    // (records committed before the kill, what to kill)
+    let plan = [
+        (300, "broker"),
+        (700, "worker"),
+        (1100, "broker"),
+        (1600, "worker"),
+        (2100, "broker"),
+    ];
+    let mut next = 0;
+    let mut stalls = 0;
+    let mut last_seen = (0, Instant::now());
+    loop {
+        if Instant::now() > deadline {
+            let done = worker.finish(Duration::ZERO);
+            panic!(
+                "the worker did not finish in time ({} of {total} committed)\n{}\n{}",
+                committed(),
+                done.report(),
+                broker.log_tail()
+            );
+        }
+        if !worker.running() {
+            let done = worker.finish(Duration::ZERO);
+            if done.success() {
+                break;
+            }
+            // A fatal client error: the application restarts it, as in production.
+            restarts += 1;
+            assert!(
+                restarts <= 8,
+                "worker keeps failing\n{}\n{}",
+                done.report(),
+                broker.log_tail()
+            );
+            println!(
+                "worker exited ({}); starting a new instance",
+                done.report().lines().next().unwrap_or("")
+            );
+            worker = spawn(&broker);
+            continue;
+        }
+        // librdkafka can hang in send_offsets_to_transaction after its coordinator broker
+        // restarts, past the call's timeout (confluentinc/librdkafka#5456 and #5511); an
+        // application's supervisor restarts such a worker, and so does this one.
+        if committed() != last_seen.0 {
+            last_seen = (committed(), Instant::now());
+        } else if last_seen.1.elapsed() > Duration::from_secs(25) {
+            stalls += 1;
+            assert!(
+                stalls <= 4,
+                "the worker keeps stalling\n{}",
+                broker.log_tail()
+            );
+            let done = worker.finish(Duration::ZERO);
+            println!(
+                "worker stalled at {} committed; killed it: {}",
+                committed(),
+                done.stderr
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("File"))
+                    .unwrap_or("")
+            );
+            worker = spawn(&broker);
+            last_seen = (committed(), Instant::now());
+            continue;
+        }
+        if next < plan.len() && committed() >= plan[next].0 {
+            match plan[next].1 {
+                "broker" => {
+                    broker.kill9();
+                    println!(
+                        "killed the broker with SIGKILL after {} committed",
+                        committed()
+                    );
+                    sleep(Duration::from_millis(300));
+                    broker.restart();
+                }
+                _ => {
+                    drop(worker);
+                    println!(
+                        "killed the worker with SIGKILL after {} committed",
+                        committed()
+                    );
+                    worker = spawn(&broker);
+                }
+            }
+            next += 1;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        next,
+        plan.len(),
+        "the worker finished before every kill landed"
+    );
+    let mut verify = vec!["ctp-verify"];
+    verify.extend_from_slice(&io);
+    let out = run_ok(&broker, "python3", "transactions.py", &verify, LIMIT);
+    println!("{out}");
+}
