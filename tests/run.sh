@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: unit and property tests, then end-to-end tests that drive the real
-# `sluice` binary with real Kafka clients (kcat, confluent-kafka, kafka-python, kafkajs).
+# `sluice` binary with real Kafka clients (kcat, confluent-kafka, kafka-python, kafkajs, the
+# Java client and Kafka Streams).
 # Installs those clients first when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v kcat >/dev/null || need_apt+=(kcat)
+command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -19,6 +22,8 @@ fi
 bash plugins/install-toolchain.sh --c
 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
 npm ci --prefix tests/clients/node --silent --no-audit --no-fund >/dev/null
+# The Java client and Kafka Streams scenarios (jars from Maven Central).
+mvn -q -B -f tests/clients/java/pom.xml package >/dev/null
 
 cargo test --workspace "$@"
 # The plugin SDK and the standard plugins' own unit tests, natively.

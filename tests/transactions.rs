@@ -1,7 +1,8 @@
 //! End-to-end tests of transactions: librdkafka's transactional producer (confluent-kafka)
 //! and read_committed consumers against the real binary, with real SIGKILLs of the broker
 //! and of the client. The scenarios are in tests/clients/transactions.py and
-//! txn_ctp_worker.py (their docstrings say exactly what each checks).
+//! txn_ctp_worker.py, and the Java client's and Kafka Streams' in tests/clients/java (their
+//! doc comments say exactly what each checks).
 //!
 //! Registered in runtime/Cargo.toml as `[[test]] name = "transactions"`.
 
@@ -12,7 +13,7 @@ use std::fs;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use support::{require_python_modules, run_ok, Broker, Script};
+use support::{require_java_clients, require_python_modules, run_ok, Broker, Script};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -192,4 +193,35 @@ fn exactly_once_under_kill9_of_broker_and_client() {
     verify.extend_from_slice(&io);
     let out = run_ok(&broker, "python3", "transactions.py", &verify, LIMIT);
     println!("{out}");
+}
+
+fn run_java_ok(broker: &Broker, class: &str, limit: Duration) {
+    let done = Script::spawn_java(broker, class).finish(limit);
+    assert!(
+        done.success(),
+        "Java scenario failed\n{}\n{}",
+        done.report(),
+        broker.log_tail()
+    );
+    print!("{}", done.stdout);
+}
+
+/// The Java client (kafka-clients 4.4): commit/abort/commit under read_committed, fencing by a
+/// new instance, and consume-transform-produce with sendOffsetsToTransaction (KIP-447 group
+/// metadata): each input exactly once, offsets committed with the output.
+#[test]
+fn java_client_transactions() {
+    require_java_clients();
+    let broker = Broker::start();
+    run_java_ok(&broker, "sluice.Transactions", Duration::from_secs(90));
+}
+
+/// Kafka Streams 4.4 with processing.guarantee=exactly_once_v2 and a state store: counts
+/// exactly once, its changelog topic is compacted by config, and a new instance with an empty
+/// state directory restores from the changelog and counts on.
+#[test]
+fn kafka_streams_exactly_once_v2() {
+    require_java_clients();
+    let broker = Broker::start();
+    run_java_ok(&broker, "sluice.StreamsEos", Duration::from_secs(150));
 }

@@ -257,6 +257,39 @@ impl Script {
         }
     }
 
+    /// A Java client scenario from tests/clients/java (built by tests/run.sh): `class` is run
+    /// with the broker's address as its only argument.
+    pub fn spawn_java(broker: &Broker, class: &str) -> Script {
+        let java = clients_dir().join("java");
+        let n = fs::read_dir(broker.scratch())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let stdout = broker.scratch().join(format!("{class}.{n}.out"));
+        let stderr = broker.scratch().join(format!("{class}.{n}.err"));
+        let classpath = format!(
+            "{}:{}/*",
+            java.join("target/classes").display(),
+            java.join("target/dependency").display()
+        );
+        let child = Command::new("java")
+            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .arg("-cp")
+            .arg(classpath)
+            .arg(class)
+            .arg(broker.bootstrap())
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("java stdout file"))
+            .stderr(File::create(&stderr).expect("java stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run java: {e}"));
+        Script {
+            label: format!("java {class} {}", broker.bootstrap()),
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
     pub fn running(&mut self) -> bool {
         self.child.try_wait().expect("poll script").is_none()
     }
@@ -355,4 +388,20 @@ pub fn require_kafkajs() {
 
 pub fn require_kcat() {
     require("kcat", &["-V"], "kcat", "apt-get install kcat");
+}
+
+/// The Java client scenarios need Java 17 and the Maven build of tests/clients/java.
+pub fn require_java_clients() {
+    require(
+        "java",
+        &["-version"],
+        "java (17 or newer)",
+        "apt-get install openjdk-17-jre-headless",
+    );
+    let built = clients_dir().join("java/target/dependency");
+    assert!(
+        built.exists(),
+        "the Java client scenarios are not built ({} is missing). Build them with: mvn -q -B -f tests/clients/java/pom.xml package",
+        built.display()
+    );
 }
