@@ -352,3 +352,156 @@ impl Coordinator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::config::{Defaults, TopicConfig};
+    use crate::broker::BrokerConfig;
+    use crate::records::{encode_batch_as, Compression, ProducerFields, Record};
+
+    fn open(dir: &Path) -> Broker {
+        Broker::open(BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            node_id: 1,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            auto_create_topics: true,
+            default_partitions: 1,
+            defaults: Defaults::default(),
+            retention_check_ms: 1000,
+            groups: Default::default(),
+        })
+        .unwrap()
+    }
+
+    fn produce(
+        b: &Broker,
+        topic: &str,
+        p: i32,
+        pid: i64,
+        epoch: i16,
+        seq: i32,
+    ) -> Result<(), TxnError> {
+        let r = Record {
+            value: Some(bytes::Bytes::from_static(b"v")),
+            ..Default::default()
+        };
+        let batch = encode_batch_as(
+            std::slice::from_ref(&r),
+            Compression::None,
+            Some(ProducerFields {
+                producer_id: pid,
+                epoch,
+                base_sequence: seq,
+            }),
+        )
+        .unwrap();
+        let mut batch = batch.to_vec();
+        batch[22] |= 0x10;
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let part = b.topic(topic).unwrap().partitions[p as usize].clone();
+        b.txns
+            .verify_and(pid, epoch, &(topic.to_string(), p), || {
+                part.append(&batch, 1 << 20, None)
+            })?
+            .unwrap();
+        Ok(())
+    }
+
+    /// A crash between the two phases: the `Prepare*` value is in the transaction log, the
+    /// markers are not in the partitions. Opening the broker finishes the transaction before
+    /// anyone can read: both partitions closed, the offsets applied, the value complete.
+    #[test]
+    fn a_crash_between_the_phases_is_finished_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = open(dir.path());
+            b.create_topic("t", 2, TopicConfig::default(), false)
+                .unwrap();
+            let (pid, epoch) = b.txns.init_producer_id(&b, "x", (-1, -1), 60_000).unwrap();
+            let parts = [("t".to_string(), 0), ("t".to_string(), 1)];
+            b.txns.add_partitions("x", pid, epoch, &parts).unwrap();
+            b.txns.add_offsets("x", pid, epoch, "g").unwrap();
+            b.txns
+                .stage_offsets(
+                    "x",
+                    pid,
+                    epoch,
+                    "g",
+                    vec![(
+                        ("in".to_string(), 0),
+                        PendingOffset {
+                            offset: 42,
+                            leader_epoch: -1,
+                            metadata: String::new(),
+                        },
+                    )],
+                )
+                .unwrap();
+            produce(&b, "t", 0, pid, epoch, 0).unwrap();
+            produce(&b, "t", 1, pid, epoch, 0).unwrap();
+            // A partition the transaction did not add is refused.
+            b.create_topic("u", 1, TopicConfig::default(), false)
+                .unwrap();
+            assert_eq!(
+                produce(&b, "u", 0, pid, epoch, 0),
+                Err(TxnError::InvalidTxnState)
+            );
+            assert!(b.txns.offset_pending("g", &("in".to_string(), 0)));
+            // Phase one only, then the "crash": the broker is dropped without phase two.
+            let t = b.txns.describe("x").unwrap();
+            let EndPlan::Prepare(prepared) = t.end(pid, epoch, true, now_ms()).unwrap() else {
+                panic!("not prepared")
+            };
+            b.txns.persist("x", &prepared).unwrap();
+            assert_eq!(b.topic("t").unwrap().partitions[0].watermarks().stable, 0);
+        }
+        let b = open(dir.path());
+        let t = b.txns.describe("x").unwrap();
+        assert_eq!(t.phase, state::Phase::CompleteCommit);
+        for p in &b.topic("t").unwrap().partitions {
+            let wm = p.watermarks();
+            assert_eq!(
+                (wm.stable, wm.high),
+                (2, 2),
+                "data and marker, nothing open"
+            );
+            assert!(p.aborted_between(0, 2).is_empty());
+        }
+        assert_eq!(b.groups.committed("g", "in", 0).unwrap().offset, 42);
+        assert!(!b.txns.offset_pending("g", &("in".to_string(), 0)));
+    }
+
+    /// An open transaction survives a restart as it was (the producer may go on), and a new
+    /// instance of its transactional id aborts it with a bumped epoch: the partition's records
+    /// are indexed as aborted and the old epoch is refused.
+    #[test]
+    fn an_open_transaction_survives_restart_and_is_aborted_by_a_new_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pid, epoch) = {
+            let b = open(dir.path());
+            b.create_topic("t", 1, TopicConfig::default(), false)
+                .unwrap();
+            let (pid, epoch) = b.txns.init_producer_id(&b, "x", (-1, -1), 60_000).unwrap();
+            b.txns
+                .add_partitions("x", pid, epoch, &[("t".to_string(), 0)])
+                .unwrap();
+            produce(&b, "t", 0, pid, epoch, 0).unwrap();
+            (pid, epoch)
+        };
+        let b = open(dir.path());
+        assert_eq!(b.txns.describe("x").unwrap().phase, state::Phase::Ongoing);
+        produce(&b, "t", 0, pid, epoch, 1).unwrap();
+        let (pid2, epoch2) = b.txns.init_producer_id(&b, "x", (-1, -1), 60_000).unwrap();
+        assert_eq!((pid2, epoch2), (pid, epoch + 1));
+        let p = b.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(p.watermarks().stable, 3);
+        assert_eq!(p.aborted_between(0, 3).len(), 1);
+        assert_eq!(
+            produce(&b, "t", 0, pid, epoch, 2),
+            Err(TxnError::ProducerFenced)
+        );
+    }
+}
