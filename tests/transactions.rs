@@ -225,3 +225,96 @@ fn kafka_streams_exactly_once_v2() {
     let broker = Broker::start();
     run_java_ok(&broker, "sluice.StreamsEos", Duration::from_secs(150));
 }
+
+fn sluice(broker: &Broker, args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .args(["--bootstrap", &broker.bootstrap()])
+        .output()
+        .expect("run sluice");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed ({})\n{stdout}{stderr}\n{}",
+        out.status,
+        broker.log_tail()
+    );
+    (stdout, stderr)
+}
+
+/// `sluice txn`: a transaction left open by a producer that went away shows in `list` and
+/// `describe` and is not hanging (its coordinator will time it out). With the coordinator's
+/// state lost (its directory deleted while the broker is down), the partition's open
+/// transaction is hanging: `hanging` finds it, `abort` ends it, and read_committed readers
+/// move past it.
+#[test]
+fn txn_cli_lists_and_aborts_hanging_transactions() {
+    require_python_modules(&["confluent_kafka"]);
+    let mut broker = Broker::start();
+    let out = run_ok(
+        &broker,
+        "python3",
+        "transactions.py",
+        &["open", "--src", "left-open"],
+        LIMIT,
+    );
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("transactional_id="))
+        .expect("transactional id printed")
+        .trim()
+        .to_string();
+    let (list, _) = sluice(&broker, &["txn", "list"]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{list}"));
+    assert!(row.contains("Ongoing"), "{row}");
+    let pid: i64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (desc, _) = sluice(&broker, &["txn", "describe", &id]);
+    assert!(
+        desc.contains("left-open-0") && desc.contains("Ongoing"),
+        "{desc}"
+    );
+    let (hanging, summary) = sluice(&broker, &["txn", "hanging"]);
+    assert!(summary.contains("0 hanging"), "{hanging}{summary}");
+
+    broker.kill9();
+    fs::remove_dir_all(broker.data_dir.path().join("internal/transactions")).unwrap();
+    broker.restart();
+    let (hanging, summary) = sluice(&broker, &["txn", "hanging"]);
+    assert!(summary.contains("1 hanging"), "{hanging}{summary}");
+    let row = hanging
+        .lines()
+        .find(|l| l.starts_with("left-open "))
+        .unwrap_or_else(|| panic!("no hanging row:\n{hanging}"));
+    assert_eq!(
+        row.split_whitespace().nth(2).unwrap(),
+        pid.to_string(),
+        "{row}"
+    );
+    let (aborted, _) = sluice(
+        &broker,
+        &[
+            "txn",
+            "abort",
+            "--topic",
+            "left-open",
+            "--partition",
+            "0",
+            "--producer-id",
+            &pid.to_string(),
+        ],
+    );
+    assert!(aborted.contains("aborted"), "{aborted}");
+    let (_, summary) = sluice(&broker, &["txn", "hanging"]);
+    assert!(summary.contains("0 hanging"), "{summary}");
+    run_ok(
+        &broker,
+        "python3",
+        "transactions.py",
+        &["stable", "--src", "left-open"],
+        LIMIT,
+    );
+}

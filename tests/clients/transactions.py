@@ -218,7 +218,7 @@ def ctp(a):
 
 
 def add_io_args(p):
-    p.add_argument("scenario", choices=["basic", "fencing", "timeout", "ctp", "ctp-feed", "ctp-verify"])
+    p.add_argument("scenario", choices=["basic", "fencing", "timeout", "ctp", "ctp-feed", "ctp-verify", "open", "stable"])
     p.add_argument("--src")
     p.add_argument("--dst")
     p.add_argument("--group")
@@ -256,7 +256,36 @@ def ctp_verify(a):
             f"({sum(map(len, everything.values())) - a.total} aborted records in the log)")
 
 
-SCENARIOS = {"ctp-feed": ctp_feed, "ctp-verify": ctp_verify, "basic": basic, "fencing": fencing, "timeout": timeout, "ctp": ctp}
+def open_txn(a):
+    """Leaves a transaction open in --src partition 0 (3 records) and exits without ending it;
+    prints `producer_id=N transactional_id=X` for the test."""
+    import os
+    create_topic(a.bootstrap, a.src, 1)
+    tid = unique("left-open")
+    p = txn_producer(a.bootstrap, tid, **{"transaction.timeout.ms": 900000})
+    p.begin_transaction()
+    for i in range(3):
+        p.produce(a.src, value=f"open-{i}".encode(), partition=0)
+    check_eq(p.flush(10), 0, "records left unflushed")
+    lso, hw = end_offsets(a.bootstrap, a.src, 1, "read_committed")[0], end_offsets(a.bootstrap, a.src, 1, "read_uncommitted")[0]
+    check((lso, hw) == (0, 3), f"LSO and high watermark with the transaction open: {(lso, hw)}")
+    print(f"transactional_id={tid}", flush=True)
+    # No abort on the way out: the transaction must stay open.
+    os._exit(0)
+
+
+def stable(a):
+    """--src partition 0 has no open transaction: its LSO is its high watermark, and
+    read_committed readers get none of the records of the (aborted) transaction."""
+    lso = end_offsets(a.bootstrap, a.src, 1, "read_committed")[0]
+    hw = end_offsets(a.bootstrap, a.src, 1, "read_uncommitted")[0]
+    check_eq(lso, hw, "LSO after the abort")
+    got = consume_all(a.bootstrap, a.src, 1, "read_committed", wait=3)
+    check_eq(got[0], [], "records visible under read_committed")
+    return f"LSO {lso} = high watermark; nothing visible"
+
+
+SCENARIOS = {"open": open_txn, "stable": stable, "ctp-feed": ctp_feed, "ctp-verify": ctp_verify, "basic": basic, "fencing": fencing, "timeout": timeout, "ctp": ctp}
 
 if __name__ == "__main__":
     a = args(__doc__, add_io_args)

@@ -521,6 +521,13 @@ impl Partition {
         if !log.producers.in_transaction(producer_id) {
             return Ok(None);
         }
+        if let Some(current) = log.producers.epoch(producer_id).filter(|&c| c > epoch) {
+            return Err(AppendError::InvalidProducerEpoch {
+                producer_id,
+                current,
+                got: epoch,
+            });
+        }
         let Some((_, h)) = batches.first() else {
             return Err(AppendError::Empty);
         };

@@ -215,6 +215,11 @@ impl ProducerStates {
         }
     }
 
+    /// The epoch this partition last saw from `producer_id`.
+    pub fn epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
     /// Whether `producer_id` has a transaction open on this partition.
     pub fn in_transaction(&self, producer_id: i64) -> bool {
         self.ongoing.contains_key(&producer_id)

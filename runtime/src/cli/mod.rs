@@ -9,6 +9,7 @@ mod plugin;
 mod produce;
 pub mod serve;
 mod topic;
+mod txn;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -37,6 +38,9 @@ pub enum Command {
     /// Consumer groups: list, describe with lag, reset offsets, delete
     #[command(subcommand)]
     Group(group::GroupCmd),
+    /// Transactions: list, describe, find and abort hanging ones
+    #[command(subcommand)]
+    Txn(txn::TxnCmd),
     /// Produce lines from stdin, one record per line
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Topic(c) => client_runtime()?.block_on(topic::run(c)),
         Command::Group(c) => client_runtime()?.block_on(group::run(c)),
+        Command::Txn(c) => client_runtime()?.block_on(txn::run(c)),
         Command::Produce(a) => client_runtime()?.block_on(produce::run(a)),
         Command::Consume(a) => client_runtime()?.block_on(consume::run(a)),
         Command::Plugin(c) => plugin::run(c),

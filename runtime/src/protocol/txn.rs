@@ -14,6 +14,9 @@ use kafka_protocol::messages::list_transactions_response;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
@@ -21,6 +24,7 @@ use kafka_protocol::messages::{
     ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
     TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
+use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::ResponseError;
 
 use super::{code, sb, Ctx};
@@ -379,4 +383,61 @@ pub fn describe_producers(
         })
         .collect();
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+/// WriteTxnMarkers: markers written straight into partitions. Kafka's coordinators send it to
+/// partition leaders; here the coordinator writes its own markers, and this serves the
+/// administrators' abort of a hanging transaction (`kafka-transactions.sh abort`,
+/// `sluice txn abort`): a partition holding a transaction no coordinator will end.
+pub fn write_markers(ctx: &Ctx<'_>, req: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    let markers = req
+        .markers
+        .into_iter()
+        .map(|m| {
+            let topics = m
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let topic = ctx.broker.topic(t.name.0.as_str());
+                    let partitions = t
+                        .partition_indexes
+                        .into_iter()
+                        .map(|p| {
+                            let e = match topic.as_ref().and_then(|t| t.partition(p)) {
+                                None => code(ResponseError::UnknownTopicOrPartition),
+                                Some(part) => match part.write_marker(
+                                    m.producer_id.0,
+                                    m.producer_epoch,
+                                    m.transaction_result,
+                                    m.coordinator_epoch,
+                                ) {
+                                    Ok(at) => {
+                                        tracing::warn!(topic = %t.name.0.as_str(), partition = p, producer_id = m.producer_id.0, commit = m.transaction_result, offset = ?at, "transaction marker written on request");
+                                        0
+                                    }
+                                    Err(crate::broker::AppendError::InvalidProducerEpoch {
+                                        ..
+                                    }) => code(ResponseError::InvalidProducerEpoch),
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "cannot write a transaction marker");
+                                        code(ResponseError::KafkaStorageError)
+                                    }
+                                },
+                            };
+                            WritableTxnMarkerPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_error_code(e)
+                        })
+                        .collect();
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(t.name)
+                        .with_partitions(partitions)
+                })
+                .collect();
+            WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics)
+        })
+        .collect();
+    WriteTxnMarkersResponse::default().with_markers(markers)
 }
