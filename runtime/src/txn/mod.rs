@@ -24,6 +24,9 @@ use crate::log::LogError;
 use state::{EndPlan, PendingOffset, Txn, TxnError};
 
 const COMPACT_GROWTH: u64 = 16 << 20;
+/// A transactional id idle this long with no transaction open is forgotten (Kafka's
+/// `transactional.id.expiration.ms`, 7 days); its producer id is never reused.
+const EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Markers carry the coordinator's epoch; a single node never changes coordinator.
 const COORDINATOR_EPOCH: i32 = 0;
 
@@ -298,13 +301,18 @@ impl Coordinator {
             .collect()
     }
 
-    /// Aborts transactions past their timeout (fencing their producer) and finishes any
-    /// `Prepare*` value left by a failure. Run at start-up and then periodically.
+    /// Aborts transactions past their timeout (fencing their producer), finishes any
+    /// `Prepare*` value left by a failure, and forgets transactional ids idle past their
+    /// expiration. Run at start-up and then periodically.
     pub fn tick(&self, broker: &Broker) {
         for (id, entry) in self.all() {
             let mut slot = lock(&entry);
             let Some(t) = slot.clone() else { continue };
             let now = now_ms();
+            if t.expired(now, EXPIRATION_MS) {
+                self.forget(&id, &entry, &mut slot, now);
+                continue;
+            }
             let todo = if t.phase.is_prepared() {
                 Some(t)
             } else if t.timed_out(now) {
@@ -324,6 +332,26 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Removes an expired transactional id: a tombstone in the log, then out of the maps (the
+    /// caller holds its entry, so no request is using it).
+    fn forget(&self, txn_id: &str, entry: &Entry, slot: &mut Option<Txn>, now: i64) {
+        if let Err(e) = lock(&self.log).write(vec![(txn_id.to_string(), None)], now) {
+            tracing::warn!(txn = txn_id, error = %e, "cannot expire a transactional id; will retry");
+            return;
+        }
+        let mut e = lock(&self.entries);
+        if let Some(t) = slot.take() {
+            e.by_pid.remove(&t.producer_id);
+        }
+        // Clones are taken under the entries lock: besides the map's and ours, any other is a
+        // request waiting for this entry (an InitProducerId may start the id afresh in it),
+        // so the entry stays in the map, empty.
+        if Arc::strong_count(entry) <= 2 {
+            e.by_id.remove(txn_id);
+        }
+        tracing::info!(txn = txn_id, "transactional id expired");
     }
 
     /// The value of one transactional id.

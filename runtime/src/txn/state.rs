@@ -381,6 +381,14 @@ impl Txn {
         self.phase == Phase::Ongoing && now - self.start_ms > i64::from(self.timeout_ms)
     }
 
+    /// Whether the id has been idle, with no transaction open or ending, for `after_ms`.
+    pub fn expired(&self, now: i64, after_ms: i64) -> bool {
+        matches!(
+            self.phase,
+            Phase::Empty | Phase::CompleteCommit | Phase::CompleteAbort
+        ) && now - self.updated_ms > after_ms
+    }
+
     /// Whether `group`'s offset for `partition` waits on this transaction.
     pub fn stages(&self, group: &str, partition: &(String, i32)) -> bool {
         self.phase != Phase::CompleteCommit
@@ -485,6 +493,17 @@ mod tests {
         let t = t.stage_offsets(1, 0, "g", vec![(p("a", 2), o)], 2).unwrap();
         let back: Txn = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn only_idle_ids_without_an_open_transaction_expire() {
+        let t = init(None, (-1, -1), 1000, 0, || 1).unwrap().then;
+        assert!(!t.expired(10, 10) && t.expired(11, 10));
+        let t = t.add_partitions(1, 0, &[p("a", 0)], 0).unwrap().unwrap();
+        assert!(
+            !t.expired(1_000_000, 10),
+            "an open transaction times out, never expires"
+        );
     }
 
     #[test]
