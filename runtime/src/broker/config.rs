@@ -78,7 +78,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         "cleanup.policy",
         "delete",
         Kind::OneOf(&["delete", "compact", "compact,delete", "delete,compact"]),
-        "With compact, records without a key are refused (INVALID_RECORD); sluice deletes by retention and does not compact yet.",
+        "With compact, records without a key are refused (INVALID_RECORD), and retention deletes only under compact,delete; sluice does not compact yet.",
     ),
     (
         "compression.type",
@@ -330,12 +330,30 @@ impl TopicConfig {
         self.get(defaults, "message.timestamp.type") == "LogAppendTime"
     }
 
+    /// `cleanup.policy` includes `delete`: old segments go by retention.
+    pub fn deletes(&self, defaults: &Defaults) -> bool {
+        self.get(defaults, "cleanup.policy")
+            .split(',')
+            .any(|p| p.trim() == "delete")
+    }
+
     pub fn log_config(&self, defaults: &Defaults) -> LogConfig {
+        // A compact-only topic (Kafka Connect's configs, Schema Registry's schemas, Streams'
+        // changelogs) keeps its latest values forever: retention does not apply to it.
+        let deletes = self.deletes(defaults);
         LogConfig {
             segment_bytes: self.long(defaults, "segment.bytes").max(1024) as u64,
             segment_ms: self.long(defaults, "segment.ms").max(1) as u64,
-            retention_ms: self.long(defaults, "retention.ms"),
-            retention_bytes: self.long(defaults, "retention.bytes"),
+            retention_ms: if deletes {
+                self.long(defaults, "retention.ms")
+            } else {
+                -1
+            },
+            retention_bytes: if deletes {
+                self.long(defaults, "retention.bytes")
+            } else {
+                -1
+            },
             index_interval_bytes: self.long(defaults, "index.interval.bytes").max(0) as u64,
         }
     }
@@ -359,6 +377,25 @@ mod tests {
             TopicConfig::from_pairs([("segment.bytes", "10")]),
             Err(ConfigError::InvalidValue { .. })
         ));
+    }
+
+    #[test]
+    fn retention_does_not_delete_from_compact_only_topics() {
+        let d = Defaults::default();
+        let compact =
+            TopicConfig::from_pairs([("cleanup.policy", "compact"), ("retention.ms", "1000")])
+                .unwrap();
+        assert_eq!(compact.log_config(&d).retention_ms, -1);
+        let both = TopicConfig::from_pairs([
+            ("cleanup.policy", "compact,delete"),
+            ("retention.ms", "1000"),
+        ])
+        .unwrap();
+        assert_eq!(both.log_config(&d).retention_ms, 1000);
+        assert_eq!(
+            TopicConfig::default().log_config(&d).retention_ms,
+            7 * 24 * 3600 * 1000
+        );
     }
 
     #[test]
