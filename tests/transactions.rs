@@ -318,3 +318,29 @@ fn txn_cli_lists_and_aborts_hanging_transactions() {
         LIMIT,
     );
 }
+
+/// Log compaction (a topic with cleanup.policy=compact): 6000 updates over 20 keys and two
+/// tombstones shrink to about one record per key, each key's latest value kept, offsets
+/// increasing with gaps; the same after kill -9 and restart.
+#[test]
+fn compaction_keeps_the_latest_value_per_key() {
+    require_python_modules(&["confluent_kafka"]);
+    let mut broker = Broker::start_with_config("log_cleaner_backoff_ms = 300\n");
+    let topic = ["--topic", "compacted"];
+    run_ok(
+        &broker,
+        "python3",
+        "compaction.py",
+        &["write", topic[0], topic[1]],
+        LIMIT,
+    );
+    broker.kill9();
+    broker.restart();
+    run_ok(
+        &broker,
+        "python3",
+        "compaction.py",
+        &["verify", topic[0], topic[1]],
+        LIMIT,
+    );
+}

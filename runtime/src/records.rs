@@ -336,21 +336,15 @@ pub fn encode_batch_as(
     encode(records, compression, producer, 0)
 }
 
-fn encode(
-    records: &[Record],
-    compression: Compression,
-    producer: Option<ProducerFields>,
-    attributes: i16,
-) -> Result<Bytes, RecordsError> {
-    let base_ts = records.first().map(|r| r.timestamp).unwrap_or(0);
-    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+/// The records of one batch, uncompressed: offsets and timestamps as deltas from the batch's.
+fn records_body(records: &[Record], base_offset: i64, base_ts: i64) -> BytesMut {
     let mut body = BytesMut::new();
     let mut one = BytesMut::new();
-    for (i, r) in records.iter().enumerate() {
+    for r in records {
         one.clear();
         one.put_u8(0);
         write_varlong(&mut one, r.timestamp - base_ts);
-        write_varlong(&mut one, i as i64);
+        write_varlong(&mut one, r.offset - base_offset);
         for f in [&r.key, &r.value] {
             match f {
                 None => write_varlong(&mut one, -1),
@@ -375,21 +369,35 @@ fn encode(
         write_varlong(&mut body, one.len() as i64);
         body.extend_from_slice(&one);
     }
+    body
+}
+
+/// The header fields of a batch being written.
+struct Frame {
+    base_offset: i64,
+    attributes: i16,
+    last_offset_delta: i32,
+    base_ts: i64,
+    max_ts: i64,
+    producer: Option<ProducerFields>,
+}
+
+fn frame(f: &Frame, count: usize, mut body: BytesMut) -> Result<Bytes, RecordsError> {
     let mut payload = BytesMut::new();
-    compress(&mut body, &mut payload, compression)
+    compress(&mut body, &mut payload, codec_of(f.attributes)?)
         .map_err(|e| RecordsError::Encode(format!("{e:#}")))?;
     let header_len = crate::log::batch::HEADER_LEN;
     let mut b = BytesMut::with_capacity(header_len + payload.len());
-    b.put_i64(0);
+    b.put_i64(f.base_offset);
     b.put_i32((header_len - crate::log::batch::LOG_OVERHEAD + payload.len()) as i32);
     b.put_i32(-1);
     b.put_i8(2);
     b.put_u32(0);
-    b.put_i16(compression as i16 | attributes);
-    b.put_i32(records.len().saturating_sub(1) as i32);
-    b.put_i64(base_ts);
-    b.put_i64(max_ts);
-    match producer {
+    b.put_i16(f.attributes);
+    b.put_i32(f.last_offset_delta);
+    b.put_i64(f.base_ts);
+    b.put_i64(f.max_ts);
+    match f.producer {
         Some(p) => {
             b.put_i64(p.producer_id);
             b.put_i16(p.epoch);
@@ -401,11 +409,70 @@ fn encode(
             b.put_i32(-1);
         }
     }
-    b.put_i32(records.len() as i32);
+    b.put_i32(count as i32);
     b.extend_from_slice(&payload);
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(b.freeze())
+}
+
+fn encode(
+    records: &[Record],
+    compression: Compression,
+    producer: Option<ProducerFields>,
+    attributes: i16,
+) -> Result<Bytes, RecordsError> {
+    let base_ts = records.first().map(|r| r.timestamp).unwrap_or(0);
+    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+    // Offsets relative to the first record: the broker assigns the real ones.
+    let base_offset = records.first().map(|r| r.offset).unwrap_or(0);
+    let relative: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            offset: base_offset + i as i64,
+            ..r.clone()
+        })
+        .collect();
+    let body = records_body(&relative, base_offset, base_ts);
+    frame(
+        &Frame {
+            base_offset: 0,
+            attributes: compression as i16 | attributes,
+            last_offset_delta: records.len().saturating_sub(1) as i32,
+            base_ts,
+            max_ts,
+            producer,
+        },
+        records.len(),
+        body,
+    )
+}
+
+/// A stored batch rewritten with only some of its records (compaction): the same base
+/// offset, last offset delta, timestamps, attributes (codec, transactional) and producer
+/// fields, so offsets and idempotence state are unchanged; each kept record keeps its offset.
+pub fn encode_retained(
+    h: &crate::log::batch::BatchHeader,
+    kept: &[Record],
+) -> Result<Bytes, RecordsError> {
+    let body = records_body(kept, h.base_offset, h.base_timestamp);
+    frame(
+        &Frame {
+            base_offset: h.base_offset,
+            attributes: h.attributes,
+            last_offset_delta: h.last_offset_delta,
+            base_ts: h.base_timestamp,
+            max_ts: h.max_timestamp,
+            producer: (h.producer_id >= 0).then_some(ProducerFields {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                base_sequence: h.base_sequence,
+            }),
+        },
+        kept.len(),
+        body,
+    )
 }
 
 /// Parses a codec name as Kafka's `compression.type` spells it.

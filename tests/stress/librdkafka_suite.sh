@@ -62,7 +62,8 @@ for t in $TESTS_LIST; do
     check_broker
     out=$WORK/test-$t.log
     set +e
-    (cd "$SUITE/tests" && TESTS=$t TEST_KAFKA_VERSION=$TEST_KAFKA_VERSION timeout 600 \
+    (cd "$SUITE/tests" && LD_LIBRARY_PATH=../src:../src-cpp TESTS=$t \
+        TEST_KAFKA_VERSION=$TEST_KAFKA_VERSION timeout 600 \
         ./test-runner -p1 >"$out" 2>&1)
     rc=$?
     set -e

@@ -78,7 +78,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         "cleanup.policy",
         "delete",
         Kind::OneOf(&["delete", "compact", "compact,delete", "delete,compact"]),
-        "With compact, records without a key are refused (INVALID_RECORD), and retention deletes only under compact,delete; sluice does not compact yet.",
+        "With compact, the log cleaner keeps the latest record of each key and records without a key are refused (INVALID_RECORD); retention deletes only under compact,delete.",
     ),
     (
         "compression.type",
@@ -328,6 +328,23 @@ impl TopicConfig {
 
     pub fn log_append_time(&self, defaults: &Defaults) -> bool {
         self.get(defaults, "message.timestamp.type") == "LogAppendTime"
+    }
+
+    /// How the log cleaner treats this topic; `None` unless `cleanup.policy` includes compact.
+    pub fn clean_config(&self, defaults: &Defaults) -> Option<crate::log::cleaner::CleanConfig> {
+        if !self.compacted(defaults) {
+            return None;
+        }
+        Some(crate::log::cleaner::CleanConfig {
+            delete_retention_ms: self.long(defaults, "delete.retention.ms"),
+            min_compaction_lag_ms: self.long(defaults, "min.compaction.lag.ms"),
+            max_compaction_lag_ms: self.long(defaults, "max.compaction.lag.ms"),
+            min_cleanable_dirty_ratio: self
+                .get(defaults, "min.cleanable.dirty.ratio")
+                .parse()
+                .unwrap_or(0.5),
+            ..Default::default()
+        })
     }
 
     /// `cleanup.policy` includes `delete`: old segments go by retention.

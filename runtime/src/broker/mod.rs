@@ -100,6 +100,7 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     pub defaults: Defaults,
     pub retention_check_ms: u64,
+    pub cleaner_backoff_ms: u64,
     pub groups: crate::group::state::GroupConfig,
 }
 
@@ -618,6 +619,36 @@ impl Partition {
         lock(&self.log).apply_retention(now_ms)
     }
 
+    /// One compaction pass (see `log/cleaner.rs`): planned and swapped under the lock, the
+    /// reading and rewriting done without it, so produces and fetches never wait on it.
+    /// Returns (bytes before, bytes after) when segments were replaced.
+    pub fn clean(
+        &self,
+        cfg: &crate::log::cleaner::CleanConfig,
+    ) -> Result<Option<(u64, u64)>, LogError> {
+        let now = now_ms();
+        let (plan, aborted) = {
+            let log = lock(&self.log);
+            let first_dirty = log.log.cleaner_checkpoint();
+            let stable = log.watermarks().stable;
+            let Some(plan) = log.log.clean_plan(first_dirty, stable, now, cfg)? else {
+                return Ok(None);
+            };
+            let aborted = log
+                .producers
+                .aborted_between(0, plan.end)
+                .into_iter()
+                .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+                .collect();
+            (plan, aborted)
+        };
+        let Some(cleaned) = crate::log::cleaner::clean(&plan, &aborted, now, cfg)? else {
+            return Ok(None);
+        };
+        let swapped = lock(&self.log).log.swap_cleaned(&cleaned)?;
+        Ok(swapped.then_some((cleaned.bytes_before, cleaned.bytes_after)))
+    }
+
     fn set_log_config(&self, c: crate::log::LogConfig) {
         lock(&self.log).set_config(c);
     }
@@ -1021,6 +1052,30 @@ impl Broker {
         self.appended.subscribe()
     }
 
+    /// One log-cleaner pass over every partition of every compacted topic.
+    pub fn clean_logs(&self) {
+        for t in self.topics() {
+            let Some(cfg) = t.config().clean_config(&self.config.defaults) else {
+                continue;
+            };
+            for p in &t.partitions {
+                match p.clean(&cfg) {
+                    Ok(Some((before, after))) => tracing::info!(
+                        topic = %t.name,
+                        partition = p.index,
+                        bytes_before = before,
+                        bytes_after = after,
+                        "compacted"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(topic = %t.name, partition = p.index, error = %e, "compaction failed")
+                    }
+                }
+            }
+        }
+    }
+
     /// One retention pass over every partition.
     pub fn apply_retention(&self) {
         let now = now_ms();
@@ -1049,6 +1104,7 @@ mod tests {
             default_partitions: 1,
             defaults: Defaults::default(),
             retention_check_ms: 1000,
+            cleaner_backoff_ms: 1000,
             groups: Default::default(),
         })
         .unwrap()

@@ -51,6 +51,8 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
     retention_check_ms: Option<u64>,
+    /// Kafka's log.cleaner.backoff.ms: how often the log cleaner looks for work.
+    log_cleaner_backoff_ms: Option<u64>,
     /// Kafka's group.min.session.timeout.ms / group.max.session.timeout.ms /
     /// group.initial.rebalance.delay.ms.
     group_min_session_timeout_ms: Option<i32>,
@@ -139,6 +141,7 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             default_partitions,
             defaults,
             retention_check_ms: file.retention_check_ms.unwrap_or(30_000).max(10),
+            cleaner_backoff_ms: file.log_cleaner_backoff_ms.unwrap_or(15_000).max(10),
             groups: {
                 let d = crate::group::state::GroupConfig::default();
                 crate::group::state::GroupConfig {
@@ -237,6 +240,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 tick.tick().await;
                 let b = tb.clone();
                 let _ = tokio::task::spawn_blocking(move || b.txns.tick(&b)).await;
+            }
+        });
+        let cb = broker.clone();
+        tokio::spawn(async move {
+            // The log cleaner: one pass over the compacted topics every
+            // log_cleaner_backoff_ms, on a blocking thread.
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(cb.config.cleaner_backoff_ms));
+            loop {
+                tick.tick().await;
+                let b = cb.clone();
+                let _ = tokio::task::spawn_blocking(move || b.clean_logs()).await;
             }
         });
         let rb = broker.clone();

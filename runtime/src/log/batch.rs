@@ -128,10 +128,10 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchError> {
     if !h.is_control() && h.records_count == 0 {
         return Err(BatchError::Invalid("batch holds no records"));
     }
-    if h.records_count > 0 && h.last_offset_delta != h.records_count - 1 {
-        return Err(BatchError::Invalid(
-            "last offset delta does not match record count",
-        ));
+    // A compacted batch keeps its last offset delta with fewer records; more records than
+    // offsets is never valid. (Producers' batches must match exactly: `split_batches`.)
+    if h.records_count > 0 && i64::from(h.records_count) > i64::from(h.last_offset_delta) + 1 {
+        return Err(BatchError::Invalid("more records than the batch's offsets"));
     }
     if h.compression() > 4 {
         return Err(BatchError::Invalid("unknown compression codec"));
@@ -202,6 +202,13 @@ pub fn split_batches(mut b: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchErr
             });
         }
         let h = validate(&b[..size])?;
+        // Only compaction leaves offsets without records; a producer's batch holds one record
+        // per offset (Kafka refuses it otherwise too).
+        if h.records_count > 0 && h.last_offset_delta != h.records_count - 1 {
+            return Err(BatchError::Invalid(
+                "last offset delta does not match record count",
+            ));
+        }
         out.push((pos, h));
         pos += size;
         b = &b[size..];

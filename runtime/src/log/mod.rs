@@ -11,6 +11,7 @@
 //! - a segment recovery truncated is the end of the log: nothing after a gap is kept.
 
 pub mod batch;
+pub mod cleaner;
 pub mod flush;
 pub mod kv;
 pub mod segment;
@@ -122,6 +123,7 @@ impl Log {
             error: e,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        cleaner::recover(dir);
         let bases = segment_bases(dir)?;
         let recovery_point = match flush::read_recovery_point(dir).filter(|_| !bases.is_empty()) {
             Some(p) => p,
@@ -139,7 +141,9 @@ impl Log {
             let check = active || base >= recovery_point;
             let seg = Segment::open(dir, base, config.index_interval_bytes, check, active)?;
             let next_base = bases.get(i + 1).copied();
-            if let Some(next_base) = next_base.filter(|&n| seg.next_offset < n) {
+            // Below the recovery point a gap before the next segment is compaction's (the
+            // cleaner only rewrites flushed segments); above it, only a cut can make one.
+            if let Some(next_base) = next_base.filter(|&n| check && seg.next_offset < n) {
                 // Recovery cut this segment short: the offsets after it would leave a hole, so
                 // they go too, as Kafka does. Only an unflushed segment can get here.
                 for &later in &bases[i + 1..] {

@@ -419,6 +419,11 @@ impl Segment {
         ])
     }
 
+    /// A handle on the `.log` file that stays valid if the file is later replaced or deleted.
+    pub fn file_handle(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }

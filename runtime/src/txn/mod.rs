@@ -398,6 +398,7 @@ mod tests {
             default_partitions: 1,
             defaults: Defaults::default(),
             retention_check_ms: 1000,
+            cleaner_backoff_ms: 1000,
             groups: Default::default(),
         })
         .unwrap()
