@@ -965,3 +965,25 @@ fn an_undecodable_input_batch_is_dead_lettered_and_the_pipeline_goes_on() {
         "{metrics}"
     );
 }
+
+/// A pipeline reads its input as a read_committed consumer would: records of an aborted
+/// transaction never reach the plugin, and records of an open one only once it commits.
+#[test]
+fn a_pipeline_reads_only_committed_transactions() {
+    support::require_python_modules(&["confluent_kafka"]);
+    let b = Broker::start();
+    deploy(
+        &b,
+        "shout",
+        "upper",
+        "inputs = [\"txin\"]\noutput = \"txin-out\"\n",
+    );
+    wait_running(&b, "shout", None);
+    support::run_ok(
+        &b,
+        "python3",
+        "txn_pipeline_input.py",
+        &["--topic", "txin", "--output", "txin-out"],
+        WAIT,
+    );
+}

@@ -404,6 +404,7 @@ impl<'a> Incarnation<'a> {
     }
 
     /// Items from `next` on: (items, high watermark, when the first held-back retry is due).
+    /// Only committed records: as a read_committed consumer, never past the last stable offset.
     #[allow(clippy::type_complexity)]
     fn read(&mut self) -> Result<(Vec<Item>, i64, Option<Instant>), Restart> {
         let topic = self
@@ -430,11 +431,20 @@ impl<'a> Incarnation<'a> {
         let Some(slice) = slice else {
             return Ok((Vec::new(), wm.high, None));
         };
-        let data = slice.read(READ_BYTES, true).map_err(err)?;
+        let mut data = slice.read(READ_BYTES, true).map_err(err)?;
+        // Pipelines read committed: nothing from the last stable offset on, and no record of
+        // an aborted transaction (its marker, a control item, passes).
+        data.truncate(crate::log::batch::before_offset(&data, wm.stable));
+        if data.is_empty() {
+            return Ok((Vec::new(), wm.high, None));
+        }
         let covered = last_offset_of(&data);
+        let aborted = aborted_batches(&data, || {
+            part.aborted_between(self.next, covered.map_or(self.next, |c| c + 1))
+        });
         let mut items = Vec::new();
         for b in crate::records::decode_each(data).map_err(err)? {
-            if b.last_offset < self.next {
+            if b.last_offset < self.next || aborted.contains(&b.base_offset) {
                 continue;
             }
             match b.records {
@@ -1225,6 +1235,37 @@ fn header_i64(r: &Record, name: &str) -> Option<i64> {
 }
 
 /// The last offset covered by the whole batches in `data`.
+/// Base offsets of the data batches in `data` that belong to aborted transactions.
+/// `aborted` is asked only when a transactional batch is there.
+fn aborted_batches(
+    data: &[u8],
+    aborted: impl FnOnce() -> Vec<crate::broker::producers::AbortedTxn>,
+) -> Vec<i64> {
+    let mut txn = Vec::new();
+    let mut at = 0;
+    while let Ok(h) = crate::log::batch::parse_header(&data[at..]) {
+        if h.is_transactional() && !h.is_control() {
+            txn.push((h.producer_id, h.base_offset));
+        }
+        at += h.size;
+        if at >= data.len() {
+            break;
+        }
+    }
+    if txn.is_empty() {
+        return Vec::new();
+    }
+    let aborted = aborted();
+    txn.into_iter()
+        .filter(|&(pid, base)| {
+            aborted
+                .iter()
+                .any(|a| a.producer_id == pid && base >= a.first_offset && base <= a.last_offset)
+        })
+        .map(|(_, base)| base)
+        .collect()
+}
+
 fn last_offset_of(data: &[u8]) -> Option<i64> {
     let mut at = 0;
     let mut last = None;
