@@ -164,10 +164,16 @@ fn marker_of(raw: bytes::Bytes) -> Option<bool> {
 impl PartitionLog {
     fn watermarks(&self) -> Watermarks {
         let high = self.log.next_offset();
+        let log_start = self.log.log_start_offset();
         Watermarks {
-            log_start: self.log.log_start_offset(),
+            log_start,
             high,
-            stable: self.producers.first_unstable_offset().unwrap_or(high),
+            // Retention or DeleteRecords may remove the start of an open transaction: the
+            // LSO never lies below the log start.
+            stable: self
+                .producers
+                .first_unstable_offset()
+                .map_or(high, |f| f.max(log_start)),
         }
     }
 
