@@ -195,8 +195,8 @@ fn exactly_once_under_kill9_of_broker_and_client() {
     println!("{out}");
 }
 
-fn run_java_ok(broker: &Broker, class: &str, limit: Duration) {
-    let done = Script::spawn_java(broker, class).finish(limit);
+fn run_java_ok(broker: &Broker, class: &str, args: &[&str], limit: Duration) -> String {
+    let done = Script::spawn_java(broker, class, args).finish(limit);
     assert!(
         done.success(),
         "Java scenario failed\n{}\n{}",
@@ -204,6 +204,7 @@ fn run_java_ok(broker: &Broker, class: &str, limit: Duration) {
         broker.log_tail()
     );
     print!("{}", done.stdout);
+    done.stdout
 }
 
 /// The Java client (kafka-clients 4.4): commit/abort/commit under read_committed, fencing by a
@@ -213,7 +214,12 @@ fn run_java_ok(broker: &Broker, class: &str, limit: Duration) {
 fn java_client_transactions() {
     require_java_clients();
     let broker = Broker::start();
-    run_java_ok(&broker, "sluice.Transactions", Duration::from_secs(90));
+    run_java_ok(
+        &broker,
+        "sluice.Transactions",
+        &[&broker.bootstrap()],
+        Duration::from_secs(90),
+    );
 }
 
 /// Kafka Streams 4.4 with processing.guarantee=exactly_once_v2 and a state store: counts
@@ -223,7 +229,12 @@ fn java_client_transactions() {
 fn kafka_streams_exactly_once_v2() {
     require_java_clients();
     let broker = Broker::start();
-    run_java_ok(&broker, "sluice.StreamsEos", Duration::from_secs(150));
+    run_java_ok(
+        &broker,
+        "sluice.StreamsEos",
+        &[&broker.bootstrap()],
+        Duration::from_secs(150),
+    );
 }
 
 fn sluice(broker: &Broker, args: &[&str]) -> (String, String) {
@@ -342,5 +353,97 @@ fn compaction_keeps_the_latest_value_per_key() {
         "compaction.py",
         &["verify", topic[0], topic[1]],
         LIMIT,
+    );
+}
+
+/// Kafka's own tools (kafka-tools 4.4): TransactionalMessageCopier copies 3000 records in
+/// transactions of 100 with random aborts, committing its group's offsets with them; a
+/// read_committed reader of the copy sees each record exactly once. Then kafka-transactions.sh
+/// (TransactionsCommand) lists and describes the copier's transactional id and finds nothing
+/// hanging.
+#[test]
+fn kafka_tools_transactional_copier_and_transactions_command() {
+    require_java_clients();
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    let io = [
+        "--src", "copy-in", "--dst", "copy-out", "--group", "copiers", "--total", "3000",
+    ];
+    let mut feed = vec!["ctp-feed"];
+    feed.extend_from_slice(&io);
+    run_ok(&broker, "python3", "transactions.py", &feed, LIMIT);
+    let bootstrap = broker.bootstrap();
+    let out = run_java_ok(
+        &broker,
+        "org.apache.kafka.tools.TransactionalMessageCopier",
+        &[
+            "--broker-list",
+            &bootstrap,
+            "--input-topic",
+            "copy-in",
+            "--input-partition",
+            "0",
+            "--output-topic",
+            "copy-out",
+            "--transactional-id",
+            "copier-0",
+            "--consumer-group",
+            "copiers",
+            "--transaction-size",
+            "100",
+            "--enable-random-aborts",
+            "--use-group-metadata",
+            "--group-mode",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.contains("\"stage\":\"ShutdownComplete\"") && out.contains("\"remaining\":0"),
+        "{out}"
+    );
+    let mut verify = vec!["ctp-verify", "--copied"];
+    verify.extend_from_slice(&io);
+    run_ok(&broker, "python3", "transactions.py", &verify, LIMIT);
+    let tool = "org.apache.kafka.tools.TransactionsCommand";
+    let limit = Duration::from_secs(60);
+    let list = run_java_ok(
+        &broker,
+        tool,
+        &["--bootstrap-server", &bootstrap, "list"],
+        limit,
+    );
+    assert!(
+        list.contains("copier-0") && list.contains("CompleteCommit"),
+        "{list}"
+    );
+    let describe = run_java_ok(
+        &broker,
+        tool,
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "describe",
+            "--transactional-id",
+            "copier-0",
+        ],
+        limit,
+    );
+    assert!(describe.contains("copier-0"), "{describe}");
+    let hanging = run_java_ok(
+        &broker,
+        tool,
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "find-hanging",
+            "--broker-id",
+            "1",
+        ],
+        limit,
+    );
+    assert_eq!(
+        hanging.lines().count(),
+        1,
+        "only the header line: {hanging}"
     );
 }

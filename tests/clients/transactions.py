@@ -223,6 +223,7 @@ def add_io_args(p):
     p.add_argument("--dst")
     p.add_argument("--group")
     p.add_argument("--total", type=int)
+    p.add_argument("--copied", action="store_true", help="ctp-verify: output values are the inputs as they were (not upper-cased)")
 
 
 def ctp_feed(a):
@@ -241,7 +242,7 @@ def ctp_verify(a):
     out = consume_all(a.bootstrap, a.dst, 3, "read_committed", expect=a.total, wait=20)
     values = [v for vs in out.values() for v in vs]
     dupes = len(values) - len(set(values))
-    missing = set(f"V{i}" for i in range(a.total)) - set(values)
+    missing = set(f"{'v' if a.copied else 'V'}{i}" for i in range(a.total)) - set(values)
     if dupes or missing or len(values) != a.total:
         lso = end_offsets(a.bootstrap, a.dst, 3, "read_committed")
         hw = end_offsets(a.bootstrap, a.dst, 3, "read_uncommitted")

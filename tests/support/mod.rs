@@ -257,9 +257,9 @@ impl Script {
         }
     }
 
-    /// A Java client scenario from tests/clients/java (built by tests/run.sh): `class` is run
-    /// with the broker's address as its only argument.
-    pub fn spawn_java(broker: &Broker, class: &str) -> Script {
+    /// A Java program from the classpath of tests/clients/java (built by tests/run.sh): our
+    /// scenarios, or Kafka's own tools. `args` follow the class name.
+    pub fn spawn_java(broker: &Broker, class: &str, args: &[&str]) -> Script {
         let java = clients_dir().join("java");
         let n = fs::read_dir(broker.scratch())
             .map(|d| d.count())
@@ -276,14 +276,14 @@ impl Script {
             .arg("-cp")
             .arg(classpath)
             .arg(class)
-            .arg(broker.bootstrap())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("java stdout file"))
             .stderr(File::create(&stderr).expect("java stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run java: {e}"));
         Script {
-            label: format!("java {class} {}", broker.bootstrap()),
+            label: format!("java {class} {}", args.join(" ")),
             child,
             stdout,
             stderr,

@@ -373,6 +373,9 @@ impl Txn {
         };
         t.start_ms = -1;
         t.updated_ms = now;
+        // As Kafka shows a finished transaction: no partitions, nothing staged.
+        t.partitions.clear();
+        t.groups.clear();
         t
     }
 
