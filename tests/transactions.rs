@@ -495,3 +495,12 @@ fn kafka_tools_transactional_copier_and_transactions_command() {
         "only the header line: {hanging}"
     );
 }
+
+/// kafkajs 2.2.4: a transactional producer's commit and abort under kafkajs' read_committed
+/// consumer, and sendOffsets committed with a transaction.
+#[test]
+fn kafkajs_transactions() {
+    support::require_kafkajs();
+    let broker = Broker::start();
+    run_ok(&broker, "node", "node/kafkajs_transactions.js", &[], LIMIT);
+}

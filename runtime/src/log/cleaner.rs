@@ -260,7 +260,10 @@ pub fn clean(
                     || oh.last_offset() - s.base_offset > i64::from(i32::MAX)
             });
             if roll || current.is_none() {
-                if let Some(s) = current.take() {
+                if let Some(mut s) = current.take() {
+                    // Sealed like a rolled segment: its time index ends with its max
+                    // timestamp, which retention (compact,delete) and lookups read.
+                    s.seal();
                     s.sync()?;
                 }
                 let base = if written.is_empty() {
@@ -280,7 +283,8 @@ pub fn clean(
             Ok(true)
         })?;
     }
-    if let Some(s) = current.take() {
+    if let Some(mut s) = current.take() {
+        s.seal();
         s.sync()?;
     }
     if let Ok(d) = std::fs::File::open(&cleaning) {
