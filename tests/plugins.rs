@@ -9,8 +9,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -81,23 +80,9 @@ fn deploy(b: &Broker, name: &str, plugin: &str, manifest: &str) {
 }
 
 /// The body of `GET path` on the broker's admin API.
-fn admin_get(b: &Broker, path: &str) -> String {
-    let mut s = TcpStream::connect(b.admin()).expect("admin API");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    buf.split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default()
-}
-
 /// The broker's pipeline status (`GET /v1/pipelines` on the admin API).
 fn status(b: &Broker) -> serde_json::Value {
-    let body = admin_get(b, "/v1/pipelines");
+    let body = b.admin_get("/v1/pipelines");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad status body {body:?}: {e}"))
 }
 
@@ -281,7 +266,7 @@ fn filter_map_and_routing_pipelines() {
     assert_eq!(p["partitions"][0]["lag"], 0);
 
     // So does /metrics.
-    let metrics = admin_get(&b, "/metrics");
+    let metrics = b.admin_get("/metrics");
     for line in [
         "sluice_pipeline_records_in_total{pipeline=\"evens\"} 6",
         "sluice_pipeline_records_out_total{pipeline=\"evens\"} 3",
@@ -851,7 +836,7 @@ fn back_pressure_throttles_producers_while_a_pipeline_lags() {
 }
 
 fn throttled_total(b: &Broker) -> f64 {
-    admin_get(b, "/metrics")
+    b.admin_get("/metrics")
         .lines()
         .find_map(|l| l.strip_prefix("sluice_produce_throttled_total "))
         .and_then(|v| v.trim().parse().ok())
@@ -959,7 +944,7 @@ fn an_undecodable_input_batch_is_dead_lettered_and_the_pipeline_goes_on() {
     let p = pipeline(&b, "shout").unwrap();
     assert_eq!(p["undecodable"], 1, "{p}");
     assert_eq!(p["partitions"][0]["lag"], 0, "{p}");
-    let metrics = admin_get(&b, "/metrics");
+    let metrics = b.admin_get("/metrics");
     assert!(
         metrics.contains("sluice_pipeline_undecodable_batches_total{pipeline=\"shout\"} 1"),
         "{metrics}"

@@ -209,7 +209,9 @@ fn run_java_ok(broker: &Broker, class: &str, args: &[&str], limit: Duration) -> 
 
 /// The Java client (kafka-clients 4.4): commit/abort/commit under read_committed, fencing by a
 /// new instance, and consume-transform-produce with sendOffsetsToTransaction (KIP-447 group
-/// metadata): each input exactly once, offsets committed with the output.
+/// metadata): each input exactly once, offsets committed with the output. On transactions
+/// version 2 (the default): no AddPartitionsToTxn or AddOffsetsToTxn is sent, EndTxn bumps
+/// the epoch.
 #[test]
 fn java_client_transactions() {
     require_java_clients();
@@ -219,6 +221,36 @@ fn java_client_transactions() {
         "sluice.Transactions",
         &[&broker.bootstrap()],
         Duration::from_secs(90),
+    );
+    let metrics = admin_metrics(&broker);
+    assert!(
+        metrics.contains("sluice_request_duration_seconds_count{api=\"EndTxn\"}")
+            && !metrics.contains("api=\"AddPartitionsToTxn\"")
+            && !metrics.contains("api=\"AddOffsetsToTxn\""),
+        "the Java client did not use transactions version 2:\n{metrics}"
+    );
+}
+
+fn admin_metrics(broker: &Broker) -> String {
+    broker.admin_get("/metrics")
+}
+
+/// The same with the broker offering transactions version 1 (`transaction_version = 1`): the
+/// Java client falls back to AddPartitionsToTxn/AddOffsetsToTxn, as with Kafka 3.x.
+#[test]
+fn java_client_transactions_version_1() {
+    require_java_clients();
+    let broker = Broker::start_with_config("transaction_version = 1\n");
+    run_java_ok(
+        &broker,
+        "sluice.Transactions",
+        &[&broker.bootstrap()],
+        Duration::from_secs(90),
+    );
+    let metrics = admin_metrics(&broker);
+    assert!(
+        metrics.contains("api=\"AddPartitionsToTxn\""),
+        "the Java client did not fall back to transactions version 1:\n{metrics}"
     );
 }
 

@@ -76,6 +76,22 @@ impl Broker {
         format!("127.0.0.1:{}", self.admin_port)
     }
 
+    /// The body of `GET path` on the admin API (`/metrics`, `/v1/pipelines`).
+    pub fn admin_get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.admin()).expect("admin API");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .expect("admin API request");
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).expect("admin API response");
+        buf.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default()
+    }
+
     /// The directory the broker watches for pipelines.
     pub fn plugins_dir(&self) -> PathBuf {
         self.scratch.path().join("plugins")

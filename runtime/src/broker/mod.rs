@@ -101,6 +101,8 @@ pub struct BrokerConfig {
     pub defaults: Defaults,
     pub retention_check_ms: u64,
     pub cleaner_backoff_ms: u64,
+    /// The `transaction.version` finalized for clients: 2 (KIP-890, Kafka 4's default) or 1.
+    pub transaction_version: i16,
     pub groups: crate::group::state::GroupConfig,
 }
 
@@ -1111,6 +1113,7 @@ mod tests {
             defaults: Defaults::default(),
             retention_check_ms: 1000,
             cleaner_backoff_ms: 1000,
+            transaction_version: 2,
             groups: Default::default(),
         })
         .unwrap()

@@ -53,6 +53,8 @@ struct FileConfig {
     retention_check_ms: Option<u64>,
     /// Kafka's log.cleaner.backoff.ms: how often the log cleaner looks for work.
     log_cleaner_backoff_ms: Option<u64>,
+    /// The transactions version offered to clients: 2 (KIP-890, as Kafka 4) or 1.
+    transaction_version: Option<i16>,
     /// Kafka's group.min.session.timeout.ms / group.max.session.timeout.ms /
     /// group.initial.rebalance.delay.ms.
     group_min_session_timeout_ms: Option<i32>,
@@ -142,6 +144,7 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             defaults,
             retention_check_ms: file.retention_check_ms.unwrap_or(30_000).max(10),
             cleaner_backoff_ms: file.log_cleaner_backoff_ms.unwrap_or(15_000).max(10),
+            transaction_version: file.transaction_version.unwrap_or(2).clamp(1, 2),
             groups: {
                 let d = crate::group::state::GroupConfig::default();
                 crate::group::state::GroupConfig {

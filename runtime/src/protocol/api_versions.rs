@@ -1,14 +1,29 @@
 //! ApiVersions: the first request of every client, telling it which versions to speak.
 
 use bytes::{BufMut, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::ResponseError;
 
 use super::SUPPORTED;
 
-pub fn handle() -> ApiVersionsResponse {
+/// Also the features (KIP-584, fields of v3+): the `transaction.version` clients should use.
+/// Kafka 4 clients use transactions version 2 (KIP-890) when it is finalized at 2, and
+/// version 1 otherwise.
+pub fn handle(config: &crate::broker::BrokerConfig) -> ApiVersionsResponse {
     let mut r = ApiVersionsResponse::default();
+    let tv = config.transaction_version;
+    r.supported_features = vec![SupportedFeatureKey::default()
+        .with_name(super::sb("transaction.version"))
+        .with_min_version(0)
+        .with_max_version(2)];
+    r.finalized_features_epoch = 1;
+    r.finalized_features = vec![FinalizedFeatureKey::default()
+        .with_name(super::sb("transaction.version"))
+        .with_min_version_level(tv)
+        .with_max_version_level(tv)];
     r.api_keys = SUPPORTED
         .iter()
         .map(|&(k, lo, hi)| {

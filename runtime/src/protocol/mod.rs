@@ -59,7 +59,7 @@ pub enum ProtocolError {
 /// KIP-896 baseline, except Produce, advertised from v0 because librdkafka before 2.11 turns
 /// compression off otherwise; Produce v0-2 requests are then answered UNSUPPORTED_VERSION.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 0, 11),
+    (ApiKey::Produce, 0, 12),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
@@ -73,12 +73,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
-    // Transactions version 1 (AddPartitionsToTxn v4 is the batched form brokers use; v5 and
-    // EndTxn/TxnOffsetCommit v5 are transactions version 2, not offered yet).
-    (ApiKey::AddPartitionsToTxn, 0, 4),
+    // Transactions versions 1 and 2 (KIP-890: Produce v12, EndTxn v5 and TxnOffsetCommit v5
+    // are what version-2 clients send; AddPartitionsToTxn v4+ is the batched form).
+    (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
-    (ApiKey::EndTxn, 0, 4),
-    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
@@ -234,7 +234,7 @@ pub async fn handle(
                 api,
                 version,
                 correlation_id,
-                &api_versions::handle(),
+                &api_versions::handle(&broker.config),
             )?)
         }
         ApiKey::Produce => {
@@ -324,6 +324,7 @@ mod tests {
                 defaults: Defaults::default(),
                 retention_check_ms: 1000,
                 cleaner_backoff_ms: 1000,
+                transaction_version: 2,
                 groups: Default::default(),
             })
             .unwrap(),

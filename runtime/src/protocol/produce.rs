@@ -165,9 +165,15 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
                 Ok(None) => Ok(part.append(&records, max, stamp)),
                 Ok(Some((pid, epoch))) => {
                     b.txns
-                        .verify_and(pid, epoch, &(name.clone(), pd.index), || {
-                            part.append(&records, max, stamp)
-                        })
+                        // Produce v12+ comes from clients on transactions version 2: the
+                        // batch adds its partition to the transaction by itself.
+                        .verify_and(
+                            pid,
+                            epoch,
+                            &(name.clone(), pd.index),
+                            ctx.version >= 12,
+                            || part.append(&records, max, stamp),
+                        )
                 }
             };
             let appended = match appended {

@@ -202,6 +202,7 @@ pub fn offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetCom
                 req.producer_epoch,
                 group,
                 offsets,
+                ctx.version >= 5,
             )),
             ctx.version,
             3,
@@ -231,18 +232,26 @@ pub fn offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetCom
     )
 }
 
+/// EndTxn; v5 is transactions version 2: the epoch is bumped and returned.
 pub fn end(ctx: &Ctx<'_>, req: EndTxnRequest) -> EndTxnResponse {
-    let e = result_of(ctx.broker.txns.end(
+    let r = ctx.broker.txns.end(
         ctx.broker,
         req.transactional_id.0.as_str(),
         req.producer_id.0,
         req.producer_epoch,
         req.committed,
-    ));
-    EndTxnResponse::default()
-        .with_error_code(compat(e, ctx.version, 2))
+        ctx.version >= 5,
+    );
+    let (pid, epoch) = r.unwrap_or((-1, -1));
+    let mut resp = EndTxnResponse::default()
+        .with_error_code(compat(result_of(r.map(|_| ())), ctx.version, 2))
         .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1)
+        .with_producer_epoch(-1);
+    if ctx.version >= 5 {
+        resp.producer_id = ProducerId(pid);
+        resp.producer_epoch = epoch;
+    }
+    resp
 }
 
 pub fn describe(ctx: &Ctx<'_>, req: DescribeTransactionsRequest) -> DescribeTransactionsResponse {

@@ -229,7 +229,8 @@ impl Coordinator {
         self.update(txn_id, |t| t.add_group(pid, epoch, group, now_ms()))
     }
 
-    /// TxnOffsetCommit: offsets staged until the transaction ends.
+    /// TxnOffsetCommit: offsets staged until the transaction ends. With `implicit`
+    /// (transactions version 2), the group joins the transaction by itself.
     pub fn stage_offsets(
         &self,
         txn_id: &str,
@@ -237,14 +238,26 @@ impl Coordinator {
         epoch: i16,
         group: &str,
         offsets: Vec<((String, i32), PendingOffset)>,
+        implicit: bool,
     ) -> Result<(), Code> {
         self.update(txn_id, |t| {
-            t.stage_offsets(pid, epoch, group, offsets, now_ms())
+            let now = now_ms();
+            let added = if implicit {
+                t.add_implicitly(pid, epoch, None, Some(group), now)?
+            } else {
+                None
+            };
+            added
+                .as_ref()
+                .unwrap_or(t)
+                .stage_offsets(pid, epoch, group, offsets, now)
                 .map(Some)
         })
     }
 
-    /// EndTxn: commits or aborts, markers written before the answer.
+    /// EndTxn: commits or aborts, markers written before the answer. Returns the producer id
+    /// and epoch the producer goes on with: unchanged in version 1; in version 2 (`v2`) the
+    /// bumped epoch, or a new producer id once the epoch is spent.
     pub fn end(
         &self,
         broker: &Broker,
@@ -252,7 +265,8 @@ impl Coordinator {
         pid: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), Code> {
+        v2: bool,
+    ) -> Result<(i64, i16), Code> {
         let entry = self
             .existing(txn_id)
             .ok_or(TxnError::InvalidProducerIdMapping.code())?;
@@ -260,34 +274,67 @@ impl Coordinator {
         let cur = slot
             .as_ref()
             .ok_or(TxnError::InvalidProducerIdMapping.code())?;
-        match cur.end(pid, epoch, commit, now_ms())? {
-            EndPlan::AlreadyDone => Ok(()),
-            EndPlan::Prepare(t) => self.complete(broker, txn_id, &mut slot, t),
+        let exhausted = cur.epoch_exhausted();
+        let plan = if v2 {
+            cur.end_v2(pid, epoch, commit, now_ms())?
+        } else {
+            cur.end(pid, epoch, commit, now_ms())?
+        };
+        if let EndPlan::Prepare(t) = plan {
+            self.complete(broker, txn_id, &mut slot, t)?;
+            if v2 && exhausted {
+                let fresh = broker.producer_ids.next().map_err(|e| {
+                    tracing::error!(error = %e, "cannot allocate a producer id");
+                    STORAGE_ERROR
+                })?;
+                if let Some(mut t) = slot.clone() {
+                    t.producer_id = fresh;
+                    t.epoch = 0;
+                    self.set(txn_id, &mut slot, t)?;
+                }
+            }
         }
+        let t = slot
+            .as_ref()
+            .ok_or(TxnError::InvalidProducerIdMapping.code())?;
+        Ok((t.producer_id, t.epoch))
     }
 
     /// Appends a transactional batch through `append`, only if its producer's transaction is
-    /// open and added `partition`. The entry stays locked while `append` runs, so the
-    /// transaction cannot end between the check and the write.
+    /// open and added `partition`; with `implicit` (transactions version 2, Produce v12+) the
+    /// batch opens the transaction and adds the partition itself. The entry stays locked
+    /// while `append` runs, so the transaction cannot end between the check and the write.
     pub fn verify_and<R>(
         &self,
         pid: i64,
         epoch: i16,
         partition: &(String, i32),
+        implicit: bool,
         append: impl FnOnce() -> R,
     ) -> Result<R, TxnError> {
-        let entry = {
+        let (id, entry) = {
             let e = lock(&self.entries);
             let id = e
                 .by_pid
                 .get(&pid)
-                .ok_or(TxnError::InvalidProducerIdMapping)?;
-            e.by_id
-                .get(id)
-                .cloned()
                 .ok_or(TxnError::InvalidProducerIdMapping)?
+                .clone();
+            let entry = e
+                .by_id
+                .get(&id)
+                .cloned()
+                .ok_or(TxnError::InvalidProducerIdMapping)?;
+            (id, entry)
         };
-        let slot = lock(&entry);
+        let mut slot = lock(&entry);
+        let t = slot.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
+        if implicit {
+            if let Some(added) = t.add_implicitly(pid, epoch, Some(partition), None, now_ms())? {
+                // A storage failure here refuses the batch: it is retried.
+                self.set(&id, &mut slot, added)
+                    .map_err(|_| TxnError::ConcurrentTransactions)?;
+            }
+        }
         let t = slot.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
         t.verify_produce(pid, epoch, partition)?;
         Ok(append())
@@ -399,6 +446,7 @@ mod tests {
             defaults: Defaults::default(),
             retention_check_ms: 1000,
             cleaner_backoff_ms: 1000,
+            transaction_version: 2,
             groups: Default::default(),
         })
         .unwrap()
@@ -432,7 +480,7 @@ mod tests {
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
         let part = b.topic(topic).unwrap().partitions[p as usize].clone();
         b.txns
-            .verify_and(pid, epoch, &(topic.to_string(), p), || {
+            .verify_and(pid, epoch, &(topic.to_string(), p), false, || {
                 part.append(&batch, 1 << 20, None)
             })?
             .unwrap();
@@ -467,6 +515,7 @@ mod tests {
                             metadata: String::new(),
                         },
                     )],
+                    false,
                 )
                 .unwrap();
             produce(&b, "t", 0, pid, epoch, 0).unwrap();

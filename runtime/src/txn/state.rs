@@ -77,6 +77,10 @@ pub struct Txn {
     /// When the current transaction began (wall-clock ms), -1 when none is open.
     pub start_ms: i64,
     pub updated_ms: i64,
+    /// Transactions version 2 (KIP-890): the producer id and epoch the last EndTxn was sent
+    /// with, before it bumped the epoch; a retry of that EndTxn carries them.
+    #[serde(default)]
+    pub previous: Option<(i64, i16)>,
 }
 
 /// JSON keys are strings, and staged offsets are keyed by (topic, partition): stored as a
@@ -185,6 +189,7 @@ pub fn init(
         groups: BTreeMap::new(),
         start_ms: -1,
         updated_ms: now,
+        previous: None,
     };
     let Some(t) = existing else {
         return Ok(InitPlan {
@@ -352,6 +357,73 @@ impl Txn {
         }
     }
 
+    /// EndTxn of transactions version 2 (KIP-890): as [`Txn::end`], but the `Prepare*` value
+    /// carries the next epoch, so the markers fence the epoch that wrote the data and the
+    /// producer starts its next transaction with the new one (returned by EndTxn). A retry of
+    /// the EndTxn that made the last bump is answered as done.
+    pub fn end_v2(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        now: i64,
+    ) -> Result<EndPlan, TxnError> {
+        let finished = matches!(
+            (self.phase, commit),
+            (Phase::CompleteCommit, true) | (Phase::CompleteAbort, false)
+        );
+        if finished && self.previous == Some((producer_id, epoch)) {
+            return Ok(EndPlan::AlreadyDone);
+        }
+        match self.end(producer_id, epoch, commit, now)? {
+            EndPlan::Prepare(mut t) => {
+                t.previous = Some((producer_id, epoch));
+                // An exhausted epoch is not bumped here; completion moves to a new producer
+                // id (see `Coordinator::end`).
+                t.epoch = bumped(t.epoch).unwrap_or(t.epoch);
+                Ok(EndPlan::Prepare(t))
+            }
+            // Not a retry of the last EndTxn (checked above): a second EndTxn for a finished
+            // transaction in version 2 means the client lost track.
+            EndPlan::AlreadyDone => Err(TxnError::InvalidTxnState),
+        }
+    }
+
+    /// Whether the epoch is spent: the next bump needs a new producer id.
+    pub fn epoch_exhausted(&self) -> bool {
+        bumped(self.epoch).is_none()
+    }
+
+    /// Transactions version 2: a transactional produce (or TxnOffsetCommit) from the current
+    /// epoch opens the transaction and adds its partition (or group) by itself, where version
+    /// 1 needed AddPartitionsToTxn (AddOffsetsToTxn) first. `None` when nothing changes.
+    pub fn add_implicitly(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        partition: Option<&(String, i32)>,
+        group: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Txn>, TxnError> {
+        self.check(producer_id, epoch)?;
+        let has = |t: &Txn| {
+            t.phase == Phase::Ongoing
+                && partition.is_none_or(|p| t.partitions.contains(p))
+                && group.is_none_or(|g| t.groups.contains_key(g))
+        };
+        if has(self) {
+            return Ok(None);
+        }
+        let mut t = self.opened(now);
+        if let Some(p) = partition {
+            t.partitions.insert(p.clone());
+        }
+        if let Some(g) = group {
+            t.groups.entry(g.to_string()).or_default();
+        }
+        Ok(Some(t))
+    }
+
     /// Aborts the open transaction with a bumped epoch, fencing the instance that opened it
     /// (InitProducerId of a new instance, or the transaction timed out). The epoch stays put
     /// when it is exhausted; the next InitProducerId moves to a new producer id.
@@ -507,6 +579,43 @@ mod tests {
             !t.expired(1_000_000, 10),
             "an open transaction times out, never expires"
         );
+    }
+
+    #[test]
+    fn version_2_bumps_the_epoch_at_every_end_and_answers_a_retry() {
+        let t = init(None, (-1, -1), 60_000, 0, || 5).unwrap().then;
+        let t = t
+            .add_implicitly(5, 0, Some(&p("a", 0)), None, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.phase, Phase::Ongoing);
+        assert!(t
+            .add_implicitly(5, 0, Some(&p("a", 0)), None, 2)
+            .unwrap()
+            .is_none());
+        let t = t.add_implicitly(5, 0, None, Some("g"), 2).unwrap().unwrap();
+        assert!(t.groups.contains_key("g"));
+        let EndPlan::Prepare(prep) = t.end_v2(5, 0, true, 3).unwrap() else {
+            panic!("not prepared")
+        };
+        assert_eq!((prep.phase, prep.epoch), (Phase::PrepareCommit, 1));
+        let done = prep.completed(4);
+        assert_eq!(
+            done.end_v2(5, 0, true, 5),
+            Ok(EndPlan::AlreadyDone),
+            "a retry"
+        );
+        assert_eq!(done.end_v2(5, 1, true, 5), Err(TxnError::InvalidTxnState));
+        // The old epoch is fenced for new work; the new one starts the next transaction.
+        assert_eq!(
+            done.add_implicitly(5, 0, Some(&p("a", 0)), None, 6),
+            Err(TxnError::ProducerFenced)
+        );
+        let next = done
+            .add_implicitly(5, 1, Some(&p("b", 0)), None, 6)
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.partitions.len(), 1);
     }
 
     #[test]
