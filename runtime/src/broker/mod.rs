@@ -101,6 +101,10 @@ pub struct BrokerConfig {
     pub defaults: Defaults,
     pub retention_check_ms: u64,
     pub cleaner_backoff_ms: u64,
+    /// Memory for the cleaner's key map (Kafka's log.cleaner.dedupe.buffer.size).
+    pub cleaner_dedupe_buffer_bytes: usize,
+    /// The cleaner's I/O limit (Kafka's log.cleaner.io.max.bytes.per.second); None: none.
+    pub cleaner_io_bytes_per_sec: Option<u64>,
     /// The `transaction.version` finalized for clients: 2 (KIP-890, Kafka 4's default) or 1.
     pub transaction_version: i16,
     pub groups: crate::group::state::GroupConfig,
@@ -1063,9 +1067,13 @@ impl Broker {
     /// One log-cleaner pass over every partition of every compacted topic.
     pub fn clean_logs(&self) {
         for t in self.topics() {
-            let Some(cfg) = t.config().clean_config(&self.config.defaults) else {
+            let Some(mut cfg) = t.config().clean_config(&self.config.defaults) else {
                 continue;
             };
+            cfg.map_keys = (self.config.cleaner_dedupe_buffer_bytes
+                / crate::log::cleaner::MAP_BYTES_PER_KEY)
+                .max(1);
+            cfg.io_bytes_per_sec = self.config.cleaner_io_bytes_per_sec;
             for p in &t.partitions {
                 match p.clean(&cfg) {
                     Ok(Some((before, after))) => tracing::info!(
@@ -1113,6 +1121,8 @@ mod tests {
             defaults: Defaults::default(),
             retention_check_ms: 1000,
             cleaner_backoff_ms: 1000,
+            cleaner_dedupe_buffer_bytes: 1 << 20,
+            cleaner_io_bytes_per_sec: None,
             transaction_version: 2,
             groups: Default::default(),
         })

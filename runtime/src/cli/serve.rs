@@ -53,6 +53,10 @@ struct FileConfig {
     retention_check_ms: Option<u64>,
     /// Kafka's log.cleaner.backoff.ms: how often the log cleaner looks for work.
     log_cleaner_backoff_ms: Option<u64>,
+    /// Kafka's log.cleaner.dedupe.buffer.size: memory for the cleaner's key map, in bytes.
+    log_cleaner_dedupe_buffer_size: Option<usize>,
+    /// Kafka's log.cleaner.io.max.bytes.per.second (default: no limit).
+    log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// The transactions version offered to clients: 2 (KIP-890, as Kafka 4) or 1.
     transaction_version: Option<i16>,
     /// Kafka's group.min.session.timeout.ms / group.max.session.timeout.ms /
@@ -144,6 +148,11 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             defaults,
             retention_check_ms: file.retention_check_ms.unwrap_or(30_000).max(10),
             cleaner_backoff_ms: file.log_cleaner_backoff_ms.unwrap_or(15_000).max(10),
+            cleaner_dedupe_buffer_bytes: file
+                .log_cleaner_dedupe_buffer_size
+                .unwrap_or(64 << 20)
+                .max(1 << 20),
+            cleaner_io_bytes_per_sec: file.log_cleaner_io_max_bytes_per_second,
             transaction_version: file.transaction_version.unwrap_or(2).clamp(1, 2),
             groups: {
                 let d = crate::group::state::GroupConfig::default();

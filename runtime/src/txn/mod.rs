@@ -446,6 +446,8 @@ mod tests {
             defaults: Defaults::default(),
             retention_check_ms: 1000,
             cleaner_backoff_ms: 1000,
+            cleaner_dedupe_buffer_bytes: 1 << 20,
+            cleaner_io_bytes_per_sec: None,
             transaction_version: 2,
             groups: Default::default(),
         })
