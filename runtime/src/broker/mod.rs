@@ -1105,12 +1105,13 @@ impl Broker {
     }
 }
 
+/// What unit tests across the crate need: a broker on a directory, transactional batches.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::records::{encode_batch_as, Compression, ProducerFields, Record};
 
-    fn open(dir: &Path) -> Broker {
+    pub fn open(dir: &Path) -> Broker {
         Broker::open(BrokerConfig {
             data_dir: dir.to_path_buf(),
             node_id: 1,
@@ -1129,8 +1130,8 @@ mod tests {
         .unwrap()
     }
 
-    /// A transactional batch of `n` records from `pid`.
-    fn txn_batch(pid: i64, seq: i32, n: usize) -> Vec<u8> {
+    /// A transactional batch of `n` records from `pid` at `epoch`, first sequence `seq`.
+    pub fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 value: Some(bytes::Bytes::from(format!("v{i}"))),
@@ -1142,7 +1143,7 @@ mod tests {
             Compression::None,
             Some(ProducerFields {
                 producer_id: pid,
-                epoch: 0,
+                epoch,
                 base_sequence: seq,
             }),
         )
@@ -1153,6 +1154,12 @@ mod tests {
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         b
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{open, txn_batch};
+    use super::*;
 
     /// Open transactions, the LSO and the aborted index come back after a restart, rebuilt from
     /// the markers in the log.
@@ -1181,12 +1188,12 @@ mod tests {
             b.create_topic("t", 1, TopicConfig::default(), false)
                 .unwrap();
             let p = b.topic("t").unwrap().partitions[0].clone();
-            p.append(&txn_batch(1, 0, 3), 1 << 20, None).unwrap(); // 0..3
-            p.append(&txn_batch(2, 0, 2), 1 << 20, None).unwrap(); // 3..5
+            p.append(&txn_batch(1, 0, 0, 3), 1 << 20, None).unwrap(); // 0..3
+            p.append(&txn_batch(2, 0, 0, 2), 1 << 20, None).unwrap(); // 3..5
             assert_eq!(p.write_marker(1, 0, false, 0).unwrap(), Some(5));
             assert_eq!(p.write_marker(2, 0, true, 0).unwrap(), Some(6));
             assert_eq!(p.write_marker(2, 0, true, 0).unwrap(), None, "nothing open");
-            p.append(&txn_batch(3, 0, 1), 1 << 20, None).unwrap(); // 7
+            p.append(&txn_batch(3, 0, 0, 1), 1 << 20, None).unwrap(); // 7
             check(&b);
         }
         check(&open(dir.path()));

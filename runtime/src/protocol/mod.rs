@@ -309,28 +309,9 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::config::Defaults;
-    use crate::broker::BrokerConfig;
 
     fn broker(dir: &std::path::Path) -> Arc<Broker> {
-        Arc::new(
-            Broker::open(BrokerConfig {
-                data_dir: dir.to_path_buf(),
-                node_id: 1,
-                advertised_host: "127.0.0.1".into(),
-                advertised_port: 9092,
-                auto_create_topics: true,
-                default_partitions: 1,
-                defaults: Defaults::default(),
-                retention_check_ms: 1000,
-                cleaner_backoff_ms: 1000,
-                cleaner_dedupe_buffer_bytes: 1 << 20,
-                cleaner_io_bytes_per_sec: None,
-                transaction_version: 2,
-                groups: Default::default(),
-            })
-            .unwrap(),
-        )
+        Arc::new(crate::broker::testing::open(dir))
     }
 
     fn frame(api: i16, version: i16, rest: &[u8]) -> Bytes {

@@ -431,28 +431,8 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::config::{Defaults, TopicConfig};
-    use crate::broker::BrokerConfig;
-    use crate::records::{encode_batch_as, Compression, ProducerFields, Record};
-
-    fn open(dir: &Path) -> Broker {
-        Broker::open(BrokerConfig {
-            data_dir: dir.to_path_buf(),
-            node_id: 1,
-            advertised_host: "127.0.0.1".into(),
-            advertised_port: 9092,
-            auto_create_topics: true,
-            default_partitions: 1,
-            defaults: Defaults::default(),
-            retention_check_ms: 1000,
-            cleaner_backoff_ms: 1000,
-            cleaner_dedupe_buffer_bytes: 1 << 20,
-            cleaner_io_bytes_per_sec: None,
-            transaction_version: 2,
-            groups: Default::default(),
-        })
-        .unwrap()
-    }
+    use crate::broker::config::TopicConfig;
+    use crate::broker::testing::{open, txn_batch};
 
     fn produce(
         b: &Broker,
@@ -462,24 +442,7 @@ mod tests {
         epoch: i16,
         seq: i32,
     ) -> Result<(), TxnError> {
-        let r = Record {
-            value: Some(bytes::Bytes::from_static(b"v")),
-            ..Default::default()
-        };
-        let batch = encode_batch_as(
-            std::slice::from_ref(&r),
-            Compression::None,
-            Some(ProducerFields {
-                producer_id: pid,
-                epoch,
-                base_sequence: seq,
-            }),
-        )
-        .unwrap();
-        let mut batch = batch.to_vec();
-        batch[22] |= 0x10;
-        let crc = crc32c::crc32c(&batch[21..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let batch = txn_batch(pid, epoch, seq, 1);
         let part = b.topic(topic).unwrap().partitions[p as usize].clone();
         b.txns
             .verify_and(pid, epoch, &(topic.to_string(), p), false, || {
