@@ -130,7 +130,8 @@ make_work_dir() {
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Starts the broker on free ports with a fresh data directory and an (empty) plugins
-# directory. Sets BROKER_PID, BOOTSTRAP, ADMIN (host:port of the admin API), DATA, PLUGINS.
+# directory, and the config file BROKER_CONFIG if set. Sets BROKER_PID, BOOTSTRAP, ADMIN
+# (host:port of the admin API), DATA, PLUGINS.
 start_broker() {
     DATA=$(mktemp -d -t sluice-bench-data.XXXXXX)
     PLUGINS=$(mktemp -d -t sluice-bench-plugins.XXXXXX)
@@ -145,7 +146,8 @@ start_broker() {
         aport=$((20000 + RANDOM % 40000))
         ((port != aport)) && port_free "$port" && port_free "$aport" || continue
         "$SLUICE" serve --listen "127.0.0.1:$port" --data-dir "$DATA" \
-            --admin "127.0.0.1:$aport" --plugins-dir "$PLUGINS" >"$WORK/broker.log" 2>&1 &
+            --admin "127.0.0.1:$aport" --plugins-dir "$PLUGINS" \
+            ${BROKER_CONFIG:+--config "$BROKER_CONFIG"} >"$WORK/broker.log" 2>&1 &
         BROKER_PID=$!
         for _ in $(seq 1 100); do
             if grep -q "sluice is serving" "$WORK/broker.log"; then

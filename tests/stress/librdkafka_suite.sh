@@ -53,6 +53,10 @@ build_suite() {
 build_suite
 build_broker
 make_work_dir
+# The suite's clusters create topics with 4 partitions by default (num.partitions=4): its
+# tests produce to partitions 0-3 of auto-created topics.
+BROKER_CONFIG=$WORK/sluice.toml
+echo "default_partitions = 4" >"$BROKER_CONFIG"
 start_broker
 cat >"$SUITE/tests/test.conf" <<CONF
 bootstrap.servers=$BOOTSTRAP
