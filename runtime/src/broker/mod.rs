@@ -216,13 +216,13 @@ impl PartitionLog {
             }
         }
         let now = now_ms();
-        log.scan_headers(from, |h, whole| match whole {
-            Some(raw) if h.is_transactional() => {
+        log.scan_headers(from, |h, marker| match marker {
+            Some(raw) => {
                 if let Some(commit) = marker_of(raw) {
                     producers.apply_marker(h.producer_id, h.producer_epoch, commit, h.base_offset);
                 }
             }
-            Some(_) => {}
+            // Other control batches carry no producer id: `apply` leaves them out.
             None => producers.apply(&producer_batch(h), h.base_offset, now),
         })?;
         Ok(PartitionLog { log, producers })

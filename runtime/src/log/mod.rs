@@ -342,7 +342,9 @@ impl Log {
     }
 
     /// Calls `f` with the header of every batch from the one holding `from` to the end, and
-    /// with the whole batch for control batches (small, and their records say what they are).
+    /// with the whole batch for transactional control batches (transaction markers: small, and
+    /// their record says commit or abort). Other control batches (watermark announcements,
+    /// many in a pipeline's output) are not read.
     pub fn scan_headers(
         &self,
         from: i64,
@@ -353,7 +355,7 @@ impl Log {
             let mut pos = slice.position;
             while pos < slice.end {
                 let h = slice.header_at(pos)?;
-                let whole = if h.is_control() {
+                let whole = if h.is_control() && h.is_transactional() {
                     let raw = read_uninit(&slice.file, pos, h.size).map_err(|e| LogError::Io {
                         path: self.dir.clone(),
                         error: e,
