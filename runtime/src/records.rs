@@ -452,17 +452,23 @@ fn encode(
 /// A stored batch rewritten with only some of its records (compaction): the same base
 /// offset, last offset delta, timestamps, attributes (codec, transactional) and producer
 /// fields, so offsets and idempotence state are unchanged; each kept record keeps its offset.
+/// With `delete_horizon`, the batch carries it (KIP-534) in place of its base timestamp.
 pub fn encode_retained(
     h: &crate::log::batch::BatchHeader,
     kept: &[Record],
+    delete_horizon: Option<i64>,
 ) -> Result<Bytes, RecordsError> {
-    let body = records_body(kept, h.base_offset, h.base_timestamp);
+    let (attributes, base_ts) = match delete_horizon {
+        Some(t) => (h.attributes | crate::log::batch::DELETE_HORIZON_FLAG, t),
+        None => (h.attributes, h.base_timestamp),
+    };
+    let body = records_body(kept, h.base_offset, base_ts);
     frame(
         &Frame {
             base_offset: h.base_offset,
-            attributes: h.attributes,
+            attributes,
             last_offset_delta: h.last_offset_delta,
-            base_ts: h.base_timestamp,
+            base_ts,
             max_ts: h.max_timestamp,
             producer: (h.producer_id >= 0).then_some(ProducerFields {
                 producer_id: h.producer_id,

@@ -225,6 +225,19 @@ impl PartitionLog {
             // Other control batches carry no producer id: `apply` leaves them out.
             None => producers.apply(&producer_batch(h), h.base_offset, now),
         })?;
+        // A snapshot may predate a compaction that removed abort markers.
+        let cleaned_to = log.cleaner_checkpoint();
+        let mut unreadable = None;
+        producers.retain_aborted(|a| {
+            a.last_offset >= cleaned_to
+                || log.control_at(a.last_offset).unwrap_or_else(|e| {
+                    unreadable = Some(e);
+                    true
+                })
+        });
+        if let Some(e) = unreadable {
+            return Err(e.into());
+        }
         Ok(PartitionLog { log, producers })
     }
 
@@ -638,7 +651,14 @@ impl Partition {
         &self,
         cfg: &crate::log::cleaner::CleanConfig,
     ) -> Result<Option<(u64, u64)>, LogError> {
-        let now = now_ms();
+        self.clean_at(cfg, now_ms())
+    }
+
+    fn clean_at(
+        &self,
+        cfg: &crate::log::cleaner::CleanConfig,
+        now: i64,
+    ) -> Result<Option<(u64, u64)>, LogError> {
         let (plan, aborted) = {
             let log = lock(&self.log);
             let first_dirty = log.log.cleaner_checkpoint();
@@ -657,7 +677,13 @@ impl Partition {
         let Some(cleaned) = crate::log::cleaner::clean(&plan, &aborted, now, cfg)? else {
             return Ok(None);
         };
-        let swapped = lock(&self.log).log.swap_cleaned(&cleaned)?;
+        let mut log = lock(&self.log);
+        let swapped = log.log.swap_cleaned(&cleaned)?;
+        if swapped && !cleaned.dropped_markers.is_empty() {
+            let gone = &cleaned.dropped_markers;
+            log.producers
+                .retain_aborted(|a| !gone.contains(&(a.producer_id, a.last_offset)));
+        }
         Ok(swapped.then_some((cleaned.bytes_before, cleaned.bytes_after)))
     }
 
@@ -1064,8 +1090,11 @@ impl Broker {
         self.appended.subscribe()
     }
 
-    /// One log-cleaner pass over every partition of every compacted topic.
+    /// One log-cleaner pass over the internal logs and every partition of every compacted
+    /// topic.
     pub fn clean_logs(&self) {
+        self.groups.compact_offsets();
+        self.txns.compact_log();
         for t in self.topics() {
             let Some(mut cfg) = t.config().clean_config(&self.config.defaults) else {
                 continue;
@@ -1132,8 +1161,17 @@ pub(crate) mod testing {
 
     /// A transactional batch of `n` records from `pid` at `epoch`, first sequence `seq`.
     pub fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
+        let keys: Vec<Option<String>> = vec![None; n];
+        txn_batch_keyed(pid, epoch, seq, &keys)
+    }
+
+    /// A transactional batch with one record per key (`None`: keyless).
+    pub fn txn_batch_keyed(pid: i64, epoch: i16, seq: i32, keys: &[Option<String>]) -> Vec<u8> {
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Record {
+                key: k.clone().map(bytes::Bytes::from),
                 value: Some(bytes::Bytes::from(format!("v{i}"))),
                 ..Default::default()
             })
@@ -1158,7 +1196,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{open, txn_batch};
+    use super::testing::{open, txn_batch, txn_batch_keyed};
     use super::*;
 
     /// Open transactions, the LSO and the aborted index come back after a restart, rebuilt from
@@ -1197,5 +1235,101 @@ mod tests {
             check(&b);
         }
         check(&open(dir.path()));
+    }
+
+    /// Kafka's rules for markers under compaction: an abort marker stays while its
+    /// transaction's records are in the log, a commit marker while any of its batches is;
+    /// then the marker gets a delete horizon and goes in the first pass after it, and the
+    /// aborted index forgets that transaction, so no read_committed reader is told to skip a
+    /// producer's records up to a marker that is gone. Across a restart too.
+    #[test]
+    fn markers_go_after_their_transactions_records_and_a_delete_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |k: &str| Some(k.to_string());
+        let b = open(dir.path());
+        let mut cfg = TopicConfig::default();
+        cfg.set("cleanup.policy", "compact").unwrap();
+        b.create_topic("c", 1, cfg, false).unwrap();
+        let p = b.topic("c").unwrap().partitions[0].clone();
+        // Producer 1 aborts [0, 2), producer 2 commits [3, 5), both keys later overwritten by
+        // producer 3's committed [6, 8), which stays.
+        p.append(
+            &txn_batch_keyed(1, 0, 0, &[key("a"), key("b")]),
+            1 << 20,
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.write_marker(1, 0, false, 0).unwrap(), Some(2));
+        p.append(
+            &txn_batch_keyed(2, 0, 0, &[key("a"), key("b")]),
+            1 << 20,
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.write_marker(2, 0, true, 0).unwrap(), Some(5));
+        p.append(
+            &txn_batch_keyed(3, 0, 0, &[key("a"), key("b")]),
+            1 << 20,
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.write_marker(3, 0, true, 0).unwrap(), Some(8));
+        let markers = |p: &Partition| -> Vec<i64> {
+            let log = lock(&p.log);
+            (0..9).filter(|&o| log.log.control_at(o).unwrap()).collect()
+        };
+        let clean = |p: &Partition, now: i64| {
+            let mut log = lock(&p.log);
+            log.log.force_roll().unwrap();
+            let next = log.log.next_offset();
+            crate::log::flush::wait_idle();
+            crate::log::flush::write_recovery_point(log.log.dir(), next).unwrap();
+            drop(log);
+            let c = crate::log::cleaner::CleanConfig {
+                min_cleanable_dirty_ratio: 0.0,
+                delete_retention_ms: 1000,
+                ..Default::default()
+            };
+            p.clean_at(&c, now).unwrap();
+        };
+        {
+            // A producer snapshot from before the cleaning, as a segment roll writes it.
+            let mut log = lock(&p.log);
+            log.log.force_roll().unwrap();
+            let base = log.log.next_offset();
+            log.snapshot(base);
+            let dir = log.log.dir().to_path_buf();
+            drop(log);
+            let stem = crate::log::segment::file_stem(base);
+            let file = dir.join(format!("{stem}{SNAPSHOT_SUFFIX}"));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !file.exists() {
+                assert!(std::time::Instant::now() < deadline, "no snapshot written");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        let t0 = now_ms();
+        clean(&p, t0);
+        // Records gone; both markers met their transaction's batches in this pass.
+        assert_eq!(markers(&p), vec![2, 5, 8]);
+        assert_eq!(p.aborted_between(0, 9).len(), 1);
+        // Nothing new written: a pass still runs when a horizon is due. The next stamps them.
+        clean(&p, t0 + 10);
+        assert_eq!(markers(&p), vec![2, 5, 8]);
+        clean(&p, t0 + 500);
+        assert_eq!(markers(&p), vec![2, 5, 8], "before the horizon");
+        clean(&p, t0 + 1010);
+        assert_eq!(markers(&p), vec![8], "producer 3's records are still there");
+        assert!(p.aborted_between(0, 9).is_empty());
+        assert_eq!(p.watermarks().stable, 9);
+        drop(p);
+        drop(b);
+        let b = open(dir.path());
+        let p = b.topic("c").unwrap().partitions[0].clone();
+        assert_eq!(markers(&p), vec![8]);
+        assert!(
+            p.aborted_between(0, 9).is_empty(),
+            "the producer snapshot predates the cleaning"
+        );
     }
 }

@@ -216,6 +216,13 @@ impl ProducerStates {
     }
 
     /// The epoch this partition last saw from `producer_id`.
+    /// Forgets the aborted transactions `keep` refuses: the cleaner removed their markers
+    /// (after their records), and a reader told of an aborted transaction skips its
+    /// producer's records until the marker, so a stale entry would hide later commits.
+    pub fn retain_aborted(&mut self, keep: impl FnMut(&AbortedTxn) -> bool) {
+        self.aborted.retain(keep);
+    }
+
     pub fn epoch(&self, producer_id: i64) -> Option<i16> {
         self.producers.get(&producer_id).map(|e| e.epoch)
     }

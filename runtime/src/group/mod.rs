@@ -313,6 +313,18 @@ impl Coordinator {
         })
     }
 
+    /// One pass of the log cleaner over the offsets log, if one is due: the coordinator's
+    /// lock is held only to plan it and to swap its segments in.
+    pub fn compact_offsets(&self) {
+        let now = now_ms();
+        if let Err(e) = crate::log::kv::compact_with(
+            || self.lock().offsets.table().compaction(now),
+            |c| self.lock().offsets.table().finish_compaction(c),
+        ) {
+            tracing::warn!(error = %e, "compaction of the offsets log failed");
+        }
+    }
+
     /// Deletes the offsets of groups that have been empty past the retention period.
     pub fn expire_offsets(&self) {
         let mut inner = self.lock();

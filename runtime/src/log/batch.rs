@@ -67,7 +67,16 @@ impl BatchHeader {
     pub fn log_append_time(&self) -> bool {
         self.attributes & 0x08 != 0
     }
+    /// KIP-534: when the cleaner may drop this batch's tombstones or transaction marker. It
+    /// stamps the time in the base timestamp (record timestamps stay right: they are deltas
+    /// from it) and flags it in the attributes.
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_FLAG != 0).then_some(self.base_timestamp)
+    }
 }
+
+/// The attribute bit that says the base timestamp is a delete horizon (KIP-534).
+pub const DELETE_HORIZON_FLAG: i16 = 0x40;
 
 fn be_i64(b: &[u8], at: usize) -> i64 {
     let mut a = [0u8; 8];

@@ -9,9 +9,16 @@
 //! 2. [`clean`] reads the dirty part into a map from key hash to its latest offset (bounded:
 //!    when the map is full the pass stops there, as Kafka's does), then rewrites the planned
 //!    segments into `cleaning/`, keeping a record only if it is the latest of its key,
-//!    not in an aborted transaction, and not a tombstone past `delete.retention.ms`. Batches
+//!    not in an aborted transaction, and not a tombstone past its delete horizon. Batches
 //!    keep their offsets, producer fields and codec; offsets become sparse (as in Kafka).
-//!    Control batches (transaction markers) are kept.
+//!    Transaction markers are handled as Kafka handles them: an abort marker stays while
+//!    its transaction's records are in the log, a commit marker while any of its batches
+//!    is; after that it may go.
+//!    What may go (a tombstone, such a marker) is first stamped with a delete horizon,
+//!    `delete.retention.ms` from the pass that found it (KIP-534, in the batch's base
+//!    timestamp), and goes in the first pass after it, so a reader that started before has
+//!    that long to see it, whatever the record's own timestamp. A pass is due when the
+//!    earliest horizon passes, even if nothing new was written.
 //! 3. [`Log::swap_cleaned`] replaces the old segments by the new ones: a manifest written
 //!    atomically is the commit point, then renames and deletions. A crash before the
 //!    manifest leaves the old segments (the `cleaning/` leftovers are removed at start-up);
@@ -20,7 +27,7 @@
 //! Invariant: a kept record is the last record of its key at or below the cleaned range's
 //! end, or its key has a later record only above that end; offsets never change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +45,8 @@ const CLEANING_DIR: &str = "cleaning";
 const SWAP_MANIFEST: &str = "clean-swap.json";
 /// The first offset the next pass treats as dirty.
 pub const CHECKPOINT_FILE: &str = "cleaner-offset";
+/// The earliest delete horizon in the cleaned segments (absent: none).
+const HORIZON_FILE: &str = "cleaner-horizon";
 
 /// The topic configs that drive compaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +123,8 @@ pub struct Plan {
     /// Records at or past this offset are not looked at.
     pub end: i64,
     pub index_interval: u64,
+    /// A delete horizon has passed: the pass runs even with nothing new to deduplicate.
+    pub horizon_due: bool,
 }
 
 /// The result of a pass, ready to swap in.
@@ -124,6 +135,12 @@ pub struct Cleaned {
     pub written: Vec<i64>,
     /// The next pass's first dirty offset.
     pub cleaned_to: i64,
+    /// The earliest delete horizon stamped in the kept batches: a pass is due then even if
+    /// nothing new was written.
+    pub next_horizon: Option<i64>,
+    /// (producer id, offset) of the transaction markers removed: the partition forgets those
+    /// aborted transactions.
+    pub dropped_markers: Vec<(i64, i64)>,
     pub bytes_before: u64,
     pub bytes_after: u64,
 }
@@ -175,11 +192,17 @@ fn batches(
     Ok(())
 }
 
-fn in_aborted(aborted: &AbortedRanges, h: &BatchHeader) -> bool {
-    h.is_transactional()
-        && aborted.iter().any(|&(p, first, last)| {
+/// The marker offset of the aborted transaction `h` belongs to, if any.
+fn aborted_range(aborted: &AbortedRanges, h: &BatchHeader) -> Option<i64> {
+    if !h.is_transactional() {
+        return None;
+    }
+    aborted
+        .iter()
+        .find(|&&(p, first, last)| {
             p == h.producer_id && h.base_offset >= first && h.base_offset <= last
         })
+        .map(|&(_, _, last)| last)
 }
 
 /// Steps 1-2 of a pass (see the module doc): no lock held. `None` when nothing changes.
@@ -211,7 +234,7 @@ pub fn clean(
                 return Ok(false);
             }
             throttle.take(h.size);
-            if h.is_control() || in_aborted(aborted, h) {
+            if h.is_control() || aborted_range(aborted, h).is_some() {
                 return Ok(true);
             }
             let recs = records::decode_each(raw).map_err(|_| corrupt(dir))?;
@@ -242,13 +265,24 @@ pub fn clean(
         .iter()
         .filter(|s| s.next_offset <= end)
         .collect();
-    if sources.is_empty() || map.is_empty() {
+    if sources.is_empty() || (map.is_empty() && !plan.horizon_due) {
         return Ok(None);
     }
     let cleaning = dir.join(CLEANING_DIR);
     let _ = std::fs::remove_dir_all(&cleaning);
     std::fs::create_dir_all(&cleaning).map_err(io(dir))?;
-    let horizon = now_ms.saturating_sub(cfg.delete_retention_ms);
+    // KIP-534: what may go (a tombstone, a marker whose transaction has no records left)
+    // is first stamped with a delete horizon, and goes in the first pass after it.
+    let stamp = now_ms.saturating_add(cfg.delete_retention_ms);
+    let mut next_horizon: Option<i64> = None;
+    let mut dropped_markers = Vec::new();
+    // Producers with a committed transaction's batch read since their last marker (and
+    // whether this pass kept any of them), and the aborted transactions (by marker offset)
+    // whose records this pass met: their markers stay, for readers must see a marker after
+    // its transaction's records. When this pass removed all of them, the next pass may
+    // stamp the marker, so it is due at once.
+    let mut open_committed: HashMap<i64, bool> = HashMap::new();
+    let mut aborted_seen: HashSet<i64> = HashSet::new();
     let mut written = Vec::new();
     let mut current: Option<Segment> = None;
     let mut bytes_before = 0;
@@ -263,35 +297,88 @@ pub fn clean(
         bytes_before += src.size;
         batches(src, dir, |h, raw| {
             throttle.take(h.size);
-            let kept = if h.is_control() {
-                Some(raw)
-            } else if in_aborted(aborted, h) {
-                None
-            } else {
-                let recs = records::decode_each(raw.clone()).map_err(|_| corrupt(dir))?;
-                let recs = recs
-                    .into_iter()
+            let recs = || -> Result<Vec<Record>, LogError> {
+                let b = records::decode_each(raw.clone()).map_err(|_| corrupt(dir))?;
+                b.into_iter()
                     .next()
                     .map(|b| b.records)
                     .transpose()
-                    .map_err(|_| corrupt(dir))?
-                    .unwrap_or_default();
+                    .map_err(|_| corrupt(dir))
+                    .map(Option::unwrap_or_default)
+            };
+            let kept = if h.is_control() {
+                let recs = recs()?;
+                let commit = recs
+                    .first()
+                    .and_then(|r| r.key.as_deref())
+                    .and_then(records::txn_marker_commits);
+                let (records_left, all_removed_now) = match commit {
+                    None => (true, false), // not a transaction marker: kept
+                    Some(true) => match open_committed.remove(&h.producer_id) {
+                        Some(kept_any) => (true, !kept_any),
+                        None => (false, false),
+                    },
+                    Some(false) => {
+                        let seen = aborted_seen.remove(&h.base_offset);
+                        (seen, seen)
+                    }
+                };
+                if all_removed_now {
+                    next_horizon = Some(next_horizon.map_or(now_ms, |n| n.min(now_ms)));
+                }
+                match (records_left, h.delete_horizon()) {
+                    (true, _) => Some(raw),
+                    (false, Some(t)) if t <= now_ms => {
+                        dropped_markers.push((h.producer_id, h.base_offset));
+                        None
+                    }
+                    (false, Some(t)) => {
+                        next_horizon = Some(next_horizon.map_or(t, |n| n.min(t)));
+                        Some(raw)
+                    }
+                    (false, None) => {
+                        next_horizon = Some(next_horizon.map_or(stamp, |n| n.min(stamp)));
+                        Some(
+                            records::encode_retained(h, &recs, Some(stamp))
+                                .map_err(|_| corrupt(dir))?,
+                        )
+                    }
+                }
+            } else if let Some(marker) = aborted_range(aborted, h) {
+                aborted_seen.insert(marker);
+                None
+            } else {
+                let recs = recs()?;
                 let n = recs.len();
+                let expired = h.delete_horizon().is_some_and(|t| t <= now_ms);
                 let keep: Vec<Record> = recs
                     .into_iter()
                     .filter(|r| {
                         let Some(k) = &r.key else { return true };
                         let latest = map.get(&key_hash(k)).is_none_or(|&o| o <= r.offset);
-                        let tombstone_done = r.value.is_none() && r.timestamp < horizon;
-                        latest && !tombstone_done
+                        latest && !(r.value.is_none() && expired)
                     })
                     .collect();
-                if keep.len() == n {
+                let tombstones = keep.iter().any(|r| r.value.is_none());
+                let horizon = match h.delete_horizon() {
+                    Some(t) => t,
+                    None if tombstones => stamp,
+                    None => i64::MAX,
+                };
+                if tombstones {
+                    next_horizon = Some(next_horizon.map_or(horizon, |n| n.min(horizon)));
+                }
+                if h.is_transactional() {
+                    *open_committed.entry(h.producer_id).or_default() |= !keep.is_empty();
+                }
+                let restamp = tombstones && h.delete_horizon().is_none();
+                if keep.len() == n && !restamp {
                     Some(raw)
                 } else if keep.is_empty() {
                     None
                 } else {
-                    Some(records::encode_retained(h, &keep).map_err(|_| corrupt(dir))?)
+                    let t = restamp.then_some(stamp);
+                    Some(records::encode_retained(h, &keep, t).map_err(|_| corrupt(dir))?)
                 }
             };
             let Some(out) = kept else { return Ok(true) };
@@ -338,6 +425,8 @@ pub fn clean(
         written,
         // What was rewritten: a segment mapped only in part stays dirty for the next pass.
         cleaned_to: sources.last().map_or(end, |s| s.next_offset),
+        next_horizon,
+        dropped_markers,
         bytes_before,
         bytes_after,
     }))
@@ -450,11 +539,11 @@ impl Log {
                 file: s.file_handle(),
             });
         }
-        if dirty == 0 {
-            return Ok(None);
-        }
+        let horizon_due =
+            super::flush::read_offset_file(&self.dir, HORIZON_FILE).is_some_and(|t| t <= now_ms);
         let ratio = dirty as f64 / total.max(1) as f64;
-        if ratio < cfg.min_cleanable_dirty_ratio && !overdue {
+        let worth = dirty > 0 && (ratio >= cfg.min_cleanable_dirty_ratio || overdue);
+        if sources.is_empty() || !(worth || horizon_due) {
             return Ok(None);
         }
         let end = sources.last().map_or(0, |s| s.next_offset);
@@ -464,6 +553,7 @@ impl Log {
             first_dirty,
             end,
             index_interval: self.config.index_interval_bytes,
+            horizon_due,
         }))
     }
 
@@ -508,6 +598,13 @@ impl Log {
         drop(old); // their files are already gone or replaced
         super::flush::write_offset_file(&self.dir, CHECKPOINT_FILE, c.cleaned_to)
             .map_err(io(&self.dir))?;
+        match c.next_horizon {
+            Some(t) => super::flush::write_offset_file(&self.dir, HORIZON_FILE, t)
+                .map_err(io(&self.dir))?,
+            None => {
+                let _ = std::fs::remove_file(self.dir.join(HORIZON_FILE));
+            }
+        }
         Ok(true)
     }
 
@@ -555,6 +652,26 @@ mod tests {
         out
     }
 
+    /// (offset, timestamp) of every record in the log.
+    fn read_timestamps(log: &Log) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        let mut next = log.log_start_offset();
+        while let Some(slice) = log.plan_read(next).unwrap() {
+            let data = slice.read(usize::MAX, true).unwrap();
+            if data.is_empty() {
+                break;
+            }
+            next = batch::span(&data).unwrap().0;
+            out.extend(
+                records::decode_batches(data)
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.offset, r.timestamp)),
+            );
+        }
+        out
+    }
+
     fn append(log: &mut Log, recs: &[(u8, Option<u8>)], ts: i64, codec: Compression) {
         let records: Vec<Record> = recs
             .iter()
@@ -572,6 +689,8 @@ mod tests {
 
     /// Runs one whole pass as the broker does, with everything sealed counted as flushed.
     fn pass(log: &mut Log, now: i64, cfg: &CleanConfig) -> Option<Cleaned> {
+        // Flush jobs still queued from earlier rolls would write a lower recovery point.
+        super::super::flush::wait_idle();
         super::super::flush::write_recovery_point(log.dir(), log.next_offset()).unwrap();
         let plan = log
             .clean_plan(log.cleaner_checkpoint(), log.next_offset(), now, cfg)
@@ -583,16 +702,18 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
-        /// Random keyed writes (tombstones included, every codec) and passes of the cleaner:
-        /// below the cleaned end each key keeps exactly its latest record (a tombstone older
-        /// than delete.retention.ms goes too), at its original offset; everything above it
-        /// is untouched; and the log reads the same after a restart.
+        /// Random keyed writes (tombstones included, every codec) and passes of the cleaner,
+        /// each a delete.retention.ms after the last: below the cleaned end each key keeps
+        /// exactly its latest record, at its original offset, and a tombstone goes in the
+        /// second pass that rewrites it (KIP-534: the first stamps its horizon), whatever its
+        /// record timestamp; everything above the end is untouched; and the log reads the
+        /// same after a restart.
         #[test]
         fn compaction_keeps_the_latest_record_of_each_key(
             batches in proptest::collection::vec(
                 (proptest::collection::vec((0u8..6, proptest::option::weighted(0.8, any::<u8>())), 1..6), 0u8..4, any::<bool>()),
                 1..40),
-            passes in proptest::collection::vec(0usize..40, 1..4),
+            passes in proptest::collection::vec(0usize..40, 1..5),
             map_keys in prop_oneof![Just(1usize << 20), 1usize..8],
         ) {
             let dir = tempfile::tempdir().unwrap();
@@ -608,32 +729,38 @@ mod tests {
             type Written = (i64, Vec<u8>, Option<Vec<u8>>, i64);
             let mut model: Vec<Written> = Vec::new();
             let mut cleaned_to = 0i64;
+            // The cleaned end of every pass that ran.
+            let mut ends = Vec::new();
+            let mut now = 2_000_000;
             for (i, (recs, codec, old)) in batches.iter().enumerate() {
-                // Old batches are past the tombstone horizon at `now` below.
+                // Record timestamps long past (or not) make no difference.
                 let ts = if *old { 1_000 } else { 1_000_000 };
                 let base = log.next_offset();
                 append(&mut log, recs, ts, codecs[*codec as usize]);
                 for (j, (k, v)) in recs.iter().enumerate() {
                     model.push((base + j as i64, vec![b'k', *k], v.map(|v| vec![v; 20]), ts));
                 }
-                if passes.contains(&i) {
+                for _ in passes.iter().filter(|&&p| p == i) {
                     log.force_roll().unwrap();
-                    if let Some(c) = pass(&mut log, 1_000_500, &cfg) {
+                    if let Some(c) = pass(&mut log, now, &cfg) {
                         cleaned_to = c.cleaned_to;
+                        ends.push(c.cleaned_to);
                     }
+                    now += 1000;
                 }
             }
+            let rewritten = |o: i64| ends.iter().filter(|&&e| o < e).count();
             // The model: below cleaned_to, the latest record of each key (among all records
-            // below cleaned_to... or later), minus old tombstones.
+            // below cleaned_to... or later), minus tombstones rewritten twice.
             let mut latest: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
             for (o, k, _, _) in model.iter().filter(|r| r.0 < cleaned_to) {
                 latest.insert(k.clone(), *o);
             }
             let want: Vec<_> = model
                 .iter()
-                .filter(|(o, k, v, ts)| {
+                .filter(|(o, k, v, _)| {
                     *o >= cleaned_to
-                        || (latest.get(k) == Some(o) && !(v.is_none() && *ts < 1_000_500 - 1000))
+                        || (latest.get(k) == Some(o) && !(v.is_none() && rewritten(*o) >= 2))
                 })
                 .map(|(o, k, v, _)| (*o, k.clone(), v.clone()))
                 .collect();
@@ -646,7 +773,7 @@ mod tests {
             prop_assert_eq!(&above, &want_above);
             // Below the end, each key holds its latest record there, or nothing when a later
             // record of the key exists above the end (a pass's map may reach past what it
-            // rewrote) or that record was an old tombstone.
+            // rewrote) or that record was a tombstone past its horizon.
             let below: Vec<_> = got.iter().filter(|r| r.0 < cleaned_to).cloned().collect();
             for r in &below {
                 prop_assert!(want.contains(r), "{:?} is not a record the model keeps", r);
@@ -655,6 +782,9 @@ mod tests {
                 let later_above = model.iter().any(|m| m.1 == w.1 && m.0 >= cleaned_to);
                 prop_assert!(below.contains(w) || later_above, "{:?} lost", w);
             }
+            // Record timestamps survive the delete-horizon stamp.
+            let stamps: BTreeMap<i64, i64> = model.iter().map(|r| (r.0, r.3)).collect();
+            prop_assert!(read_timestamps(&log).iter().all(|(o, t)| stamps.get(o) == Some(t)));
             drop(log);
             let log = Log::open(dir.path(), config()).unwrap();
             prop_assert_eq!(read_all(&log), got);
@@ -735,6 +865,7 @@ mod tests {
             }
             log.force_roll().unwrap();
             let before = read_all(&log);
+            super::super::flush::wait_idle();
             super::super::flush::write_recovery_point(log.dir(), log.next_offset()).unwrap();
             let plan = log
                 .clean_plan(0, log.next_offset(), 1_000_000, &cfg)

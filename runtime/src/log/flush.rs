@@ -96,6 +96,15 @@ pub fn in_background(task: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Returns once every task queued before this call has run.
+pub fn wait_idle() {
+    let (tx, rx) = mpsc::channel();
+    in_background(move || {
+        let _ = tx.send(());
+    });
+    let _ = rx.recv();
+}
+
 fn run(job: FlushJob) {
     let started = std::time::Instant::now();
     for f in &job.files {

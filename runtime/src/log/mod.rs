@@ -377,6 +377,15 @@ impl Log {
         self.active().sync()
     }
 
+    /// Whether a control batch (a transaction marker) starts at `offset`.
+    pub fn control_at(&self, offset: i64) -> Result<bool, LogError> {
+        let Some(slice) = self.plan_read(offset)? else {
+            return Ok(false);
+        };
+        let h = slice.header_at(slice.position)?;
+        Ok(h.base_offset == offset && h.is_control())
+    }
+
     /// Where to read from for `offset`: the segment slice starting at the batch that holds it.
     /// `None` when there is nothing at or after `offset`.
     pub fn plan_read(&self, offset: i64) -> Result<Option<ReadSlice>, LogError> {

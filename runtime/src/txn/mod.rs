@@ -23,7 +23,8 @@ use crate::log::kv::KvLog;
 use crate::log::LogError;
 use state::{EndPlan, PendingOffset, Txn, TxnError};
 
-const COMPACT_GROWTH: u64 = 16 << 20;
+/// The transaction log's segment size: only rolled segments are compacted.
+const SEGMENT_BYTES: u64 = 16 << 20;
 /// A transactional id idle this long with no transaction open is forgotten (Kafka's
 /// `transactional.id.expiration.ms`, 7 days); its producer id is never reused.
 const EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -62,7 +63,7 @@ impl From<TxnError> for Code {
 
 impl Coordinator {
     pub fn open(dir: &Path) -> Result<Coordinator, LogError> {
-        let log = KvLog::<String, Txn>::open(dir, COMPACT_GROWTH)?;
+        let log = KvLog::<String, Txn>::open(dir, SEGMENT_BYTES)?;
         let mut entries = Entries::default();
         for (id, t) in log.map() {
             entries.by_pid.insert(t.producer_id, id.clone());
@@ -351,6 +352,18 @@ impl Coordinator {
     /// Aborts transactions past their timeout (fencing their producer), finishes any
     /// `Prepare*` value left by a failure, and forgets transactional ids idle past their
     /// expiration. Run at start-up and then periodically.
+    /// One pass of the log cleaner over the transaction log, if one is due; writers wait
+    /// only for its plan and its swap.
+    pub fn compact_log(&self) {
+        let now = now_ms();
+        if let Err(e) = crate::log::kv::compact_with(
+            || lock(&self.log).compaction(now),
+            |c| lock(&self.log).finish_compaction(c),
+        ) {
+            tracing::warn!(error = %e, "compaction of the transaction log failed");
+        }
+    }
+
     pub fn tick(&self, broker: &Broker) {
         for (id, entry) in self.all() {
             let mut slot = lock(&entry);
