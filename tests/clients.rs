@@ -79,7 +79,34 @@ fn garbage_bytes_cost_only_their_connection() {
 #[test]
 fn acknowledged_records_survive_kill9() {
     require_python_modules(&["confluent_kafka"]);
-    let mut broker = Broker::start();
+    acked_records_survive_kills(Broker::start());
+}
+
+/// The same in durable mode (`durability = "fsync"`): every acknowledgement waited for an
+/// fsync, and the group commit shows in the metrics (several records per fsync).
+#[test]
+fn durable_mode_acknowledges_after_fsync_and_survives_kill9() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = acked_records_survive_kills(Broker::start_with_config("durability = \"fsync\"\n"));
+    let metrics = broker.admin_get("/metrics");
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    // Counted since the last restart, which the producer outlived.
+    let fsyncs = counter("sluice_durable_fsyncs_total ");
+    let records = counter("sluice_durable_fsynced_records_total ");
+    println!("{records} records made durable by {fsyncs} fsyncs");
+    assert!(
+        fsyncs > 0 && records > fsyncs,
+        "{fsyncs} fsyncs for {records} records"
+    );
+}
+
+/// Produces with acks=all while the broker is killed twice; returns the broker, running.
+fn acked_records_survive_kills(mut broker: Broker) -> Broker {
     let acked = broker.scratch().join("acked.txt");
     let acked_arg = acked.to_str().unwrap().to_string();
     let topic = "durable";
@@ -149,6 +176,7 @@ fn acknowledged_records_survive_kill9() {
         ],
         LIMIT,
     );
+    broker
 }
 
 /// Retention by bytes and by time deletes whole old segments (an expired active segment is

@@ -108,13 +108,13 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         "flush.messages",
         "9223372036854775807",
         Kind::Long(1),
-        "Accepted; the page cache is flushed by the OS.",
+        "A produce that leaves this many records unsynced is acknowledged only after an fsync, shared by every request waiting on the partition (1: every acknowledged record is on disk; the broker's `durability = \"fsync\"` sets it).",
     ),
     (
         "flush.ms",
         "9223372036854775807",
         Kind::Long(0),
-        "Accepted; the page cache is flushed by the OS.",
+        "Records unsynced for this long are fsynced in the background.",
     ),
     (
         "delete.retention.ms",
@@ -372,6 +372,8 @@ impl TopicConfig {
                 -1
             },
             index_interval_bytes: self.long(defaults, "index.interval.bytes").max(0) as u64,
+            flush_messages: self.long(defaults, "flush.messages").max(1),
+            flush_ms: self.long(defaults, "flush.ms").max(0),
         }
     }
 }

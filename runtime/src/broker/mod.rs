@@ -11,6 +11,7 @@
 //! visible to clients, so a crash never leaves a topic half-created.
 
 pub mod config;
+pub mod durable;
 pub mod producer_ids;
 pub mod producers;
 
@@ -107,6 +108,8 @@ pub struct BrokerConfig {
     pub cleaner_io_bytes_per_sec: Option<u64>,
     /// The `transaction.version` finalized for clients: 2 (KIP-890, Kafka 4's default) or 1.
     pub transaction_version: i16,
+    /// `durability = "fsync"`: the offsets and transaction logs fsync every write.
+    pub durable_internal_logs: bool,
     pub groups: crate::group::state::GroupConfig,
 }
 
@@ -125,6 +128,8 @@ pub struct Partition {
     /// Bumped after every append to this partition, for readers that wait on one partition
     /// (plugin tasks) and should not wake for every append anywhere.
     appends: watch::Sender<u64>,
+    /// Durable mode's fsyncs (see `durable.rs`).
+    sync: durable::SyncGate,
 }
 
 /// A partition's log and the state derived from it, kept under one lock so they never
@@ -793,9 +798,12 @@ impl Broker {
         let groups = crate::group::Coordinator::open(
             &config.data_dir.join("internal").join("consumer-offsets"),
             config.groups.clone(),
+            config.durable_internal_logs,
         )?;
-        let txns =
-            crate::txn::Coordinator::open(&config.data_dir.join("internal").join("transactions"))?;
+        let txns = crate::txn::Coordinator::open(
+            &config.data_dir.join("internal").join("transactions"),
+            config.durable_internal_logs,
+        )?;
         let broker = Broker {
             producer_ids,
             groups,
@@ -843,10 +851,12 @@ impl Broker {
         log_config: &crate::log::LogConfig,
     ) -> Result<Partition, BrokerError> {
         let log = PartitionLog::open(&dir.join(index.to_string()), log_config.clone())?;
+        let durable = log.log.synced_offset();
         Ok(Partition {
             index,
             log: Mutex::new(log),
             appends: watch::channel(0).0,
+            sync: durable::SyncGate::new(durable),
         })
     }
 
@@ -1121,6 +1131,16 @@ impl Broker {
         }
     }
 
+    /// `flush.ms`: starts a background fsync of every partition whose records have waited
+    /// that long.
+    pub fn flush_overdue(&self) {
+        for t in self.topics() {
+            for p in &t.partitions {
+                p.flush_if_overdue();
+            }
+        }
+    }
+
     /// One retention pass over every partition.
     pub fn apply_retention(&self) {
         let now = now_ms();
@@ -1154,6 +1174,7 @@ pub(crate) mod testing {
             cleaner_dedupe_buffer_bytes: 1 << 20,
             cleaner_io_bytes_per_sec: None,
             transaction_version: 2,
+            durable_internal_logs: false,
             groups: Default::default(),
         })
         .unwrap()

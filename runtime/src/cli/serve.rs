@@ -66,6 +66,10 @@ struct FileConfig {
     group_initial_rebalance_delay_ms: Option<i64>,
     /// "latest" (Kafka's default) or "earliest": where a share group starts on a partition.
     share_auto_offset_reset: Option<String>,
+    /// "fsync": every produce is acknowledged only once its records are on disk (topics
+    /// default to flush.messages = 1), and the broker's own logs (committed offsets,
+    /// transactions) are fsynced at every write. Default "os": the page cache, as Kafka.
+    durability: Option<String>,
     /// Broker-wide defaults for topic configs, by Kafka key (e.g. "retention.ms").
     #[serde(default)]
     topic_defaults: std::collections::BTreeMap<String, toml::Value>,
@@ -120,6 +124,17 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
         validate(&k, &v).with_context(|| "invalid [topic_defaults] in config file")?;
         defaults.values.insert(k, v);
     }
+    let durable = match file.durability.as_deref() {
+        None | Some("os") => false,
+        Some("fsync") => true,
+        Some(other) => bail!("durability must be \"fsync\" or \"os\", not \"{other}\""),
+    };
+    if durable {
+        defaults
+            .values
+            .entry("flush.messages".to_string())
+            .or_insert_with(|| "1".to_string());
+    }
     let default_partitions = file.default_partitions.unwrap_or(1);
     if !(1..=10_000).contains(&default_partitions) {
         bail!("default_partitions must be between 1 and 10000");
@@ -154,6 +169,7 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                 .max(1 << 20),
             cleaner_io_bytes_per_sec: file.log_cleaner_io_max_bytes_per_second,
             transaction_version: file.transaction_version.unwrap_or(2).clamp(1, 2),
+            durable_internal_logs: durable,
             groups: {
                 let d = crate::group::state::GroupConfig::default();
                 crate::group::state::GroupConfig {
@@ -264,6 +280,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 tick.tick().await;
                 let b = cb.clone();
                 let _ = tokio::task::spawn_blocking(move || b.clean_logs()).await;
+            }
+        });
+        let fb = broker.clone();
+        tokio::spawn(async move {
+            // flush.ms: unsynced records older than it are fsynced in the background.
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                fb.flush_overdue();
             }
         });
         let rb = broker.clone();

@@ -97,7 +97,8 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn open(dir: &Path, config: GroupConfig) -> Result<Coordinator, LogError> {
+    /// `durable`: commits are fsynced before they are acknowledged.
+    pub fn open(dir: &Path, config: GroupConfig, durable: bool) -> Result<Coordinator, LogError> {
         Ok(Coordinator {
             inner: Mutex::new(Inner {
                 groups: HashMap::new(),
@@ -105,7 +106,7 @@ impl Coordinator {
                 next_consumer_member: 0,
                 parked: HashMap::new(),
                 next_waiter: 0,
-                offsets: OffsetStore::open(dir)?,
+                offsets: OffsetStore::open_with(dir, durable)?,
             }),
             share: Mutex::new(HashMap::new()),
             config,

@@ -32,7 +32,13 @@ pub struct OffsetStore {
 
 impl OffsetStore {
     pub fn open(dir: &Path) -> Result<OffsetStore, LogError> {
-        let table = KvLog::open(dir, SEGMENT_BYTES)?;
+        Self::open_with(dir, false)
+    }
+
+    /// `durable`: every commit is fsynced before it is acknowledged.
+    pub fn open_with(dir: &Path, durable: bool) -> Result<OffsetStore, LogError> {
+        let mut table = KvLog::open(dir, SEGMENT_BYTES)?;
+        table.set_durable(durable);
         tracing::info!(offsets = table.map().len(), "committed offsets restored");
         Ok(OffsetStore { table })
     }

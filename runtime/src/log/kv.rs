@@ -24,6 +24,8 @@ pub struct KvLog<K, V> {
     log: Log,
     map: BTreeMap<K, V>,
     clean: CleanConfig,
+    /// Durable mode: every write is fsynced before it takes effect.
+    durable: bool,
 }
 
 /// A compaction pass planned under the table's lock, to run without it.
@@ -119,7 +121,13 @@ where
             // Kafka's defaults for its internal topics: a pass once half the log is dirty,
             // tombstones kept for a day.
             clean: CleanConfig::default(),
+            durable: false,
         })
+    }
+
+    /// Durable mode (`durability = "fsync"`): every write is fsynced before it takes effect.
+    pub fn set_durable(&mut self, durable: bool) {
+        self.durable = durable;
     }
 
     fn append(&mut self, entries: &[(K, Option<V>)], now: i64) -> Result<(), LogError> {
@@ -154,6 +162,15 @@ where
             return Ok(());
         }
         self.append(&entries, now)?;
+        if self.durable {
+            if let Some(job) = self.log.sync_job() {
+                job.run().map_err(|e| LogError::Io {
+                    path: self.log.dir().to_path_buf(),
+                    error: e,
+                })?;
+                self.log.synced(&job);
+            }
+        }
         for (k, v) in entries {
             match v {
                 Some(v) => {

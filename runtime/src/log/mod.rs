@@ -20,6 +20,7 @@ pub mod segment;
 mod model_tests;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,6 +51,11 @@ pub struct LogConfig {
     /// -1 sets no size limit.
     pub retention_bytes: i64,
     pub index_interval_bytes: u64,
+    /// Kafka's `flush.messages`: an append that leaves this many records unsynced waits for
+    /// an fsync before it is acknowledged (1: every acknowledged record is on disk).
+    pub flush_messages: i64,
+    /// Kafka's `flush.ms`: records unsynced for this long are synced in the background.
+    pub flush_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -60,7 +66,34 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             index_interval_bytes: 4096,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
         }
+    }
+}
+
+/// One durability sync: the files holding the records from the last sync up to `upto`, and
+/// the directory when a segment was created since (its entry must be durable too).
+pub struct SyncJob {
+    files: Vec<Arc<std::fs::File>>,
+    dir: Option<PathBuf>,
+    active_base: i64,
+    /// The base of the oldest segment covered.
+    first_base: i64,
+    /// Every record below this offset is durable once the job has run.
+    pub upto: i64,
+}
+
+impl SyncJob {
+    /// Blocking: fsyncs.
+    pub fn run(&self) -> std::io::Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        if let Some(d) = &self.dir {
+            std::fs::File::open(d)?.sync_all()?;
+        }
+        Ok(())
     }
 }
 
@@ -87,6 +120,12 @@ pub struct Log {
     /// The recovery point may not pass this: the base of the first sealed segment whose flush
     /// failed or could not be queued (see [`flush::FlushJob::cap`]).
     flush_cap: flush::Cap,
+    /// Records below this offset were on disk at open or fsynced by a [`SyncJob`] since.
+    synced: i64,
+    /// The active segment at the last sync (a newer one needs its directory entry synced).
+    synced_active_base: i64,
+    /// When the oldest record not yet synced was appended (`flush.ms`).
+    unsynced_since: Option<std::time::Instant>,
 }
 
 /// Where DeleteRecords' log start offset is kept.
@@ -172,13 +211,76 @@ impl Log {
             segments.push(Segment::create(dir, 0)?);
         }
         let start_floor = flush::read_offset_file(dir, LOG_START_FILE).unwrap_or(0);
+        let (next_offset, active_base) = segments
+            .last()
+            .map_or((0, 0), |s| (s.next_offset, s.base_offset));
         Ok(Log {
             dir: dir.to_path_buf(),
             segments,
             config,
             start_floor,
             flush_cap: flush::Cap::default(),
+            synced: next_offset,
+            synced_active_base: active_base,
+            unsynced_since: None,
         })
+    }
+
+    /// Whether an append that ends here must wait for an fsync (`flush.messages`).
+    pub fn flush_due(&self) -> bool {
+        self.next_offset() - self.synced >= self.config.flush_messages
+    }
+
+    /// Whether unsynced records have waited `flush.ms`.
+    pub fn flush_overdue(&self) -> bool {
+        self.config.flush_ms < i64::MAX
+            && self.unsynced_since.is_some_and(|t| {
+                t.elapsed() >= Duration::from_millis(self.config.flush_ms.max(0) as u64)
+            })
+    }
+
+    /// What an fsync must cover for every record written so far to be durable; `None` when
+    /// they already are.
+    pub fn sync_job(&self) -> Option<SyncJob> {
+        let upto = self.next_offset();
+        if upto <= self.synced && self.active().base_offset == self.synced_active_base {
+            return None;
+        }
+        let covered: Vec<&Segment> = self
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > self.synced)
+            .collect();
+        let active_base = self.active().base_offset;
+        Some(SyncJob {
+            files: covered.iter().map(|s| s.file_handle()).collect(),
+            first_base: covered.first().map_or(active_base, |s| s.base_offset),
+            dir: (active_base != self.synced_active_base).then(|| self.dir.clone()),
+            active_base,
+            upto,
+        })
+    }
+
+    /// Records that `job` ran: its records are durable.
+    pub fn synced(&mut self, job: &SyncJob) {
+        if job.upto >= self.synced {
+            self.synced = job.upto;
+            self.synced_active_base = job.active_base;
+        }
+        if self.synced >= self.next_offset() {
+            self.unsynced_since = None;
+        }
+    }
+
+    /// Records that `job` failed: the recovery point stays below what it covered, so start-up
+    /// checks those segments.
+    pub fn sync_failed(&mut self, job: &SyncJob) {
+        self.flush_cap.lower_to(job.first_base);
+    }
+
+    /// Offset below which every record is durable.
+    pub fn synced_offset(&self) -> i64 {
+        self.synced
     }
 
     pub fn dir(&self) -> &Path {
@@ -327,6 +429,8 @@ impl Log {
         let interval = self.config.index_interval_bytes;
         let n = self.segments.len();
         self.segments[n - 1].append(&prefix, &raw[16..], &placed, interval)?;
+        self.unsynced_since
+            .get_or_insert_with(std::time::Instant::now);
         Ok((
             Appended {
                 base_offset: base,

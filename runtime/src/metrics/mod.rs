@@ -86,6 +86,20 @@ pub fn render(broker: &Broker) -> String {
         "sluice_connections_total {}",
         m.connections_total.load(Ordering::Relaxed)
     );
+    let _ = writeln!(out, "# HELP sluice_durable_fsyncs_total Fsyncs run so that produces to durable topics (flush.messages) could be acknowledged.");
+    let _ = writeln!(out, "# TYPE sluice_durable_fsyncs_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_durable_fsyncs_total {}",
+        crate::broker::durable::FSYNCS.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP sluice_durable_fsynced_records_total Records those fsyncs made durable (per fsync: the group commit's batch).");
+    let _ = writeln!(out, "# TYPE sluice_durable_fsynced_records_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_durable_fsynced_records_total {}",
+        crate::broker::durable::FSYNCED_RECORDS.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP sluice_produce_throttled_total Produce responses held back because a pipeline reading the topic is behind its max_lag.");
     let _ = writeln!(out, "# TYPE sluice_produce_throttled_total counter");
     let _ = writeln!(

@@ -245,9 +245,10 @@ pub async fn handle(
                 .map(|t| broker.produce_throttle_ms(t.name.0.as_str()))
                 .max()
                 .unwrap_or(0);
-            let mut r = produce::handle(&ctx, req);
+            let (mut r, waits) = produce::handle(&ctx, req);
             if let Some(r) = r.as_mut() {
                 r.throttle_time_ms = throttle as i32;
+                produce::finish_durable(r, waits).await;
             }
             if throttle > 0 {
                 // Back pressure: the records are stored, but the answer is held back (as

@@ -95,11 +95,22 @@ fn transactional_producer(records: &[u8]) -> Result<Option<(i64, i16)>, ()> {
     Ok(found)
 }
 
+/// A partition's answer that must wait until its records are durable (`flush.messages`).
+pub struct DurableWait {
+    /// Where its answer is in the response: topic, then partition.
+    pub at: (usize, usize),
+    pub partition: std::sync::Arc<crate::broker::Partition>,
+    /// Every record below this offset must be on disk.
+    pub upto: i64,
+}
+
 /// Appends every partition's records; `None` when the producer asked for no reply (acks=0).
-pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
+/// The answers of durable partitions may go only after [`finish_durable`].
+pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, Vec<DurableWait>) {
     let b = ctx.broker;
     let mut resp = ProduceResponse::default();
     let mut appended_any = false;
+    let mut waits = Vec::new();
     for td in req.topic_data {
         let name = td.name.0.as_str().to_string();
         let topic = b.topic_or_create(&name, true);
@@ -205,6 +216,13 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
                     pr.base_offset = at.base_offset;
                     pr.log_append_time_ms = stamp.unwrap_or(-1);
                     pr.log_start_offset = part.watermarks().log_start;
+                    if req.acks != 0 && part.flush_due() {
+                        waits.push(DurableWait {
+                            at: (resp.responses.len(), tr.partition_responses.len()),
+                            partition: part.clone(),
+                            upto: at.last_offset + 1,
+                        });
+                    }
                 }
                 Err(e) => {
                     let err = error_for(&e);
@@ -226,9 +244,31 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
         b.notify_appended();
     }
     if req.acks == 0 {
-        return None;
+        return (None, Vec::new());
     }
-    Some(resp)
+    (Some(resp), waits)
+}
+
+/// Waits until the records of every durable partition are on disk (their fsyncs run side by
+/// side); a partition whose fsync failed is answered KAFKA_STORAGE_ERROR.
+pub async fn finish_durable(resp: &mut ProduceResponse, waits: Vec<DurableWait>) {
+    for w in &waits {
+        // Started together, so the waits below overlap.
+        let _ = w.partition.start_sync();
+    }
+    for w in waits {
+        if let Err(e) = w.partition.wait_durable(w.upto).await {
+            tracing::warn!(partition = w.partition.index, error = %e, "durable produce refused");
+            if let Some(pr) = resp
+                .responses
+                .get_mut(w.at.0)
+                .and_then(|t| t.partition_responses.get_mut(w.at.1))
+            {
+                pr.error_code = code(ResponseError::KafkaStorageError);
+                pr.base_offset = -1;
+            }
+        }
+    }
 }
 
 /// Produce v0-2 (removed in Kafka 4, still advertised for old librdkafka): every partition is

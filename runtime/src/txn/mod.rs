@@ -62,8 +62,10 @@ impl From<TxnError> for Code {
 }
 
 impl Coordinator {
-    pub fn open(dir: &Path) -> Result<Coordinator, LogError> {
-        let log = KvLog::<String, Txn>::open(dir, SEGMENT_BYTES)?;
+    /// `durable`: every state change is fsynced before it is acted on.
+    pub fn open(dir: &Path, durable: bool) -> Result<Coordinator, LogError> {
+        let mut log = KvLog::<String, Txn>::open(dir, SEGMENT_BYTES)?;
+        log.set_durable(durable);
         let mut entries = Entries::default();
         for (id, t) in log.map() {
             entries.by_pid.insert(t.producer_id, id.clone());
