@@ -98,42 +98,47 @@ impl Partition {
     }
 
     async fn run_sync(self: Arc<Self>) {
+        let p = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || p.sync_now()).await {
+            lock(&self.sync.state).failed = Some(SyncFailed(e.to_string()));
+        }
+        lock(&self.sync.state).running = false;
+        // Wakes every waiter, also on failure (they then see it).
+        self.sync.durable.send_modify(|_| {});
+    }
+
+    /// Blocking: fsyncs every record written so far and publishes the durable offset. For
+    /// callers off the async runtime (pipeline tasks before a checkpoint); several may run
+    /// at once, the durable offset only grows.
+    pub fn sync_now(&self) -> Result<(), SyncFailed> {
+        if let Some(e) = &lock(&self.sync.state).failed {
+            return Err(e.clone());
+        }
         let job = lock(&self.log).log.sync_job();
         let outcome = match job {
             None => Ok(()),
-            Some(job) => {
-                let ran = tokio::task::spawn_blocking(move || {
-                    let r = job.run();
-                    (job, r)
-                })
-                .await;
-                match ran {
-                    Ok((job, Ok(()))) => {
-                        let mut log = lock(&self.log);
-                        let newly = job.upto - log.log.synced_offset();
-                        log.log.synced(&job);
-                        FSYNCS.fetch_add(1, Ordering::Relaxed);
-                        FSYNCED_RECORDS.fetch_add(newly.max(0) as u64, Ordering::Relaxed);
-                        Ok(())
-                    }
-                    Ok((job, Err(e))) => {
-                        lock(&self.log).log.sync_failed(&job);
-                        Err(SyncFailed(e.to_string()))
-                    }
-                    Err(e) => Err(SyncFailed(e.to_string())),
+            Some(job) => match job.run() {
+                Ok(()) => {
+                    let mut log = lock(&self.log);
+                    let newly = job.upto - log.log.synced_offset();
+                    log.log.synced(&job);
+                    FSYNCS.fetch_add(1, Ordering::Relaxed);
+                    FSYNCED_RECORDS.fetch_add(newly.max(0) as u64, Ordering::Relaxed);
+                    Ok(())
                 }
-            }
+                Err(e) => {
+                    lock(&self.log).log.sync_failed(&job);
+                    Err(SyncFailed(e.to_string()))
+                }
+            },
         };
-        let durable = lock(&self.log).log.synced_offset();
-        let mut g = lock(&self.sync.state);
-        g.running = false;
-        if let Err(e) = outcome {
+        if let Err(e) = &outcome {
             tracing::error!(partition = self.index, error = %e, "fsync failed: durable produces to this partition are refused until a restart");
-            g.failed = Some(e);
+            lock(&self.sync.state).failed = Some(e.clone());
         }
-        drop(g);
-        // Wakes every waiter, also on failure (they then see it).
+        let durable = lock(&self.log).log.synced_offset();
         self.sync.durable.send_modify(|d| *d = (*d).max(durable));
+        outcome
     }
 
     /// `flush.ms`: starts a background sync if unsynced records have waited that long.

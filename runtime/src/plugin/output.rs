@@ -85,6 +85,8 @@ pub struct Writer {
     /// Counts as of the checkpoint this writer started from.
     start: BTreeMap<(String, i32), u64>,
     created: HashSet<String>,
+    /// Partitions written since the last [`Writer::make_durable`].
+    touched: BTreeMap<(String, i32), Arc<crate::broker::Partition>>,
 }
 
 impl Writer {
@@ -103,6 +105,7 @@ impl Writer {
             counters: BTreeMap::new(),
             start,
             created: HashSet::new(),
+            touched: BTreeMap::new(),
         }
     }
 
@@ -265,6 +268,25 @@ impl Writer {
         Ok(())
     }
 
+    /// Durable mode: fsyncs the output partitions written since the last call whose
+    /// `flush.messages` asks for it, so that a checkpoint saved next never counts outputs a
+    /// power cut could take back.
+    pub fn make_durable(&mut self) -> Result<(), WriteError> {
+        for ((topic, partition), part) in std::mem::take(&mut self.touched) {
+            if part.flush_due() {
+                part.sync_now().map_err(|e| WriteError::Append {
+                    topic,
+                    partition,
+                    error: AppendError::Storage(crate::log::LogError::Io {
+                        path: std::path::PathBuf::from("partition"),
+                        error: std::io::Error::other(e.0),
+                    }),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     fn append(
         &mut self,
         topic: &Topic,
@@ -275,6 +297,9 @@ impl Writer {
         let part = topic
             .partition(partition)
             .ok_or_else(|| WriteError::TopicGone(format!("{}-{partition}", topic.name)))?;
+        self.touched
+            .entry((topic.name.clone(), partition))
+            .or_insert_with(|| part.clone());
         let max = topic.max_message_bytes();
         // Batches stay under max.message.bytes; each record alone was checked to fit.
         let mut start = 0;

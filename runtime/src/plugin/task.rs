@@ -1113,6 +1113,8 @@ impl<'a> Incarnation<'a> {
     }
 
     fn checkpoint(&mut self, pending: Vec<PendingRecord>) -> Result<(), Restart> {
+        // Outputs first on disk, then the checkpoint that counts them.
+        self.writer.make_durable().map_err(err)?;
         let state = self.instance.snapshot()?;
         Checkpoint {
             producer_id: self.writer.producer_id,
