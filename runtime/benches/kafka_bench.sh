@@ -320,4 +320,5 @@ main() {
     fi
 }
 
-main "$@"
+# Sourced (durable_bench.sh reuses run_phase): define, do not run.
+[[ ${BASH_SOURCE[0]} == "$0" ]] && main "$@"

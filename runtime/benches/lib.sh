@@ -167,6 +167,13 @@ start_broker() {
     exit 1
 }
 
+# Stops the broker started last (its data directory goes at exit).
+stop_broker() {
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=
+}
+
 # The broker must still be the one we started (a crash, or someone's `pkill sluice`, would
 # otherwise show up as odd figures or a failing /proc read).
 check_broker() {

@@ -154,6 +154,8 @@ impl std::ops::DerefMut for PartitionLog {
 /// Producer ids idle longer than this are forgotten (Kafka's `producer.id.expiration.ms`).
 const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
 const SNAPSHOT_SUFFIX: &str = ".producers";
+/// Written by a clean shutdown once every log is fsynced; removed at start.
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
 fn producer_batch(h: &batch::BatchHeader) -> ProducerBatch {
     ProducerBatch {
@@ -190,8 +192,12 @@ impl PartitionLog {
 
     /// Opens the log and rebuilds producer state: the newest snapshot, then the batch headers
     /// written after it (normally only the active segment's).
-    fn open(dir: &Path, config: crate::log::LogConfig) -> Result<PartitionLog, BrokerError> {
-        let log = Log::open(dir, config)?;
+    fn open(
+        dir: &Path,
+        config: crate::log::LogConfig,
+        clean: bool,
+    ) -> Result<PartitionLog, BrokerError> {
+        let log = Log::open_after(dir, config, clean)?;
         let mut snapshots: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
             .map_err(io(dir))?
             .filter_map(|e| e.ok())
@@ -765,6 +771,11 @@ impl Broker {
                 id
             }
         };
+        let marker = config.data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if clean {
+            tracing::info!("clean shutdown last time: active segments are trusted without a scan");
+        }
         let mut topics = BTreeMap::new();
         let mut names: Vec<_> = std::fs::read_dir(&topics_dir)
             .map_err(io(&topics_dir))?
@@ -785,8 +796,16 @@ impl Broker {
                     path: meta_path.clone(),
                     why: e.to_string(),
                 })?;
-            let topic = Self::open_topic(&config, name.clone(), dir, meta)?;
+            let topic = Self::open_topic(&config, name.clone(), dir, meta, clean)?;
             topics.insert(name, Arc::new(topic));
+        }
+        if clean {
+            // From now on a crash must be followed by a full check: the marker goes before
+            // anything is written.
+            std::fs::remove_file(&marker).map_err(io(&marker))?;
+            std::fs::File::open(&config.data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&config.data_dir))?;
         }
         tracing::info!(
             topics = topics.len(),
@@ -826,11 +845,17 @@ impl Broker {
         name: String,
         dir: PathBuf,
         meta: TopicMeta,
+        clean: bool,
     ) -> Result<Topic, BrokerError> {
         let log_config = meta.config.log_config(&config.defaults);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            partitions.push(Arc::new(Self::open_partition(&dir, p, &log_config)?));
+            partitions.push(Arc::new(Self::open_partition(
+                &dir,
+                p,
+                &log_config,
+                clean,
+            )?));
         }
         let produce_limits = ProduceLimits::default();
         produce_limits.set(&meta.config, &config.defaults);
@@ -849,8 +874,9 @@ impl Broker {
         dir: &Path,
         index: i32,
         log_config: &crate::log::LogConfig,
+        clean: bool,
     ) -> Result<Partition, BrokerError> {
-        let log = PartitionLog::open(&dir.join(index.to_string()), log_config.clone())?;
+        let log = PartitionLog::open(&dir.join(index.to_string()), log_config.clone(), clean)?;
         let durable = log.log.synced_offset();
         Ok(Partition {
             index,
@@ -884,7 +910,12 @@ impl Broker {
         let log_config = config.log_config(&self.config.defaults);
         let mut partitions = old.partitions.clone();
         for p in have..count {
-            partitions.push(Arc::new(Self::open_partition(&old.dir, p, &log_config)?));
+            partitions.push(Arc::new(Self::open_partition(
+                &old.dir,
+                p,
+                &log_config,
+                false,
+            )?));
         }
         let meta = TopicMeta {
             id: old.id,
@@ -994,7 +1025,7 @@ impl Broker {
             path: dir.clone(),
             why: e.to_string(),
         })?;
-        let topic = Self::open_topic(&self.config, name.to_string(), dir.clone(), meta)?;
+        let topic = Self::open_topic(&self.config, name.to_string(), dir.clone(), meta, false)?;
         write_atomically(&dir.join("topic.json"), &body)?;
         let topic = Arc::new(topic);
         topics.insert(name.to_string(), topic.clone());
@@ -1131,6 +1162,41 @@ impl Broker {
         }
     }
 
+    /// Clean shutdown: every partition's log is fsynced and closed to writes, and a marker
+    /// says so, so that the next start trusts active segments without a CRC scan (as Kafka's
+    /// `.kafka_cleanshutdown`). No marker if any log had a failed flush.
+    pub fn close_cleanly(&self) {
+        let started = std::time::Instant::now();
+        // Queued segment flushes first: they would write older recovery points later.
+        crate::log::flush::wait_idle();
+        let mut trusted = true;
+        let mut partitions = 0;
+        for t in self.topics() {
+            for p in &t.partitions {
+                partitions += 1;
+                match lock(&p.log).log.close_cleanly() {
+                    Ok(ok) => trusted &= ok,
+                    Err(e) => {
+                        tracing::warn!(topic = %t.name, partition = p.index, error = %e, "closing a log failed: it is checked at the next start");
+                        trusted = false;
+                    }
+                }
+            }
+        }
+        if trusted {
+            let marker = self.config.data_dir.join(CLEAN_SHUTDOWN_FILE);
+            if let Err(e) = write_atomically(&marker, b"") {
+                tracing::warn!(error = %e, "cannot write the clean-shutdown marker");
+            }
+        }
+        tracing::info!(
+            partitions,
+            trusted,
+            ms = started.elapsed().as_millis() as u64,
+            "logs closed"
+        );
+    }
+
     /// `flush.ms`: starts a background fsync of every partition whose records have waited
     /// that long.
     pub fn flush_overdue(&self) {
@@ -1256,6 +1322,49 @@ mod tests {
             check(&b);
         }
         check(&open(dir.path()));
+    }
+
+    /// A clean shutdown lets the next start trust active segments (no CRC scan: a flipped
+    /// byte goes unseen), once; that start removes the marker, so after a crash the scan is
+    /// back and finds it.
+    #[test]
+    fn a_clean_shutdown_skips_the_scan_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = |n: usize| {
+            let records = vec![crate::records::Record::default(); n];
+            crate::records::encode_batch(&records, crate::records::Compression::None)
+                .unwrap()
+                .to_vec()
+        };
+        let end = {
+            let b = open(dir.path());
+            b.create_topic("t", 1, TopicConfig::default(), false).unwrap();
+            let p = b.topic("t").unwrap().partitions[0].clone();
+            for _ in 0..5 {
+                p.append(&plain(2), 1 << 20, None).unwrap();
+            }
+            b.close_cleanly();
+            assert!(p.append(&plain(1), 1 << 20, None).is_err(), "closed");
+            p.watermarks().high
+        };
+        assert_eq!(end, 10);
+        assert!(dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+        // Bit rot in the last batch's records (its CRC no longer matches).
+        let seg = dir.path().join("topics/t/0").join(format!(
+            "{}.log",
+            crate::log::segment::file_stem(0)
+        ));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let n = bytes.len();
+        bytes[n - 2] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        let high = |b: &Broker| b.topic("t").unwrap().partitions[0].watermarks().high;
+        let b = open(dir.path());
+        assert_eq!(high(&b), 10, "trusted: not scanned");
+        assert!(!dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+        drop(b); // a crash
+        let b = open(dir.path());
+        assert_eq!(high(&b), 8, "scanned: the damaged batch is cut");
     }
 
     /// Kafka's rules for markers under compaction: an abort marker stays while its

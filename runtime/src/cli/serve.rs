@@ -313,6 +313,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
         let h = host.clone();
         let _ = tokio::task::spawn_blocking(move || h.shutdown()).await;
+        // After the pipelines' last checkpoints: their outputs are in the logs.
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.close_cleanly()).await;
         Ok(())
     })
 }
