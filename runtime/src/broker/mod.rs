@@ -130,6 +130,8 @@ pub struct Partition {
     appends: watch::Sender<u64>,
     /// Durable mode's fsyncs (see `durable.rs`).
     sync: durable::SyncGate,
+    /// Held by a DeleteRecords for its whole length.
+    deleting: Mutex<()>,
 }
 
 /// A partition's log and the state derived from it, kept under one lock so they never
@@ -406,6 +408,8 @@ pub struct Broker {
     /// Produce throttling (ms) per topic, set while a pipeline reading the topic lags beyond
     /// its `max_lag`: Kafka's quota mechanism, used for back pressure.
     throttle: RwLock<std::collections::HashMap<String, u32>>,
+    /// Topics whose files are being created (see [`Broker::create_topic`]).
+    creating: Mutex<std::collections::HashSet<String>>,
 }
 
 pub fn valid_topic_name(name: &str) -> bool {
@@ -606,13 +610,29 @@ impl Partition {
     /// DeleteRecords: moves the log start up to `offset` (-1: the high watermark) and returns
     /// the new log start. `None` when `offset` is past the high watermark.
     pub fn delete_records(&self, offset: i64) -> Result<Option<i64>, BrokerError> {
-        let mut log = lock(&self.log);
-        let high = log.log.next_offset();
-        let target = if offset == -1 { high } else { offset };
-        if !(0..=high).contains(&target) {
-            return Ok(None);
+        // One DeleteRecords at a time per partition, so the start file only moves forward;
+        // its fsync happens without the log lock, which produces and fetches wait on.
+        let _one = lock(&self.deleting);
+        let (target, start, dir) = {
+            let log = lock(&self.log);
+            let high = log.log.next_offset();
+            let target = if offset == -1 { high } else { offset };
+            if !(0..=high).contains(&target) {
+                return Ok(None);
+            }
+            (
+                target,
+                log.log.log_start_offset(),
+                log.log.dir().to_path_buf(),
+            )
+        };
+        if target <= start {
+            return Ok(Some(start));
         }
-        Ok(Some(log.log.delete_records_before(target)?))
+        crate::log::persist_log_start(&dir, target)?;
+        let mut log = lock(&self.log);
+        log.log.move_start(target);
+        Ok(Some(log.log.log_start_offset()))
     }
 
     /// Plans a read at `offset`; the bytes are read after the lock is released.
@@ -833,6 +853,7 @@ impl Broker {
             appended,
             metrics: Metrics::default(),
             throttle: RwLock::default(),
+            creating: Mutex::default(),
         };
         // Transactions a crash left between their two phases are finished before any client
         // can read their partitions.
@@ -850,12 +871,7 @@ impl Broker {
         let log_config = meta.config.log_config(&config.defaults);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            partitions.push(Arc::new(Self::open_partition(
-                &dir,
-                p,
-                &log_config,
-                clean,
-            )?));
+            partitions.push(Arc::new(Self::open_partition(&dir, p, &log_config, clean)?));
         }
         let produce_limits = ProduceLimits::default();
         produce_limits.set(&meta.config, &config.defaults);
@@ -883,6 +899,7 @@ impl Broker {
             log: Mutex::new(log),
             appends: watch::channel(0).0,
             sync: durable::SyncGate::new(durable),
+            deleting: Mutex::new(()),
         })
     }
 
@@ -999,8 +1016,7 @@ impl Broker {
         if !(1..=10_000).contains(&partitions) {
             return Err(BrokerError::InvalidPartitions(partitions));
         }
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        if topics.contains_key(name) {
+        if self.topic(name).is_some() {
             return Err(BrokerError::TopicExists(name.to_string()));
         }
         let meta = TopicMeta {
@@ -1020,15 +1036,37 @@ impl Broker {
                 stats: Arc::default(),
             }));
         }
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let body = serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::CorruptMetadata {
-            path: dir.clone(),
-            why: e.to_string(),
-        })?;
-        let topic = Self::open_topic(&self.config, name.to_string(), dir.clone(), meta, false)?;
-        write_atomically(&dir.join("topic.json"), &body)?;
-        let topic = Arc::new(topic);
-        topics.insert(name.to_string(), topic.clone());
+        // The files (thousands, each fsynced, for a large topic) are made without the topics
+        // lock, which every produce and metadata request takes; the name is reserved so that
+        // a concurrent creation of the same topic is refused rather than sharing the files.
+        if !lock(&self.creating).insert(name.to_string()) {
+            return Err(BrokerError::TopicExists(name.to_string()));
+        }
+        let made = (|| {
+            if self.topic(name).is_some() {
+                return Err(BrokerError::TopicExists(name.to_string()));
+            }
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let body =
+                serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::CorruptMetadata {
+                    path: dir.clone(),
+                    why: e.to_string(),
+                })?;
+            let topic = Self::open_topic(&self.config, name.to_string(), dir.clone(), meta, false)?;
+            write_atomically(&dir.join("topic.json"), &body)?;
+            let topic = Arc::new(topic);
+            self.topics
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), topic.clone());
+            Ok(topic)
+        })();
+        if matches!(&made, Err(e) if !matches!(e, BrokerError::TopicExists(_))) {
+            // Half-made files would be picked up by the next creation of this name.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        lock(&self.creating).remove(name);
+        let topic = made?;
         tracing::info!(topic = name, partitions, "topic created");
         Ok(topic)
     }
@@ -1324,6 +1362,32 @@ mod tests {
         check(&open(dir.path()));
     }
 
+    /// Topic creation works without the topics lock: of racing creations of one name exactly
+    /// one wins, the others are told it exists, and lookups never wait for the files.
+    #[test]
+    fn racing_creations_of_one_topic_make_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(open(dir.path()));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    b.create_topic("race", 64, TopicConfig::default(), false)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1);
+        assert!(results
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(BrokerError::TopicExists(_)))));
+        assert_eq!(b.topic("race").unwrap().partitions.len(), 64);
+        drop(b);
+        let b = open(dir.path());
+        assert_eq!(b.topic("race").unwrap().partitions.len(), 64);
+    }
+
     /// A clean shutdown lets the next start trust active segments (no CRC scan: a flipped
     /// byte goes unseen), once; that start removes the marker, so after a crash the scan is
     /// back and finds it.
@@ -1338,7 +1402,8 @@ mod tests {
         };
         let end = {
             let b = open(dir.path());
-            b.create_topic("t", 1, TopicConfig::default(), false).unwrap();
+            b.create_topic("t", 1, TopicConfig::default(), false)
+                .unwrap();
             let p = b.topic("t").unwrap().partitions[0].clone();
             for _ in 0..5 {
                 p.append(&plain(2), 1 << 20, None).unwrap();
@@ -1350,10 +1415,10 @@ mod tests {
         assert_eq!(end, 10);
         assert!(dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
         // Bit rot in the last batch's records (its CRC no longer matches).
-        let seg = dir.path().join("topics/t/0").join(format!(
-            "{}.log",
-            crate::log::segment::file_stem(0)
-        ));
+        let seg = dir
+            .path()
+            .join("topics/t/0")
+            .join(format!("{}.log", crate::log::segment::file_stem(0)));
         let mut bytes = std::fs::read(&seg).unwrap();
         let n = bytes.len();
         bytes[n - 2] ^= 0xff;

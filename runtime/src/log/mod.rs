@@ -135,6 +135,16 @@ pub struct Log {
 /// Where DeleteRecords' log start offset is kept.
 const LOG_START_FILE: &str = "log-start-offset";
 
+/// The first half of DeleteRecords: records `offset` as the log start of the log in `dir`,
+/// durably (it fsyncs, so callers hold no lock that requests wait on). Writers of one log
+/// must be serialized, so the file only moves forward.
+pub fn persist_log_start(dir: &Path, offset: i64) -> Result<(), LogError> {
+    flush::write_offset_file(dir, LOG_START_FILE, offset).map_err(|e| LogError::Io {
+        path: dir.join(LOG_START_FILE),
+        error: e,
+    })
+}
+
 fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
     let io = |e| LogError::Io {
         path: dir.to_path_buf(),
@@ -381,16 +391,18 @@ impl Log {
     /// Moving the start backwards or past the end is the caller's to refuse.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
         if offset > self.log_start_offset() {
-            flush::write_offset_file(&self.dir, LOG_START_FILE, offset).map_err(|e| {
-                LogError::Io {
-                    path: self.dir.join(LOG_START_FILE),
-                    error: e,
-                }
-            })?;
+            persist_log_start(&self.dir, offset)?;
+            self.move_start(offset);
+        }
+        Ok(self.log_start_offset())
+    }
+
+    /// The second half of DeleteRecords, once [`persist_log_start`] has recorded `offset`.
+    pub fn move_start(&mut self, offset: i64) {
+        if offset > self.start_floor {
             self.start_floor = offset;
             self.delete_segments_before(offset);
         }
-        Ok(self.log_start_offset())
     }
 
     pub fn size_bytes(&self) -> u64 {

@@ -261,7 +261,9 @@ impl PluginHost {
             .cloned()
             .collect();
         for name in gone {
-            if let Some(e) = lock(&self.entries).remove(&name) {
+            // Taken out first: the lock is not held while task threads are joined.
+            let removed = lock(&self.entries).remove(&name);
+            if let Some(e) = removed {
                 if let Some(r) = e.running {
                     stop(r);
                     tracing::info!(pipeline = %name, "pipeline undeployed (its progress is kept)");
@@ -380,6 +382,11 @@ impl PluginHost {
                 entry.running = Some(r);
             }
             old => {
+                // Joining task threads can take a while (each finishes its batch and
+                // checkpoints): not under the entries lock, which status and the 100 ms
+                // throttle timer take.
+                let stats = entry.stats.clone();
+                drop(entries);
                 if let Some(r) = old {
                     tracing::info!(
                         pipeline = name,
@@ -387,7 +394,16 @@ impl PluginHost {
                     );
                     stop(r);
                 }
-                match self.start(manifest, deployed, entry.stats.clone()) {
+                let started = self.start(manifest, deployed, stats);
+                let mut entries = lock(&self.entries);
+                let Some(entry) = entries.get_mut(name) else {
+                    drop(entries);
+                    if let Ok(r) = started {
+                        stop(r);
+                    }
+                    return;
+                };
+                match started {
                     Ok(r) => entry.running = Some(r),
                     Err(e) => {
                         tracing::error!(pipeline = name, error = %e, "pipeline failed to start");
@@ -514,16 +530,20 @@ impl PluginHost {
     /// Rewinds (or fast-forwards) a pipeline's inputs; its state is emptied unless kept.
     pub fn reset(&self, name: &str, to: ResetTo, keep_state: bool) -> Result<(), String> {
         let _g = lock(&self.reconcile_lock);
-        let mut entries = lock(&self.entries);
-        let entry = entries
-            .get_mut(name)
-            .ok_or_else(|| format!("no pipeline named '{name}'"))?;
-        let r = entry
-            .running
-            .take()
-            .ok_or_else(|| format!("pipeline '{name}' is not running"))?;
+        let (r, stats) = {
+            let mut entries = lock(&self.entries);
+            let entry = entries
+                .get_mut(name)
+                .ok_or_else(|| format!("no pipeline named '{name}'"))?;
+            let r = entry
+                .running
+                .take()
+                .ok_or_else(|| format!("pipeline '{name}' is not running"))?;
+            (r, entry.stats.clone())
+        };
         let manifest = r.pipeline.manifest.clone();
         let deployed = r.pipeline.deployed();
+        // Not under the entries lock (see reconcile_one).
         stop(r);
         let mut result = Ok(());
         for t in &manifest.inputs {
@@ -538,7 +558,16 @@ impl PluginHost {
             }
         }
         tracing::info!(pipeline = name, ?to, keep_state, "pipeline reset");
-        match self.start(manifest, deployed, entry.stats.clone()) {
+        let started = self.start(manifest, deployed, stats);
+        let mut entries = lock(&self.entries);
+        let Some(entry) = entries.get_mut(name) else {
+            drop(entries);
+            if let Ok(r) = started {
+                stop(r);
+            }
+            return result;
+        };
+        match started {
             Ok(r) => entry.running = Some(r),
             Err(e) => {
                 entry.error = Some(e.clone());
@@ -675,11 +704,17 @@ impl PluginHost {
     /// Stops every pipeline at a checkpoint (on shutdown).
     pub fn shutdown(&self) {
         let _g = lock(&self.reconcile_lock);
-        let mut entries = lock(&self.entries);
-        for e in entries.values_mut() {
-            if let Some(r) = e.running.take() {
-                stop(r);
-            }
+        let running: Vec<Running> = lock(&self.entries)
+            .values_mut()
+            .filter_map(|e| e.running.take())
+            .collect();
+        // Not under the entries lock (see reconcile_one); all asked to stop first, so they
+        // wind down side by side.
+        for r in &running {
+            r.pipeline.request_stop();
+        }
+        for r in running {
+            stop(r);
         }
     }
 }

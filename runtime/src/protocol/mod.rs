@@ -226,6 +226,28 @@ pub async fn handle(
             let r = $handler(&ctx, decode(api, version, body)?).await;
             Some(encode_response(api, version, correlation_id, &r)?)
         }};
+        // Handlers that create, fsync or delete files run on the blocking pool, not on an
+        // async worker that other connections share.
+        ($handler:path, blocking) => {{
+            let req = decode(api, version, body)?;
+            let (b, client, from) = (broker.clone(), client_id.clone(), peer.to_string());
+            let r = tokio::task::spawn_blocking(move || {
+                let ctx = Ctx {
+                    broker: &b,
+                    version,
+                    client_id: client.as_deref(),
+                    peer: &from,
+                };
+                $handler(&ctx, req)
+            })
+            .await
+            .map_err(|e| ProtocolError::Malformed {
+                api,
+                version,
+                reason: format!("handler failed: {e}"),
+            })?;
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }};
     }
     let resp = match api {
         ApiKey::ApiVersions => {
@@ -268,10 +290,10 @@ pub async fn handle(
         ApiKey::Metadata => answer!(metadata::handle),
         ApiKey::Fetch => answer!(fetch::handle, await),
         ApiKey::ListOffsets => answer!(list_offsets::handle),
-        ApiKey::CreateTopics => answer!(admin::create_topics),
-        ApiKey::CreatePartitions => answer!(admin::create_partitions),
-        ApiKey::DeleteTopics => answer!(admin::delete_topics),
-        ApiKey::DeleteRecords => answer!(delete_records::handle),
+        ApiKey::CreateTopics => answer!(admin::create_topics, blocking),
+        ApiKey::CreatePartitions => answer!(admin::create_partitions, blocking),
+        ApiKey::DeleteTopics => answer!(admin::delete_topics, blocking),
+        ApiKey::DeleteRecords => answer!(delete_records::handle, blocking),
         ApiKey::DescribeConfigs => answer!(configs::describe),
         ApiKey::DescribeCluster => answer!(describe_cluster::handle),
         ApiKey::AlterConfigs => answer!(configs::alter),
