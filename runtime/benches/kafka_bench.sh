@@ -321,4 +321,4 @@ main() {
 }
 
 # Sourced (durable_bench.sh reuses run_phase): define, do not run.
-[[ ${BASH_SOURCE[0]} == "$0" ]] && main "$@"
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi
