@@ -10,6 +10,9 @@ pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod client;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod log;
 pub mod metrics;

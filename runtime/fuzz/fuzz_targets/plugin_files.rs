@@ -1,5 +1,5 @@
-//! The files a plugin host reads: pipeline manifests (written by users) and checkpoints (on
-//! disk, possibly damaged). Any bytes must give a value or a clear error, never a panic.
+//! Plugin manifests and checkpoints as read from the plugins and data directories: see `sluice::fuzzing::plugin_files`, where the body lives so that it always builds
+//! with the library. Run with `cargo fuzz run plugin_files` (see runtime/fuzz/README.md).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -7,12 +7,4 @@ use libfuzzer_sys::fuzz_target;
 #[global_allocator]
 static ALLOC: sluice::alloc::LazyHugeAlloc = sluice::alloc::LazyHugeAlloc;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = sluice::plugin::manifest::Manifest::parse(
-            std::path::Path::new("/plugins/fuzz.toml"),
-            text,
-        );
-    }
-    let _ = sluice::plugin::checkpoint::Checkpoint::decode(data);
-});
+fuzz_target!(|data: &[u8]| sluice::fuzzing::plugin_files(data));

@@ -113,6 +113,28 @@ pub struct BrokerConfig {
     pub groups: crate::group::state::GroupConfig,
 }
 
+impl BrokerConfig {
+    /// A broker on `data_dir` with every other setting at its default (tests, fuzzing).
+    pub fn with_defaults(data_dir: PathBuf) -> BrokerConfig {
+        BrokerConfig {
+            data_dir,
+            node_id: 1,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            auto_create_topics: true,
+            default_partitions: 1,
+            defaults: Defaults::default(),
+            retention_check_ms: 1000,
+            cleaner_backoff_ms: 1000,
+            cleaner_dedupe_buffer_bytes: 1 << 20,
+            cleaner_io_bytes_per_sec: None,
+            transaction_version: 2,
+            durable_internal_logs: false,
+            groups: Default::default(),
+        }
+    }
+}
+
 /// Traffic counters of one topic, exported as metrics.
 #[derive(Default)]
 pub struct TopicStats {
@@ -1265,23 +1287,7 @@ pub(crate) mod testing {
     use crate::records::{encode_batch_as, Compression, ProducerFields, Record};
 
     pub fn open(dir: &Path) -> Broker {
-        Broker::open(BrokerConfig {
-            data_dir: dir.to_path_buf(),
-            node_id: 1,
-            advertised_host: "127.0.0.1".into(),
-            advertised_port: 9092,
-            auto_create_topics: true,
-            default_partitions: 1,
-            defaults: Defaults::default(),
-            retention_check_ms: 1000,
-            cleaner_backoff_ms: 1000,
-            cleaner_dedupe_buffer_bytes: 1 << 20,
-            cleaner_io_bytes_per_sec: None,
-            transaction_version: 2,
-            durable_internal_logs: false,
-            groups: Default::default(),
-        })
-        .unwrap()
+        Broker::open(BrokerConfig::with_defaults(dir.to_path_buf())).unwrap()
     }
 
     /// A transactional batch of `n` records from `pid` at `epoch`, first sequence `seq`.
