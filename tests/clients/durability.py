@@ -27,6 +27,9 @@ def add_args(p):
     p.add_argument("--count", type=int, default=30000)
     p.add_argument("--rate", type=int, default=4000, help="records per second")
     p.add_argument("--min-acked", type=int, default=1)
+    p.add_argument("--allow-loss", action="store_true",
+                   help="count acknowledged records that are gone instead of failing (a power cut "
+                        "without durable mode); the log must still be consistent")
 
 
 def value_of(i):
@@ -95,11 +98,16 @@ def check_stored(a):
         for m in msgs:
             stored[(p, m.offset())] = m.value().decode()
     missing = sorted(k for k in acked if k not in stored)
-    check(not missing, f"{len(missing)} of {len(acked)} acknowledged records are gone after kill -9, "
+    if a.allow_loss:
+        # What survives must still be what was acknowledged, at its offset.
+        acked = {k: v for k, v in acked.items() if k in stored}
+    check(a.allow_loss or not missing, f"{len(missing)} of {len(acked)} acknowledged records are gone after kill -9, "
           f"first (partition, offset): {missing[:10]}; partition sizes now "
           f"{ {p: len(m) for p, m in got.items()} }")
     wrong = [(k, acked[k], stored[k]) for k in sorted(acked) if stored[k] != acked[k]]
     check(not wrong, f"{len(wrong)} acknowledged offsets hold a different record now, first: {wrong[:5]}")
+    if a.allow_loss:
+        return f"lost {len(missing)} acknowledged records; {len(acked)} present at their offsets ({len(stored)} stored in all)"
     return f"all {len(acked)} acknowledged records present at their offsets ({len(stored)} stored in all)"
 
 

@@ -1076,6 +1076,13 @@ impl Broker {
                 })?;
             let topic = Self::open_topic(&self.config, name.to_string(), dir.clone(), meta, false)?;
             write_atomically(&dir.join("topic.json"), &body)?;
+            // The topic directory's own entry, so a power cut cannot lose an acknowledged
+            // creation (topic.json's write synced the topic directory itself).
+            if let Some(parent) = dir.parent() {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(parent))?;
+            }
             let topic = Arc::new(topic);
             self.topics
                 .write()

@@ -238,9 +238,7 @@ impl Log {
             segments.push(Segment::create(dir, 0)?);
         }
         let start_floor = flush::read_offset_file(dir, LOG_START_FILE).unwrap_or(0);
-        let (next_offset, active_base) = segments
-            .last()
-            .map_or((0, 0), |s| (s.next_offset, s.base_offset));
+        let next_offset = segments.last().map_or(0, |s| s.next_offset);
         Ok(Log {
             dir: dir.to_path_buf(),
             segments,
@@ -248,7 +246,9 @@ impl Log {
             start_floor,
             flush_cap: flush::Cap::default(),
             synced: next_offset,
-            synced_active_base: active_base,
+            // The first durability sync also syncs the directory: a new log's first segment
+            // was created after the directory was last synced.
+            synced_active_base: -1,
             unsynced_since: None,
             closed: false,
         })
