@@ -632,6 +632,9 @@ mod tests {
         Add(i32),
         End(bool),
         Timeout,
+        /// EndTxn whose `Prepare*` value is persisted, then the broker dies before the
+        /// markers: the next start must finish it.
+        EndThenCrash(bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -640,12 +643,13 @@ mod tests {
             (0i32..3).prop_map(Op::Add),
             any::<bool>().prop_map(Op::End),
             Just(Op::Timeout),
+            any::<bool>().prop_map(Op::EndThenCrash),
         ]
     }
 
     proptest! {
-        /// Random clients (the current instance, and zombies holding older epochs) and
-        /// timeouts: the epoch of a producer id never decreases, only the current epoch is
+        /// Random clients (the current instance, and zombies holding older epochs), timeouts
+        /// and crashes between the two phases of an end: the epoch of a producer id never decreases, only the current epoch is
         /// ever accepted, a `Prepare*` value always completes to the matching `Complete*`,
         /// and a transaction's partitions only grow while it is open.
         #[test]
@@ -655,6 +659,16 @@ mod tests {
             let mut now = 0i64;
             for (op, zombie) in ops {
                 now += 10;
+                // Start-up after a crash: only a `Prepare*` value can be left half done, and
+                // it completes to the matching `Complete*`.
+                if let Some(cur) = t.clone().filter(|c| matches!(c.phase, Phase::PrepareCommit | Phase::PrepareAbort)) {
+                    let done = cur.completed(now);
+                    let want = if cur.phase == Phase::PrepareCommit { Phase::CompleteCommit } else { Phase::CompleteAbort };
+                    prop_assert_eq!(done.phase, want);
+                    prop_assert_eq!((done.producer_id, done.epoch), (cur.producer_id, cur.epoch));
+                    t = Some(done);
+                    continue;
+                }
                 let Some(cur) = t.clone() else {
                     t = Some(init(None, (-1, -1), 100, now, || { next_id += 1; next_id }).unwrap().then);
                     continue;
@@ -689,6 +703,17 @@ mod tests {
                             let done = n.completed(now);
                             prop_assert_eq!(done.phase, if commit { Phase::CompleteCommit } else { Phase::CompleteAbort });
                             Some(done)
+                        }
+                        Ok(EndPlan::AlreadyDone) => None,
+                        Err(e) => {
+                            prop_assert!(zombie || e == TxnError::InvalidTxnState);
+                            None
+                        }
+                    },
+                    Op::EndThenCrash(commit) => match cur.end(cur.producer_id, epoch, commit, now) {
+                        Ok(EndPlan::Prepare(n)) => {
+                            prop_assert!(!zombie);
+                            Some(n)
                         }
                         Ok(EndPlan::AlreadyDone) => None,
                         Err(e) => {
