@@ -378,3 +378,29 @@ fn batches_claiming_huge_offset_ranges_roll_the_segment_instead_of_wrapping_the_
         assert_eq!(h.base_offset, base);
     }
 }
+
+/// A durability sync that fails (an fsync of a pipe fails with EINVAL, standing in for a disk
+/// error) publishes nothing as durable and keeps the log from being trusted after a clean
+/// shutdown: its segments are checked at the next start.
+#[test]
+fn a_failed_durability_sync_is_never_taken_for_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        flush_messages: 1,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg).unwrap();
+    let b = batch(&[b"acknowledged only once durable"], 1000);
+    let parsed = batch::split_batches(&b).unwrap();
+    log.append(&b, &parsed, 0).unwrap();
+    let mut job = log.sync_job().expect("unsynced records");
+    let (reader, _writer) = std::io::pipe().unwrap();
+    job.files.push(std::sync::Arc::new(std::fs::File::from(
+        std::os::fd::OwnedFd::from(reader),
+    )));
+    assert!(job.run().is_err());
+    log.sync_failed(&job);
+    assert_eq!(log.synced_offset(), 0, "nothing became durable");
+    assert!(log.flush_due());
+    assert!(!log.close_cleanly().unwrap(), "trusted after a failed sync");
+}
