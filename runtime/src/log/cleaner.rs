@@ -634,8 +634,8 @@ mod tests {
         }
     }
 
-    /// (offset, key, value) of every record in the log.
-    fn read_all(log: &Log) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
+    /// Every record in the log, in order.
+    fn records_of(log: &Log) -> Vec<Record> {
         let mut out = Vec::new();
         let mut next = log.log_start_offset();
         while let Some(slice) = log.plan_read(next).unwrap() {
@@ -644,35 +644,31 @@ mod tests {
                 break;
             }
             next = batch::span(&data).unwrap().0;
-            for r in records::decode_batches(data).unwrap() {
-                out.push((
-                    r.offset,
-                    r.key.unwrap().to_vec(),
-                    r.value.map(|v| v.to_vec()),
-                ));
-            }
+            out.extend(records::decode_batches(data).unwrap());
         }
         out
     }
 
+    /// (offset, key, value) of every record in the log.
+    fn read_all(log: &Log) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
+        records_of(log)
+            .into_iter()
+            .map(|r| {
+                (
+                    r.offset,
+                    r.key.unwrap().to_vec(),
+                    r.value.map(|v| v.to_vec()),
+                )
+            })
+            .collect()
+    }
+
     /// (offset, timestamp) of every record in the log.
     fn read_timestamps(log: &Log) -> Vec<(i64, i64)> {
-        let mut out = Vec::new();
-        let mut next = log.log_start_offset();
-        while let Some(slice) = log.plan_read(next).unwrap() {
-            let data = slice.read(usize::MAX, true).unwrap();
-            if data.is_empty() {
-                break;
-            }
-            next = batch::span(&data).unwrap().0;
-            out.extend(
-                records::decode_batches(data)
-                    .unwrap()
-                    .iter()
-                    .map(|r| (r.offset, r.timestamp)),
-            );
-        }
-        out
+        records_of(log)
+            .iter()
+            .map(|r| (r.offset, r.timestamp))
+            .collect()
     }
 
     fn append(log: &mut Log, recs: &[(u8, Option<u8>)], ts: i64, codec: Compression) {

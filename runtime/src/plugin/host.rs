@@ -395,22 +395,8 @@ impl PluginHost {
                     stop(r);
                 }
                 let started = self.start(manifest, deployed, stats);
-                let mut entries = lock(&self.entries);
-                let Some(entry) = entries.get_mut(name) else {
-                    drop(entries);
-                    if let Ok(r) = started {
-                        stop(r);
-                    }
-                    return;
-                };
-                match started {
-                    Ok(r) => entry.running = Some(r),
-                    Err(e) => {
-                        tracing::error!(pipeline = name, error = %e, "pipeline failed to start");
-                        entry.stats.error(e.clone());
-                        entry.error = Some(e);
-                    }
-                }
+                // A failure is logged and kept in the entry.
+                let _ = self.install(name, started);
             }
         }
     }
@@ -559,22 +545,33 @@ impl PluginHost {
         }
         tracing::info!(pipeline = name, ?to, keep_state, "pipeline reset");
         let started = self.start(manifest, deployed, stats);
+        self.install(name, started)?;
+        result
+    }
+
+    /// Puts a pipeline started without the entries lock into its entry (or stops it if the
+    /// entry went meanwhile); a start that failed is logged and kept as the entry's error.
+    fn install(&self, name: &str, started: Result<Running, String>) -> Result<(), String> {
         let mut entries = lock(&self.entries);
         let Some(entry) = entries.get_mut(name) else {
             drop(entries);
             if let Ok(r) = started {
                 stop(r);
             }
-            return result;
+            return Ok(());
         };
         match started {
-            Ok(r) => entry.running = Some(r),
+            Ok(r) => {
+                entry.running = Some(r);
+                Ok(())
+            }
             Err(e) => {
+                tracing::error!(pipeline = name, error = %e, "pipeline failed to start");
+                entry.stats.error(e.clone());
                 entry.error = Some(e.clone());
-                return Err(e);
+                Err(e)
             }
         }
-        result
     }
 
     fn reset_one(
