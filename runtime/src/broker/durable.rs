@@ -204,3 +204,41 @@ mod tests {
         assert_eq!(FSYNCS.load(Ordering::Relaxed) - before, 2);
     }
 }
+
+#[cfg(test)]
+mod flush_ms_tests {
+    use super::*;
+    use crate::broker::config::TopicConfig;
+    use crate::broker::testing::open;
+    use crate::records::{encode_batch, Compression, Record};
+
+    /// `flush.ms`: the broker's background flush syncs a partition whose records have waited
+    /// that long, with no produce asking for it; topics without it are left to the OS.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_ms_syncs_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path());
+        let mut timed = TopicConfig::default();
+        timed.set("flush.ms", "0").unwrap();
+        b.create_topic("timed", 1, timed, false).unwrap();
+        b.create_topic("plain", 1, TopicConfig::default(), false)
+            .unwrap();
+        let batch = encode_batch(&[Record::default()], Compression::None).unwrap();
+        for t in ["timed", "plain"] {
+            let p = b.topic(t).unwrap().partitions[0].clone();
+            p.append(&batch, 1 << 20, None).unwrap();
+        }
+        let synced = |t: &str| {
+            let p = b.topic(t).unwrap().partitions[0].clone();
+            let s = lock(&p.log).log.synced_offset();
+            s
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while synced("timed") < 1 {
+            assert!(std::time::Instant::now() < deadline, "never synced");
+            b.flush_overdue();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(synced("plain"), 0, "no flush.ms: left to the OS");
+    }
+}

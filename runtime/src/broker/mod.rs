@@ -396,6 +396,8 @@ struct ProduceLimits {
     max_message_bytes: std::sync::atomic::AtomicUsize,
     log_append_time: std::sync::atomic::AtomicBool,
     compacted: std::sync::atomic::AtomicBool,
+    /// `flush.ms` is set: the background flush looks at this topic's partitions.
+    timed_flush: std::sync::atomic::AtomicBool,
 }
 
 impl ProduceLimits {
@@ -405,6 +407,8 @@ impl ProduceLimits {
             .store(c.max_message_bytes(d), Relaxed);
         self.log_append_time.store(c.log_append_time(d), Relaxed);
         self.compacted.store(c.compacted(d), Relaxed);
+        self.timed_flush
+            .store(c.log_config(d).flush_ms < i64::MAX, Relaxed);
     }
 }
 
@@ -1267,7 +1271,12 @@ impl Broker {
     /// `flush.ms`: starts a background fsync of every partition whose records have waited
     /// that long.
     pub fn flush_overdue(&self) {
-        for t in self.topics() {
+        let timed = |t: &Topic| {
+            t.produce_limits
+                .timed_flush
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        for t in self.topics().iter().filter(|t| timed(t)) {
             for p in &t.partitions {
                 p.flush_if_overdue();
             }
