@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Snappy};
+use kafka_protocol::compression::{Compressor, Gzip, Snappy};
 pub use kafka_protocol::records::Compression;
 use thiserror::Error;
 
@@ -41,16 +41,51 @@ fn decompress(buf: &mut Bytes, c: Compression) -> anyhow::Result<Bytes> {
     match c {
         Compression::None => Ok(std::mem::take(buf)),
         Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(&buf[..])),
-        Compression::Snappy => {
-            let out = Snappy::decompress(buf, |b: &mut Bytes| Ok(std::mem::take(b)))?;
-            if out.len() > MAX_DECOMPRESSED {
-                anyhow::bail!("decompressed batch exceeds {MAX_DECOMPRESSED} bytes");
-            }
-            Ok(out)
-        }
+        Compression::Snappy => decompress_snappy(buf),
         Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(&buf[..])),
         Compression::Zstd => read_bounded(zstd::stream::read::Decoder::new(&buf[..])?),
     }
+}
+
+/// The xerial framing Java and other clients wrap snappy blocks in; without it, the data is
+/// one raw snappy block (as librdkafka may send).
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+/// A snappy block never expands more than this (its largest copy, 64 bytes, costs 3): a
+/// block that claims more is lying, and is refused before anything is allocated for it.
+const SNAPPY_MAX_RATIO: usize = 32;
+
+/// Snappy, raw or xerial-framed. Each block's claimed length is checked against its size and
+/// what is left of [`MAX_DECOMPRESSED`] before any memory is given to it: a 100-byte batch
+/// claiming gigabytes once made the decoder allocate them.
+fn decompress_snappy(buf: &[u8]) -> anyhow::Result<Bytes> {
+    let mut out: Vec<u8> = Vec::new();
+    let block = |b: &[u8], out: &mut Vec<u8>| -> anyhow::Result<()> {
+        let claimed = snap::raw::decompress_len(b)?;
+        let left = MAX_DECOMPRESSED - out.len();
+        if claimed > left || claimed > b.len().saturating_mul(SNAPPY_MAX_RATIO) + 32 {
+            anyhow::bail!("snappy block claims {claimed} bytes from {}", b.len());
+        }
+        let at = out.len();
+        out.resize(at + claimed, 0);
+        let n = snap::raw::Decoder::new().decompress(b, &mut out[at..])?;
+        out.truncate(at + n);
+        Ok(())
+    };
+    if buf.len() < 16 || &buf[..8] != XERIAL_MAGIC {
+        block(buf, &mut out)?;
+        return Ok(Bytes::from(out));
+    }
+    // Magic, then version and minimum compatible version (4 bytes each), then blocks, each
+    // a 4-byte big-endian length and that many bytes.
+    let mut rest = &buf[16..];
+    while !rest.is_empty() {
+        anyhow::ensure!(rest.len() >= 4, "torn snappy block length");
+        let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        anyhow::ensure!(rest.len() - 4 >= n, "torn snappy block");
+        block(&rest[4..4 + n], &mut out)?;
+        rest = &rest[4 + n..];
+    }
+    Ok(Bytes::from(out))
 }
 
 fn compress(input: &mut BytesMut, out: &mut BytesMut, c: Compression) -> anyhow::Result<()> {
@@ -509,6 +544,47 @@ mod tests {
                 (Bytes::from_static(b"h"), None),
             ],
         }
+    }
+
+    /// Found by the `records` fuzz target: a 136-byte batch whose snappy block claimed
+    /// hundreds of megabytes made the decoder allocate them (1.8 GB peak). Claims beyond what
+    /// snappy can expand to are refused before allocating, raw or xerial-framed.
+    #[test]
+    fn a_snappy_block_claiming_more_than_it_can_hold_is_refused() {
+        let artifact: &[u8] = &[
+            0x03, 0xcf, 0x00, 0xc7, 0x3a, 0xcf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7c, 0x3f, 0x3f,
+            0x3f, 0x3f, 0x02, 0x00, 0x01, 0x00, 0xcf, 0xcf, 0x0a, 0x3f, 0x3f, 0x2c, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3f, 0x3f,
+            0x3f, 0x3f, 0x9e, 0x8e, 0x62, 0x8e, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0xff, 0x82, 0x53, 0x4e, 0x41, 0x50, 0x50, 0x59, 0x00, 0x00,
+            0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x29, 0xfb, 0xff,
+            0xfa, 0xfa, 0x06, 0x04, 0xfa, 0xf5, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xcf,
+            0xc7, 0x3a, 0xcf, 0xcf, 0xcf, 0x0a, 0x3f, 0x3f, 0x3f, 0x00, 0xcf, 0x00, 0x00, 0x8e,
+            0x00, 0x60, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x41, 0x50, 0x50, 0x59, 0x00, 0x00,
+            0x00, 0x06, 0x01, 0x7a, 0xff, 0x8e,
+        ];
+        let started = std::time::Instant::now();
+        let _ = decode_batches(Bytes::copy_from_slice(artifact));
+        assert!(started.elapsed() < std::time::Duration::from_millis(200));
+        // A raw block claiming 1 GiB in 6 bytes, and the same inside xerial framing.
+        let raw: &[u8] = &[0x80, 0x80, 0x80, 0x80, 0x04, 0x00];
+        assert!(decompress_snappy(raw).is_err());
+        let mut framed = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        framed.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+        framed.extend_from_slice(raw);
+        assert!(decompress_snappy(&framed).is_err());
+        // Real data still decodes, both ways.
+        let data = vec![7u8; 100_000];
+        let mut raw_ok = vec![0u8; snap::raw::max_compress_len(data.len())];
+        let n = snap::raw::Encoder::new()
+            .compress(&data, &mut raw_ok)
+            .unwrap();
+        raw_ok.truncate(n);
+        assert_eq!(decompress_snappy(&raw_ok).unwrap(), data);
+        let mut input = BytesMut::from(&data[..]);
+        let mut framed_ok = BytesMut::new();
+        compress(&mut input, &mut framed_ok, Compression::Snappy).unwrap();
+        assert_eq!(decompress_snappy(&framed_ok).unwrap(), data);
     }
 
     proptest! {

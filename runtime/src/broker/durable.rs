@@ -41,6 +41,8 @@ pub(super) struct SyncGate {
     state: Mutex<GateState>,
     /// Records below this offset are durable.
     durable: watch::Sender<i64>,
+    /// Fsyncs run for this partition.
+    syncs: AtomicU64,
 }
 
 #[derive(Default)]
@@ -54,6 +56,7 @@ impl SyncGate {
         SyncGate {
             state: Mutex::new(GateState::default()),
             durable: watch::channel(durable).0,
+            syncs: AtomicU64::new(0),
         }
     }
 }
@@ -123,6 +126,7 @@ impl Partition {
                     let newly = job.upto - log.log.synced_offset();
                     log.log.synced(&job);
                     FSYNCS.fetch_add(1, Ordering::Relaxed);
+                    self.sync.syncs.fetch_add(1, Ordering::Relaxed);
                     FSYNCED_RECORDS.fetch_add(newly.max(0) as u64, Ordering::Relaxed);
                     Ok(())
                 }
@@ -162,8 +166,7 @@ mod tests {
     }
 
     /// Group commit: produces written while no sync ran are all made durable by one fsync,
-    /// however many wait on it; a later record needs a new one. (No other unit test runs
-    /// durable syncs, so the process-wide counter is this test's.)
+    /// however many wait on it; a later record needs a new one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_fsync_covers_every_waiting_produce() {
         let dir = tempfile::tempdir().unwrap();
@@ -178,7 +181,8 @@ mod tests {
             assert!(p.flush_due(), "append {i} left records unsynced");
             ends.push(at.last_offset + 1);
         }
-        let before = FSYNCS.load(Ordering::Relaxed);
+        let syncs = || p.sync.syncs.load(Ordering::Relaxed);
+        let before = syncs();
         let waits: Vec<_> = ends
             .iter()
             .map(|&upto| {
@@ -189,19 +193,15 @@ mod tests {
         for w in waits {
             w.await.unwrap().unwrap();
         }
-        assert_eq!(
-            FSYNCS.load(Ordering::Relaxed) - before,
-            1,
-            "one fsync for all"
-        );
+        assert_eq!(syncs() - before, 1, "one fsync for all");
         assert!(!p.flush_due());
         assert_eq!(lock(&p.log).log.synced_offset(), 30);
         // Already durable: no fsync.
         p.wait_durable(30).await.unwrap();
-        assert_eq!(FSYNCS.load(Ordering::Relaxed) - before, 1);
+        assert_eq!(syncs() - before, 1);
         let at = p.append(&batch(1), 1 << 20, None).unwrap();
         p.wait_durable(at.last_offset + 1).await.unwrap();
-        assert_eq!(FSYNCS.load(Ordering::Relaxed) - before, 2);
+        assert_eq!(syncs() - before, 2);
     }
 }
 
