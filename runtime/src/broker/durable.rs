@@ -157,13 +157,7 @@ impl Partition {
 mod tests {
     use super::*;
     use crate::broker::config::TopicConfig;
-    use crate::broker::testing::open;
-    use crate::records::{encode_batch, Compression, Record};
-
-    fn batch(n: usize) -> Vec<u8> {
-        let records = vec![Record::default(); n];
-        encode_batch(&records, Compression::None).unwrap().to_vec()
-    }
+    use crate::broker::testing::{open, plain_batch};
 
     /// Group commit: produces written while no sync ran are all made durable by one fsync,
     /// however many wait on it; a later record needs a new one.
@@ -177,7 +171,7 @@ mod tests {
         let p = b.topic("d").unwrap().partitions[0].clone();
         let mut ends = Vec::new();
         for i in 0..10 {
-            let at = p.append(&batch(3), 1 << 20, None).unwrap();
+            let at = p.append(&plain_batch(3), 1 << 20, None).unwrap();
             assert!(p.flush_due(), "append {i} left records unsynced");
             ends.push(at.last_offset + 1);
         }
@@ -199,7 +193,7 @@ mod tests {
         // Already durable: no fsync.
         p.wait_durable(30).await.unwrap();
         assert_eq!(syncs() - before, 1);
-        let at = p.append(&batch(1), 1 << 20, None).unwrap();
+        let at = p.append(&plain_batch(1), 1 << 20, None).unwrap();
         p.wait_durable(at.last_offset + 1).await.unwrap();
         assert_eq!(syncs() - before, 2);
     }
@@ -209,8 +203,7 @@ mod tests {
 mod flush_ms_tests {
     use super::*;
     use crate::broker::config::TopicConfig;
-    use crate::broker::testing::open;
-    use crate::records::{encode_batch, Compression, Record};
+    use crate::broker::testing::{open, plain_batch};
 
     /// `flush.ms`: the broker's background flush syncs a partition whose records have waited
     /// that long, with no produce asking for it; topics without it are left to the OS.
@@ -223,7 +216,7 @@ mod flush_ms_tests {
         b.create_topic("timed", 1, timed, false).unwrap();
         b.create_topic("plain", 1, TopicConfig::default(), false)
             .unwrap();
-        let batch = encode_batch(&[Record::default()], Compression::None).unwrap();
+        let batch = plain_batch(1);
         for t in ["timed", "plain"] {
             let p = b.topic(t).unwrap().partitions[0].clone();
             p.append(&batch, 1 << 20, None).unwrap();

@@ -1306,6 +1306,14 @@ pub(crate) mod testing {
         Broker::open(BrokerConfig::with_defaults(dir.to_path_buf())).unwrap()
     }
 
+    /// A plain (non-idempotent) batch of `n` empty records.
+    pub fn plain_batch(n: usize) -> Vec<u8> {
+        let records = vec![Record::default(); n];
+        crate::records::encode_batch(&records, Compression::None)
+            .unwrap()
+            .to_vec()
+    }
+
     /// A transactional batch of `n` records from `pid` at `epoch`, first sequence `seq`.
     pub fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
         let keys: Vec<Option<String>> = vec![None; n];
@@ -1343,7 +1351,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{open, txn_batch, txn_batch_keyed};
+    use super::testing::{open, plain_batch, txn_batch, txn_batch_keyed};
     use super::*;
 
     /// Open transactions, the LSO and the aborted index come back after a restart, rebuilt from
@@ -1416,22 +1424,16 @@ mod tests {
     #[test]
     fn a_clean_shutdown_skips_the_scan_once() {
         let dir = tempfile::tempdir().unwrap();
-        let plain = |n: usize| {
-            let records = vec![crate::records::Record::default(); n];
-            crate::records::encode_batch(&records, crate::records::Compression::None)
-                .unwrap()
-                .to_vec()
-        };
         let end = {
             let b = open(dir.path());
             b.create_topic("t", 1, TopicConfig::default(), false)
                 .unwrap();
             let p = b.topic("t").unwrap().partitions[0].clone();
             for _ in 0..5 {
-                p.append(&plain(2), 1 << 20, None).unwrap();
+                p.append(&plain_batch(2), 1 << 20, None).unwrap();
             }
             b.close_cleanly();
-            assert!(p.append(&plain(1), 1 << 20, None).is_err(), "closed");
+            assert!(p.append(&plain_batch(1), 1 << 20, None).is_err(), "closed");
             p.watermarks().high
         };
         assert_eq!(end, 10);

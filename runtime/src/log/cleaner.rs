@@ -192,6 +192,11 @@ fn batches(
     Ok(())
 }
 
+/// Keeps the earlier of `at` and the horizon already found.
+fn earliest(horizon: &mut Option<i64>, at: i64) {
+    *horizon = Some(horizon.map_or(at, |h| h.min(at)));
+}
+
 /// The marker offset of the aborted transaction `h` belongs to, if any.
 fn aborted_range(aborted: &AbortedRanges, h: &BatchHeader) -> Option<i64> {
     if !h.is_transactional() {
@@ -324,7 +329,7 @@ pub fn clean(
                     }
                 };
                 if all_removed_now {
-                    next_horizon = Some(next_horizon.map_or(now_ms, |n| n.min(now_ms)));
+                    earliest(&mut next_horizon, now_ms);
                 }
                 match (records_left, h.delete_horizon()) {
                     (true, _) => Some(raw),
@@ -333,11 +338,11 @@ pub fn clean(
                         None
                     }
                     (false, Some(t)) => {
-                        next_horizon = Some(next_horizon.map_or(t, |n| n.min(t)));
+                        earliest(&mut next_horizon, t);
                         Some(raw)
                     }
                     (false, None) => {
-                        next_horizon = Some(next_horizon.map_or(stamp, |n| n.min(stamp)));
+                        earliest(&mut next_horizon, stamp);
                         Some(
                             records::encode_retained(h, &recs, Some(stamp))
                                 .map_err(|_| corrupt(dir))?,
@@ -366,7 +371,7 @@ pub fn clean(
                     None => i64::MAX,
                 };
                 if tombstones {
-                    next_horizon = Some(next_horizon.map_or(horizon, |n| n.min(horizon)));
+                    earliest(&mut next_horizon, horizon);
                 }
                 if h.is_transactional() {
                     *open_committed.entry(h.producer_id).or_default() |= !keep.is_empty();
