@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod disk;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -222,13 +222,12 @@ impl PartitionLog {
         clean: bool,
     ) -> Result<PartitionLog, BrokerError> {
         let log = Log::open_after(dir, config, clean)?;
-        let mut snapshots: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
+        let mut snapshots: Vec<(i64, PathBuf)> = crate::disk::list_dir(dir)
             .map_err(io(dir))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_str()?.to_string();
+            .into_iter()
+            .filter_map(|name| {
                 let base = name.strip_suffix(SNAPSHOT_SUFFIX)?.parse::<i64>().ok()?;
-                Some((base, e.path()))
+                Some((base, dir.join(name)))
             })
             .filter(|(base, _)| *base <= log.next_offset())
             .collect();
@@ -236,7 +235,7 @@ impl PartitionLog {
         let mut producers = ProducerStates::default();
         let mut from = log.log_start_offset();
         while let Some((base, path)) = snapshots.pop() {
-            match std::fs::read(&path)
+            match crate::disk::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ProducerStates>(&b).ok())
             {
@@ -461,22 +460,15 @@ fn write_producer_snapshot(dir: &Path, base: i64, bytes: &[u8]) {
         tracing::warn!(path = %path.display(), error = %e, "producer snapshot failed");
         return;
     }
-    let mut old: Vec<i64> = std::fs::read_dir(dir)
+    let mut old: Vec<i64> = crate::disk::list_dir(dir)
         .into_iter()
         .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(SNAPSHOT_SUFFIX)?
-                .parse()
-                .ok()
-        })
+        .filter_map(|name| name.strip_suffix(SNAPSHOT_SUFFIX)?.parse().ok())
         .collect();
     old.sort_unstable();
     old.reverse();
     for b in old.into_iter().skip(2) {
-        let _ = std::fs::remove_file(dir.join(format!(
+        let _ = crate::disk::remove_file(&dir.join(format!(
             "{}{SNAPSHOT_SUFFIX}",
             crate::log::segment::file_stem(b)
         )));
@@ -484,18 +476,7 @@ fn write_producer_snapshot(dir: &Path, base: i64, bytes: &[u8]) {
 }
 
 pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> Result<(), BrokerError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    crate::disk::replace(path, data).map_err(io(path))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use super::batch::{self, BatchHeader};
 use super::segment::{file_stem, Segment};
 use super::{Log, LogError};
+use crate::disk;
 use crate::records::{self, Record};
 
 /// Where cleaned segments are written before the swap.
@@ -110,7 +111,7 @@ pub struct Source {
     pub base: i64,
     pub next_offset: i64,
     pub size: u64,
-    pub file: Arc<std::fs::File>,
+    pub file: Arc<crate::disk::File>,
 }
 
 /// What one pass works on.
@@ -176,7 +177,6 @@ fn batches(
     dir: &Path,
     mut f: impl FnMut(&BatchHeader, Bytes) -> Result<bool, LogError>,
 ) -> Result<(), LogError> {
-    use std::os::unix::fs::FileExt;
     let mut pos = 0u64;
     while pos < src.size {
         let mut hdr = [0u8; batch::HEADER_LEN];
@@ -274,8 +274,8 @@ pub fn clean(
         return Ok(None);
     }
     let cleaning = dir.join(CLEANING_DIR);
-    let _ = std::fs::remove_dir_all(&cleaning);
-    std::fs::create_dir_all(&cleaning).map_err(io(dir))?;
+    let _ = disk::remove_dir_all(&cleaning);
+    disk::create_dir_all(&cleaning).map_err(io(dir))?;
     // KIP-534: what may go (a tombstone, a marker whose transaction has no records left)
     // is first stamped with a delete horizon, and goes in the first pass after it.
     let stamp = now_ms.saturating_add(cfg.delete_retention_ms);
@@ -422,9 +422,7 @@ pub fn clean(
         s.seal();
         s.sync()?;
     }
-    if let Ok(d) = std::fs::File::open(&cleaning) {
-        let _ = d.sync_all();
-    }
+    let _ = disk::sync_dir(&cleaning);
     Ok(Some(Cleaned {
         replaced: sources.iter().map(|s| s.base).collect(),
         written,
@@ -435,18 +433,6 @@ pub fn clean(
         bytes_before,
         bytes_after,
     }))
-}
-
-/// Writes `name` in `dir` so that after a crash it is either absent or whole: a synced
-/// temporary file renamed into place, then the directory synced.
-fn write_durably(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -465,7 +451,7 @@ fn finish_swap(dir: &Path, m: &Manifest) {
         } else {
             // Its indexes describe the old file; the new ones come with it.
             for ext in ["index", "timeindex"] {
-                let _ = std::fs::remove_file(dir.join(format!("{}.{ext}", file_stem(base))));
+                let _ = disk::remove_file(&dir.join(format!("{}.{ext}", file_stem(base))));
             }
         }
     }
@@ -473,25 +459,23 @@ fn finish_swap(dir: &Path, m: &Manifest) {
         for ext in ["log", "index", "timeindex"] {
             let name = format!("{}.{ext}", file_stem(base));
             let from = cleaning.join(&name);
-            if from.exists() {
-                if let Err(e) = std::fs::rename(&from, dir.join(&name)) {
+            if disk::exists(&from) {
+                if let Err(e) = disk::rename(&from, &dir.join(&name)) {
                     tracing::error!(file = %from.display(), error = %e, "cannot move a cleaned segment into place");
                 }
             }
         }
     }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    let _ = std::fs::remove_file(dir.join(SWAP_MANIFEST));
-    let _ = std::fs::remove_dir_all(&cleaning);
+    let _ = disk::sync_dir(dir);
+    let _ = disk::remove_file(&dir.join(SWAP_MANIFEST));
+    let _ = disk::remove_dir_all(&cleaning);
 }
 
 /// At start-up, before segments are listed: finishes a swap past its commit point, or drops
 /// the leftovers of a pass that did not reach it.
 pub fn recover(dir: &Path) {
     let manifest = dir.join(SWAP_MANIFEST);
-    match std::fs::read(&manifest)
+    match disk::read(&manifest)
         .ok()
         .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
     {
@@ -500,8 +484,8 @@ pub fn recover(dir: &Path) {
             finish_swap(dir, &m);
         }
         None => {
-            let _ = std::fs::remove_file(&manifest);
-            let _ = std::fs::remove_dir_all(dir.join(CLEANING_DIR));
+            let _ = disk::remove_file(&manifest);
+            let _ = disk::remove_dir_all(&dir.join(CLEANING_DIR));
         }
     }
 }
@@ -572,7 +556,7 @@ impl Log {
                 .any(|s| s.base_offset == *b)
         });
         if !present {
-            let _ = std::fs::remove_dir_all(self.dir.join(CLEANING_DIR));
+            let _ = disk::remove_dir_all(&self.dir.join(CLEANING_DIR));
             return Ok(false);
         }
         let m = Manifest {
@@ -580,7 +564,7 @@ impl Log {
             written: c.written.clone(),
         };
         let body = serde_json::to_vec(&m).map_err(|_| corrupt(&self.dir))?;
-        write_durably(&self.dir, SWAP_MANIFEST, &body).map_err(io(&self.dir))?;
+        disk::replace(&self.dir.join(SWAP_MANIFEST), &body).map_err(io(&self.dir))?;
         finish_swap(&self.dir, &m);
         // The new segments replace the old ones in the list, in offset order.
         let first = self
@@ -610,7 +594,7 @@ impl Log {
             Some(t) => super::flush::write_offset_file(&self.dir, HORIZON_FILE, t)
                 .map_err(io(&self.dir))?,
             None => {
-                let _ = std::fs::remove_file(self.dir.join(HORIZON_FILE));
+                let _ = disk::remove_file(&self.dir.join(HORIZON_FILE));
             }
         }
         Ok(true)
@@ -896,7 +880,11 @@ mod tests {
                     replaced: cleaned.replaced.clone(),
                     written: cleaned.written.clone(),
                 };
-                write_durably(dir.path(), SWAP_MANIFEST, &serde_json::to_vec(&m).unwrap()).unwrap();
+                disk::replace(
+                    &dir.path().join(SWAP_MANIFEST),
+                    &serde_json::to_vec(&m).unwrap(),
+                )
+                .unwrap();
             }
             drop(log);
             let log = Log::open(dir.path(), config()).unwrap();

@@ -16,13 +16,12 @@
 //! be queued) lowers its log's [`Cap`] to its base, and no later job moves the recovery point
 //! past the cap: a failure is never papered over by the next segment's success.
 
-use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::OnceLock;
+
+use crate::disk::{self, File};
 
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 
@@ -116,13 +115,7 @@ fn run(job: FlushJob) {
             return;
         }
     }
-    let same_file = match (job.files.first(), std::fs::metadata(&job.log_path)) {
-        (Some(f), Ok(on_disk)) => f
-            .metadata()
-            .is_ok_and(|m| m.ino() == on_disk.ino() && m.dev() == on_disk.dev()),
-        _ => false,
-    };
-    if !same_file {
+    if !job.files.first().is_some_and(|f| f.is_at(&job.log_path)) {
         return;
     }
     if let Err(e) = write_recovery_point(&job.dir, job.recovery_point.min(job.cap.get())) {
@@ -148,7 +141,7 @@ pub fn write_recovery_point(dir: &Path, offset: i64) -> std::io::Result<()> {
 
 /// An offset read from a one-line file in `dir`, if present and well formed.
 pub fn read_offset_file(dir: &Path, name: &str) -> Option<i64> {
-    std::fs::read_to_string(dir.join(name))
+    disk::read_to_string(&dir.join(name))
         .ok()?
         .trim()
         .parse()
@@ -161,12 +154,11 @@ pub fn write_offset_file(dir: &Path, name: &str, offset: i64) -> std::io::Result
     // Unique temp names: the flusher and a log being opened may both write at once.
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{name}.{n}.tmp"));
-    let mut f = File::create(&tmp)?;
-    writeln!(f, "{offset}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
+    disk::replace_with_name(
+        &dir.join(name),
+        &format!("{name}.{n}.tmp"),
+        format!("{offset}\n").as_bytes(),
+    )
 }
 
 #[cfg(test)]
@@ -183,7 +175,7 @@ mod tests {
         let cap = Cap::default();
         // fsync of a pipe fails (EINVAL): a flush that cannot reach stable storage.
         let (reader, _writer) = std::io::pipe().unwrap();
-        let unsyncable = File::from(std::os::fd::OwnedFd::from(reader));
+        let unsyncable = File::from_os(std::fs::File::from(std::os::fd::OwnedFd::from(reader)));
         run(FlushJob {
             files: vec![unsyncable],
             log_path: dir.path().join("00000000000000000000.log"),
@@ -194,7 +186,7 @@ mod tests {
         });
         assert_eq!(cap.get(), 0);
         run(FlushJob {
-            files: vec![File::open(&log).unwrap()],
+            files: vec![File::open_append(&log).unwrap()],
             log_path: log.clone(),
             dir: dir.path().to_path_buf(),
             base: 100,
@@ -205,7 +197,7 @@ mod tests {
         // Without a failure, the point follows the jobs.
         let fine = Cap::default();
         run(FlushJob {
-            files: vec![File::open(&log).unwrap()],
+            files: vec![File::open_append(&log).unwrap()],
             log_path: log,
             dir: dir.path().to_path_buf(),
             base: 100,

@@ -77,7 +77,7 @@ impl Default for LogConfig {
 /// One durability sync: the files holding the records from the last sync up to `upto`, and
 /// the directory when a segment was created since (its entry must be durable too).
 pub struct SyncJob {
-    files: Vec<Arc<std::fs::File>>,
+    files: Vec<Arc<crate::disk::File>>,
     dir: Option<PathBuf>,
     active_base: i64,
     /// The base of the oldest segment covered.
@@ -93,7 +93,7 @@ impl SyncJob {
             f.sync_data()?;
         }
         if let Some(d) = &self.dir {
-            std::fs::File::open(d)?.sync_all()?;
+            crate::disk::sync_dir(d)?;
         }
         Ok(())
     }
@@ -151,10 +151,7 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
         error: e,
     };
     let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in crate::disk::list_dir(dir).map_err(io)? {
         if let Some(stem) = name.strip_suffix(".log") {
             if let Ok(b) = stem.parse::<i64>() {
                 if b >= 0 {
@@ -182,7 +179,7 @@ impl Log {
             path: dir.to_path_buf(),
             error: e,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::disk::create_dir_all(dir).map_err(io)?;
         cleaner::recover(dir);
         let bases = segment_bases(dir)?;
         let recovery_point = match flush::read_recovery_point(dir).filter(|_| !bases.is_empty()) {
@@ -280,9 +277,7 @@ impl Log {
             path: self.dir.clone(),
             error: e,
         };
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        crate::disk::sync_dir(&self.dir).map_err(io)?;
         // The active segment's base: segments below it are sealed and synced; the active one
         // is trusted through the shutdown marker alone.
         let active = self.active().base_offset;
@@ -536,10 +531,13 @@ impl Log {
             while pos < slice.end {
                 let h = slice.header_at(pos)?;
                 let whole = if h.is_control() && h.is_transactional() {
-                    let raw = read_uninit(&slice.file, pos, h.size).map_err(|e| LogError::Io {
-                        path: self.dir.clone(),
-                        error: e,
-                    })?;
+                    let raw = slice
+                        .file
+                        .read_vec_at(pos, h.size)
+                        .map_err(|e| LogError::Io {
+                            path: self.dir.clone(),
+                            error: e,
+                        })?;
                     Some(Bytes::from(raw))
                 } else {
                     None
@@ -651,45 +649,9 @@ impl Log {
     }
 }
 
-/// Reads exactly `len` bytes at `pos` into a fresh buffer without zeroing it first: fetches
-/// read megabytes at a time, and clearing memory the kernel is about to overwrite showed up as
-/// a third of the broker's time when consuming.
-fn read_uninit(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::io::AsRawFd;
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
-    let mut done = 0usize;
-    while done < len {
-        // SAFETY: the destination is the vector's spare capacity, `len - done` bytes long from
-        // `done`; pread writes at most that many bytes and reports how many it wrote.
-        let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                buf.as_mut_ptr().add(done).cast(),
-                len - done,
-                (pos + done as u64) as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        done += n as usize;
-    }
-    // SAFETY: pread initialised exactly `len` bytes.
-    unsafe { buf.set_len(len) };
-    Ok(buf)
-}
-
 impl ReadSlice {
     /// The header of the batch at byte `pos` of this slice's file.
     pub fn header_at(&self, pos: u64) -> Result<BatchHeader, LogError> {
-        use std::os::unix::fs::FileExt;
         let mut hdr = [0u8; batch::HEADER_LEN];
         let corrupt = || LogError::Corrupt {
             path: PathBuf::from("segment"),
@@ -706,7 +668,7 @@ impl ReadSlice {
     pub fn read(&self, max_bytes: usize, min_one: bool) -> std::io::Result<Bytes> {
         let avail = (self.end - self.position) as usize;
         let want = avail.min(max_bytes.max(batch::LOG_OVERHEAD));
-        let mut buf = read_uninit(&self.file, self.position, want)?;
+        let mut buf = self.file.read_vec_at(self.position, want)?;
         let mut cut = 0;
         while let Some(size) = batch::framed_size(&buf[cut..]) {
             if cut + size > buf.len() {
@@ -722,7 +684,7 @@ impl ReadSlice {
                 return Ok(Bytes::new());
             };
             let size = size.min(avail);
-            buf = read_uninit(&self.file, self.position, size)?;
+            buf = self.file.read_vec_at(self.position, size)?;
             cut = size;
         }
         buf.truncate(cut);

@@ -395,9 +395,10 @@ fn a_failed_durability_sync_is_never_taken_for_durable() {
     log.append(&b, &parsed, 0).unwrap();
     let mut job = log.sync_job().expect("unsynced records");
     let (reader, _writer) = std::io::pipe().unwrap();
-    job.files.push(std::sync::Arc::new(std::fs::File::from(
-        std::os::fd::OwnedFd::from(reader),
-    )));
+    job.files
+        .push(std::sync::Arc::new(crate::disk::File::from_os(
+            std::fs::File::from(std::os::fd::OwnedFd::from(reader)),
+        )));
     assert!(job.run().is_err());
     log.sync_failed(&job);
     assert_eq!(log.synced_offset(), 0, "nothing became durable");

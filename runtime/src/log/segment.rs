@@ -8,15 +8,14 @@
 //!   batch starts below `size`. An index is a hint: losing it costs a scan, never data.
 //! - Only the newest segment of a partition is written to; older segments are immutable.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::batch::{self, BatchHeader, LOG_OVERHEAD};
 use super::LogError;
+use crate::disk::{self, File};
 
 /// Offset index entry: offset relative to the segment base, and byte position in the `.log`.
 const OFFSET_ENTRY: usize = 8;
@@ -73,14 +72,7 @@ impl Segment {
     pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
         let stem = file_stem(base_offset);
         let log_path = dir.join(format!("{stem}.log"));
-        let open = |p: PathBuf| {
-            OpenOptions::new()
-                .create(true)
-                .read(true)
-                .append(true)
-                .open(&p)
-                .map_err(|e| io_err(&p, e))
-        };
+        let open = |p: PathBuf| File::open_append(&p).map_err(|e| io_err(&p, e));
         let file = open(log_path.clone())?;
         let index_file = open(dir.join(format!("{stem}.index")))?;
         let time_file = open(dir.join(format!("{stem}.timeindex")))?;
@@ -114,11 +106,7 @@ impl Segment {
         active: bool,
     ) -> Result<Segment, LogError> {
         let mut seg = Segment::create(dir, base_offset)?;
-        let len = seg
-            .file
-            .metadata()
-            .map_err(|e| io_err(&seg.log_path, e))?
-            .len();
+        let len = seg.file.len().map_err(|e| io_err(&seg.log_path, e))?;
         if !check && !active && seg.load_sealed(len).is_ok() {
             return Ok(seg);
         }
@@ -136,7 +124,7 @@ impl Segment {
     /// and last entries, then walks the batch headers after the last indexed position (at most
     /// one index interval) to find where the segment ends.
     fn load_sealed(&mut self, file_len: u64) -> Result<(), ()> {
-        let len = |f: &File| f.metadata().map(|m| m.len() as usize).map_err(|_| ());
+        let len = |f: &File| f.len().map(|l| l as usize).map_err(|_| ());
         let (oi_len, ti_len) = (len(&self.index_file)?, len(&self.time_file)?);
         if oi_len % OFFSET_ENTRY != 0 || ti_len % TIME_ENTRY != 0 {
             return Err(());
@@ -323,7 +311,7 @@ impl Segment {
             ti.extend_from_slice(&ts.to_be_bytes());
             ti.extend_from_slice(&rel.to_be_bytes());
         }
-        for (f, data) in [(&mut self.index_file, oi), (&mut self.time_file, ti)] {
+        for (f, data) in [(&self.index_file, oi), (&self.time_file, ti)] {
             f.set_len(0).map_err(|e| io_err(&self.log_path, e))?;
             f.write_all(&data).map_err(|e| io_err(&self.log_path, e))?;
         }
@@ -369,7 +357,9 @@ impl Segment {
         if self.size == 0 {
             self.opened_at = Instant::now();
         }
-        if let Err(e) = write_all_vectored(&self.file, &[IoSlice::new(prefix), IoSlice::new(rest)])
+        if let Err(e) = self
+            .file
+            .write_all_vectored(&[IoSlice::new(prefix), IoSlice::new(rest)])
         {
             // Leave no partial batch behind: the next append must start on a boundary.
             let _ = self.file.set_len(pos);
@@ -422,12 +412,7 @@ impl Segment {
         if self.max_timestamp > 0 {
             return self.max_timestamp;
         }
-        self.file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(now_ms, |d| d.as_millis() as i64)
+        self.file.modified_ms().unwrap_or(now_ms)
     }
 
     /// Handles on this segment's three files, for the flusher to sync.
@@ -548,29 +533,10 @@ pub fn delete_segment(dir: &Path, base_offset: i64) {
 fn delete_files(stem: &Path) {
     for ext in ["log", "index", "timeindex"] {
         let p = stem.with_extension(ext);
-        if let Err(e) = std::fs::remove_file(&p) {
+        if let Err(e) = disk::remove_file(&p) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(path = %p.display(), %e, "could not delete segment file");
             }
         }
     }
-}
-
-fn write_all_vectored(mut f: &File, bufs: &[IoSlice<'_>]) -> io::Result<()> {
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    let n = f.write_vectored(bufs)?;
-    if n == total {
-        return Ok(());
-    }
-    // Short write: finish the remainder plainly.
-    let mut skip = n;
-    for b in bufs {
-        if skip >= b.len() {
-            skip -= b.len();
-            continue;
-        }
-        f.write_all(&b[skip..])?;
-        skip = 0;
-    }
-    Ok(())
 }

@@ -115,7 +115,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn load(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match crate::disk::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => {
@@ -141,7 +141,7 @@ impl Checkpoint {
     /// Replaces the checkpoint at `path` atomically (temp file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| CheckpointError::Write(e.to_string()))?;
+            crate::disk::create_dir_all(dir).map_err(|e| CheckpointError::Write(e.to_string()))?;
         }
         let bytes =
             rmp_serde::to_vec_named(self).map_err(|e| CheckpointError::Write(e.to_string()))?;
