@@ -25,6 +25,23 @@ use crate::disk::{self, File};
 
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 
+/// Left in a log's directory by a failed fsync: the next start rewrites every segment at or
+/// above the recovery point from what it reads back (see [`record_failure`]).
+pub const SYNC_FAILED_FILE: &str = "sync-failed";
+
+/// After a failed fsync the kernel may have dropped the writes it covered while still serving
+/// them from its cache (Linux marks the pages clean: "fsyncgate"), so no later fsync of that
+/// file makes them durable. The recovery point stops below `base` for good, and a marker asks
+/// the next start to rewrite the unflushed segments into fresh files and sync those: only
+/// then is what the log reads back also what the disk holds. Best effort: a disk that failed
+/// an fsync may fail this write too, and the cap alone still keeps the segments checked.
+pub fn record_failure(cap: &Cap, dir: &Path, base: i64) {
+    cap.lower_to(base);
+    if let Err(e) = disk::replace(&dir.join(SYNC_FAILED_FILE), base.to_string().as_bytes()) {
+        tracing::error!(dir = %dir.display(), error = %e, "could not record a failed fsync");
+    }
+}
+
 /// A sealed segment's open files, to be synced, and the recovery point that holds afterwards.
 pub struct FlushJob {
     pub files: Vec<File>,
@@ -76,6 +93,11 @@ pub fn submit(job: FlushJob) {
 /// producer-state snapshots). If the thread cannot be started the task runs here: slower,
 /// never unsafe.
 pub fn in_background(task: impl FnOnce() + Send + 'static) {
+    #[cfg(test)]
+    let task = match manual::queue(Box::new(task)) {
+        Some(task) => task,
+        None => return,
+    };
     let tx = FLUSHER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Task>();
         let spawned = std::thread::Builder::new()
@@ -97,6 +119,10 @@ pub fn in_background(task: impl FnOnce() + Send + 'static) {
 
 /// Returns once every task queued before this call has run.
 pub fn wait_idle() {
+    #[cfg(test)]
+    if manual::run(usize::MAX) {
+        return;
+    }
     let (tx, rx) = mpsc::channel();
     in_background(move || {
         let _ = tx.send(());
@@ -108,9 +134,9 @@ fn run(job: FlushJob) {
     let started = std::time::Instant::now();
     for f in &job.files {
         if let Err(e) = f.sync_data() {
-            // The recovery point stays behind this segment for good, so it is checked at the
-            // next start.
-            job.cap.lower_to(job.base);
+            // The recovery point stays behind this segment for good, so it is checked (and
+            // rewritten) at the next start.
+            record_failure(&job.cap, &job.dir, job.base);
             tracing::error!(segment = %job.log_path.display(), error = %e, "segment flush failed");
             return;
         }
@@ -159,6 +185,56 @@ pub fn write_offset_file(dir: &Path, name: &str, offset: i64) -> std::io::Result
         &format!("{name}.{n}.tmp"),
         format!("{offset}\n").as_bytes(),
     )
+}
+
+/// A flusher the test thread runs by hand, so a crash test decides which background jobs ran
+/// before the power went (and a cut simply drops the rest, as the process's death would).
+#[cfg(test)]
+pub(crate) mod manual {
+    use super::Task;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    thread_local! {
+        static QUEUE: RefCell<Option<VecDeque<Task>>> = const { RefCell::new(None) };
+    }
+
+    /// From now on this thread's background jobs wait for [`run`] or [`drop_queued`].
+    pub fn enable() {
+        QUEUE.with(|q| *q.borrow_mut() = Some(VecDeque::new()));
+    }
+
+    /// Keeps `task` if this thread flushes by hand; gives it back otherwise.
+    pub(super) fn queue(task: Task) -> Option<Task> {
+        QUEUE.with(|q| match q.borrow_mut().as_mut() {
+            Some(q) => {
+                q.push_back(task);
+                None
+            }
+            None => Some(task),
+        })
+    }
+
+    /// Runs up to `n` queued jobs, oldest first; false when this thread is not in manual mode.
+    pub fn run(n: usize) -> bool {
+        for _ in 0..n {
+            let next = QUEUE.with(|q| q.borrow_mut().as_mut().map(|q| q.pop_front()));
+            match next {
+                None => return false,
+                Some(None) => break,
+                Some(Some(task)) => task(),
+            }
+        }
+        true
+    }
+
+    pub fn drop_queued() {
+        QUEUE.with(|q| {
+            if let Some(q) = q.borrow_mut().as_mut() {
+                q.clear();
+            }
+        });
+    }
 }
 
 #[cfg(test)]

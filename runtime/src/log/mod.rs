@@ -18,6 +18,8 @@ pub mod segment;
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod sim_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use thiserror::Error;
+
+use crate::disk;
 
 use batch::BatchHeader;
 use segment::{ReadSlice, Segment};
@@ -77,23 +81,37 @@ impl Default for LogConfig {
 /// One durability sync: the files holding the records from the last sync up to `upto`, and
 /// the directory when a segment was created since (its entry must be durable too).
 pub struct SyncJob {
-    files: Vec<Arc<crate::disk::File>>,
+    files: Vec<Arc<disk::File>>,
     dir: Option<PathBuf>,
     active_base: i64,
     /// The base of the oldest segment covered.
     first_base: i64,
     /// Every record below this offset is durable once the job has run.
     pub upto: i64,
+    /// The log's flush cap: lowered by any failed fsync of the log, the flusher's included.
+    cap: flush::Cap,
 }
 
 impl SyncJob {
-    /// Blocking: fsyncs.
+    /// Blocking: fsyncs. Fails, too, once any fsync of this log has failed since it was
+    /// opened, even if these succeed: the failed one may have dropped writes these files
+    /// still hold in the cache only, and a later fsync does not write them again. (A flusher
+    /// failure racing this job's own fsync of the same file can slip through this check;
+    /// the next job sees it.)
     pub fn run(&self) -> std::io::Result<()> {
+        let failed =
+            || std::io::Error::other("an earlier fsync of this log failed: writes may be lost");
+        if self.cap.get() < i64::MAX {
+            return Err(failed());
+        }
         for f in &self.files {
             f.sync_data()?;
         }
         if let Some(d) = &self.dir {
-            crate::disk::sync_dir(d)?;
+            disk::sync_dir(d)?;
+        }
+        if self.cap.get() < i64::MAX {
+            return Err(failed());
         }
         Ok(())
     }
@@ -145,13 +163,56 @@ pub fn persist_log_start(dir: &Path, offset: i64) -> Result<(), LogError> {
     })
 }
 
+/// After a failed fsync ([`flush::record_failure`]): copies each segment at or above the
+/// recovery point into a fresh file, syncs it and renames it into place, so the bytes the
+/// start-up scan is about to read are the bytes on disk. Indexes are rebuilt by that scan.
+fn rewrite_unflushed(dir: &Path, bases: &[i64], recovery_point: i64) -> Result<(), LogError> {
+    let io = |e| LogError::Io {
+        path: dir.to_path_buf(),
+        error: e,
+    };
+    for &base in bases.iter().filter(|&&b| b >= recovery_point) {
+        let path = dir.join(format!("{}.log", segment::file_stem(base)));
+        let bytes = disk::read(&path).map_err(io)?;
+        disk::replace(&path, &bytes).map_err(io)?;
+        tracing::warn!(segment = %path.display(), bytes = bytes.len(), "rewrote a segment after a failed fsync");
+    }
+    disk::remove_file(&dir.join(flush::SYNC_FAILED_FILE)).map_err(io)?;
+    disk::sync_dir(dir).map_err(io)
+}
+
+/// Hands a sealed segment to the flusher; once synced, the recovery point may move to
+/// `next_base` (the following segment's base).
+fn queue_flush(sealed: &Segment, next_base: i64, dir: &Path, cap: &flush::Cap) {
+    match sealed.flush_files() {
+        Ok(files) => flush::submit(flush::FlushJob {
+            files,
+            log_path: sealed.log_path().to_path_buf(),
+            dir: dir.to_path_buf(),
+            base: sealed.base_offset,
+            recovery_point: next_base,
+            cap: cap.clone(),
+        }),
+        // The recovery point never passes this segment from now on: it is checked at the
+        // next start.
+        Err(e) => {
+            cap.lower_to(sealed.base_offset);
+            tracing::warn!(
+                segment = %sealed.log_path().display(),
+                error = %e,
+                "cannot queue sealed segment for flushing"
+            )
+        }
+    }
+}
+
 fn segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
     let io = |e| LogError::Io {
         path: dir.to_path_buf(),
         error: e,
     };
     let mut bases = Vec::new();
-    for name in crate::disk::list_dir(dir).map_err(io)? {
+    for name in disk::list_dir(dir).map_err(io)? {
         if let Some(stem) = name.strip_suffix(".log") {
             if let Ok(b) = stem.parse::<i64>() {
                 if b >= 0 {
@@ -179,7 +240,7 @@ impl Log {
             path: dir.to_path_buf(),
             error: e,
         };
-        crate::disk::create_dir_all(dir).map_err(io)?;
+        disk::create_dir_all(dir).map_err(io)?;
         cleaner::recover(dir);
         let bases = segment_bases(dir)?;
         let recovery_point = match flush::read_recovery_point(dir).filter(|_| !bases.is_empty()) {
@@ -192,6 +253,9 @@ impl Log {
                 p
             }
         };
+        if disk::exists(&dir.join(flush::SYNC_FAILED_FILE)) {
+            rewrite_unflushed(dir, &bases, recovery_point)?;
+        }
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let active = i + 1 == bases.len();
@@ -219,6 +283,8 @@ impl Log {
                     );
                     segment::delete_segment(dir, later);
                 }
+                // The deletions must be durable before new batches take those offsets.
+                disk::sync_dir(dir).map_err(io)?;
                 drop(seg);
                 segments.push(Segment::open(
                     dir,
@@ -234,19 +300,38 @@ impl Log {
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0)?);
         }
+        // Sealed segments the recovery point has not passed were rolled and never flushed
+        // (a crash dropped their flush): they may sit in the page cache only. They are queued
+        // again, oldest first, or the flush of a newer segment would move the recovery point
+        // past them.
+        let flush_cap = flush::Cap::default();
+        for pair in segments.windows(2) {
+            if pair[0].base_offset >= recovery_point {
+                queue_flush(&pair[0], pair[1].base_offset, dir, &flush_cap);
+            }
+        }
         let start_floor = flush::read_offset_file(dir, LOG_START_FILE).unwrap_or(0);
         let next_offset = segments.last().map_or(0, |s| s.next_offset);
+        // What a crash left may still sit in the page cache only (the process died, the
+        // machine did not): it is durable once a sync covers it, and the first durability
+        // sync covers everything above the recovery point. After a clean shutdown all of it
+        // was synced.
+        let synced = if clean {
+            next_offset
+        } else {
+            recovery_point.min(next_offset)
+        };
         Ok(Log {
             dir: dir.to_path_buf(),
             segments,
             config,
             start_floor,
-            flush_cap: flush::Cap::default(),
-            synced: next_offset,
+            flush_cap,
+            synced,
             // The first durability sync also syncs the directory: a new log's first segment
             // was created after the directory was last synced.
             synced_active_base: -1,
-            unsynced_since: None,
+            unsynced_since: (synced < next_offset).then(std::time::Instant::now),
             closed: false,
         })
     }
@@ -263,21 +348,22 @@ impl Log {
             .iter()
             .filter(|s| s.next_offset > recovery_point || s.base_offset >= recovery_point)
         {
-            for f in s.flush_files().map_err(|e| LogError::Io {
-                path: s.log_path().to_path_buf(),
-                error: e,
-            })? {
-                f.sync_data().map_err(|e| LogError::Io {
+            let synced = s
+                .flush_files()
+                .and_then(|files| files.iter().try_for_each(|f| f.sync_data()));
+            if let Err(e) = synced {
+                flush::record_failure(&self.flush_cap, &self.dir, s.base_offset);
+                return Err(LogError::Io {
                     path: s.log_path().to_path_buf(),
                     error: e,
-                })?;
+                });
             }
         }
         let io = |e| LogError::Io {
             path: self.dir.clone(),
             error: e,
         };
-        crate::disk::sync_dir(&self.dir).map_err(io)?;
+        disk::sync_dir(&self.dir).map_err(io)?;
         // The active segment's base: segments below it are sealed and synced; the active one
         // is trusted through the shutdown marker alone.
         let active = self.active().base_offset;
@@ -322,6 +408,7 @@ impl Log {
             dir: (active_base != self.synced_active_base).then(|| self.dir.clone()),
             active_base,
             upto,
+            cap: self.flush_cap.clone(),
         })
     }
 
@@ -339,7 +426,7 @@ impl Log {
     /// Records that `job` failed: the recovery point stays below what it covered, so start-up
     /// checks those segments.
     pub fn sync_failed(&mut self, job: &SyncJob) {
-        self.flush_cap.lower_to(job.first_base);
+        flush::record_failure(&self.flush_cap, &self.dir, job.first_base);
     }
 
     /// Offset below which every record is durable.
@@ -413,27 +500,7 @@ impl Log {
         let n = self.segments.len();
         self.segments[n - 1].seal();
         self.segments.push(Segment::create(&self.dir, next)?);
-        let sealed = &self.segments[n - 1];
-        match sealed.flush_files() {
-            Ok(files) => flush::submit(flush::FlushJob {
-                files,
-                log_path: sealed.log_path().to_path_buf(),
-                dir: self.dir.clone(),
-                base: sealed.base_offset,
-                recovery_point: next,
-                cap: self.flush_cap.clone(),
-            }),
-            // The recovery point never passes this segment from now on: it is checked at the
-            // next start.
-            Err(e) => {
-                self.flush_cap.lower_to(sealed.base_offset);
-                tracing::warn!(
-                    segment = %sealed.log_path().display(),
-                    error = %e,
-                    "cannot queue sealed segment for flushing"
-                )
-            }
-        }
+        queue_flush(&self.segments[n - 1], next, &self.dir, &self.flush_cap);
         Ok(())
     }
 

@@ -62,7 +62,7 @@ fn active_log_file(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// Reads every batch from `from`, returning (base offset, values) per record.
-fn read_all(log: &Log, from: i64) -> Vec<(i64, Vec<u8>)> {
+pub(super) fn read_all(log: &Log, from: i64) -> Vec<(i64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut next = from;
     while let Some(slice) = log.plan_read(next).unwrap() {

@@ -291,8 +291,11 @@ impl Segment {
                 reason = truncated_reason.unwrap_or("unknown"),
                 "truncating damaged tail of segment"
             );
+            // Durably: new batches will take these offsets, and a cut that brought the old
+            // tail back would put two batches at one offset.
             self.file
                 .set_len(pos)
+                .and_then(|()| self.file.sync_data())
                 .map_err(|e| io_err(&self.log_path, e))?;
         }
         self.size = pos;
