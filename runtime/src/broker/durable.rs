@@ -130,10 +130,8 @@ impl Partition {
                     FSYNCED_RECORDS.fetch_add(newly.max(0) as u64, Ordering::Relaxed);
                     Ok(())
                 }
-                Err(e) => {
-                    lock(&self.log).log.sync_failed(&job);
-                    Err(SyncFailed(e.to_string()))
-                }
+                // The job recorded the failure in the log itself.
+                Err(e) => Err(SyncFailed(e.to_string())),
             },
         };
         if let Err(e) = &outcome {

@@ -57,11 +57,11 @@ impl File {
         std::fs::File::create(path).map(|f| File(Inner::Os(f)))
     }
 
-    pub fn len(&self) -> io::Result<u64> {
+    pub fn size(&self) -> io::Result<u64> {
         match &self.0 {
             Inner::Os(f) => f.metadata().map(|m| m.len()),
             #[cfg(test)]
-            Inner::Sim(h) => h.len(),
+            Inner::Sim(h) => h.size(),
         }
     }
 

@@ -94,7 +94,7 @@ enum Op {
 }
 
 fn eio(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, format!("simulated disk: {what}"))
+    io::Error::other(format!("simulated disk: {what}"))
 }
 
 fn not_found() -> io::Error {
@@ -475,7 +475,7 @@ impl Handle {
         Ok(st)
     }
 
-    pub(super) fn len(&self) -> io::Result<u64> {
+    pub(super) fn size(&self) -> io::Result<u64> {
         Ok(self.state()?.file(self.node)?.data.len() as u64)
     }
 
@@ -580,7 +580,7 @@ mod tests {
         d.power_off();
         assert!(kept.sync_all().is_err());
         d.power_on(7);
-        assert!(kept.len().is_err(), "handles die with the power");
+        assert!(kept.size().is_err(), "handles die with the power");
         let after = disk::read(&dir.join("kept")).unwrap();
         assert!(after.starts_with(b"durable"));
         assert!(b"durable and more".starts_with(&after[..]));
@@ -620,6 +620,6 @@ mod tests {
         });
         f.write_all(b"ab").unwrap();
         assert!(f.write_all(b"cdef").is_err());
-        assert_eq!(f.len().unwrap(), 4);
+        assert_eq!(f.size().unwrap(), 4);
     }
 }

@@ -90,6 +90,7 @@ pub struct SyncJob {
     pub upto: i64,
     /// The log's flush cap: lowered by any failed fsync of the log, the flusher's included.
     cap: flush::Cap,
+    log_dir: PathBuf,
 }
 
 impl SyncJob {
@@ -104,11 +105,15 @@ impl SyncJob {
         if self.cap.get() < i64::MAX {
             return Err(failed());
         }
-        for f in &self.files {
-            f.sync_data()?;
-        }
-        if let Some(d) = &self.dir {
-            disk::sync_dir(d)?;
+        let synced = self
+            .files
+            .iter()
+            .try_for_each(|f| f.sync_data())
+            .and_then(|()| self.dir.as_deref().map_or(Ok(()), disk::sync_dir));
+        if let Err(e) = synced {
+            // Start-up checks (and rewrites) what this job covered.
+            flush::record_failure(&self.cap, &self.log_dir, self.first_base);
+            return Err(e);
         }
         if self.cap.get() < i64::MAX {
             return Err(failed());
@@ -409,6 +414,7 @@ impl Log {
             active_base,
             upto,
             cap: self.flush_cap.clone(),
+            log_dir: self.dir.clone(),
         })
     }
 
@@ -421,12 +427,6 @@ impl Log {
         if self.synced >= self.next_offset() {
             self.unsynced_since = None;
         }
-    }
-
-    /// Records that `job` failed: the recovery point stays below what it covered, so start-up
-    /// checks those segments.
-    pub fn sync_failed(&mut self, job: &SyncJob) {
-        flush::record_failure(&self.flush_cap, &self.dir, job.first_base);
     }
 
     /// Offset below which every record is durable.

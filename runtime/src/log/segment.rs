@@ -106,7 +106,7 @@ impl Segment {
         active: bool,
     ) -> Result<Segment, LogError> {
         let mut seg = Segment::create(dir, base_offset)?;
-        let len = seg.file.len().map_err(|e| io_err(&seg.log_path, e))?;
+        let len = seg.file.size().map_err(|e| io_err(&seg.log_path, e))?;
         if !check && !active && seg.load_sealed(len).is_ok() {
             return Ok(seg);
         }
@@ -124,7 +124,7 @@ impl Segment {
     /// and last entries, then walks the batch headers after the last indexed position (at most
     /// one index interval) to find where the segment ends.
     fn load_sealed(&mut self, file_len: u64) -> Result<(), ()> {
-        let len = |f: &File| f.len().map(|l| l as usize).map_err(|_| ());
+        let len = |f: &File| f.size().map(|l| l as usize).map_err(|_| ());
         let (oi_len, ti_len) = (len(&self.index_file)?, len(&self.time_file)?);
         if oi_len % OFFSET_ENTRY != 0 || ti_len % TIME_ENTRY != 0 {
             return Err(());

@@ -176,7 +176,6 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 }
                             }
                             Err(_) => {
-                                log.sync_failed(&job);
                                 m.poisoned = true;
                             }
                         }
