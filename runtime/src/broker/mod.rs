@@ -14,6 +14,8 @@ pub mod config;
 pub mod durable;
 pub mod producer_ids;
 pub mod producers;
+#[cfg(test)]
+mod sim_tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::disk;
 use crate::log::batch::{self, BatchError};
 use crate::log::segment::ReadSlice;
 use crate::log::{Appended, Log, LogError};
@@ -222,20 +225,30 @@ impl PartitionLog {
         clean: bool,
     ) -> Result<PartitionLog, BrokerError> {
         let log = Log::open_after(dir, config, clean)?;
-        let mut snapshots: Vec<(i64, PathBuf)> = crate::disk::list_dir(dir)
+        let mut snapshots: Vec<(i64, PathBuf)> = disk::list_dir(dir)
             .map_err(io(dir))?
             .into_iter()
             .filter_map(|name| {
                 let base = name.strip_suffix(SNAPSHOT_SUFFIX)?.parse::<i64>().ok()?;
                 Some((base, dir.join(name)))
             })
-            .filter(|(base, _)| *base <= log.next_offset())
             .collect();
         snapshots.sort();
+        // Snapshots past the end describe batches recovery cut off. They go, durably, before
+        // anything is appended: once the log grew past them again, a stale one would be
+        // taken for the state of different batches (as Kafka deletes them on truncation).
+        let end = snapshots.partition_point(|(base, _)| *base <= log.next_offset());
+        if end < snapshots.len() {
+            for (_, path) in snapshots.drain(end..) {
+                tracing::warn!(path = %path.display(), "deleting a producer snapshot past the end of the log");
+                disk::remove_file(&path).map_err(io(&path))?;
+            }
+            disk::sync_dir(dir).map_err(io(dir))?;
+        }
         let mut producers = ProducerStates::default();
         let mut from = log.log_start_offset();
         while let Some((base, path)) = snapshots.pop() {
-            match crate::disk::read(&path)
+            match disk::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ProducerStates>(&b).ok())
             {
@@ -448,7 +461,7 @@ pub fn valid_topic_name(name: &str) -> bool {
 }
 
 fn write_producer_snapshot(dir: &Path, base: i64, bytes: &[u8]) {
-    if !dir.exists() {
+    if !disk::exists(dir) {
         return; // the partition was deleted meanwhile
     }
     let path = dir.join(format!(
@@ -460,7 +473,7 @@ fn write_producer_snapshot(dir: &Path, base: i64, bytes: &[u8]) {
         tracing::warn!(path = %path.display(), error = %e, "producer snapshot failed");
         return;
     }
-    let mut old: Vec<i64> = crate::disk::list_dir(dir)
+    let mut old: Vec<i64> = disk::list_dir(dir)
         .into_iter()
         .flatten()
         .filter_map(|name| name.strip_suffix(SNAPSHOT_SUFFIX)?.parse().ok())
@@ -468,7 +481,7 @@ fn write_producer_snapshot(dir: &Path, base: i64, bytes: &[u8]) {
     old.sort_unstable();
     old.reverse();
     for b in old.into_iter().skip(2) {
-        let _ = crate::disk::remove_file(&dir.join(format!(
+        let _ = disk::remove_file(&dir.join(format!(
             "{}{SNAPSHOT_SUFFIX}",
             crate::log::segment::file_stem(b)
         )));
@@ -476,7 +489,7 @@ fn write_producer_snapshot(dir: &Path, base: i64, bytes: &[u8]) {
 }
 
 pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> Result<(), BrokerError> {
-    crate::disk::replace(path, data).map_err(io(path))
+    disk::replace(path, data).map_err(io(path))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -777,13 +790,13 @@ impl Broker {
     /// Opens the data directory, recovering every partition's log.
     pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let topics_dir = config.data_dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).map_err(io(&topics_dir))?;
+        disk::create_dir_all(&topics_dir).map_err(io(&topics_dir))?;
         let trash = config.data_dir.join("trash");
-        if trash.exists() {
-            let _ = std::fs::remove_dir_all(&trash);
+        if disk::exists(&trash) {
+            let _ = disk::remove_dir_all(&trash);
         }
         let cluster_file = config.data_dir.join("cluster.json");
-        let cluster_id = match std::fs::read(&cluster_file) {
+        let cluster_id = match disk::read(&cluster_file) {
             Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
                 .ok()
                 .and_then(|v| v.get("cluster_id")?.as_str().map(str::to_string))
@@ -799,22 +812,21 @@ impl Broker {
             }
         };
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = marker.exists();
+        let clean = disk::exists(&marker);
         if clean {
             tracing::info!("clean shutdown last time: active segments are trusted without a scan");
         }
         let mut topics = BTreeMap::new();
-        let mut names: Vec<_> = std::fs::read_dir(&topics_dir)
+        let mut names: Vec<_> = disk::list_dir(&topics_dir)
             .map_err(io(&topics_dir))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .into_iter()
             .filter(|n| valid_topic_name(n))
             .collect();
         names.sort();
         for name in names {
             let dir = topics_dir.join(&name);
             let meta_path = dir.join("topic.json");
-            let Ok(raw) = std::fs::read(&meta_path) else {
+            let Ok(raw) = disk::read(&meta_path) else {
                 tracing::warn!(dir = %dir.display(), "topic directory without topic.json: ignored");
                 continue;
             };
@@ -829,10 +841,8 @@ impl Broker {
         if clean {
             // From now on a crash must be followed by a full check: the marker goes before
             // anything is written.
-            std::fs::remove_file(&marker).map_err(io(&marker))?;
-            std::fs::File::open(&config.data_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&config.data_dir))?;
+            disk::remove_file(&marker).map_err(io(&marker))?;
+            disk::sync_dir(&config.data_dir).map_err(io(&config.data_dir))?;
         }
         tracing::info!(
             topics = topics.len(),
@@ -1053,7 +1063,7 @@ impl Broker {
             if self.topic(name).is_some() {
                 return Err(BrokerError::TopicExists(name.to_string()));
             }
-            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            disk::create_dir_all(&dir).map_err(io(&dir))?;
             let body =
                 serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::CorruptMetadata {
                     path: dir.clone(),
@@ -1064,9 +1074,7 @@ impl Broker {
             // The topic directory's own entry, so a power cut cannot lose an acknowledged
             // creation (topic.json's write synced the topic directory itself).
             if let Some(parent) = dir.parent() {
-                std::fs::File::open(parent)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io(parent))?;
+                disk::sync_dir(parent).map_err(io(parent))?;
             }
             let topic = Arc::new(topic);
             self.topics
@@ -1077,7 +1085,7 @@ impl Broker {
         })();
         if matches!(&made, Err(e) if !matches!(e, BrokerError::TopicExists(_))) {
             // Half-made files would be picked up by the next creation of this name.
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = disk::remove_dir_all(&dir);
         }
         lock(&self.creating).remove(name);
         let topic = made?;
@@ -1111,13 +1119,13 @@ impl Broker {
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
         let trash = self.config.data_dir.join("trash");
-        std::fs::create_dir_all(&trash).map_err(io(&trash))?;
+        disk::create_dir_all(&trash).map_err(io(&trash))?;
         let target = trash.join(format!("{}-{}", name, topic.id.simple()));
         // The rename is the commit point: after it the topic is gone even if we crash before
         // the files are removed (start-up empties the trash).
-        std::fs::rename(&topic.dir, &target).map_err(io(&topic.dir))?;
+        disk::rename(&topic.dir, &target).map_err(io(&topic.dir))?;
         std::thread::spawn(move || {
-            if let Err(e) = std::fs::remove_dir_all(&target) {
+            if let Err(e) = disk::remove_dir_all(&target) {
                 tracing::warn!(path = %target.display(), %e, "could not remove deleted topic");
             }
         });

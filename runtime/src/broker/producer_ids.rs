@@ -17,7 +17,7 @@ pub struct ProducerIds {
 impl ProducerIds {
     pub fn open(data_dir: &Path) -> Result<ProducerIds, BrokerError> {
         let path = data_dir.join("producer-ids.json");
-        let start = match std::fs::read(&path) {
+        let start = match crate::disk::read(&path) {
             Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
                 .ok()
                 .and_then(|v| v.get("next_block")?.as_i64())
