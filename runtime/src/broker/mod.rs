@@ -790,7 +790,7 @@ impl Broker {
     /// Opens the data directory, recovering every partition's log.
     pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let topics_dir = config.data_dir.join("topics");
-        disk::create_dir_all(&topics_dir).map_err(io(&topics_dir))?;
+        disk::create_dir_all_durably(&topics_dir).map_err(io(&topics_dir))?;
         let trash = config.data_dir.join("trash");
         if disk::exists(&trash) {
             let _ = disk::remove_dir_all(&trash);

@@ -198,17 +198,54 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
     std::fs::create_dir_all(path)
 }
 
+/// [`create_dir_all`], then syncs the parent of every directory it made, so that the new
+/// directories outlive a power cut (a file synced into a directory whose own entry is not
+/// durable is lost with it).
+pub fn create_dir_all_durably(path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty() && !exists(p)) {
+        missing.push(p);
+        at = p.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    create_dir_all(path)?;
+    let synced = missing.iter().rev().try_for_each(|made| {
+        made.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or(Ok(()), sync_dir)
+    });
+    if synced.is_err() {
+        // Made again (and synced) by the next call, rather than taken for durable. Only
+        // while still empty: another writer may have started using them.
+        for made in &missing {
+            let _ = remove_empty_dir(made);
+        }
+    }
+    synced
+}
+
 pub fn remove_file(path: &Path) -> io::Result<()> {
     #[cfg(test)]
-    if let Some(r) = sim::route(path, |d, p| d.remove(p, false)) {
+    if let Some(r) = sim::route(path, |d, p| d.remove(p, sim::Remove::File)) {
         return r;
     }
     std::fs::remove_file(path)
 }
 
+pub fn remove_empty_dir(path: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(r) = sim::route(path, |d, p| d.remove(p, sim::Remove::EmptyDir)) {
+        return r;
+    }
+    std::fs::remove_dir(path)
+}
+
 pub fn remove_dir_all(path: &Path) -> io::Result<()> {
     #[cfg(test)]
-    if let Some(r) = sim::route(path, |d, p| d.remove(p, true)) {
+    if let Some(r) = sim::route(path, |d, p| d.remove(p, sim::Remove::Tree)) {
         return r;
     }
     std::fs::remove_dir_all(path)

@@ -37,6 +37,12 @@ pub(super) enum Mode {
     Truncate,
 }
 
+pub(super) enum Remove {
+    File,
+    EmptyDir,
+    Tree,
+}
+
 const ROOT: u64 = 0;
 
 #[derive(Debug)]
@@ -346,7 +352,7 @@ impl SimDisk {
         Ok(())
     }
 
-    pub(super) fn remove(&self, path: &Path, recursive: bool) -> io::Result<()> {
+    pub(super) fn remove(&self, path: &Path, what: Remove) -> io::Result<()> {
         let parts = self.parts(path)?;
         let mut st = self.powered()?;
         let (name, dir_parts) = parts
@@ -354,8 +360,15 @@ impl SimDisk {
             .ok_or_else(|| eio("removal of the root"))?;
         let dir = st.resolve(dir_parts)?;
         let id = *st.dir(dir)?.entries.get(name).ok_or_else(not_found)?;
-        if !recursive && !matches!(st.nodes.get(&id), Some(Node::File(_))) {
-            return Err(io::ErrorKind::IsADirectory.into());
+        match (what, st.nodes.get(&id)) {
+            (Remove::File, Some(Node::Dir(_))) => return Err(io::ErrorKind::IsADirectory.into()),
+            (Remove::EmptyDir, Some(Node::File(_))) => {
+                return Err(io::ErrorKind::NotADirectory.into())
+            }
+            (Remove::EmptyDir, Some(Node::Dir(d))) if !d.entries.is_empty() => {
+                return Err(io::ErrorKind::DirectoryNotEmpty.into())
+            }
+            _ => {}
         }
         st.dir_mut(dir)?.entries.remove(name);
         Ok(())
