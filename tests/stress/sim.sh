@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export SIM_CASES=${SIM_CASES:-100000}
 cd "$ROOT"
 started=$(date +%s)
-cargo test --release -p sluice --lib -- \
+cargo test -p sluice --lib -- \
     log::sim_tests kv::tests::the_table_survives_power_cuts \
     broker::sim_tests plugin::checkpoint::tests::a_checkpoint_survives_power_cuts_whole
 echo "== $SIM_CASES histories per test, no failure, in $(($(date +%s) - started)) s"
