@@ -48,6 +48,15 @@ fn consume_transform_produce_is_exactly_once() {
     run_ok(&broker, "python3", "transactions.py", &["ctp"], LIMIT);
 }
 
+/// The same in durable mode (`durability = "fsync"`): every transaction-log and offsets-log
+/// write is fsynced off the coordinators' locks, with those requests on the blocking pool.
+#[test]
+fn consume_transform_produce_is_exactly_once_in_durable_mode() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start_with_config("durability = \"fsync\"\n");
+    run_ok(&broker, "python3", "transactions.py", &["ctp"], LIMIT);
+}
+
 /// The same loop as a separate worker process, while the broker is killed with SIGKILL and
 /// restarted three times and the worker itself is killed with SIGKILL twice (a new instance
 /// takes over, fencing the dead one and aborting its open transaction): a read_committed

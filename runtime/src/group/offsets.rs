@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::log::kv::KvLog;
-use crate::log::LogError;
+use crate::log::{LogError, SyncJob};
 
 /// The offsets log's segment size: only rolled segments are compacted.
 const SEGMENT_BYTES: u64 = 16 << 20;
@@ -24,7 +24,8 @@ pub struct Committed {
     pub commit_ms: i64,
 }
 
-type Key = (String, String, i32);
+/// (group, topic, partition).
+pub type Key = (String, String, i32);
 
 pub struct OffsetStore {
     table: KvLog<Key, Committed>,
@@ -50,6 +51,29 @@ impl OffsetStore {
         now: i64,
     ) -> Result<(), LogError> {
         self.table.write(entries, now)
+    }
+
+    /// Records commits or deletions and returns the fsync still owed in durable mode, for the
+    /// coordinator to run once it has released its lock (see [`KvLog::stage`]).
+    pub fn stage(
+        &mut self,
+        entries: Vec<(Key, Option<Committed>)>,
+        now: i64,
+    ) -> Result<Option<SyncJob>, LogError> {
+        self.table.stage(entries, now)
+    }
+
+    /// The outcome of a staged write's fsync.
+    pub fn settle(&mut self, job: &SyncJob, outcome: std::io::Result<()>) -> Result<(), LogError> {
+        self.table.settle(job, outcome)
+    }
+
+    /// Tombstones for every offset of `group`.
+    pub fn group_deletion(&self, group: &str) -> Vec<(Key, Option<Committed>)> {
+        self.group(group)
+            .into_iter()
+            .map(|(t, p, _)| ((group.to_string(), t, p), None))
+            .collect()
     }
 
     /// A whole compaction pass now (tests; the broker runs [`Self::table`]'s passes in the
@@ -86,11 +110,7 @@ impl OffsetStore {
 
     /// Deletes all offsets of `group`.
     pub fn delete_group(&mut self, group: &str, now: i64) -> Result<usize, LogError> {
-        let keys: Vec<(Key, Option<Committed>)> = self
-            .group(group)
-            .into_iter()
-            .map(|(t, p, _)| ((group.to_string(), t, p), None))
-            .collect();
+        let keys = self.group_deletion(group);
         let n = keys.len();
         self.write(keys, now)?;
         Ok(n)

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::cleaner::{self, CleanConfig, Cleaned, Plan};
-use super::{batch, Log, LogConfig, LogError};
+use super::{batch, Log, LogConfig, LogError, SyncJob};
 use crate::records::{decode_batches, encode_batch, Compression, Record};
 
 pub struct KvLog<K, V> {
@@ -156,21 +156,31 @@ where
         Ok(())
     }
 
-    /// Records changes (`None` deletes) in the log, then applies them to the map.
+    /// Records changes (`None` deletes) in the log, then applies them to the map; in durable
+    /// mode only once they are fsynced.
     pub fn write(&mut self, entries: Vec<(K, Option<V>)>, now: i64) -> Result<(), LogError> {
+        if let Some(job) = self.stage(entries, now)? {
+            let synced = job.run();
+            self.settle(&job, synced)?;
+        }
+        Ok(())
+    }
+
+    /// The first half of a write, for callers that must not fsync under the lock that guards
+    /// the table: records the changes in the log and applies them to the map, and returns
+    /// the fsync still owed in durable mode (the value "to persist"). The caller runs it
+    /// without the lock, then hands the outcome to [`Self::settle`] and acknowledges only if
+    /// that is `Ok`. Readers may see the changes before they are durable, as records are
+    /// readable before they are synced; one fsync covers every change staged before it.
+    pub fn stage(
+        &mut self,
+        entries: Vec<(K, Option<V>)>,
+        now: i64,
+    ) -> Result<Option<SyncJob>, LogError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         self.append(&entries, now)?;
-        if self.durable {
-            if let Some(job) = self.log.sync_job() {
-                job.run().map_err(|e| LogError::Io {
-                    path: self.log.dir().to_path_buf(),
-                    error: e,
-                })?;
-                self.log.synced(&job);
-            }
-        }
         for (k, v) in entries {
             match v {
                 Some(v) => {
@@ -181,7 +191,25 @@ where
                 }
             }
         }
-        Ok(())
+        Ok(if self.durable {
+            self.log.sync_job()
+        } else {
+            None
+        })
+    }
+
+    /// The second half of a durable write: the outcome of running `job`.
+    pub fn settle(&mut self, job: &SyncJob, outcome: std::io::Result<()>) -> Result<(), LogError> {
+        match outcome {
+            Ok(()) => {
+                self.log.synced(job);
+                Ok(())
+            }
+            Err(error) => Err(LogError::Io {
+                path: self.log.dir().to_path_buf(),
+                error,
+            }),
+        }
     }
 
     /// Plans a compaction pass over the rolled segments, if one is due.

@@ -249,7 +249,18 @@ pub async fn handle(
             Some(encode_response(api, version, correlation_id, &r)?)
         }};
     }
+    // In durable mode the coordinators fsync their logs (off their locks, but in the
+    // request): those requests go to the blocking pool too.
+    let durable = broker.config.durable_internal_logs;
     let resp = match api {
+        ApiKey::OffsetCommit if durable => answer!(offsets::commit, blocking),
+        ApiKey::OffsetDelete if durable => answer!(offsets::delete, blocking),
+        ApiKey::DeleteGroups if durable => answer!(group::delete, blocking),
+        ApiKey::InitProducerId if durable => answer!(init_producer_id::handle, blocking),
+        ApiKey::AddPartitionsToTxn if durable => answer!(txn::add_partitions, blocking),
+        ApiKey::AddOffsetsToTxn if durable => answer!(txn::add_offsets, blocking),
+        ApiKey::TxnOffsetCommit if durable => answer!(txn::offset_commit, blocking),
+        ApiKey::EndTxn if durable => answer!(txn::end, blocking),
         ApiKey::ApiVersions => {
             let _req = decode::<kafka_protocol::messages::ApiVersionsRequest>(api, version, body)?;
             Some(encode_response(

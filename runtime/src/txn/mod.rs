@@ -95,13 +95,31 @@ impl Coordinator {
         lock(&self.entries).by_id.get(txn_id).cloned()
     }
 
+    /// Writes `t` to the transaction log (the caller holds the id's own lock, so its values
+    /// reach the log in order). In durable mode the fsync runs after the log's lock is
+    /// released: other transactional ids' writes share it instead of queueing behind it.
     fn persist(&self, txn_id: &str, t: &Txn) -> Result<(), Code> {
-        lock(&self.log)
-            .write(vec![(txn_id.to_string(), Some(t.clone()))], now_ms())
+        self.write_log(txn_id, Some(t.clone()), now_ms())
             .map_err(|e| {
                 tracing::error!(txn = txn_id, error = %e, "cannot write the transaction log");
                 STORAGE_ERROR
             })
+    }
+
+    fn write_log(
+        &self,
+        txn_id: &str,
+        t: Option<Txn>,
+        now: i64,
+    ) -> Result<(), crate::log::LogError> {
+        let job = lock(&self.log).stage(vec![(txn_id.to_string(), t)], now)?;
+        match job {
+            None => Ok(()),
+            Some(job) => {
+                let outcome = job.run();
+                lock(&self.log).settle(&job, outcome)
+            }
+        }
     }
 
     /// Persists `t` and publishes it as the entry's value.
@@ -399,7 +417,7 @@ impl Coordinator {
     /// Removes an expired transactional id: a tombstone in the log, then out of the maps (the
     /// caller holds its entry, so no request is using it).
     fn forget(&self, txn_id: &str, entry: &Entry, slot: &mut Option<Txn>, now: i64) {
-        if let Err(e) = lock(&self.log).write(vec![(txn_id.to_string(), None)], now) {
+        if let Err(e) = self.write_log(txn_id, None, now) {
             tracing::warn!(txn = txn_id, error = %e, "cannot expire a transactional id; will retry");
             return;
         }
