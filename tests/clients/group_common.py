@@ -22,8 +22,16 @@ def log(msg):
 
 def create_topic(bootstrap, topic, partitions):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(timeout=30)
-    md = admin.list_topics(topic, timeout=10).topics[topic]
+    # The cluster's default replication factor (-1), so the scripts also run against a
+    # replicated Kafka cluster (tests/kafka/cluster.sh), where a new topic's metadata
+    # reaches every broker a moment after the creation is acknowledged.
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])[topic].result(timeout=30)
+    deadline = time.time() + 10
+    while True:
+        md = admin.list_topics(topic, timeout=10).topics[topic]
+        if (md.error is None and len(md.partitions) == partitions) or time.time() > deadline:
+            break
+        time.sleep(0.1)
     check(md.error is None, f"metadata of new topic {topic}: {md.error}")
     check_eq(sorted(md.partitions), list(range(partitions)), f"partitions of new topic {topic}")
 
