@@ -8,10 +8,14 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::broker::{Broker, BrokerConfig};
+use crate::disk::sim::{Mount, SimDisk};
 use crate::log::{flush, Log, LogConfig};
 
 struct World {
-    _dir: tempfile::TempDir,
+    // The broker's data directory is on a simulated disk: a request that creates a topic
+    // with thousands of partitions costs memory, not thousands of fsyncs, so executions
+    // stay fast.
+    _disk: Mount,
     broker: Arc<Broker>,
     rt: tokio::runtime::Runtime,
 }
@@ -19,8 +23,8 @@ struct World {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = BrokerConfig::with_defaults(dir.path().to_path_buf());
+        let disk = SimDisk::mount();
+        let mut config = BrokerConfig::with_defaults(disk.root().join("data"));
         config.default_partitions = 2;
         let broker = Broker::open(config).expect("broker");
         let mut rt = tokio::runtime::Builder::new_current_thread();
@@ -29,7 +33,7 @@ fn world() -> &'static World {
         #[cfg(feature = "fuzzing")]
         rt.start_paused(true);
         World {
-            _dir: dir,
+            _disk: disk,
             broker: Arc::new(broker),
             rt: rt.build().expect("runtime"),
         }
@@ -89,15 +93,22 @@ pub fn segments(data: &[u8]) {
     let stride = i64::from(data[1]) * 7;
     let recovery = i64::from(data[2]) * 5;
     let parts = pieces(&data[3..]);
-    let Ok(dir) = tempfile::tempdir() else { return };
+    // On a simulated disk: the same storage code, no fsyncs, so executions stay fast.
+    let disk = SimDisk::mount();
+    let dir = disk.root().join("p");
+    if crate::disk::create_dir_all(&dir).is_err() {
+        return;
+    }
     for s in 0..segments {
-        let stem = dir.path().join(format!("{:020}", s as i64 * stride));
+        let stem = dir.join(format!("{:020}", s as i64 * stride));
         for (k, ext) in ["log", "index", "timeindex"].iter().enumerate() {
             let bytes = parts.get(s * 3 + k).copied().unwrap_or_default();
-            let _ = std::fs::write(stem.with_extension(ext), bytes);
+            if let Ok(f) = crate::disk::File::create(&stem.with_extension(ext)) {
+                let _ = f.write_all(bytes);
+            }
         }
     }
-    let _ = flush::write_recovery_point(dir.path(), recovery);
+    let _ = flush::write_recovery_point(&dir, recovery);
     let cfg = LogConfig {
         segment_bytes: 512,
         index_interval_bytes: 64,
@@ -105,7 +116,7 @@ pub fn segments(data: &[u8]) {
     };
     // Either way of opening: after a crash (scan) and after a clean shutdown (trust).
     let clean = data[0] & 0x80 != 0;
-    let Ok(mut log) = Log::open_after(dir.path(), cfg, clean) else {
+    let Ok(mut log) = Log::open_after(&dir, cfg, clean) else {
         return;
     };
     let mut next = log.log_start_offset();

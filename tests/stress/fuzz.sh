@@ -10,6 +10,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RUNS=${RUNS:-10000000}
 TARGETS=${TARGETS:-"records plugin_files request segments"}
+LOGS=${LOGS:-${TMPDIR:-/tmp}}
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 cd "$ROOT/runtime/fuzz"
 for t in $TARGETS; do
@@ -21,6 +22,9 @@ for t in $TARGETS; do
     echo "== $t: $RUNS executions"
     started=$(date +%s)
     # RUSTC_BOOTSTRAP lets a stable toolchain take the sanitizer flags cargo-fuzz passes.
-    RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -runs="$RUNS" "${extra[@]}" 2>&1 | tail -n 3
+    # libFuzzer's progress lines go to fuzz-$t.log (exec/s, coverage); the last ones here.
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -runs="$RUNS" -print_final_stats=1 "${extra[@]}" \
+        >"$LOGS/fuzz-$t.log" 2>&1 || { tail -n 30 "$LOGS/fuzz-$t.log"; exit 1; }
+    grep -E "^(#[0-9]+|Done|stat::number_of_executed_units|stat::average_exec_per_sec)" "$LOGS/fuzz-$t.log" | tail -n 3
     echo "== $t: done in $(($(date +%s) - started)) s, no crash"
 done

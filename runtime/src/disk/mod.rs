@@ -3,7 +3,7 @@
 //! checkpoints.
 //!
 //! In the broker it is a thin shell over `std::fs` (one enum variant, so calls compile to the
-//! plain system calls). Under test, a path inside a mounted [`sim::SimDisk`] is served by a
+//! plain system calls). Under test (and in the fuzz targets, which need no real disk), a path inside a mounted [`sim::SimDisk`] is served by a
 //! simulated disk instead, which keeps what was written apart from what was made durable and
 //! can lose the difference, tear writes and fail fsyncs and writes on demand: the crash
 //! property tests (`log/sim_tests.rs`) drive the real storage code through it.
@@ -15,7 +15,7 @@
 //! - a failed sync may have dropped the unsynced bytes for good (Linux marks the pages clean:
 //!   "fsyncgate"); a later sync that succeeds says nothing about them.
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod sim;
 
 use std::io::{self, IoSlice, Write};
@@ -29,14 +29,14 @@ pub struct File(Inner);
 #[derive(Debug)]
 enum Inner {
     Os(std::fs::File),
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     Sim(sim::Handle),
 }
 
 impl File {
     /// Opens `path` for reading and appending, creating it if absent (segments, indexes).
     pub fn open_append(path: &Path) -> io::Result<File> {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if let Some(h) = sim::route(path, |d, p| d.open(p, sim::Mode::Append)) {
             return h.map(|h| File(Inner::Sim(h)));
         }
@@ -50,7 +50,7 @@ impl File {
 
     /// Creates `path` empty (truncating it) for writing.
     pub fn create(path: &Path) -> io::Result<File> {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if let Some(h) = sim::route(path, |d, p| d.open(p, sim::Mode::Truncate)) {
             return h.map(|h| File(Inner::Sim(h)));
         }
@@ -60,7 +60,7 @@ impl File {
     pub fn size(&self) -> io::Result<u64> {
         match &self.0 {
             Inner::Os(f) => f.metadata().map(|m| m.len()),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => h.size(),
         }
     }
@@ -68,7 +68,7 @@ impl File {
     pub fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         match &self.0 {
             Inner::Os(f) => f.read_exact_at(buf, pos),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => h.read_exact_at(buf, pos),
         }
     }
@@ -79,7 +79,7 @@ impl File {
     pub fn read_vec_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         match &self.0 {
             Inner::Os(f) => read_uninit(f, pos, len),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => {
                 let mut buf = vec![0; len];
                 h.read_exact_at(&mut buf, pos)?;
@@ -92,7 +92,7 @@ impl File {
     pub fn write_all_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
         match &self.0 {
             Inner::Os(f) => write_all_vectored(f, bufs),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => h.write(
                 &bufs
                     .iter()
@@ -109,7 +109,7 @@ impl File {
     pub fn set_len(&self, len: u64) -> io::Result<()> {
         match &self.0 {
             Inner::Os(f) => f.set_len(len),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => h.set_len(len),
         }
     }
@@ -117,7 +117,7 @@ impl File {
     pub fn sync_data(&self) -> io::Result<()> {
         match &self.0 {
             Inner::Os(f) => f.sync_data(),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => h.sync(),
         }
     }
@@ -125,7 +125,7 @@ impl File {
     pub fn sync_all(&self) -> io::Result<()> {
         match &self.0 {
             Inner::Os(f) => f.sync_all(),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => h.sync(),
         }
     }
@@ -133,7 +133,7 @@ impl File {
     pub fn try_clone(&self) -> io::Result<File> {
         match &self.0 {
             Inner::Os(f) => f.try_clone().map(|f| File(Inner::Os(f))),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => Ok(File(Inner::Sim(h.clone()))),
         }
     }
@@ -147,7 +147,7 @@ impl File {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_millis() as i64),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => h.modified_ms(),
         }
     }
@@ -159,7 +159,7 @@ impl File {
                 (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
                 _ => false,
             },
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fuzzing"))]
             Inner::Sim(h) => h.is_at(path),
         }
     }
@@ -171,7 +171,7 @@ impl File {
 }
 
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = sim::route(path, |d, p| d.read(p)) {
         return r;
     }
@@ -183,7 +183,7 @@ pub fn read_to_string(path: &Path) -> io::Result<String> {
 }
 
 pub fn exists(path: &Path) -> bool {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = sim::route(path, |d, p| d.exists(p)) {
         return r;
     }
@@ -191,7 +191,7 @@ pub fn exists(path: &Path) -> bool {
 }
 
 pub fn create_dir_all(path: &Path) -> io::Result<()> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = sim::route(path, |d, p| d.create_dir_all(p)) {
         return r;
     }
@@ -228,7 +228,7 @@ pub fn create_dir_all_durably(path: &Path) -> io::Result<()> {
 }
 
 pub fn remove_file(path: &Path) -> io::Result<()> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = sim::route(path, |d, p| d.remove(p, sim::Remove::File)) {
         return r;
     }
@@ -236,7 +236,7 @@ pub fn remove_file(path: &Path) -> io::Result<()> {
 }
 
 pub fn remove_empty_dir(path: &Path) -> io::Result<()> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = sim::route(path, |d, p| d.remove(p, sim::Remove::EmptyDir)) {
         return r;
     }
@@ -244,7 +244,7 @@ pub fn remove_empty_dir(path: &Path) -> io::Result<()> {
 }
 
 pub fn remove_dir_all(path: &Path) -> io::Result<()> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = sim::route(path, |d, p| d.remove(p, sim::Remove::Tree)) {
         return r;
     }
@@ -252,7 +252,7 @@ pub fn remove_dir_all(path: &Path) -> io::Result<()> {
 }
 
 pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = sim::route(from, |d, p| d.rename(p, to)) {
         return r;
     }
@@ -262,7 +262,7 @@ pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
 /// The names in directory `path` (entries whose name is not UTF-8 are left out: nothing here
 /// makes such names).
 pub fn list_dir(path: &Path) -> io::Result<Vec<String>> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = sim::route(path, |d, p| d.list(p)) {
         return r;
     }
@@ -277,7 +277,7 @@ pub fn list_dir(path: &Path) -> io::Result<Vec<String>> {
 
 /// Makes the names in directory `path` durable (entries created, renamed or removed).
 pub fn sync_dir(path: &Path) -> io::Result<()> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = sim::route(path, |d, p| d.sync_dir(p)) {
         return r;
     }
