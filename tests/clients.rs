@@ -240,3 +240,129 @@ fn admin_partitions_and_group_offsets() {
         LIMIT,
     );
 }
+
+/// The limits (limits.rs): connections past `max_connections_per_ip` are closed at once and
+/// counted while the admitted ones keep working, every place freed is given back, and a fetch
+/// that asks for 100 MB gets at most `fetch_max_bytes` (plus, KIP-74, never less than one
+/// whole batch).
+#[test]
+fn limits_refuse_excess_connections_and_cap_fetches() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use std::io::Read;
+
+    let broker = Broker::start_with_config(
+        "max_connections_per_ip = 40\nfetch_max_bytes = 1048576\ndefault_partitions = 4\n",
+    );
+    // 200 connections held open: 40 admitted, the rest closed by the broker at once.
+    let conns: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap())
+        .collect();
+    sleep(Duration::from_millis(500));
+    let closed = conns
+        .iter()
+        .filter(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            // Closed: end of stream (or a reset); admitted: nothing to read, so a timeout.
+            match (&mut &**s).read(&mut b) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            }
+        })
+        .count();
+    assert_eq!(closed, 160, "connections past the per-IP limit are closed");
+    let metrics = broker.admin_get("/metrics");
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_connections_refused_total{reason=\"per_ip\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no per-IP refusals in\n{metrics}"));
+    assert!(refused >= 160, "{refused} refusals counted");
+    drop(conns);
+    sleep(Duration::from_millis(300));
+
+    // The places are given back: a client connects, fills four partitions with 3 MB each,
+    // and a fetch asking for 100 MB of all of them gets about 1 MB.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = sluice::client::Client::connect(&broker.bootstrap())
+            .await
+            .expect("the freed places admit a client again");
+        let value = bytes::Bytes::from(vec![b'x'; 100_000]);
+        let records: Vec<sluice::records::Record> = (0..30)
+            .map(|_| sluice::records::Record {
+                value: Some(value.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let produce_version = c.version(ApiKey::Produce, 9).unwrap();
+        for p in 0..4 {
+            // 10 batches of 300 KB per partition (under max.message.bytes each).
+            for chunk in records.chunks(3) {
+                let batch = sluice::records::encode_batch(
+                    chunk,
+                    kafka_protocol::records::Compression::None,
+                )
+                .unwrap();
+                let req = ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(10_000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("capped")))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(batch))])]);
+                let r = c.call(&req, produce_version).await.unwrap();
+                assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+            }
+        }
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(100 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("capped")))
+                .with_partitions(
+                    (0..4)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(10 << 20)
+                        })
+                        .collect(),
+                )]);
+        let r = c
+            .call(&req, c.version(ApiKey::Fetch, 12).unwrap())
+            .await
+            .unwrap();
+        let bytes: usize = r.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+            .sum();
+        println!("a fetch asking for 100 MB got {bytes} bytes");
+        assert!(bytes > 0, "the fetch returned nothing");
+        assert!(
+            bytes <= (1 << 20) + 300_100,
+            "{bytes} bytes: more than fetch_max_bytes and one batch"
+        );
+    });
+    let metrics = broker.admin_get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_fetch_capped_total ") && !l.ends_with(" 0")),
+        "no capped fetch counted in\n{metrics}"
+    );
+}

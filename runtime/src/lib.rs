@@ -15,6 +15,7 @@ pub mod disk;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod group;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod plugin;

@@ -114,6 +114,8 @@ pub struct BrokerConfig {
     /// `durability = "fsync"`: the offsets and transaction logs fsync every write.
     pub durable_internal_logs: bool,
     pub groups: crate::group::state::GroupConfig,
+    /// Connections and response sizes (see `limits.rs`).
+    pub limits: crate::limits::Limits,
 }
 
 impl BrokerConfig {
@@ -134,6 +136,7 @@ impl BrokerConfig {
             transaction_version: 2,
             durable_internal_logs: false,
             groups: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -440,6 +443,8 @@ pub struct Broker {
     /// Bumped after every append, so long-polling fetches wake up and look again.
     appended: watch::Sender<u64>,
     pub metrics: Metrics,
+    /// Admission of connections and the caps on responses (see `limits.rs`).
+    pub limits: Arc<crate::limits::Connections>,
     pub producer_ids: producer_ids::ProducerIds,
     pub groups: crate::group::Coordinator,
     pub txns: crate::txn::Coordinator,
@@ -864,6 +869,7 @@ impl Broker {
             producer_ids,
             groups,
             txns,
+            limits: crate::limits::Connections::new(config.limits.clone()),
             config,
             cluster_id,
             topics: RwLock::new(topics),

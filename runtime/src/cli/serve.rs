@@ -70,6 +70,11 @@ struct FileConfig {
     /// default to flush.messages = 1), and the broker's own logs (committed offsets,
     /// transactions) are fsynced at every write. Default "os": the page cache, as Kafka.
     durability: Option<String>,
+    /// Kafka's max.connections and max.connections.per.ip (see `limits.rs`).
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    /// Kafka's broker fetch.max.bytes: the most one fetch response carries.
+    fetch_max_bytes: Option<usize>,
     /// Broker-wide defaults for topic configs, by Kafka key (e.g. "retention.ms").
     #[serde(default)]
     topic_defaults: std::collections::BTreeMap<String, toml::Value>,
@@ -170,6 +175,21 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             cleaner_io_bytes_per_sec: file.log_cleaner_io_max_bytes_per_second,
             transaction_version: file.transaction_version.unwrap_or(2).clamp(1, 2),
             durable_internal_logs: durable,
+            limits: {
+                let d = crate::limits::Limits::default();
+                crate::limits::Limits {
+                    max_connections: file.max_connections.unwrap_or(d.max_connections).max(1),
+                    max_connections_per_ip: file
+                        .max_connections_per_ip
+                        .unwrap_or(d.max_connections_per_ip)
+                        .max(1),
+                    // At least one batch of the largest size a topic may hold.
+                    fetch_max_bytes: file
+                        .fetch_max_bytes
+                        .unwrap_or(d.fetch_max_bytes)
+                        .max(1 << 20),
+                }
+            },
             groups: {
                 let d = crate::group::state::GroupConfig::default();
                 crate::group::state::GroupConfig {

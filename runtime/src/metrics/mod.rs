@@ -86,6 +86,26 @@ pub fn render(broker: &Broker) -> String {
         "sluice_connections_total {}",
         m.connections_total.load(Ordering::Relaxed)
     );
+    let refused = &broker.limits.refused;
+    let _ = writeln!(out, "# HELP sluice_connections_refused_total Connections closed at once because a limit was reached (max_connections, max_connections_per_ip).");
+    let _ = writeln!(out, "# TYPE sluice_connections_refused_total counter");
+    for (reason, n) in [
+        ("total", &refused.connections_total),
+        ("per_ip", &refused.connections_per_ip),
+    ] {
+        let _ = writeln!(
+            out,
+            "sluice_connections_refused_total{{reason=\"{reason}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# HELP sluice_fetch_capped_total Fetches whose response was held to fetch_max_bytes (the client asked for more, or set no limit).");
+    let _ = writeln!(out, "# TYPE sluice_fetch_capped_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_fetch_capped_total {}",
+        refused.fetch_capped.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP sluice_durable_fsyncs_total Fsyncs run so that produces to durable topics (flush.messages) could be acknowledged.");
     let _ = writeln!(out, "# TYPE sluice_durable_fsyncs_total counter");
     let _ = writeln!(

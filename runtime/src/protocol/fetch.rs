@@ -42,11 +42,7 @@ fn partition_error(index: i32, e: ResponseError) -> PartitionData {
 fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
     let b = ctx.broker;
     let by_id = ctx.version >= 13;
-    let mut budget = if req.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        req.max_bytes as usize
-    };
+    let mut budget = b.limits.fetch_budget(req.max_bytes);
     let mut total = 0usize;
     let mut errors = false;
     let read_committed = req.isolation_level == 1;

@@ -26,8 +26,15 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) -> std::io::Resul
                 continue;
             }
         };
+        // Refused connections are closed at once: the client sees the connection drop and
+        // retries or fails over, as with a Kafka broker at max.connections.
+        let Ok(admitted) = broker.limits.admit(peer.ip()) else {
+            drop(sock);
+            continue;
+        };
         let broker = broker.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             broker.metrics.connections.fetch_add(1, Ordering::Relaxed);
             broker
                 .metrics

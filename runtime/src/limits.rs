@@ -1,0 +1,205 @@
+//! The broker's limits in one place: what one client (or many) may make the broker hold.
+//!
+//! Each limit is a broker setting under Kafka's name (with `_` for `.`), and each, when it
+//! bites, gives the client a clear answer (a closed connection, a capped response), bumps a
+//! counter in `/metrics` and logs a line (at most one per second per limit, so a flood does
+//! not become a flood of logs too).
+//!
+//! | setting | default | when reached |
+//! |---|---|---|
+//! | `max_connections` | 10000 | a new connection is closed at once (`sluice_connections_refused_total{reason="total"}`) |
+//! | `max_connections_per_ip` | 2000 | the same, for one address (`reason="per_ip"`) |
+//! | `fetch_max_bytes` | 55 MiB, as Kafka | a fetch's response stops there, whatever the client asked (`sluice_fetch_capped_total`); the first batch still goes whole (KIP-74) |
+//! | request size | 100 MiB (`server::MAX_REQUEST_BYTES`) | the connection is closed (`sluice_protocol_errors_total`) |
+//! | decompressed batch | 256 MiB, 32x its compressed size for snappy (`records.rs`) | the batch is refused as corrupt |
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Limits set in the broker's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Kafka's broker `fetch.max.bytes`: the most a fetch response carries.
+    pub fetch_max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_connections_per_ip: 2_000,
+            fetch_max_bytes: 55 << 20,
+        }
+    }
+}
+
+/// Counts of what the limits refused, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    pub connections_total: AtomicU64,
+    pub connections_per_ip: AtomicU64,
+    pub fetch_capped: AtomicU64,
+}
+
+/// Admission of connections against `max_connections` and `max_connections_per_ip`.
+#[derive(Debug)]
+pub struct Connections {
+    limits: Limits,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub refused: Refusals,
+    last_log_ms: AtomicI64,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Total,
+    PerIp,
+}
+
+/// Held for a connection's life; gives its place back when dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    conns: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.conns.open.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.conns.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Connections {
+    pub fn new(limits: Limits) -> Arc<Connections> {
+        Arc::new(Connections {
+            limits,
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            refused: Refusals::default(),
+            last_log_ms: AtomicI64::new(0),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Admits a connection from `ip`, or says which limit it would pass.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refused> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if self.open.load(Ordering::Acquire) >= self.limits.max_connections {
+            drop(per_ip);
+            self.refuse(Refused::Total, ip);
+            return Err(Refused::Total);
+        }
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.limits.max_connections_per_ip {
+            drop(per_ip);
+            self.refuse(Refused::PerIp, ip);
+            return Err(Refused::PerIp);
+        }
+        *n += 1;
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Ok(Admitted {
+            conns: self.clone(),
+            ip,
+        })
+    }
+
+    fn refuse(&self, why: Refused, ip: IpAddr) {
+        let (counter, limit, name) = match why {
+            Refused::Total => (
+                &self.refused.connections_total,
+                self.limits.max_connections,
+                "max_connections",
+            ),
+            Refused::PerIp => (
+                &self.refused.connections_per_ip,
+                self.limits.max_connections_per_ip,
+                "max_connections_per_ip",
+            ),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.log_due() {
+            tracing::warn!(%ip, limit, setting = name, refused_so_far = counter.load(Ordering::Relaxed), "connection refused: limit reached");
+        }
+    }
+
+    /// Caps a fetch's byte budget at `fetch_max_bytes` (a client's 0 or negative means no
+    /// wish, not no limit).
+    pub fn fetch_budget(&self, asked: i32) -> usize {
+        let cap = self.limits.fetch_max_bytes;
+        let asked = usize::try_from(asked).ok().filter(|&a| a > 0);
+        match asked {
+            Some(a) if a <= cap => a,
+            _ => {
+                self.refused.fetch_capped.fetch_add(1, Ordering::Relaxed);
+                if asked.is_some() && self.log_due() {
+                    tracing::info!(asked, cap, "fetch response capped at fetch_max_bytes");
+                }
+                cap
+            }
+        }
+    }
+
+    /// At most one log line per second for all the limits together.
+    fn log_due(&self) -> bool {
+        let now = crate::broker::now_ms();
+        let last = self.last_log_ms.load(Ordering::Relaxed);
+        now - last >= 1000
+            && self
+                .last_log_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_admitted_up_to_each_limit_and_given_back() {
+        let c = Connections::new(Limits {
+            max_connections: 3,
+            max_connections_per_ip: 2,
+            ..Limits::default()
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = c.admit(a).unwrap();
+        let _a2 = c.admit(a).unwrap();
+        assert_eq!(c.admit(a).unwrap_err(), Refused::PerIp);
+        let _b1 = c.admit(b).unwrap();
+        assert_eq!(c.admit(b).unwrap_err(), Refused::Total);
+        drop(a1);
+        let _b2 = c.admit(b).unwrap();
+        assert_eq!(c.refused.connections_per_ip.load(Ordering::Relaxed), 1);
+        assert_eq!(c.refused.connections_total.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn fetch_budgets_never_pass_the_cap() {
+        let c = Connections::new(Limits {
+            fetch_max_bytes: 1000,
+            ..Limits::default()
+        });
+        assert_eq!(c.fetch_budget(500), 500);
+        assert_eq!(c.fetch_budget(i32::MAX), 1000);
+        assert_eq!(c.fetch_budget(0), 1000);
+        assert_eq!(c.fetch_budget(-1), 1000);
+    }
+}
