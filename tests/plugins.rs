@@ -972,3 +972,86 @@ fn a_pipeline_reads_only_committed_transactions() {
         WAIT,
     );
 }
+
+/// One HTTP request; returns the status code.
+fn http_status(addr: &str, method: &str, path: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("HTTP listener");
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The admin API can reset pipelines, so: with `admin_token` set it answers only requests
+/// that carry the token (the `sluice plugin` commands send it), it refuses to start on a
+/// non-loopback address without one, and the `--metrics` listener serves metrics only.
+#[test]
+fn the_admin_api_needs_its_token_and_the_metrics_listener_serves_only_metrics() {
+    let metrics = format!("127.0.0.1:{}", support::free_port());
+    let broker = Broker::start_with_config(&format!(
+        "admin_token = \"s3cret\"\nmetrics = \"{metrics}\"\n"
+    ));
+    let admin = broker.admin();
+    assert_eq!(http_status(&admin, "GET", "/v1/pipelines", None), 401);
+    assert_eq!(
+        http_status(&admin, "GET", "/v1/pipelines", Some("guess")),
+        401
+    );
+    assert_eq!(
+        http_status(&admin, "POST", "/v1/pipelines/x/reset?to=earliest", None),
+        401
+    );
+    assert_eq!(
+        http_status(&admin, "GET", "/v1/pipelines", Some("s3cret")),
+        200
+    );
+    assert_eq!(http_status(&admin, "GET", "/metrics", None), 200);
+    assert_eq!(http_status(&metrics, "GET", "/metrics", None), 200);
+    assert_eq!(
+        http_status(&metrics, "GET", "/v1/pipelines", Some("s3cret")),
+        404
+    );
+    assert_eq!(
+        http_status(&metrics, "POST", "/v1/pipelines/x/reset?to=earliest", None),
+        404
+    );
+    // The CLI passes the token from SLUICE_ADMIN_TOKEN.
+    let list = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(["plugin", "list", "--admin", &admin]);
+        cmd.env_remove("SLUICE_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("SLUICE_ADMIN_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    assert!(list(Some("s3cret")).status.success());
+    let refused = list(None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Bearer"));
+
+    // No token, not loopback: the broker will not start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--admin", "0.0.0.0:0", "--data-dir"])
+        .arg(broker.scratch().join("never"))
+        .env_remove("SLUICE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin_token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

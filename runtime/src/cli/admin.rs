@@ -8,15 +8,23 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use super::plugin::AdminConn;
+
 /// One HTTP/1.1 request; returns the status code and body.
-fn request(admin: &str, method: &str, path: &str) -> Result<(u16, String)> {
+fn request(conn: &AdminConn, method: &str, path: &str) -> Result<(u16, String)> {
+    let admin = &conn.admin;
     let mut s = TcpStream::connect(admin).with_context(|| {
         format!("cannot reach the broker's admin API at {admin} (is `sluice serve` running? set --admin)")
     })?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let auth = conn
+        .admin_token
+        .as_deref()
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: {admin}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {admin}\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     // The server closes the connection after one answer; bound what we accept.
@@ -71,7 +79,7 @@ fn error_of(body: &str) -> String {
         .unwrap_or_else(|| body.trim().to_string())
 }
 
-pub fn list(admin: &str) -> Result<()> {
+pub fn list(admin: &AdminConn) -> Result<()> {
     let (status, body) = request(admin, "GET", "/v1/pipelines")?;
     if status != 200 {
         bail!("{}", error_of(&body));
@@ -132,7 +140,7 @@ pub fn list(admin: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn reset(admin: &str, name: &str, to: &str, keep_state: bool) -> Result<()> {
+pub fn reset(admin: &AdminConn, name: &str, to: &str, keep_state: bool) -> Result<()> {
     // Checked here too, so a typo gets a local message without a round trip.
     crate::plugin::host::parse_reset_to(to).map_err(|e| anyhow::anyhow!(e))?;
     let path = format!(

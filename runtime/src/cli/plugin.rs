@@ -38,9 +38,8 @@ pub enum PluginCmd {
     /// Pipelines of a running broker: status, version, lag per partition, records in, out,
     /// dead-lettered, last error
     List {
-        /// The broker's admin API
-        #[arg(long, env = "SLUICE_ADMIN", default_value = "127.0.0.1:9644")]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminConn,
     },
     /// Move a pipeline's input position (its state is emptied unless --keep-state)
     Reset {
@@ -51,10 +50,20 @@ pub enum PluginCmd {
         /// Keep the plugin's state instead of starting from an empty one
         #[arg(long)]
         keep_state: bool,
-        /// The broker's admin API
-        #[arg(long, env = "SLUICE_ADMIN", default_value = "127.0.0.1:9644")]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminConn,
     },
+}
+
+/// Where the broker's admin API is, and its token if it requires one.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AdminConn {
+    /// The broker's admin API
+    #[arg(long, env = "SLUICE_ADMIN", default_value = "127.0.0.1:9644")]
+    pub admin: String,
+    /// The admin API's token (the broker's admin_token)
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 pub fn run(cmd: PluginCmd) -> Result<()> {

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Directory watched for pipelines (NAME.toml + component) [default: ./plugins]
     #[arg(long)]
     pub plugins_dir: Option<PathBuf>,
+    /// Token the admin API requires (`Authorization: Bearer TOKEN`); needed when --admin is
+    /// not a loopback address
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// TOML file; every flag has a key of the same name (with '_' for '-')
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -46,6 +50,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     metrics: Option<String>,
     admin: Option<String>,
+    admin_token: Option<String>,
     plugins_dir: Option<PathBuf>,
     node_id: Option<i32>,
     auto_create_topics: Option<bool>,
@@ -84,6 +89,7 @@ pub struct Settings {
     pub listen: String,
     pub metrics: Option<String>,
     pub admin: String,
+    pub admin_token: Option<String>,
     pub plugins_dir: PathBuf,
     pub broker: BrokerConfig,
 }
@@ -144,13 +150,29 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
     if !(1..=10_000).contains(&default_partitions) {
         bail!("default_partitions must be between 1 and 10000");
     }
+    let admin = args
+        .admin
+        .or(file.admin)
+        .unwrap_or_else(|| "127.0.0.1:9644".into());
+    let admin_token = args
+        .admin_token
+        .or(file.admin_token)
+        .filter(|t| !t.is_empty());
+    // Anyone who reaches the admin API can reset pipelines: beyond this machine, only with
+    // a token.
+    let loopback = split_host_port(&admin).is_ok_and(|(h, _)| {
+        h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if !loopback && admin_token.is_none() {
+        bail!("the admin API on {admin} would be open to the network: set admin_token (or --admin-token / SLUICE_ADMIN_TOKEN), or bind it to a loopback address");
+    }
     Ok(Settings {
         listen,
         metrics: args.metrics.or(file.metrics),
-        admin: args
-            .admin
-            .or(file.admin)
-            .unwrap_or_else(|| "127.0.0.1:9644".into()),
+        admin,
+        admin_token,
         plugins_dir: args
             .plugins_dir
             .or(file.plugins_dir)
@@ -255,13 +277,25 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot serve the admin API on {} (set --admin)", s.admin))?;
         tracing::info!(address = %s.admin, "admin API and /metrics");
-        tokio::spawn(crate::metrics::serve(admin, broker.clone(), Some(host.clone())));
+        tokio::spawn(crate::metrics::serve(
+            admin,
+            broker.clone(),
+            Some(host.clone()),
+            crate::metrics::Access::Admin {
+                token: s.admin_token.clone(),
+            },
+        ));
         if let Some(m) = &s.metrics {
             let ml = TcpListener::bind(m)
                 .await
                 .with_context(|| format!("cannot serve metrics on {m}"))?;
             tracing::info!(address = %m, "metrics at /metrics");
-            tokio::spawn(crate::metrics::serve(ml, broker.clone(), Some(host.clone())));
+            tokio::spawn(crate::metrics::serve(
+                ml,
+                broker.clone(),
+                Some(host.clone()),
+                crate::metrics::Access::MetricsOnly,
+            ));
         }
         tokio::spawn(host.clone().watch());
         let gb = broker.clone();

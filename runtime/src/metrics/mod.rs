@@ -311,12 +311,24 @@ pub fn render_pipelines(host: &crate::plugin::PluginHost) -> String {
     out
 }
 
-/// Serves `/metrics` and, when a plugin host runs, the admin API that `sluice plugin` uses:
-/// `GET /v1/pipelines` and `POST /v1/pipelines/NAME/reset?to=...&keep_state=true`.
+/// What an HTTP listener serves.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// `/metrics` only (the `--metrics` listener): nothing there changes anything.
+    MetricsOnly,
+    /// `/metrics` and the admin API; with a token, the admin API answers only requests that
+    /// carry `Authorization: Bearer TOKEN`.
+    Admin { token: Option<String> },
+}
+
+/// Serves `/metrics` and, when a plugin host runs and `access` allows, the admin API that
+/// `sluice plugin` uses: `GET /v1/pipelines` and
+/// `POST /v1/pipelines/NAME/reset?to=...&keep_state=true`.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     host: Option<Arc<crate::plugin::PluginHost>>,
+    access: Access,
 ) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
@@ -324,6 +336,7 @@ pub async fn serve(
         };
         let broker = broker.clone();
         let host = host.clone();
+        let access = access.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
@@ -349,8 +362,19 @@ pub async fn serve(
             let mut words = head.split_whitespace();
             let method = words.next().unwrap_or("").to_string();
             let target = words.next().unwrap_or("").to_string();
+            let admin = match &access {
+                Access::MetricsOnly => Allowed::No,
+                Access::Admin { token: None } => Allowed::Yes,
+                Access::Admin { token: Some(t) } => {
+                    if bearer(&head).is_some_and(|b| same(b.as_bytes(), t.as_bytes())) {
+                        Allowed::Yes
+                    } else {
+                        Allowed::Unauthorized
+                    }
+                }
+            };
             let (status, ctype, body) = tokio::task::spawn_blocking(move || {
-                route(&method, &target, &broker, host.as_deref())
+                route(&method, &target, &broker, host.as_deref(), admin)
             })
             .await
             .unwrap_or((
@@ -367,6 +391,36 @@ pub async fn serve(
     }
 }
 
+/// Whether a request may use the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowed {
+    Yes,
+    /// The listener serves metrics only.
+    No,
+    /// A token is required and the request carried none or another.
+    Unauthorized,
+}
+
+/// The bearer token of a request head, if any.
+fn bearer(head: &str) -> Option<&str> {
+    head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return None;
+        }
+        let value = value.trim();
+        value
+            .get(..7)
+            .filter(|s| s.eq_ignore_ascii_case("bearer "))
+            .map(|_| value[7..].trim())
+    })
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 const TEXT: &str = "text/plain; version=0.0.4";
 const JSON: &str = "application/json";
 
@@ -375,6 +429,7 @@ fn route(
     target: &str,
     broker: &Broker,
     host: Option<&crate::plugin::PluginHost>,
+    admin: Allowed,
 ) -> (&'static str, &'static str, String) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let param = |k: &str| {
@@ -394,6 +449,13 @@ fn route(
             }
             ("200 OK", TEXT, body)
         }
+        (_, p) if p.starts_with("/v1/") && admin == Allowed::No => {
+            json_err("404 Not Found", "this listener serves /metrics only".into())
+        }
+        (_, p) if p.starts_with("/v1/") && admin == Allowed::Unauthorized => json_err(
+            "401 Unauthorized",
+            "the admin API needs 'Authorization: Bearer TOKEN' (sluice ... --admin-token)".into(),
+        ),
         (_, p) if p.starts_with("/v1/pipelines") => {
             let Some(h) = host else {
                 return json_err("404 Not Found", "no plugin host runs in this broker".into());
