@@ -12,6 +12,7 @@
 //! | `fetch_max_bytes` | 55 MiB, as Kafka | a fetch's response stops there, whatever the client asked (`sluice_fetch_capped_total`); the first batch still goes whole (KIP-74) |
 //! | request size | 100 MiB (`server::MAX_REQUEST_BYTES`) | the connection is closed (`sluice_protocol_errors_total`) |
 //! | decompressed batch | 256 MiB, 32x its compressed size for snappy (`records.rs`) | the batch is refused as corrupt |
+//! | groups | — | a group with no members and no committed offsets is forgotten at the next cleanup (every minute), so group ids named once do not pile up (`group/mod.rs`) |
 
 use std::collections::HashMap;
 use std::net::IpAddr;

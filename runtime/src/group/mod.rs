@@ -345,8 +345,29 @@ impl Coordinator {
         }
     }
 
-    /// Deletes the offsets of groups that have been empty past the retention period.
+    /// Deletes the offsets of groups that have been empty past the retention period, and
+    /// forgets groups with neither members nor offsets (as Kafka's offsets cleanup does):
+    /// otherwise every group id a client ever named, even in a refused heartbeat, would stay
+    /// in memory for good.
     pub fn expire_offsets(&self) {
+        self.expire_committed();
+        let mut inner = self.lock();
+        let with_offsets: std::collections::HashSet<String> =
+            inner.offsets.groups().into_iter().collect();
+        let before = inner.groups.len() + inner.consumer_groups.len();
+        inner
+            .groups
+            .retain(|id, g| g.state != State::Empty || with_offsets.contains(id));
+        inner
+            .consumer_groups
+            .retain(|id, g| !g.members.is_empty() || with_offsets.contains(id));
+        let forgotten = before - inner.groups.len() - inner.consumer_groups.len();
+        if forgotten > 0 {
+            tracing::info!(groups = forgotten, "forgot empty groups without offsets");
+        }
+    }
+
+    fn expire_committed(&self) {
         let mut inner = self.lock();
         let now = now_ms();
         for group in inner.offsets.groups() {
@@ -654,5 +675,45 @@ impl Coordinator {
             return KAFKA_STORAGE_ERROR;
         }
         err::NONE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Group ids named once (even in a refused heartbeat) do not stay in memory: the periodic
+    /// cleanup forgets groups with no members and no offsets, and keeps the others.
+    #[test]
+    fn empty_groups_without_offsets_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::open(dir.path(), GroupConfig::default(), false).unwrap();
+        for i in 0..100 {
+            let r = c.consumer_heartbeat(
+                consumer::Heartbeat {
+                    group_id: format!("junk-{i}"),
+                    member_id: "nobody".into(),
+                    member_epoch: 7,
+                    instance_id: None,
+                    rebalance_timeout_ms: 1000,
+                    subscribed: None,
+                    subscribed_regex: None,
+                    owned: None,
+                    client_id: "c".into(),
+                    client_host: "h".into(),
+                },
+                &consumer::TopicInfo::new(),
+            );
+            assert_ne!(r.error, err::NONE, "an unknown member is refused");
+        }
+        assert_eq!(
+            c.commit("kept", "", -1, vec![("t".into(), 0, 5, -1, String::new())]),
+            err::NONE
+        );
+        assert_eq!(c.list().len(), 101);
+        c.expire_offsets();
+        let left: Vec<String> = c.list().into_iter().map(|g| g.id).collect();
+        assert_eq!(left, vec!["kept".to_string()]);
+        assert_eq!(c.committed("kept", "t", 0).map(|o| o.offset), Some(5));
     }
 }
