@@ -366,3 +366,68 @@ fn limits_refuse_excess_connections_and_cap_fetches() {
         "no capped fetch counted in\n{metrics}"
     );
 }
+
+/// Started with a soft limit of 256 open files (systemd's default is 1024), the broker raises
+/// it to the hard limit itself, so a topic of 300 partitions (900 segment files) can be made
+/// and written.
+#[test]
+fn the_broker_raises_its_open_file_limit() {
+    use std::os::unix::process::CommandExt;
+    let data = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let admin = support::free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["serve", "--listen", &bootstrap, "--admin"])
+        .arg(format!("127.0.0.1:{admin}"))
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg("--plugins-dir")
+        .arg(data.path().join("plugins"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = 256.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&bootstrap).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start");
+        sleep(Duration::from_millis(50));
+    }
+    let limits = fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap();
+    let sluice = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .args(["--bootstrap", &bootstrap])
+            .output()
+            .unwrap()
+    };
+    let made = sluice(&["topic", "create", "wide", "-p", "300"]);
+    let described = sluice(&["topic", "describe", "wide"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(soft > 256, "soft limit still {soft}");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let text = String::from_utf8_lossy(&described.stdout);
+    assert!(text.contains("299"), "partition 299 missing:\n{text}");
+}

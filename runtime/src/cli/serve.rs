@@ -237,6 +237,32 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
     })
 }
 
+/// Every segment keeps three files open and every client a socket, and the soft limit on
+/// open files is often 1024 (systemd's default) while the hard one is far higher: the soft
+/// limit is raised to the hard one, as Go's runtime does for every program, so a broker with
+/// a thousand partitions does not fail with EMFILE where the administrator allowed more.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let before = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::info!(
+                from = before,
+                to = lim.rlim_cur,
+                "raised the open-file limit"
+            );
+        }
+    }
+}
+
 pub fn run(args: ServeArgs) -> Result<()> {
     let s = settings(args)?;
     // Keep freed fetch and request buffers (up to 32 MiB each) in the heap for reuse instead
@@ -246,6 +272,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
+    raise_open_file_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice")
