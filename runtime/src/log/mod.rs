@@ -178,9 +178,24 @@ fn rewrite_unflushed(dir: &Path, bases: &[i64], recovery_point: i64) -> Result<(
     };
     for &base in bases.iter().filter(|&&b| b >= recovery_point) {
         let path = dir.join(format!("{}.log", segment::file_stem(base)));
-        let bytes = disk::read(&path).map_err(io)?;
-        disk::replace(&path, &bytes).map_err(io)?;
-        tracing::warn!(segment = %path.display(), bytes = bytes.len(), "rewrote a segment after a failed fsync");
+        let tmp = dir.join(format!("{}.log.rewrite", segment::file_stem(base)));
+        // In chunks: a segment may be a gigabyte.
+        let copied = (|| {
+            let from = disk::File::open_append(&path)?;
+            let to = disk::File::create(&tmp)?;
+            let len = from.size()?;
+            let mut at = 0;
+            while at < len {
+                let n = (len - at).min(8 << 20) as usize;
+                to.write_all(&from.read_vec_at(at, n)?)?;
+                at += n as u64;
+            }
+            to.sync_all()?;
+            disk::rename(&tmp, &path)?;
+            Ok(len)
+        })();
+        let len = copied.map_err(io)?;
+        tracing::warn!(segment = %path.display(), bytes = len, "rewrote a segment after a failed fsync");
     }
     disk::remove_file(&dir.join(flush::SYNC_FAILED_FILE)).map_err(io)?;
     disk::sync_dir(dir).map_err(io)
