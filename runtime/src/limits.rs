@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `max_connections` | 10000 | a new connection is closed at once (`sluice_connections_refused_total{reason="total"}`) |
 //! | `max_connections_per_ip` | 2000 | the same, for one address (`reason="per_ip"`) |
-//! | `fetch_max_bytes` | 55 MiB, as Kafka | a fetch's response stops there, whatever the client asked (`sluice_fetch_capped_total`); the first batch still goes whole (KIP-74) |
+//! | `fetch_max_bytes` | 55 MiB, as Kafka | a fetch's (or share fetch's) response stops there, whatever the client asked (`sluice_fetch_capped_total`); the first batch still goes whole (KIP-74) |
 //! | request size | 100 MiB (`server::MAX_REQUEST_BYTES`) | the connection is closed (`sluice_protocol_errors_total`) |
 //! | decompressed batch | 256 MiB, 32x its compressed size for snappy (`records.rs`) | the batch is refused as corrupt |
 //! | groups | — | a group with no members and no committed offsets is forgotten at the next cleanup (every minute), so group ids named once do not pile up (`group/mod.rs`) |

@@ -173,7 +173,7 @@ fn dead_letter(ctx: &Ctx<'_>, group: &str) {
         ) else {
             continue;
         };
-        let (data, _) = read_range(&part, first, last);
+        let (data, _) = read_range(&part, first, last, MAX_READ);
         let Ok(records) = crate::records::decode_batches(data) else {
             tracing::error!(group, topic = %topic.name, partition = p, "cannot decode records to dead-letter");
             continue;
@@ -267,14 +267,16 @@ fn apply_acks(ctx: &Ctx<'_>, group: &str, member: &str, acks: Acks) -> Vec<((Uui
 
 /// Reads whole batches covering `first..=last`, stopping at `MAX_READ` bytes. Returns the data
 /// and the first offset it does not cover.
-fn read_range(part: &crate::broker::Partition, first: i64, last: i64) -> (Bytes, i64) {
+/// Whole batches covering `first..=last`, at most `cap` bytes (but at least one batch).
+fn read_range(part: &crate::broker::Partition, first: i64, last: i64, cap: usize) -> (Bytes, i64) {
+    let cap = cap.min(MAX_READ);
     let mut out = BytesMut::new();
     let mut next = first;
-    while next <= last && out.len() < MAX_READ {
+    while next <= last && out.len() < cap {
         let Ok((_, Some(slice))) = part.plan_read(next) else {
             break;
         };
-        let Ok(data) = slice.read(MAX_READ - out.len(), out.is_empty()) else {
+        let Ok(data) = slice.read(cap - out.len(), out.is_empty()) else {
             break;
         };
         if data.is_empty() {
@@ -359,6 +361,8 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
         by_topic.clear();
         let mut any = false;
         let mut budget = max_records;
+        // The response as a whole stays under fetch_max_bytes, as a Fetch's does.
+        let mut bytes_left = ctx.broker.limits.fetch_budget(req.max_bytes);
         for &(tid, p) in &parts {
             let mut pd = PartitionData::default()
                 .with_partition_index(p)
@@ -373,7 +377,7 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
                 by_topic.entry(tid).or_default().push(pd);
                 continue;
             };
-            if !closing && budget > 0 {
+            if !closing && budget > 0 && bytes_left > 0 {
                 let wm = part.watermarks();
                 let known = ctx
                     .broker
@@ -397,7 +401,8 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
                     sp.acquire(&member, wm.log_start, wm.high, budget, now_ms())
                 });
                 if let (Some(first), Some(last)) = (acquired.first(), acquired.last()) {
-                    let (data, covered_to) = read_range(&part, first.first, last.last);
+                    let (data, covered_to) = read_range(&part, first.first, last.last, bytes_left);
+                    bytes_left = bytes_left.saturating_sub(data.len());
                     let mut sent = Vec::new();
                     for a in &acquired {
                         if a.first < covered_to {
