@@ -293,6 +293,29 @@ mod tests {
     /// Every target, a few seconds each: not libFuzzer's coverage-guided search (see
     /// `tests/stress/fuzz.sh` for that), but it keeps the targets building and catches a
     /// parser that panics on a near-miss of valid input.
+    /// Inputs libFuzzer found crashing a target, kept in `runtime/fuzz/regressions/` as
+    /// `TARGET-what-it-was`: each must now pass through its target.
+    #[test]
+    fn inputs_that_once_crashed_a_target_pass() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+        let mut ran = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let data = std::fs::read(&path).unwrap();
+            let target: fn(&[u8]) = match name.split('-').next() {
+                Some("segments") => super::segments,
+                Some("records") => super::records,
+                Some("request") => super::request,
+                Some("plugin_files") => super::plugin_files,
+                _ => panic!("{name}: no target named by its prefix"),
+            };
+            target(&data);
+            ran += 1;
+        }
+        assert!(ran > 0, "no regression inputs in {}", dir.display());
+    }
+
     #[test]
     fn fuzz_targets_survive_mutated_inputs() {
         let budget = Duration::from_millis(1500);

@@ -134,6 +134,17 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchError> {
     if h.records_count < 0 || h.last_offset_delta < 0 {
         return Err(BatchError::Invalid("negative record count or offset delta"));
     }
+    // Offsets past the batch are computed everywhere as last offset + 1: a header whose base
+    // offset leaves no room for that (only a damaged file or a hostile client writes one)
+    // is refused here rather than overflowing there.
+    if h.base_offset
+        .checked_add(i64::from(h.last_offset_delta) + 1)
+        .is_none()
+    {
+        return Err(BatchError::Invalid(
+            "base offset too large for the batch's offsets",
+        ));
+    }
     if !h.is_control() && h.records_count == 0 {
         return Err(BatchError::Invalid("batch holds no records"));
     }

@@ -466,7 +466,7 @@ impl Segment {
                 position: pos,
             })?;
             let delta = i32::from_be_bytes(hdr[23..27].try_into().unwrap_or([0; 4]));
-            if base + i64::from(delta) >= offset {
+            if base.saturating_add(i64::from(delta)) >= offset {
                 return Ok(Some(ReadSlice {
                     file: self.file.clone(),
                     position: pos,
