@@ -1125,11 +1125,16 @@ impl Broker {
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
         let trash = self.config.data_dir.join("trash");
-        disk::create_dir_all(&trash).map_err(io(&trash))?;
+        disk::create_dir_all_durably(&trash).map_err(io(&trash))?;
         let target = trash.join(format!("{}-{}", name, topic.id.simple()));
         // The rename is the commit point: after it the topic is gone even if we crash before
-        // the files are removed (start-up empties the trash).
+        // the files are removed (start-up empties the trash). Durable once both directories
+        // are synced, before the deletion is acknowledged.
         disk::rename(&topic.dir, &target).map_err(io(&topic.dir))?;
+        if let Some(topics) = topic.dir.parent() {
+            disk::sync_dir(topics).map_err(io(topics))?;
+        }
+        disk::sync_dir(&trash).map_err(io(&trash))?;
         std::thread::spawn(move || {
             if let Err(e) = disk::remove_dir_all(&target) {
                 tracing::warn!(path = %target.display(), %e, "could not remove deleted topic");

@@ -357,7 +357,7 @@ impl Coordinator {
         let before = inner.groups.len() + inner.consumer_groups.len();
         inner
             .groups
-            .retain(|id, g| g.state != State::Empty || with_offsets.contains(id));
+            .retain(|id, g| !g.is_idle() || with_offsets.contains(id));
         inner
             .consumer_groups
             .retain(|id, g| !g.members.is_empty() || with_offsets.contains(id));
@@ -370,6 +370,7 @@ impl Coordinator {
     fn expire_committed(&self) {
         let mut inner = self.lock();
         let now = now_ms();
+        let mut expired = Vec::new();
         for group in inner.offsets.groups() {
             if inner
                 .consumer_groups
@@ -390,14 +391,15 @@ impl Coordinator {
                     .unwrap_or(0),
             };
             if now - idle_since > OFFSETS_RETENTION_MS {
-                match inner.offsets.delete_group(&group, now) {
-                    Ok(n) => {
-                        tracing::info!(group = %group, offsets = n, "expired offsets of an empty group")
-                    }
-                    Err(e) => tracing::warn!(group = %group, error = %e, "offset expiry failed"),
-                }
+                let tombstones = inner.offsets.group_deletion(&group);
+                tracing::info!(group = %group, offsets = tombstones.len(), "expiring offsets of an empty group");
+                expired.extend(tombstones);
                 inner.groups.remove(&group);
             }
+        }
+        // One write for every expired group, its fsync (durable mode) after the lock.
+        if let Err(e) = self.write_offsets_log(inner, expired, now) {
+            tracing::warn!(error = %e, "offset expiry failed");
         }
     }
 

@@ -204,6 +204,12 @@ pub struct Group {
 }
 
 impl Group {
+    /// No members, none half-joined (KIP-394's second JoinGroup) and no static member
+    /// mapping: nothing would notice the group being forgotten.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Empty && self.pending.is_empty() && self.statics.is_empty()
+    }
+
     pub fn new(id: &str, now: i64) -> Group {
         Group {
             id: id.to_string(),

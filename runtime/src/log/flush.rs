@@ -37,9 +37,27 @@ pub const SYNC_FAILED_FILE: &str = "sync-failed";
 /// an fsync may fail this write too, and the cap alone still keeps the segments checked.
 pub fn record_failure(cap: &Cap, dir: &Path, base: i64) {
     cap.lower_to(base);
-    if let Err(e) = disk::replace(&dir.join(SYNC_FAILED_FILE), base.to_string().as_bytes()) {
+    cap.0 .1.store(true, Ordering::Release);
+    // The lowest failed base so far: start-up checks and rewrites from there even if a
+    // flush racing this failure already wrote a higher recovery point.
+    let lowest = cap.get().min(read_failed_base(dir).unwrap_or(i64::MAX));
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = format!(
+        "{SYNC_FAILED_FILE}.{}.tmp",
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    if let Err(e) = disk::replace_with_name(
+        &dir.join(SYNC_FAILED_FILE),
+        &tmp,
+        lowest.to_string().as_bytes(),
+    ) {
         tracing::error!(dir = %dir.display(), error = %e, "could not record a failed fsync");
     }
+}
+
+/// The lowest segment base a failed fsync covered, if one was recorded.
+pub fn read_failed_base(dir: &Path) -> Option<i64> {
+    read_offset_file(dir, SYNC_FAILED_FILE)
 }
 
 /// A sealed segment's open files, to be synced, and the recovery point that holds afterwards.
@@ -59,23 +77,30 @@ pub struct FlushJob {
 /// The highest recovery point a log may record: the base of its first segment that could not
 /// be flushed (none: `i64::MAX`). Shared by the log and its queued jobs.
 #[derive(Clone, Debug)]
-pub struct Cap(std::sync::Arc<std::sync::atomic::AtomicI64>);
+pub struct Cap(std::sync::Arc<(std::sync::atomic::AtomicI64, std::sync::atomic::AtomicBool)>);
 
 impl Default for Cap {
     fn default() -> Cap {
-        Cap(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
-            i64::MAX,
+        Cap(std::sync::Arc::new((
+            std::sync::atomic::AtomicI64::new(i64::MAX),
+            std::sync::atomic::AtomicBool::new(false),
         )))
     }
 }
 
 impl Cap {
     pub fn lower_to(&self, base: i64) {
-        self.0.fetch_min(base, Ordering::AcqRel);
+        self.0 .0.fetch_min(base, Ordering::AcqRel);
     }
 
     pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Acquire)
+        self.0 .0.load(Ordering::Acquire)
+    }
+
+    /// Whether an fsync of the log failed (not merely a flush that could not be queued):
+    /// writes may have been dropped, so no later sync may be taken for durable.
+    pub fn fsync_failed(&self) -> bool {
+        self.0 .1.load(Ordering::Acquire)
     }
 }
 

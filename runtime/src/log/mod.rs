@@ -102,7 +102,7 @@ impl SyncJob {
     pub fn run(&self) -> std::io::Result<()> {
         let failed =
             || std::io::Error::other("an earlier fsync of this log failed: writes may be lost");
-        if self.cap.get() < i64::MAX {
+        if self.cap.fsync_failed() {
             return Err(failed());
         }
         let synced = self
@@ -115,7 +115,7 @@ impl SyncJob {
             flush::record_failure(&self.cap, &self.log_dir, self.first_base);
             return Err(e);
         }
-        if self.cap.get() < i64::MAX {
+        if self.cap.fsync_failed() {
             return Err(failed());
         }
         Ok(())
@@ -194,7 +194,10 @@ fn rewrite_unflushed(dir: &Path, bases: &[i64], recovery_point: i64) -> Result<(
             disk::rename(&tmp, &path)?;
             Ok(len)
         })();
-        let len = copied.map_err(io)?;
+        let len = copied.map_err(|e| {
+            let _ = disk::remove_file(&tmp);
+            io(e)
+        })?;
         tracing::warn!(segment = %path.display(), bytes = len, "rewrote a segment after a failed fsync");
     }
     disk::remove_file(&dir.join(flush::SYNC_FAILED_FILE)).map_err(io)?;
@@ -273,9 +276,16 @@ impl Log {
                 p
             }
         };
-        if disk::exists(&dir.join(flush::SYNC_FAILED_FILE)) {
-            rewrite_unflushed(dir, &bases, recovery_point)?;
-        }
+        // After a failed fsync nothing at or above the lowest base it covered is trusted,
+        // whatever recovery point a flush racing the failure wrote.
+        let recovery_point = match disk::exists(&dir.join(flush::SYNC_FAILED_FILE)) {
+            true => {
+                let from = flush::read_failed_base(dir).map_or(0, |b| b.min(recovery_point));
+                rewrite_unflushed(dir, &bases, from)?;
+                from
+            }
+            false => recovery_point,
+        };
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let active = i + 1 == bases.len();
