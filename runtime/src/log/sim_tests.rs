@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::batch::{self, testing::batch};
 use super::model_tests::read_all;
 use super::{flush, Log, LogConfig};
-use crate::disk::{self, sim::Faults, sim::SimDisk};
+use crate::disk::{self, sim::Faults, sim::Mount, sim::SimDisk};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -127,109 +127,114 @@ proptest! {
     }
 }
 
+/// A log directory on a fresh simulated disk (its entry durable, as a created topic's is),
+/// with the flusher run by hand, and small segments so that histories roll often.
+fn mounted_log_dir() -> (Mount, std::path::PathBuf, LogConfig) {
+    flush::manual::enable();
+    let d = SimDisk::mount();
+    let dir = d.root().join("topic-0");
+    disk::create_dir_all(&dir).unwrap();
+    disk::sync_dir(d.root()).unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 600,
+        index_interval_bytes: 120,
+        ..LogConfig::default()
+    };
+    (d, dir, cfg)
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    {
-        flush::manual::enable();
-        let d = SimDisk::mount();
-        let dir = d.root().join("topic-0");
-        disk::create_dir_all(&dir).unwrap();
-        disk::sync_dir(d.root()).unwrap();
-        let cfg = LogConfig {
-            segment_bytes: 600,
-            index_interval_bytes: 120,
-            ..LogConfig::default()
-        };
-        let mut log = Log::open(&dir, cfg.clone()).unwrap();
-        let mut m = Model {
-            written: Vec::new(),
-            acked: 0,
-            poisoned: false,
-            seq: 0,
-        };
-        for op in ops {
-            match op {
-                Op::Append { records, pad } => {
-                    let values: Vec<Vec<u8>> = (0..records)
-                        .map(|i| {
-                            m.seq += 1;
-                            let mut v = format!("{}:{}:", m.seq, i).into_bytes();
-                            v.resize(v.len() + usize::from(pad), b'a' + (m.seq % 26) as u8);
-                            v
-                        })
-                        .collect();
-                    let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
-                    let b = batch(&refs, 1000);
-                    let parsed = batch::split_batches(&b).unwrap();
-                    // A failed write is refused, never half-taken.
-                    if let Ok(at) = log.append(&b, &parsed, 0) {
-                        prop_assert_eq!(at.base_offset, m.written.len() as i64);
-                        m.written.extend(values);
-                    }
+    let (d, dir, cfg) = mounted_log_dir();
+    let mut log = Log::open(&dir, cfg.clone()).unwrap();
+    let mut m = Model {
+        written: Vec::new(),
+        acked: 0,
+        poisoned: false,
+        seq: 0,
+    };
+    for op in ops {
+        match op {
+            Op::Append { records, pad } => {
+                let values: Vec<Vec<u8>> = (0..records)
+                    .map(|i| {
+                        m.seq += 1;
+                        let mut v = format!("{}:{}:", m.seq, i).into_bytes();
+                        v.resize(v.len() + usize::from(pad), b'a' + (m.seq % 26) as u8);
+                        v
+                    })
+                    .collect();
+                let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+                let b = batch(&refs, 1000);
+                let parsed = batch::split_batches(&b).unwrap();
+                // A failed write is refused, never half-taken.
+                if let Ok(at) = log.append(&b, &parsed, 0) {
+                    prop_assert_eq!(at.base_offset, m.written.len() as i64);
+                    m.written.extend(values);
                 }
-                Op::Sync => {
-                    if let Some(job) = log.sync_job() {
-                        match job.run() {
-                            Ok(()) => {
-                                log.synced(&job);
-                                if !m.poisoned {
-                                    m.acked = job.upto as usize;
-                                }
+            }
+            Op::Sync => {
+                if let Some(job) = log.sync_job() {
+                    match job.run() {
+                        Ok(()) => {
+                            log.synced(&job);
+                            if !m.poisoned {
+                                m.acked = job.upto as usize;
                             }
-                            Err(_) => {
-                                m.poisoned = true;
-                            }
+                        }
+                        Err(_) => {
+                            m.poisoned = true;
                         }
                     }
                 }
-                Op::Roll => {
-                    let _ = log.force_roll();
-                }
-                Op::Flush { jobs } => {
-                    flush::manual::run(usize::from(jobs));
-                }
-                Op::Fault { sync, after } => {
-                    let after = Some(u64::from(after));
-                    d.arm(if sync {
-                        Faults {
-                            fail_sync_after: after,
-                            ..Faults::default()
-                        }
-                    } else {
-                        Faults {
-                            fail_write_after: after,
-                            ..Faults::default()
-                        }
-                    });
-                }
-                Op::CleanRestart => {
-                    flush::wait_idle();
-                    // A shutdown whose syncs failed is not clean: the next start checks all.
-                    let trusted = log.close_cleanly().unwrap_or(false);
-                    drop(log);
-                    d.arm(Faults::default());
-                    log = Log::open_after(&dir, cfg.clone(), trusted).unwrap();
-                    // Nothing is lost by a shutdown: the page cache still holds it all.
-                    let all = m.written.len();
-                    check_reopened(&log, &mut m, all, trusted, "after a shutdown")?;
-                }
-                Op::ProcessCrash => {
-                    drop(log);
-                    flush::manual::drop_queued();
-                    d.arm(Faults::default());
-                    log = Log::open(&dir, cfg.clone()).unwrap();
-                    let all = m.written.len();
-                    check_reopened(&log, &mut m, all, false, "after a process crash")?;
-                }
-                Op::PowerCut { seed } => {
-                    drop(log);
-                    // The process dies with the machine: queued flushes never run.
-                    flush::manual::drop_queued();
-                    d.power_off();
-                    d.power_on(seed);
-                    let floor = flush::read_recovery_point(&dir).unwrap_or(0).max(0) as usize;
-                    log = Log::open(&dir, cfg.clone()).unwrap();
-                    check_reopened(&log, &mut m, floor, true, "after a power cut")?;
-                }
+            }
+            Op::Roll => {
+                let _ = log.force_roll();
+            }
+            Op::Flush { jobs } => {
+                flush::manual::run(usize::from(jobs));
+            }
+            Op::Fault { sync, after } => {
+                let after = Some(u64::from(after));
+                d.arm(if sync {
+                    Faults {
+                        fail_sync_after: after,
+                        ..Faults::default()
+                    }
+                } else {
+                    Faults {
+                        fail_write_after: after,
+                        ..Faults::default()
+                    }
+                });
+            }
+            Op::CleanRestart => {
+                flush::wait_idle();
+                // A shutdown whose syncs failed is not clean: the next start checks all.
+                let trusted = log.close_cleanly().unwrap_or(false);
+                drop(log);
+                d.arm(Faults::default());
+                log = Log::open_after(&dir, cfg.clone(), trusted).unwrap();
+                // Nothing is lost by a shutdown: the page cache still holds it all.
+                let all = m.written.len();
+                check_reopened(&log, &mut m, all, trusted, "after a shutdown")?;
+            }
+            Op::ProcessCrash => {
+                drop(log);
+                flush::manual::drop_queued();
+                d.arm(Faults::default());
+                log = Log::open(&dir, cfg.clone()).unwrap();
+                let all = m.written.len();
+                check_reopened(&log, &mut m, all, false, "after a process crash")?;
+            }
+            Op::PowerCut { seed } => {
+                drop(log);
+                // The process dies with the machine: queued flushes never run.
+                flush::manual::drop_queued();
+                d.power_off();
+                d.power_on(seed);
+                let floor = flush::read_recovery_point(&dir).unwrap_or(0).max(0) as usize;
+                log = Log::open(&dir, cfg.clone()).unwrap();
+                check_reopened(&log, &mut m, floor, true, "after a power cut")?;
             }
         }
     }
@@ -289,16 +294,7 @@ fn found_cases() {
 /// (the log reopens whole and dense), not which path got there.
 #[test]
 fn after_a_failed_fsync_and_a_racing_recovery_point_the_log_reopens_whole() {
-    flush::manual::enable();
-    let d = SimDisk::mount();
-    let dir = d.root().join("topic-0");
-    disk::create_dir_all(&dir).unwrap();
-    disk::sync_dir(d.root()).unwrap();
-    let cfg = LogConfig {
-        segment_bytes: 600,
-        index_interval_bytes: 120,
-        ..LogConfig::default()
-    };
+    let (d, dir, cfg) = mounted_log_dir();
     let mut log = Log::open(&dir, cfg.clone()).unwrap();
     let b = batch(&[&[b'x'; 200][..], &[b'y'; 200][..]], 1000);
     for _ in 0..3 {
