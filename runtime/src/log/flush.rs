@@ -41,16 +41,7 @@ pub fn record_failure(cap: &Cap, dir: &Path, base: i64) {
     // The lowest failed base so far: start-up checks and rewrites from there even if a
     // flush racing this failure already wrote a higher recovery point.
     let lowest = cap.get().min(read_failed_base(dir).unwrap_or(i64::MAX));
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let tmp = format!(
-        "{SYNC_FAILED_FILE}.{}.tmp",
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    if let Err(e) = disk::replace_with_name(
-        &dir.join(SYNC_FAILED_FILE),
-        &tmp,
-        lowest.to_string().as_bytes(),
-    ) {
+    if let Err(e) = write_offset_file(dir, SYNC_FAILED_FILE, lowest) {
         tracing::error!(dir = %dir.display(), error = %e, "could not record a failed fsync");
     }
 }
