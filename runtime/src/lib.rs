@@ -3,10 +3,11 @@
 //! Code map: [`log`] stores partitions as segment files; [`broker`] owns topics and their
 //! configs; [`group`] coordinates consumer groups and keeps committed offsets; [`txn`] is the
 //! transaction coordinator; [`protocol`] answers Kafka requests; [`server`] moves bytes between sockets and
-//! [`protocol`]; [`client`] is the small Kafka client behind the CLI; [`metrics`] exports
+//! [`protocol`]; [`auth`] says who a connection is (TLS, SASL, credentials); [`client`] is the small Kafka client behind the CLI; [`metrics`] exports
 //! Prometheus text; [`records`] decodes and encodes individual records.
 
 pub mod alloc;
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -58,6 +58,8 @@ pub enum BrokerError {
     },
     #[error("corrupt metadata file {path}: {why}")]
     CorruptMetadata { path: PathBuf, why: String },
+    #[error(transparent)]
+    Users(#[from] crate::auth::users::UsersError),
 }
 
 /// Why a produce to one partition failed; each maps to a Kafka error code.
@@ -98,8 +100,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BrokerError + '_ {
 pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub node_id: i32,
-    pub advertised_host: String,
-    pub advertised_port: i32,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub defaults: Defaults,
@@ -116,6 +116,8 @@ pub struct BrokerConfig {
     pub groups: crate::group::state::GroupConfig,
     /// Connections and response sizes (see `limits.rs`).
     pub limits: crate::limits::Limits,
+    /// SASL mechanisms, re-authentication and super users (see `auth/`).
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl BrokerConfig {
@@ -124,8 +126,6 @@ impl BrokerConfig {
         BrokerConfig {
             data_dir,
             node_id: 1,
-            advertised_host: "127.0.0.1".into(),
-            advertised_port: 9092,
             auto_create_topics: true,
             default_partitions: 1,
             defaults: Defaults::default(),
@@ -137,6 +137,7 @@ impl BrokerConfig {
             durable_internal_logs: false,
             groups: Default::default(),
             limits: Default::default(),
+            auth: Default::default(),
         }
     }
 }
@@ -445,6 +446,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Admission of connections and the caps on responses (see `limits.rs`).
     pub limits: Arc<crate::limits::Connections>,
+    /// SCRAM credentials (also what SASL/PLAIN checks).
+    pub users: crate::auth::users::Users,
     pub producer_ids: producer_ids::ProducerIds,
     pub groups: crate::group::Coordinator,
     pub txns: crate::txn::Coordinator,
@@ -865,7 +868,9 @@ impl Broker {
             &config.data_dir.join("internal").join("transactions"),
             config.durable_internal_logs,
         )?;
+        let users = crate::auth::users::Users::open(&config.data_dir)?;
         let broker = Broker {
+            users,
             producer_ids,
             groups,
             txns,

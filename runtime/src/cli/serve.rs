@@ -80,13 +80,50 @@ struct FileConfig {
     max_connections_per_ip: Option<usize>,
     /// Kafka's broker fetch.max.bytes: the most one fetch response carries.
     fetch_max_bytes: Option<usize>,
+    /// Named listeners, each with its security protocol (see [`ListenerConfig`]).
+    #[serde(default)]
+    listeners: Vec<ListenerConfig>,
+    /// Kafka's sasl.enabled.mechanisms (default: SCRAM-SHA-256, SCRAM-SHA-512, PLAIN).
+    sasl_mechanisms: Option<Vec<String>>,
+    /// Kafka's connections.max.reauth.ms (KIP-368); 0 (default): sessions do not expire.
+    connections_max_reauth_ms: Option<u64>,
+    /// Kafka's super.users, e.g. ["User:admin"].
+    #[serde(default)]
+    super_users: Vec<String>,
     /// Broker-wide defaults for topic configs, by Kafka key (e.g. "retention.ms").
     #[serde(default)]
     topic_defaults: std::collections::BTreeMap<String, toml::Value>,
 }
 
+/// One `[[listeners]]` entry: Kafka's `listeners` + `advertised.listeners` +
+/// `listener.security.protocol.map` + the listener's `ssl.*` settings in one place.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ListenerConfig {
+    name: String,
+    address: String,
+    /// What clients are told to connect to [default: address].
+    advertised: Option<String>,
+    security: crate::auth::Security,
+    /// PEM certificate chain and private key (SSL and SASL_SSL).
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    client_ca: Option<PathBuf>,
+    /// Kafka's ssl.client.auth: "none" (default), "requested" or "required".
+    #[serde(default)]
+    client_auth: crate::auth::tls::ClientAuth,
+}
+
+/// A listener to bind.
+pub struct ListenerSettings {
+    pub address: String,
+    pub listener: crate::auth::Listener,
+    pub tls: Option<crate::auth::tls::TlsFiles>,
+}
+
 pub struct Settings {
-    pub listen: String,
+    pub listeners: Vec<ListenerSettings>,
     pub metrics: Option<String>,
     pub admin: String,
     pub admin_token: Option<String>,
@@ -114,17 +151,26 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
         }
         None => FileConfig::default(),
     };
-    let listen = args
-        .listen
-        .or(file.listen)
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let advertised = args
-        .advertised
-        .or(file.advertised)
-        .unwrap_or(listen.clone());
-    let (host, port) = split_host_port(&advertised)?;
-    if host == "0.0.0.0" || host == "::" {
-        bail!("the advertised address {advertised} is a wildcard: clients cannot connect to it; pass --advertised HOST:PORT");
+    let listeners = listeners(
+        args.listen.or(file.listen),
+        args.advertised.or(file.advertised),
+        file.listeners,
+    )?;
+    let sasl_mechanisms = match file.sasl_mechanisms {
+        None => crate::auth::sasl::Mech::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                crate::auth::sasl::Mech::from_name(n).with_context(|| {
+                    format!("sasl_mechanisms: \"{n}\" is not one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN")
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    for u in &file.super_users {
+        if !u.starts_with("User:") {
+            bail!("super_users: \"{u}\" is not a principal (write it as User:NAME)");
+        }
     }
     let mut defaults = Defaults::default();
     for (k, v) in file.topic_defaults {
@@ -169,7 +215,7 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
         bail!("the admin API on {admin} would be open to the network: set admin_token (or --admin-token / SLUICE_ADMIN_TOKEN), or bind it to a loopback address");
     }
     Ok(Settings {
-        listen,
+        listeners,
         metrics: args.metrics.or(file.metrics),
         admin,
         admin_token,
@@ -183,8 +229,11 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./sluice-data")),
             node_id: file.node_id.unwrap_or(1),
-            advertised_host: host,
-            advertised_port: port,
+            auth: crate::auth::AuthConfig {
+                sasl_mechanisms,
+                max_reauth_ms: file.connections_max_reauth_ms.unwrap_or(0),
+                super_users: file.super_users,
+            },
             auto_create_topics: file.auto_create_topics.unwrap_or(true),
             default_partitions,
             defaults,
@@ -237,6 +286,82 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
     })
 }
 
+fn is_wildcard(host: &str) -> bool {
+    host == "0.0.0.0" || host == "::" || host.is_empty()
+}
+
+/// The listeners to bind: the `[[listeners]]` of the config file, and a PLAINTEXT one on
+/// `listen` (--listen) if that is given or if there are no others (the embedded default,
+/// 127.0.0.1:9092).
+fn listeners(
+    listen: Option<String>,
+    advertised: Option<String>,
+    configured: Vec<ListenerConfig>,
+) -> Result<Vec<ListenerSettings>> {
+    use crate::auth::{Listener, Security};
+    let mut out: Vec<ListenerSettings> = Vec::new();
+    if listen.is_some() || configured.is_empty() {
+        let listen = listen.unwrap_or_else(|| "127.0.0.1:9092".into());
+        let advertised = advertised.unwrap_or(listen.clone());
+        let (host, port) = split_host_port(&advertised)?;
+        if is_wildcard(&host) {
+            bail!("the advertised address {advertised} is a wildcard: clients cannot connect to it; pass --advertised HOST:PORT");
+        }
+        out.push(ListenerSettings {
+            address: listen,
+            listener: Listener {
+                name: "PLAINTEXT".into(),
+                security: Security::Plaintext,
+                advertised_host: host,
+                advertised_port: port,
+            },
+            tls: None,
+        });
+    } else if advertised.is_some() {
+        bail!("advertised applies to listen; give each [[listeners]] entry its own advertised address");
+    }
+    for l in configured {
+        let advertised = l.advertised.clone().unwrap_or(l.address.clone());
+        let (host, port) =
+            split_host_port(&advertised).with_context(|| format!("listener {}", l.name))?;
+        if is_wildcard(&host) {
+            bail!("listener {}: the advertised address {advertised} is a wildcard: set advertised = \"HOST:PORT\"", l.name);
+        }
+        if out.iter().any(|o| o.listener.name == l.name) {
+            bail!("two listeners are named {}", l.name);
+        }
+        let tls = match (l.security.tls(), l.cert, l.key) {
+            (true, Some(cert), Some(key)) => Some(crate::auth::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: l.client_ca,
+                client_auth: l.client_auth,
+            }),
+            (true, ..) => bail!(
+                "listener {}: {:?} needs cert and key (PEM files)",
+                l.name,
+                l.security
+            ),
+            (false, None, None) if l.client_ca.is_none() => None,
+            (false, ..) => bail!(
+                "listener {}: cert, key and client_ca apply only to SSL and SASL_SSL listeners",
+                l.name
+            ),
+        };
+        out.push(ListenerSettings {
+            address: l.address,
+            listener: Listener {
+                name: l.name,
+                security: l.security,
+                advertised_host: host,
+                advertised_port: port,
+            },
+            tls,
+        });
+    }
+    Ok(out)
+}
+
 /// Every segment keeps three files open and every client a socket, and the soft limit on
 /// open files is often 1024 (systemd's default) while the hard one is far higher: the soft
 /// limit is raised to the hard one, as Go's runtime does for every program, so a broker with
@@ -286,14 +411,34 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .context("start-up task failed")?
             .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
         let broker = Arc::new(broker);
-        let addr: SocketAddr = tokio::net::lookup_host(&s.listen)
-            .await
-            .with_context(|| format!("cannot resolve listen address {}", s.listen))?
-            .next()
-            .with_context(|| format!("no address for {}", s.listen))?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        // Every listener is bound (and its certificate loaded) before anything else
+        // starts: a mistake in one stops the start with the listener named.
+        let mut bound = Vec::new();
+        for l in &s.listeners {
+            let name = &l.listener.name;
+            let addr: SocketAddr = tokio::net::lookup_host(&l.address)
+                .await
+                .with_context(|| format!("listener {name}: cannot resolve {}", l.address))?
+                .next()
+                .with_context(|| format!("listener {name}: no address for {}", l.address))?;
+            let tls = match &l.tls {
+                Some(files) => Some(
+                    crate::auth::tls::acceptor(files)
+                        .with_context(|| format!("listener {name}"))?,
+                ),
+                None => None,
+            };
+            let sock = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listener {name}: cannot listen on {addr}"))?;
+            bound.push((
+                sock,
+                crate::server::Endpoint {
+                    listener: Arc::new(l.listener.clone()),
+                    tls,
+                },
+            ));
+        }
         let host = crate::plugin::PluginHost::new(
             broker.clone(),
             s.plugins_dir.clone(),
@@ -381,13 +526,27 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
             }
         });
-        tracing::info!(address = %addr, advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port), "sluice is serving Kafka clients");
+        let mut serving = tokio::task::JoinSet::new();
+        for (sock, endpoint) in bound {
+            let l = &endpoint.listener;
+            tracing::info!(
+                listener = %l.name,
+                security = ?l.security,
+                address = %sock.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                advertised = %format!("{}:{}", l.advertised_host, l.advertised_port),
+                "sluice is serving Kafka clients"
+            );
+            serving.spawn(crate::server::serve(sock, broker.clone(), endpoint));
+        }
         // SIGINT (Ctrl-C) or SIGTERM (service managers, docker stop): pipelines stop at a
         // checkpoint. Nothing depends on it: after SIGKILL they resume from the last one.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot listen for SIGTERM")?;
         tokio::select! {
-            r = crate::server::serve(listener, broker.clone()) => r.context("listener failed")?,
+            r = serving.join_next() => match r {
+                Some(Ok(r)) => r.context("listener failed")?,
+                _ => bail!("a listener stopped"),
+            },
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Produce responses held back for back pressure.
     pub produce_throttled: AtomicU64,
+    /// Failed SASL authentications and TLS handshakes.
+    pub authentication_failures: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
     apis: Vec<ApiStats>,
 }
 
@@ -39,6 +42,8 @@ impl Default for Metrics {
             connections_total: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             produce_throttled: AtomicU64::new(0),
+            authentication_failures: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
             apis: (0..MAX_API_KEY).map(|_| ApiStats::default()).collect(),
         }
     }
@@ -86,6 +91,21 @@ pub fn render(broker: &Broker) -> String {
         "sluice_connections_total {}",
         m.connections_total.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_authentication_failures_total Connections refused at SASL authentication or the TLS handshake."
+    );
+    let _ = writeln!(out, "# TYPE sluice_authentication_failures_total counter");
+    for (stage, n) in [
+        ("sasl", &m.authentication_failures),
+        ("tls", &m.tls_handshake_failures),
+    ] {
+        let _ = writeln!(
+            out,
+            "sluice_authentication_failures_total{{stage=\"{stage}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
     let refused = &broker.limits.refused;
     let _ = writeln!(out, "# HELP sluice_connections_refused_total Connections closed at once because a limit was reached (max_connections, max_connections_per_ip).");
     let _ = writeln!(out, "# TYPE sluice_connections_refused_total counter");

@@ -45,8 +45,8 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResp
         .with_controller_id(BrokerId(node))
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(BrokerId(node))
-            .with_host(sb(b.config.advertised_host.clone()))
-            .with_port(b.config.advertised_port)])
+            .with_host(sb(ctx.listener.advertised_host.clone()))
+            .with_port(ctx.listener.advertised_port)])
         .with_cluster_authorized_operations(operations::when(
             req.include_cluster_authorized_operations,
             operations::CLUSTER,

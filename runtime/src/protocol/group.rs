@@ -45,11 +45,15 @@ pub fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoord
                     .with_key(k)
                     .with_node_id(BrokerId(if error == 0 { c.node_id } else { -1 }))
                     .with_host(sb(if error == 0 {
-                        c.advertised_host.clone()
+                        ctx.listener.advertised_host.clone()
                     } else {
                         String::new()
                     }))
-                    .with_port(if error == 0 { c.advertised_port } else { -1 })
+                    .with_port(if error == 0 {
+                        ctx.listener.advertised_port
+                    } else {
+                        -1
+                    })
                     .with_error_code(error)
                     .with_error_message(message.clone())
             })
@@ -61,8 +65,8 @@ pub fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoord
         }
         if error == 0 {
             r.node_id = BrokerId(c.node_id);
-            r.host = sb(c.advertised_host.clone());
-            r.port = c.advertised_port;
+            r.host = sb(ctx.listener.advertised_host.clone());
+            r.port = ctx.listener.advertised_port;
         } else {
             r.node_id = BrokerId(-1);
             r.port = -1;

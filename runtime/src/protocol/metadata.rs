@@ -35,8 +35,8 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     let mut r = MetadataResponse::default();
     r.brokers = vec![MetadataResponseBroker::default()
         .with_node_id(BrokerId(node))
-        .with_host(sb(b.config.advertised_host.clone()))
-        .with_port(b.config.advertised_port)];
+        .with_host(sb(ctx.listener.advertised_host.clone()))
+        .with_port(ctx.listener.advertised_port)];
     if ctx.version >= 2 {
         r.cluster_id = Some(sb(b.cluster_id.clone()));
     }

@@ -17,6 +17,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod sasl;
 mod share;
 mod txn;
 
@@ -29,6 +30,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 use thiserror::Error;
 
+use crate::auth::sasl::Gate;
+use crate::auth::Session;
 use crate::broker::Broker;
 
 /// Why a connection must be closed: the request could not be understood well enough to answer.
@@ -47,6 +50,8 @@ pub enum ProtocolError {
         version: i16,
         reason: String,
     },
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("cannot encode {api:?} v{version} response: {reason}")]
     Encode {
         api: ApiKey,
@@ -99,6 +104,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ShareGroupHeartbeat, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
+    // v0 is followed by raw SASL tokens outside Kafka framing; Kafka 4 dropped it (KIP-896).
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -115,6 +125,10 @@ pub struct Ctx<'a> {
     pub client_id: Option<&'a str>,
     /// The client's address, as DescribeGroups reports it.
     pub peer: &'a str,
+    /// The listener the request came in on: its advertised address is the broker's.
+    pub listener: &'a crate::auth::Listener,
+    /// Who sent it (`User:NAME`).
+    pub principal: &'a str,
 }
 
 pub(crate) fn code(e: ResponseError) -> i16 {
@@ -170,7 +184,7 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
 /// due (a produce with `acks=0`); `Err` means the connection should be closed.
 pub async fn handle(
     broker: &Arc<Broker>,
-    peer: &str,
+    session: &mut Session,
     mut frame: Bytes,
 ) -> Result<Option<BytesMut>, ProtocolError> {
     if frame.len() < 8 {
@@ -192,6 +206,11 @@ pub async fn handle(
     if !(lo..=hi).contains(&version) {
         return Err(ProtocolError::UnsupportedVersion { api, version });
     }
+    if let Some(sasl) = &session.sasl {
+        if let Gate::Close(why) = sasl.gate(api, Instant::now()) {
+            return Err(ProtocolError::Unauthenticated(why));
+        }
+    }
     if api == ApiKey::Produce && version < 3 {
         return Ok(produce::legacy_unsupported(
             &mut frame,
@@ -208,12 +227,27 @@ pub async fn handle(
             }
         })?;
     let client_id = header.client_id.as_ref().map(|s| s.as_str().to_string());
+    match api {
+        ApiKey::SaslHandshake => {
+            let r = sasl::handshake(session, decode(api, version, &mut frame)?);
+            return Ok(Some(encode_response(api, version, correlation_id, &r)?));
+        }
+        ApiKey::SaslAuthenticate => {
+            let r = sasl::authenticate(broker, session, decode(api, version, &mut frame)?);
+            return Ok(Some(encode_response(api, version, correlation_id, &r)?));
+        }
+        _ => {}
+    }
+    let principal = session.principal();
     let ctx = Ctx {
         broker,
         version,
         client_id: client_id.as_deref(),
-        peer,
+        peer: &session.peer,
+        listener: &session.listener,
+        principal: &principal,
     };
+    let peer = session.peer.as_str();
     let started = Instant::now();
     let body = &mut frame;
     // Every API: decode the body at the request's version, handle it, encode the answer.
@@ -231,12 +265,15 @@ pub async fn handle(
         ($handler:path, blocking) => {{
             let req = decode(api, version, body)?;
             let (b, client, from) = (broker.clone(), client_id.clone(), peer.to_string());
+            let (listener, who) = (session.listener.clone(), principal.clone());
             let r = tokio::task::spawn_blocking(move || {
                 let ctx = Ctx {
                     broker: &b,
                     version,
                     client_id: client.as_deref(),
                     peer: &from,
+                    listener: &listener,
+                    principal: &who,
                 };
                 $handler(&ctx, req)
             })
@@ -334,6 +371,8 @@ pub async fn handle(
         ApiKey::ShareGroupHeartbeat => answer!(share::heartbeat),
         ApiKey::ShareFetch => answer!(share::fetch, await),
         ApiKey::ShareAcknowledge => answer!(share::acknowledge),
+        ApiKey::DescribeUserScramCredentials => answer!(sasl::describe),
+        ApiKey::AlterUserScramCredentials => answer!(sasl::alter, blocking),
         _ => return Err(ProtocolError::UnknownApi(raw_key)),
     };
     broker.metrics.observe_request(raw_key, started.elapsed());
@@ -363,7 +402,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
         // Metadata v1: topics array claiming 2^31-1 entries, then nothing.
-        let r = handle(&b, "test", frame(3, 1, &0x7fff_ffffi32.to_be_bytes())).await;
+        let r = handle(
+            &b,
+            &mut Session::plaintext("test"),
+            frame(3, 1, &0x7fff_ffffi32.to_be_bytes()),
+        )
+        .await;
         assert!(matches!(r, Err(ProtocolError::Malformed { .. })), "{r:?}");
         // Produce v3: null transactional id, acks, timeout, then a huge topic count.
         let mut body = Vec::new();
@@ -371,10 +415,10 @@ mod tests {
         body.extend_from_slice(&1i16.to_be_bytes());
         body.extend_from_slice(&1000i32.to_be_bytes());
         body.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
-        let r = handle(&b, "test", frame(0, 3, &body)).await;
+        let r = handle(&b, &mut Session::plaintext("test"), frame(0, 3, &body)).await;
         assert!(matches!(r, Err(ProtocolError::Malformed { .. })), "{r:?}");
         // The broker still answers afterwards.
-        let ok = handle(&b, "test", frame(18, 0, &[]))
+        let ok = handle(&b, &mut Session::plaintext("test"), frame(18, 0, &[]))
             .await
             .unwrap()
             .unwrap();
@@ -385,7 +429,7 @@ mod tests {
     async fn unknown_apiversions_version_gets_a_v0_answer() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let r = handle(&b, "test", frame(18, 99, &[]))
+        let r = handle(&b, &mut Session::plaintext("test"), frame(18, 99, &[]))
             .await
             .unwrap()
             .unwrap();
@@ -407,7 +451,7 @@ mod tests {
         body.extend_from_slice(&1i32.to_be_bytes()); // one partition
         body.extend_from_slice(&0i32.to_be_bytes());
         body.extend_from_slice(&0i32.to_be_bytes()); // empty message set
-        let r = handle(&b, "test", frame(0, 2, &body))
+        let r = handle(&b, &mut Session::plaintext("test"), frame(0, 2, &body))
             .await
             .unwrap()
             .unwrap();
@@ -425,7 +469,7 @@ mod tests {
             let b = broker(dir.path());
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let _ = rt.block_on(async {
-                tokio::time::timeout(std::time::Duration::from_secs(2), handle(&b, "test", frame(api, version, &rest))).await
+                tokio::time::timeout(std::time::Duration::from_secs(2), handle(&b, &mut Session::plaintext("test"), frame(api, version, &rest))).await
             });
         }
     }

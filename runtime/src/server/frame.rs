@@ -16,8 +16,8 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    #[error("request length {0} is outside 8..={max}", max = MAX_REQUEST_BYTES)]
-    BadLength(i64),
+    #[error("request length {0} is outside 8..={1}")]
+    BadLength(i64, usize),
     #[error("connection closed mid-request")]
     Truncated,
     #[error("socket error: {0}")]
@@ -39,6 +39,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The largest frame accepted from now on (smaller before a SASL connection has
+    /// authenticated).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Checks the buffer for a whole frame; `Ok(None)` when more bytes are needed.
     fn parse(&mut self) -> Result<Option<Bytes>, FrameError> {
         if self.buf.len() < 4 {
@@ -46,7 +52,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
         if len < MIN_REQUEST_BYTES as i32 || len as usize > self.max {
-            return Err(FrameError::BadLength(i64::from(len)));
+            return Err(FrameError::BadLength(i64::from(len), self.max));
         }
         let len = len as usize;
         if self.buf.len() < 4 + len {
@@ -86,7 +92,7 @@ mod tests {
     async fn huge_length_is_refused_before_allocating() {
         let data: &[u8] = &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3];
         let mut r = FrameReader::new(data, MAX_REQUEST_BYTES);
-        assert!(matches!(r.next().await, Err(FrameError::BadLength(_))));
+        assert!(matches!(r.next().await, Err(FrameError::BadLength(..))));
     }
 
     #[tokio::test]

@@ -1,21 +1,50 @@
-//! The Kafka listener: one task per connection, requests answered in order, as Kafka does
-//! (a connection's next request is read only after the previous response is written).
+//! The Kafka listeners: one task per connection, requests answered in order, as Kafka does
+//! (a connection's next request is read only after the previous response is written). A
+//! listener is plaintext or TLS; SASL happens inside the protocol, on the connection's
+//! [`Session`].
 
 mod frame;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::auth::sasl::MAX_UNAUTHENTICATED_FRAME;
+use crate::auth::{Listener, Session};
 use crate::broker::Broker;
 use crate::protocol;
 pub use frame::{FrameError, FrameReader, MAX_REQUEST_BYTES};
 
+/// A TLS handshake must finish within this, so half-open handshakes cannot pile up.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One listener: where clients are told to connect, and how its connections are secured.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub listener: Arc<Listener>,
+    /// Present on SSL and SASL_SSL listeners.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Endpoint {
+    pub fn plaintext(listener: Listener) -> Endpoint {
+        Endpoint {
+            listener: Arc::new(listener),
+            tls: None,
+        }
+    }
+}
+
 /// Accepts connections until the listener fails.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    endpoint: Endpoint,
+) -> std::io::Result<()> {
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -33,6 +62,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) -> std::io::Resul
             continue;
         };
         let broker = broker.clone();
+        let endpoint = endpoint.clone();
         tokio::spawn(async move {
             let _admitted = admitted;
             broker.metrics.connections.fetch_add(1, Ordering::Relaxed);
@@ -40,18 +70,70 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) -> std::io::Resul
                 .metrics
                 .connections_total
                 .fetch_add(1, Ordering::Relaxed);
-            connection(sock, peer, &broker).await;
+            accepted(sock, peer, &broker, &endpoint).await;
             broker.metrics.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-async fn connection(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>) {
+async fn accepted(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpoint: &Endpoint) {
     let _ = sock.set_nodelay(true);
-    let (rd, mut wr) = sock.into_split();
+    let mut session = Session::new(
+        peer.ip().to_string(),
+        endpoint.listener.clone(),
+        &broker.config.auth.sasl_mechanisms,
+    );
+    let Some(acceptor) = &endpoint.tls else {
+        let (rd, wr) = sock.into_split();
+        return connection(rd, wr, peer, broker, session).await;
+    };
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            broker
+                .metrics
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, listener = %endpoint.listener.name, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            broker
+                .metrics
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, listener = %endpoint.listener.name, "TLS handshake timed out");
+            return;
+        }
+    };
+    // Only certificates the verifier accepted get here: their subject is the principal.
+    session.tls_subject = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(crate::auth::tls::certificate_principal);
+    let (rd, wr) = tokio::io::split(tls);
+    connection(rd, wr, peer, broker, session).await
+}
+
+async fn connection<R, W>(
+    rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    mut session: Session,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut frames = FrameReader::new(rd, MAX_REQUEST_BYTES);
-    let peer_host = peer.ip().to_string();
     loop {
+        frames.set_max(if session.authenticated(Instant::now()) {
+            MAX_REQUEST_BYTES
+        } else {
+            MAX_UNAUTHENTICATED_FRAME
+        });
         let frame = match frames.next().await {
             Ok(Some(f)) => f,
             Ok(None) => return,
@@ -64,9 +146,15 @@ async fn connection(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>) {
                 return;
             }
         };
-        match protocol::handle(broker, &peer_host, frame).await {
+        match protocol::handle(broker, &mut session, frame).await {
             Ok(Some(resp)) => {
-                if let Err(e) = wr.write_all(&resp).await {
+                // flush: a TLS stream holds written bytes until flushed.
+                if let Err(e) = async {
+                    wr.write_all(&resp).await?;
+                    wr.flush().await
+                }
+                .await
+                {
                     tracing::debug!(%peer, error = %e, "write failed");
                     return;
                 }
@@ -80,6 +168,10 @@ async fn connection(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>) {
                 tracing::warn!(%peer, error = %e, "closing connection");
                 return;
             }
+        }
+        if session.close_after_response {
+            let _ = wr.shutdown().await;
+            return;
         }
     }
 }
