@@ -90,6 +90,9 @@ pub enum Gate {
 #[derive(Debug)]
 pub struct Sasl {
     enabled: Vec<Mech>,
+    /// SaslHandshake v0: the exchange's tokens come as bare length-prefixed frames, not
+    /// wrapped in SaslAuthenticate requests (KIP-43; pre-1.0 Java clients).
+    raw: bool,
     phase: Phase,
     session: Option<Session>,
 }
@@ -98,6 +101,7 @@ impl Sasl {
     pub fn new(enabled: Vec<Mech>) -> Sasl {
         Sasl {
             enabled,
+            raw: false,
             phase: Phase::Idle,
             session: None,
         }
@@ -138,7 +142,12 @@ impl Sasl {
 
     /// SaslHandshake: the mechanism for the next exchange. The error (if any) goes in the
     /// response together with the enabled mechanisms.
-    pub fn handshake(&mut self, mechanism: &str) -> Result<(), ResponseError> {
+    /// Whether the next frame is a bare SASL token (after a SaslHandshake v0).
+    pub fn expects_raw_token(&self) -> bool {
+        self.raw && !matches!(self.phase, Phase::Idle)
+    }
+
+    pub fn handshake(&mut self, mechanism: &str, raw_tokens: bool) -> Result<(), ResponseError> {
         if !matches!(self.phase, Phase::Idle) {
             return Err(ResponseError::IllegalSaslState);
         }
@@ -150,6 +159,7 @@ impl Sasl {
             return Err(ResponseError::IllegalSaslState);
         }
         self.phase = Phase::Chosen(mech);
+        self.raw = raw_tokens;
         Ok(())
     }
 
@@ -216,6 +226,7 @@ impl Sasl {
                 };
             }
         }
+        self.raw = false;
         let expires = (max_reauth_ms > 0).then(|| now + Duration::from_millis(max_reauth_ms));
         self.session = Some(Session {
             mech,
@@ -274,7 +285,7 @@ mod tests {
 
     fn scram(s: &mut Sasl, u: &Users, user: &str, pw: &str, now: Instant, reauth: u64) -> Step {
         let m = Mechanism::Sha512;
-        assert_eq!(s.handshake(m.name()), Ok(()));
+        assert_eq!(s.handshake(m.name(), false), Ok(()));
         let (c, first) = ClientExchange::new(m, user).unwrap();
         let mut c = c.with_password(pw);
         let Step::Continue(server_first) = s.authenticate(&first, u, now, reauth) else {
@@ -297,16 +308,16 @@ mod tests {
             Step::Failed { code: 34, .. }
         ));
         assert_eq!(
-            s.handshake("GSSAPI"),
+            s.handshake("GSSAPI", false),
             Err(ResponseError::UnsupportedSaslMechanism)
         );
-        assert_eq!(s.handshake("PLAIN"), Ok(()));
+        assert_eq!(s.handshake("PLAIN", false), Ok(()));
         assert!(matches!(
             s.authenticate(b"\0alice\0wrong", &u, now, 0),
             Step::Failed { code: 58, .. }
         ));
         assert!(!s.authenticated(now));
-        assert_eq!(s.handshake("PLAIN"), Ok(()));
+        assert_eq!(s.handshake("PLAIN", false), Ok(()));
         assert!(
             matches!(s.authenticate(b"\0alice\0apw", &u, now, 0), Step::Done { ref user, .. } if user == "alice")
         );
@@ -335,7 +346,10 @@ mod tests {
             "expired session"
         );
         // Re-authentication: another mechanism or another user is refused.
-        assert_eq!(s.handshake("PLAIN"), Err(ResponseError::IllegalSaslState));
+        assert_eq!(
+            s.handshake("PLAIN", false),
+            Err(ResponseError::IllegalSaslState)
+        );
         assert!(matches!(
             scram(&mut s, &u, "bob", "bpw", later, 1000),
             Step::Failed { code: 58, .. }

@@ -29,7 +29,7 @@ pub struct ConsumeArgs {
 }
 
 pub async fn run(a: ConsumeArgs) -> Result<()> {
-    let mut c = Client::connect(&a.conn.bootstrap).await?;
+    let mut c = a.conn.connect().await?;
     let md = metadata(&mut c, Some(std::slice::from_ref(&a.topic))).await?;
     let t = md.topics.first().context("empty metadata response")?;
     if t.error_code != 0 {

@@ -104,7 +104,7 @@ fn assigned(mut a: Bytes) -> Vec<(String, i32)> {
 pub async fn run(cmd: GroupCmd) -> Result<()> {
     match cmd {
         GroupCmd::List { conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let v = c
                 .version(ApiKey::ListGroups, 4)
                 .context("broker does not support ListGroups")?;
@@ -123,7 +123,7 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
             }
         }
         GroupCmd::Describe { name, conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let d = describe_group(&mut c, &name).await?;
             let g = d.groups.first().context("empty DescribeGroups response")?;
             if g.error_code != 0 {
@@ -210,7 +210,7 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
             to,
             conn,
         } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let d = describe_group(&mut c, &name).await?;
             if let Some(g) = d.groups.first() {
                 if !g.members.is_empty() {
@@ -285,7 +285,7 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
             }
         }
         GroupCmd::Delete { name, conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let v = c
                 .version(ApiKey::DeleteGroups, 2)
                 .context("broker does not support DeleteGroups")?;

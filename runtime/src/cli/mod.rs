@@ -10,6 +10,7 @@ mod produce;
 pub mod serve;
 mod topic;
 mod txn;
+mod user;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -26,6 +27,73 @@ pub struct Conn {
     /// Broker to talk to
     #[arg(long, env = "SLUICE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (as Kafka clients' security.protocol)
+    #[arg(long, env = "SLUICE_SECURITY_PROTOCOL", default_value = "PLAINTEXT")]
+    pub security_protocol: String,
+    /// PEM CA file the broker's certificate must chain to (SSL, SASL_SSL)
+    #[arg(long, env = "SLUICE_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for listeners that require one
+    #[arg(long, env = "SLUICE_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<std::path::PathBuf>,
+    #[arg(long, env = "SLUICE_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN
+    #[arg(long, env = "SLUICE_SASL_MECHANISM", default_value = "SCRAM-SHA-256")]
+    pub sasl_mechanism: String,
+    #[arg(long, env = "SLUICE_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    #[arg(long, env = "SLUICE_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
+}
+
+impl Conn {
+    pub fn security(&self) -> Result<crate::client::Security> {
+        use crate::client::{SaslLogin, Security, TlsOptions};
+        let (tls, sasl) = match self.security_protocol.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => (false, false),
+            "SSL" => (true, false),
+            "SASL_PLAINTEXT" => (false, true),
+            "SASL_SSL" => (true, true),
+            other => anyhow::bail!(
+                "--security-protocol {other}: use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+            ),
+        };
+        let sasl = if sasl {
+            let mechanism =
+                crate::auth::sasl::Mech::from_name(&self.sasl_mechanism).with_context(|| {
+                    format!(
+                        "--sasl-mechanism {}: use SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN",
+                        self.sasl_mechanism
+                    )
+                })?;
+            Some(SaslLogin {
+                mechanism,
+                username: self
+                    .sasl_username
+                    .clone()
+                    .context("SASL needs --sasl-username")?,
+                password: self
+                    .sasl_password
+                    .clone()
+                    .context("SASL needs --sasl-password (or SLUICE_SASL_PASSWORD)")?,
+            })
+        } else {
+            None
+        };
+        Ok(Security {
+            tls: tls.then(|| TlsOptions {
+                ca_file: self.ca_file.clone(),
+                cert_and_key: self.cert_file.clone().zip(self.key_file.clone()),
+            }),
+            sasl,
+        })
+    }
+
+    /// A connection to the bootstrap broker, secured as the flags say.
+    pub async fn connect(&self) -> Result<crate::client::Client> {
+        Ok(crate::client::Client::connect_secured(&self.bootstrap, &self.security()?).await?)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -48,6 +116,9 @@ pub enum Command {
     /// Processing plugins: create, build, list, reset
     #[command(subcommand)]
     Plugin(plugin::PluginCmd),
+    /// SCRAM users (SASL/SCRAM and SASL/PLAIN logins): create, list, delete
+    #[command(subcommand)]
+    User(user::UserCmd),
     /// Run the click-aggregation example live: a broker, three pipelines, a click generator
     Demo(demo::DemoArgs),
 }
@@ -79,6 +150,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Produce(a) => client_runtime()?.block_on(produce::run(a)),
         Command::Consume(a) => client_runtime()?.block_on(consume::run(a)),
         Command::Plugin(c) => plugin::run(c),
+        Command::User(c) => client_runtime()?.block_on(user::run(c)),
         Command::Demo(a) => client_runtime()?.block_on(demo::run(a)),
     }
 }

@@ -114,7 +114,7 @@ pub async fn run(a: ProduceArgs) -> Result<()> {
         "0" => 0,
         other => bail!("--acks must be 0, 1 or all, not '{other}'"),
     };
-    let mut c = Client::connect(&a.conn.bootstrap).await?;
+    let mut c = a.conn.connect().await?;
     // Ask with auto-creation on, as Kafka producers do.
     let v = c
         .version(ApiKey::Metadata, 12)

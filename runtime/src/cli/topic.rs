@@ -206,7 +206,7 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
             configs,
             conn,
         } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let mut kvs = Vec::new();
             for kv in &configs {
                 kvs.push(split_kv(kv)?);
@@ -215,7 +215,7 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
             println!("created topic {name} with {n} partitions");
         }
         TopicCmd::List { conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let md = metadata(&mut c, None).await?;
             let mut rows: Vec<(String, usize)> = md
                 .topics
@@ -229,7 +229,7 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
             }
         }
         TopicCmd::Describe { name, conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let md = metadata(&mut c, Some(std::slice::from_ref(&name))).await?;
             let t = md.topics.first().context("empty metadata response")?;
             if t.error_code != 0 {
@@ -298,7 +298,7 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
             if set.is_empty() && delete.is_empty() {
                 bail!("nothing to change: pass --set KEY=VALUE or --delete KEY");
             }
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let mut ops = Vec::new();
             for kv in &set {
                 let (k, v) = split_kv(kv)?;
@@ -337,7 +337,7 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
             println!("altered configs of topic {name}");
         }
         TopicCmd::AddPartitions { name, total, conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let v = c
                 .version(ApiKey::CreatePartitions, 3)
                 .context("broker does not support CreatePartitions")?;
@@ -360,7 +360,7 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
             println!("topic {name} now has {total} partitions");
         }
         TopicCmd::Delete { name, conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let v = c
                 .version(ApiKey::DeleteTopics, 6)
                 .context("broker does not support DeleteTopics")?;

@@ -134,7 +134,7 @@ fn open_for(start_ms: i64) -> String {
 pub async fn run(cmd: TxnCmd) -> Result<()> {
     match cmd {
         TxnCmd::List { state, conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let ids = list_ids(&mut c, state.as_deref()).await?;
             println!(
                 "{:<40} {:>12} {:>6} {:<15} {:>10} {:>10} PARTITIONS",
@@ -150,7 +150,7 @@ pub async fn run(cmd: TxnCmd) -> Result<()> {
             }
         }
         TxnCmd::Describe { id, conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let d = describe(&mut c, std::slice::from_ref(&id)).await?;
             let (_, (st, pid, epoch, start, timeout, parts)) = d
                 .into_iter()
@@ -166,7 +166,7 @@ pub async fn run(cmd: TxnCmd) -> Result<()> {
             }
         }
         TxnCmd::Hanging { topic, conn } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             let md = metadata(&mut c, topic.as_ref().map(std::slice::from_ref)).await?;
             // What the coordinator accounts for: (producer id, topic, partition).
             let ids = list_ids(&mut c, Some("Ongoing")).await?;
@@ -237,7 +237,7 @@ pub async fn run(cmd: TxnCmd) -> Result<()> {
             producer_id,
             conn,
         } => {
-            let mut c = Client::connect(&conn.bootstrap).await?;
+            let mut c = conn.connect().await?;
             // The marker carries the producer's current epoch here, as kafka-transactions.sh
             // takes it from DescribeProducers.
             let v = c

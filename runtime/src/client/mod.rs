@@ -7,7 +7,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest response we accept from a broker.
@@ -24,10 +24,92 @@ pub enum ClientError {
     Unsupported { api: ApiKey, version: i16 },
     #[error("protocol error: {0}")]
     Protocol(String),
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+async fn tls_connect(
+    addr: &str,
+    tcp: TcpStream,
+    opts: &TlsOptions,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let err = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
+    let Some(ca) = &opts.ca_file else {
+        return Err(ClientError::Tls(
+            "no CA to check the broker's certificate against: pass --ca-file".into(),
+        ));
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        CertificateDer::pem_file_iter(ca).map_err(|e| err(&format!("{}: {e}", ca.display())))?
+    {
+        roots.add(c.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err(&e))?
+    .with_root_certificates(roots);
+    let config = match &opts.cert_and_key {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| err(&format!("{}: {e}", cert.display())))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(&e))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| err(&format!("{}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| err(&e))?
+        }
+    };
+    let host = addr
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+        .unwrap_or(addr);
+    let name = ServerName::try_from(host.to_string()).map_err(|e| err(&e))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| err(&e))
+}
+
+/// Any byte stream to a broker: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// How to reach a secured listener (librdkafka's `security.protocol`, `ssl.ca.location`,
+/// `ssl.certificate.location`, `ssl.key.location`, `sasl.mechanism`, `sasl.username`,
+/// `sasl.password`).
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    pub tls: Option<TlsOptions>,
+    pub sasl: Option<SaslLogin>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// The CA the broker's certificate chains to.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and key, for listeners that ask for one.
+    pub cert_and_key: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SaslLogin {
+    pub mechanism: crate::auth::sasl::Mech,
+    pub username: String,
+    pub password: String,
 }
 
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     next_correlation: i32,
     versions: HashMap<i16, (i16, i16)>,
     pub addr: String,
@@ -36,13 +118,22 @@ pub struct Client {
 impl Client {
     /// Connects and learns the broker's API versions.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(addr)
+        Client::connect_secured(addr, &Security::default()).await
+    }
+
+    /// Connects over TLS and authenticates with SASL as `security` says.
+    pub async fn connect_secured(addr: &str, security: &Security) -> Result<Client, ClientError> {
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect {
                 addr: addr.to_string(),
                 error: source,
             })?;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &security.tls {
+            None => Box::new(tcp),
+            Some(tls) => Box::new(tls_connect(addr, tcp, tls).await?),
+        };
         let mut c = Client {
             stream,
             next_correlation: 1,
@@ -64,7 +155,64 @@ impl Client {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(login) = &security.sasl {
+            c.login(login).await?;
+        }
         Ok(c)
+    }
+
+    /// SaslHandshake v1, then the mechanism's exchange in SaslAuthenticate requests.
+    async fn login(&mut self, login: &SaslLogin) -> Result<(), ClientError> {
+        use crate::auth::sasl::Mech;
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let failed = |code: i16, msg: Option<&StrBytes>| {
+            ClientError::Auth(crate::cli::kafka_error(code, msg.map(|m| m.as_str())))
+        };
+        let hs = self
+            .call(
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(login.mechanism.name())),
+                1,
+            )
+            .await?;
+        if hs.error_code != 0 {
+            return Err(failed(hs.error_code, None));
+        }
+        let v = self
+            .version(ApiKey::SaslAuthenticate, 2)
+            .ok_or(ClientError::Unsupported {
+                api: ApiKey::SaslAuthenticate,
+                version: 0,
+            })?;
+        let mut step = async |bytes: Vec<u8>| {
+            let r = self
+                .call(
+                    &SaslAuthenticateRequest::default().with_auth_bytes(bytes.into()),
+                    v,
+                )
+                .await?;
+            if r.error_code != 0 {
+                return Err(failed(r.error_code, r.error_message.as_ref()));
+            }
+            Ok::<_, ClientError>(r.auth_bytes.to_vec())
+        };
+        let scram_err = |e: crate::auth::scram::ScramError| ClientError::Auth(e.to_string());
+        match login.mechanism {
+            Mech::Plain => {
+                let token = format!("\0{}\0{}", login.username, login.password);
+                step(token.into_bytes()).await?;
+            }
+            Mech::Scram(m) => {
+                let (c, first) = crate::auth::scram::ClientExchange::new(m, &login.username)
+                    .map_err(scram_err)?;
+                let mut c = c.with_password(&login.password);
+                let server_first = step(first).await?;
+                let fin = c.final_message(&server_first).map_err(scram_err)?;
+                let server_final = step(fin).await?;
+                c.verify_server(&server_final).map_err(scram_err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends `req` at `version`, if the broker supports it, and waits for its response.
@@ -122,6 +270,7 @@ impl Client {
         let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         self.stream.write_all(&buf).await?;
+        self.stream.flush().await?;
         Ok(correlation)
     }
 

@@ -104,8 +104,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ShareGroupHeartbeat, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
-    // v0 is followed by raw SASL tokens outside Kafka framing; Kafka 4 dropped it (KIP-896).
-    (ApiKey::SaslHandshake, 1, 1),
+    // v0: the tokens follow as bare frames (see `sasl::raw_token`). librdkafka requires v0
+    // in the range before it will do SASL at all, though it then sends v1.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
@@ -187,6 +188,9 @@ pub async fn handle(
     session: &mut Session,
     mut frame: Bytes,
 ) -> Result<Option<BytesMut>, ProtocolError> {
+    if session.sasl.as_ref().is_some_and(|s| s.expects_raw_token()) {
+        return sasl::raw_token(broker, session, &frame);
+    }
     if frame.len() < 8 {
         return Err(ProtocolError::ShortFrame(frame.len()));
     }
@@ -229,7 +233,7 @@ pub async fn handle(
     let client_id = header.client_id.as_ref().map(|s| s.as_str().to_string());
     match api {
         ApiKey::SaslHandshake => {
-            let r = sasl::handshake(session, decode(api, version, &mut frame)?);
+            let r = sasl::handshake(session, version, decode(api, version, &mut frame)?);
             return Ok(Some(encode_response(api, version, correlation_id, &r)?));
         }
         ApiKey::SaslAuthenticate => {

@@ -15,26 +15,52 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::{code, sb, Ctx};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{code, sb, Ctx, ProtocolError};
 use crate::auth::sasl::Step;
 use crate::auth::scram::{Credential, Mechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::auth::users::Change;
 use crate::auth::Session;
 use crate::broker::Broker;
 
-pub fn handshake(session: &mut Session, req: SaslHandshakeRequest) -> SaslHandshakeResponse {
+pub fn handshake(
+    session: &mut Session,
+    version: i16,
+    req: SaslHandshakeRequest,
+) -> SaslHandshakeResponse {
     let Some(sasl) = session.sasl.as_mut() else {
         // Not a SASL listener (Kafka answers the same).
         return SaslHandshakeResponse::default()
             .with_error_code(code(ResponseError::IllegalSaslState));
     };
-    let result = sasl.handshake(req.mechanism.as_str());
+    let result = sasl.handshake(req.mechanism.as_str(), version == 0);
     if let Err(e) = result {
         tracing::info!(peer = %session.peer, mechanism = %req.mechanism.as_str(), error = ?e, "SASL handshake refused");
     }
     SaslHandshakeResponse::default()
         .with_error_code(result.err().map(code).unwrap_or(0))
         .with_mechanisms(sasl.enabled().map(sb).collect())
+}
+
+/// A bare token after SaslHandshake v0: the answer is a bare length-prefixed token too, and
+/// a failure closes the connection without one (there is no error field to put it in).
+pub fn raw_token(
+    broker: &Broker,
+    session: &mut Session,
+    token: &[u8],
+) -> Result<Option<BytesMut>, ProtocolError> {
+    let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::copy_from_slice(token));
+    let r = authenticate(broker, session, req);
+    if r.error_code != 0 {
+        return Err(ProtocolError::Unauthenticated(
+            r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+        ));
+    }
+    let mut out = BytesMut::with_capacity(4 + r.auth_bytes.len());
+    out.put_i32(r.auth_bytes.len() as i32);
+    out.extend_from_slice(&r.auth_bytes);
+    Ok(Some(out))
 }
 
 pub fn authenticate(
@@ -106,7 +132,8 @@ pub fn describe(
             })
             .collect()
     };
-    let results = match req.users {
+    // Null or empty: every user (KIP-554).
+    let results = match req.users.filter(|u| !u.is_empty()) {
         None => all
             .iter()
             .map(|(u, m)| {

@@ -16,7 +16,7 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    #[error("request length {0} is outside 8..={1}")]
+    #[error("request length {0} is over {1} or shorter than a request header")]
     BadLength(i64, usize),
     #[error("connection closed mid-request")]
     Truncated,
@@ -27,6 +27,7 @@ pub enum FrameError {
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
+    min: usize,
     max: usize,
 }
 
@@ -35,6 +36,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner,
             buf: BytesMut::with_capacity(8 * 1024),
+            min: MIN_REQUEST_BYTES,
             max,
         }
     }
@@ -45,13 +47,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.max = max;
     }
 
+    /// Whether the next frame is a bare SASL token (after SaslHandshake v0), which may be
+    /// shorter than a request header.
+    pub fn set_bare_token(&mut self, bare: bool) {
+        self.min = if bare { 0 } else { MIN_REQUEST_BYTES };
+    }
+
     /// Checks the buffer for a whole frame; `Ok(None)` when more bytes are needed.
     fn parse(&mut self) -> Result<Option<Bytes>, FrameError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
         let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        if len < MIN_REQUEST_BYTES as i32 || len as usize > self.max {
+        if len < self.min as i32 || len as usize > self.max {
             return Err(FrameError::BadLength(i64::from(len), self.max));
         }
         let len = len as usize;

@@ -134,6 +134,7 @@ async fn connection<R, W>(
         } else {
             MAX_UNAUTHENTICATED_FRAME
         });
+        frames.set_bare_token(session.sasl.as_ref().is_some_and(|s| s.expects_raw_token()));
         let frame = match frames.next().await {
             Ok(Some(f)) => f,
             Ok(None) => return,
