@@ -34,7 +34,17 @@ impl Broker {
         Broker::launch(Some(toml))
     }
 
+    /// Like `start_with_config`, with `prepare` run on the data directory before the broker
+    /// starts (e.g. `sluice user create --data-dir` for the first user).
+    pub fn start_prepared(toml: &str, prepare: impl FnOnce(&Path)) -> Broker {
+        Broker::launch_prepared(Some(toml), prepare)
+    }
+
     fn launch(toml: Option<&str>) -> Broker {
+        Broker::launch_prepared(toml, |_| {})
+    }
+
+    fn launch_prepared(toml: Option<&str>, prepare: impl FnOnce(&Path)) -> Broker {
         let data_dir = tempfile::Builder::new()
             .prefix("sluice-data-")
             .tempdir()
@@ -56,6 +66,7 @@ impl Broker {
             scratch,
             config,
         };
+        prepare(broker.data_dir.path());
         broker.spawn();
         broker
     }

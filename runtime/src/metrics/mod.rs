@@ -29,7 +29,9 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Produce responses held back for back pressure.
     pub produce_throttled: AtomicU64,
-    /// Failed SASL authentications and TLS handshakes.
+    /// SASL authentications (re-authentications included), and the failed ones with the
+    /// failed TLS handshakes.
+    pub authentications: AtomicU64,
     pub authentication_failures: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     apis: Vec<ApiStats>,
@@ -42,6 +44,7 @@ impl Default for Metrics {
             connections_total: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             produce_throttled: AtomicU64::new(0),
+            authentications: AtomicU64::new(0),
             authentication_failures: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
             apis: (0..MAX_API_KEY).map(|_| ApiStats::default()).collect(),
@@ -90,6 +93,16 @@ pub fn render(broker: &Broker) -> String {
         out,
         "sluice_connections_total {}",
         m.connections_total.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_authentications_total Successful SASL authentications, re-authentications included."
+    );
+    let _ = writeln!(out, "# TYPE sluice_authentications_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_authentications_total {}",
+        m.authentications.load(Ordering::Relaxed)
     );
     let _ = writeln!(
         out,

@@ -88,6 +88,10 @@ pub fn authenticate(
             lifetime_ms,
         } => {
             tracing::debug!(peer = %session.peer, %user, "SASL authenticated");
+            broker
+                .metrics
+                .authentications
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             SaslAuthenticateResponse::default()
                 .with_auth_bytes(bytes.into())
                 .with_session_lifetime_ms(lifetime_ms)

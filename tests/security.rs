@@ -1,0 +1,295 @@
+//! TLS and SASL end to end: a broker with a SASL_SSL, an SSL (client certificates required)
+//! and a SASL_PLAINTEXT listener beside its plaintext one, certificates made by openssl in
+//! the test, users made with `sluice user`, and real clients on every listener: confluent-kafka,
+//! kafka-python, kcat, kafkajs, the Java client and sluice's own CLI.
+//!
+//! Registered in runtime/Cargo.toml as `[[test]] name = "security" path = "../tests/security.rs"`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{
+    free_port, require, require_java_clients, require_kafkajs, require_kcat,
+    require_python_modules, run_ok, Broker, Script,
+};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a broker certificate for 127.0.0.1/localhost and a client certificate (subject
+/// CN=client1,OU=eng,O=acme), as PEM files in `dir`.
+fn make_certificates(dir: &Path) {
+    require(
+        "openssl",
+        &["version"],
+        "openssl",
+        "apt-get install openssl",
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca.key -out ca.pem -subj /CN=sluice-test-ca",
+        "req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=localhost",
+        "x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out broker.pem -extfile san.ext",
+        "req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /O=acme/OU=eng/CN=client1",
+        "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem -extfile client.ext",
+    ] {
+        openssl(dir, &args.split(' ').collect::<Vec<_>>());
+    }
+}
+
+struct Secured {
+    broker: Broker,
+    certs: tempfile::TempDir,
+    sasl_ssl: String,
+    sasl_plain: String,
+    mtls: String,
+}
+
+fn sluice(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("sluice")
+}
+
+fn sluice_ok(args: &[&str]) -> String {
+    let out = sluice(args);
+    assert!(
+        out.status.success(),
+        "sluice {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn start() -> Secured {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let c = certs.path().display().to_string();
+    let (a, b, m) = (free_port(), free_port(), free_port());
+    let toml = format!(
+        r#"
+super_users = ["User:admin", "User:CN=client1,OU=eng,O=acme"]
+connections_max_reauth_ms = 2000
+
+[[listeners]]
+name = "SECURE"
+address = "127.0.0.1:{a}"
+security = "SASL_SSL"
+cert = "{c}/broker.pem"
+key = "{c}/broker.key"
+
+[[listeners]]
+name = "MTLS"
+address = "127.0.0.1:{m}"
+security = "SSL"
+cert = "{c}/broker.pem"
+key = "{c}/broker.key"
+client_ca = "{c}/ca.pem"
+client_auth = "required"
+
+[[listeners]]
+name = "SASL"
+address = "127.0.0.1:{b}"
+security = "SASL_PLAINTEXT"
+"#
+    );
+    let broker = Broker::start_prepared(&toml, |data| {
+        let d = data.to_str().unwrap();
+        sluice_ok(&[
+            "user",
+            "create",
+            "admin",
+            "--password",
+            "adminpw",
+            "--data-dir",
+            d,
+        ]);
+        sluice_ok(&[
+            "user",
+            "create",
+            "alice",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--password",
+            "alicepw",
+            "--data-dir",
+            d,
+        ]);
+    });
+    Secured {
+        broker,
+        certs,
+        sasl_ssl: format!("127.0.0.1:{a}"),
+        sasl_plain: format!("127.0.0.1:{b}"),
+        mtls: format!("127.0.0.1:{m}"),
+    }
+}
+
+impl Secured {
+    fn args<'a>(&'a self, certs: &'a str) -> Vec<&'a str> {
+        vec![
+            "--sasl-ssl",
+            &self.sasl_ssl,
+            "--sasl-plain",
+            &self.sasl_plain,
+            "--mtls",
+            &self.mtls,
+            "--certs",
+            certs,
+        ]
+    }
+}
+
+/// confluent-kafka and kafka-python: SCRAM-SHA-256/512 and PLAIN over TLS and plaintext,
+/// re-authentication every 2 s (KIP-368), bad credentials, a client certificate as a super
+/// user managing SCRAM users (KIP-554), unauthenticated requests cut off, and a certificate
+/// replaced on disk served without a restart.
+#[test]
+fn python_clients_over_tls_and_sasl() {
+    require_python_modules(&["confluent_kafka", "kafka"]);
+    let s = start();
+    let certs = s.certs.path().display().to_string();
+    let admin = s.broker.admin();
+    let mut args = s.args(&certs);
+    args.extend(["--admin", &admin]);
+    run_ok(&s.broker, "python3", "security.py", &args, LIMIT);
+}
+
+/// kcat (librdkafka 2.0): SCRAM-SHA-512 over SASL_SSL, PLAIN over SASL_PLAINTEXT, a client
+/// certificate over SSL, and a wrong password refused.
+#[test]
+fn kcat_over_tls_and_sasl() {
+    require_kcat();
+    let s = start();
+    let certs = s.certs.path().display().to_string();
+    run_ok(
+        &s.broker,
+        "bash",
+        "security_kcat.sh",
+        &s.args(&certs),
+        LIMIT,
+    );
+}
+
+/// kafkajs: SCRAM-SHA-256 and PLAIN over SASL_SSL, with the test CA.
+#[test]
+fn kafkajs_over_sasl_ssl() {
+    require_kafkajs();
+    let s = start();
+    let certs = s.certs.path().display().to_string();
+    run_ok(
+        &s.broker,
+        "node",
+        "node/kafkajs_security.js",
+        &s.args(&certs),
+        LIMIT,
+    );
+}
+
+/// The Java client (kafka-clients 4.x) with `security.protocol=SASL_SSL`, SCRAM-SHA-512 and a
+/// PEM trust store; and over SSL with a client certificate.
+#[test]
+fn java_client_over_sasl_ssl() {
+    require_java_clients();
+    let s = start();
+    let certs = s.certs.path().display().to_string();
+    let done = Script::spawn_java(
+        &s.broker,
+        "sluice.Security",
+        &[&s.sasl_ssl, &s.mtls, &certs],
+    )
+    .finish(LIMIT);
+    assert!(
+        done.success(),
+        "Java scenario failed\n{}\n{}",
+        done.report(),
+        s.broker.log_tail()
+    );
+    print!("{}", done.stdout);
+}
+
+/// `sluice user` and the CLI's own client over SASL_SSL: a super user creates, lists and
+/// deletes a user, who can log in between; a non-super user may not; a wrong password is an
+/// authentication error.
+#[test]
+fn the_cli_manages_users_over_sasl_ssl() {
+    let s = start();
+    let ca = s.certs.path().join("ca.pem").display().to_string();
+    let conn = |user: &'static str, pw: &'static str, mech: &'static str| {
+        vec![
+            "--bootstrap".to_string(),
+            s.sasl_ssl.clone(),
+            "--security-protocol".into(),
+            "SASL_SSL".into(),
+            "--ca-file".into(),
+            ca.clone(),
+            "--sasl-mechanism".into(),
+            mech.into(),
+            "--sasl-username".into(),
+            user.into(),
+            "--sasl-password".into(),
+            pw.into(),
+        ]
+    };
+    let run = |cmd: &[&str], c: &[String]| {
+        let mut a: Vec<&str> = cmd.to_vec();
+        a.extend(c.iter().map(String::as_str));
+        sluice(&a)
+    };
+    let admin = conn("admin", "adminpw", "SCRAM-SHA-256");
+    let out = run(&["user", "create", "dave", "--password", "davepw"], &admin);
+    assert!(out.status.success(), "{out:?}");
+    let list = String::from_utf8_lossy(&run(&["user", "list"], &admin).stdout).into_owned();
+    assert!(list.contains("dave") && list.contains("alice"), "{list}");
+    // dave logs in (PLAIN checks against his SCRAM credential) and lists topics.
+    let out = run(&["topic", "list"], &conn("dave", "davepw", "PLAIN"));
+    assert!(out.status.success(), "{out:?}");
+    // alice is not a super user.
+    let out = run(
+        &["user", "create", "eve", "--password", "x"],
+        &conn("alice", "alicepw", "SCRAM-SHA-512"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ClusterAuthorizationFailed"),
+        "{out:?}"
+    );
+    let out = run(&["topic", "list"], &conn("dave", "wrong", "SCRAM-SHA-256"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("authentication failed"),
+        "{out:?}"
+    );
+    let out = run(&["user", "delete", "dave"], &admin);
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&["topic", "list"], &conn("dave", "davepw", "PLAIN"));
+    assert!(!out.status.success(), "a deleted user still logs in");
+    // The plaintext listener is still there for everything else.
+    let list = sluice_ok(&["topic", "list", "--bootstrap", &s.broker.bootstrap()]);
+    assert!(list.contains("NAME"), "{list}");
+}
