@@ -3,6 +3,7 @@
 //! credentials store. Each connection carries a [`Session`]; the protocol layer asks it
 //! before serving a request and reads its principal.
 
+pub mod acl;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -69,6 +70,8 @@ pub struct AuthConfig {
     /// Kafka's `super.users`: principals (`User:NAME`) allowed everything, such as managing
     /// SCRAM credentials.
     pub super_users: Vec<String>,
+    /// Whether ACLs are enforced, and what happens on a resource without any.
+    pub acl: acl::AclConfig,
 }
 
 impl Default for AuthConfig {
@@ -77,6 +80,7 @@ impl Default for AuthConfig {
             sasl_mechanisms: Mech::ALL.to_vec(),
             max_reauth_ms: 0,
             super_users: Vec::new(),
+            acl: Default::default(),
         }
     }
 }

@@ -60,6 +60,8 @@ pub enum BrokerError {
     CorruptMetadata { path: PathBuf, why: String },
     #[error(transparent)]
     Users(#[from] crate::auth::users::UsersError),
+    #[error(transparent)]
+    Acls(#[from] crate::auth::acl::AclError),
 }
 
 /// Why a produce to one partition failed; each maps to a Kafka error code.
@@ -448,6 +450,8 @@ pub struct Broker {
     pub limits: Arc<crate::limits::Connections>,
     /// SCRAM credentials (also what SASL/PLAIN checks).
     pub users: crate::auth::users::Users,
+    /// ACLs and the authorizer (see `auth/acl.rs`).
+    pub acls: crate::auth::acl::Acls,
     pub producer_ids: producer_ids::ProducerIds,
     pub groups: crate::group::Coordinator,
     pub txns: crate::txn::Coordinator,
@@ -869,8 +873,14 @@ impl Broker {
             config.durable_internal_logs,
         )?;
         let users = crate::auth::users::Users::open(&config.data_dir)?;
+        let acls = crate::auth::acl::Acls::open(
+            &config.data_dir,
+            config.auth.acl.clone(),
+            config.auth.super_users.clone(),
+        )?;
         let broker = Broker {
             users,
+            acls,
             producer_ids,
             groups,
             txns,

@@ -87,6 +87,11 @@ struct FileConfig {
     sasl_mechanisms: Option<Vec<String>>,
     /// Kafka's connections.max.reauth.ms (KIP-368); 0 (default): sessions do not expire.
     connections_max_reauth_ms: Option<u64>,
+    /// "acl": enforce ACLs (Kafka's authorizer.class.name); default "none": everyone may
+    /// do everything, as on a Kafka broker without an authorizer.
+    authorizer: Option<String>,
+    /// Kafka's allow.everyone.if.no.acl.found (default false).
+    allow_everyone_if_no_acl_found: Option<bool>,
     /// Kafka's super.users, e.g. ["User:admin"].
     #[serde(default)]
     super_users: Vec<String>,
@@ -233,6 +238,16 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                 sasl_mechanisms,
                 max_reauth_ms: file.connections_max_reauth_ms.unwrap_or(0),
                 super_users: file.super_users,
+                acl: crate::auth::acl::AclConfig {
+                    enabled: match file.authorizer.as_deref() {
+                        None | Some("none") => false,
+                        Some("acl") => true,
+                        Some(other) => bail!("authorizer must be \"acl\" or \"none\", not \"{other}\""),
+                    },
+                    allow_everyone_if_no_acl_found: file
+                        .allow_everyone_if_no_acl_found
+                        .unwrap_or(false),
+                },
             },
             auto_create_topics: file.auto_create_topics.unwrap_or(true),
             default_partitions,

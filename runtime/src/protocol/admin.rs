@@ -12,6 +12,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
+use crate::auth::acl::Operation;
 use super::{code, sb, Ctx};
 use crate::broker::config::TopicConfig;
 use crate::broker::BrokerError;
@@ -59,6 +60,12 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
             .with_num_partitions(-1)
             .with_replication_factor(-1);
         let outcome = (|| {
+            if !ctx.may_cluster(Operation::Create) && !ctx.may(Operation::Create, &name) {
+                return Err((
+                    ResponseError::TopicAuthorizationFailed,
+                    "Authorization failed.".to_string(),
+                ));
+            }
             if t.replication_factor > 1 {
                 return Err((
                     ResponseError::InvalidReplicationFactor,
@@ -172,7 +179,15 @@ pub fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsRes
         let mut r = DeletableTopicResult::default()
             .with_name(name.clone())
             .with_topic_id(id);
+        let may_delete = |n: &str| ctx.may(Operation::Delete, n);
         match topic {
+            // Without DESCRIBE a caller cannot tell a missing topic from a forbidden one.
+            Some(t) if !may_delete(&t.name) => {
+                r.error_code = code(ResponseError::TopicAuthorizationFailed);
+            }
+            None if name.as_ref().is_some_and(|n| !ctx.may(Operation::Describe, n.0.as_str())) => {
+                r.error_code = code(ResponseError::TopicAuthorizationFailed);
+            }
             None => {
                 r.error_code = code(if name.is_none() {
                     ResponseError::UnknownTopicId
@@ -199,6 +214,12 @@ pub fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> CreateP
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let node = ctx.broker.config.node_id;
+        if !ctx.may(Operation::Alter, t.name.0.as_str()) {
+            r.error_code = code(ResponseError::TopicAuthorizationFailed);
+            r.error_message = Some(sb("Authorization failed."));
+            resp.results.push(r);
+            continue;
+        }
         let outcome = match t.assignments.as_ref().filter(|a| !a.is_empty()) {
             Some(assignments) => {
                 let current = ctx

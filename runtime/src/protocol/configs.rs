@@ -12,6 +12,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::admin::broker_error_code;
+use crate::auth::acl::Operation;
 use super::{code, sb, Ctx};
 use crate::broker::config::TopicConfig;
 use crate::broker::Broker;
@@ -61,6 +62,15 @@ fn broker_configs(b: &Broker) -> Vec<Described> {
     ]
 }
 
+/// Topic configs take (DESCRIBE|ALTER)_CONFIGS on the topic, broker configs on the cluster.
+fn config_denied(ctx: &Ctx<'_>, resource_type: i8, name: &str, op: Operation) -> Option<ResponseError> {
+    match resource_type {
+        TOPIC if !ctx.may(op, name) => Some(ResponseError::TopicAuthorizationFailed),
+        BROKER if !ctx.may_cluster(op) => Some(ResponseError::ClusterAuthorizationFailed),
+        _ => None,
+    }
+}
+
 pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let b = ctx.broker;
     let mut resp = DescribeConfigsResponse::default();
@@ -68,6 +78,17 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
         let mut r = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
+        if let Some(e) = config_denied(
+            ctx,
+            res.resource_type,
+            res.resource_name.as_str(),
+            Operation::DescribeConfigs,
+        ) {
+            r.error_code = code(e);
+            r.error_message = Some(sb("Authorization failed."));
+            resp.results.push(r);
+            continue;
+        }
         let entries = match res.resource_type {
             TOPIC => match b.topic(res.resource_name.as_str()) {
                 Some(t) => t
@@ -139,12 +160,16 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
 
 /// Applies `change` to a topic's config, or only checks it with `validate_only`.
 fn apply(
-    b: &Broker,
+    ctx: &Ctx<'_>,
     resource_type: i8,
     name: &str,
     validate_only: bool,
     change: impl FnOnce(TopicConfig) -> Result<TopicConfig, String>,
 ) -> Result<(), (ResponseError, String)> {
+    let b = ctx.broker;
+    if let Some(e) = config_denied(ctx, resource_type, name, Operation::AlterConfigs) {
+        return Err((e, "Authorization failed.".into()));
+    }
     if resource_type != TOPIC {
         return Err((
             ResponseError::InvalidRequest,
@@ -170,7 +195,7 @@ pub fn alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     for res in req.resources {
         // Non-incremental: the given set replaces every override.
         let result = apply(
-            ctx.broker,
+            ctx,
             res.resource_type,
             res.resource_name.as_str(),
             req.validate_only,
@@ -206,7 +231,7 @@ pub fn incremental_alter(
     let mut resp = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
         let result = apply(
-            ctx.broker,
+            ctx,
             res.resource_type,
             res.resource_name.as_str(),
             req.validate_only,

@@ -8,8 +8,9 @@ use kafka_protocol::messages::{
     ConsumerGroupHeartbeatResponse, TopicName,
 };
 
-use super::describe_cluster::operations;
-use super::{sb, Ctx};
+use crate::auth::acl::{Operation, Resource};
+use super::{code, sb, Ctx};
+use kafka_protocol::ResponseError;
 use crate::group::consumer::{Heartbeat, HEARTBEAT_INTERVAL_MS};
 
 const GROUP_ID_NOT_FOUND: i16 = 69;
@@ -20,6 +21,23 @@ pub fn heartbeat(
 ) -> ConsumerGroupHeartbeatResponse {
     let mut r =
         ConsumerGroupHeartbeatResponse::default().with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS);
+    if !super::group::may_read_group(ctx, req.group_id.0.as_str()) {
+        r.error_code = code(ResponseError::GroupAuthorizationFailed);
+        return r;
+    }
+    // A subscription may name only topics the member may describe (as Kafka checks it).
+    let hidden: Vec<&str> = req
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|n| n.0.as_str())
+        .filter(|n| !ctx.may(Operation::Describe, n))
+        .collect();
+    if !hidden.is_empty() {
+        r.error_code = code(ResponseError::TopicAuthorizationFailed);
+        r.error_message = Some(sb(format!("Topics not authorized: {}", hidden.join(", "))));
+        return r;
+    }
     let owned = req.topic_partitions.map(|tps| {
         tps.into_iter()
             .map(|tp| (tp.topic_id, tp.partitions.into_iter().collect()))
@@ -68,10 +86,16 @@ pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGro
     for gid in req.group_ids {
         let mut d = describe::DescribedGroup::default()
             .with_group_id(gid.clone())
-            .with_authorized_operations(operations::when(
+            .with_authorized_operations(ctx.operations(
                 req.include_authorized_operations,
-                operations::GROUP,
+                Resource::Group,
+                gid.0.as_str(),
             ));
+        if !ctx.allowed(Operation::Describe, Resource::Group, gid.0.as_str()) {
+            d.error_code = code(ResponseError::GroupAuthorizationFailed);
+            r.groups.push(d);
+            continue;
+        }
         match ctx.broker.groups.describe(gid.0.as_str()) {
             Some(g) if g.is_consumer_protocol => {
                 d.group_state = sb(g.state);

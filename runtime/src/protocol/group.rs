@@ -14,8 +14,9 @@ use kafka_protocol::messages::{
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
-use super::describe_cluster::operations;
-use super::{sb, Ctx};
+use crate::auth::acl::{Operation, Resource};
+use super::{code, sb, Ctx};
+use kafka_protocol::ResponseError;
 use crate::group::state::JoinRequest;
 
 /// FindCoordinator key types.
@@ -35,12 +36,25 @@ pub fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoord
                 Some(sb(format!("unknown coordinator key type {}", req.key_type))),
             )
         };
+    // Finding a coordinator takes DESCRIBE on the group or transactional id.
+    let denied = |key: &str| -> Option<(i16, Option<kafka_protocol::protocol::StrBytes>)> {
+        let (resource, e) = match req.key_type {
+            KEY_GROUP => (Resource::Group, ResponseError::GroupAuthorizationFailed),
+            KEY_TRANSACTION => (
+                Resource::TransactionalId,
+                ResponseError::TransactionalIdAuthorizationFailed,
+            ),
+            _ => return None,
+        };
+        (!ctx.allowed(Operation::Describe, resource, key)).then(|| (code(e), None))
+    };
     let mut r = FindCoordinatorResponse::default();
     if ctx.version >= 4 {
         r.coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|k| {
+                let (error, message) = denied(k.as_str()).unwrap_or((error, message.clone()));
                 CoordinatorEntry::default()
                     .with_key(k)
                     .with_node_id(BrokerId(if error == 0 { c.node_id } else { -1 }))
@@ -59,6 +73,7 @@ pub fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoord
             })
             .collect();
     } else {
+        let (error, message) = denied(req.key.as_str()).unwrap_or((error, message));
         r.error_code = error;
         if ctx.version >= 1 {
             r.error_message = message;
@@ -77,6 +92,11 @@ pub fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoord
 
 pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
     let v = ctx.version;
+    if !may_read_group(ctx, req.group_id.0.as_str()) {
+        return JoinGroupResponse::default()
+            .with_error_code(code(ResponseError::GroupAuthorizationFailed))
+            .with_generation_id(-1);
+    }
     let jr = JoinRequest {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
@@ -137,6 +157,10 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
 }
 
 pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
+    if !may_read_group(ctx, req.group_id.0.as_str()) {
+        return SyncGroupResponse::default()
+            .with_error_code(code(ResponseError::GroupAuthorizationFailed));
+    }
     let assignments = req
         .assignments
         .into_iter()
@@ -164,6 +188,10 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
 }
 
 pub fn heartbeat(ctx: &Ctx<'_>, req: HeartbeatRequest) -> HeartbeatResponse {
+    if !may_read_group(ctx, req.group_id.0.as_str()) {
+        return HeartbeatResponse::default()
+            .with_error_code(code(ResponseError::GroupAuthorizationFailed));
+    }
     let e = ctx.broker.groups.heartbeat(
         req.group_id.0.as_str(),
         req.member_id.as_str(),
@@ -189,6 +217,10 @@ pub fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
         vec![(req.member_id.to_string(), None)]
     };
     let mut r = LeaveGroupResponse::default();
+    if !may_read_group(ctx, req.group_id.0.as_str()) {
+        r.error_code = code(ResponseError::GroupAuthorizationFailed);
+        return r;
+    }
     match ctx.broker.groups.leave(req.group_id.0.as_str(), &who) {
         Err(e) => r.error_code = e,
         Ok(codes) => {
@@ -222,6 +254,11 @@ pub fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        // Listing shows the groups the caller may describe (all, with DESCRIBE on the cluster).
+        .filter(|g| {
+            ctx.may_cluster(Operation::Describe)
+                || ctx.allowed(Operation::Describe, Resource::Group, &g.id)
+        })
         .map(|g| {
             let mut l = ListedGroup::default()
                 .with_group_id(GroupId(sb(g.id)))
@@ -243,10 +280,16 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResp
     for gid in req.groups {
         let mut d = DescribedGroup::default()
             .with_group_id(gid.clone())
-            .with_authorized_operations(operations::when(
+            .with_authorized_operations(ctx.operations(
                 ctx.version >= 3 && req.include_authorized_operations,
-                operations::GROUP,
+                Resource::Group,
+                gid.0.as_str(),
             ));
+        if !ctx.allowed(Operation::Describe, Resource::Group, gid.0.as_str()) {
+            d.error_code = code(ResponseError::GroupAuthorizationFailed);
+            r.groups.push(d);
+            continue;
+        }
         match ctx.broker.groups.describe(gid.0.as_str()) {
             // Kafka describes an unknown group as Dead, without an error.
             None => d.group_state = sb("Dead"),
@@ -292,7 +335,11 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResp
 pub fn delete(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut r = DeleteGroupsResponse::default();
     for gid in req.groups_names {
-        let e = ctx.broker.groups.delete(gid.0.as_str());
+        let e = if ctx.allowed(Operation::Delete, Resource::Group, gid.0.as_str()) {
+            ctx.broker.groups.delete(gid.0.as_str())
+        } else {
+            code(ResponseError::GroupAuthorizationFailed)
+        };
         r.results.push(
             DeletableGroupResult::default()
                 .with_group_id(gid)
@@ -300,6 +347,11 @@ pub fn delete(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
         );
     }
     r
+}
+
+/// Joining, syncing, heartbeating and leaving a group take READ on it.
+pub(crate) fn may_read_group(ctx: &Ctx<'_>, group: &str) -> bool {
+    ctx.allowed(Operation::Read, Resource::Group, group)
 }
 
 /// `assignment` in the classic ConsumerProtocolAssignment encoding (v0, version-prefixed).

@@ -4,6 +4,7 @@
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
+use crate::auth::acl::{Operation, Resource};
 use super::{code, Ctx};
 
 pub fn handle(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerIdResponse {
@@ -13,6 +14,10 @@ pub fn handle(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerIdRespon
     if let Some(id) = req.transactional_id.as_ref() {
         if id.0.is_empty() {
             r.error_code = code(ResponseError::InvalidRequest);
+            return r;
+        }
+        if !ctx.allowed(Operation::Write, Resource::TransactionalId, id.0.as_str()) {
+            r.error_code = code(ResponseError::TransactionalIdAuthorizationFailed);
             return r;
         }
         match ctx.broker.txns.init_producer_id(
@@ -27,6 +32,14 @@ pub fn handle(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerIdRespon
             }
             Err(e) => r.error_code = super::txn::compat(e, ctx.version, 4),
         }
+        return r;
+    }
+    // KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the cluster, or WRITE on
+    // some topic.
+    if !ctx.may_cluster(Operation::IdempotentWrite)
+        && !ctx.broker.acls.allowed_on_any(ctx.principal, ctx.peer, Operation::Write, Resource::Topic)
+    {
+        r.error_code = code(ResponseError::ClusterAuthorizationFailed);
         return r;
     }
     // KIP-360: an idempotent producer that hit an error bumps its epoch to reset sequences.

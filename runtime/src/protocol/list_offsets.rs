@@ -6,6 +6,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use crate::auth::acl::Operation;
 use super::{code, Ctx};
 
 const LATEST: i64 = -1;
@@ -20,6 +21,7 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     let read_committed = req.isolation_level == 1;
     for t in req.topics {
+        let denied = !ctx.may(Operation::Describe, t.name.0.as_str());
         let topic = b.topic(t.name.0.as_str());
         let mut tr = ListOffsetsTopicResponse::default().with_name(t.name.clone());
         for p in t.partitions {
@@ -29,6 +31,11 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                 .with_offset(-1);
             if ctx.version >= 4 {
                 pr.leader_epoch = 0;
+            }
+            if denied {
+                pr.error_code = code(ResponseError::TopicAuthorizationFailed);
+                tr.partitions.push(pr);
+                continue;
             }
             let Some(part) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                 pr.error_code = code(ResponseError::UnknownTopicOrPartition);

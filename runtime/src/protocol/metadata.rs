@@ -6,7 +6,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 
-use super::describe_cluster::operations;
+use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
 use crate::broker::{valid_topic_name, Topic};
 
@@ -42,15 +42,14 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     }
     r.controller_id = BrokerId(node);
     if (8..=10).contains(&ctx.version) {
-        r.cluster_authorized_operations = operations::when(
+        r.cluster_authorized_operations = ctx.operations(
             req.include_cluster_authorized_operations,
-            operations::CLUSTER,
+            Resource::Cluster,
+            "kafka-cluster",
         );
     }
-    let topic_ops = operations::when(
-        ctx.version >= 8 && req.include_topic_authorized_operations,
-        operations::TOPIC,
-    );
+    let want_ops = ctx.version >= 8 && req.include_topic_authorized_operations;
+    let topic_ops = |name: &str| ctx.operations(want_ops, Resource::Topic, name);
     // v0 asks for every topic with an empty list; v1+ with a null one.
     let wanted = match req.topics {
         None => None,
@@ -60,10 +59,12 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     // Before v4 there was no flag, and Kafka auto-created on any metadata request.
     let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
     r.topics = match wanted {
+        // Every topic: those the caller may not describe are left out, as Kafka does.
         None => b
             .topics()
             .iter()
-            .map(|t| describe(t, node).with_topic_authorized_operations(topic_ops))
+            .filter(|t| ctx.may(Operation::Describe, &t.name))
+            .map(|t| describe(t, node).with_topic_authorized_operations(topic_ops(&t.name)))
             .collect(),
         Some(list) => list
             .into_iter()
@@ -76,12 +77,24 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                                 .with_name(Some(TopicName(sb(name))))
                                 .with_error_code(code(ResponseError::InvalidTopicException));
                         }
-                        b.topic_or_create(name, allow_create)
+                        if !ctx.may(Operation::Describe, name) {
+                            return MetadataResponseTopic::default()
+                                .with_name(Some(TopicName(sb(name))))
+                                .with_error_code(code(ResponseError::TopicAuthorizationFailed));
+                        }
+                        let may_create = ctx.may_cluster(Operation::Create)
+                            || ctx.may(Operation::Create, name);
+                        b.topic_or_create(name, allow_create && may_create)
                     }
-                    None => b.topic_by_id(want.topic_id),
+                    None => b
+                        .topic_by_id(want.topic_id)
+                        .filter(|t| ctx.may(Operation::Describe, &t.name)),
                 };
                 match found {
-                    Some(t) => describe(&t, node).with_topic_authorized_operations(topic_ops),
+                    Some(t) => {
+                        let ops = topic_ops(&t.name);
+                        describe(&t, node).with_topic_authorized_operations(ops)
+                    }
                     None => MetadataResponseTopic::default()
                         .with_name(want.name)
                         .with_topic_id(want.topic_id)

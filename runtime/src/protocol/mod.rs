@@ -4,6 +4,7 @@
 //! means for the broker. Architecture invariant: handlers never touch sockets; they take a
 //! decoded request and return a response value (or none, for `acks=0` produces).
 
+mod acls;
 mod admin;
 mod api_versions;
 mod configs;
@@ -110,6 +111,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -130,6 +134,38 @@ pub struct Ctx<'a> {
     pub listener: &'a crate::auth::Listener,
     /// Who sent it (`User:NAME`).
     pub principal: &'a str,
+}
+
+impl Ctx<'_> {
+    /// Whether the caller may do `op` on the resource (always, with the authorizer off).
+    pub fn allowed(
+        &self,
+        op: crate::auth::acl::Operation,
+        resource: crate::auth::acl::Resource,
+        name: &str,
+    ) -> bool {
+        self.broker
+            .acls
+            .allowed(self.principal, self.peer, op, resource, name)
+    }
+
+    pub fn may(&self, op: crate::auth::acl::Operation, topic: &str) -> bool {
+        self.allowed(op, crate::auth::acl::Resource::Topic, topic)
+    }
+
+    pub fn may_cluster(&self, op: crate::auth::acl::Operation) -> bool {
+        self.allowed(op, crate::auth::acl::Resource::Cluster, "kafka-cluster")
+    }
+
+    /// The authorized-operations bitfield for a resource, or "not requested".
+    pub fn operations(&self, asked: bool, resource: crate::auth::acl::Resource, name: &str) -> i32 {
+        if !asked {
+            return describe_cluster::operations::NOT_REQUESTED;
+        }
+        self.broker
+            .acls
+            .operations_bitfield(self.principal, self.peer, resource, name)
+    }
 }
 
 pub(crate) fn code(e: ResponseError) -> i16 {
@@ -377,6 +413,9 @@ pub async fn handle(
         ApiKey::ShareAcknowledge => answer!(share::acknowledge),
         ApiKey::DescribeUserScramCredentials => answer!(sasl::describe),
         ApiKey::AlterUserScramCredentials => answer!(sasl::alter, blocking),
+        ApiKey::DescribeAcls => answer!(acls::describe),
+        ApiKey::CreateAcls => answer!(acls::create, blocking),
+        ApiKey::DeleteAcls => answer!(acls::delete, blocking),
         _ => return Err(ProtocolError::UnknownApi(raw_key)),
     };
     broker.metrics.observe_request(raw_key, started.elapsed());

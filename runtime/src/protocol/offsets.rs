@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
+use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
 use crate::group::CommitEntry;
 
@@ -24,9 +25,16 @@ pub fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let mut entries: Vec<CommitEntry> = Vec::new();
     // Partitions that cannot be committed whatever the group says.
     let mut unknown = Vec::new();
+    let mut forbidden = Vec::new();
+    let group_denied = !super::group::may_read_group(ctx, req.group_id.0.as_str());
     for t in &req.topics {
         let topic = b.topic(t.name.0.as_str());
+        let topic_denied = !ctx.may(Operation::Read, t.name.0.as_str());
         for p in &t.partitions {
+            if group_denied || topic_denied {
+                forbidden.push((t.name.0.to_string(), p.partition_index));
+                continue;
+            }
             if topic
                 .as_ref()
                 .and_then(|tt| tt.partition(p.partition_index))
@@ -51,17 +59,26 @@ pub fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
             ));
         }
     }
-    let e = b.groups.commit(
-        req.group_id.0.as_str(),
-        req.member_id.as_str(),
-        req.generation_id_or_member_epoch,
-        entries,
-    );
+    let e = if group_denied {
+        code(ResponseError::GroupAuthorizationFailed)
+    } else {
+        b.groups.commit(
+            req.group_id.0.as_str(),
+            req.member_id.as_str(),
+            req.generation_id_or_member_epoch,
+            entries,
+        )
+    };
     let mut r = OffsetCommitResponse::default();
     for t in req.topics {
         let mut tr = OffsetCommitResponseTopic::default().with_name(t.name.clone());
         for p in t.partitions {
-            let pe = if unknown.contains(&(t.name.0.to_string(), p.partition_index)) {
+            let key = (t.name.0.to_string(), p.partition_index);
+            let pe = if group_denied {
+                e
+            } else if forbidden.contains(&key) {
+                code(ResponseError::TopicAuthorizationFailed)
+            } else if unknown.contains(&key) {
                 code(ResponseError::UnknownTopicOrPartition)
             } else {
                 e
@@ -86,7 +103,9 @@ const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 
 /// The error of one fetched row: unstable while a transaction holds a pending offset for it.
 fn row_error(ctx: &Ctx<'_>, require_stable: bool, group: &str, topic: &str, p: i32) -> i16 {
-    if require_stable
+    if !ctx.may(Operation::Describe, topic) {
+        code(ResponseError::TopicAuthorizationFailed)
+    } else if require_stable
         && ctx
             .broker
             .txns
@@ -105,7 +124,11 @@ fn fetch_group(ctx: &Ctx<'_>, group: &str, topics: Option<Vec<(String, Vec<i32>)
         None => {
             let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, i64, i32, String)>> =
                 Default::default();
+            // Only the topics the caller may describe.
             for (t, p, c) in g.committed_all(group) {
+                if !ctx.may(Operation::Describe, &t) {
+                    continue;
+                }
                 by_topic
                     .entry(t)
                     .or_default()
@@ -139,8 +162,13 @@ pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
                     .collect()
             });
             let group = grp.group_id.0.to_string();
-            let fetched = fetch_group(ctx, &group, topics);
             let mut gr = OffsetFetchResponseGroup::default().with_group_id(grp.group_id);
+            if !ctx.allowed(Operation::Describe, Resource::Group, &group) {
+                gr.error_code = code(ResponseError::GroupAuthorizationFailed);
+                r.groups.push(gr);
+                continue;
+            }
+            let fetched = fetch_group(ctx, &group, topics);
             gr.topics = fetched
                 .into_iter()
                 .map(|(t, rows)| {
@@ -171,6 +199,10 @@ pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
             .collect()
     });
     let group = req.group_id.0.to_string();
+    if !ctx.allowed(Operation::Describe, Resource::Group, &group) {
+        r.error_code = code(ResponseError::GroupAuthorizationFailed);
+        return r;
+    }
     let fetched = fetch_group(ctx, &group, topics);
     let require_stable = ctx.version >= 7 && req.require_stable;
     r.topics = fetched
@@ -211,6 +243,14 @@ pub fn delete(ctx: &Ctx<'_>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
         })
         .collect();
     let mut r = OffsetDeleteResponse::default();
+    if !ctx.allowed(Operation::Delete, Resource::Group, req.group_id.0.as_str()) {
+        r.error_code = code(ResponseError::GroupAuthorizationFailed);
+        return r;
+    }
+    // Partitions of topics the caller may not read are refused one by one; the rest go ahead.
+    let (wanted, forbidden): (Vec<_>, Vec<_>) = wanted
+        .into_iter()
+        .partition(|(t, _)| ctx.may(Operation::Read, t));
     match ctx
         .broker
         .groups
@@ -220,12 +260,17 @@ pub fn delete(ctx: &Ctx<'_>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
         Ok(codes) => {
             let mut codes = codes.into_iter();
             for t in req.topics {
-                let mut tr = OffsetDeleteResponseTopic::default().with_name(t.name);
+                let mut tr = OffsetDeleteResponseTopic::default().with_name(t.name.clone());
                 for p in t.partitions {
+                    let e = if forbidden.contains(&(t.name.0.to_string(), p.partition_index)) {
+                        code(ResponseError::TopicAuthorizationFailed)
+                    } else {
+                        codes.next().unwrap_or(0)
+                    };
                     tr.partitions.push(
                         OffsetDeleteResponsePartition::default()
                             .with_partition_index(p.partition_index)
-                            .with_error_code(codes.next().unwrap_or(0)),
+                            .with_error_code(e),
                     );
                 }
                 r.topics.push(tr);

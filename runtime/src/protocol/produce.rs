@@ -9,6 +9,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
+use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
 use crate::broker::{now_ms, AppendError};
 use crate::log::batch::BatchError;
@@ -111,9 +112,26 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
     let mut resp = ProduceResponse::default();
     let mut appended_any = false;
     let mut waits = Vec::new();
+    let txn_denied = req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !ctx.allowed(Operation::Write, Resource::TransactionalId, t));
     for td in req.topic_data {
         let name = td.name.0.as_str().to_string();
-        let topic = b.topic_or_create(&name, true);
+        let denied = if txn_denied {
+            Some(ResponseError::TransactionalIdAuthorizationFailed)
+        } else if !ctx.may(Operation::Write, &name) {
+            Some(ResponseError::TopicAuthorizationFailed)
+        } else {
+            None
+        };
+        // Auto-creation on produce needs CREATE too (on the topic or the cluster).
+        let create = denied.is_none()
+            && (ctx.may(Operation::Create, &name) || ctx.may_cluster(Operation::Create));
+        let topic = match denied {
+            Some(_) => None,
+            None => b.topic_or_create(&name, create),
+        };
         let mut tr = TopicProduceResponse::default().with_name(td.name.clone());
         for pd in td.partition_data {
             let mut pr = PartitionProduceResponse::default()
@@ -121,6 +139,11 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
+            if let Some(e) = denied {
+                pr.error_code = code(e);
+                tr.partition_responses.push(pr);
+                continue;
+            }
             let Some(topic) = topic.as_ref() else {
                 pr.error_code = code(ResponseError::UnknownTopicOrPartition);
                 tr.partition_responses.push(pr);

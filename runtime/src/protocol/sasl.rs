@@ -18,6 +18,7 @@ use kafka_protocol::ResponseError;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{code, sb, Ctx, ProtocolError};
+use crate::auth::acl::Operation;
 use crate::auth::sasl::Step;
 use crate::auth::scram::{Credential, Mechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::auth::users::Change;
@@ -110,9 +111,13 @@ pub fn authenticate(
     }
 }
 
-/// Managing credentials is a cluster operation: with `super_users` set, only they may;
-/// without, anyone who got in may (Kafka without an authorizer).
-fn may_manage_users(ctx: &Ctx) -> bool {
+/// Managing credentials is a cluster operation: ALTER (DESCRIBE to list) on the cluster when
+/// ACLs are on. Without an authorizer, if `super_users` is set only they may; otherwise
+/// anyone who got in may, as on Kafka without an authorizer.
+fn may_manage_users(ctx: &Ctx, op: Operation) -> bool {
+    if ctx.broker.acls.enabled() {
+        return ctx.may_cluster(op);
+    }
     let supers = &ctx.broker.config.auth.super_users;
     supers.is_empty() || supers.iter().any(|s| s == ctx.principal)
 }
@@ -122,7 +127,7 @@ pub fn describe(
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
     let r = DescribeUserScramCredentialsResponse::default();
-    if !may_manage_users(ctx) {
+    if !may_manage_users(ctx, Operation::Describe) {
         return r.with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }
     let all = ctx.broker.users.describe();
@@ -190,7 +195,7 @@ pub fn alter(
         .iter()
         .map(|d| d.name.as_str())
         .chain(req.upsertions.iter().map(|u| u.name.as_str()));
-    if !may_manage_users(ctx) {
+    if !may_manage_users(ctx, Operation::Alter) {
         return AlterUserScramCredentialsResponse::default().with_results(
             users
                 .collect::<std::collections::BTreeSet<_>>()

@@ -16,6 +16,7 @@ use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::auth::acl::Operation;
 use super::{code, sb, Ctx};
 use crate::broker::now_ms;
 use crate::group::share::{err, ShareMember, SharePartition, HEARTBEAT_INTERVAL_MS, LOCK_MS};
@@ -32,6 +33,22 @@ pub fn heartbeat(ctx: &Ctx<'_>, req: ShareGroupHeartbeatRequest) -> ShareGroupHe
         ShareGroupHeartbeatResponse::default().with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS);
     let member = req.member_id.to_string();
     r.member_id = Some(req.member_id.clone());
+    if !super::group::may_read_group(ctx, req.group_id.0.as_str()) {
+        r.error_code = code(ResponseError::GroupAuthorizationFailed);
+        return r;
+    }
+    let hidden: Vec<&str> = req
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|n| n.0.as_str())
+        .filter(|n| !ctx.may(Operation::Describe, n))
+        .collect();
+    if !hidden.is_empty() {
+        r.error_code = code(ResponseError::TopicAuthorizationFailed);
+        r.error_message = Some(sb(format!("Topics not authorized: {}", hidden.join(", "))));
+        return r;
+    }
     if member.is_empty() {
         r.error_code = err::INVALID_REQUEST;
         r.error_message = Some(sb(
@@ -127,6 +144,24 @@ fn ack_batches<'a>(
 }
 
 /// The dead-letter topic of share group `group`.
+/// ShareFetch and ShareAcknowledge take READ on the group and on every topic they name.
+fn share_denied(
+    ctx: &Ctx<'_>,
+    group: &str,
+    mut topics: impl Iterator<Item = Uuid>,
+) -> Option<ResponseError> {
+    if !super::group::may_read_group(ctx, group) {
+        return Some(ResponseError::GroupAuthorizationFailed);
+    }
+    topics
+        .any(|id| {
+            ctx.broker
+                .topic_by_id(id)
+                .is_some_and(|t| !ctx.may(Operation::Read, &t.name))
+        })
+        .then_some(ResponseError::TopicAuthorizationFailed)
+}
+
 pub fn dead_letter_topic(group: &str) -> String {
     format!("{group}.dlq")
 }
@@ -297,6 +332,10 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
         return r;
     };
     let (group, member) = (group.0.to_string(), member.to_string());
+    if let Some(e) = share_denied(ctx, &group, req.topics.iter().map(|t| t.topic_id)) {
+        r.error_code = code(e);
+        return r;
+    }
     // A member that already left may still close its session with its last acknowledgements.
     if req.share_session_epoch != -1 && !ctx.broker.groups.share_member_known(&group, &member) {
         r.error_code = err::UNKNOWN_MEMBER_ID;
@@ -461,6 +500,10 @@ pub fn acknowledge(ctx: &Ctx<'_>, req: ShareAcknowledgeRequest) -> ShareAcknowle
         return r;
     };
     let (group, member) = (group.0.to_string(), member.to_string());
+    if let Some(e) = share_denied(ctx, &group, req.topics.iter().map(|t| t.topic_id)) {
+        r.error_code = code(e);
+        return r;
+    }
     if req.share_session_epoch == 0 {
         r.error_code = err::INVALID_SHARE_SESSION_EPOCH;
         return r;

@@ -27,6 +27,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::ResponseError;
 
+use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
 use crate::txn::state::{PendingOffset, TxnError};
 
@@ -57,11 +58,16 @@ fn add_partitions_one(
     let b = ctx.broker;
     let mut parts = Vec::new();
     let mut unknown = Vec::new();
+    let mut forbidden = Vec::new();
+    let txn_denied = !may_write_txn(ctx, txn_id);
     for t in topics {
         let topic = b.topic(t.name.0.as_str());
+        let denied = !ctx.may(Operation::Write, t.name.0.as_str());
         for &p in &t.partitions {
             let key = (t.name.0.to_string(), p);
-            if topic.as_ref().and_then(|t| t.partition(p)).is_some() {
+            if txn_denied || denied {
+                forbidden.push(key);
+            } else if topic.as_ref().and_then(|t| t.partition(p)).is_some() {
                 parts.push(key);
             } else {
                 unknown.push(key);
@@ -69,7 +75,13 @@ fn add_partitions_one(
         }
     }
     let outcome = |key: &(String, i32)| -> i16 {
-        if unknown.contains(key) {
+        if txn_denied {
+            code(ResponseError::TransactionalIdAuthorizationFailed)
+        } else if forbidden.contains(key) {
+            code(ResponseError::TopicAuthorizationFailed)
+        } else if !forbidden.is_empty() {
+            code(ResponseError::OperationNotAttempted)
+        } else if unknown.contains(key) {
             code(ResponseError::UnknownTopicOrPartition)
         } else if !unknown.is_empty() {
             code(ResponseError::OperationNotAttempted)
@@ -77,7 +89,7 @@ fn add_partitions_one(
             0
         }
     };
-    let shared = if !unknown.is_empty() {
+    let shared = if !unknown.is_empty() || !forbidden.is_empty() {
         0
     } else if verify_only {
         // KIP-890's broker-side check: answered per partition below.
@@ -156,7 +168,20 @@ pub fn add_partitions(ctx: &Ctx<'_>, req: AddPartitionsToTxnRequest) -> AddParti
     r
 }
 
+/// Transactions take WRITE on their transactional id.
+fn may_write_txn(ctx: &Ctx<'_>, txn_id: &str) -> bool {
+    ctx.allowed(Operation::Write, Resource::TransactionalId, txn_id)
+}
+
 pub fn add_offsets(ctx: &Ctx<'_>, req: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    if !may_write_txn(ctx, req.transactional_id.0.as_str()) {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed));
+    }
+    if !super::group::may_read_group(ctx, req.group_id.0.as_str()) {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(code(ResponseError::GroupAuthorizationFailed));
+    }
     let e = result_of(ctx.broker.txns.add_offsets(
         req.transactional_id.0.as_str(),
         req.producer_id.0,
@@ -171,13 +196,20 @@ pub fn offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetCom
     let group = req.group_id.0.as_str();
     // KIP-447: the consumer's group generation, so a zombie that lost its partitions in a
     // rebalance cannot commit for them.
-    let mut e = b
-        .groups
-        .check_txn_commit(group, req.member_id.as_str(), req.generation_id);
+    let forbidden = |t: &str| !ctx.may(Operation::Read, t);
+    let mut e = if !may_write_txn(ctx, req.transactional_id.0.as_str()) {
+        code(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !super::group::may_read_group(ctx, group) {
+        code(ResponseError::GroupAuthorizationFailed)
+    } else {
+        b.groups
+            .check_txn_commit(group, req.member_id.as_str(), req.generation_id)
+    };
     if e == 0 {
         let offsets = req
             .topics
             .iter()
+            .filter(|t| !forbidden(t.name.0.as_str()))
             .flat_map(|t| {
                 t.partitions.iter().map(|p| {
                     (
@@ -223,7 +255,11 @@ pub fn offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetCom
                             .map(|p| {
                                 TxnOffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
-                                    .with_error_code(e)
+                                    .with_error_code(if e == 0 && forbidden(t.name.0.as_str()) {
+                                        code(ResponseError::TopicAuthorizationFailed)
+                                    } else {
+                                        e
+                                    })
                             })
                             .collect(),
                     )
@@ -234,6 +270,12 @@ pub fn offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetCom
 
 /// EndTxn; v5 is transactions version 2: the epoch is bumped and returned.
 pub fn end(ctx: &Ctx<'_>, req: EndTxnRequest) -> EndTxnResponse {
+    if !may_write_txn(ctx, req.transactional_id.0.as_str()) {
+        return EndTxnResponse::default()
+            .with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     let r = ctx.broker.txns.end(
         ctx.broker,
         req.transactional_id.0.as_str(),
@@ -264,6 +306,10 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeTransactionsRequest) -> DescribeTran
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
                 .with_transaction_start_time_ms(-1);
+            if !ctx.allowed(Operation::Describe, Resource::TransactionalId, id.0.as_str()) {
+                s.error_code = code(ResponseError::TransactionalIdAuthorizationFailed);
+                return s;
+            }
             match ctx.broker.txns.describe(id.0.as_str()) {
                 None => s.error_code = code(ResponseError::TransactionalIdNotFound),
                 Some(t) => {
@@ -274,7 +320,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeTransactionsRequest) -> DescribeTran
                     s.producer_epoch = t.epoch;
                     let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> =
                         Default::default();
-                    for (topic, p) in &t.partitions {
+                    for (topic, p) in t.partitions.iter().filter(|(t, _)| ctx.may(Operation::Describe, t)) {
                         by_topic.entry(topic).or_default().push(*p);
                     }
                     s.topics = by_topic
@@ -331,6 +377,7 @@ pub fn list(ctx: &Ctx<'_>, req: ListTransactionsRequest) -> ListTransactionsResp
             req.duration_filter < 0 || (t.start_ms >= 0 && now - t.start_ms >= req.duration_filter)
         })
         .filter(|(id, _)| pattern.as_ref().is_none_or(|p| p.is_match(id)))
+        .filter(|(id, _)| ctx.allowed(Operation::Describe, Resource::TransactionalId, id))
         .map(|(id, t)| {
             list_transactions_response::TransactionState::default()
                 .with_transactional_id(TransactionalId(sb(id)))
@@ -358,14 +405,19 @@ pub fn describe_producers(
         .topics
         .into_iter()
         .map(|t| {
-            let topic = ctx.broker.topic(t.name.0.as_str());
+            let denied = !ctx.may(Operation::Read, t.name.0.as_str());
+            let topic = ctx.broker.topic(t.name.0.as_str()).filter(|_| !denied);
             TopicResponse::default().with_name(t.name).with_partitions(
                 t.partition_indexes
                     .into_iter()
                     .map(|p| {
                         let mut pr = PartitionResponse::default().with_partition_index(p);
                         let Some(part) = topic.as_ref().and_then(|t| t.partition(p)) else {
-                            pr.error_code = code(ResponseError::UnknownTopicOrPartition);
+                            pr.error_code = code(if denied {
+                                ResponseError::TopicAuthorizationFailed
+                            } else {
+                                ResponseError::UnknownTopicOrPartition
+                            });
                             return pr;
                         };
                         let open: std::collections::HashMap<i64, i64> =
@@ -413,6 +465,9 @@ pub fn write_markers(ctx: &Ctx<'_>, req: WriteTxnMarkersRequest) -> WriteTxnMark
                         .into_iter()
                         .map(|p| {
                             let e = match topic.as_ref().and_then(|t| t.partition(p)) {
+                                _ if !ctx.may_cluster(Operation::ClusterAction) => {
+                                    code(ResponseError::ClusterAuthorizationFailed)
+                                }
                                 None => code(ResponseError::UnknownTopicOrPartition),
                                 Some(part) => match part.write_marker(
                                     m.producer_id.0,
