@@ -65,9 +65,26 @@ impl Resource {
     pub fn operations(self) -> &'static [Operation] {
         use Operation::*;
         match self {
-            Resource::Topic => &[Read, Write, Create, Delete, Alter, Describe, DescribeConfigs, AlterConfigs],
+            Resource::Topic => &[
+                Read,
+                Write,
+                Create,
+                Delete,
+                Alter,
+                Describe,
+                DescribeConfigs,
+                AlterConfigs,
+            ],
             Resource::Group => &[Read, Delete, Describe],
-            Resource::Cluster => &[Create, Alter, Describe, ClusterAction, DescribeConfigs, AlterConfigs, IdempotentWrite],
+            Resource::Cluster => &[
+                Create,
+                Alter,
+                Describe,
+                ClusterAction,
+                DescribeConfigs,
+                AlterConfigs,
+                IdempotentWrite,
+            ],
             Resource::TransactionalId => &[Write, Describe],
             Resource::DelegationToken => &[Describe],
             Resource::User => &[CreateTokens, DescribeTokens],
@@ -119,7 +136,10 @@ impl Operation {
     }
 
     pub fn from_code(c: i8) -> Option<Operation> {
-        Operation::CODES.iter().find(|(_, k)| *k == c).map(|(o, _)| *o)
+        Operation::CODES
+            .iter()
+            .find(|(_, k)| *k == c)
+            .map(|(o, _)| *o)
     }
 
     pub fn from_name(s: &str) -> Option<Operation> {
@@ -221,7 +241,8 @@ impl Binding {
             4 => Pattern::Prefixed,
             p => return Err(BindingError::Pattern(p)),
         };
-        let operation = Operation::from_code(operation).ok_or(BindingError::Operation(operation))?;
+        let operation =
+            Operation::from_code(operation).ok_or(BindingError::Operation(operation))?;
         let permission = match permission {
             2 => Permission::Deny,
             3 => Permission::Allow,
@@ -342,11 +363,20 @@ impl Filter {
 #[non_exhaustive]
 pub enum AclError {
     #[error("cannot read {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path} is damaged: {error}")]
-    Damaged { path: PathBuf, error: serde_json::Error },
+    Damaged {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
     #[error("cannot write {path}: {error}")]
-    Write { path: PathBuf, error: std::io::Error },
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// The authorizer's settings (from the broker config).
@@ -367,7 +397,11 @@ pub struct Acls {
 }
 
 impl Acls {
-    pub fn open(data_dir: &Path, config: AclConfig, super_users: Vec<String>) -> Result<Acls, AclError> {
+    pub fn open(
+        data_dir: &Path,
+        config: AclConfig,
+        super_users: Vec<String>,
+    ) -> Result<Acls, AclError> {
         let path = data_dir.join(FILE);
         let bindings = if disk::exists(&path) {
             let bytes = disk::read(&path).map_err(|error| AclError::Read {
@@ -400,7 +434,14 @@ impl Acls {
 
     /// Whether `principal` connecting from `host` may do `op` on the resource. Always true
     /// when the authorizer is off.
-    pub fn allowed(&self, principal: &str, host: &str, op: Operation, resource: Resource, name: &str) -> bool {
+    pub fn allowed(
+        &self,
+        principal: &str,
+        host: &str,
+        op: Operation,
+        resource: Resource,
+        name: &str,
+    ) -> bool {
         if !self.config.enabled || self.is_super_user(principal) {
             return true;
         }
@@ -414,7 +455,9 @@ impl Acls {
             }
             match b.permission {
                 // ALL denies every operation; a DESCRIBE deny does not deny READ.
-                Permission::Deny if b.operation == Operation::All || b.operation == op => return false,
+                Permission::Deny if b.operation == Operation::All || b.operation == op => {
+                    return false
+                }
                 Permission::Deny => {}
                 Permission::Allow => allow |= b.operation.implies(op),
             }
@@ -424,7 +467,13 @@ impl Acls {
 
     /// KIP-679: whether the principal may do `op` on some resource of this type (an idempotent
     /// producer needs IDEMPOTENT_WRITE on the cluster, or WRITE on any topic).
-    pub fn allowed_on_any(&self, principal: &str, host: &str, op: Operation, resource: Resource) -> bool {
+    pub fn allowed_on_any(
+        &self,
+        principal: &str,
+        host: &str,
+        op: Operation,
+        resource: Resource,
+    ) -> bool {
         if !self.config.enabled || self.is_super_user(principal) {
             return true;
         }
@@ -448,7 +497,13 @@ impl Acls {
     }
 
     /// The authorized-operations bitfield (bit n for operation code n) for a resource.
-    pub fn operations_bitfield(&self, principal: &str, host: &str, resource: Resource, name: &str) -> i32 {
+    pub fn operations_bitfield(
+        &self,
+        principal: &str,
+        host: &str,
+        resource: Resource,
+        name: &str,
+    ) -> i32 {
         resource
             .operations()
             .iter()
@@ -474,7 +529,11 @@ impl Acls {
     /// Adds bindings (an existing one is kept once), on disk before returning.
     pub fn create(&self, add: &[Binding]) -> Result<(), AclError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = self.bindings.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut next = self
+            .bindings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for b in add {
             if !next.contains(b) {
                 next.push(b.clone());
@@ -486,7 +545,11 @@ impl Acls {
     /// Removes every binding matching any filter; returns, per filter, what it removed.
     pub fn delete(&self, filters: &[Filter]) -> Result<Vec<Vec<Binding>>, AclError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.bindings.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let current = self
+            .bindings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let removed: Vec<Vec<Binding>> = filters
             .iter()
             .map(|f| current.iter().filter(|b| f.matches(b)).cloned().collect())
@@ -504,7 +567,14 @@ impl Acls {
 mod tests {
     use super::*;
 
-    fn b(resource: Resource, name: &str, pattern: Pattern, principal: &str, op: Operation, permission: Permission) -> Binding {
+    fn b(
+        resource: Resource,
+        name: &str,
+        pattern: Pattern,
+        principal: &str,
+        op: Operation,
+        permission: Permission,
+    ) -> Binding {
         Binding {
             resource,
             name: name.into(),
@@ -548,21 +618,45 @@ mod tests {
         .unwrap();
         let ok = |p: &str, op, r, n: &str| a.allowed(p, "10.0.0.1", op, r, n);
         assert!(ok("User:alice", Read, Topic, "orders"));
-        assert!(ok("User:alice", Describe, Topic, "orders"), "READ implies DESCRIBE");
+        assert!(
+            ok("User:alice", Describe, Topic, "orders"),
+            "READ implies DESCRIBE"
+        );
         assert!(!ok("User:alice", Write, Topic, "orders"));
         assert!(ok("User:alice", Write, Topic, "logs-app"), "prefixed");
         assert!(!ok("User:alice", Write, Topic, "logs-secret"), "deny wins");
-        assert!(!ok("User:alice", Describe, Topic, "logs-secret"), "deny ALL denies DESCRIBE");
-        assert!(ok("User:carol", Describe, Topic, "anything"), "wildcard principal and name");
+        assert!(
+            !ok("User:alice", Describe, Topic, "logs-secret"),
+            "deny ALL denies DESCRIBE"
+        );
+        assert!(
+            ok("User:carol", Describe, Topic, "anything"),
+            "wildcard principal and name"
+        );
         assert!(!ok("User:carol", Read, Topic, "anything"));
         assert!(ok("User:bob", Read, Group, "g") && ok("User:bob", Delete, Group, "g"));
-        assert!(!ok("User:bob", Read, Group, "other"), "no ACL on the group: denied by default");
-        assert!(ok("User:bob", Read, Topic, "shared"), "a DESCRIBE deny does not deny READ");
+        assert!(
+            !ok("User:bob", Read, Group, "other"),
+            "no ACL on the group: denied by default"
+        );
+        assert!(
+            ok("User:bob", Read, Topic, "shared"),
+            "a DESCRIBE deny does not deny READ"
+        );
         assert!(!ok("User:bob", Describe, Topic, "shared"));
-        assert!(ok("User:root", AlterConfigs, Cluster, "kafka-cluster"), "super user");
+        assert!(
+            ok("User:root", AlterConfigs, Cluster, "kafka-cluster"),
+            "super user"
+        );
         let open = acls(tempfile::tempdir().unwrap().path(), true);
-        assert!(open.allowed("User:x", "h", Write, Topic, "t"), "allow.everyone.if.no.acl.found");
-        assert_eq!(a.operations_bitfield("User:alice", "h", Topic, "orders"), (1 << 3) | (1 << 8));
+        assert!(
+            open.allowed("User:x", "h", Write, Topic, "t"),
+            "allow.everyone.if.no.acl.found"
+        );
+        assert_eq!(
+            a.operations_bitfield("User:alice", "h", Topic, "orders"),
+            (1 << 3) | (1 << 8)
+        );
         assert!(a.allowed_on_any("User:alice", "h", Write, Topic));
         assert!(!a.allowed_on_any("User:bob", "h", Write, Topic));
     }
@@ -586,12 +680,25 @@ mod tests {
         assert_eq!(a.describe(&m).len(), 3);
         let lit = Filter::from_wire(2, Some("orders"), 3, None, None, 1, 1).unwrap();
         assert_eq!(a.describe(&lit).len(), 1);
-        let removed = a.delete(&[Filter::from_wire(1, None, 4, None, None, 1, 1).unwrap()]).unwrap();
+        let removed = a
+            .delete(&[Filter::from_wire(1, None, 4, None, None, 1, 1).unwrap()])
+            .unwrap();
         assert_eq!(removed[0].len(), 1);
         let again = acls(dir.path(), false);
-        assert_eq!(again.describe(&Filter::from_wire(1, None, 1, None, None, 1, 1).unwrap()).len(), 2);
+        assert_eq!(
+            again
+                .describe(&Filter::from_wire(1, None, 1, None, None, 1, 1).unwrap())
+                .len(),
+            2
+        );
         assert!(Binding::from_wire(4, "other", 3, "User:a", "*", 3, 3).is_err());
-        assert!(Binding::from_wire(2, "t", 1, "User:a", "*", 3, 3).is_err(), "ANY pattern");
-        assert!(Binding::from_wire(2, "t", 3, "alice", "*", 3, 3).is_err(), "no principal type");
+        assert!(
+            Binding::from_wire(2, "t", 1, "User:a", "*", 3, 3).is_err(),
+            "ANY pattern"
+        );
+        assert!(
+            Binding::from_wire(2, "t", 3, "alice", "*", 3, 3).is_err(),
+            "no principal type"
+        );
     }
 }

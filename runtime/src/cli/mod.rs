@@ -1,6 +1,7 @@
 //! The `sluice` command line: the broker (`serve`) and the everyday client commands, which talk
 //! to a broker over the Kafka protocol like any other client.
 
+mod acl;
 mod admin;
 mod consume;
 mod demo;
@@ -116,6 +117,9 @@ pub enum Command {
     /// Processing plugins: create, build, list, reset
     #[command(subcommand)]
     Plugin(plugin::PluginCmd),
+    /// ACLs: add, list, remove (enforced with `authorizer = "acl"`)
+    #[command(subcommand)]
+    Acl(acl::AclCmd),
     /// SCRAM users (SASL/SCRAM and SASL/PLAIN logins): create, list, delete
     #[command(subcommand)]
     User(user::UserCmd),
@@ -150,6 +154,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Produce(a) => client_runtime()?.block_on(produce::run(a)),
         Command::Consume(a) => client_runtime()?.block_on(consume::run(a)),
         Command::Plugin(c) => plugin::run(c),
+        Command::Acl(c) => client_runtime()?.block_on(acl::run(c)),
         Command::User(c) => client_runtime()?.block_on(user::run(c)),
         Command::Demo(a) => client_runtime()?.block_on(demo::run(a)),
     }

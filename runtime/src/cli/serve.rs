@@ -242,7 +242,9 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                     enabled: match file.authorizer.as_deref() {
                         None | Some("none") => false,
                         Some("acl") => true,
-                        Some(other) => bail!("authorizer must be \"acl\" or \"none\", not \"{other}\""),
+                        Some(other) => {
+                            bail!("authorizer must be \"acl\" or \"none\", not \"{other}\"")
+                        }
                     },
                     allow_everyone_if_no_acl_found: file
                         .allow_everyone_if_no_acl_found

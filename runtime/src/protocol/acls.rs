@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
-use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, DeleteAclsMatchingAcl};
+use kafka_protocol::messages::delete_acls_response::{
+    DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+};
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
 use kafka_protocol::messages::{
     CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
@@ -52,7 +54,10 @@ pub fn create(ctx: &Ctx, req: CreateAclsRequest) -> CreateAclsResponse {
             )
         })
         .collect();
-    let valid: Vec<Binding> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+    let valid: Vec<Binding> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok().cloned())
+        .collect();
     let stored = ctx.broker.acls.create(&valid);
     let results = parsed
         .into_iter()
@@ -81,8 +86,16 @@ fn filter_of(
     operation: i8,
     permission: i8,
 ) -> Result<Filter, ResponseError> {
-    Filter::from_wire(resource_type, name, pattern, principal, host, operation, permission)
-        .ok_or(ResponseError::InvalidRequest)
+    Filter::from_wire(
+        resource_type,
+        name,
+        pattern,
+        principal,
+        host,
+        operation,
+        permission,
+    )
+    .ok_or(ResponseError::InvalidRequest)
 }
 
 pub fn describe(ctx: &Ctx, req: DescribeAclsRequest) -> DescribeAclsResponse {
@@ -159,7 +172,10 @@ pub fn delete(ctx: &Ctx, req: DeleteAclsRequest) -> DeleteAclsResponse {
             )
         })
         .collect();
-    let valid: Vec<Filter> = filters.iter().filter_map(|f| f.as_ref().ok().cloned()).collect();
+    let valid: Vec<Filter> = filters
+        .iter()
+        .filter_map(|f| f.as_ref().ok().cloned())
+        .collect();
     let removed = ctx.broker.acls.delete(&valid);
     let mut removed_iter = match &removed {
         Ok(r) => r.clone().into_iter(),

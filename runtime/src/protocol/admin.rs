@@ -12,8 +12,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use crate::auth::acl::Operation;
 use super::{code, sb, Ctx};
+use crate::auth::acl::Operation;
 use crate::broker::config::TopicConfig;
 use crate::broker::BrokerError;
 
@@ -185,7 +185,10 @@ pub fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsRes
             Some(t) if !may_delete(&t.name) => {
                 r.error_code = code(ResponseError::TopicAuthorizationFailed);
             }
-            None if name.as_ref().is_some_and(|n| !ctx.may(Operation::Describe, n.0.as_str())) => {
+            None if name
+                .as_ref()
+                .is_some_and(|n| !ctx.may(Operation::Describe, n.0.as_str())) =>
+            {
                 r.error_code = code(ResponseError::TopicAuthorizationFailed);
             }
             None => {

@@ -12,8 +12,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::admin::broker_error_code;
-use crate::auth::acl::Operation;
 use super::{code, sb, Ctx};
+use crate::auth::acl::Operation;
 use crate::broker::config::TopicConfig;
 use crate::broker::Broker;
 
@@ -63,7 +63,12 @@ fn broker_configs(b: &Broker) -> Vec<Described> {
 }
 
 /// Topic configs take (DESCRIBE|ALTER)_CONFIGS on the topic, broker configs on the cluster.
-fn config_denied(ctx: &Ctx<'_>, resource_type: i8, name: &str, op: Operation) -> Option<ResponseError> {
+fn config_denied(
+    ctx: &Ctx<'_>,
+    resource_type: i8,
+    name: &str,
+    op: Operation,
+) -> Option<ResponseError> {
     match resource_type {
         TOPIC if !ctx.may(op, name) => Some(ResponseError::TopicAuthorizationFailed),
         BROKER if !ctx.may_cluster(op) => Some(ResponseError::ClusterAuthorizationFailed),

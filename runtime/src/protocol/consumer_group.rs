@@ -8,10 +8,10 @@ use kafka_protocol::messages::{
     ConsumerGroupHeartbeatResponse, TopicName,
 };
 
-use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
-use kafka_protocol::ResponseError;
+use crate::auth::acl::{Operation, Resource};
 use crate::group::consumer::{Heartbeat, HEARTBEAT_INTERVAL_MS};
+use kafka_protocol::ResponseError;
 
 const GROUP_ID_NOT_FOUND: i16 = 69;
 

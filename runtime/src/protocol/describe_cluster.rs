@@ -4,8 +4,8 @@
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use crate::auth::acl::{Operation, Resource};
 use super::{sb, Ctx};
+use crate::auth::acl::{Operation, Resource};
 
 /// Authorized-operation bitfields (bit n for Kafka's `AclOperation` code n) come from the
 /// authorizer (`Ctx::operations`); a field the client did not ask for keeps the protocol's
@@ -18,8 +18,9 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResp
     let b = ctx.broker;
     let node = b.config.node_id;
     if !ctx.may_cluster(Operation::Describe) {
-        return DescribeClusterResponse::default()
-            .with_error_code(super::code(kafka_protocol::ResponseError::ClusterAuthorizationFailed));
+        return DescribeClusterResponse::default().with_error_code(super::code(
+            kafka_protocol::ResponseError::ClusterAuthorizationFailed,
+        ));
     }
     DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)

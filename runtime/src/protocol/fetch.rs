@@ -18,8 +18,8 @@ use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::auth::acl::Operation;
 use super::{code, Ctx};
+use crate::auth::acl::Operation;
 use crate::broker::Topic;
 use crate::log::batch;
 
@@ -57,7 +57,9 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
         let mut tr = FetchableTopicResponse::default()
             .with_topic(ft.topic.clone())
             .with_topic_id(ft.topic_id);
-        let denied = topic.as_ref().is_some_and(|t| !ctx.may(Operation::Read, &t.name))
+        let denied = topic
+            .as_ref()
+            .is_some_and(|t| !ctx.may(Operation::Read, &t.name))
             || (topic.is_none() && !by_id && !ctx.may(Operation::Read, ft.topic.0.as_str()));
         for fp in &ft.partitions {
             if denied {

@@ -14,10 +14,10 @@ use kafka_protocol::messages::{
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
-use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
-use kafka_protocol::ResponseError;
+use crate::auth::acl::{Operation, Resource};
 use crate::group::state::JoinRequest;
+use kafka_protocol::ResponseError;
 
 /// FindCoordinator key types.
 const KEY_GROUP: i8 = 0;

@@ -4,8 +4,8 @@
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use crate::auth::acl::{Operation, Resource};
 use super::{code, Ctx};
+use crate::auth::acl::{Operation, Resource};
 
 pub fn handle(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let mut r = InitProducerIdResponse::default()
@@ -37,7 +37,12 @@ pub fn handle(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerIdRespon
     // KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the cluster, or WRITE on
     // some topic.
     if !ctx.may_cluster(Operation::IdempotentWrite)
-        && !ctx.broker.acls.allowed_on_any(ctx.principal, ctx.peer, Operation::Write, Resource::Topic)
+        && !ctx.broker.acls.allowed_on_any(
+            ctx.principal,
+            ctx.peer,
+            Operation::Write,
+            Resource::Topic,
+        )
     {
         r.error_code = code(ResponseError::ClusterAuthorizationFailed);
         return r;

@@ -6,8 +6,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::auth::acl::Operation;
 use super::{code, Ctx};
+use crate::auth::acl::Operation;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;

@@ -6,8 +6,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 
-use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
+use crate::auth::acl::{Operation, Resource};
 use crate::broker::{valid_topic_name, Topic};
 
 fn describe(topic: &Topic, node: i32) -> MetadataResponseTopic {
@@ -82,8 +82,8 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                                 .with_name(Some(TopicName(sb(name))))
                                 .with_error_code(code(ResponseError::TopicAuthorizationFailed));
                         }
-                        let may_create = ctx.may_cluster(Operation::Create)
-                            || ctx.may(Operation::Create, name);
+                        let may_create =
+                            ctx.may_cluster(Operation::Create) || ctx.may(Operation::Create, name);
                         b.topic_or_create(name, allow_create && may_create)
                     }
                     None => b

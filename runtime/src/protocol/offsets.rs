@@ -16,8 +16,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
+use crate::auth::acl::{Operation, Resource};
 use crate::group::CommitEntry;
 
 pub fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {

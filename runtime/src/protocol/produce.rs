@@ -9,8 +9,8 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
+use crate::auth::acl::{Operation, Resource};
 use crate::broker::{now_ms, AppendError};
 use crate::log::batch::BatchError;
 use crate::txn::state::TxnError;

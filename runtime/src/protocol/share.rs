@@ -16,8 +16,8 @@ use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::auth::acl::Operation;
 use super::{code, sb, Ctx};
+use crate::auth::acl::Operation;
 use crate::broker::now_ms;
 use crate::group::share::{err, ShareMember, SharePartition, HEARTBEAT_INTERVAL_MS, LOCK_MS};
 use crate::log::batch;

@@ -27,8 +27,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::ResponseError;
 
-use crate::auth::acl::{Operation, Resource};
 use super::{code, sb, Ctx};
+use crate::auth::acl::{Operation, Resource};
 use crate::txn::state::{PendingOffset, TxnError};
 
 /// KIP-588: clients from before PRODUCER_FENCED know it as INVALID_PRODUCER_EPOCH.
@@ -306,7 +306,11 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeTransactionsRequest) -> DescribeTran
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
                 .with_transaction_start_time_ms(-1);
-            if !ctx.allowed(Operation::Describe, Resource::TransactionalId, id.0.as_str()) {
+            if !ctx.allowed(
+                Operation::Describe,
+                Resource::TransactionalId,
+                id.0.as_str(),
+            ) {
                 s.error_code = code(ResponseError::TransactionalIdAuthorizationFailed);
                 return s;
             }
@@ -320,7 +324,11 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeTransactionsRequest) -> DescribeTran
                     s.producer_epoch = t.epoch;
                     let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> =
                         Default::default();
-                    for (topic, p) in t.partitions.iter().filter(|(t, _)| ctx.may(Operation::Describe, t)) {
+                    for (topic, p) in t
+                        .partitions
+                        .iter()
+                        .filter(|(t, _)| ctx.may(Operation::Describe, t))
+                    {
                         by_topic.entry(topic).or_default().push(*p);
                     }
                     s.topics = by_topic

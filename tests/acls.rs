@@ -1,0 +1,736 @@
+//! ACLs end to end: a broker with `authorizer = "acl"` and a SASL listener. A table of Kafka
+//! APIs, each sent by a principal with no ACLs (it must be refused with Kafka's error code),
+//! then again after `sluice acl add` grants the one operation Kafka requires (it must pass);
+//! Kafka's own `kafka-acls` tool against the broker; and listings that hide what the caller
+//! may not describe.
+//!
+//! Registered in runtime/Cargo.toml as `[[test]] name = "acls" path = "../tests/acls.rs"`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Command;
+use std::time::Duration;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice::auth::sasl::Mech;
+use sluice::auth::scram::Mechanism;
+use sluice::client::{Client, SaslLogin, Security};
+use support::{free_port, require_java_clients, Broker, Script};
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn sluice_ok(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("sluice");
+    assert!(
+        out.status.success(),
+        "sluice {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Setup {
+    broker: Broker,
+    sasl: String,
+}
+
+fn start() -> Setup {
+    let port = free_port();
+    let toml = format!(
+        r#"
+authorizer = "acl"
+super_users = ["User:admin"]
+default_partitions = 1
+[[listeners]]
+name = "SASL"
+address = "127.0.0.1:{port}"
+security = "SASL_PLAINTEXT"
+"#
+    );
+    let broker = Broker::start_prepared(&toml, |data| {
+        let d = data.to_str().unwrap();
+        for (u, p) in [("admin", "adminpw"), ("alice", "alicepw")] {
+            sluice_ok(&["user", "create", u, "--password", p, "--data-dir", d]);
+        }
+    });
+    Setup {
+        broker,
+        sasl: format!("127.0.0.1:{port}"),
+    }
+}
+
+impl Setup {
+    fn as_admin(&self) -> Vec<String> {
+        [
+            "--bootstrap",
+            &self.sasl,
+            "--security-protocol",
+            "SASL_PLAINTEXT",
+            "--sasl-username",
+            "admin",
+            "--sasl-password",
+            "adminpw",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn admin_cli(&self, args: &[&str]) -> String {
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.extend(self.as_admin());
+        sluice_ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    async fn client(&self, user: &str, password: &str) -> Client {
+        Client::connect_secured(
+            &self.sasl,
+            &Security {
+                tls: None,
+                sasl: Some(SaslLogin {
+                    mechanism: Mech::Scram(Mechanism::Sha256),
+                    username: user.into(),
+                    password: password.into(),
+                }),
+            },
+        )
+        .await
+        .expect("connect")
+    }
+}
+
+type Call = for<'a> fn(&'a mut Client, &'a str) -> Pin<Box<dyn Future<Output = i16> + 'a>>;
+
+macro_rules! call {
+    (|$c:ident, $n:ident| $body:expr) => {{
+        fn f<'a>($c: &'a mut Client, $n: &'a str) -> Pin<Box<dyn Future<Output = i16> + 'a>> {
+            Box::pin(async move { $body })
+        }
+        f as Call
+    }};
+}
+
+const TOPIC_AUTH: i16 = 29;
+const GROUP_AUTH: i16 = 30;
+const CLUSTER_AUTH: i16 = 31;
+const TXN_AUTH: i16 = 53;
+
+fn topic(n: &str) -> TopicName {
+    TopicName(sb(n))
+}
+
+fn one_record() -> bytes::Bytes {
+    let rec = sluice::records::Record {
+        value: Some(bytes::Bytes::from_static(b"v")),
+        ..Default::default()
+    };
+    sluice::records::encode_batch(&[rec], sluice::records::Compression::None).expect("batch")
+}
+
+/// (what, error when refused, `sluice acl add` arguments granting it ({} is the case's
+/// resource name), the request returning its error code).
+fn cases() -> Vec<(&'static str, i16, &'static str, Call)> {
+    vec![
+        // First: WRITE on any topic (granted below for Produce) also allows it (KIP-679).
+        (
+            "InitProducerId(idempotent)",
+            CLUSTER_AUTH,
+            "--operation IdempotentWrite --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &InitProducerIdRequest::default()
+                            .with_transactional_id(None)
+                            .with_transaction_timeout_ms(10000)
+                            .with_producer_id(ProducerId(-1))
+                            .with_producer_epoch(-1),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "Metadata",
+            TOPIC_AUTH,
+            "--operation Describe --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &MetadataRequest::default()
+                            .with_topics(Some(vec![
+                                metadata_request::MetadataRequestTopic::default()
+                                    .with_name(Some(topic(n))),
+                            ]))
+                            .with_allow_auto_topic_creation(false),
+                        12,
+                    )
+                    .await
+                    .unwrap();
+                r.topics[0].error_code
+            }),
+        ),
+        (
+            "Produce",
+            TOPIC_AUTH,
+            "--operation Write --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &ProduceRequest::default()
+                            .with_acks(1)
+                            .with_timeout_ms(5000)
+                            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                                .with_name(topic(n))
+                                .with_partition_data(vec![
+                                    produce_request::PartitionProduceData::default()
+                                        .with_index(0)
+                                        .with_records(Some(one_record())),
+                                ])]),
+                        9,
+                    )
+                    .await
+                    .unwrap();
+                r.responses[0].partition_responses[0].error_code
+            }),
+        ),
+        (
+            "Fetch",
+            TOPIC_AUTH,
+            "--operation Read --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &FetchRequest::default()
+                            .with_max_wait_ms(0)
+                            .with_max_bytes(1 << 20)
+                            .with_topics(vec![fetch_request::FetchTopic::default()
+                                .with_topic(topic(n))
+                                .with_partitions(vec![fetch_request::FetchPartition::default()
+                                    .with_partition(0)
+                                    .with_partition_max_bytes(1 << 20)])]),
+                        12,
+                    )
+                    .await
+                    .unwrap();
+                r.responses[0].partitions[0].error_code
+            }),
+        ),
+        (
+            "ListOffsets",
+            TOPIC_AUTH,
+            "--operation Describe --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &ListOffsetsRequest::default().with_topics(vec![
+                            list_offsets_request::ListOffsetsTopic::default()
+                                .with_name(topic(n))
+                                .with_partitions(vec![
+                                    list_offsets_request::ListOffsetsPartition::default()
+                                        .with_partition_index(0)
+                                        .with_timestamp(-1),
+                                ]),
+                        ]),
+                        7,
+                    )
+                    .await
+                    .unwrap();
+                r.topics[0].partitions[0].error_code
+            }),
+        ),
+        (
+            "CreateTopics",
+            TOPIC_AUTH,
+            "--operation Create --topic {}-new",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &CreateTopicsRequest::default()
+                            .with_timeout_ms(5000)
+                            .with_topics(vec![create_topics_request::CreatableTopic::default()
+                                .with_name(topic(&format!("{n}-new")))
+                                .with_num_partitions(1)
+                                .with_replication_factor(1)]),
+                        7,
+                    )
+                    .await
+                    .unwrap();
+                r.topics[0].error_code
+            }),
+        ),
+        (
+            "CreatePartitions",
+            TOPIC_AUTH,
+            "--operation Alter --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &CreatePartitionsRequest::default()
+                            .with_timeout_ms(5000)
+                            .with_topics(vec![
+                                create_partitions_request::CreatePartitionsTopic::default()
+                                    .with_name(topic(n))
+                                    .with_count(2),
+                            ]),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.results[0].error_code
+            }),
+        ),
+        (
+            "DescribeConfigs",
+            TOPIC_AUTH,
+            "--operation DescribeConfigs --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &DescribeConfigsRequest::default().with_resources(vec![
+                            describe_configs_request::DescribeConfigsResource::default()
+                                .with_resource_type(2)
+                                .with_resource_name(sb(n)),
+                        ]),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                r.results[0].error_code
+            }),
+        ),
+        (
+            "IncrementalAlterConfigs",
+            TOPIC_AUTH,
+            "--operation AlterConfigs --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                            incremental_alter_configs_request::AlterConfigsResource::default()
+                                .with_resource_type(2)
+                                .with_resource_name(sb(n))
+                                .with_configs(vec![
+                                    incremental_alter_configs_request::AlterableConfig::default()
+                                        .with_name(sb("retention.ms"))
+                                        .with_config_operation(0)
+                                        .with_value(Some(sb("60000"))),
+                                ]),
+                        ]),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                r.responses[0].error_code
+            }),
+        ),
+        (
+            "DeleteRecords",
+            TOPIC_AUTH,
+            "--operation Delete --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &DeleteRecordsRequest::default()
+                            .with_timeout_ms(5000)
+                            .with_topics(vec![
+                                delete_records_request::DeleteRecordsTopic::default()
+                                    .with_name(topic(n))
+                                    .with_partitions(vec![
+                                        delete_records_request::DeleteRecordsPartition::default()
+                                            .with_partition_index(0)
+                                            .with_offset(0),
+                                    ]),
+                            ]),
+                        2,
+                    )
+                    .await
+                    .unwrap();
+                r.topics[0].partitions[0].error_code
+            }),
+        ),
+        (
+            "DeleteTopics",
+            TOPIC_AUTH,
+            "--operation Delete --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &DeleteTopicsRequest::default()
+                            .with_timeout_ms(5000)
+                            .with_topic_names(vec![topic(n)]),
+                        5,
+                    )
+                    .await
+                    .unwrap();
+                r.responses[0].error_code
+            }),
+        ),
+        (
+            "FindCoordinator(group)",
+            GROUP_AUTH,
+            "--operation Describe --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &FindCoordinatorRequest::default()
+                            .with_key_type(0)
+                            .with_coordinator_keys(vec![sb(n)]),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                r.coordinators[0].error_code
+            }),
+        ),
+        (
+            "OffsetFetch",
+            GROUP_AUTH,
+            "--operation Describe --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &OffsetFetchRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_topics(None),
+                        7,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "Heartbeat",
+            GROUP_AUTH,
+            "--operation Read --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &HeartbeatRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_member_id(sb("m"))
+                            .with_generation_id(1),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "DeleteGroups",
+            GROUP_AUTH,
+            "--operation Delete --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(sb(n))]),
+                        2,
+                    )
+                    .await
+                    .unwrap();
+                r.results[0].error_code
+            }),
+        ),
+        (
+            "InitProducerId(transactional)",
+            TXN_AUTH,
+            "--operation Write --transactional-id {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &InitProducerIdRequest::default()
+                            .with_transactional_id(Some(TransactionalId(sb(n))))
+                            .with_transaction_timeout_ms(10000)
+                            .with_producer_id(ProducerId(-1))
+                            .with_producer_epoch(-1),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "FindCoordinator(transaction)",
+            TXN_AUTH,
+            "--operation Describe --transactional-id {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &FindCoordinatorRequest::default()
+                            .with_key_type(1)
+                            .with_coordinator_keys(vec![sb(n)]),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                r.coordinators[0].error_code
+            }),
+        ),
+        (
+            "DescribeCluster",
+            CLUSTER_AUTH,
+            "--operation Describe --cluster",
+            call!(|c, _n| {
+                c.call(&DescribeClusterRequest::default(), 1)
+                    .await
+                    .unwrap()
+                    .error_code
+            }),
+        ),
+        (
+            "CreateAcls",
+            CLUSTER_AUTH,
+            "--operation Alter --cluster",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &CreateAclsRequest::default().with_creations(vec![
+                            create_acls_request::AclCreation::default()
+                                .with_resource_type(2)
+                                .with_resource_name(sb(n))
+                                .with_resource_pattern_type(3)
+                                .with_principal(sb("User:bob"))
+                                .with_host(sb("*"))
+                                .with_operation(3)
+                                .with_permission_type(3),
+                        ]),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.results[0].error_code
+            }),
+        ),
+    ]
+}
+
+/// Every API in the table: refused with its Kafka error code, then allowed by exactly the ACL
+/// Kafka requires for it, granted with `sluice acl add` by a super user.
+#[test]
+fn each_api_refuses_an_unauthorised_principal_and_serves_an_authorised_one() {
+    let s = start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut report = Vec::new();
+        for (i, (what, denied, grant, call)) in cases().into_iter().enumerate() {
+            let name = format!("acl{i}");
+            // A topic of that name exists (made by the super user), so "allowed" is a real
+            // success, not UNKNOWN_TOPIC.
+            s.admin_cli(&["topic", "create", &name, "--partitions", "1"]);
+            let mut alice = s.client("alice", "alicepw").await;
+            let before = call(&mut alice, &name).await;
+            assert_eq!(before, denied, "{what} by alice without ACLs");
+            let grant = grant.replace("{}", &name);
+            let mut args = vec!["acl", "add", "--principal", "User:alice"];
+            args.extend(grant.split(' '));
+            s.admin_cli(&args);
+            let mut alice = s.client("alice", "alicepw").await;
+            let after = call(&mut alice, &name).await;
+            assert!(
+                after != denied
+                    && after != TOPIC_AUTH
+                    && after != GROUP_AUTH
+                    && after != CLUSTER_AUTH
+                    && after != TXN_AUTH,
+                "{what} by alice after `{grant}`: error {after}"
+            );
+            report.push(format!("{what}: {denied} -> {after}"));
+        }
+        println!("{}", report.join("\n"));
+    });
+    // A DENY beats an ALLOW, and a prefixed ALLOW covers every matching name.
+    s.admin_cli(&[
+        "acl",
+        "add",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "All",
+        "--topic",
+        "pre-",
+        "--prefixed",
+    ]);
+    s.admin_cli(&[
+        "acl",
+        "add",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "pre-secret",
+        "--deny",
+    ]);
+    s.admin_cli(&["topic", "create", "pre-open"]);
+    s.admin_cli(&["topic", "create", "pre-secret"]);
+    let listed = s.admin_cli(&["acl", "list", "--topic", "pre-secret"]);
+    assert!(
+        listed.contains("DENY") && listed.contains("User:alice"),
+        "{listed}"
+    );
+    rt.block_on(async {
+        let cases = cases();
+        let fetch = cases.iter().find(|c| c.0 == "Fetch").unwrap().3;
+        let mut alice = s.client("alice", "alicepw").await;
+        assert_eq!(
+            fetch(&mut alice, "pre-open").await,
+            0,
+            "prefixed ALL allows READ"
+        );
+        assert_eq!(
+            fetch(&mut alice, "pre-secret").await,
+            TOPIC_AUTH,
+            "DENY wins"
+        );
+        // Metadata for every topic lists only what alice may describe.
+        let r = alice
+            .call(&MetadataRequest::default().with_topics(None), 12)
+            .await
+            .unwrap();
+        let mut names: Vec<String> = r
+            .topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .collect();
+        names.sort();
+        assert!(
+            names.contains(&"pre-open".to_string()) && names.contains(&"pre-secret".to_string()),
+            "{names:?}"
+        );
+        // acl0 exists, but alice holds no ACL on it.
+        assert!(!names.contains(&"acl0".to_string()), "{names:?}");
+    });
+    // Removing the ACLs takes the access away again.
+    let removed = s.admin_cli(&[
+        "acl",
+        "remove",
+        "--principal",
+        "User:alice",
+        "--topic",
+        "pre-",
+        "--prefixed",
+    ]);
+    assert!(removed.starts_with("1 ACL"), "{removed}");
+    rt.block_on(async {
+        let fetch = cases().iter().find(|c| c.0 == "Fetch").unwrap().3;
+        let mut alice = s.client("alice", "alicepw").await;
+        assert_eq!(fetch(&mut alice, "pre-open").await, TOPIC_AUTH);
+    });
+    // ACLs survive a restart.
+    let mut broker = s.broker;
+    broker.restart();
+    let s = Setup {
+        broker,
+        sasl: s.sasl,
+    };
+    rt.block_on(async {
+        let fetch = cases().iter().find(|c| c.0 == "Fetch").unwrap().3;
+        let mut alice = s.client("alice", "alicepw").await;
+        assert_eq!(
+            fetch(&mut alice, "acl3").await,
+            0,
+            "the Fetch ACL after a restart"
+        );
+        assert_eq!(fetch(&mut alice, "pre-secret").await, TOPIC_AUTH);
+    });
+}
+
+/// Kafka's own `kafka-acls` (org.apache.kafka.tools.AclCommand, Kafka 4.x) adds, lists and
+/// removes ACLs on sluice, authenticating with SCRAM.
+#[test]
+fn kafka_acls_tool_manages_acls() {
+    require_java_clients();
+    let s = start();
+    let config = s.broker.scratch().join("admin.properties");
+    std::fs::write(
+        &config,
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n\
+         sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"adminpw\";\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let run = |args: &[&str]| {
+        let mut a = vec![
+            "--bootstrap-server",
+            s.sasl.as_str(),
+            "--command-config",
+            config.as_str(),
+        ];
+        a.extend_from_slice(args);
+        let done = Script::spawn_java(&s.broker, "org.apache.kafka.tools.AclCommand", &a)
+            .finish(Duration::from_secs(120));
+        assert!(
+            done.success(),
+            "kafka-acls {}\n{}\n{}",
+            args.join(" "),
+            done.report(),
+            s.broker.log_tail()
+        );
+        done.stdout
+    };
+    run(&[
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--operation",
+        "Describe",
+        "--topic",
+        "orders",
+    ]);
+    run(&[
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--group",
+        "billing",
+        "--resource-pattern-type",
+        "prefixed",
+    ]);
+    let listed = run(&["--list", "--topic", "orders"]);
+    assert!(
+        listed.contains("User:alice") && listed.contains("READ") && listed.contains("DESCRIBE"),
+        "{listed}"
+    );
+    let ours = s.admin_cli(&["acl", "list"]);
+    assert!(
+        ours.contains("billing") && ours.contains("PREFIXED"),
+        "{ours}"
+    );
+    run(&[
+        "--remove",
+        "--force",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "orders",
+    ]);
+    let after = s.admin_cli(&["acl", "list", "--topic", "orders"]);
+    assert!(
+        !after.contains("Read") && after.contains("Describe"),
+        "{after}"
+    );
+}
