@@ -1055,3 +1055,71 @@ fn the_admin_api_needs_its_token_and_the_metrics_listener_serves_only_metrics() 
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With ACLs on, a pipeline acts as its manifest's principal: refused (and reported) until
+/// it may read its inputs and write its outputs, started by the rescan once `sluice acl add`
+/// grants that, and stopped when the grant is taken back.
+#[test]
+fn a_pipeline_acts_as_its_principal_under_acls() {
+    require_kcat();
+    // The plaintext listener's anonymous clients (kcat, the CLI) are super users here; the
+    // pipeline is not.
+    let b = Broker::start_with_config("authorizer = \"acl\"\nsuper_users = [\"User:ANONYMOUS\"]\n");
+    let acl = |args: &[&str]| {
+        let o = sluice()
+            .args(["acl"])
+            .args(args)
+            .args([
+                "--principal",
+                "User:evens-app",
+                "--bootstrap",
+                &b.bootstrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "sluice acl {args:?}: {o:?}");
+    };
+    let refused = |why: &str| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(p) = pipeline(&b, "evens") {
+                let err = p["last_error"].as_str().unwrap_or_default().to_string();
+                if p["status"] != "running" && err.contains("not authorized") && err.contains(why) {
+                    return err;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pipeline not refused: {:?}\n{}",
+                pipeline(&b, "evens"),
+                b.log_tail()
+            );
+            sleep(Duration::from_millis(100));
+        }
+    };
+    deploy(
+        &b,
+        "evens",
+        "even-filter",
+        "inputs = [\"numbers\"]\noutput = \"evens-out\"\nprincipal = \"User:evens-app\"\n",
+    );
+    let err = refused("read topic numbers");
+    assert!(err.contains("User:evens-app"), "{err}");
+    acl(&["add", "--operation", "Read", "--topic", "numbers"]);
+    acl(&["add", "--operation", "Write", "--topic", "evens-out"]);
+    acl(&[
+        "add",
+        "--operation",
+        "Read",
+        "--operation",
+        "Write",
+        "--topic",
+        "evens.",
+        "--prefixed",
+    ]);
+    wait_running(&b, "evens", None);
+    produce(&b, "numbers", &lines(&["1", "2", "3", "4"]), false);
+    assert_eq!(values(&wait_records(&b, "evens-out", 2)), ["2", "4"]);
+    acl(&["remove", "--operation", "Write", "--topic", "evens-out"]);
+    refused("write topic evens-out");
+}

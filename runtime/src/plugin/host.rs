@@ -329,11 +329,39 @@ impl PluginHost {
             let mut entries = lock(&self.entries);
             if let Some(e) = entries.get_mut(name) {
                 if e.fingerprint == fp {
-                    // Unchanged: only pick up partitions added since.
-                    if let Some(r) = e.running.as_mut() {
-                        self.spawn_missing(r);
+                    match e.running.as_mut() {
+                        // Unchanged: only pick up partitions added since, as long as the
+                        // ACLs still let it run.
+                        Some(r) => match self.authorize(&r.pipeline.manifest) {
+                            Ok(()) => {
+                                self.spawn_missing(r);
+                                return;
+                            }
+                            Err(why) => {
+                                tracing::error!(pipeline = name, error = %why, "pipeline stopped: its ACLs were taken away");
+                                e.stats.error(why.clone());
+                                e.error = Some(why);
+                                let r = e.running.take();
+                                drop(entries);
+                                if let Some(r) = r {
+                                    stop(r);
+                                }
+                                return;
+                            }
+                        },
+                        // Refused for its ACLs before: started once they allow it.
+                        None if e
+                            .error
+                            .as_deref()
+                            .is_some_and(|x| x.starts_with(NOT_AUTHORIZED)) =>
+                        {
+                            let allowed = parsed.as_ref().is_ok_and(|m| self.authorize(m).is_ok());
+                            if !allowed {
+                                return;
+                            }
+                        }
+                        None => return,
                     }
-                    return;
                 }
                 e.fingerprint = fp.clone();
             }
@@ -343,6 +371,7 @@ impl PluginHost {
             .map(|e| e.stats.clone())
             .unwrap_or_default();
         let loaded = parsed.map_err(|e| e.to_string()).and_then(|m| {
+            self.authorize(&m)?;
             let code = self.load_checked(&m)?;
             Ok((m, code))
         });
@@ -399,6 +428,41 @@ impl PluginHost {
                 let _ = self.install(name, started);
             }
         }
+    }
+
+    /// With ACLs on, a pipeline acts as its principal, like any client: it must be allowed to
+    /// read its inputs and retry topic and to write its output, retry, dead-letter and late
+    /// topics. Checked at every (re)deploy and at every rescan of the plugins directory, so
+    /// a revoked ACL stops the pipeline (at a checkpoint) and a granted one starts it.
+    fn authorize(&self, m: &Manifest) -> Result<(), String> {
+        use crate::auth::acl::{Operation, Resource};
+        let acls = &self.broker.acls;
+        if !acls.enabled() {
+            return Ok(());
+        }
+        // Pipelines run inside the broker: their host is the loopback address.
+        let host = "127.0.0.1";
+        let reads = m.inputs.iter().chain(std::iter::once(&m.retry_topic));
+        let late = m.event_time.as_ref().map(|e| &e.late_topic);
+        let writes = m
+            .output
+            .iter()
+            .chain([&m.dead_letter, &m.retry_topic])
+            .chain(late);
+        for (op, verb, topics) in [
+            (Operation::Read, "read", reads.collect::<Vec<_>>()),
+            (Operation::Write, "write", writes.collect::<Vec<_>>()),
+        ] {
+            for t in topics {
+                if !acls.allowed(&m.principal, host, op, Resource::Topic, t) {
+                    return Err(format!(
+                        "{NOT_AUTHORIZED} {} may not {verb} topic {t} (grant it with: sluice acl add --principal {} --operation {op:?} --topic {t})",
+                        m.principal, m.principal
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Compiles the component and checks that its `init` accepts the config, without
@@ -728,6 +792,9 @@ fn same_topology(a: &Manifest, b: &Manifest) -> bool {
         && a.partitioning == b.partitioning
         && a.event_time == b.event_time
 }
+
+/// How an ACL refusal starts, so a rescan knows to try the pipeline again.
+const NOT_AUTHORIZED: &str = "not authorized:";
 
 fn stop(r: Running) {
     r.pipeline.request_stop();

@@ -116,6 +116,8 @@ struct Raw {
     event_time: Option<RawEventTime>,
     #[serde(default)]
     config: Option<toml::Table>,
+    /// Who the pipeline acts as when ACLs are on (default `User:pipeline-NAME`).
+    principal: Option<String>,
 }
 
 /// A checked manifest.
@@ -138,6 +140,8 @@ pub struct Manifest {
     pub event_time: Option<EventTime>,
     /// The `[config]` table as JSON, handed to the plugin's `init`.
     pub config_json: String,
+    /// The principal the pipeline reads and writes as (ACLs bound it like any client).
+    pub principal: String,
 }
 
 /// Limits a manifest may not exceed: one pipeline must not be able to starve the broker.
@@ -253,6 +257,14 @@ impl Manifest {
         };
         let config_json = serde_json::to_string(&raw.config.unwrap_or_default())
             .map_err(|e| err(format!("key 'config': {e}")))?;
+        let principal = raw
+            .principal
+            .unwrap_or_else(|| format!("User:pipeline-{name}"));
+        if !principal.starts_with("User:") || principal.len() == 5 {
+            return Err(err(format!(
+                "key 'principal': '{principal}' is not a principal (write it as User:NAME)"
+            )));
+        }
         Ok(Manifest {
             retry_topic: format!("{name}.retry"),
             name,
@@ -268,6 +280,7 @@ impl Manifest {
             partitioning: raw.partitioning.unwrap_or_default(),
             event_time,
             config_json,
+            principal,
         })
     }
 }
