@@ -185,7 +185,8 @@ fn acked_records_survive_kills(mut broker: Broker) -> Broker {
 #[test]
 fn retention_and_configs_survive_restart() {
     require_python_modules(&["confluent_kafka"]);
-    let mut broker = Broker::start_with_config("retention_check_ms = 200\n");
+    let mut broker =
+        Broker::start_with_config("retention_check_ms = 200\nsegment_bytes_min = 1024\n");
     run_ok(
         &broker,
         "python3",

@@ -377,7 +377,8 @@ fn txn_cli_lists_and_aborts_hanging_transactions() {
 #[test]
 fn compaction_keeps_the_latest_value_per_key() {
     require_python_modules(&["confluent_kafka"]);
-    let mut broker = Broker::start_with_config("log_cleaner_backoff_ms = 300\n");
+    let mut broker =
+        Broker::start_with_config("log_cleaner_backoff_ms = 300\nsegment_bytes_min = 1024\n");
     let topic = ["--topic", "compacted"];
     run_ok(
         &broker,
@@ -406,7 +407,7 @@ fn compaction_keeps_the_latest_value_per_key() {
 fn kafka_log_compaction_tester() {
     require_java_clients();
     let broker = Broker::start_with_config(
-        "log_cleaner_backoff_ms = 200\n[topic_defaults]\n\"segment.bytes\" = \"262144\"\n",
+        "log_cleaner_backoff_ms = 200\nsegment_bytes_min = 1024\n[topic_defaults]\n\"segment.bytes\" = \"262144\"\n",
     );
     let out = run_java_ok(
         &broker,
@@ -448,7 +449,8 @@ fn kafka_log_compaction_tester() {
 #[test]
 fn compaction_survives_kill9_mid_pass() {
     require_python_modules(&["confluent_kafka"]);
-    let mut broker = Broker::start_with_config("log_cleaner_backoff_ms = 50\n");
+    let mut broker =
+        Broker::start_with_config("log_cleaner_backoff_ms = 50\nsegment_bytes_min = 1024\n");
     let topic = ["--topic", "churn"];
     run_ok(
         &broker,

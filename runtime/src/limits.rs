@@ -12,6 +12,8 @@
 //! | `fetch_max_bytes` | 55 MiB, as Kafka | a fetch's (or share fetch's) response stops there, whatever the client asked (`sluice_fetch_capped_total`); the first batch still goes whole (KIP-74) |
 //! | request size | 100 MiB (`server::MAX_REQUEST_BYTES`) | the connection is closed (`sluice_protocol_errors_total`) |
 //! | decompressed batch | 256 MiB, 32x its compressed size for snappy (`records.rs`) | the batch is refused as corrupt |
+//! | `segment_bytes_min` | 1 MiB, as Kafka 4 | a topic config (`segment.bytes`, at creation or altered, or a broker default) below it is refused with `INVALID_CONFIG` naming the floor: tiny segments would cost three open files each |
+//! | `segment_ms_min` | 60000 | the same for `segment.ms`: a segment per produce would exhaust file descriptors |
 //! | groups | — | a group with no members and no committed offsets is forgotten at the next cleanup (every minute), so group ids named once do not pile up (`group/mod.rs`) |
 
 use std::collections::HashMap;
@@ -26,6 +28,9 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Kafka's broker `fetch.max.bytes`: the most a fetch response carries.
     pub fetch_max_bytes: usize,
+    /// Floors on `segment.bytes` and `segment.ms`: every segment holds three files open.
+    pub segment_bytes_min: u64,
+    pub segment_ms_min: u64,
 }
 
 impl Default for Limits {
@@ -34,6 +39,8 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 2_000,
             fetch_max_bytes: 55 << 20,
+            segment_bytes_min: 1 << 20,
+            segment_ms_min: 60_000,
         }
     }
 }

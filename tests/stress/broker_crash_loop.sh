@@ -20,8 +20,10 @@ trap 'kill $(cat "$WORK/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' E
 PORT=$((20000 + RANDOM % 20000))
 BOOT=127.0.0.1:$PORT
 start() {
+    # Small segments on purpose (many rolls and recoveries): below the default floor.
+    printf 'segment_bytes_min = 1024\n' > "$WORK/sluice.toml"
     "$SLUICE" serve --listen "$BOOT" --admin "127.0.0.1:$((PORT + 1))" --data-dir "$WORK/data" \
-        --plugins-dir "$WORK/plugins" >> "$WORK/broker.log" 2>&1 &
+        --plugins-dir "$WORK/plugins" --config "$WORK/sluice.toml" >> "$WORK/broker.log" 2>&1 &
     echo $! > "$WORK/pid"
     sleep 0.3
 }

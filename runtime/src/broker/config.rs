@@ -18,6 +18,13 @@ pub enum ConfigError {
         value: String,
         why: &'static str,
     },
+    #[error("invalid value {value} for '{key}': below this broker's floor of {floor} (its {setting} setting)")]
+    BelowFloor {
+        key: &'static str,
+        value: u64,
+        floor: u64,
+        setting: &'static str,
+    },
 }
 
 /// How a key's value is checked.

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::disk;
 use crate::log::batch::{self, BatchError};
 use crate::log::segment::ReadSlice;
-use crate::log::{Appended, Log, LogError};
+use crate::log::{Appended, Log, LogConfig, LogError};
 use crate::metrics::Metrics;
 use config::{ConfigError, Defaults, TopicConfig};
 use producers::{ProducerBatch, ProducerStates, Verdict};
@@ -460,6 +460,37 @@ pub struct Broker {
     throttle: RwLock<std::collections::HashMap<String, u32>>,
     /// Topics whose files are being created (see [`Broker::create_topic`]).
     creating: Mutex<std::collections::HashSet<String>>,
+}
+
+/// `segment.bytes` and `segment.ms` against the broker's floors.
+pub fn check_segment_floors(
+    c: &LogConfig,
+    limits: &crate::limits::Limits,
+) -> Result<(), config::ConfigError> {
+    for (key, value, floor, setting) in [
+        (
+            "segment.bytes",
+            c.segment_bytes,
+            limits.segment_bytes_min,
+            "segment_bytes_min",
+        ),
+        (
+            "segment.ms",
+            c.segment_ms,
+            limits.segment_ms_min,
+            "segment_ms_min",
+        ),
+    ] {
+        if value < floor {
+            return Err(config::ConfigError::BelowFloor {
+                key,
+                value,
+                floor,
+                setting,
+            });
+        }
+    }
+    Ok(())
 }
 
 pub fn valid_topic_name(name: &str) -> bool {
@@ -1057,6 +1088,7 @@ impl Broker {
         if self.topic(name).is_some() {
             return Err(BrokerError::TopicExists(name.to_string()));
         }
+        self.check_floors(&config)?;
         let meta = TopicMeta {
             id: Uuid::new_v4(),
             partitions,
@@ -1160,10 +1192,20 @@ impl Broker {
     }
 
     /// Replaces a topic's config, persisting it and applying it to its logs.
+    /// The floors on segment size and age (see `limits.rs`), for a topic's effective config.
+    pub fn check_floors(&self, config: &TopicConfig) -> Result<(), BrokerError> {
+        check_segment_floors(
+            &config.log_config(&self.config.defaults),
+            &self.config.limits,
+        )
+        .map_err(BrokerError::Config)
+    }
+
     pub fn set_topic_config(&self, name: &str, config: TopicConfig) -> Result<(), BrokerError> {
         let topic = self
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        self.check_floors(&config)?;
         let meta = TopicMeta {
             id: topic.id,
             partitions: topic.partitions.len() as i32,
@@ -1317,8 +1359,12 @@ pub(crate) mod testing {
     use super::*;
     use crate::records::{encode_batch_as, Compression, ProducerFields, Record};
 
+    /// A broker whose topics may have tiny segments (the tests roll them on purpose).
     pub fn open(dir: &Path) -> Broker {
-        Broker::open(BrokerConfig::with_defaults(dir.to_path_buf())).unwrap()
+        let mut config = BrokerConfig::with_defaults(dir.to_path_buf());
+        config.limits.segment_bytes_min = 100;
+        config.limits.segment_ms_min = 1;
+        Broker::open(config).unwrap()
     }
 
     /// A plain (non-idempotent) batch of `n` empty records.
@@ -1366,6 +1412,22 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn segment_floors_refuse_tiny_segments_at_creation_and_alteration() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::open(BrokerConfig::with_defaults(dir.path().to_path_buf())).unwrap();
+        let tiny = TopicConfig::from_pairs([("segment.bytes", "1024")]).unwrap();
+        let e = b.create_topic("t", 1, tiny.clone(), false).err().unwrap();
+        assert!(e.to_string().contains("segment_bytes_min"), "{e}");
+        let fast = TopicConfig::from_pairs([("segment.ms", "10")]).unwrap();
+        assert!(b.create_topic("t", 1, fast, false).is_err());
+        b.create_topic("t", 1, TopicConfig::default(), false)
+            .unwrap();
+        assert!(b.set_topic_config("t", tiny).is_err());
+        let ok = TopicConfig::from_pairs([("segment.bytes", "2097152")]).unwrap();
+        b.set_topic_config("t", ok).unwrap();
+    }
+
     use super::testing::{open, plain_batch, txn_batch, txn_batch_keyed};
     use super::*;
 

@@ -80,6 +80,9 @@ struct FileConfig {
     max_connections_per_ip: Option<usize>,
     /// Kafka's broker fetch.max.bytes: the most one fetch response carries.
     fetch_max_bytes: Option<usize>,
+    /// Floors on topics' segment.bytes and segment.ms (see `limits.rs`).
+    segment_bytes_min: Option<u64>,
+    segment_ms_min: Option<u64>,
     /// Named listeners, each with its security protocol (see [`ListenerConfig`]).
     #[serde(default)]
     listeners: Vec<ListenerConfig>,
@@ -197,6 +200,19 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             .entry("flush.messages".to_string())
             .or_insert_with(|| "1".to_string());
     }
+    let floors = {
+        let d = crate::limits::Limits::default();
+        crate::limits::Limits {
+            segment_bytes_min: file.segment_bytes_min.unwrap_or(d.segment_bytes_min),
+            segment_ms_min: file.segment_ms_min.unwrap_or(d.segment_ms_min),
+            ..d
+        }
+    };
+    crate::broker::check_segment_floors(
+        &crate::broker::config::TopicConfig::default().log_config(&defaults),
+        &floors,
+    )
+    .context("invalid [topic_defaults] in config file")?;
     let default_partitions = file.default_partitions.unwrap_or(1);
     if !(1..=10_000).contains(&default_partitions) {
         bail!("default_partitions must be between 1 and 10000");
@@ -276,6 +292,8 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                         .fetch_max_bytes
                         .unwrap_or(d.fetch_max_bytes)
                         .max(1 << 20),
+                    segment_bytes_min: file.segment_bytes_min.unwrap_or(d.segment_bytes_min),
+                    segment_ms_min: file.segment_ms_min.unwrap_or(d.segment_ms_min),
                 }
             },
             groups: {
