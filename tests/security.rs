@@ -293,3 +293,62 @@ fn the_cli_manages_users_over_sasl_ssl() {
     let list = sluice_ok(&["topic", "list", "--bootstrap", &s.broker.bootstrap()]);
     assert!(list.contains("NAME"), "{list}");
 }
+
+/// Client quotas set with Kafka's own kafka-configs (AlterClientQuotas) and read back
+/// (DescribeClientQuotas), then enforced on confluent-kafka's producer and consumer by
+/// throttling (throttle_time_ms and a muted connection, KIP-219).
+#[test]
+fn client_quotas_set_with_kafka_configs_throttle_clients() {
+    require_java_clients();
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    let configs = |args: &[&str]| {
+        let mut a = vec!["--bootstrap-server", "127.0.0.1:0"];
+        let bootstrap = broker.bootstrap();
+        a[1] = &bootstrap;
+        a.extend_from_slice(args);
+        let done =
+            Script::spawn_java(&broker, "org.apache.kafka.tools.ConfigCommand", &a).finish(LIMIT);
+        assert!(
+            done.success(),
+            "kafka-configs {}\n{}",
+            args.join(" "),
+            done.report()
+        );
+        done.stdout
+    };
+    configs(&[
+        "--alter",
+        "--entity-type",
+        "clients",
+        "--entity-name",
+        "slow",
+        "--add-config",
+        "producer_byte_rate=200000,consumer_byte_rate=300000",
+    ]);
+    let described = configs(&[
+        "--describe",
+        "--entity-type",
+        "clients",
+        "--entity-name",
+        "slow",
+    ]);
+    assert!(
+        described.contains("producer_byte_rate=200000"),
+        "{described}"
+    );
+    let admin = broker.admin();
+    run_ok(&broker, "python3", "quotas.py", &["--admin", &admin], LIMIT);
+    // Removed, the quota no longer applies.
+    configs(&[
+        "--alter",
+        "--entity-type",
+        "clients",
+        "--entity-name",
+        "slow",
+        "--delete-config",
+        "producer_byte_rate,consumer_byte_rate",
+    ]);
+    let described = configs(&["--describe", "--entity-type", "clients"]);
+    assert!(!described.contains("producer_byte_rate"), "{described}");
+}

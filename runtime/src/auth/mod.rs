@@ -101,6 +101,9 @@ pub struct Session {
     /// Set by a handler whose answer must be the connection's last (a failed SASL
     /// authentication).
     pub close_after_response: bool,
+    /// A quota's throttle: the connection reads nothing more for this long after the
+    /// response (KIP-219).
+    pub mute: std::time::Duration,
 }
 
 impl Session {
@@ -115,6 +118,7 @@ impl Session {
             tls_subject: None,
             sasl,
             close_after_response: false,
+            mute: std::time::Duration::ZERO,
         }
     }
 
@@ -134,6 +138,12 @@ impl Session {
             (None, Some(subject)) => format!("User:{subject}"),
             (None, None) => ANONYMOUS.to_string(),
         }
+    }
+
+    /// The user name quotas are kept for (`ANONYMOUS` without authentication).
+    pub fn quota_user(&self) -> String {
+        let p = self.principal();
+        p.strip_prefix("User:").unwrap_or(&p).to_string()
     }
 
     /// Whether the connection has what it needs to send anything beyond the SASL exchange.

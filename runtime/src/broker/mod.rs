@@ -62,6 +62,8 @@ pub enum BrokerError {
     Users(#[from] crate::auth::users::UsersError),
     #[error(transparent)]
     Acls(#[from] crate::auth::acl::AclError),
+    #[error(transparent)]
+    Quotas(#[from] crate::limits::quotas::QuotaError),
 }
 
 /// Why a produce to one partition failed; each maps to a Kafka error code.
@@ -452,6 +454,8 @@ pub struct Broker {
     pub users: crate::auth::users::Users,
     /// ACLs and the authorizer (see `auth/acl.rs`).
     pub acls: crate::auth::acl::Acls,
+    /// Client quotas (see `limits/quotas.rs`).
+    pub quotas: crate::limits::quotas::Quotas,
     pub producer_ids: producer_ids::ProducerIds,
     pub groups: crate::group::Coordinator,
     pub txns: crate::txn::Coordinator,
@@ -909,9 +913,11 @@ impl Broker {
             config.auth.acl.clone(),
             config.auth.super_users.clone(),
         )?;
+        let quotas = crate::limits::quotas::Quotas::open(&config.data_dir)?;
         let broker = Broker {
             users,
             acls,
+            quotas,
             producer_ids,
             groups,
             txns,

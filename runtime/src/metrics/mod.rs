@@ -32,6 +32,9 @@ pub struct Metrics {
     /// SASL authentications (re-authentications included), and the failed ones with the
     /// failed TLS handshakes.
     pub authentications: AtomicU64,
+    /// Requests throttled by a client quota, per quota key.
+    quota_throttled: [AtomicU64; 3],
+    quota_last_log_ms: AtomicU64,
     pub authentication_failures: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     apis: Vec<ApiStats>,
@@ -45,6 +48,8 @@ impl Default for Metrics {
             protocol_errors: AtomicU64::new(0),
             produce_throttled: AtomicU64::new(0),
             authentications: AtomicU64::new(0),
+            quota_throttled: Default::default(),
+            quota_last_log_ms: AtomicU64::new(0),
             authentication_failures: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
             apis: (0..MAX_API_KEY).map(|_| ApiStats::default()).collect(),
@@ -59,6 +64,39 @@ fn api_name(key: i16) -> String {
 }
 
 impl Metrics {
+    /// Counts a request a quota throttled, and logs it (at most once a second).
+    pub fn quota_throttled(
+        &self,
+        key: crate::limits::quotas::Key,
+        user: &str,
+        client: &str,
+        throttle: Duration,
+    ) {
+        let i = crate::limits::quotas::Key::ALL
+            .iter()
+            .position(|k| *k == key)
+            .unwrap_or(0);
+        self.quota_throttled[i].fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.quota_last_log_ms.load(Ordering::Relaxed);
+        if now >= last + 1000
+            && self
+                .quota_last_log_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::info!(
+                quota = key.name(),
+                user,
+                client_id = client,
+                throttle_ms = throttle.as_millis() as u64,
+                "client over its quota: throttled"
+            );
+        }
+    }
+
     pub fn observe_request(&self, api_key: i16, took: Duration) {
         let Some(s) = usize::try_from(api_key).ok().and_then(|i| self.apis.get(i)) else {
             return;
@@ -116,6 +154,22 @@ pub fn render(broker: &Broker) -> String {
         let _ = writeln!(
             out,
             "sluice_authentication_failures_total{{stage=\"{stage}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_quota_throttled_total Requests throttled by a client quota."
+    );
+    let _ = writeln!(out, "# TYPE sluice_quota_throttled_total counter");
+    for (k, n) in crate::limits::quotas::Key::ALL
+        .iter()
+        .zip(&m.quota_throttled)
+    {
+        let _ = writeln!(
+            out,
+            "sluice_quota_throttled_total{{key=\"{}\"}} {}",
+            k.name(),
             n.load(Ordering::Relaxed)
         );
     }

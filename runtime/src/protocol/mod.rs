@@ -18,6 +18,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod quotas;
 mod sasl;
 mod share;
 mod txn;
@@ -34,6 +35,7 @@ use thiserror::Error;
 use crate::auth::sasl::Gate;
 use crate::auth::Session;
 use crate::broker::Broker;
+use crate::limits::quotas::Key;
 
 /// Why a connection must be closed: the request could not be understood well enough to answer.
 #[derive(Debug, Error)]
@@ -111,6 +113,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
@@ -279,6 +283,23 @@ pub async fn handle(
         _ => {}
     }
     let principal = session.principal();
+    // Client quotas: None when none are set, so the common case costs one check.
+    let quota_who = (!broker.quotas.is_empty())
+        .then(|| (session.quota_user(), client_id.clone().unwrap_or_default()));
+    let charge = |key: Key, amount: f64| -> std::time::Duration {
+        let Some((user, client)) = &quota_who else {
+            return std::time::Duration::ZERO;
+        };
+        let t = broker
+            .quotas
+            .charge(user, client, key, amount, Instant::now());
+        if !t.is_zero() {
+            broker.metrics.quota_throttled(key, user, client, t);
+        }
+        t
+    };
+    let mut throttled = std::time::Duration::ZERO;
+    let frame_len = frame.len();
     let ctx = Ctx {
         broker,
         version,
@@ -356,8 +377,9 @@ pub async fn handle(
                 .max()
                 .unwrap_or(0);
             let (mut r, waits) = produce::handle(&ctx, req);
+            throttled = charge(Key::ProducerByteRate, frame_len as f64);
             if let Some(r) = r.as_mut() {
-                r.throttle_time_ms = throttle as i32;
+                r.throttle_time_ms = (throttle as i32).max(throttled.as_millis() as i32);
                 produce::finish_durable(r, waits).await;
             }
             if throttle > 0 {
@@ -376,7 +398,20 @@ pub async fn handle(
             }
         }
         ApiKey::Metadata => answer!(metadata::handle),
-        ApiKey::Fetch => answer!(fetch::handle, await),
+        ApiKey::Fetch => {
+            let mut r = fetch::handle(&ctx, decode(api, version, body)?).await;
+            let bytes: usize = r
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+                .sum();
+            throttled = charge(Key::ConsumerByteRate, bytes as f64);
+            r.throttle_time_ms = r.throttle_time_ms.max(throttled.as_millis() as i32);
+            Some(encode_response(api, version, correlation_id, &r)?)
+        }
+        ApiKey::DescribeClientQuotas => answer!(quotas::describe),
+        ApiKey::AlterClientQuotas => answer!(quotas::alter, blocking),
         ApiKey::ListOffsets => answer!(list_offsets::handle),
         ApiKey::CreateTopics => answer!(admin::create_topics, blocking),
         ApiKey::CreatePartitions => answer!(admin::create_partitions, blocking),
@@ -418,7 +453,10 @@ pub async fn handle(
         ApiKey::DeleteAcls => answer!(acls::delete, blocking),
         _ => return Err(ProtocolError::UnknownApi(raw_key)),
     };
-    broker.metrics.observe_request(raw_key, started.elapsed());
+    let took = started.elapsed();
+    broker.metrics.observe_request(raw_key, took);
+    throttled = throttled.max(charge(Key::RequestPercentage, took.as_micros() as f64));
+    session.mute = throttled;
     Ok(resp)
 }
 

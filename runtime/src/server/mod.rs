@@ -174,5 +174,10 @@ async fn connection<R, W>(
             let _ = wr.shutdown().await;
             return;
         }
+        if !session.mute.is_zero() {
+            // Throttled by a quota: the response went out with throttle_time_ms; the next
+            // request waits (KIP-219), so a client that ignores the field slows down too.
+            tokio::time::sleep(std::mem::take(&mut session.mute)).await;
+        }
     }
 }

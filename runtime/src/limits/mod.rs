@@ -14,7 +14,10 @@
 //! | decompressed batch | 256 MiB, 32x its compressed size for snappy (`records.rs`) | the batch is refused as corrupt |
 //! | `segment_bytes_min` | 1 MiB, as Kafka 4 | a topic config (`segment.bytes`, at creation or altered, or a broker default) below it is refused with `INVALID_CONFIG` naming the floor: tiny segments would cost three open files each |
 //! | `segment_ms_min` | 60000 | the same for `segment.ms`: a segment per produce would exhaust file descriptors |
+//! | client quotas | none | `producer_byte_rate`, `consumer_byte_rate`, `request_percentage` per user / client id (`quotas.rs`, set with AlterClientQuotas): the response carries `throttle_time_ms` and the connection is muted that long (`sluice_quota_throttled_total{key}`) |
 //! | groups | — | a group with no members and no committed offsets is forgotten at the next cleanup (every minute), so group ids named once do not pile up (`group/mod.rs`) |
+
+pub mod quotas;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
