@@ -138,7 +138,8 @@ pub fn alter(ctx: &Ctx, req: AlterClientQuotasRequest) -> AlterClientQuotasRespo
                             ),
                         )
                     })?;
-                    if !op.remove && !(op.value.is_finite() && op.value > 0.0) {
+                    let valid = op.value.is_finite() && op.value > 0.0;
+                    if !op.remove && !valid {
                         return Err((
                             ResponseError::InvalidRequest,
                             format!("{} must be a positive number", key.name()),
