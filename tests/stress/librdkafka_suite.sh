@@ -9,7 +9,7 @@
 # by runtime/benches/rdkafka/Cargo.lock, so this needs no network beyond crates.io and apt.
 # Built once under target/librdkafka-suite. Knobs: TESTS_LIST, TEST_KAFKA_VERSION [4.0.0]
 # (what the suite assumes the broker supports), BUILD [1] (0: use target/release/sluice),
-# KEEP [0] (1: keep the broker's data and log).
+# KEEP [0] (1: keep the broker's data and log), BROKER_EXTRA (config lines for the broker).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -57,6 +57,10 @@ make_work_dir
 # tests produce to partitions 0-3 of auto-created topics.
 BROKER_CONFIG=$WORK/sluice.toml
 echo "default_partitions = 4" >"$BROKER_CONFIG"
+# BROKER_EXTRA: more config lines, e.g. ACLs on for 0081's ACL sub-tests:
+#   BROKER_EXTRA='authorizer = "acl"
+#   super_users = ["User:ANONYMOUS"]' TESTS_LIST=0081 bash tests/stress/librdkafka_suite.sh
+[[ -n ${BROKER_EXTRA:-} ]] && printf '%s\n' "$BROKER_EXTRA" >>"$BROKER_CONFIG"
 start_broker
 cat >"$SUITE/tests/test.conf" <<CONF
 bootstrap.servers=$BOOTSTRAP

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# TLS beside plaintext: the same broker with a PLAINTEXT and an SSL listener (a certificate
+# made here with openssl), kcat (librdkafka, Debian's, built with OpenSSL) producing N records
+# of SIZE bytes from a file and reading them all back, once per listener. Prints MB/s for each
+# and the SSL/plaintext ratio (issue 14's target: >= 70% at 1 KiB). Client and broker share
+# the machine's cores, and both pay for TLS, so the ratio is a floor for the broker alone.
+# Asserts nothing (a benchmark, not a test).
+#
+#   bash runtime/benches/tls_bench.sh
+#
+# Knobs: N [1000000], SIZE [1024], RUNS [2] (the best of), BUILD [1], KEEP [0].
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=runtime/benches/lib.sh
+source "$ROOT/runtime/benches/lib.sh"
+
+N=${N:-1000000}
+SIZE=${SIZE:-1024}
+RUNS=${RUNS:-2}
+command -v kcat >/dev/null || { echo "kcat is needed (apt-get install kcat)" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "openssl is needed" >&2; exit 1; }
+
+build_broker
+make_work_dir
+C=$WORK/certs
+mkdir -p "$C"
+(
+    cd "$C"
+    printf 'subjectAltName=IP:127.0.0.1\n' >san.ext
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca.key -out ca.pem -subj /CN=bench-ca
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=127.0.0.1
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out broker.pem -extfile san.ext
+) >/dev/null 2>&1
+SSL_PORT=
+for _ in $(seq 1 20); do
+    p=$((20000 + RANDOM % 40000))
+    port_free "$p" && { SSL_PORT=$p; break; }
+done
+BROKER_CONFIG=$WORK/sluice.toml
+cat >"$BROKER_CONFIG" <<CONF
+[[listeners]]
+name = "SSL"
+address = "127.0.0.1:$SSL_PORT"
+security = "SSL"
+cert = "$C/broker.pem"
+key = "$C/broker.key"
+CONF
+start_broker
+log "broker pid $BROKER_PID: PLAINTEXT $BOOTSTRAP, SSL 127.0.0.1:$SSL_PORT"
+
+# N records of SIZE bytes (a line each, without the newline).
+INPUT=$WORK/records
+head -c $((SIZE - 1)) /dev/zero | tr '\0' 'x' >"$WORK/one"
+echo >>"$WORK/one"
+yes "$(cat "$WORK/one")" | head -n "$N" >"$INPUT"
+MB=$(awk -v n="$N" -v s="$SIZE" 'BEGIN { printf "%.1f", n * s / 1e6 }')
+
+now() { date +%s.%N; }
+rate() { awk -v mb="$MB" -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", mb / (b - a) }'; }
+
+run() { # $1 name, $2 bootstrap, rest: kcat settings
+    local name=$1 boot=$2 best_p=0 best_c=0 t0 t1 t2 p c got
+    shift 2
+    for r in $(seq 1 "$RUNS"); do
+        local topic="tls-bench-$name-$r"
+        create_topic "$topic" 1
+        t0=$(now)
+        kcat -P -b "$boot" "$@" -t "$topic" -X linger.ms=5 -X batch.size=1000000 -l "$INPUT"
+        t1=$(now)
+        got=$(kcat -C -b "$boot" "$@" -t "$topic" -o beginning -e -q -X fetch.max.bytes=52428800 | wc -l)
+        t2=$(now)
+        [[ $got == "$N" ]] || { echo "$name: read $got of $N" >&2; exit 1; }
+        p=$(rate "$t0" "$t1"); c=$(rate "$t1" "$t2")
+        best_p=$(awk -v a="$best_p" -v b="$p" 'BEGIN { print (b > a) ? b : a }')
+        best_c=$(awk -v a="$best_c" -v b="$c" 'BEGIN { print (b > a) ? b : a }')
+    done
+    echo "$best_p $best_c"
+}
+
+read -r PP PC < <(run plaintext "$BOOTSTRAP")
+read -r SP SC < <(run ssl "127.0.0.1:$SSL_PORT" -X security.protocol=SSL -X "ssl.ca.location=$C/ca.pem")
+printf '\n%-10s %14s %14s   (%s records of %s B, kcat, best of %s)\n' "" "produce MB/s" "consume MB/s" "$N" "$SIZE" "$RUNS"
+printf '%-10s %14s %14s\n' plaintext "$PP" "$PC" ssl "$SP" "$SC"
+printf '%-10s %13s%% %13s%%\n' "ssl/plain" "$(awk -v a="$SP" -v b="$PP" 'BEGIN { printf "%.0f", 100 * a / b }')" \
+    "$(awk -v a="$SC" -v b="$PC" 'BEGIN { printf "%.0f", 100 * a / b }')"
