@@ -51,9 +51,10 @@ log "broker pid $BROKER_PID: PLAINTEXT $BOOTSTRAP, SSL 127.0.0.1:$SSL_PORT"
 
 # N records of SIZE bytes (a line each, without the newline).
 INPUT=$WORK/records
-head -c $((SIZE - 1)) /dev/zero | tr '\0' 'x' >"$WORK/one"
-echo >>"$WORK/one"
-yes "$(cat "$WORK/one")" | head -n "$N" >"$INPUT"
+awk -v n="$N" -v s="$SIZE" 'BEGIN {
+    line = sprintf("%*s", s - 1, ""); gsub(/ /, "x", line)
+    for (i = 0; i < n; i++) print line
+}' >"$INPUT"
 MB=$(awk -v n="$N" -v s="$SIZE" 'BEGIN { printf "%.1f", n * s / 1e6 }')
 
 now() { date +%s.%N; }
