@@ -60,19 +60,27 @@ MB=$(awk -v n="$N" -v s="$SIZE" 'BEGIN { printf "%.1f", n * s / 1e6 }')
 now() { date +%s.%N; }
 rate() { awk -v mb="$MB" -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", mb / (b - a) }'; }
 
+HZ=$(getconf CLK_TCK)
+# Broker CPU seconds per GB moved between two cpu_ticks readings.
+cpu_per_gb() { awk -v a="$1" -v b="$2" -v hz="$HZ" -v mb="$MB" 'BEGIN { printf "%.2f", (b - a) / hz / (mb / 1000) }'; }
+
 run() { # $1 name, $2 bootstrap, rest: kcat settings
-    local name=$1 boot=$2 best_p=0 best_c=0 t0 t1 t2 p c got
+    local name=$1 boot=$2 best_p=0 best_c=0 t0 t1 t2 p c got k0 k1 k2
     shift 2
     for r in $(seq 1 "$RUNS"); do
         local topic="tls-bench-$name-$r"
         create_topic "$topic" 1
+        k0=$(cpu_ticks)
         t0=$(now)
         kcat -P -b "$boot" "$@" -t "$topic" -X linger.ms=5 -X batch.size=1000000 -l "$INPUT"
         t1=$(now)
+        k1=$(cpu_ticks)
         got=$(kcat -C -b "$boot" "$@" -t "$topic" -o beginning -e -q -X fetch.max.bytes=52428800 | wc -l)
         t2=$(now)
+        k2=$(cpu_ticks)
         [[ $got == "$N" ]] || { echo "$name: read $got of $N" >&2; exit 1; }
         p=$(rate "$t0" "$t1"); c=$(rate "$t1" "$t2")
+        log "$name run $r: produce $p MB/s (broker $(cpu_per_gb "$k0" "$k1") CPU s/GB), consume $c MB/s (broker $(cpu_per_gb "$k1" "$k2") CPU s/GB)"
         best_p=$(awk -v a="$best_p" -v b="$p" 'BEGIN { print (b > a) ? b : a }')
         best_c=$(awk -v a="$best_c" -v b="$c" 'BEGIN { print (b > a) ? b : a }')
     done

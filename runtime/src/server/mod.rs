@@ -87,6 +87,9 @@ async fn accepted(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpo
         let (rd, wr) = sock.into_split();
         return connection(rd, wr, peer, broker, session).await;
     };
+    // rustls reads the socket 4 KiB at a time; a buffer underneath turns that into one
+    // syscall per 64 KiB (writes pass straight through).
+    let sock = tokio::io::BufReader::with_capacity(64 * 1024, sock);
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
