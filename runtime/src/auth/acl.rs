@@ -21,7 +21,7 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::disk;
+use crate::disk::json::{self, JsonFileError};
 
 pub const FILE: &str = "acls.json";
 
@@ -359,26 +359,6 @@ impl Filter {
     }
 }
 
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum AclError {
-    #[error("cannot read {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path} is damaged: {error}")]
-    Damaged {
-        path: PathBuf,
-        error: serde_json::Error,
-    },
-    #[error("cannot write {path}: {error}")]
-    Write {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-}
-
 /// The authorizer's settings (from the broker config).
 #[derive(Clone, Debug, Default)]
 pub struct AclConfig {
@@ -401,20 +381,9 @@ impl Acls {
         data_dir: &Path,
         config: AclConfig,
         super_users: Vec<String>,
-    ) -> Result<Acls, AclError> {
+    ) -> Result<Acls, JsonFileError> {
         let path = data_dir.join(FILE);
-        let bindings = if disk::exists(&path) {
-            let bytes = disk::read(&path).map_err(|error| AclError::Read {
-                path: path.clone(),
-                error,
-            })?;
-            serde_json::from_slice(&bytes).map_err(|error| AclError::Damaged {
-                path: path.clone(),
-                error,
-            })?
-        } else {
-            Vec::new()
-        };
+        let bindings = json::load(&path)?;
         Ok(Acls {
             path,
             config,
@@ -516,18 +485,14 @@ impl Acls {
         all.iter().filter(|b| filter.matches(b)).cloned().collect()
     }
 
-    fn store(&self, next: Vec<Binding>) -> Result<(), AclError> {
-        let bytes = serde_json::to_vec_pretty(&next).unwrap_or_default();
-        disk::replace(&self.path, &bytes).map_err(|error| AclError::Write {
-            path: self.path.clone(),
-            error,
-        })?;
+    fn store(&self, next: Vec<Binding>) -> Result<(), JsonFileError> {
+        json::store(&self.path, &next)?;
         *self.bindings.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(())
     }
 
     /// Adds bindings (an existing one is kept once), on disk before returning.
-    pub fn create(&self, add: &[Binding]) -> Result<(), AclError> {
+    pub fn create(&self, add: &[Binding]) -> Result<(), JsonFileError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self
             .bindings
@@ -543,7 +508,7 @@ impl Acls {
     }
 
     /// Removes every binding matching any filter; returns, per filter, what it removed.
-    pub fn delete(&self, filters: &[Filter]) -> Result<Vec<Vec<Binding>>, AclError> {
+    pub fn delete(&self, filters: &[Filter]) -> Result<Vec<Vec<Binding>>, JsonFileError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let current = self
             .bindings

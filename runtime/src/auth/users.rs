@@ -6,32 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use thiserror::Error;
-
 use super::scram::{Credential, Mechanism};
-use crate::disk;
+use crate::disk::json::{self, JsonFileError};
 
 pub const FILE: &str = "scram-credentials.json";
-
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum UsersError {
-    #[error("cannot read {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path} is damaged: {error}")]
-    Damaged {
-        path: PathBuf,
-        error: serde_json::Error,
-    },
-    #[error("cannot write {path}: {error}")]
-    Write {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-}
 
 type Table = BTreeMap<String, BTreeMap<Mechanism, Credential>>;
 
@@ -57,20 +35,9 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn open(data_dir: &Path) -> Result<Users, UsersError> {
+    pub fn open(data_dir: &Path) -> Result<Users, JsonFileError> {
         let path = data_dir.join(FILE);
-        let table = if disk::exists(&path) {
-            let bytes = disk::read(&path).map_err(|error| UsersError::Read {
-                path: path.clone(),
-                error,
-            })?;
-            serde_json::from_slice(&bytes).map_err(|error| UsersError::Damaged {
-                path: path.clone(),
-                error,
-            })?
-        } else {
-            Table::new()
-        };
+        let table = json::load(&path)?;
         Ok(Users {
             path,
             table: RwLock::new(table),
@@ -114,7 +81,7 @@ impl Users {
     /// Applies `changes` and writes the file before returning: a change is answered only
     /// once it survives a power cut. A delete of a credential that does not exist is
     /// reported back (as `false`) and changes nothing.
-    pub fn apply(&self, changes: &[Change]) -> Result<Vec<bool>, UsersError> {
+    pub fn apply(&self, changes: &[Change]) -> Result<Vec<bool>, JsonFileError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut done = Vec::with_capacity(changes.len());
@@ -139,11 +106,7 @@ impl Users {
                 }
             }
         }
-        let bytes = serde_json::to_vec_pretty(&next).unwrap_or_default();
-        disk::replace(&self.path, &bytes).map_err(|error| UsersError::Write {
-            path: self.path.clone(),
-            error,
-        })?;
+        json::store(&self.path, &next)?;
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(done)
     }
@@ -202,7 +165,7 @@ mod tests {
         std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
         assert!(matches!(
             Users::open(dir.path()),
-            Err(UsersError::Damaged { .. })
+            Err(JsonFileError::Damaged { .. })
         ));
     }
 }

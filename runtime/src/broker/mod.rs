@@ -58,12 +58,9 @@ pub enum BrokerError {
     },
     #[error("corrupt metadata file {path}: {why}")]
     CorruptMetadata { path: PathBuf, why: String },
+    /// The users, ACL or client-quota file.
     #[error(transparent)]
-    Users(#[from] crate::auth::users::UsersError),
-    #[error(transparent)]
-    Acls(#[from] crate::auth::acl::AclError),
-    #[error(transparent)]
-    Quotas(#[from] crate::limits::quotas::QuotaError),
+    Settings(#[from] crate::disk::json::JsonFileError),
 }
 
 /// Why a produce to one partition failed; each maps to a Kafka error code.

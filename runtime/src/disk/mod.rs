@@ -15,6 +15,7 @@
 //! - a failed sync may have dropped the unsynced bytes for good (Linux marks the pages clean:
 //!   "fsyncgate"); a later sync that succeeds says nothing about them.
 
+pub mod json;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod sim;
 

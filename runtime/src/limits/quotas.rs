@@ -18,9 +18,8 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
-use crate::disk;
+use crate::disk::json::{self, JsonFileError};
 
 pub const FILE: &str = "client-quotas.json";
 
@@ -85,26 +84,6 @@ impl Entity {
     }
 }
 
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum QuotaError {
-    #[error("cannot read {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path} is damaged: {error}")]
-    Damaged {
-        path: PathBuf,
-        error: serde_json::Error,
-    },
-    #[error("cannot write {path}: {error}")]
-    Write {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-}
-
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Stored {
     entity: Entity,
@@ -128,28 +107,20 @@ pub struct Quotas {
 pub type Change = (Entity, Key, Option<f64>);
 
 impl Quotas {
-    pub fn open(data_dir: &Path) -> Result<Quotas, QuotaError> {
+    pub fn open(data_dir: &Path) -> Result<Quotas, JsonFileError> {
         let path = data_dir.join(FILE);
-        let mut table = BTreeMap::new();
-        if disk::exists(&path) {
-            let bytes = disk::read(&path).map_err(|error| QuotaError::Read {
-                path: path.clone(),
-                error,
-            })?;
-            let stored: Vec<Stored> =
-                serde_json::from_slice(&bytes).map_err(|error| QuotaError::Damaged {
-                    path: path.clone(),
-                    error,
-                })?;
-            for s in stored {
+        let stored: Vec<Stored> = json::load(&path)?;
+        let table = stored
+            .into_iter()
+            .map(|s| {
                 let values: BTreeMap<Key, f64> = s
                     .values
                     .iter()
                     .filter_map(|(k, v)| Key::from_name(k).map(|k| (k, *v)))
                     .collect();
-                table.insert(s.entity, values);
-            }
-        }
+                (s.entity, values)
+            })
+            .collect();
         Ok(Quotas {
             path,
             table: RwLock::new(table),
@@ -171,7 +142,7 @@ impl Quotas {
     }
 
     /// Applies the changes and writes the file before returning.
-    pub fn alter(&self, changes: &[Change]) -> Result<(), QuotaError> {
+    pub fn alter(&self, changes: &[Change]) -> Result<(), JsonFileError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
         for (entity, key, value) in changes {
@@ -196,11 +167,7 @@ impl Quotas {
                 values: v.iter().map(|(k, v)| (k.name().to_string(), *v)).collect(),
             })
             .collect();
-        let bytes = serde_json::to_vec_pretty(&stored).unwrap_or_default();
-        disk::replace(&self.path, &bytes).map_err(|error| QuotaError::Write {
-            path: self.path.clone(),
-            error,
-        })?;
+        json::store(&self.path, &stored)?;
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = next;
         // Usage counted against entities that changed starts over.
         self.buckets
