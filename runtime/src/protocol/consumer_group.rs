@@ -26,16 +26,11 @@ pub fn heartbeat(
         return r;
     }
     // A subscription may name only topics the member may describe (as Kafka checks it).
-    let hidden: Vec<&str> = req
-        .subscribed_topic_names
-        .iter()
-        .flatten()
-        .map(|n| n.0.as_str())
-        .filter(|n| !ctx.may(Operation::Describe, n))
-        .collect();
-    if !hidden.is_empty() {
+    if let Some(message) =
+        super::group::undescribable(ctx, req.subscribed_topic_names.iter().flatten())
+    {
         r.error_code = code(ResponseError::TopicAuthorizationFailed);
-        r.error_message = Some(sb(format!("Topics not authorized: {}", hidden.join(", "))));
+        r.error_message = Some(sb(message));
         return r;
     }
     let owned = req.topic_partitions.map(|tps| {

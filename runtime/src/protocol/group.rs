@@ -349,6 +349,19 @@ pub fn delete(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     r
 }
 
+/// A group subscription may name only topics the member may describe (as Kafka checks it):
+/// the error message listing those it may not, if any.
+pub(crate) fn undescribable<'a>(
+    ctx: &Ctx<'_>,
+    topics: impl Iterator<Item = &'a kafka_protocol::messages::TopicName>,
+) -> Option<String> {
+    let hidden: Vec<&str> = topics
+        .map(|n| n.0.as_str())
+        .filter(|n| !ctx.may(Operation::Describe, n))
+        .collect();
+    (!hidden.is_empty()).then(|| format!("Topics not authorized: {}", hidden.join(", ")))
+}
+
 /// Joining, syncing, heartbeating and leaving a group take READ on it.
 pub(crate) fn may_read_group(ctx: &Ctx<'_>, group: &str) -> bool {
     ctx.allowed(Operation::Read, Resource::Group, group)
