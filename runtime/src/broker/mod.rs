@@ -169,6 +169,8 @@ pub struct Partition {
 struct PartitionLog {
     log: Log,
     producers: ProducerStates,
+    /// `max_producer_ids_per_partition` (see `limits`).
+    max_producers: usize,
 }
 
 impl std::ops::Deref for PartitionLog {
@@ -228,6 +230,7 @@ impl PartitionLog {
         dir: &Path,
         config: crate::log::LogConfig,
         clean: bool,
+        max_producers: usize,
     ) -> Result<PartitionLog, BrokerError> {
         let log = Log::open_after(dir, config, clean)?;
         let mut snapshots: Vec<(i64, PathBuf)> = disk::list_dir(dir)
@@ -290,7 +293,12 @@ impl PartitionLog {
         if let Some(e) = unreadable {
             return Err(e.into());
         }
-        Ok(PartitionLog { log, producers })
+        producers.cap(max_producers);
+        Ok(PartitionLog {
+            log,
+            producers,
+            max_producers,
+        })
     }
 
     /// Writes the producer state as of `base` (a new segment's first offset) and drops
@@ -319,38 +327,25 @@ impl PartitionLog {
         batches: &[(usize, batch::BatchHeader)],
     ) -> Result<Appended, AppendError> {
         // Refuse the whole request if any batch is refused, before writing any of it.
-        let mut scratch = if batches.len() > 1 {
-            Some(self.producers.clone())
-        } else {
-            None
-        };
-        for (i, (_, h)) in batches.iter().enumerate() {
-            let pb = producer_batch(h);
-            let states = scratch.as_ref().unwrap_or(&self.producers);
-            match states.check(&pb) {
-                Verdict::OutOfOrder { expected, got } => {
-                    return Err(AppendError::OutOfOrderSequence {
-                        producer_id: pb.producer_id,
-                        expected,
-                        got,
-                    })
-                }
-                Verdict::Fenced { current, got } => {
-                    return Err(AppendError::InvalidProducerEpoch {
-                        producer_id: pb.producer_id,
-                        current,
-                        got,
-                    })
-                }
-                Verdict::Append | Verdict::Duplicate { .. } => {}
+        let checked: Vec<ProducerBatch> = batches.iter().map(|(_, h)| producer_batch(h)).collect();
+        match self.producers.check_all(&checked) {
+            Ok(()) => {}
+            Err((pb, Verdict::Fenced { current, got })) => {
+                return Err(AppendError::InvalidProducerEpoch {
+                    producer_id: pb.producer_id,
+                    current,
+                    got,
+                })
             }
-            if let Some(s) = scratch.as_mut() {
-                if i + 1 < batches.len() {
-                    s.apply(&pb, 0, 0);
-                }
+            Err((pb, Verdict::OutOfOrder { expected, got })) => {
+                return Err(AppendError::OutOfOrderSequence {
+                    producer_id: pb.producer_id,
+                    expected,
+                    got,
+                })
             }
+            Err((_, Verdict::Append | Verdict::Duplicate { .. })) => {}
         }
-        drop(scratch.take());
         let now = now_ms();
         let mut first = None;
         let mut last = self.log.next_offset() - 1;
@@ -380,6 +375,10 @@ impl PartitionLog {
                     last = at.last_offset;
                 }
             }
+        }
+        let forgotten = self.producers.cap(self.max_producers);
+        if forgotten > 0 {
+            crate::limits::producer_ids_forgotten(forgotten, self.log.dir());
         }
         Ok(Appended {
             base_offset: first.unwrap_or(last + 1),
@@ -943,7 +942,13 @@ impl Broker {
         let log_config = meta.config.log_config(&config.defaults);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            partitions.push(Arc::new(Self::open_partition(&dir, p, &log_config, clean)?));
+            partitions.push(Arc::new(Self::open_partition(
+                &dir,
+                p,
+                &log_config,
+                clean,
+                &config.limits,
+            )?));
         }
         let produce_limits = ProduceLimits::default();
         produce_limits.set(&meta.config, &config.defaults);
@@ -963,8 +968,14 @@ impl Broker {
         index: i32,
         log_config: &crate::log::LogConfig,
         clean: bool,
+        limits: &crate::limits::Limits,
     ) -> Result<Partition, BrokerError> {
-        let log = PartitionLog::open(&dir.join(index.to_string()), log_config.clone(), clean)?;
+        let log = PartitionLog::open(
+            &dir.join(index.to_string()),
+            log_config.clone(),
+            clean,
+            limits.max_producer_ids_per_partition,
+        )?;
         let durable = log.log.synced_offset();
         Ok(Partition {
             index,
@@ -1004,6 +1015,7 @@ impl Broker {
                 p,
                 &log_config,
                 false,
+                &self.config.limits,
             )?));
         }
         let meta = TopicMeta {

@@ -107,6 +107,78 @@ fn next_seq(s: i32) -> i32 {
     }
 }
 
+impl Entry {
+    fn new(epoch: i16, now_ms: i64) -> Entry {
+        Entry {
+            epoch,
+            recent: VecDeque::with_capacity(RECENT_BATCHES),
+            last_seen_ms: now_ms,
+        }
+    }
+
+    /// Takes a written batch into account.
+    fn advance(&mut self, b: &ProducerBatch, base_offset: i64, now_ms: i64) {
+        if b.epoch != self.epoch {
+            self.epoch = b.epoch;
+            self.recent.clear();
+        }
+        if self.recent.len() == RECENT_BATCHES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(BatchMeta {
+            first_seq: b.first_seq,
+            last_seq: b.last_seq(),
+            base_offset,
+            last_offset: base_offset + i64::from(b.last_offset_delta),
+        });
+        self.last_seen_ms = self.last_seen_ms.max(now_ms);
+    }
+}
+
+/// What to do with an idempotent batch from a producer whose state here is `e`.
+fn verdict(e: Option<&Entry>, b: &ProducerBatch) -> Verdict {
+    let Some(e) = e else {
+        // Unknown here (new, or its state expired): any starting sequence is accepted.
+        return Verdict::Append;
+    };
+    if b.epoch < e.epoch {
+        return Verdict::Fenced {
+            current: e.epoch,
+            got: b.epoch,
+        };
+    }
+    if b.epoch > e.epoch {
+        return if b.first_seq == 0 {
+            Verdict::Append
+        } else {
+            Verdict::OutOfOrder {
+                expected: 0,
+                got: b.first_seq,
+            }
+        };
+    }
+    let last_seq = b.last_seq();
+    if let Some(d) = e
+        .recent
+        .iter()
+        .find(|m| m.first_seq == b.first_seq && m.last_seq == last_seq)
+    {
+        return Verdict::Duplicate {
+            base_offset: d.base_offset,
+            last_offset: d.last_offset,
+        };
+    }
+    let expected = e.recent.back().map(|m| next_seq(m.last_seq)).unwrap_or(0);
+    if b.first_seq == expected {
+        Verdict::Append
+    } else {
+        Verdict::OutOfOrder {
+            expected,
+            got: b.first_seq,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, Entry>,
@@ -123,46 +195,36 @@ impl ProducerStates {
         if !b.is_idempotent() {
             return Verdict::Append;
         }
-        let Some(e) = self.producers.get(&b.producer_id) else {
-            // Unknown here (new, or its state expired): any starting sequence is accepted.
-            return Verdict::Append;
-        };
-        if b.epoch < e.epoch {
-            return Verdict::Fenced {
-                current: e.epoch,
-                got: b.epoch,
-            };
-        }
-        if b.epoch > e.epoch {
-            return if b.first_seq == 0 {
-                Verdict::Append
-            } else {
-                Verdict::OutOfOrder {
-                    expected: 0,
-                    got: b.first_seq,
+        verdict(self.producers.get(&b.producer_id), b)
+    }
+
+    /// Checks the batches of one request in order, each as if those before it were written,
+    /// without changing anything: a request is written whole or refused whole. Only the
+    /// producers the request names are copied, so a request costs the same however many
+    /// producers the partition remembers.
+    pub fn check_all<'a>(
+        &self,
+        batches: impl IntoIterator<Item = &'a ProducerBatch>,
+    ) -> Result<(), (ProducerBatch, Verdict)> {
+        let mut written: HashMap<i64, Entry> = HashMap::new();
+        for b in batches {
+            if !b.is_idempotent() {
+                continue;
+            }
+            let e = written
+                .get(&b.producer_id)
+                .or_else(|| self.producers.get(&b.producer_id));
+            match verdict(e, b) {
+                Verdict::Append => {
+                    let mut e = e.cloned().unwrap_or_else(|| Entry::new(b.epoch, 0));
+                    e.advance(b, 0, 0);
+                    written.insert(b.producer_id, e);
                 }
-            };
-        }
-        let last_seq = b.last_seq();
-        if let Some(d) = e
-            .recent
-            .iter()
-            .find(|m| m.first_seq == b.first_seq && m.last_seq == last_seq)
-        {
-            return Verdict::Duplicate {
-                base_offset: d.base_offset,
-                last_offset: d.last_offset,
-            };
-        }
-        let expected = e.recent.back().map(|m| next_seq(m.last_seq)).unwrap_or(0);
-        if b.first_seq == expected {
-            Verdict::Append
-        } else {
-            Verdict::OutOfOrder {
-                expected,
-                got: b.first_seq,
+                Verdict::Duplicate { .. } => {}
+                v => return Err((*b, v)),
             }
         }
+        Ok(())
     }
 
     /// Records a written batch (after `check` said `Append`, or while replaying the log).
@@ -173,25 +235,40 @@ impl ProducerStates {
         if !b.is_idempotent() {
             return;
         }
-        let e = self.producers.entry(b.producer_id).or_insert(Entry {
-            epoch: b.epoch,
-            recent: VecDeque::with_capacity(RECENT_BATCHES),
-            last_seen_ms: now_ms,
-        });
-        if b.epoch != e.epoch {
-            e.epoch = b.epoch;
-            e.recent.clear();
+        self.producers
+            .entry(b.producer_id)
+            .or_insert_with(|| Entry::new(b.epoch, now_ms))
+            .advance(b, base_offset, now_ms);
+    }
+
+    /// Forgets the least recently seen producers once more than `max` are remembered (never
+    /// one with a transaction open), so a client that makes up a producer id per batch cannot
+    /// grow the partition's state without bound. It cuts down to nine tenths of `max`, so the
+    /// selection is paid once per `max / 10` new producers. A forgotten producer is treated as
+    /// one whose state expired: its next batch is accepted at any sequence. Returns how many
+    /// were forgotten.
+    pub fn cap(&mut self, max: usize) -> usize {
+        if self.producers.len() <= max {
+            return 0;
         }
-        if e.recent.len() == RECENT_BATCHES {
-            e.recent.pop_front();
+        let keep = max - max / 10;
+        let mut idle: Vec<(i64, i64)> = self
+            .producers
+            .iter()
+            .filter(|(pid, _)| !self.ongoing.contains_key(pid))
+            .map(|(&pid, e)| (e.last_seen_ms, pid))
+            .collect();
+        let n = idle.len().min(self.producers.len() - keep);
+        if n == 0 {
+            return 0;
         }
-        e.recent.push_back(BatchMeta {
-            first_seq: b.first_seq,
-            last_seq: b.last_seq(),
-            base_offset,
-            last_offset: base_offset + i64::from(b.last_offset_delta),
-        });
-        e.last_seen_ms = e.last_seen_ms.max(now_ms);
+        if n < idle.len() {
+            idle.select_nth_unstable(n - 1);
+        }
+        for (_, pid) in &idle[..n] {
+            self.producers.remove(pid);
+        }
+        n
     }
 
     /// Records a transaction marker written at `offset`: the producer's open transaction (if
@@ -362,6 +439,64 @@ mod tests {
         assert_eq!(s.check(&pb(1, 0, 0, 1)), Verdict::Append);
         let w = pb(1, 0, i32::MAX, 3);
         assert_eq!(w.last_seq(), 1);
+    }
+
+    #[test]
+    fn a_request_is_checked_batch_after_batch_without_changing_the_state() {
+        let mut s = ProducerStates::default();
+        s.apply(&pb(1, 0, 0, 2), 0, 0);
+        let before = s.clone();
+        // 1's next batch, then the one after it, then a new producer: all fine together.
+        assert_eq!(
+            s.check_all(&[pb(1, 0, 2, 1), pb(1, 0, 3, 4), pb(9, 0, 0, 1)]),
+            Ok(())
+        );
+        // A gap after a batch that is only in the same request is still a gap.
+        assert_eq!(
+            s.check_all(&[pb(1, 0, 2, 1), pb(1, 0, 5, 1)]),
+            Err((
+                pb(1, 0, 5, 1),
+                Verdict::OutOfOrder {
+                    expected: 3,
+                    got: 5
+                }
+            ))
+        );
+        // A retried batch inside a request is a duplicate, not a gap.
+        assert_eq!(s.check_all(&[pb(1, 0, 0, 2), pb(1, 0, 2, 1)]), Ok(()));
+        assert!(matches!(
+            s.check_all(&[pb(1, 0, 2, 1), pb(1, 1, 0, 1), pb(1, 0, 3, 1)]),
+            Err((_, Verdict::Fenced { current: 1, got: 0 }))
+        ));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn the_cap_forgets_the_least_recently_seen_but_never_an_open_transaction() {
+        let mut s = ProducerStates::default();
+        let mut t = pb(0, 0, 0, 1);
+        t.transactional = true;
+        s.apply(&t, 0, 0); // the oldest, but inside a transaction
+        for pid in 1..=100 {
+            s.apply(&pb(pid, 0, 0, 1), pid, pid);
+        }
+        assert_eq!(s.cap(200), 0);
+        // 101 remembered, at most 50: cut to 45, the oldest 56 idle ones go.
+        assert_eq!(s.cap(50), 56);
+        assert_eq!(s.len(), 45);
+        let kept: std::collections::BTreeSet<i64> = s.producers().map(|p| p.0).collect();
+        assert!(kept.contains(&0), "the open transaction stays");
+        assert_eq!(kept.iter().copied().filter(|&p| p > 0).min(), Some(57));
+        // A forgotten producer is taken at any sequence, as after expiry.
+        assert_eq!(s.check(&pb(3, 0, 17, 1)), Verdict::Append);
+        // Nothing but open transactions: nothing can go.
+        let mut only = ProducerStates::default();
+        for pid in 0..20 {
+            let mut t = pb(pid, 0, 0, 1);
+            t.transactional = true;
+            only.apply(&t, pid, pid);
+        }
+        assert_eq!(only.cap(10), 0);
     }
 
     #[test]

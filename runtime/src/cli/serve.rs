@@ -83,6 +83,8 @@ struct FileConfig {
     /// Floors on topics' segment.bytes and segment.ms (see `limits.rs`).
     segment_bytes_min: Option<u64>,
     segment_ms_min: Option<u64>,
+    /// Idempotent producers remembered per partition (see `limits`).
+    max_producer_ids_per_partition: Option<usize>,
     /// Named listeners, each with its security protocol (see [`ListenerConfig`]).
     #[serde(default)]
     listeners: Vec<ListenerConfig>,
@@ -294,6 +296,11 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                         .max(1 << 20),
                     segment_bytes_min: file.segment_bytes_min.unwrap_or(d.segment_bytes_min),
                     segment_ms_min: file.segment_ms_min.unwrap_or(d.segment_ms_min),
+                    // Below a few per partition, ordinary producers would evict each other.
+                    max_producer_ids_per_partition: file
+                        .max_producer_ids_per_partition
+                        .unwrap_or(d.max_producer_ids_per_partition)
+                        .max(10),
                 }
             },
             groups: {

@@ -13,6 +13,7 @@
 //! | request size | 100 MiB (`server::MAX_REQUEST_BYTES`) | the connection is closed (`sluice_protocol_errors_total`) |
 //! | decompressed batch | 256 MiB, 32x its compressed size for snappy (`records.rs`) | the batch is refused as corrupt |
 //! | `segment_bytes_min` | 1 MiB, as Kafka 4 | a topic config (`segment.bytes`, at creation or altered, or a broker default) below it is refused with `INVALID_CONFIG` naming the floor: tiny segments would cost three open files each |
+//! | `max_producer_ids_per_partition` | 10000 | a partition remembering more idempotent producers forgets the least recently seen (never one inside a transaction), as Redpanda's `max_concurrent_producer_ids` does: a forgotten producer's next batch is taken at any sequence, like one whose state expired (`sluice_producer_ids_forgotten_total`). Memory per partition stays near 2 MB whatever ids clients make up |
 //! | `segment_ms_min` | 60000 | the same for `segment.ms`: a segment per produce would exhaust file descriptors |
 //! | client quotas | none | `producer_byte_rate`, `consumer_byte_rate`, `request_percentage` per user / client id (`quotas.rs`, set with AlterClientQuotas): the response carries `throttle_time_ms` and the connection is muted that long (`sluice_quota_throttled_total{key}`) |
 //! | groups | — | a group with no members and no committed offsets is forgotten at the next cleanup (every minute), so group ids named once do not pile up (`group/mod.rs`) |
@@ -34,6 +35,8 @@ pub struct Limits {
     /// Floors on `segment.bytes` and `segment.ms`: every segment holds three files open.
     pub segment_bytes_min: u64,
     pub segment_ms_min: u64,
+    /// Idempotent producers each partition remembers at most (see `ProducerStates::cap`).
+    pub max_producer_ids_per_partition: usize,
 }
 
 impl Default for Limits {
@@ -44,8 +47,34 @@ impl Default for Limits {
             fetch_max_bytes: 55 << 20,
             segment_bytes_min: 1 << 20,
             segment_ms_min: 60_000,
+            max_producer_ids_per_partition: 10_000,
         }
     }
+}
+
+/// Producer states forgotten by `max_producer_ids_per_partition`, for `/metrics`. Process-wide:
+/// partitions are opened before the broker's other state and hold no handle to it.
+pub static PRODUCER_IDS_FORGOTTEN: AtomicU64 = AtomicU64::new(0);
+static PRODUCER_IDS_LAST_LOG_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Counts producer states a partition (in `dir`) forgot, with a log line at most once a second.
+pub fn producer_ids_forgotten(n: usize, dir: &std::path::Path) {
+    let total = PRODUCER_IDS_FORGOTTEN.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+    if log_due(&PRODUCER_IDS_LAST_LOG_MS) {
+        tracing::warn!(partition = %dir.display(), forgotten = n, forgotten_so_far = total,
+            setting = "max_producer_ids_per_partition",
+            "too many idempotent producers on one partition: the least recently seen are forgotten");
+    }
+}
+
+/// Whether a log line is due for a limit last logged at `last` (at most one per second).
+fn log_due(last_log_ms: &AtomicI64) -> bool {
+    let now = crate::broker::now_ms();
+    let last = last_log_ms.load(Ordering::Relaxed);
+    now - last >= 1000
+        && last_log_ms
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// Counts of what the limits refused, for `/metrics`.
@@ -168,13 +197,7 @@ impl Connections {
 
     /// At most one log line per second for all the limits together.
     fn log_due(&self) -> bool {
-        let now = crate::broker::now_ms();
-        let last = self.last_log_ms.load(Ordering::Relaxed);
-        now - last >= 1000
-            && self
-                .last_log_ms
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        log_due(&self.last_log_ms)
     }
 }
 

@@ -193,6 +193,13 @@ pub fn render(broker: &Broker) -> String {
         "sluice_fetch_capped_total {}",
         refused.fetch_capped.load(Ordering::Relaxed)
     );
+    let _ = writeln!(out, "# HELP sluice_producer_ids_forgotten_total Idempotent producer states a partition forgot because it held max_producer_ids_per_partition.");
+    let _ = writeln!(out, "# TYPE sluice_producer_ids_forgotten_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_producer_ids_forgotten_total {}",
+        crate::limits::PRODUCER_IDS_FORGOTTEN.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP sluice_durable_fsyncs_total Fsyncs run so that produces to durable topics (flush.messages) could be acknowledged.");
     let _ = writeln!(out, "# TYPE sluice_durable_fsyncs_total counter");
     let _ = writeln!(
