@@ -248,6 +248,94 @@ fn decode_one(batch: Bytes, out: &mut Vec<Record>, control: bool) -> Result<(), 
     Ok(())
 }
 
+/// Reads a zigzag varlong from a stream, with the number of bytes it took.
+fn stream_varlong(r: &mut impl Read) -> std::io::Result<(i64, usize)> {
+    let mut z: u64 = 0;
+    let mut b = [0u8; 1];
+    for i in 0..10 {
+        r.read_exact(&mut b)?;
+        z |= u64::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            return Ok((((z >> 1) as i64) ^ -((z & 1) as i64), i + 1));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "varint longer than 10 bytes",
+    ))
+}
+
+/// The indexes of the records without a key in one whole batch `b` (a compacted topic refuses
+/// them), found while decompressing as a stream: only a record's first bytes are looked at and
+/// the rest is skipped, so a batch that inflates to hundreds of megabytes costs CPU but no
+/// memory. At most `left` decompressed bytes are read (what is left of the request's
+/// allowance, reduced by what this batch used); a batch that needs more is refused.
+pub fn keyless_records(b: &[u8], left: &mut usize) -> Result<Vec<i32>, RecordsError> {
+    use std::io::BufReader;
+    let h = crate::log::batch::parse_header(b).map_err(|e| RecordsError::Decode(e.to_string()))?;
+    let body = b
+        .get(crate::log::batch::HEADER_LEN..h.size)
+        .ok_or_else(|| Reader::err("batch"))?;
+    let snappy;
+    let raw: Box<dyn Read + '_> = match codec_of(h.attributes)? {
+        Compression::None => Box::new(body),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(body)),
+        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(body)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(body)
+                .map_err(|e| RecordsError::Decode(e.to_string()))?,
+        ),
+        // Snappy's blocks say their size up front, and are bounded by their ratio.
+        Compression::Snappy => {
+            snappy = decompress_snappy(body).map_err(|e| RecordsError::Decode(format!("{e:#}")))?;
+            Box::new(&snappy[..])
+        }
+    };
+    let allowance = (*left).min(MAX_DECOMPRESSED);
+    let mut r = BufReader::with_capacity(16 * 1024, raw.take(allowance as u64));
+    let over = |r: &BufReader<std::io::Take<Box<dyn Read + '_>>>| r.get_ref().limit() == 0;
+    let fail = |e: std::io::Error, over: bool| {
+        if over {
+            RecordsError::Decode(format!(
+                "batch decompresses to more than the {allowance} bytes allowed"
+            ))
+        } else {
+            RecordsError::Decode(format!("truncated or malformed record: {e}"))
+        }
+    };
+    let mut keyless = Vec::new();
+    for i in 0..h.records_count.max(0) {
+        let step = |r: &mut BufReader<_>| -> std::io::Result<bool> {
+            let (len, _) = stream_varlong(r)?;
+            let mut attributes = [0u8; 1];
+            r.read_exact(&mut attributes)?;
+            let (_, a) = stream_varlong(r)?; // timestamp delta
+            let (_, b) = stream_varlong(r)?; // offset delta
+            let (key_len, c) = stream_varlong(r)?;
+            let used = (1 + a + b + c) as i64;
+            if len < used {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "record shorter than its fields",
+                ));
+            }
+            let rest = (len - used) as u64;
+            if std::io::copy(&mut r.by_ref().take(rest), &mut std::io::sink())? < rest {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(key_len < 0)
+        };
+        match step(&mut r) {
+            Ok(true) => keyless.push(i),
+            Ok(false) => {}
+            Err(e) => return Err(fail(e, over(&r))),
+        }
+    }
+    let used = allowance - r.get_ref().limit() as usize - r.buffer().len();
+    *left -= used.min(*left);
+    Ok(keyless)
+}
+
 /// Decodes every record of every batch in `data`. A trailing partial batch (fetch responses
 /// may end with one) is ignored.
 pub fn decode_batches(mut data: Bytes) -> Result<Vec<Record>, RecordsError> {
@@ -611,9 +699,36 @@ mod tests {
             }
         }
 
+        /// The streaming key check finds exactly the records the full decoder finds keyless,
+        /// in every codec, and charges the decompressed size to the allowance.
+        #[test]
+        fn the_streaming_key_check_agrees_with_the_decoder(
+            vals in proptest::collection::vec(
+                (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300))), 1..30),
+            codec in 0usize..5,
+        ) {
+            let c = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd][codec];
+            let recs: Vec<Record> = vals.into_iter().enumerate()
+                .map(|(i, (k, v))| record(i as i64, k, v, 1_700_000_000_000 + i as i64)).collect();
+            let b = encode_batch(&recs, c).unwrap();
+            let expected: Vec<i32> = decode_batches(b.clone()).unwrap().iter().enumerate()
+                .filter(|(_, r)| r.key.is_none()).map(|(i, _)| i as i32).collect();
+            let mut left = usize::MAX;
+            prop_assert_eq!(keyless_records(&b, &mut left).unwrap(), expected);
+            let plain = encode_batch(&recs, Compression::None).unwrap();
+            let inflated = plain.len() - crate::log::batch::HEADER_LEN;
+            prop_assert_eq!(usize::MAX - left, inflated);
+            // One byte short of what it inflates to: refused.
+            let mut short = inflated - 1;
+            prop_assert!(keyless_records(&b, &mut short).is_err());
+        }
+
         #[test]
         fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = decode_batches(Bytes::from(data));
+            let _ = decode_batches(Bytes::from(data.clone()));
+            let mut left = 1 << 20;
+            let _ = keyless_records(&data, &mut left);
         }
     }
 }

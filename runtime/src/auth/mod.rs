@@ -104,6 +104,9 @@ pub struct Session {
     /// A quota's throttle: the connection reads nothing more for this long after the
     /// response (KIP-219).
     pub mute: std::time::Duration,
+    /// Room a handler took in the broker's memory pool for its response (a fetch's), given
+    /// back once the response is written.
+    pub response_memory: crate::limits::memory::Held,
 }
 
 impl Session {
@@ -119,6 +122,7 @@ impl Session {
             sasl,
             close_after_response: false,
             mute: std::time::Duration::ZERO,
+            response_memory: Default::default(),
         }
     }
 

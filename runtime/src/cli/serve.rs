@@ -69,6 +69,8 @@ struct FileConfig {
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
     group_initial_rebalance_delay_ms: Option<i64>,
+    /// Groups the coordinator keeps at most (see `limits`).
+    max_groups: Option<usize>,
     /// "latest" (Kafka's default) or "earliest": where a share group starts on a partition.
     share_auto_offset_reset: Option<String>,
     /// "fsync": every produce is acknowledged only once its records are on disk (topics
@@ -85,6 +87,8 @@ struct FileConfig {
     segment_ms_min: Option<u64>,
     /// Idempotent producers remembered per partition (see `limits`).
     max_producer_ids_per_partition: Option<usize>,
+    /// Large requests and fetch responses held at once (see `limits/memory.rs`).
+    max_in_flight_bytes: Option<usize>,
     /// Named listeners, each with its security protocol (see [`ListenerConfig`]).
     #[serde(default)]
     listeners: Vec<ListenerConfig>,
@@ -301,6 +305,11 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                         .max_producer_ids_per_partition
                         .unwrap_or(d.max_producer_ids_per_partition)
                         .max(10),
+                    // Below the largest request, that request would be served alone.
+                    max_in_flight_bytes: file
+                        .max_in_flight_bytes
+                        .unwrap_or(d.max_in_flight_bytes)
+                        .max(16 << 20),
                 }
             },
             groups: {
@@ -322,6 +331,7 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                             "share_auto_offset_reset must be \"earliest\" or \"latest\", not \"{other}\""
                         ),
                     },
+                    max_groups: file.max_groups.unwrap_or(d.max_groups).max(1),
                 }
             },
         },

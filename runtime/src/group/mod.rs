@@ -36,6 +36,10 @@ enum Parked {
     Sync(oneshot::Sender<SyncOutcome>),
 }
 
+/// New groups refused by `max_groups`, for `/metrics`.
+pub static GROUPS_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static GROUPS_LAST_LOG_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
 struct Inner {
     groups: HashMap<String, Group>,
     /// Groups under the KIP-848 protocol; a group id lives in one map or the other.
@@ -47,6 +51,27 @@ struct Inner {
 }
 
 impl Inner {
+    /// Whether `group_id` exists or one more group fits under `max` (see `GroupConfig`).
+    fn room_for(&self, group_id: &str, max: usize) -> bool {
+        if self.groups.contains_key(group_id) || self.consumer_groups.contains_key(group_id) {
+            return true;
+        }
+        let room = self.groups.len() + self.consumer_groups.len() < max;
+        if !room {
+            let n = GROUPS_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if crate::limits::log_due(&GROUPS_LAST_LOG_MS) {
+                tracing::warn!(
+                    group = group_id,
+                    max,
+                    refused_so_far = n,
+                    setting = "max_groups",
+                    "a new group refused: the coordinator holds as many as it may"
+                );
+            }
+        }
+        room
+    }
+
     fn park(&mut self, p: Parked) -> Waiter {
         self.next_waiter += 1;
         self.parked.insert(self.next_waiter, p);
@@ -148,6 +173,11 @@ impl Coordinator {
                 .is_some_and(|g| !g.members.is_empty())
             {
                 let mut o = JoinOutcome::error_outcome(err::INCONSISTENT_GROUP_PROTOCOL, &member);
+                o.generation = -1;
+                return o;
+            }
+            if !inner.room_for(group_id, self.config.max_groups) {
+                let mut o = JoinOutcome::error_outcome(COORDINATOR_NOT_AVAILABLE, &member);
                 o.generation = -1;
                 return o;
             }
@@ -321,6 +351,15 @@ impl Coordinator {
                 assignment: None,
             };
         }
+        if !inner.room_for(&hb.group_id, self.config.max_groups) {
+            return HeartbeatReply {
+                error: COORDINATOR_NOT_AVAILABLE,
+                message: Some("the coordinator holds as many groups as it may (max_groups)".into()),
+                member_id: hb.member_id,
+                member_epoch: -1,
+                assignment: None,
+            };
+        }
         inner.next_consumer_member += 1;
         let n = inner.next_consumer_member;
         let gid = hb.group_id.clone();
@@ -414,6 +453,9 @@ impl Coordinator {
     ) -> i16 {
         let mut inner = self.lock();
         let now = now_ms();
+        if !inner.room_for(group_id, self.config.max_groups) {
+            return COORDINATOR_NOT_AVAILABLE;
+        }
         let code = Self::check_commit(&mut inner, group_id, member_id, generation, now);
         if code != err::NONE {
             return code;
@@ -683,6 +725,43 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `max_groups`: the groups that exist keep working, a new one is refused with a code
+    /// clients retry, and room comes back when a group goes.
+    #[tokio::test]
+    async fn new_groups_beyond_max_groups_are_refused_until_one_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GroupConfig {
+            max_groups: 3,
+            ..GroupConfig::default()
+        };
+        let c = Coordinator::open(dir.path(), config, false).unwrap();
+        let commit = |g: &str| c.commit(g, "", -1, vec![("t".into(), 0, 5, -1, String::new())]);
+        for g in ["a", "b", "c"] {
+            assert_eq!(commit(g), err::NONE);
+        }
+        assert_eq!(commit("d"), COORDINATOR_NOT_AVAILABLE);
+        assert_eq!(commit("a"), err::NONE, "an existing group still commits");
+        let join = c
+            .join(
+                "e",
+                JoinRequest {
+                    member_id: String::new(),
+                    instance_id: None,
+                    client_id: "c".into(),
+                    client_host: "h".into(),
+                    session_timeout_ms: 10_000,
+                    rebalance_timeout_ms: 10_000,
+                    protocol_type: "consumer".into(),
+                    protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+                    require_known_member_id: true,
+                },
+            )
+            .await;
+        assert_eq!(join.error, COORDINATOR_NOT_AVAILABLE);
+        assert_eq!(c.delete("b"), err::NONE);
+        assert_eq!(commit("d"), err::NONE, "room again once a group is deleted");
+    }
 
     /// Group ids named once (even in a refused heartbeat) do not stay in memory: the periodic
     /// cleanup forgets groups with no members and no offsets, and keeps the others.

@@ -79,6 +79,10 @@ pub struct GroupConfig {
     /// `share.auto.offset.reset`: whether a share group new to a partition starts at its
     /// earliest record (true) or, as Kafka does by default, at its end.
     pub share_from_earliest: bool,
+    /// `max_groups`: classic and KIP-848 groups the coordinator keeps at most (members or
+    /// committed offsets keep a group; see `limits`). A request that would make one more
+    /// gets COORDINATOR_NOT_AVAILABLE, which clients retry.
+    pub max_groups: usize,
 }
 
 impl Default for GroupConfig {
@@ -88,6 +92,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             share_from_earliest: false,
+            max_groups: 100_000,
         }
     }
 }

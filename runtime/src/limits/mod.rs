@@ -11,13 +11,17 @@
 //! | `max_connections_per_ip` | 2000 | the same, for one address (`reason="per_ip"`) |
 //! | `fetch_max_bytes` | 55 MiB, as Kafka | a fetch's (or share fetch's) response stops there, whatever the client asked (`sluice_fetch_capped_total`); the first batch still goes whole (KIP-74) |
 //! | request size | 100 MiB (`server::MAX_REQUEST_BYTES`) | the connection is closed (`sluice_protocol_errors_total`) |
+//! | request time | 60 s (`server::FRAME_DEADLINE`) | a request that has begun must arrive whole within it, or the connection is closed: a stalled request would hold its reservation below forever |
+//! | `max_in_flight_bytes` | 512 MiB | one budget for large requests (over 64 KiB) being read and handled and for fetch responses until written (`memory.rs`): a large request waits for room before more of it is read (`sluice_memory_waits_total`), a fetch gets a smaller response, down to one batch (`sluice_fetch_shrunk_total`) |
 //! | decompressed batch | 256 MiB, 32x its compressed size for snappy (`records.rs`) | the batch is refused as corrupt |
 //! | `segment_bytes_min` | 1 MiB, as Kafka 4 | a topic config (`segment.bytes`, at creation or altered, or a broker default) below it is refused with `INVALID_CONFIG` naming the floor: tiny segments would cost three open files each |
 //! | `max_producer_ids_per_partition` | 10000 | a partition remembering more idempotent producers forgets the least recently seen (never one inside a transaction), as Redpanda's `max_concurrent_producer_ids` does: a forgotten producer's next batch is taken at any sequence, like one whose state expired (`sluice_producer_ids_forgotten_total`). Memory per partition stays near 2 MB whatever ids clients make up |
 //! | `segment_ms_min` | 60000 | the same for `segment.ms`: a segment per produce would exhaust file descriptors |
 //! | client quotas | none | `producer_byte_rate`, `consumer_byte_rate`, `request_percentage` per user / client id (`quotas.rs`, set with AlterClientQuotas): the response carries `throttle_time_ms` and the connection is muted that long (`sluice_quota_throttled_total{key}`) |
 //! | groups | — | a group with no members and no committed offsets is forgotten at the next cleanup (every minute), so group ids named once do not pile up (`group/mod.rs`) |
+//! | `max_groups` | 100000 | classic and KIP-848 groups kept (a group with committed offsets stays until `offsets.retention`): JoinGroup, OffsetCommit or ConsumerGroupHeartbeat for one more gets `COORDINATOR_NOT_AVAILABLE`, which clients retry (`sluice_groups_refused_total`) |
 
+pub mod memory;
 pub mod quotas;
 
 use std::collections::HashMap;
@@ -37,6 +41,8 @@ pub struct Limits {
     pub segment_ms_min: u64,
     /// Idempotent producers each partition remembers at most (see `ProducerStates::cap`).
     pub max_producer_ids_per_partition: usize,
+    /// The budget of `memory.rs`.
+    pub max_in_flight_bytes: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +54,7 @@ impl Default for Limits {
             segment_bytes_min: 1 << 20,
             segment_ms_min: 60_000,
             max_producer_ids_per_partition: 10_000,
+            max_in_flight_bytes: 512 << 20,
         }
     }
 }
@@ -68,7 +75,7 @@ pub fn producer_ids_forgotten(n: usize, dir: &std::path::Path) {
 }
 
 /// Whether a log line is due for a limit last logged at `last` (at most one per second).
-fn log_due(last_log_ms: &AtomicI64) -> bool {
+pub(crate) fn log_due(last_log_ms: &AtomicI64) -> bool {
     let now = crate::broker::now_ms();
     let last = last_log_ms.load(Ordering::Relaxed);
     now - last >= 1000
@@ -89,6 +96,8 @@ pub struct Refusals {
 #[derive(Debug)]
 pub struct Connections {
     limits: Limits,
+    /// Bytes held for clients at once (see `memory.rs`).
+    pub memory: Arc<memory::MemoryPool>,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub refused: Refusals,
@@ -125,6 +134,7 @@ impl Drop for Admitted {
 impl Connections {
     pub fn new(limits: Limits) -> Arc<Connections> {
         Arc::new(Connections {
+            memory: memory::MemoryPool::new(limits.max_in_flight_bytes),
             limits,
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),

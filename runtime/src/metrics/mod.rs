@@ -193,6 +193,31 @@ pub fn render(broker: &Broker) -> String {
         "sluice_fetch_capped_total {}",
         refused.fetch_capped.load(Ordering::Relaxed)
     );
+    let mem = &broker.limits.memory;
+    let _ = writeln!(out, "# HELP sluice_memory_in_flight_bytes Bytes of large requests and fetch responses held now (max_in_flight_bytes).");
+    let _ = writeln!(out, "# TYPE sluice_memory_in_flight_bytes gauge");
+    let _ = writeln!(out, "sluice_memory_in_flight_bytes {}", mem.in_use());
+    let _ = writeln!(out, "# HELP sluice_memory_waits_total Large requests that waited for room in max_in_flight_bytes before being read.");
+    let _ = writeln!(out, "# TYPE sluice_memory_waits_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_memory_waits_total {}",
+        mem.waited.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP sluice_fetch_shrunk_total Fetch responses made smaller because max_in_flight_bytes was spent.");
+    let _ = writeln!(out, "# TYPE sluice_fetch_shrunk_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_fetch_shrunk_total {}",
+        mem.shrunk.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP sluice_groups_refused_total Requests refused because a new group would pass max_groups.");
+    let _ = writeln!(out, "# TYPE sluice_groups_refused_total counter");
+    let _ = writeln!(
+        out,
+        "sluice_groups_refused_total {}",
+        crate::group::GROUPS_REFUSED.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP sluice_producer_ids_forgotten_total Idempotent producer states a partition forgot because it held max_producer_ids_per_partition.");
     let _ = writeln!(out, "# TYPE sluice_producer_ids_forgotten_total counter");
     let _ = writeln!(

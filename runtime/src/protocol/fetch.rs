@@ -4,6 +4,7 @@
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests, as the protocol allows.
 
+use crate::limits::memory::Held;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -40,10 +41,11 @@ fn partition_error(index: i32, e: ResponseError) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
-fn gather(ctx: &Ctx<'_>, req: &FetchRequest) -> Gathered {
+/// Reads what `req` asks for, at most `budget` bytes (beyond the first batch, which KIP-74
+/// sends whole whatever the limits).
+fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize) -> Gathered {
     let b = ctx.broker;
     let by_id = ctx.version >= 13;
-    let mut budget = b.limits.fetch_budget(req.max_bytes);
     let mut total = 0usize;
     let mut errors = false;
     let read_committed = req.isolation_level == 1;
@@ -201,17 +203,23 @@ async fn any_append(rxs: &mut [watch::Receiver<u64>]) {
     .await
 }
 
-pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
+/// The response, and the room it holds in the broker's memory pool until it is written: as
+/// much as the pool has free, up to what the client may be sent (see `limits/memory.rs`).
+pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> (FetchResponse, Held) {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
+    let allowed = ctx.broker.limits.fetch_budget(req.max_bytes);
     loop {
         // Subscribed before looking, so an append that lands while we gather still wakes
         // us; again on every round, so a partition recreated meanwhile is followed too.
         let mut appended = subscribe(ctx, &req);
-        let g = gather(ctx, &req);
+        let mut room = ctx.broker.limits.memory.take_up_to(allowed);
+        let g = gather(ctx, &req, room.bytes());
         if g.errors || g.bytes >= req.min_bytes.max(1) as usize || Instant::now() >= deadline {
-            return g.resp;
+            room.shrink_to(g.bytes);
+            return (g.resp, room);
         }
+        drop(room);
         tokio::select! {
             _ = any_append(&mut appended) => {}
             _ = tokio::time::sleep_until(deadline) => {}

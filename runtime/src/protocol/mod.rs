@@ -299,6 +299,7 @@ pub async fn handle(
         t
     };
     let mut throttled = std::time::Duration::ZERO;
+    let mut response_memory = crate::limits::memory::Held::default();
     let frame_len = frame.len();
     let ctx = Ctx {
         broker,
@@ -399,7 +400,8 @@ pub async fn handle(
         }
         ApiKey::Metadata => answer!(metadata::handle),
         ApiKey::Fetch => {
-            let mut r = fetch::handle(&ctx, decode(api, version, body)?).await;
+            let (mut r, held) = fetch::handle(&ctx, decode(api, version, body)?).await;
+            response_memory = held;
             let bytes: usize = r
                 .responses
                 .iter()
@@ -457,6 +459,7 @@ pub async fn handle(
     broker.metrics.observe_request(raw_key, took);
     throttled = throttled.max(charge(Key::RequestPercentage, took.as_micros() as f64));
     session.mute = throttled;
+    session.response_memory = response_memory;
     Ok(resp)
 }
 

@@ -29,25 +29,26 @@ fn error_for(e: &AppendError) -> ResponseError {
     }
 }
 
+/// Decompressed bytes one produce request may make the broker look at (the records of
+/// compacted topics are checked for keys): a request of small batches that each inflate to
+/// the per-batch limit must not cost minutes of CPU.
+const MAX_DECOMPRESSED_PER_REQUEST: usize = crate::records::MAX_DECOMPRESSED;
+
 /// Indexes (within their batch, as Kafka reports them) of records without a key, or `None` if
-/// every record has one. Malformed batches are left to the append's validation.
-fn keyless_records(records: &Bytes) -> Option<Vec<i32>> {
-    let batches = crate::log::batch::split_batches(records).ok()?;
+/// every record has one; `Err` for a batch that cannot be read or inflates past what is left
+/// of the request's allowance (`left`). Malformed framing is left to the append's validation.
+fn keyless_records(records: &Bytes, left: &mut usize) -> Result<Option<Vec<i32>>, String> {
+    let Ok(batches) = crate::log::batch::split_batches(records) else {
+        return Ok(None);
+    };
     let mut bad = Vec::new();
     for (pos, h) in batches {
-        let one = records.slice(pos..pos + h.size);
-        let Ok(decoded) = crate::records::decode_batches(one) else {
-            continue;
-        };
         bad.extend(
-            decoded
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.key.is_none())
-                .map(|(i, _)| i as i32),
+            crate::records::keyless_records(&records[pos..pos + h.size], left)
+                .map_err(|e| e.to_string())?,
         );
     }
-    (!bad.is_empty()).then_some(bad)
+    Ok((!bad.is_empty()).then_some(bad))
 }
 
 /// Whether any v2 batch in `records` is a control batch. Only the broker writes those
@@ -112,6 +113,7 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
     let mut resp = ProduceResponse::default();
     let mut appended_any = false;
     let mut waits = Vec::new();
+    let mut decompress_left = MAX_DECOMPRESSED_PER_REQUEST;
     let txn_denied = req
         .transactional_id
         .as_ref()
@@ -166,7 +168,19 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
                 continue;
             }
             if topic.compacted() {
-                if let Some(errors) = keyless_records(&records) {
+                let errors = match keyless_records(&records, &mut decompress_left) {
+                    Ok(e) => e,
+                    Err(why) => {
+                        tracing::info!(topic = %name, partition = pd.index, error = %why, "produce refused: records unreadable");
+                        pr.error_code = code(ResponseError::InvalidRecord);
+                        if ctx.version >= 8 {
+                            pr.error_message = Some(sb(why));
+                        }
+                        tr.partition_responses.push(pr);
+                        continue;
+                    }
+                };
+                if let Some(errors) = errors {
                     tracing::debug!(topic = %name, partition = pd.index, "keyless record refused on a compacted topic");
                     pr.error_code = code(ResponseError::InvalidRecord);
                     if ctx.version >= 8 {

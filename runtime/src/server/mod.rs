@@ -130,7 +130,8 @@ async fn connection<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut frames = FrameReader::new(rd, MAX_REQUEST_BYTES);
+    let mut frames =
+        FrameReader::new(rd, MAX_REQUEST_BYTES).with_pool(broker.limits.memory.clone());
     loop {
         frames.set_max(if session.authenticated(Instant::now()) {
             MAX_REQUEST_BYTES
@@ -150,7 +151,11 @@ async fn connection<R, W>(
                 return;
             }
         };
-        match protocol::handle(broker, &mut session, frame).await {
+        // Held until the request is handled and answered (see `limits/memory.rs`).
+        let _request_memory = frames.take_held();
+        let answer = protocol::handle(broker, &mut session, frame).await;
+        let _response_memory = std::mem::take(&mut session.response_memory);
+        match answer {
             Ok(Some(resp)) => {
                 // flush: a TLS stream holds written bytes until flushed.
                 if let Err(e) = async {
