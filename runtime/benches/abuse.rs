@@ -203,7 +203,7 @@ async fn frames(addr: SocketAddr, sasl: SocketAddr, until: Instant) -> String {
     }
     format!(
         "frames: closed by the broker: 2 GiB length {}, negative length {}, garbage {}, \
-         unauthenticated Metadata {}, 600 KiB before auth {}; stalled 85 MiB requests: sent whole {} / cut off {}; not closed within 1s or failed {}",
+         unauthenticated Metadata {}, 600 KiB before auth {}; stalled 90 MiB requests: 85 MiB written (into the broker or the kernel's buffers) {} / cut off {}; not closed within 1s or failed {}",
         kinds[0],
         kinds[1],
         kinds[2],
@@ -435,7 +435,11 @@ async fn groups(addr: String, topic: String, until: Instant) -> String {
                         .with_name(StrBytes::from_static_str("range"))
                         .with_metadata(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]))]);
                 match client.call(&req, 5).await {
-                    Ok(_) => c.ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(r) if r.error_code == 0 || r.error_code == 79 => {
+                        // 79, MEMBER_ID_REQUIRED: joined (KIP-394's first step).
+                        c.ok.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Ok(_) => c.refused.fetch_add(1, Ordering::Relaxed),
                     Err(_) => c.errors.fetch_add(1, Ordering::Relaxed),
                 };
             }
@@ -460,7 +464,10 @@ async fn groups(addr: String, topic: String, until: Instant) -> String {
                             .with_partition_index(0)
                             .with_committed_offset(0)])]);
                 match client.call(&req, 8).await {
-                    Ok(_) => c.ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(r) if r.topics[0].partitions[0].error_code == 0 => {
+                        c.ok.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Ok(_) => c.refused.fetch_add(1, Ordering::Relaxed),
                     Err(_) => {
                         c.errors.fetch_add(1, Ordering::Relaxed);
                         return;
@@ -473,7 +480,7 @@ async fn groups(addr: String, topic: String, until: Instant) -> String {
         let _ = t.await;
     }
     format!(
-        "groups: JoinGroup with a new group id ok / failed: {}; OffsetCommit to a new group id: {}",
+        "groups: JoinGroup with a new group id joined / refused / failed: {}; OffsetCommit to a new group id: {}",
         joins.line(),
         commits.line()
     )

@@ -110,6 +110,6 @@ done
 
 check_broker
 log "broker counters"
-curl -s "http://$ADMIN/metrics" 2>/dev/null | grep -E '^sluice_(connections_refused|fetch_capped|producer_ids_forgotten|protocol_errors|authentication_failures)' >&2 || true
+curl -s "http://$ADMIN/metrics" 2>/dev/null | grep -E '^sluice_(connections_refused|fetch_capped|fetch_shrunk|memory_waits|groups_refused|producer_ids_forgotten|protocol_errors|authentication_failures)' >&2 || true
 printf '\n(%s honest records of 100 B each way per run; %s s of abuse per phase; peak = VmHWM during the phase)\n' "$VN" "$SECS"
 cat "$SUMMARY"

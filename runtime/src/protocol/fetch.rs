@@ -204,7 +204,8 @@ async fn any_append(rxs: &mut [watch::Receiver<u64>]) {
 }
 
 /// The response, and the room it holds in the broker's memory pool until it is written: as
-/// much as the pool has free, up to what the client may be sent (see `limits/memory.rs`).
+/// much as the pool has free, up to twice what the client may be sent (see
+/// `limits/memory.rs`).
 pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> (FetchResponse, Held) {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
@@ -213,10 +214,16 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> (FetchResponse, Held) {
         // Subscribed before looking, so an append that lands while we gather still wakes
         // us; again on every round, so a partition recreated meanwhile is followed too.
         let mut appended = subscribe(ctx, &req);
-        let mut room = ctx.broker.limits.memory.take_up_to(allowed);
-        let g = gather(ctx, &req, room.bytes());
+        // Twice the records: they are copied once more when the response is encoded. The
+        // caller gives back the copy's half once encoding is done.
+        let mut room = ctx
+            .broker
+            .limits
+            .memory
+            .take_up_to(allowed.saturating_mul(2));
+        let g = gather(ctx, &req, room.bytes() / 2);
         if g.errors || g.bytes >= req.min_bytes.max(1) as usize || Instant::now() >= deadline {
-            room.shrink_to(g.bytes);
+            room.shrink_to(g.bytes.saturating_mul(2));
             return (g.resp, room);
         }
         drop(room);

@@ -410,7 +410,11 @@ pub async fn handle(
                 .sum();
             throttled = charge(Key::ConsumerByteRate, bytes as f64);
             r.throttle_time_ms = r.throttle_time_ms.max(throttled.as_millis() as i32);
-            Some(encode_response(api, version, correlation_id, &r)?)
+            let encoded = encode_response(api, version, correlation_id, &r)?;
+            // The records were copied into the encoded response: only that copy stays.
+            drop(r);
+            response_memory.shrink_to(encoded.len());
+            Some(encoded)
         }
         ApiKey::DescribeClientQuotas => answer!(quotas::describe),
         ApiKey::AlterClientQuotas => answer!(quotas::alter, blocking),
