@@ -130,7 +130,10 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
                     topic.partitions.len() as i32
                 };
                 r.replication_factor = 1;
-                if ctx.version >= 5 {
+                // As Kafka: the effective configs go only to who may describe them.
+                if ctx.version >= 5 && !ctx.may(Operation::DescribeConfigs, &name) {
+                    r.topic_config_error_code = code(ResponseError::TopicAuthorizationFailed);
+                } else if ctx.version >= 5 {
                     r.configs = Some(
                         topic
                             .config()
