@@ -294,6 +294,66 @@ fn the_cli_manages_users_over_sasl_ssl() {
     assert!(list.contains("NAME"), "{list}");
 }
 
+/// The client CA is reloaded like the certificate: a client whose certificate comes from a new
+/// CA is refused until the CA file on disk also holds that CA, then served, without a restart;
+/// clients of the old CA keep working.
+#[test]
+fn a_rotated_client_ca_is_taken_without_a_restart() {
+    let s = start();
+    let dir = s.certs.path();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca2.key -out ca2.pem -subj /CN=sluice-test-ca-2",
+        "req -newkey rsa:2048 -nodes -keyout client2.key -out client2.csr -subj /O=acme/CN=client2",
+        "x509 -req -in client2.csr -CA ca2.pem -CAkey ca2.key -CAcreateserial -days 2 -out client2.pem -extfile client.ext",
+    ] {
+        openssl(dir, &args.split(' ').collect::<Vec<_>>());
+    }
+    let p = |f: &str| dir.join(f).display().to_string();
+    let list = |client: &str| {
+        sluice(&[
+            "topic",
+            "list",
+            "--bootstrap",
+            &s.mtls,
+            "--security-protocol",
+            "SSL",
+            "--ca-file",
+            &p("ca.pem"),
+            "--cert-file",
+            &p(&format!("{client}.pem")),
+            "--key-file",
+            &p(&format!("{client}.key")),
+        ])
+    };
+    assert!(list("client").status.success(), "the first CA's client");
+    let out = list("client2");
+    assert!(
+        !out.status.success(),
+        "a certificate from an unknown CA: {out:?}"
+    );
+    // The rotation's first step: the CA file holds both CAs.
+    let both = std::fs::read_to_string(p("ca.pem")).unwrap()
+        + &std::fs::read_to_string(p("ca2.pem")).unwrap();
+    std::fs::write(p("ca.pem.new"), both).unwrap();
+    std::fs::rename(p("ca.pem.new"), p("ca.pem")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = list("client2");
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new CA was never taken: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        list("client").status.success(),
+        "the first CA's clients still served"
+    );
+}
+
 /// Client quotas set with Kafka's own kafka-configs (AlterClientQuotas) and read back
 /// (DescribeClientQuotas), then enforced on confluent-kafka's producer and consumer by
 /// throttling (throttle_time_ms and a muted connection, KIP-219).

@@ -1,6 +1,7 @@
 //! TLS for SSL and SASL_SSL listeners (rustls): a PEM certificate chain and key that are
 //! reloaded when their files change, so a renewed certificate takes effect without a
-//! restart, and optional client certificates whose subject becomes the principal.
+//! restart, and optional client certificates whose subject becomes the principal, checked
+//! against a CA file that is reloaded the same way (a CA rotation adds the new CA first).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -132,18 +133,77 @@ impl ResolvesServerCert for Reloading {
     }
 }
 
-/// The TLS side of a listener, built once at start-up (a bad file stops the start, with the
-/// file named).
-pub fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
-    let key = load_key(files)?;
-    let resolver = Arc::new(Reloading {
-        files: files.clone(),
-        state: Mutex::new(Current {
-            key,
-            stamps: (mtime(&files.cert), mtime(&files.key)),
-            checked: Instant::now(),
-        }),
-    });
+/// The TLS side of a listener. Built at start-up (a bad file stops the start, with the file
+/// named); afterwards each handshake takes [`Tls::acceptor`], which rebuilds the settings
+/// when the client CA file has changed (the certificate reloads on its own, see
+/// [`Reloading`]). A CA file that fails to load keeps the old settings and logs why.
+pub struct Tls {
+    files: TlsFiles,
+    resolver: Arc<Reloading>,
+    state: Mutex<CaState>,
+}
+
+struct CaState {
+    acceptor: tokio_rustls::TlsAcceptor,
+    stamp: Option<SystemTime>,
+    checked: Instant,
+}
+
+impl Tls {
+    pub fn new(files: &TlsFiles) -> Result<Tls, TlsError> {
+        let key = load_key(files)?;
+        let resolver = Arc::new(Reloading {
+            files: files.clone(),
+            state: Mutex::new(Current {
+                key,
+                stamps: (mtime(&files.cert), mtime(&files.key)),
+                checked: Instant::now(),
+            }),
+        });
+        let stamp = files.client_ca.as_deref().and_then(mtime);
+        let acceptor = build(files, &resolver)?;
+        Ok(Tls {
+            files: files.clone(),
+            resolver,
+            state: Mutex::new(CaState {
+                acceptor,
+                stamp,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The acceptor for a new connection.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(ca) = self.files.client_ca.as_deref() else {
+            return st.acceptor.clone();
+        };
+        if self.files.client_auth != ClientAuth::None && st.checked.elapsed() >= RELOAD_CHECK {
+            st.checked = Instant::now();
+            let stamp = mtime(ca);
+            if stamp != st.stamp {
+                match build(&self.files, &self.resolver) {
+                    Ok(a) => {
+                        tracing::info!(client_ca = %ca.display(), "reloaded the client CA");
+                        st.acceptor = a;
+                        st.stamp = stamp;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the changed client CA cannot be loaded; keeping the old one")
+                    }
+                }
+            }
+        }
+        st.acceptor.clone()
+    }
+}
+
+fn build(
+    files: &TlsFiles,
+    resolver: &Arc<Reloading>,
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let resolver = resolver.clone();
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;

@@ -474,10 +474,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .next()
                 .with_context(|| format!("listener {name}: no address for {}", l.address))?;
             let tls = match &l.tls {
-                Some(files) => Some(
-                    crate::auth::tls::acceptor(files)
+                Some(files) => Some(Arc::new(
+                    crate::auth::tls::Tls::new(files)
                         .with_context(|| format!("listener {name}"))?,
-                ),
+                )),
                 None => None,
             };
             let sock = TcpListener::bind(addr)

@@ -27,7 +27,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Endpoint {
     pub listener: Arc<Listener>,
     /// Present on SSL and SASL_SSL listeners.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<Arc<crate::auth::tls::Tls>>,
 }
 
 impl Endpoint {
@@ -83,13 +83,14 @@ async fn accepted(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpo
         endpoint.listener.clone(),
         &broker.config.auth.sasl_mechanisms,
     );
-    let Some(acceptor) = &endpoint.tls else {
+    let Some(tls) = &endpoint.tls else {
         let (rd, wr) = sock.into_split();
         return connection(rd, wr, peer, broker, session).await;
     };
     // rustls reads the socket 4 KiB at a time; a buffer underneath turns that into one
     // syscall per 64 KiB (writes pass straight through).
     let sock = tokio::io::BufReader::with_capacity(64 * 1024, sock);
+    let acceptor = tls.acceptor();
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
