@@ -127,6 +127,60 @@ fn supported(api: ApiKey) -> Option<(i16, i16)> {
         .map(|&(_, lo, hi)| (lo, hi))
 }
 
+/// Whether `api`'s response at `version` begins with `throttle_time_ms` (most do, from the
+/// version that added it). A throttle decided after the response was encoded (the request
+/// quota, which needs the handling time) is written there (KIP-219); for the others (Produce,
+/// ApiVersions, OffsetDelete, SASL) the muted connection is the only sign.
+fn throttle_time_first(api: ApiKey, version: i16) -> bool {
+    use ApiKey::*;
+    let from = match api {
+        Fetch | SyncGroup | Heartbeat | LeaveGroup | ListGroups | DescribeGroups
+        | FindCoordinator | DeleteTopics | ShareGroupHeartbeat | ShareFetch | ShareAcknowledge => 1,
+        ListOffsets | CreateTopics | JoinGroup => 2,
+        Metadata | OffsetCommit | OffsetFetch => 3,
+        DeleteRecords
+        | CreatePartitions
+        | DescribeConfigs
+        | DescribeCluster
+        | AlterConfigs
+        | IncrementalAlterConfigs
+        | InitProducerId
+        | AddPartitionsToTxn
+        | AddOffsetsToTxn
+        | EndTxn
+        | TxnOffsetCommit
+        | DescribeTransactions
+        | ListTransactions
+        | DescribeProducers
+        | DeleteGroups
+        | ConsumerGroupHeartbeat
+        | ConsumerGroupDescribe
+        | DescribeUserScramCredentials
+        | AlterUserScramCredentials
+        | DescribeClientQuotas
+        | AlterClientQuotas
+        | DescribeAcls
+        | CreateAcls
+        | DeleteAcls => 0,
+        _ => return false,
+    };
+    version >= from
+}
+
+/// Raises the `throttle_time_ms` of an encoded response (length prefix included) to
+/// `throttle`, where [`throttle_time_first`] says the field is.
+fn raise_throttle_time(resp: &mut [u8], api: ApiKey, version: i16, throttle: i32) {
+    if !throttle_time_first(api, version) {
+        return;
+    }
+    // Length, correlation id, and in header v1 its (empty) tagged fields: one byte.
+    let at = 8 + usize::from(api.response_header_version(version) >= 1);
+    if let Some(field) = resp.get_mut(at..at + 4) {
+        let now = i32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+        field.copy_from_slice(&now.max(throttle).to_be_bytes());
+    }
+}
+
 /// Per-request context handed to handlers.
 pub struct Ctx<'a> {
     pub broker: &'a Arc<Broker>,
@@ -351,7 +405,7 @@ pub async fn handle(
     // In durable mode the coordinators fsync their logs (off their locks, but in the
     // request): those requests go to the blocking pool too.
     let durable = broker.config.durable_internal_logs;
-    let resp = match api {
+    let mut resp = match api {
         ApiKey::OffsetCommit if durable => answer!(offsets::commit, blocking),
         ApiKey::OffsetDelete if durable => answer!(offsets::delete, blocking),
         ApiKey::DeleteGroups if durable => answer!(group::delete, blocking),
@@ -461,7 +515,14 @@ pub async fn handle(
     };
     let took = started.elapsed();
     broker.metrics.observe_request(raw_key, took);
-    throttled = throttled.max(charge(Key::RequestPercentage, took.as_micros() as f64));
+    let for_time = charge(Key::RequestPercentage, took.as_micros() as f64);
+    if !for_time.is_zero() {
+        if let Some(r) = resp.as_mut() {
+            let ms = i32::try_from(for_time.as_millis()).unwrap_or(i32::MAX);
+            raise_throttle_time(r, api, version, ms);
+        }
+    }
+    throttled = throttled.max(for_time);
     session.mute = throttled;
     session.response_memory = response_memory;
     Ok(resp)
@@ -470,6 +531,68 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table of where `throttle_time_ms` sits, checked against the encoder itself at every
+    /// version served: a wrong entry would corrupt responses.
+    #[test]
+    fn throttle_time_is_raised_where_each_response_has_it() {
+        use kafka_protocol::messages::*;
+        macro_rules! check {
+            ($($api:ident => $resp:ty),* $(,)?) => {{
+                let mut covered = Vec::new();
+                $(
+                    let (lo, hi) = supported(ApiKey::$api).unwrap();
+                    for v in lo..=hi {
+                        if !throttle_time_first(ApiKey::$api, v) {
+                            continue;
+                        }
+                        let r = <$resp>::default().with_throttle_time_ms(3);
+                        let mut b = encode_response(ApiKey::$api, v, 7, &r).unwrap();
+                        raise_throttle_time(&mut b, ApiKey::$api, v, 0x0102_0304);
+                        let want = encode_response(ApiKey::$api, v, 7, &r.clone().with_throttle_time_ms(0x0102_0304)).unwrap();
+                        assert_eq!(b, want, "{:?} v{v}", ApiKey::$api);
+                    }
+                    covered.push(ApiKey::$api);
+                )*
+                covered
+            }};
+        }
+        let covered = check!(
+            Fetch => FetchResponse, SyncGroup => SyncGroupResponse, Heartbeat => HeartbeatResponse,
+            LeaveGroup => LeaveGroupResponse, ListGroups => ListGroupsResponse,
+            DescribeGroups => DescribeGroupsResponse, FindCoordinator => FindCoordinatorResponse,
+            DeleteTopics => DeleteTopicsResponse, ShareGroupHeartbeat => ShareGroupHeartbeatResponse,
+            ShareFetch => ShareFetchResponse, ShareAcknowledge => ShareAcknowledgeResponse,
+            ListOffsets => ListOffsetsResponse, CreateTopics => CreateTopicsResponse,
+            JoinGroup => JoinGroupResponse, Metadata => MetadataResponse,
+            OffsetCommit => OffsetCommitResponse, OffsetFetch => OffsetFetchResponse,
+            DeleteRecords => DeleteRecordsResponse, CreatePartitions => CreatePartitionsResponse,
+            DescribeConfigs => DescribeConfigsResponse, DescribeCluster => DescribeClusterResponse,
+            AlterConfigs => AlterConfigsResponse,
+            IncrementalAlterConfigs => IncrementalAlterConfigsResponse,
+            InitProducerId => InitProducerIdResponse, AddPartitionsToTxn => AddPartitionsToTxnResponse,
+            AddOffsetsToTxn => AddOffsetsToTxnResponse, EndTxn => EndTxnResponse,
+            TxnOffsetCommit => TxnOffsetCommitResponse,
+            DescribeTransactions => DescribeTransactionsResponse,
+            ListTransactions => ListTransactionsResponse, DescribeProducers => DescribeProducersResponse,
+            DeleteGroups => DeleteGroupsResponse, ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse,
+            ConsumerGroupDescribe => ConsumerGroupDescribeResponse,
+            DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
+            AlterUserScramCredentials => AlterUserScramCredentialsResponse,
+            DescribeClientQuotas => DescribeClientQuotasResponse,
+            AlterClientQuotas => AlterClientQuotasResponse, DescribeAcls => DescribeAclsResponse,
+            CreateAcls => CreateAclsResponse, DeleteAcls => DeleteAclsResponse,
+        );
+        // Every served API the table names was checked.
+        for &(api, lo, hi) in SUPPORTED {
+            if (lo..=hi).any(|v| throttle_time_first(api, v)) {
+                assert!(
+                    covered.contains(&api),
+                    "{api:?} is in the table but not checked"
+                );
+            }
+        }
+    }
 
     fn broker(dir: &std::path::Path) -> Arc<Broker> {
         Arc::new(crate::broker::testing::open(dir))
@@ -511,6 +634,36 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(ok.len() > 10);
+    }
+
+    /// A request quota (`request_percentage`) shows in `throttle_time_ms` of any response that
+    /// has the field, not only Produce and Fetch, and mutes the connection.
+    #[tokio::test]
+    async fn request_quota_throttles_show_in_every_response() {
+        use crate::limits::quotas::{Entity, Key};
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let everyone = Entity {
+            user: Some(None),
+            client_id: None,
+        };
+        b.quotas
+            .alter(&[(everyone, Key::RequestPercentage, Some(0.001))])
+            .unwrap();
+        let mut session = Session::plaintext("test");
+        // Metadata v4: all topics (null), no auto-creation.
+        let mut body = (-1i32).to_be_bytes().to_vec();
+        body.push(0);
+        let mut throttles = Vec::new();
+        for _ in 0..3 {
+            let r = handle(&b, &mut session, frame(3, 4, &body))
+                .await
+                .unwrap()
+                .unwrap();
+            throttles.push(i32::from_be_bytes([r[8], r[9], r[10], r[11]]));
+            assert!(!session.mute.is_zero(), "the connection is muted too");
+        }
+        assert!(throttles.iter().all(|&t| t > 0), "{throttles:?}");
     }
 
     #[tokio::test]
