@@ -281,6 +281,76 @@ fn cases() -> Vec<(&'static str, i16, &'static str, Call)> {
             }),
         ),
         (
+            // READ on the group lets the request in; the topic, still unreadable, is refused
+            // per partition (as Kafka does), not with one error for the whole request.
+            "ShareFetch",
+            GROUP_AUTH,
+            "--operation Read --group {}",
+            call!(|c, n| {
+                let admin = Security {
+                    tls: None,
+                    sasl: Some(SaslLogin {
+                        mechanism: Mech::Scram(Mechanism::Sha256),
+                        username: "admin".into(),
+                        password: "adminpw".into(),
+                    }),
+                };
+                let mut a = Client::connect_secured(&c.addr, &admin).await.unwrap();
+                let md = a
+                    .call(
+                        &MetadataRequest::default().with_topics(Some(vec![
+                            metadata_request::MetadataRequestTopic::default()
+                                .with_name(Some(topic(n))),
+                        ])),
+                        12,
+                    )
+                    .await
+                    .unwrap();
+                let id = md.topics[0].topic_id;
+                let hb = c
+                    .call(
+                        &ShareGroupHeartbeatRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_member_id(sb("member-1"))
+                            .with_member_epoch(0)
+                            .with_subscribed_topic_names(Some(vec![])),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                let r = c
+                    .call(
+                        &ShareFetchRequest::default()
+                            .with_group_id(Some(GroupId(sb(n))))
+                            .with_member_id(Some(sb("member-1")))
+                            .with_share_session_epoch(0)
+                            .with_max_wait_ms(0)
+                            .with_max_records(10)
+                            .with_topics(vec![share_fetch_request::FetchTopic::default()
+                                .with_topic_id(id)
+                                .with_partitions(vec![
+                                    share_fetch_request::FetchPartition::default()
+                                        .with_partition_index(0),
+                                ])]),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                assert!(
+                    r.error_code == GROUP_AUTH || r.error_code == 0,
+                    "ShareFetch: {r:?}"
+                );
+                if r.error_code == 0 {
+                    assert_eq!(hb.error_code, 0, "the heartbeat passed too");
+                    assert_eq!(
+                        r.responses[0].partitions[0].error_code, TOPIC_AUTH,
+                        "the unreadable topic is refused per partition"
+                    );
+                }
+                r.error_code
+            }),
+        ),
+        (
             "CreatePartitions",
             TOPIC_AUTH,
             "--operation Alter --topic {}",

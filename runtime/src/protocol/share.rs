@@ -139,22 +139,20 @@ fn ack_batches<'a>(
 }
 
 /// The dead-letter topic of share group `group`.
-/// ShareFetch and ShareAcknowledge take READ on the group and on every topic they name.
-fn share_denied(
+/// ShareFetch and ShareAcknowledge take READ on the group (or the whole request is refused)
+/// and on each topic they name: the topics the caller may not read, answered per partition
+/// with TOPIC_AUTHORIZATION_FAILED while the others are served, as Kafka does.
+fn unreadable_topics(
     ctx: &Ctx<'_>,
-    group: &str,
-    mut topics: impl Iterator<Item = Uuid>,
-) -> Option<ResponseError> {
-    if !super::group::may_read_group(ctx, group) {
-        return Some(ResponseError::GroupAuthorizationFailed);
-    }
+    topics: impl Iterator<Item = Uuid>,
+) -> std::collections::BTreeSet<Uuid> {
     topics
-        .any(|id| {
+        .filter(|&id| {
             ctx.broker
                 .topic_by_id(id)
                 .is_some_and(|t| !ctx.may(Operation::Read, &t.name))
         })
-        .then_some(ResponseError::TopicAuthorizationFailed)
+        .collect()
 }
 
 pub fn dead_letter_topic(group: &str) -> String {
@@ -327,10 +325,11 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
         return r;
     };
     let (group, member) = (group.0.to_string(), member.to_string());
-    if let Some(e) = share_denied(ctx, &group, req.topics.iter().map(|t| t.topic_id)) {
-        r.error_code = code(e);
+    if !super::group::may_read_group(ctx, &group) {
+        r.error_code = code(ResponseError::GroupAuthorizationFailed);
         return r;
     }
+    let denied = unreadable_topics(ctx, req.topics.iter().map(|t| t.topic_id));
     // A member that already left may still close its session with its last acknowledgements.
     if req.share_session_epoch != -1 && !ctx.broker.groups.share_member_known(&group, &member) {
         r.error_code = err::UNKNOWN_MEMBER_ID;
@@ -339,6 +338,7 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
     let add: Vec<(Uuid, i32)> = req
         .topics
         .iter()
+        .filter(|t| !denied.contains(&t.topic_id))
         .flat_map(|t| {
             t.partitions
                 .iter()
@@ -353,6 +353,7 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
     let acks: Acks = req
         .topics
         .iter()
+        .filter(|t| !denied.contains(&t.topic_id))
         .flat_map(|t| {
             t.partitions
                 .iter()
@@ -477,6 +478,17 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
             _ = tokio::time::sleep_until(wake) => {}
         }
     }
+    for t in req.topics.iter().filter(|t| denied.contains(&t.topic_id)) {
+        by_topic
+            .entry(t.topic_id)
+            .or_default()
+            .extend(t.partitions.iter().map(|p| {
+                PartitionData::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                    .with_records(Some(Bytes::new()))
+            }));
+    }
     r.responses = by_topic
         .into_iter()
         .map(|(t, ps)| {
@@ -495,10 +507,11 @@ pub fn acknowledge(ctx: &Ctx<'_>, req: ShareAcknowledgeRequest) -> ShareAcknowle
         return r;
     };
     let (group, member) = (group.0.to_string(), member.to_string());
-    if let Some(e) = share_denied(ctx, &group, req.topics.iter().map(|t| t.topic_id)) {
-        r.error_code = code(e);
+    if !super::group::may_read_group(ctx, &group) {
+        r.error_code = code(ResponseError::GroupAuthorizationFailed);
         return r;
     }
+    let denied = unreadable_topics(ctx, req.topics.iter().map(|t| t.topic_id));
     if req.share_session_epoch == 0 {
         r.error_code = err::INVALID_SHARE_SESSION_EPOCH;
         return r;
@@ -506,6 +519,7 @@ pub fn acknowledge(ctx: &Ctx<'_>, req: ShareAcknowledgeRequest) -> ShareAcknowle
     let acks: Acks = req
         .topics
         .iter()
+        .filter(|t| !denied.contains(&t.topic_id))
         .flat_map(|t| {
             t.partitions.iter().map(move |p| {
                 let b = p.acknowledgement_batches.iter();
@@ -527,7 +541,19 @@ pub fn acknowledge(ctx: &Ctx<'_>, req: ShareAcknowledgeRequest) -> ShareAcknowle
         Uuid,
         Vec<share_acknowledge_response::PartitionData>,
     > = Default::default();
-    for ((t, p), e) in errors {
+    let refused = req
+        .topics
+        .iter()
+        .filter(|t| denied.contains(&t.topic_id))
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    (t.topic_id, p.partition_index),
+                    code(ResponseError::TopicAuthorizationFailed),
+                )
+            })
+        });
+    for ((t, p), e) in errors.into_iter().chain(refused) {
         by_topic.entry(t).or_default().push(
             share_acknowledge_response::PartitionData::default()
                 .with_partition_index(p)
