@@ -44,6 +44,7 @@ pub struct Member {
     pub instance_id: Option<String>,
     pub client_id: String,
     pub client_host: String,
+    pub principal: String,
     pub subscribed: Vec<String>,
     /// Topics subscribed by name (`SubscribedTopicNames`).
     names: Vec<String>,
@@ -84,7 +85,14 @@ pub struct Heartbeat {
     pub owned: Option<Assignment>,
     pub client_id: String,
     pub client_host: String,
+    /// Who the member authenticated as: a regex subscription matches only topics it may
+    /// describe.
+    pub principal: String,
 }
+
+/// Whether a principal (first), connecting from a host (second), may describe a topic
+/// (third): what regex subscriptions are filtered by.
+pub type Describable<'a> = &'a dyn Fn(&str, &str, &str) -> bool;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatReply {
@@ -317,6 +325,7 @@ impl ConsumerGroup {
         topics: &TopicInfo,
         now: i64,
         new_member_id: impl FnOnce() -> String,
+        describable: Describable<'_>,
     ) -> HeartbeatReply {
         // Leaving: -1 for dynamic members, -2 for a static member's temporary leave.
         if hb.member_epoch == -2 {
@@ -397,6 +406,7 @@ impl ConsumerGroup {
                     instance_id: hb.instance_id.clone(),
                     client_id: hb.client_id.clone(),
                     client_host: hb.client_host.clone(),
+                    principal: hb.principal.clone(),
                     subscribed: Vec::new(),
                     names: Vec::new(),
                     regex: None,
@@ -455,6 +465,11 @@ impl ConsumerGroup {
         };
         let m = self.members.get_mut(&id).expect("member ensured above");
         m.last_heartbeat_ms = now;
+        if m.principal != hb.principal {
+            // A static member's new incarnation may have logged in as someone else.
+            m.principal = hb.principal.clone();
+            m.client_host = hb.client_host.clone();
+        }
         // Back under its own member id after a temporary leave: live again.
         m.left_temporarily = false;
         // -1 means "unchanged since the last heartbeat" (librdkafka sends the value only in
@@ -487,7 +502,14 @@ impl ConsumerGroup {
                     m.regex_pending = false;
                 }
                 if !m.regex_pending {
-                    subs.extend(topics.keys().filter(|n| re.is_match(n)).cloned());
+                    subs.extend(
+                        topics
+                            .keys()
+                            .filter(|n| {
+                                re.is_match(n) && describable(&m.principal, &m.client_host, n)
+                            })
+                            .cloned(),
+                    );
                     subs.sort();
                     subs.dedup();
                 }
@@ -599,6 +621,7 @@ mod tests {
             owned,
             client_id: "c".into(),
             client_host: "h".into(),
+            principal: "User:ANONYMOUS".into(),
             subscribed_regex: None,
         }
     }
@@ -620,12 +643,30 @@ mod tests {
     fn a_live_static_member_fences_a_duplicate_and_a_restarted_one_keeps_its_partitions() {
         let (t, _) = topics(4);
         let mut g = ConsumerGroup::new("g", 0);
-        let a = g.heartbeat(static_hb("a", 0, "i1"), &t, 0, || unreachable!());
+        let a = g.heartbeat(
+            static_hb("a", 0, "i1"),
+            &t,
+            0,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(count(&a.assignment), 4);
-        let b = g.heartbeat(static_hb("b", 0, "i2"), &t, 10, || unreachable!());
+        let b = g.heartbeat(
+            static_hb("b", 0, "i2"),
+            &t,
+            10,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(b.error, 0);
         // A second consumer started with a's instance id while a is alive.
-        let dup = g.heartbeat(static_hb("dup", 0, "i1"), &t, 20, || unreachable!());
+        let dup = g.heartbeat(
+            static_hb("dup", 0, "i1"),
+            &t,
+            20,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(dup.error, err::UNRELEASED_INSTANCE_ID);
         assert!(!g.members.contains_key("dup"));
         // a settles its share, then restarts: leaves with -2 and comes back as a new member id.
@@ -634,6 +675,7 @@ mod tests {
             &t,
             30,
             || unreachable!(),
+            &|_, _, _| true,
         );
         let kept = a2.assignment.clone().unwrap();
         let a3 = g.heartbeat(
@@ -644,8 +686,15 @@ mod tests {
             &t,
             40,
             || unreachable!(),
+            &|_, _, _| true,
         );
-        let left = g.heartbeat(static_hb("a", -2, "i1"), &t, 50, || unreachable!());
+        let left = g.heartbeat(
+            static_hb("a", -2, "i1"),
+            &t,
+            50,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!((left.error, left.member_epoch), (0, -2));
         // b's heartbeats while a is away do not hand it a's partitions.
         let b2 = g.heartbeat(
@@ -653,9 +702,16 @@ mod tests {
             &t,
             60,
             || unreachable!(),
+            &|_, _, _| true,
         );
         assert_eq!(count(&b2.assignment), 4 - count(&Some(kept.clone())));
-        let back = g.heartbeat(static_hb("a-new", 0, "i1"), &t, 70, || unreachable!());
+        let back = g.heartbeat(
+            static_hb("a-new", 0, "i1"),
+            &t,
+            70,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(back.error, 0);
         assert_eq!(
             back.assignment,
@@ -664,6 +720,42 @@ mod tests {
         );
         assert!(!g.members.contains_key("a"));
         let _ = a3;
+    }
+
+    /// KIP-848 regexes match only the topics the member's principal may describe, each
+    /// member by its own principal.
+    #[test]
+    fn a_regex_matches_only_topics_its_principal_may_describe() {
+        let (mut t, _) = topics(2);
+        t.insert("t-secret".into(), (Uuid::from_u128(8), 3));
+        let mut g = ConsumerGroup::new("g", 0);
+        let may = |principal: &str, _host: &str, topic: &str| {
+            principal == "User:boss" || !topic.contains("secret")
+        };
+        for (id, principal) in [("a", "User:alice"), ("b", "User:boss")] {
+            let join = Heartbeat {
+                subscribed: None,
+                subscribed_regex: Some("t.*".into()),
+                principal: principal.into(),
+                ..hb(id, 0, None)
+            };
+            let r = g.heartbeat(join, &t, 0, || unreachable!(), &may);
+            assert_eq!(r.error, 0);
+        }
+        // The regex applies from the next heartbeat.
+        for (id, principal) in [("a", "User:alice"), ("b", "User:boss")] {
+            let e = g.members[id].epoch;
+            let again = Heartbeat {
+                principal: principal.into(),
+                ..hb(id, e, None)
+            };
+            g.heartbeat(again, &t, 6, || unreachable!(), &may);
+        }
+        assert_eq!(g.members["a"].subscribed, vec!["t".to_string()]);
+        assert_eq!(
+            g.members["b"].subscribed,
+            vec!["t".to_string(), "t-secret".to_string()]
+        );
     }
 
     #[test]
@@ -677,14 +769,20 @@ mod tests {
             subscribed_regex: Some("t.*".into()),
             ..hb("a", 0, None)
         };
-        let a0 = g.heartbeat(join, &t, 0, || unreachable!());
+        let a0 = g.heartbeat(join, &t, 0, || unreachable!(), &|_, _, _| true);
         assert_eq!(a0.error, 0);
         assert_eq!(
             count(&a0.assignment),
             0,
             "a new regex takes effect at the next heartbeat"
         );
-        let a = g.heartbeat(hb("a", a0.member_epoch, None), &t, 5, || unreachable!());
+        let a = g.heartbeat(
+            hb("a", a0.member_epoch, None),
+            &t,
+            5,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(a.error, 0, "{:?}", a.message);
         assert_eq!(
             g.members["a"].subscribed,
@@ -693,12 +791,24 @@ mod tests {
         assert_eq!(count(&a.assignment), 4, "t and t2, not 'other'");
         // A matching topic appears: the next heartbeat picks it up.
         t.insert("t3".into(), (Uuid::from_u128(10), 1));
-        let a2 = g.heartbeat(hb("a", a.member_epoch, None), &t, 10, || unreachable!());
+        let a2 = g.heartbeat(
+            hb("a", a.member_epoch, None),
+            &t,
+            10,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert!(a2.member_epoch > a.member_epoch, "the group epoch moved");
         assert_eq!(count(&a2.assignment), 5);
         // The whole name must match.
         t.insert("xt".into(), (Uuid::from_u128(11), 1));
-        g.heartbeat(hb("a", a2.member_epoch, None), &t, 20, || unreachable!());
+        g.heartbeat(
+            hb("a", a2.member_epoch, None),
+            &t,
+            20,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert!(!g.members["a"].subscribed.contains(&"xt".to_string()));
         let bad = Heartbeat {
             subscribed: None,
@@ -706,7 +816,8 @@ mod tests {
             ..hb("b", 0, None)
         };
         assert_eq!(
-            g.heartbeat(bad, &t, 30, || unreachable!()).error,
+            g.heartbeat(bad, &t, 30, || unreachable!(), &|_, _, _| true)
+                .error,
             err::INVALID_REGULAR_EXPRESSION
         );
         assert!(
@@ -720,10 +831,10 @@ mod tests {
             subscribed_regex: Some("t2|t3".into()),
             ..hb("c", 0, None)
         };
-        g.heartbeat(both, &t, 40, || unreachable!());
+        g.heartbeat(both, &t, 40, || unreachable!(), &|_, _, _| true);
         assert_eq!(g.members["c"].subscribed, vec!["other".to_string()]);
         let c = g.members["c"].epoch;
-        g.heartbeat(hb("c", c, None), &t, 50, || unreachable!());
+        g.heartbeat(hb("c", c, None), &t, 50, || unreachable!(), &|_, _, _| true);
         assert_eq!(
             g.members["c"].subscribed,
             vec!["other".to_string(), "t2".to_string(), "t3".to_string()]
@@ -734,22 +845,46 @@ mod tests {
     fn partitions_move_only_after_release() {
         let (t, tid) = topics(6);
         let mut g = ConsumerGroup::new("g", 0);
-        let a = g.heartbeat(hb("a", 0, None), &t, 0, || unreachable!());
+        let a = g.heartbeat(hb("a", 0, None), &t, 0, || unreachable!(), &|_, _, _| true);
         assert_eq!(count(&a.assignment), 6);
         let a_epoch = a.member_epoch;
         // b joins: gets nothing until a gives up three partitions.
-        let b = g.heartbeat(hb("b", 0, None), &t, 10, || unreachable!());
+        let b = g.heartbeat(hb("b", 0, None), &t, 10, || unreachable!(), &|_, _, _| true);
         assert_eq!(count(&b.assignment), 0);
-        let a2 = g.heartbeat(hb("a", a_epoch, None), &t, 20, || unreachable!());
+        let a2 = g.heartbeat(
+            hb("a", a_epoch, None),
+            &t,
+            20,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(count(&a2.assignment), 3, "a is told to keep three");
         assert_eq!(a2.member_epoch, a_epoch, "epoch waits for the release");
-        let b2 = g.heartbeat(hb("b", b.member_epoch, None), &t, 30, || unreachable!());
+        let b2 = g.heartbeat(
+            hb("b", b.member_epoch, None),
+            &t,
+            30,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(count(&b2.assignment), 0, "still owned by a");
         // a reports it released them.
         let kept = a2.assignment.clone().unwrap();
-        let a3 = g.heartbeat(hb("a", a_epoch, Some(kept)), &t, 40, || unreachable!());
+        let a3 = g.heartbeat(
+            hb("a", a_epoch, Some(kept)),
+            &t,
+            40,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert!(a3.member_epoch > a_epoch);
-        let b3 = g.heartbeat(hb("b", b2.member_epoch, None), &t, 50, || unreachable!());
+        let b3 = g.heartbeat(
+            hb("b", b2.member_epoch, None),
+            &t,
+            50,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(count(&b3.assignment), 3);
         // Never owned twice.
         let mut all = BTreeSet::new();
@@ -765,13 +900,25 @@ mod tests {
     fn stale_epochs_are_fenced_and_leavers_free_partitions() {
         let (t, _) = topics(4);
         let mut g = ConsumerGroup::new("g", 0);
-        let a = g.heartbeat(hb("a", 0, None), &t, 0, || unreachable!());
-        let r = g.heartbeat(hb("a", a.member_epoch + 5, None), &t, 1, || unreachable!());
+        let a = g.heartbeat(hb("a", 0, None), &t, 0, || unreachable!(), &|_, _, _| true);
+        let r = g.heartbeat(
+            hb("a", a.member_epoch + 5, None),
+            &t,
+            1,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(r.error, err::FENCED_MEMBER_EPOCH);
-        let b = g.heartbeat(hb("b", 0, None), &t, 2, || unreachable!());
-        let gone = g.heartbeat(hb("a", -1, None), &t, 3, || unreachable!());
+        let b = g.heartbeat(hb("b", 0, None), &t, 2, || unreachable!(), &|_, _, _| true);
+        let gone = g.heartbeat(hb("a", -1, None), &t, 3, || unreachable!(), &|_, _, _| true);
         assert_eq!(gone.error, 0);
-        let b2 = g.heartbeat(hb("b", b.member_epoch, None), &t, 4, || unreachable!());
+        let b2 = g.heartbeat(
+            hb("b", b.member_epoch, None),
+            &t,
+            4,
+            || unreachable!(),
+            &|_, _, _| true,
+        );
         assert_eq!(count(&b2.assignment), 4);
         assert!(g.tick(&t, 4 + SESSION_TIMEOUT_MS + 1));
         assert!(g.members.is_empty());
@@ -802,8 +949,9 @@ mod topic_deletion_tests {
             owned,
             client_id: "c".into(),
             client_host: "h".into(),
+            principal: "User:ANONYMOUS".into(),
         };
-        g.heartbeat(hb, t, now, || unreachable!())
+        g.heartbeat(hb, t, now, || unreachable!(), &|_, _, _| true)
     }
 
     #[test]

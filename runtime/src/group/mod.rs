@@ -335,7 +335,12 @@ impl Coordinator {
     }
 
     /// A KIP-848 ConsumerGroupHeartbeat.
-    pub fn consumer_heartbeat(&self, hb: Heartbeat, topics: &TopicInfo) -> HeartbeatReply {
+    pub fn consumer_heartbeat(
+        &self,
+        hb: Heartbeat,
+        topics: &TopicInfo,
+        describable: consumer::Describable<'_>,
+    ) -> HeartbeatReply {
         let mut inner = self.lock();
         let now = now_ms();
         if inner
@@ -367,9 +372,13 @@ impl Coordinator {
             .consumer_groups
             .entry(gid.clone())
             .or_insert_with(|| ConsumerGroup::new(&gid, now));
-        g.heartbeat(hb, topics, now, || {
-            uuid::Uuid::new_v4().simple().to_string() + &format!("-{n}")
-        })
+        g.heartbeat(
+            hb,
+            topics,
+            now,
+            || uuid::Uuid::new_v4().simple().to_string() + &format!("-{n}"),
+            describable,
+        )
     }
 
     /// One pass of the log cleaner over the offsets log, if one is due: the coordinator's
@@ -782,8 +791,10 @@ mod tests {
                     owned: None,
                     client_id: "c".into(),
                     client_host: "h".into(),
+                    principal: "User:ANONYMOUS".into(),
                 },
                 &consumer::TopicInfo::new(),
+                &|_, _, _| true,
             );
             assert_ne!(r.error, err::NONE, "an unknown member is refused");
         }

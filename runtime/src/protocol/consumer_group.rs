@@ -51,10 +51,18 @@ pub fn heartbeat(
         owned,
         client_id: ctx.client_id.unwrap_or_default().to_string(),
         client_host: ctx.peer.to_string(),
+        principal: ctx.principal.to_string(),
     };
     let topics = ctx.broker.topic_info();
     let (group, member, epoch) = (hb.group_id.clone(), hb.member_id.clone(), hb.member_epoch);
-    let o = ctx.broker.groups.consumer_heartbeat(hb, &topics);
+    let acls = &ctx.broker.acls;
+    let describable = |principal: &str, host: &str, topic: &str| {
+        acls.allowed(principal, host, Operation::Describe, Resource::Topic, topic)
+    };
+    let o = ctx
+        .broker
+        .groups
+        .consumer_heartbeat(hb, &topics, &describable);
     if o.error != 0 {
         tracing::debug!(%group, %member, epoch, error = o.error, message = ?o.message, "consumer group heartbeat refused");
     }
