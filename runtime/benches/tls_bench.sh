@@ -8,7 +8,9 @@
 #
 #   bash runtime/benches/tls_bench.sh
 #
-# Knobs: N [1000000], SIZE [1024], RUNS [2] (the best of), BUILD [1], KEEP [0].
+# Knobs: N [1000000], SIZE [1024], RUNS [2] (the best of), BUILD [1], KEEP [0], PIN [0]: 1
+# pins the broker to CPU 0 and kcat to CPU 1 (taskset), so each has a core of its own and
+# the client's encryption no longer takes the broker's CPU.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -48,6 +50,13 @@ key = "$C/broker.key"
 CONF
 start_broker
 log "broker pid $BROKER_PID: PLAINTEXT $BOOTSTRAP, SSL 127.0.0.1:$SSL_PORT"
+CLIENT=()
+if [[ ${PIN:-0} == 1 ]]; then
+    command -v taskset >/dev/null || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+    taskset -a -p -c 0 "$BROKER_PID" >/dev/null
+    CLIENT=(taskset -c 1)
+    log "broker pinned to CPU 0, kcat to CPU 1"
+fi
 
 # N records of SIZE bytes (a line each, without the newline).
 INPUT=$WORK/records
@@ -72,10 +81,10 @@ run() { # $1 name, $2 bootstrap, rest: kcat settings
         create_topic "$topic" 1
         k0=$(cpu_ticks)
         t0=$(now)
-        kcat -P -b "$boot" "$@" -t "$topic" -X linger.ms=5 -X batch.size=1000000 -l "$INPUT"
+        "${CLIENT[@]}" kcat -P -b "$boot" "$@" -t "$topic" -X linger.ms=5 -X batch.size=1000000 -l "$INPUT"
         t1=$(now)
         k1=$(cpu_ticks)
-        got=$(kcat -C -b "$boot" "$@" -t "$topic" -o beginning -e -q -X fetch.max.bytes=52428800 | wc -l)
+        got=$("${CLIENT[@]}" kcat -C -b "$boot" "$@" -t "$topic" -o beginning -e -q -X fetch.max.bytes=52428800 | wc -l)
         t2=$(now)
         k2=$(cpu_ticks)
         [[ $got == "$N" ]] || { echo "$name: read $got of $N" >&2; exit 1; }
