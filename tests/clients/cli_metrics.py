@@ -7,7 +7,8 @@ Prometheus endpoint.
   - produce with --key-separator puts each key where Kafka's murmur2 partitioner does
     (librdkafka's `murmur2_random` partitioner is the Java-compatible one); key-less lines are
     spread over every partition;
-  - consume --from-beginning --print-key --max N prints exactly what was produced;
+  - consume --from-beginning --print-key --max N prints exactly what was produced; kcat's
+    -o (beginning, N, -N, s@MS, @-1h), -p, -f format tokens and -e (stop at the end);
   - /metrics reports the traffic: records in per topic, request counts per API, log sizes.
 """
 
@@ -80,6 +81,25 @@ def run(a):
     printed = sluice(a, "consume", t, "--from-beginning", "--print-key", "--max", "400").stdout
     check_eq(sorted(printed.splitlines()), sorted(line.replace(":", "\t", 1) for line in lines),
              "sluice consume --print-key output")
+
+    # kcat-style offsets, formats and -e, against what librdkafka read.
+    want = sorted(f"{m.partition()} {m.offset()} {m.key().decode()} {m.value().decode()}" for m in got)
+    printed = sluice(a, "consume", t, "-o", "beginning", "-e", "-f", r"%p %o %k %s\n").stdout
+    check_eq(sorted(printed.splitlines()), want, "consume -o beginning -e -f")
+    printed = sluice(a, "consume", t, "-o", "@-1h", "-e", "-f", r"%p %o %k %s\n").stdout
+    check_eq(sorted(printed.splitlines()), want, "consume -o @-1h (every record is newer)")
+    ends = {}
+    for m in got:
+        ends[m.partition()] = max(ends.get(m.partition(), -1), m.offset() + 1)
+    printed = sluice(a, "consume", t, "-o", "-2", "-e", "-f", r"%p:%o\n").stdout
+    check_eq(sorted(printed.splitlines()),
+             sorted(f"{p}:{o}" for p, e in ends.items() for o in (e - 2, e - 1)), "consume -o -2 -e")
+    printed = sluice(a, "consume", t, "-p", "1", "-o", "3", "-e", "-f", r"%p:%o\n").stdout
+    check_eq(printed.splitlines(), [f"1:{o}" for o in range(3, ends[1])], "consume -p 1 -o 3 -e")
+    printed = sluice(a, "consume", t, "-o", "s@99999999999999", "-e").stdout
+    check_eq(printed, "", "consume -o s@(the future) -e prints nothing")
+    err = sluice(a, "consume", t, "-o", "soon", ok=False)
+    check("soon" in err.stderr, f"a bad -o is named: {err.stderr}")
 
     keyless = unique("cli-spread")
     sluice(a, "topic", "create", keyless, "--partitions", str(P))

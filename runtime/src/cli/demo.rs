@@ -348,7 +348,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             )
             .await;
             if let Ok(Ok(recs)) = got {
-                for r in recs {
+                for (_, r) in recs {
                     let v: serde_json::Value = match r.value.as_deref().map(serde_json::from_slice)
                     {
                         Some(Ok(v)) => v,
