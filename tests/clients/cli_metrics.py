@@ -12,6 +12,7 @@ Prometheus endpoint.
   - /metrics reports the traffic: records in per topic, request counts per API, log sizes.
 """
 
+import json
 import subprocess
 import urllib.request
 
@@ -108,6 +109,13 @@ def run(a):
     for m in read_all(a.bootstrap, keyless):
         spread[m.partition()] += 1
     check(sum(spread) == 8000 and min(spread) >= 1000, f"key-less records per partition: {spread}")
+
+    listed = json.loads(sluice(a, "topic", "list", "--format", "json").stdout)
+    check({"name": t, "partitions": P} in listed, f"topic list --format json: {listed}")
+    d = json.loads(sluice(a, "topic", "describe", t, "--format", "json").stdout)
+    check_eq(sum(p["high_watermark"] for p in d["partitions"]), 400, "describe --format json watermarks")
+    check({"name": "retention.ms", "value": "3600000", "source": "topic"} in d["configs"],
+          f"describe --format json configs: {d['configs']}")
 
     desc = sluice(a, "topic", "describe", t).stdout
     hw = sum(int(l.split()[3]) for l in desc.splitlines() if l.split()[:1] and l.split()[0].isdigit())

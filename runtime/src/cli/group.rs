@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::topic::{metadata, offsets_at};
-use super::{kafka_error, Conn};
+use super::{kafka_error, print_json, Conn, Output};
 use crate::client::Client;
 
 #[derive(clap::Subcommand, Debug)]
@@ -24,11 +24,15 @@ pub enum GroupCmd {
     /// List consumer groups and their states
     List {
         #[command(flatten)]
+        out: Output,
+        #[command(flatten)]
         conn: Conn,
     },
     /// Show a group's members, committed offsets and lag per partition
     Describe {
         name: String,
+        #[command(flatten)]
+        out: Output,
         #[command(flatten)]
         conn: Conn,
     },
@@ -103,7 +107,7 @@ fn assigned(mut a: Bytes) -> Vec<(String, i32)> {
 
 pub async fn run(cmd: GroupCmd) -> Result<()> {
     match cmd {
-        GroupCmd::List { conn } => {
+        GroupCmd::List { out, conn } => {
             let mut c = conn.connect().await?;
             let v = c
                 .version(ApiKey::ListGroups, 4)
@@ -111,6 +115,21 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
             let resp = c.call(&ListGroupsRequest::default(), v).await?;
             if resp.error_code != 0 {
                 bail!("cannot list groups: {}", kafka_error(resp.error_code, None));
+            }
+            if out.json() {
+                print_json(&serde_json::Value::Array(
+                    resp.groups
+                        .iter()
+                        .map(|g| {
+                            serde_json::json!({
+                                "group": g.group_id.0.as_str(),
+                                "state": g.group_state.as_str(),
+                                "protocol_type": g.protocol_type.as_str(),
+                            })
+                        })
+                        .collect(),
+                ));
+                return Ok(());
             }
             println!("{:<40} {:<22} PROTOCOL-TYPE", "GROUP", "STATE");
             for g in resp.groups {
@@ -122,7 +141,7 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
                 );
             }
         }
-        GroupCmd::Describe { name, conn } => {
+        GroupCmd::Describe { name, out, conn } => {
             let mut c = conn.connect().await?;
             let d = describe_group(&mut c, &name).await?;
             let g = d.groups.first().context("empty DescribeGroups response")?;
@@ -152,16 +171,6 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
                     v,
                 )
                 .await?;
-            println!(
-                "GROUP {name}  STATE {}  MEMBERS {}",
-                g.group_state.as_str(),
-                g.members.len()
-            );
-            println!();
-            println!(
-                "{:<30} {:>9} {:>16} {:>16} {:>10}  MEMBER",
-                "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG"
-            );
             let mut rows: BTreeMap<(String, i32), i64> = BTreeMap::new();
             for t in committed.topics {
                 for p in t.partitions {
@@ -176,6 +185,8 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
             }
             let topics: std::collections::BTreeSet<String> =
                 rows.keys().map(|(t, _)| t.clone()).collect();
+            // (topic, partition, committed or -1, log end or -1, member)
+            let mut table = Vec::new();
             for t in topics {
                 let parts: Vec<i32> = rows
                     .keys()
@@ -186,22 +197,47 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
                 for p in parts {
                     let committed = rows[&(t.clone(), p)];
                     let end = ends.get(&p).copied().unwrap_or(-1);
-                    let lag = if committed >= 0 && end >= 0 {
-                        (end - committed).to_string()
-                    } else {
-                        "-".into()
-                    };
-                    let shown = if committed >= 0 {
-                        committed.to_string()
-                    } else {
-                        "-".into()
-                    };
-                    let who = owner
-                        .get(&(t.clone(), p))
-                        .map(String::as_str)
-                        .unwrap_or("-");
-                    println!("{t:<30} {p:>9} {shown:>16} {end:>16} {lag:>10}  {who}");
+                    let who = owner.get(&(t.clone(), p)).cloned();
+                    table.push((t.clone(), p, committed, end, who));
                 }
+            }
+            let lag =
+                |committed: i64, end: i64| (committed >= 0 && end >= 0).then(|| end - committed);
+            if out.json() {
+                print_json(&serde_json::json!({
+                    "group": name,
+                    "state": g.group_state.as_str(),
+                    "members": g.members.len(),
+                    "partitions": table.iter().map(|(t, p, committed, end, who)| serde_json::json!({
+                        "topic": t,
+                        "partition": p,
+                        "committed_offset": (*committed >= 0).then_some(*committed),
+                        "log_end_offset": (*end >= 0).then_some(*end),
+                        "lag": lag(*committed, *end),
+                        "member": who,
+                    })).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
+            println!(
+                "GROUP {name}  STATE {}  MEMBERS {}",
+                g.group_state.as_str(),
+                g.members.len()
+            );
+            println!();
+            println!(
+                "{:<30} {:>9} {:>16} {:>16} {:>10}  MEMBER",
+                "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG"
+            );
+            for (t, p, committed, end, who) in table {
+                let shown_lag = lag(committed, end).map_or("-".into(), |l| l.to_string());
+                let shown = if committed >= 0 {
+                    committed.to_string()
+                } else {
+                    "-".into()
+                };
+                let who = who.as_deref().unwrap_or("-");
+                println!("{t:<30} {p:>9} {shown:>16} {end:>16} {shown_lag:>10}  {who}");
             }
         }
         GroupCmd::Reset {

@@ -23,6 +23,31 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How listings print: a table for people, JSON for scripts (rpk's and kcat's `--format json`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Output {
+    /// text (a table) or json
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl Output {
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+}
+
+/// Prints `v` as one line of JSON.
+pub fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Conn {
     /// Broker to talk to

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{kafka_error, Conn};
+use super::{kafka_error, print_json, Conn, Output};
 use crate::client::Client;
 
 #[derive(clap::Subcommand, Debug)]
@@ -37,11 +37,15 @@ pub enum TopicCmd {
     /// List topics
     List {
         #[command(flatten)]
+        out: Output,
+        #[command(flatten)]
         conn: Conn,
     },
     /// Show a topic's partitions, watermarks and configs
     Describe {
         name: String,
+        #[command(flatten)]
+        out: Output,
         #[command(flatten)]
         conn: Conn,
     },
@@ -214,7 +218,7 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
             let n = create(&mut c, &name, partitions, &kvs).await?;
             println!("created topic {name} with {n} partitions");
         }
-        TopicCmd::List { conn } => {
+        TopicCmd::List { out, conn } => {
             let mut c = conn.connect().await?;
             let md = metadata(&mut c, None).await?;
             let mut rows: Vec<(String, usize)> = md
@@ -223,12 +227,20 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
                 .filter_map(|t| Some((t.name.as_ref()?.0.to_string(), t.partitions.len())))
                 .collect();
             rows.sort();
+            if out.json() {
+                print_json(&serde_json::Value::Array(
+                    rows.iter()
+                        .map(|(n, p)| serde_json::json!({ "name": n, "partitions": p }))
+                        .collect(),
+                ));
+                return Ok(());
+            }
             println!("{:<40} PARTITIONS", "NAME");
             for (n, p) in rows {
                 println!("{n:<40} {p}");
             }
         }
-        TopicCmd::Describe { name, conn } => {
+        TopicCmd::Describe { name, out, conn } => {
             let mut c = conn.connect().await?;
             let md = metadata(&mut c, Some(std::slice::from_ref(&name))).await?;
             let t = md.topics.first().context("empty metadata response")?;
@@ -238,23 +250,16 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
             let mut parts: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
             parts.sort();
             let wms = watermarks(&mut c, &name, &parts).await?;
-            println!("NAME        {name}");
-            println!("ID          {}", t.topic_id);
-            println!("PARTITIONS  {}", parts.len());
-            println!();
-            println!(
-                "{:<10} {:<8} {:>16} {:>16}",
-                "PARTITION", "LEADER", "LOG-START", "HIGH-WATERMARK"
-            );
-            for (p, (lo, hi)) in parts.iter().zip(wms) {
-                let leader = t
-                    .partitions
-                    .iter()
-                    .find(|x| x.partition_index == *p)
-                    .map(|x| x.leader_id.0)
-                    .unwrap_or(-1);
-                println!("{p:<10} {leader:<8} {lo:>16} {hi:>16}");
-            }
+            let leaders: Vec<i32> = parts
+                .iter()
+                .map(|p| {
+                    t.partitions
+                        .iter()
+                        .find(|x| x.partition_index == *p)
+                        .map(|x| x.leader_id.0)
+                        .unwrap_or(-1)
+                })
+                .collect();
             let v = c
                 .version(ApiKey::DescribeConfigs, 4)
                 .context("broker does not support DescribeConfigs")?;
@@ -265,8 +270,7 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
                     .with_configuration_keys(None),
             ]);
             let resp = c.call(&req, v).await?;
-            println!();
-            println!("{:<36} {:<24} SOURCE", "CONFIG", "VALUE");
+            let mut configs = Vec::new();
             for r in resp.results {
                 if r.error_code != 0 {
                     bail!(
@@ -281,12 +285,41 @@ pub async fn run(cmd: TopicCmd) -> Result<()> {
                         4 => "broker",
                         _ => "other",
                     };
-                    println!(
-                        "{:<36} {:<24} {source}",
-                        cfg.name.as_str(),
-                        cfg.value.as_deref().unwrap_or("")
-                    );
+                    configs.push((
+                        cfg.name.to_string(),
+                        cfg.value.as_deref().unwrap_or("").to_string(),
+                        source,
+                    ));
                 }
+            }
+            if out.json() {
+                print_json(&serde_json::json!({
+                    "name": name,
+                    "id": t.topic_id.to_string(),
+                    "partitions": parts.iter().zip(&wms).zip(&leaders).map(|((p, (lo, hi)), l)| {
+                        serde_json::json!({ "partition": p, "leader": l, "log_start_offset": lo, "high_watermark": hi })
+                    }).collect::<Vec<_>>(),
+                    "configs": configs.iter().map(|(k, v, src)| {
+                        serde_json::json!({ "name": k, "value": v, "source": src })
+                    }).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
+            println!("NAME        {name}");
+            println!("ID          {}", t.topic_id);
+            println!("PARTITIONS  {}", parts.len());
+            println!();
+            println!(
+                "{:<10} {:<8} {:>16} {:>16}",
+                "PARTITION", "LEADER", "LOG-START", "HIGH-WATERMARK"
+            );
+            for ((p, (lo, hi)), leader) in parts.iter().zip(wms).zip(leaders) {
+                println!("{p:<10} {leader:<8} {lo:>16} {hi:>16}");
+            }
+            println!();
+            println!("{:<36} {:<24} SOURCE", "CONFIG", "VALUE");
+            for (k, v, source) in configs {
+                println!("{k:<36} {v:<24} {source}");
             }
         }
         TopicCmd::AlterConfig {
