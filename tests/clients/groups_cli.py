@@ -130,9 +130,16 @@ def run(a):
     check_eq((state, members), ("Empty", 0), "state and member count after the consumer closed")
     expect_rows(rows, quota, lambda p: "-", "no members")
 
+    row = r"^(\S+)\s+(\d+)\s+(-?\d+)\s+(-?\d+)\s*$"
+    out = sluice(a, "group", "reset", group, "--topic", topic, "--to-earliest", "--dry-run").stdout
+    plan = {int(p): (int(cur), int(new)) for t, p, cur, new in re.findall(row, out, re.M) if t == topic}
+    check_eq(plan, {p: (quota[p], 0) for p in range(PARTITIONS)}, "reset --dry-run: current and new offsets")
+    check_eq({p: o for p, (o, _) in committed(a.bootstrap, group, topic, PARTITIONS).items()}, quota,
+             "committed offsets after a dry run")
+
     out = sluice(a, "group", "reset", group, "--topic", topic, "--to-earliest").stdout
-    shown = {int(p): int(o) for t, p, o in re.findall(r"^(\S+)\s+(\d+)\s+(-?\d+)\s*$", out, re.M) if t == topic}
-    check_eq(shown, {p: 0 for p in range(PARTITIONS)}, "offsets printed by reset --to-earliest")
+    shown = {int(p): (int(prev), int(new)) for t, p, prev, new in re.findall(row, out, re.M) if t == topic}
+    check_eq(shown, {p: (quota[p], 0) for p in range(PARTITIONS)}, "offsets printed by reset --to-earliest")
     state, members, rows = describe(a, group, topic)
     expect_rows(rows, {p: 0 for p in range(PARTITIONS)}, lambda p: "-", "after reset --to-earliest")
     consume_all(a, group, topic, "re-reader", {p: 0 for p in range(PARTITIONS)})
@@ -147,7 +154,7 @@ def run(a):
     check(group not in listed, f"deleted group still listed:\n{listed}")
     check_eq({p: o for p, (o, _) in committed(a.bootstrap, group, topic, PARTITIONS).items()},
              {p: -1001 for p in range(PARTITIONS)}, "committed offsets of the deleted group")
-    return "describe/lag, refused reset, reset --to-earliest and --to-offset, list and delete all checked"
+    return "describe/lag, refused reset, reset --dry-run, --to-earliest and --to-offset, list and delete all checked"
 
 
 if __name__ == "__main__":

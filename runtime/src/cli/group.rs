@@ -44,6 +44,10 @@ pub enum GroupCmd {
         topic: String,
         #[command(flatten)]
         to: ResetTo,
+        /// Show each partition's current and new offset and change nothing (kafka-consumer-groups'
+        /// --dry-run)
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -244,6 +248,7 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
             name,
             topic,
             to,
+            dry_run,
             conn,
         } => {
             let mut c = conn.connect().await?;
@@ -285,6 +290,37 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
                 bail!("say where to: --to-earliest, --to-latest, --to-offset or --to-timestamp");
             };
             let v = c
+                .version(ApiKey::OffsetFetch, 7)
+                .context("broker does not support OffsetFetch")?;
+            let now: BTreeMap<i32, i64> = c
+                .call(
+                    &OffsetFetchRequest::default()
+                        .with_group_id(GroupId(sb(&name)))
+                        .with_topics(None),
+                    v,
+                )
+                .await?
+                .topics
+                .into_iter()
+                .filter(|t| t.name.0.as_str() == topic)
+                .flat_map(|t| t.partitions)
+                .map(|p| (p.partition_index, p.committed_offset))
+                .collect();
+            let show = |o: Option<&i64>| match o {
+                Some(&o) if o >= 0 => o.to_string(),
+                _ => "-".to_string(),
+            };
+            if dry_run {
+                println!(
+                    "{:<30} {:>9} {:>16} {:>16}  (dry run: nothing changed)",
+                    "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"
+                );
+                for (p, o) in &target {
+                    println!("{topic:<30} {p:>9} {:>16} {o:>16}", show(now.get(p)));
+                }
+                return Ok(());
+            }
+            let v = c
                 .version(ApiKey::OffsetCommit, 7)
                 .context("broker does not support OffsetCommit")?;
             let req = OffsetCommitRequest::default()
@@ -315,9 +351,12 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
                     }
                 }
             }
-            println!("{:<30} {:>9} {:>16}", "TOPIC", "PARTITION", "NEW-OFFSET");
+            println!(
+                "{:<30} {:>9} {:>16} {:>16}",
+                "TOPIC", "PARTITION", "PREVIOUS-OFFSET", "NEW-OFFSET"
+            );
             for (p, o) in target {
-                println!("{topic:<30} {p:>9} {o:>16}");
+                println!("{topic:<30} {p:>9} {:>16} {o:>16}", show(now.get(&p)));
             }
         }
         GroupCmd::Delete { name, conn } => {
