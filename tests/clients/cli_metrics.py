@@ -110,6 +110,10 @@ def run(a):
         spread[m.partition()] += 1
     check(sum(spread) == 8000 and min(spread) >= 1000, f"key-less records per partition: {spread}")
 
+    info = json.loads(sluice(a, "cluster", "info", "--format", "json").stdout)
+    check(len(info["brokers"]) == 1 and info["healthy"] and info["topics"] >= 2, f"cluster info: {info}")
+    check(sluice(a, "cluster", "health").stdout.startswith("healthy"), "cluster health")
+
     listed = json.loads(sluice(a, "topic", "list", "--format", "json").stdout)
     check({"name": t, "partitions": P} in listed, f"topic list --format json: {listed}")
     d = json.loads(sluice(a, "topic", "describe", t, "--format", "json").stdout)

@@ -3,6 +3,7 @@
 
 mod acl;
 mod admin;
+mod cluster;
 mod consume;
 mod demo;
 mod group;
@@ -148,6 +149,10 @@ pub enum Command {
     /// SCRAM users (SASL/SCRAM and SASL/PLAIN logins): create, list, delete
     #[command(subcommand)]
     User(user::UserCmd),
+    /// The cluster: id, controller and brokers (info); whether it answers and every partition
+    /// has a leader (health)
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
     /// Run the click-aggregation example live: a broker, three pipelines, a click generator
     Demo(demo::DemoArgs),
 }
@@ -181,6 +186,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plugin(c) => plugin::run(c),
         Command::Acl(c) => client_runtime()?.block_on(acl::run(c)),
         Command::User(c) => client_runtime()?.block_on(user::run(c)),
+        Command::Cluster(c) => client_runtime()?.block_on(cluster::run(c)),
         Command::Demo(a) => client_runtime()?.block_on(demo::run(a)),
     }
 }
