@@ -99,6 +99,13 @@ def run(a):
     check_eq(printed.splitlines(), [f"1:{o}" for o in range(3, ends[1])], "consume -p 1 -o 3 -e")
     printed = sluice(a, "consume", t, "-o", "s@99999999999999", "-e").stdout
     check_eq(printed, "", "consume -o s@(the future) -e prints nothing")
+    hdr = unique("cli-headers")
+    sluice(a, "topic", "create", hdr, "--partitions", str(P))
+    sluice(a, "produce", hdr, "-p", "2", "-H", "app=cli", "-H", "v=2", "--key-separator", ":",
+           stdin="k1:x\nk2:y\n")
+    printed = sluice(a, "consume", hdr, "-o", "beginning", "-e", "-f", r"%p %k %s %h\n").stdout
+    check_eq(printed.splitlines(), ["2 k1 x app=cli,v=2", "2 k2 y app=cli,v=2"],
+             "produce -p -H read back with consume -f %h")
     err = sluice(a, "consume", t, "-o", "soon", ok=False)
     check("soon" in err.stderr, f"a bad -o is named: {err.stderr}")
 

@@ -27,6 +27,12 @@ pub struct ProduceArgs {
     /// 0 (no reply), 1 or -1/all
     #[arg(long, default_value = "all")]
     pub acks: String,
+    /// A header on every record, NAME=VALUE (repeatable; as kcat's -H)
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Write every record to this partition instead of partitioning by key
+    #[arg(long, short = 'p')]
+    pub partition: Option<i32>,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -142,6 +148,22 @@ pub async fn run(a: ProduceArgs) -> Result<()> {
         .version(ApiKey::Produce, 9)
         .filter(|v| *v >= 3)
         .context("broker does not support Produce v3+")?;
+    if let Some(p) = a.partition {
+        if !(0..partitions).contains(&p) {
+            bail!(
+                "topic '{}' has no partition {p} (it has {partitions})",
+                a.topic
+            );
+        }
+    }
+    let headers: Vec<(Bytes, Option<Bytes>)> = a
+        .headers
+        .iter()
+        .map(|h| match h.split_once('=') {
+            Some((k, v)) => Ok((Bytes::from(k.to_string()), Some(Bytes::from(v.to_string())))),
+            None => bail!("header '{h}': expected NAME=VALUE"),
+        })
+        .collect::<Result<_>>()?;
     let mut pending = Pending::default();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut sticky = 0i32;
@@ -157,9 +179,10 @@ pub async fn run(a: ProduceArgs) -> Result<()> {
             },
             None => (None, line),
         };
-        let partition = match &key {
-            Some(k) => partition_for_key(k.as_ref(), partitions),
-            None => {
+        let partition = match (&key, a.partition) {
+            (_, Some(p)) => p,
+            (Some(k), None) => partition_for_key(k.as_ref(), partitions),
+            (None, None) => {
                 // Sticky spreading: a batch's worth to one partition, then the next.
                 if in_sticky >= BATCH_RECORDS {
                     sticky = (sticky + 1) % partitions;
@@ -176,7 +199,7 @@ pub async fn run(a: ProduceArgs) -> Result<()> {
                 timestamp: crate::broker::now_ms(),
                 key,
                 value: Some(Bytes::from(value)),
-                headers: Vec::new(),
+                headers: headers.clone(),
             },
         );
         total += 1;
