@@ -665,6 +665,24 @@ fn each_api_refuses_an_unauthorised_principal_and_serves_an_authorised_one() {
         listed.contains("DENY") && listed.contains("User:alice"),
         "{listed}"
     );
+    let json: serde_json::Value = serde_json::from_str(&s.admin_cli(&[
+        "acl",
+        "list",
+        "--topic",
+        "pre-secret",
+        "--format",
+        "json",
+    ]))
+    .expect("acl list --format json");
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["principal"] == "User:alice"
+                && a["permission"] == "DENY"
+                && a["operation"] == "Read"),
+        "{json}"
+    );
     rt.block_on(async {
         let cases = cases();
         let fetch = cases.iter().find(|c| c.0 == "Fetch").unwrap().3;

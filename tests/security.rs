@@ -266,6 +266,16 @@ fn the_cli_manages_users_over_sasl_ssl() {
     assert!(out.status.success(), "{out:?}");
     let list = String::from_utf8_lossy(&run(&["user", "list"], &admin).stdout).into_owned();
     assert!(list.contains("dave") && list.contains("alice"), "{list}");
+    let json = run(&["user", "list", "--format", "json"], &admin);
+    let json: serde_json::Value =
+        serde_json::from_slice(&json.stdout).expect("user list --format json");
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["user"] == "dave" && u["credentials"][0]["mechanism"] == "SCRAM-SHA-256"),
+        "{json}"
+    );
     // dave logs in (PLAIN checks against his SCRAM credential) and lists topics.
     let out = run(&["topic", "list"], &conn("dave", "davepw", "PLAIN"));
     assert!(out.status.success(), "{out:?}");

@@ -6,7 +6,7 @@ use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{kafka_error, Conn};
+use super::{kafka_error, print_json, Conn, Output};
 use crate::auth::acl::{Operation, Resource};
 
 #[derive(clap::Subcommand, Debug)]
@@ -22,6 +22,8 @@ pub enum AclCmd {
     List {
         #[command(flatten)]
         acl: AclArgs,
+        #[command(flatten)]
+        out: Output,
         #[command(flatten)]
         conn: Conn,
     },
@@ -173,7 +175,7 @@ pub async fn run(cmd: AclCmd) -> Result<()> {
             }
             println!("{n} ACL(s) added");
         }
-        AclCmd::List { acl, conn } => {
+        AclCmd::List { acl, out, conn } => {
             let (rt, name) = match acl.resource()? {
                 Some((r, n)) => (r.code(), Some(sb(&n))),
                 None => (1, None),
@@ -197,25 +199,56 @@ pub async fn run(cmd: AclCmd) -> Result<()> {
             if r.error_code != 0 {
                 bail!("{}", kafka_error(r.error_code, r.error_message.as_deref()));
             }
+            // (resource, name, pattern, principal, host, operation, permission)
+            let rows: Vec<[String; 7]> = r
+                .resources
+                .iter()
+                .flat_map(|res| {
+                    res.acls.iter().map(move |a| {
+                        [
+                            name_of(res.resource_type, RESOURCES).to_string(),
+                            res.resource_name.to_string(),
+                            name_of(res.pattern_type, PATTERNS).to_string(),
+                            a.principal.to_string(),
+                            a.host.to_string(),
+                            Operation::from_code(a.operation)
+                                .map(|o| format!("{o:?}"))
+                                .unwrap_or_else(|| a.operation.to_string()),
+                            name_of(a.permission_type, PERMISSIONS).to_string(),
+                        ]
+                    })
+                })
+                .collect();
+            if out.json() {
+                let keys = [
+                    "resource",
+                    "name",
+                    "pattern",
+                    "principal",
+                    "host",
+                    "operation",
+                    "permission",
+                ];
+                print_json(&serde_json::Value::Array(
+                    rows.iter()
+                        .map(|row| {
+                            serde_json::Value::Object(
+                                keys.iter()
+                                    .zip(row)
+                                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                ));
+                return Ok(());
+            }
             println!(
                 "{:<16} {:<24} {:<9} {:<24} {:<10} {:<16} PERMISSION",
                 "RESOURCE", "NAME", "PATTERN", "PRINCIPAL", "HOST", "OPERATION"
             );
-            for res in &r.resources {
-                for a in &res.acls {
-                    println!(
-                        "{:<16} {:<24} {:<9} {:<24} {:<10} {:<16} {}",
-                        name_of(res.resource_type, RESOURCES),
-                        res.resource_name.as_str(),
-                        name_of(res.pattern_type, PATTERNS),
-                        a.principal.as_str(),
-                        a.host.as_str(),
-                        Operation::from_code(a.operation)
-                            .map(|o| format!("{o:?}"))
-                            .unwrap_or_else(|| a.operation.to_string()),
-                        name_of(a.permission_type, PERMISSIONS),
-                    );
-                }
+            for [rt, n, pat, who, host, op, perm] in rows {
+                println!("{rt:<16} {n:<24} {pat:<9} {who:<24} {host:<10} {op:<16} {perm}");
             }
         }
         AclCmd::Remove { acl, conn } => {

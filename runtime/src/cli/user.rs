@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{kafka_error, Conn};
+use super::{kafka_error, print_json, Conn, Output};
 use crate::auth::scram::{random_bytes, Credential, Mechanism};
 use crate::auth::users::{Change, Users};
 
@@ -42,6 +42,8 @@ pub enum UserCmd {
     },
     /// List users and their mechanisms
     List {
+        #[command(flatten)]
+        out: Output,
         #[command(flatten)]
         target: Target,
     },
@@ -134,7 +136,7 @@ pub async fn run(cmd: UserCmd) -> Result<()> {
             alter(&target.conn, req).await?;
             println!("user {name}: {} credential set", mech.name());
         }
-        UserCmd::List { target } => {
+        UserCmd::List { out, target } => {
             let users = match target.data_dir {
                 Some(dir) => Users::open(&dir)?
                     .describe()
@@ -177,6 +179,23 @@ pub async fn run(cmd: UserCmd) -> Result<()> {
                         .collect()
                 }
             };
+            if out.json() {
+                print_json(&serde_json::Value::Array(
+                    users
+                        .iter()
+                        .map(|(u, ms)| {
+                            serde_json::json!({
+                                "user": u,
+                                "credentials": ms.iter().map(|(m, i)| serde_json::json!({
+                                    "mechanism": m,
+                                    "iterations": i,
+                                })).collect::<Vec<_>>(),
+                            })
+                        })
+                        .collect(),
+                ));
+                return Ok(());
+            }
             println!("{:<32} MECHANISMS", "USER");
             for (u, ms) in users {
                 let ms: Vec<String> = ms
