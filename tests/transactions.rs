@@ -324,6 +324,18 @@ fn txn_cli_lists_and_aborts_hanging_transactions() {
         .unwrap_or_else(|| panic!("{id} not listed:\n{list}"));
     assert!(row.contains("Ongoing"), "{row}");
     let pid: i64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (json, _) = sluice(&broker, &["txn", "list", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("txn list --format json");
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["transactional_id"] == id.as_str()
+                && t["producer_id"] == pid
+                && t["state"] == "Ongoing"
+                && t["partitions"][0]["topic"] == "left-open"),
+        "{json}"
+    );
     let (desc, _) = sluice(&broker, &["txn", "describe", &id]);
     assert!(
         desc.contains("left-open-0") && desc.contains("Ongoing"),

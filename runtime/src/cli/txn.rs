@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::topic::metadata;
-use super::{kafka_error, Conn};
+use super::{kafka_error, print_json, Conn, Output};
 use crate::client::Client;
 
 #[derive(clap::Subcommand, Debug)]
@@ -25,6 +25,8 @@ pub enum TxnCmd {
         /// Only transactions in this state (Empty, Ongoing, PrepareCommit, CompleteAbort, ...)
         #[arg(long)]
         state: Option<String>,
+        #[command(flatten)]
+        out: Output,
         #[command(flatten)]
         conn: Conn,
     },
@@ -133,9 +135,31 @@ fn open_for(start_ms: i64) -> String {
 
 pub async fn run(cmd: TxnCmd) -> Result<()> {
     match cmd {
-        TxnCmd::List { state, conn } => {
+        TxnCmd::List { state, out, conn } => {
             let mut c = conn.connect().await?;
             let ids = list_ids(&mut c, state.as_deref()).await?;
+            if out.json() {
+                let rows = describe(&mut c, &ids).await?;
+                print_json(&serde_json::Value::Array(
+                    rows.into_iter()
+                        .map(|(id, (st, pid, epoch, start, timeout, parts))| {
+                            serde_json::json!({
+                                "transactional_id": id,
+                                "producer_id": pid,
+                                "epoch": epoch,
+                                "state": st,
+                                "start_ms": start,
+                                "timeout_ms": timeout,
+                                "partitions": parts.iter().map(|(t, p)| serde_json::json!({
+                                    "topic": t,
+                                    "partition": p,
+                                })).collect::<Vec<_>>(),
+                            })
+                        })
+                        .collect(),
+                ));
+                return Ok(());
+            }
             println!(
                 "{:<40} {:>12} {:>6} {:<15} {:>10} {:>10} PARTITIONS",
                 "TRANSACTIONAL-ID", "PRODUCER-ID", "EPOCH", "STATE", "OPEN-FOR", "TIMEOUT"
