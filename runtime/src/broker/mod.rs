@@ -327,25 +327,8 @@ impl PartitionLog {
         batches: &[(usize, batch::BatchHeader)],
     ) -> Result<Appended, AppendError> {
         // Refuse the whole request if any batch is refused, before writing any of it.
-        let checked: Vec<ProducerBatch> = batches.iter().map(|(_, h)| producer_batch(h)).collect();
-        match self.producers.check_all(&checked) {
-            Ok(()) => {}
-            Err((pb, Verdict::Fenced { current, got })) => {
-                return Err(AppendError::InvalidProducerEpoch {
-                    producer_id: pb.producer_id,
-                    current,
-                    got,
-                })
-            }
-            Err((pb, Verdict::OutOfOrder { expected, got })) => {
-                return Err(AppendError::OutOfOrderSequence {
-                    producer_id: pb.producer_id,
-                    expected,
-                    got,
-                })
-            }
-            Err((_, Verdict::Append | Verdict::Duplicate { .. })) => {}
-        }
+        self.producers
+            .check_all(batches.iter().map(|(_, h)| producer_batch(h)))?;
         let now = now_ms();
         let mut first = None;
         let mut last = self.log.next_offset() - 1;

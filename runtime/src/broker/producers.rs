@@ -202,10 +202,10 @@ impl ProducerStates {
     /// without changing anything: a request is written whole or refused whole. Only the
     /// producers the request names are copied, so a request costs the same however many
     /// producers the partition remembers.
-    pub fn check_all<'a>(
+    pub fn check_all(
         &self,
-        batches: impl IntoIterator<Item = &'a ProducerBatch>,
-    ) -> Result<(), (ProducerBatch, Verdict)> {
+        batches: impl IntoIterator<Item = ProducerBatch>,
+    ) -> Result<(), super::AppendError> {
         let mut written: HashMap<i64, Entry> = HashMap::new();
         for b in batches {
             if !b.is_idempotent() {
@@ -214,14 +214,27 @@ impl ProducerStates {
             let e = written
                 .get(&b.producer_id)
                 .or_else(|| self.producers.get(&b.producer_id));
-            match verdict(e, b) {
+            match verdict(e, &b) {
                 Verdict::Append => {
                     let mut e = e.cloned().unwrap_or_else(|| Entry::new(b.epoch, 0));
-                    e.advance(b, 0, 0);
+                    e.advance(&b, 0, 0);
                     written.insert(b.producer_id, e);
                 }
                 Verdict::Duplicate { .. } => {}
-                v => return Err((*b, v)),
+                Verdict::OutOfOrder { expected, got } => {
+                    return Err(super::AppendError::OutOfOrderSequence {
+                        producer_id: b.producer_id,
+                        expected,
+                        got,
+                    })
+                }
+                Verdict::Fenced { current, got } => {
+                    return Err(super::AppendError::InvalidProducerEpoch {
+                        producer_id: b.producer_id,
+                        current,
+                        got,
+                    })
+                }
             }
         }
         Ok(())
@@ -447,26 +460,27 @@ mod tests {
         s.apply(&pb(1, 0, 0, 2), 0, 0);
         let before = s.clone();
         // 1's next batch, then the one after it, then a new producer: all fine together.
-        assert_eq!(
-            s.check_all(&[pb(1, 0, 2, 1), pb(1, 0, 3, 4), pb(9, 0, 0, 1)]),
-            Ok(())
-        );
+        assert!(s
+            .check_all([pb(1, 0, 2, 1), pb(1, 0, 3, 4), pb(9, 0, 0, 1)])
+            .is_ok());
         // A gap after a batch that is only in the same request is still a gap.
-        assert_eq!(
-            s.check_all(&[pb(1, 0, 2, 1), pb(1, 0, 5, 1)]),
-            Err((
-                pb(1, 0, 5, 1),
-                Verdict::OutOfOrder {
-                    expected: 3,
-                    got: 5
-                }
-            ))
-        );
-        // A retried batch inside a request is a duplicate, not a gap.
-        assert_eq!(s.check_all(&[pb(1, 0, 0, 2), pb(1, 0, 2, 1)]), Ok(()));
         assert!(matches!(
-            s.check_all(&[pb(1, 0, 2, 1), pb(1, 1, 0, 1), pb(1, 0, 3, 1)]),
-            Err((_, Verdict::Fenced { current: 1, got: 0 }))
+            s.check_all([pb(1, 0, 2, 1), pb(1, 0, 5, 1)]),
+            Err(super::super::AppendError::OutOfOrderSequence {
+                producer_id: 1,
+                expected: 3,
+                got: 5
+            })
+        ));
+        // A retried batch inside a request is a duplicate, not a gap.
+        assert!(s.check_all([pb(1, 0, 0, 2), pb(1, 0, 2, 1)]).is_ok());
+        assert!(matches!(
+            s.check_all([pb(1, 0, 2, 1), pb(1, 1, 0, 1), pb(1, 0, 3, 1)]),
+            Err(super::super::AppendError::InvalidProducerEpoch {
+                producer_id: 1,
+                current: 1,
+                got: 0
+            })
         ));
         assert_eq!(s, before);
     }
