@@ -112,41 +112,48 @@ impl Metrics {
 }
 
 /// Renders every metric in the Prometheus text format.
+/// The HELP and TYPE lines of a metric family.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// One unlabelled counter or gauge: its header, then its value.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 pub fn render(broker: &Broker) -> String {
     let m = &broker.metrics;
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP sluice_connections Open client connections.");
-    let _ = writeln!(out, "# TYPE sluice_connections gauge");
-    let _ = writeln!(
-        out,
-        "sluice_connections {}",
-        m.connections.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_connections",
+        "gauge",
+        "Open client connections.",
+        m.connections.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "# HELP sluice_connections_total Client connections accepted."
+    scalar(
+        &mut out,
+        "sluice_connections_total",
+        "counter",
+        "Client connections accepted.",
+        m.connections_total.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# TYPE sluice_connections_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_connections_total {}",
-        m.connections_total.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_authentications_total",
+        "counter",
+        "Successful SASL authentications, re-authentications included.",
+        m.authentications.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "# HELP sluice_authentications_total Successful SASL authentications, re-authentications included."
+    header(
+        &mut out,
+        "sluice_authentication_failures_total",
+        "counter",
+        "Connections refused at SASL authentication or the TLS handshake.",
     );
-    let _ = writeln!(out, "# TYPE sluice_authentications_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_authentications_total {}",
-        m.authentications.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP sluice_authentication_failures_total Connections refused at SASL authentication or the TLS handshake."
-    );
-    let _ = writeln!(out, "# TYPE sluice_authentication_failures_total counter");
     for (stage, n) in [
         ("sasl", &m.authentication_failures),
         ("tls", &m.tls_handshake_failures),
@@ -157,11 +164,12 @@ pub fn render(broker: &Broker) -> String {
             n.load(Ordering::Relaxed)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP sluice_quota_throttled_total Requests throttled by a client quota."
+    header(
+        &mut out,
+        "sluice_quota_throttled_total",
+        "counter",
+        "Requests throttled by a client quota.",
     );
-    let _ = writeln!(out, "# TYPE sluice_quota_throttled_total counter");
     for (k, n) in crate::limits::quotas::Key::ALL
         .iter()
         .zip(&m.quota_throttled)
@@ -174,8 +182,12 @@ pub fn render(broker: &Broker) -> String {
         );
     }
     let refused = &broker.limits.refused;
-    let _ = writeln!(out, "# HELP sluice_connections_refused_total Connections closed at once because a limit was reached (max_connections, max_connections_per_ip).");
-    let _ = writeln!(out, "# TYPE sluice_connections_refused_total counter");
+    header(
+        &mut out,
+        "sluice_connections_refused_total",
+        "counter",
+        "Connections closed at once because a limit was reached (max_connections, max_connections_per_ip).",
+    );
     for (reason, n) in [
         ("total", &refused.connections_total),
         ("per_ip", &refused.connections_per_ip),
@@ -186,72 +198,76 @@ pub fn render(broker: &Broker) -> String {
             n.load(Ordering::Relaxed)
         );
     }
-    let _ = writeln!(out, "# HELP sluice_fetch_capped_total Fetches whose response was held to fetch_max_bytes (the client asked for more, or set no limit).");
-    let _ = writeln!(out, "# TYPE sluice_fetch_capped_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_fetch_capped_total {}",
-        refused.fetch_capped.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_fetch_capped_total",
+        "counter",
+        "Fetches whose response was held to fetch_max_bytes (the client asked for more, or set no limit).",
+        refused.fetch_capped.load(Ordering::Relaxed),
     );
     let mem = &broker.limits.memory;
-    let _ = writeln!(out, "# HELP sluice_memory_in_flight_bytes Bytes of large requests and fetch responses held now (max_in_flight_bytes).");
-    let _ = writeln!(out, "# TYPE sluice_memory_in_flight_bytes gauge");
-    let _ = writeln!(out, "sluice_memory_in_flight_bytes {}", mem.in_use());
-    let _ = writeln!(out, "# HELP sluice_memory_waits_total Large requests that waited for room in max_in_flight_bytes before being read.");
-    let _ = writeln!(out, "# TYPE sluice_memory_waits_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_memory_waits_total {}",
-        mem.waited.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_memory_in_flight_bytes",
+        "gauge",
+        "Bytes of large requests and fetch responses held now (max_in_flight_bytes).",
+        mem.in_use(),
     );
-    let _ = writeln!(out, "# HELP sluice_fetch_shrunk_total Fetch responses made smaller because max_in_flight_bytes was spent.");
-    let _ = writeln!(out, "# TYPE sluice_fetch_shrunk_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_fetch_shrunk_total {}",
-        mem.shrunk.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_memory_waits_total",
+        "counter",
+        "Large requests that waited for room in max_in_flight_bytes before being read.",
+        mem.waited.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# HELP sluice_groups_refused_total Requests refused because a new group would pass max_groups.");
-    let _ = writeln!(out, "# TYPE sluice_groups_refused_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_groups_refused_total {}",
-        crate::group::GROUPS_REFUSED.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_fetch_shrunk_total",
+        "counter",
+        "Fetch responses made smaller because max_in_flight_bytes was spent.",
+        mem.shrunk.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# HELP sluice_producer_ids_forgotten_total Idempotent producer states a partition forgot because it held max_producer_ids_per_partition.");
-    let _ = writeln!(out, "# TYPE sluice_producer_ids_forgotten_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_producer_ids_forgotten_total {}",
-        crate::limits::PRODUCER_IDS_FORGOTTEN.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_groups_refused_total",
+        "counter",
+        "Requests refused because a new group would pass max_groups.",
+        crate::group::GROUPS_REFUSED.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# HELP sluice_durable_fsyncs_total Fsyncs run so that produces to durable topics (flush.messages) could be acknowledged.");
-    let _ = writeln!(out, "# TYPE sluice_durable_fsyncs_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_durable_fsyncs_total {}",
-        crate::broker::durable::FSYNCS.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_producer_ids_forgotten_total",
+        "counter",
+        "Idempotent producer states a partition forgot because it held max_producer_ids_per_partition.",
+        crate::limits::PRODUCER_IDS_FORGOTTEN.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# HELP sluice_durable_fsynced_records_total Records those fsyncs made durable (per fsync: the group commit's batch).");
-    let _ = writeln!(out, "# TYPE sluice_durable_fsynced_records_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_durable_fsynced_records_total {}",
-        crate::broker::durable::FSYNCED_RECORDS.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_durable_fsyncs_total",
+        "counter",
+        "Fsyncs run so that produces to durable topics (flush.messages) could be acknowledged.",
+        crate::broker::durable::FSYNCS.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# HELP sluice_produce_throttled_total Produce responses held back because a pipeline reading the topic is behind its max_lag.");
-    let _ = writeln!(out, "# TYPE sluice_produce_throttled_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_produce_throttled_total {}",
-        m.produce_throttled.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_durable_fsynced_records_total",
+        "counter",
+        "Records those fsyncs made durable (per fsync: the group commit's batch).",
+        crate::broker::durable::FSYNCED_RECORDS.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# HELP sluice_protocol_errors_total Connections closed for malformed or unsupported requests.");
-    let _ = writeln!(out, "# TYPE sluice_protocol_errors_total counter");
-    let _ = writeln!(
-        out,
-        "sluice_protocol_errors_total {}",
-        m.protocol_errors.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "sluice_produce_throttled_total",
+        "counter",
+        "Produce responses held back because a pipeline reading the topic is behind its max_lag.",
+        m.produce_throttled.load(Ordering::Relaxed),
+    );
+    scalar(
+        &mut out,
+        "sluice_protocol_errors_total",
+        "counter",
+        "Connections closed for malformed or unsupported requests.",
+        m.protocol_errors.load(Ordering::Relaxed),
     );
 
     let _ = writeln!(
