@@ -35,7 +35,7 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, BrokerId, FetchRequest, GroupId, InitProducerIdRequest, JoinGroupRequest,
     MetadataRequest, OffsetCommitRequest, ProduceRequest, TopicName,
 };
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use sluice::client::Client;
 use sluice::records::{encode_batch, encode_batch_as, Compression, ProducerFields, Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,24 +63,11 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-/// A request frame as a client would send it: length, header v1/v2, body.
-fn frame<R: Encodable + kafka_protocol::protocol::Request>(req: &R, version: i16) -> Vec<u8> {
-    use bytes::BufMut;
-    let api = kafka_protocol::messages::ApiKey::try_from(R::KEY).expect("known api");
-    let header = kafka_protocol::messages::RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("abuse")));
-    let mut buf = bytes::BytesMut::new();
-    buf.put_i32(0);
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .expect("header");
-    req.encode(&mut buf, version).expect("body");
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    buf.to_vec()
+/// A request frame as a client would send it: length, header, body.
+fn frame<R: kafka_protocol::protocol::Request>(req: &R, version: i16) -> Vec<u8> {
+    sluice::client::encode_request(req, version, 1, "abuse")
+        .expect("encode")
+        .to_vec()
 }
 
 /// Whether the broker closed `s` (or answered nothing) within a second.

@@ -251,24 +251,9 @@ impl Client {
         req: &R,
         version: i16,
     ) -> Result<i32, ClientError> {
-        let api = ApiKey::try_from(R::KEY)
-            .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
         let correlation = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-cli")));
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        let enc = |e: anyhow::Error| ClientError::Protocol(format!("{e:#}"));
-        header
-            .encode(&mut buf, api.request_header_version(version))
-            .map_err(enc)?;
-        req.encode(&mut buf, version).map_err(enc)?;
-        let len = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
+        let buf = encode_request(req, version, correlation, "sluice-cli")?;
         self.stream.write_all(&buf).await?;
         self.stream.flush().await?;
         Ok(correlation)
@@ -308,6 +293,32 @@ impl Client {
         }
         Ok(resp)
     }
+}
+
+/// One request as it goes on the wire: length prefix, header, body.
+pub fn encode_request<R: Request>(
+    req: &R,
+    version: i16,
+    correlation: i32,
+    client_id: &'static str,
+) -> Result<BytesMut, ClientError> {
+    let api = ApiKey::try_from(R::KEY)
+        .map_err(|_| ClientError::Protocol(format!("unknown api key {}", R::KEY)))?;
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    let enc = |e: anyhow::Error| ClientError::Protocol(format!("{e:#}"));
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .map_err(enc)?;
+    req.encode(&mut buf, version).map_err(enc)?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
 }
 
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`), used by its default partitioner.
