@@ -49,6 +49,18 @@ struct Counts {
 }
 
 impl Counts {
+    /// Counts one answer: accepted when `accepted` says so, else refused; a failed call is an
+    /// error. Whether the caller's connection is still worth using.
+    fn tally<T, E>(&self, r: Result<T, E>, accepted: impl FnOnce(&T) -> bool) -> bool {
+        let counter = match &r {
+            Ok(t) if accepted(t) => &self.ok,
+            Ok(_) => &self.refused,
+            Err(_) => &self.errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        r.is_ok()
+    }
+
     fn line(&self) -> String {
         format!(
             "ok={} refused={} errors={}",
@@ -68,6 +80,13 @@ fn frame<R: kafka_protocol::protocol::Request>(req: &R, version: i16) -> Vec<u8>
     sluice::client::encode_request(req, version, 1, "abuse")
         .expect("encode")
         .to_vec()
+}
+
+/// Waits for every spawned attacker to end.
+async fn finish(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
 }
 
 /// Whether the broker closed `s` (or answered nothing) within a second.
@@ -185,9 +204,7 @@ async fn frames(addr: SocketAddr, sasl: SocketAddr, until: Instant) -> String {
             }
         }
     }
-    for t in stalled {
-        let _ = t.await;
-    }
+    finish(stalled).await;
     format!(
         "frames: closed by the broker: 2 GiB length {}, negative length {}, garbage {}, \
          unauthenticated Metadata {}, 600 KiB before auth {}; stalled 90 MiB requests: 85 MiB written (into the broker or the kernel's buffers) {} / cut off {}; not closed within 1s or failed {}",
@@ -253,9 +270,7 @@ async fn fetch(addr: String, topic: String, until: Instant) -> String {
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    finish(tasks).await;
     format!(
         "fetch: 32 connections asking 2 GiB each: {} fetches, {:.0} MB received, largest response {:.1} MiB; failed {}",
         counts.ok.load(Ordering::Relaxed),
@@ -263,6 +278,11 @@ async fn fetch(addr: String, topic: String, until: Instant) -> String {
         max_seen.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
         counts.errors.load(Ordering::Relaxed)
     )
+}
+
+/// Whether a one-partition produce was accepted.
+fn produced(r: &kafka_protocol::messages::ProduceResponse) -> bool {
+    r.responses[0].partition_responses[0].error_code == 0
 }
 
 fn produce(topic: &str, partition: i32, batch: Bytes) -> ProduceRequest {
@@ -297,22 +317,13 @@ async fn zipbomb(addr: String, topic: String, until: Instant) -> String {
             };
             let req = produce(&topic, 0, batch);
             while Instant::now() < until {
-                match client.call(&req, 9).await {
-                    Ok(r) => {
-                        let code = r.responses[0].partition_responses[0].error_code;
-                        if code == 0 { &c.ok } else { &c.refused }.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        c.errors.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
+                if !c.tally(client.call(&req, 9).await, produced) {
+                    return;
                 }
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    finish(tasks).await;
     format!(
         "zipbomb: batches of 250 MiB decompressed, {wire} B on the wire: accepted / refused / failed: {}",
         counts.line()
@@ -374,22 +385,14 @@ async fn pids(addr: String, topic: String, until: Instant) -> String {
                     .expect("encode");
                     all.extend_from_slice(&b);
                 }
-                match client.call(&produce(&topic, 0, Bytes::from(all)), 9).await {
-                    Ok(r) => {
-                        let code = r.responses[0].partition_responses[0].error_code;
-                        if code == 0 { &c.ok } else { &c.refused }.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        c.errors.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
+                let r = client.call(&produce(&topic, 0, Bytes::from(all)), 9).await;
+                if !c.tally(r, produced) {
+                    return;
                 }
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    finish(tasks).await;
     format!(
         "pids: {} InitProducerId; requests of 10 batches from made-up producer ids accepted / refused / failed: {}",
         inits.load(Ordering::Relaxed),
@@ -421,14 +424,11 @@ async fn groups(addr: String, topic: String, until: Instant) -> String {
                     .with_protocols(vec![JoinGroupRequestProtocol::default()
                         .with_name(StrBytes::from_static_str("range"))
                         .with_metadata(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]))]);
-                match client.call(&req, 5).await {
-                    Ok(r) if r.error_code == 0 || r.error_code == 79 => {
-                        // 79, MEMBER_ID_REQUIRED: joined (KIP-394's first step).
-                        c.ok.fetch_add(1, Ordering::Relaxed)
-                    }
-                    Ok(_) => c.refused.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => c.errors.fetch_add(1, Ordering::Relaxed),
-                };
+                // 79, MEMBER_ID_REQUIRED: joined (KIP-394's first step). A failed call is
+                // counted and the next join uses a new connection anyway.
+                c.tally(client.call(&req, 5).await, |r| {
+                    r.error_code == 0 || r.error_code == 79
+                });
             }
         }));
     }
@@ -450,22 +450,14 @@ async fn groups(addr: String, topic: String, until: Instant) -> String {
                         .with_partitions(vec![OffsetCommitRequestPartition::default()
                             .with_partition_index(0)
                             .with_committed_offset(0)])]);
-                match client.call(&req, 8).await {
-                    Ok(r) if r.topics[0].partitions[0].error_code == 0 => {
-                        c.ok.fetch_add(1, Ordering::Relaxed)
-                    }
-                    Ok(_) => c.refused.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => {
-                        c.errors.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                };
+                let r = client.call(&req, 8).await;
+                if !c.tally(r, |r| r.topics[0].partitions[0].error_code == 0) {
+                    return;
+                }
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    finish(tasks).await;
     format!(
         "groups: JoinGroup with a new group id joined / refused / failed: {}; OffsetCommit to a new group id: {}",
         joins.line(),
