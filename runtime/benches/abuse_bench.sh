@@ -33,11 +33,8 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 (($(ulimit -n) >= 12000)) || echo "WARNING: ulimit -n is $(ulimit -n): the 10,000-connection phase will fail early" >&2
 
 make_work_dir
-SASL_PORT=
-for _ in $(seq 1 20); do
-    p=$((20000 + RANDOM % 40000))
-    port_free "$p" && { SASL_PORT=$p; break; }
-done
+SASL_PORT=$(pick_port)
+[[ -n $SASL_PORT ]] || { echo "no free port for the second listener" >&2; exit 1; }
 BROKER_CONFIG=$WORK/sluice.toml
 # Room for the attacker's 10,000 and the honest clients beside them (the default is 10,000).
 cat >"$BROKER_CONFIG" <<CONF

@@ -128,6 +128,15 @@ make_work_dir() {
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Prints a port nobody listens on now (empty after 20 tries), for an extra listener.
+pick_port() {
+    local p
+    for _ in $(seq 1 20); do
+        p=$((20000 + RANDOM % 40000))
+        port_free "$p" && { echo "$p"; return; }
+    done
+    return 0 # nothing printed: the caller says so (set -e must not end it silently)
+}
 
 # Starts the broker on free ports with a fresh data directory and an (empty) plugins
 # directory, and the config file BROKER_CONFIG if set. Sets BROKER_PID, BOOTSTRAP, ADMIN

@@ -34,11 +34,8 @@ mkdir -p "$C"
     openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=127.0.0.1
     openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out broker.pem -extfile san.ext
 ) >/dev/null 2>&1
-SSL_PORT=
-for _ in $(seq 1 20); do
-    p=$((20000 + RANDOM % 40000))
-    port_free "$p" && { SSL_PORT=$p; break; }
-done
+SSL_PORT=$(pick_port)
+[[ -n $SSL_PORT ]] || { echo "no free port for the second listener" >&2; exit 1; }
 BROKER_CONFIG=$WORK/sluice.toml
 cat >"$BROKER_CONFIG" <<CONF
 [[listeners]]
