@@ -24,6 +24,7 @@ pub mod protocol;
 pub mod records;
 pub mod server;
 pub mod txn;
+pub mod worker;
 
 // Unit tests run under the broker's allocator too, so the hostile-input tests mean something.
 #[cfg(test)]

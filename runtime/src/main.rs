@@ -7,7 +7,10 @@ static ALLOC: sluice::alloc::LazyHugeAlloc = sluice::alloc::LazyHugeAlloc;
 
 fn main() -> ExitCode {
     let cli = sluice::cli::Cli::parse();
-    if !matches!(cli.command, sluice::cli::Command::Serve(_)) {
+    if !matches!(
+        cli.command,
+        sluice::cli::Command::Serve(_) | sluice::cli::Command::Worker(_)
+    ) {
         // Client commands behave like other Unix tools when their output pipe closes
         // (`sluice consume t | head`): they end quietly. The broker keeps ignoring SIGPIPE,
         // which Rust sets up, so a client hanging up can never kill it.

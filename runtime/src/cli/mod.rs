@@ -13,6 +13,7 @@ pub mod serve;
 mod topic;
 mod txn;
 mod user;
+pub mod worker;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -155,6 +156,9 @@ pub enum Command {
     Cluster(cluster::ClusterCmd),
     /// Run the click-aggregation example live: a broker, three pipelines, a click generator
     Demo(demo::DemoArgs),
+    /// Run the plugins directory's pipelines on any Kafka cluster (no broker in this process);
+    /// workers with the same --group share the tasks, exactly once
+    Worker(worker::WorkerArgs),
 }
 
 fn init_tracing() {
@@ -188,6 +192,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::User(c) => client_runtime()?.block_on(user::run(c)),
         Command::Cluster(c) => client_runtime()?.block_on(cluster::run(c)),
         Command::Demo(a) => client_runtime()?.block_on(demo::run(a)),
+        Command::Worker(a) => worker::run(a),
     }
 }
 

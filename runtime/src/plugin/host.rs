@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::engine::{Code, PluginEngine, TaskInfo};
+use super::io::LocalIo;
 use super::manifest::{Manifest, Partitioning};
 use super::output::ensure_topic;
 use super::pipeline::{Deployed, Pipeline, Stats, Topology};
@@ -231,21 +232,7 @@ impl PluginHost {
     }
 
     fn manifests(&self) -> BTreeMap<String, PathBuf> {
-        let mut out = BTreeMap::new();
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return out;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let is_toml = p.extension().is_some_and(|x| x == "toml");
-            // A plugin workspace's own Cargo.toml is not a pipeline; editors' temp files
-            // start with a dot.
-            let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            if is_toml && name != "Cargo" && !name.starts_with('.') && p.is_file() {
-                out.insert(name.to_string(), p);
-            }
-        }
-        out
+        manifests_in(&self.dir)
     }
 
     /// One pass: make the running pipelines match the directory.
@@ -278,36 +265,9 @@ impl PluginHost {
     /// Who writes into which topic, from the manifests in the directory (whether or not they
     /// run yet): each task of a pipeline is a writer of the pipeline's output.
     fn refresh_topology(&self, found: &BTreeMap<String, PathBuf>) {
-        let mut writers_of: super::pipeline::WritersOf = BTreeMap::new();
-        let mut present = std::collections::BTreeSet::new();
-        for (name, path) in found {
-            let Ok(text) = std::fs::read_to_string(path) else {
-                continue;
-            };
-            let Ok(m) = Manifest::parse(path, &text) else {
-                continue;
-            };
-            present.insert(name.clone());
-            let Some(out) = &m.output else {
-                continue;
-            };
-            let out_partitions = self.broker.topic(out).map(|t| t.partitions.len() as i32);
-            for input in &m.inputs {
-                let Some(topic) = self.broker.topic(input) else {
-                    continue;
-                };
-                for p in 0..topic.partitions.len() as i32 {
-                    let only = match (m.partitioning, out_partitions) {
-                        (Partitioning::Input, Some(n)) if n > 0 => Some(p.rem_euclid(n)),
-                        _ => None,
-                    };
-                    writers_of
-                        .entry(out.clone())
-                        .or_default()
-                        .insert(super::watermark::writer_id(name, input, p), only);
-                }
-            }
-        }
+        let (writers_of, present) = writers_of(found, |t| {
+            self.broker.topic(t).map(|t| t.partitions.len() as i32)
+        });
         self.topology.set(writers_of, present);
     }
 
@@ -465,35 +425,8 @@ impl PluginHost {
         Ok(())
     }
 
-    /// Compiles the component and checks that its `init` accepts the config, without
-    /// touching what runs.
     fn load_checked(&self, m: &Manifest) -> Result<Code, String> {
-        if !m.wasm.exists() {
-            return Err(format!(
-                "{}: component {} not found",
-                m.name,
-                m.wasm.display()
-            ));
-        }
-        let code = self.engine.load(&m.wasm).map_err(|e| e.to_string())?;
-        let mut inst = self
-            .engine
-            .instantiate(
-                &code,
-                TaskInfo {
-                    pipeline: m.name.clone(),
-                    // The config check runs before any task: no partition yet.
-                    topic: m.inputs.first().cloned().unwrap_or_default(),
-                    partition: -1,
-                    retry: false,
-                },
-                m.limits,
-            )
-            .map_err(|e| format!("{}: {e}", m.wasm.display()))?;
-        inst.init(&m.config_json)
-            .map_err(|e| format!("{}: init failed: {e}", m.wasm.display()))?
-            .map_err(|e| format!("{}: the plugin refused its config: {e}", m.wasm.display()))?;
-        Ok(code)
+        load_checked(&self.engine, m)
     }
 
     fn start(
@@ -543,11 +476,16 @@ impl PluginHost {
             {
                 continue;
             }
+            let io = Box::new(LocalIo::new(
+                self.broker.clone(),
+                topic.clone(),
+                partition,
+                self.checkpoint_path(&m.name, &topic, partition),
+                self.rt.clone(),
+            ));
             let spec = TaskSpec {
-                broker: self.broker.clone(),
                 engine: self.engine.clone(),
                 pipeline: r.pipeline.clone(),
-                checkpoint: self.checkpoint_path(&m.name, &topic, partition),
                 topic: topic.clone(),
                 partition,
                 kind,
@@ -556,7 +494,7 @@ impl PluginHost {
             };
             let thread = std::thread::Builder::new()
                 .name(format!("{}:{topic}-{partition}", m.name))
-                .spawn(move || task::run(spec));
+                .spawn(move || task::run(spec, io));
             match thread {
                 Ok(thread) => r.tasks.push(TaskHandle {
                     topic,
@@ -781,7 +719,100 @@ impl PluginHost {
 }
 
 /// Two manifests that differ only in code, config or limits can switch in place.
-fn same_topology(a: &Manifest, b: &Manifest) -> bool {
+/// The pipelines' manifests in a plugins directory, by name.
+pub fn manifests_in(dir: &Path) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let is_toml = p.extension().is_some_and(|x| x == "toml");
+        // A plugin workspace's own Cargo.toml is not a pipeline; editors' temp files
+        // start with a dot.
+        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if is_toml && name != "Cargo" && !name.starts_with('.') && p.is_file() {
+            out.insert(name.to_string(), p);
+        }
+    }
+    out
+}
+
+/// Who writes into which topic, from the manifests `found` (whether or not they run yet):
+/// each task of a pipeline is a writer of the pipeline's output. `partitions` tells a topic's
+/// partition count, if it exists. Also returns the names of the pipelines found.
+pub fn writers_of(
+    found: &BTreeMap<String, PathBuf>,
+    partitions: impl Fn(&str) -> Option<i32>,
+) -> (
+    super::pipeline::WritersOf,
+    std::collections::BTreeSet<String>,
+) {
+    let mut writers_of: super::pipeline::WritersOf = BTreeMap::new();
+    let mut present = std::collections::BTreeSet::new();
+    for (name, path) in found {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        let Ok(m) = Manifest::parse(path, &text) else {
+            continue;
+        };
+        present.insert(name.clone());
+        let Some(out) = &m.output else {
+            continue;
+        };
+        let out_partitions = partitions(out);
+        for input in &m.inputs {
+            let Some(n) = partitions(input) else {
+                continue;
+            };
+            for p in 0..n {
+                let only = match (m.partitioning, out_partitions) {
+                    (Partitioning::Input, Some(n)) if n > 0 => Some(p.rem_euclid(n)),
+                    _ => None,
+                };
+                writers_of
+                    .entry(out.clone())
+                    .or_default()
+                    .insert(super::watermark::writer_id(name, input, p), only);
+            }
+        }
+    }
+    (writers_of, present)
+}
+
+/// Compiles the component and checks that its `init` accepts the config, without
+/// touching what runs.
+pub fn load_checked(engine: &PluginEngine, m: &Manifest) -> Result<Code, String> {
+    if !m.wasm.exists() {
+        return Err(format!(
+            "{}: component {} not found",
+            m.name,
+            m.wasm.display()
+        ));
+    }
+    let code = engine.load(&m.wasm).map_err(|e| e.to_string())?;
+    let mut inst = engine
+        .instantiate(
+            &code,
+            TaskInfo {
+                pipeline: m.name.clone(),
+                // The config check runs before any task: no partition yet.
+                topic: m.inputs.first().cloned().unwrap_or_default(),
+                partition: -1,
+                retry: false,
+            },
+            m.limits,
+        )
+        .map_err(|e| format!("{}: {e}", m.wasm.display()))?;
+    inst.init(&m.config_json)
+        .map_err(|e| format!("{}: init failed: {e}", m.wasm.display()))?
+        .map_err(|e| format!("{}: the plugin refused its config: {e}", m.wasm.display()))?;
+    Ok(code)
+}
+
+/// Whether a new manifest runs the same tasks as the old, so its code can be hot-reloaded.
+pub fn same_topology(a: &Manifest, b: &Manifest) -> bool {
     a.inputs == b.inputs
         && a.output == b.output
         && a.dead_letter == b.dead_letter

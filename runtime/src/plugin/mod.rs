@@ -5,6 +5,7 @@ pub mod build;
 pub mod checkpoint;
 pub mod engine;
 pub mod host;
+pub mod io;
 pub mod manifest;
 pub mod output;
 pub mod pipeline;

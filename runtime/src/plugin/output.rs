@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::io::{Dest, Routed};
 use super::watermark::Announcement;
 use crate::broker::{AppendError, Broker, BrokerError, Topic};
 use crate::records::{self, Compression, ProducerFields, Record};
@@ -37,14 +38,6 @@ pub enum WriteError {
     TopicGone(String),
     #[error("cannot allocate a producer id: {0}")]
     ProducerId(#[from] BrokerError),
-}
-
-/// One record on its way to a partition.
-#[derive(Clone)]
-pub struct Routed {
-    pub topic: Arc<Topic>,
-    pub partition: i32,
-    pub record: Record,
 }
 
 /// Makes sure `name` exists, creating it with the broker's defaults.
@@ -123,9 +116,16 @@ impl Writer {
 
     /// Resolves an output topic name a plugin gave, creating the topic if needed, within the
     /// pipeline's allowance.
-    pub fn topic(&mut self, name: &str) -> Result<Arc<Topic>, String> {
+    pub fn topic(&mut self, name: &str) -> Result<Arc<Dest>, String> {
+        let dest = |t: &Topic| {
+            Arc::new(Dest {
+                name: t.name.clone(),
+                partitions: t.partitions.len(),
+                max_message_bytes: t.max_message_bytes(),
+            })
+        };
         if let Some(t) = self.broker.topic(name) {
-            return Ok(t);
+            return Ok(dest(&t));
         }
         if !crate::broker::valid_topic_name(name) || name.starts_with("__") {
             return Err(format!("'{name}' is not a valid output topic name"));
@@ -137,7 +137,7 @@ impl Writer {
         }
         let t = ensure_topic(&self.broker, name).map_err(|e| e.to_string())?;
         self.created.insert(name.to_string());
-        Ok(t)
+        Ok(dest(&t))
     }
 
     fn counter(&mut self, topic: &Topic, partition: i32) -> &mut Counter {
@@ -234,7 +234,7 @@ impl Writer {
             return Ok(());
         }
         // Group by partition, keeping each partition's order.
-        let mut groups: Vec<(Arc<Topic>, i32, Vec<Record>)> = Vec::new();
+        let mut groups: Vec<(Arc<Dest>, i32, Vec<Record>)> = Vec::new();
         for r in out {
             match groups
                 .iter_mut()

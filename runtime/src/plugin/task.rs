@@ -9,7 +9,6 @@
 //! a time from the last checkpoint; the record that traps alone is dead-lettered and skipped.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,16 +17,16 @@ use bytes::Bytes;
 
 use super::checkpoint::{Bin, Checkpoint, PendingRecord};
 use super::engine::{self, Batch, CallError, Instance, Outcome, OutputRecord, PluginEngine};
+use super::io::{Dest, Item, Moved, Routed, TaskIo};
 use super::manifest::{Partitioning, Start};
-use super::output::{self, Routed, Writer, MAX_HEADERS, MAX_OUTPUTS_PER_RECORD};
+use super::output::{self, MAX_HEADERS, MAX_OUTPUTS_PER_RECORD};
 use super::pipeline::{Pipeline, Stats, TaskProgress, Topology};
 use super::watermark::{self, Announcement, Tracker, Verdict};
-use crate::broker::{now_ms, Broker};
+use crate::broker::now_ms;
 use crate::records::Record;
 
-/// Most records handed to the plugin in one call, and most bytes read from the log at once.
+/// Most records handed to the plugin in one call.
 const MAX_CALL_RECORDS: usize = 1000;
-const READ_BYTES: usize = 1 << 20;
 /// How often progress is checkpointed while records flow.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
 /// Pause before restarting after an error that is not a poison record.
@@ -54,23 +53,16 @@ pub enum Kind {
 }
 
 pub struct TaskSpec {
-    pub broker: Arc<Broker>,
     pub engine: Arc<PluginEngine>,
     pub pipeline: Arc<Pipeline>,
     pub topic: String,
     pub partition: i32,
     pub kind: Kind,
-    pub checkpoint: PathBuf,
     pub rt: tokio::runtime::Handle,
     pub topology: Arc<Topology>,
 }
 
 impl TaskSpec {
-    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        let t = self.broker.topic(&self.topic)?;
-        Some(t.partition(self.partition)?.subscribe_appends())
-    }
-
     fn task_info(&self) -> engine::TaskInfo {
         engine::TaskInfo {
             pipeline: self.pipeline.manifest.name.clone(),
@@ -79,23 +71,6 @@ impl TaskSpec {
             retry: self.kind == Kind::Retry,
         }
     }
-}
-
-/// One entry of the input, in offset order.
-enum Item {
-    Data(Record),
-    /// A control record: a watermark announcement (if one of ours and readable) or anything
-    /// else (a transaction marker), which is stepped over.
-    Control {
-        offset: i64,
-        announcement: Option<Announcement>,
-    },
-    /// A batch whose records cannot be decoded.
-    Bad {
-        first: i64,
-        last: i64,
-        why: String,
-    },
 }
 
 /// Why an incarnation of the task ended early.
@@ -121,12 +96,13 @@ struct Isolation {
     poison: BTreeMap<i64, String>,
 }
 
-/// Runs the task until its pipeline stops. Never panics on plugin or input data.
-pub fn run(spec: TaskSpec) {
+/// Runs the task until its pipeline stops (or `io` says it is no longer ours). Never panics
+/// on plugin or input data.
+pub fn run(spec: TaskSpec, mut io: Box<dyn TaskIo>) {
     let mut iso = Isolation::default();
     let name = spec.pipeline.manifest.name.clone();
-    while !spec.pipeline.stopping() {
-        match Incarnation::start(&spec).and_then(|mut i| i.run(&mut iso)) {
+    while !spec.pipeline.stopping() && !io.revoked() {
+        match Incarnation::start(&spec, io.as_mut()).and_then(|mut i| i.run(&mut iso)) {
             Ok(()) => return,
             Err(Restart::Trap { first, last, why }) => {
                 Stats::add(&spec.pipeline.stats.traps, 1);
@@ -158,16 +134,14 @@ pub fn run(spec: TaskSpec) {
 /// One life of the task, from a checkpoint to a stop or a failure.
 struct Incarnation<'a> {
     spec: &'a TaskSpec,
+    io: &'a mut dyn TaskIo,
     instance: Instance,
     generation: u64,
     version: String,
-    writer: Writer,
     next: i64,
     dirty: bool,
     last_checkpoint: Instant,
     next_tick: Instant,
-    /// Changes on every append to the input partition.
-    appended: tokio::sync::watch::Receiver<u64>,
     /// Event time of the input (None for the retry task, which has none of its own).
     tracker: Option<Tracker>,
     topology_generation: u64,
@@ -190,33 +164,10 @@ fn err(e: impl std::fmt::Display) -> Restart {
 }
 
 impl<'a> Incarnation<'a> {
-    fn start(spec: &'a TaskSpec) -> Result<Incarnation<'a>, Restart> {
+    fn start(spec: &'a TaskSpec, io: &'a mut dyn TaskIo) -> Result<Incarnation<'a>, Restart> {
         let m = &spec.pipeline.manifest;
-        let topic = output::ensure_topic(&spec.broker, &spec.topic).map_err(err)?;
-        let part = topic
-            .partition(spec.partition)
-            .ok_or_else(|| err(format!("{}-{} does not exist", spec.topic, spec.partition)))?;
-        let ckpt = match Checkpoint::load(&spec.checkpoint).map_err(err)? {
-            Some(c) => c,
-            None => {
-                let wm = part.watermarks();
-                let c = Checkpoint {
-                    producer_id: spec.broker.producer_ids.next().map_err(err)?,
-                    next_offset: match (spec.kind, m.start) {
-                        (Kind::Retry, _) | (_, Start::Earliest) => wm.log_start,
-                        (_, Start::Latest) => wm.high,
-                    },
-                    state: Bin::default(),
-                    plugin_version: String::new(),
-                    emitted: BTreeMap::new(),
-                    pending: Vec::new(),
-                    watermarks: Default::default(),
-                };
-                // Saved before any output, so the producer id of what we write is never lost.
-                c.save(&spec.checkpoint).map_err(err)?;
-                c
-            }
-        };
+        let earliest = spec.kind == Kind::Retry || m.start == Start::Earliest;
+        let ckpt = io.open(earliest).map_err(err)?;
         let d = spec.pipeline.deployed();
         let mut instance = spec
             .engine
@@ -230,7 +181,6 @@ impl<'a> Incarnation<'a> {
                 .restore(&ckpt.state.0)?
                 .map_err(|e| err(format!("plugin could not restore its state: {e}")))?;
         }
-        let appended = part.subscribe_appends();
         let topology_generation = spec.topology.generation();
         let tracker = (spec.kind == Kind::Input).then(|| {
             let et = m.event_time.as_ref();
@@ -241,12 +191,11 @@ impl<'a> Incarnation<'a> {
                 spec.topology.feeders(&spec.topic, spec.partition),
             )
         });
-        let mut writer = Writer::new(spec.broker.clone(), ckpt.producer_id, &ckpt.emitted);
         let dirty = !ckpt.pending.is_empty();
         if dirty {
             let mut routed = Vec::with_capacity(ckpt.pending.len());
             for p in ckpt.pending {
-                let t = writer.topic(&p.topic).map_err(err)?;
+                let t = io.topic(&p.topic).map_err(err)?;
                 routed.push(Routed {
                     topic: t,
                     partition: p.partition,
@@ -263,19 +212,18 @@ impl<'a> Incarnation<'a> {
                     },
                 });
             }
-            writer.write(routed).map_err(err)?;
+            io.write(routed).map_err(err)?;
         }
         Ok(Incarnation {
             spec,
+            io,
             instance,
             generation: d.generation,
             version: d.code.version.clone(),
-            writer,
             next: ckpt.next_offset,
             dirty,
             last_checkpoint: Instant::now(),
             next_tick: Instant::now() + Duration::from_millis(m.tick_ms),
-            appended,
             tracker,
             topology_generation,
             caught_up: false,
@@ -296,7 +244,7 @@ impl<'a> Incarnation<'a> {
 
     fn run(&mut self, iso: &mut Isolation) -> Result<(), Restart> {
         loop {
-            if self.pipeline().stopping() {
+            if self.pipeline().stopping() || self.io.revoked() {
                 if self.dirty {
                     self.checkpoint(Vec::new())?;
                 }
@@ -307,7 +255,7 @@ impl<'a> Incarnation<'a> {
             }
             self.follow_topology();
             // Appends from here on wake `wait`: mark what the read below will see as seen.
-            self.appended.borrow_and_update();
+            self.io.mark_seen();
             let (items, high, hold) = self.read()?;
             self.progress(high);
             if items.is_empty() {
@@ -356,16 +304,6 @@ impl<'a> Incarnation<'a> {
     /// Parks until something may have changed: an append, a stop or reload, the next tick, or
     /// `hold` (a retry record's due time).
     fn wait(&mut self, hold: Option<Instant>) {
-        let p = self.spec.pipeline.clone();
-        let mut appended = self.appended.clone();
-        if appended.has_changed().is_err() {
-            // The partition was re-created: follow the new one.
-            if let Some(rx) = self.spec.subscribe() {
-                self.appended = rx;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-            return;
-        }
         let mut until = self.next_tick;
         if let Some(h) = hold {
             until = until.min(h);
@@ -386,97 +324,38 @@ impl<'a> Incarnation<'a> {
         {
             until = until.min(self.last_silence_check + SILENCE_CHECK);
         }
-        let generation = self.generation;
-        self.spec.rt.block_on(async move {
-            let n = p.wake.notified();
-            tokio::pin!(n);
-            n.as_mut().enable();
-            if p.stopping() || p.generation.load(Ordering::Acquire) != generation {
-                return;
-            }
-            let deadline = tokio::time::Instant::from_std(until);
-            tokio::select! {
-                _ = n => {}
-                _ = appended.changed(), if hold.is_none() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        });
+        self.io
+            .wait(until, hold.is_none(), &self.spec.pipeline, self.generation);
     }
 
     /// Items from `next` on: (items, high watermark, when the first held-back retry is due).
     /// Only committed records: as a read_committed consumer, never past the last stable offset.
     #[allow(clippy::type_complexity)]
     fn read(&mut self) -> Result<(Vec<Item>, i64, Option<Instant>), Restart> {
-        let topic = self
-            .spec
-            .broker
-            .topic(&self.spec.topic)
-            .ok_or_else(|| err(format!("input topic {} disappeared", self.spec.topic)))?;
-        let part = topic
-            .partition(self.spec.partition)
-            .ok_or_else(|| err("input partition disappeared"))?;
-        let (wm, slice) = part.plan_read(self.next).map_err(err)?;
-        if self.next < wm.log_start || self.next > wm.high {
-            let to =
-                if self.next < wm.log_start || self.pipeline().manifest.start == Start::Earliest {
-                    wm.log_start
+        let read = self.io.read(self.next).map_err(err)?;
+        match read.moved {
+            Moved::No => {}
+            Moved::StepTo(to) => {
+                self.next = self.next.max(to);
+                return Ok((Vec::new(), read.high, None));
+            }
+            Moved::OutOfRange => {
+                let to = if self.next < read.log_start
+                    || self.pipeline().manifest.start == Start::Earliest
+                {
+                    read.log_start
                 } else {
-                    wm.high
+                    read.high
                 };
-            tracing::warn!(pipeline = %self.pipeline().manifest.name, topic = %self.spec.topic, partition = self.spec.partition, from = self.next, to, "pipeline position outside the log (retention or a re-created topic); moving");
-            self.next = to;
-            self.dirty = true;
-            return Ok((Vec::new(), wm.high, None));
-        }
-        let Some(slice) = slice else {
-            return Ok((Vec::new(), wm.high, None));
-        };
-        let mut data = slice.read(READ_BYTES, true).map_err(err)?;
-        // Pipelines read committed: nothing from the last stable offset on, and no record of
-        // an aborted transaction (its marker, a control item, passes).
-        data.truncate(crate::log::batch::before_offset(&data, wm.stable));
-        if data.is_empty() {
-            return Ok((Vec::new(), wm.high, None));
-        }
-        let covered = last_offset_of(&data);
-        let aborted = aborted_batches(&data, || {
-            part.aborted_between(self.next, covered.map_or(self.next, |c| c + 1))
-        });
-        let mut items = Vec::new();
-        for b in crate::records::decode_each(data).map_err(err)? {
-            if b.last_offset < self.next || aborted.contains(&b.base_offset) {
-                continue;
-            }
-            match b.records {
-                Err(e) => items.push(Item::Bad {
-                    first: b.base_offset.max(self.next),
-                    last: b.last_offset,
-                    why: e.to_string(),
-                }),
-                Ok(records) => {
-                    for r in records.into_iter().filter(|r| r.offset >= self.next) {
-                        items.push(if b.control {
-                            Item::Control {
-                                offset: r.offset,
-                                announcement: if Announcement::is_ours(r.key.as_deref()) {
-                                    r.value.as_deref().and_then(Announcement::decode)
-                                } else {
-                                    None
-                                },
-                            }
-                        } else {
-                            Item::Data(r)
-                        });
-                    }
-                }
+                tracing::warn!(pipeline = %self.pipeline().manifest.name, topic = %self.spec.topic, partition = self.spec.partition, from = self.next, to, "pipeline position outside the log (retention or a re-created topic); moving");
+                self.next = to;
+                self.dirty = true;
+                return Ok((Vec::new(), read.high, None));
             }
         }
+        let mut items = read.items;
         if items.is_empty() {
-            // Records all below `next` (or an empty batch): step over them.
-            if let Some(end) = covered {
-                self.next = self.next.max(end + 1);
-            }
-            return Ok((Vec::new(), wm.high, None));
+            return Ok((items, read.high, None));
         }
         let mut hold = None;
         if self.spec.kind == Kind::Retry {
@@ -491,7 +370,7 @@ impl<'a> Incarnation<'a> {
                 items.truncate(i);
             }
         }
-        Ok((items, wm.high, hold))
+        Ok((items, read.high, hold))
     }
 
     /// Handles `items` in order. Everything that decides output (verdicts, hand-overs of the
@@ -643,7 +522,7 @@ impl<'a> Incarnation<'a> {
                 }
             }
         }
-        if !self.hand_ahead_due || self.writer.replaying() {
+        if !self.hand_ahead_due || self.io.replaying() {
             return Ok(());
         }
         self.hand_ahead_due = false;
@@ -708,14 +587,14 @@ impl<'a> Incarnation<'a> {
         if let Some(e) = &m.event_time {
             side.push(e.late_topic.clone());
         }
-        let mut topics = self.writer.topics_written();
+        let mut topics = self.io.topics_written();
         topics.extend(m.output.iter().cloned());
         topics.retain(|t| !side.contains(t));
         // Under input partitioning this task writes to one partition of each topic only, and
         // its readers expect it there only (see Topology).
         let only = (m.partitioning == Partitioning::Input).then_some(self.spec.partition);
         for topic in topics {
-            self.writer.announce(&topic, &a, only).map_err(err)?;
+            self.io.announce(&topic, &a, only).map_err(err)?;
         }
         self.announced = Some(now);
         self.last_announce = Instant::now();
@@ -811,7 +690,7 @@ impl<'a> Incarnation<'a> {
                 n_out += 1;
             }
         }
-        self.writer.write(out).map_err(err)?;
+        self.io.write(out).map_err(err)?;
         Stats::add(&stats.records_in, consumed);
         Stats::add(&stats.records_out, n_out);
         Stats::add(&stats.dead_lettered, n_dlq);
@@ -866,9 +745,9 @@ impl<'a> Incarnation<'a> {
         key: Option<&[u8]>,
         keeps_key: bool,
         side: bool,
-    ) -> Result<(Arc<crate::broker::Topic>, i32), String> {
-        let t = self.writer.topic(topic)?;
-        let n = t.partitions.len();
+    ) -> Result<(Arc<Dest>, i32), String> {
+        let t = self.io.topic(topic)?;
+        let n = t.partitions;
         let home = self.spec.partition;
         let by_input = !side
             && match self.spec.pipeline.manifest.partitioning {
@@ -933,10 +812,10 @@ impl<'a> Incarnation<'a> {
             let (topic, partition) =
                 self.resolve(&name, record.key.as_deref(), keeps_key, false)?;
             let size = output::record_size(&record);
-            if size > topic.max_message_bytes() {
+            if size > topic.max_message_bytes {
                 return Err(format!(
                     "a {size}-byte record exceeds max.message.bytes of '{name}' ({})",
-                    topic.max_message_bytes()
+                    topic.max_message_bytes
                 ));
             }
             routed.push(Routed {
@@ -1093,7 +972,7 @@ impl<'a> Incarnation<'a> {
     fn tick(&mut self) -> Result<(), Restart> {
         let tick_ms = self.spec.pipeline.manifest.tick_ms;
         self.next_tick = Instant::now() + Duration::from_millis(tick_ms);
-        if self.writer.replaying() {
+        if self.io.replaying() {
             // Written-ahead output must follow what the log already holds from before a crash.
             return Ok(());
         }
@@ -1113,24 +992,22 @@ impl<'a> Incarnation<'a> {
     }
 
     fn checkpoint(&mut self, pending: Vec<PendingRecord>) -> Result<(), Restart> {
-        // Outputs first on disk, then the checkpoint that counts them.
-        self.writer.make_durable().map_err(err)?;
         let state = self.instance.snapshot()?;
-        Checkpoint {
-            producer_id: self.writer.producer_id,
-            next_offset: self.next,
-            state: Bin(state),
-            plugin_version: self.version.clone(),
-            emitted: self.writer.emitted(),
-            pending,
-            watermarks: self
-                .tracker
-                .as_ref()
-                .map(|t| t.state.clone())
-                .unwrap_or_default(),
-        }
-        .save(&self.spec.checkpoint)
-        .map_err(err)?;
+        self.io
+            .commit(Checkpoint {
+                producer_id: 0,
+                next_offset: self.next,
+                state: Bin(state),
+                plugin_version: self.version.clone(),
+                emitted: BTreeMap::new(),
+                pending,
+                watermarks: self
+                    .tracker
+                    .as_ref()
+                    .map(|t| t.state.clone())
+                    .unwrap_or_default(),
+            })
+            .map_err(err)?;
         self.dirty = false;
         self.last_checkpoint = Instant::now();
         Ok(())
@@ -1234,50 +1111,4 @@ fn header_str(r: &Record, name: &str) -> Option<String> {
 
 fn header_i64(r: &Record, name: &str) -> Option<i64> {
     header_str(r, name)?.parse().ok()
-}
-
-/// The last offset covered by the whole batches in `data`.
-/// Base offsets of the data batches in `data` that belong to aborted transactions.
-/// `aborted` is asked only when a transactional batch is there.
-fn aborted_batches(
-    data: &[u8],
-    aborted: impl FnOnce() -> Vec<crate::broker::producers::AbortedTxn>,
-) -> Vec<i64> {
-    let mut txn = Vec::new();
-    let mut at = 0;
-    while let Ok(h) = crate::log::batch::parse_header(&data[at..]) {
-        if h.is_transactional() && !h.is_control() {
-            txn.push((h.producer_id, h.base_offset));
-        }
-        at += h.size;
-        if at >= data.len() {
-            break;
-        }
-    }
-    if txn.is_empty() {
-        return Vec::new();
-    }
-    let aborted = aborted();
-    txn.into_iter()
-        .filter(|&(pid, base)| {
-            aborted
-                .iter()
-                .any(|a| a.producer_id == pid && base >= a.first_offset && base <= a.last_offset)
-        })
-        .map(|(_, base)| base)
-        .collect()
-}
-
-fn last_offset_of(data: &[u8]) -> Option<i64> {
-    let mut at = 0;
-    let mut last = None;
-    while let Some(size) = crate::log::batch::framed_size(&data[at..]) {
-        if at + size > data.len() {
-            break;
-        }
-        let h = crate::log::batch::parse_header(&data[at..at + size]).ok()?;
-        last = Some(h.base_offset + i64::from(h.last_offset_delta));
-        at += size;
-    }
-    last
 }

@@ -1,0 +1,124 @@
+//! `sluice worker`: runs the plugins directory's pipelines on any Kafka cluster, sharing
+//! their tasks with every other worker of the same group.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rdkafka::config::ClientConfig;
+
+use crate::worker::{GroupProtocol, Worker, WorkerConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub conn: super::Conn,
+    /// Where pipelines are deployed: manifests (NAME.toml) and their components
+    #[arg(long, env = "SLUICE_PLUGINS_DIR", default_value = "./plugins")]
+    pub plugins_dir: PathBuf,
+    /// Workers with the same group share the pipelines' tasks; each pipeline's consumer group
+    /// is GROUP.PIPELINE
+    #[arg(long, env = "SLUICE_WORKER_GROUP", default_value = "sluice-workers")]
+    pub group: String,
+    /// Checkpoint cache and compiled components
+    #[arg(
+        long,
+        env = "SLUICE_STATE_DIR",
+        default_value = "./sluice-worker-state"
+    )]
+    pub state_dir: PathBuf,
+    /// classic (cooperative-sticky) or consumer (KIP-848, Kafka 4.0+)
+    #[arg(long, value_enum, default_value_t = GroupProtocol::Classic)]
+    pub group_protocol: GroupProtocol,
+    /// How long a silent worker keeps its tasks (classic protocol; KIP-848 groups take the
+    /// broker's group.consumer.session.timeout.ms)
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u32,
+    /// Extra librdkafka client settings, as kcat's -X (e.g. -X socket.timeout.ms=30000)
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub property: Vec<String>,
+}
+
+fn client_config(a: &WorkerArgs) -> Result<ClientConfig> {
+    let mut c = ClientConfig::new();
+    let id = format!(
+        "sluice-worker-{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+        std::process::id()
+    );
+    c.set("bootstrap.servers", &a.conn.bootstrap)
+        .set("client.id", id)
+        .set(
+            "security.protocol",
+            a.conn.security_protocol.to_ascii_lowercase(),
+        );
+    if let Some(ca) = &a.conn.ca_file {
+        c.set("ssl.ca.location", ca.display().to_string());
+    }
+    if let (Some(cert), Some(key)) = (&a.conn.cert_file, &a.conn.key_file) {
+        c.set("ssl.certificate.location", cert.display().to_string())
+            .set("ssl.key.location", key.display().to_string());
+    }
+    if a.conn
+        .security_protocol
+        .to_ascii_uppercase()
+        .starts_with("SASL")
+    {
+        c.set("sasl.mechanism", &a.conn.sasl_mechanism)
+            .set(
+                "sasl.username",
+                a.conn
+                    .sasl_username
+                    .as_deref()
+                    .context("SASL needs --sasl-username")?,
+            )
+            .set(
+                "sasl.password",
+                a.conn
+                    .sasl_password
+                    .as_deref()
+                    .context("SASL needs --sasl-password (or SLUICE_SASL_PASSWORD)")?,
+            );
+    }
+    for p in &a.property {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("-X {p}: expected KEY=VALUE"))?;
+        c.set(k, v);
+    }
+    Ok(c)
+}
+
+pub fn run(a: WorkerArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let cfg = WorkerConfig {
+        client: client_config(&a)?,
+        plugins_dir: a.plugins_dir.clone(),
+        group: a.group.clone(),
+        state_dir: a.state_dir.clone(),
+        protocol: a.group_protocol,
+        session_timeout_ms: a.session_timeout_ms,
+    };
+    let mut worker = Worker::new(cfg, rt.handle().clone())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("stopping: every task commits, then leaves its group");
+            stop.store(true, Ordering::Release);
+        });
+    }
+    worker.run(&stop);
+    Ok(())
+}

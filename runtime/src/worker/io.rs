@@ -1,0 +1,661 @@
+//! A task's I/O in a `sluice worker`: any Kafka cluster with transactions.
+//!
+//! Each task has its own transactional producer, `transactional.id` = the task's name, so the
+//! worker that takes a task over fences the one that had it (its open transaction is aborted
+//! at once, not at the transaction timeout). A commit puts in one transaction:
+//! the output since the last commit, the task's checkpoint (input position, plugin state,
+//! watermarks) as [`super::changelog`] records, and the input offset, sent to the pipeline's
+//! consumer group with the group metadata of this worker's membership (so a worker that has
+//! been thrown out of the group cannot commit). On any failure the transaction is aborted and
+//! the task starts again from its last committed checkpoint: nothing it wrote since is seen
+//! by read_committed readers, so output, state and offsets stay exactly once.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::changelog::{self, Restore};
+use crate::plugin::checkpoint::{Bin, Checkpoint};
+use crate::plugin::io::{Dest, Item, Moved, Read, Routed, TaskIo};
+use crate::plugin::output::MAX_CREATED_TOPICS;
+use crate::plugin::pipeline::Pipeline;
+use crate::plugin::watermark::Announcement;
+use crate::records::Record;
+
+/// Header that marks a watermark announcement. Kafka has no control records a client may
+/// write, so on a cluster announcements are ordinary records; only topics some pipeline reads
+/// get them.
+pub const H_WATERMARK: &str = "sluice.watermark";
+
+/// Most input records taken into one read.
+const READ_RECORDS: usize = 2000;
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Kafka's default `max.message.bytes`, assumed for every output topic.
+const MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// After being fenced, wait this long (a few heartbeats) for the membership to tell whether
+/// the task is still ours before taking it back.
+const FENCED_PAUSE: Duration = Duration::from_secs(6);
+
+/// What every task of one pipeline in this worker shares.
+pub struct Shared {
+    /// librdkafka settings for every client (bootstrap servers, security).
+    pub client: ClientConfig,
+    /// The pipeline's consumer group (its input offsets are committed there).
+    pub group: String,
+    /// The prefix of the tasks' transactional ids.
+    pub txn_prefix: String,
+    pub changelog: String,
+    pub changelog_partitions: i32,
+    /// This worker's membership in `group`, refreshed by the membership thread.
+    pub membership: Mutex<Option<Arc<ConsumerGroupMetadata>>>,
+    /// Topics some pipeline of the worker group reads: the ones announcements go to.
+    pub fed: Arc<Mutex<BTreeSet<String>>>,
+    /// Where checkpoints are cached, so a restart does not read the whole changelog.
+    pub cache_dir: PathBuf,
+    pub rt: tokio::runtime::Handle,
+}
+
+pub struct ClusterIo {
+    shared: Arc<Shared>,
+    topic: String,
+    partition: i32,
+    revoked: Arc<AtomicBool>,
+    producer: Option<BaseProducer>,
+    consumer: Option<BaseConsumer>,
+    /// Input read and not yet behind the task's position.
+    buffer: VecDeque<Item>,
+    /// The last committed checkpoint, and how many changelog chunks it took.
+    committed: Option<Checkpoint>,
+    chunks: u32,
+    in_txn: bool,
+    fenced: bool,
+    topics: HashMap<String, Arc<Dest>>,
+    created: usize,
+    written: BTreeSet<String>,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn is_fenced(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::IllegalGeneration
+        )
+    ) || matches!(e, KafkaError::Transaction(t) if t.is_fatal())
+}
+
+impl ClusterIo {
+    pub fn new(
+        shared: Arc<Shared>,
+        topic: String,
+        partition: i32,
+        revoked: Arc<AtomicBool>,
+    ) -> ClusterIo {
+        ClusterIo {
+            shared,
+            topic,
+            partition,
+            revoked,
+            producer: None,
+            consumer: None,
+            buffer: VecDeque::new(),
+            committed: None,
+            chunks: 0,
+            in_txn: false,
+            fenced: false,
+            topics: HashMap::new(),
+            created: 0,
+            written: BTreeSet::new(),
+        }
+    }
+
+    fn key(&self) -> String {
+        changelog::task_key(&self.topic, self.partition)
+    }
+
+    fn changelog_partition(&self) -> i32 {
+        crate::client::partition_for_key(self.key().as_bytes(), self.shared.changelog_partitions)
+    }
+
+    fn cache_path(&self) -> PathBuf {
+        self.shared
+            .cache_dir
+            .join(&self.topic)
+            .join(format!("{}.ckpt", self.partition))
+    }
+
+    fn producer(&self) -> Result<&BaseProducer, String> {
+        self.producer
+            .as_ref()
+            .ok_or_else(|| "the task's producer is not open".to_string())
+    }
+
+    /// A transactional producer with the task's id: fences whoever had the task before.
+    fn start_producer(&mut self) -> Result<(), String> {
+        self.producer = None;
+        self.in_txn = false;
+        let id = format!(
+            "{}{}-{}",
+            self.shared.txn_prefix, self.topic, self.partition
+        );
+        let p: BaseProducer = self
+            .shared
+            .client
+            .clone()
+            .set("transactional.id", &id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("transaction.timeout.ms", "60000")
+            .set("queue.buffering.max.kbytes", "65536")
+            .create()
+            .map_err(err)?;
+        p.init_transactions(OP_TIMEOUT).map_err(err)?;
+        self.producer = Some(p);
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<(), String> {
+        if !self.in_txn {
+            self.producer()?.begin_transaction().map_err(err)?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    fn consumer_config(&self) -> ClientConfig {
+        let mut c = self.shared.client.clone();
+        c.set("group.id", &self.shared.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false")
+            .set("queued.max.messages.kbytes", "8192")
+            .set("fetch.wait.max.ms", "50")
+            .set("auto.offset.reset", "earliest");
+        c
+    }
+
+    /// The task's last committed checkpoint: the cached one, brought up to date with what the
+    /// changelog holds after it.
+    fn restore(&mut self) -> Result<Option<Checkpoint>, String> {
+        let cached = Checkpoint::load(&self.cache_path()).ok().flatten();
+        let from = std::fs::read_to_string(self.cache_path().with_extension("from"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|_| cached.is_some());
+        let cp = self.changelog_partition();
+        let probe: BaseConsumer = self.consumer_config().create().map_err(err)?;
+        let (low, high) = probe
+            .fetch_watermarks(&self.shared.changelog, cp, OP_TIMEOUT)
+            .map_err(err)?;
+        let start = from.map_or(low, |f| f.clamp(low, high));
+        if start >= high {
+            return Ok(cached);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.shared.changelog, cp, Offset::Offset(start))
+            .map_err(err)?;
+        probe.assign(&tpl).map_err(err)?;
+        let key = self.key();
+        let mut r = Restore::default();
+        let deadline = Instant::now() + OP_TIMEOUT * 2;
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "changelog {}-{cp}: could not read up to offset {high}",
+                    self.shared.changelog
+                ));
+            }
+            match probe.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    if let Some(k) = m.key() {
+                        r.record(&key, k, m.payload());
+                    }
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(format!("changelog read: {e}")),
+                None => {
+                    // Transaction markers are not delivered: the position says whether the
+                    // end was reached.
+                    let pos = probe
+                        .position()
+                        .ok()
+                        .and_then(|t| {
+                            t.find_partition(&self.shared.changelog, cp)
+                                .and_then(|e| e.offset().to_raw())
+                        })
+                        .unwrap_or(-1);
+                    if pos >= high {
+                        break;
+                    }
+                }
+            }
+        }
+        if r.found() {
+            r.finish()
+        } else {
+            Ok(cached)
+        }
+    }
+
+    fn open_consumer(&mut self, at: i64) -> Result<(), String> {
+        let c: BaseConsumer = match self.consumer.take() {
+            Some(c) => c,
+            None => self.consumer_config().create().map_err(err)?,
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(at))
+            .map_err(err)?;
+        c.assign(&tpl).map_err(err)?;
+        self.consumer = Some(c);
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn item(m: &rdkafka::message::BorrowedMessage<'_>) -> Item {
+        let mut headers = Vec::new();
+        let mut announcement = false;
+        if let Some(h) = m.headers() {
+            for x in h.iter() {
+                if x.key == H_WATERMARK {
+                    announcement = true;
+                }
+                headers.push((
+                    Bytes::copy_from_slice(x.key.as_bytes()),
+                    x.value.map(Bytes::copy_from_slice),
+                ));
+            }
+        }
+        if announcement && Announcement::is_ours(m.key()) {
+            return Item::Control {
+                offset: m.offset(),
+                announcement: m.payload().and_then(Announcement::decode),
+            };
+        }
+        Item::Data(Record {
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis().unwrap_or(0),
+            key: m.key().map(Bytes::copy_from_slice),
+            value: m.payload().map(Bytes::copy_from_slice),
+            headers,
+        })
+    }
+
+    fn send(&self, topic: &str, partition: i32, r: &Record) -> Result<(), String> {
+        let p = self.producer()?;
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: &String::from_utf8_lossy(k),
+                value: v.as_deref(),
+            });
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .partition(partition)
+            .timestamp(r.timestamp)
+            .headers(headers);
+        if let Some(k) = r.key.as_deref() {
+            rec = rec.key(k);
+        }
+        if let Some(v) = r.value.as_deref() {
+            rec = rec.payload(v);
+        }
+        loop {
+            match p.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    p.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(format!("cannot produce to {topic}-{partition}: {e}")),
+            }
+        }
+    }
+
+    fn fail(&mut self, e: KafkaError) -> String {
+        if is_fenced(&e) {
+            self.fenced = true;
+        }
+        e.to_string()
+    }
+}
+
+impl TaskIo for ClusterIo {
+    fn open(&mut self, earliest: bool) -> Result<Checkpoint, String> {
+        if self.fenced {
+            // Someone else may run the task now: wait for the membership to say.
+            let until = Instant::now() + FENCED_PAUSE;
+            while Instant::now() < until && !self.revoked.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if self.revoked.load(Ordering::Acquire) {
+                return Err("the task moved to another worker".into());
+            }
+            self.fenced = false;
+            self.producer = None;
+        }
+        let aborted = match &self.producer {
+            Some(p) if self.in_txn => p.abort_transaction(OP_TIMEOUT).is_ok(),
+            Some(_) => true,
+            None => false,
+        };
+        self.in_txn = false;
+        if !aborted {
+            self.start_producer()?;
+            // Only now, with any earlier owner fenced, is the changelog final for this task.
+            self.committed = self.restore()?;
+        }
+        let ckpt = match self.committed.clone() {
+            Some(c) => c,
+            None => {
+                let probe: BaseConsumer = self.consumer_config().create().map_err(err)?;
+                let (low, high) = probe
+                    .fetch_watermarks(&self.topic, self.partition, OP_TIMEOUT)
+                    .map_err(err)?;
+                Checkpoint {
+                    producer_id: 0,
+                    next_offset: if earliest { low } else { high },
+                    state: Bin::default(),
+                    plugin_version: String::new(),
+                    emitted: Default::default(),
+                    pending: Vec::new(),
+                    watermarks: Default::default(),
+                }
+            }
+        };
+        self.open_consumer(ckpt.next_offset)?;
+        self.begin()?;
+        Ok(ckpt)
+    }
+
+    fn read(&mut self, next: i64) -> Result<Read, String> {
+        let offset = |i: &Item| match i {
+            Item::Data(r) => r.offset,
+            Item::Control { offset, .. } => *offset,
+            Item::Bad { last, .. } => *last,
+        };
+        while self.buffer.front().is_some_and(|i| offset(i) < next) {
+            self.buffer.pop_front();
+        }
+        let consumer = self
+            .consumer
+            .as_ref()
+            .ok_or_else(|| "the task's input is not open".to_string())?;
+        while self.buffer.len() < READ_RECORDS {
+            match consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(m)) => {
+                    let item = ClusterIo::item(&m);
+                    if offset(&item) >= next {
+                        self.buffer.push_back(item);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(format!("reading {}-{}: {e}", self.topic, self.partition))
+                }
+            }
+        }
+        let last = self.buffer.back().map(|i| offset(i) + 1);
+        Ok(Read {
+            items: self.buffer.iter().cloned().collect(),
+            // Read committed: what there is to read is what was fetched (the high watermark
+            // may be ahead of the last stable offset, and transaction markers take offsets no
+            // record has, so it is no measure of being caught up).
+            high: last.map_or(next, |l| l.max(next)),
+            // A position out of range is reset by the consumer (auto.offset.reset).
+            log_start: next,
+            moved: Moved::No,
+        })
+    }
+
+    fn mark_seen(&mut self) {}
+
+    fn wait(&mut self, until: Instant, input: bool, p: &Pipeline, generation: u64) {
+        loop {
+            if p.stopping()
+                || p.generation.load(Ordering::Acquire) != generation
+                || self.revoked.load(Ordering::Acquire)
+            {
+                return;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            let slice = (until - now).min(Duration::from_millis(100));
+            if let Some(p) = &self.producer {
+                // Delivery reports and errors are served here.
+                p.poll(Duration::ZERO);
+            }
+            match (&self.consumer, input) {
+                (Some(c), true) => match c.poll(slice) {
+                    Some(Ok(m)) => {
+                        self.buffer.push_back(ClusterIo::item(&m));
+                        return;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "input read error");
+                        std::thread::sleep(slice);
+                    }
+                    None => {}
+                },
+                _ => std::thread::sleep(slice),
+            }
+        }
+    }
+
+    fn topic(&mut self, name: &str) -> Result<Arc<Dest>, String> {
+        if let Some(d) = self.topics.get(name) {
+            return Ok(d.clone());
+        }
+        if !crate::broker::valid_topic_name(name) || name.starts_with("__") {
+            return Err(format!("'{name}' is not a valid output topic name"));
+        }
+        let producer = self.producer()?;
+        let partitions = |producer: &BaseProducer| -> Result<usize, String> {
+            let md = producer
+                .client()
+                .fetch_metadata(Some(name), OP_TIMEOUT)
+                .map_err(err)?;
+            Ok(md
+                .topics()
+                .iter()
+                .find(|t| t.name() == name && t.error().is_none())
+                .map_or(0, |t| t.partitions().len()))
+        };
+        let mut n = partitions(producer)?;
+        if n == 0 {
+            if self.created >= MAX_CREATED_TOPICS {
+                return Err(format!(
+                    "the plugin named more than {MAX_CREATED_TOPICS} new output topics"
+                ));
+            }
+            create_topics(&self.shared, &[name], &[])?;
+            self.created += 1;
+            let deadline = Instant::now() + OP_TIMEOUT;
+            while n == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                n = partitions(self.producer()?)?;
+            }
+            if n == 0 {
+                return Err(format!(
+                    "topic {name} was created but has no partitions yet"
+                ));
+            }
+        }
+        let d = Arc::new(Dest {
+            name: name.to_string(),
+            partitions: n,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+        });
+        self.topics.insert(name.to_string(), d.clone());
+        Ok(d)
+    }
+
+    fn write(&mut self, out: Vec<Routed>) -> Result<(), String> {
+        self.begin()?;
+        for r in out {
+            self.send(&r.topic.name, r.partition, &r.record)?;
+            if !self.written.contains(&r.topic.name) {
+                self.written.insert(r.topic.name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn announce(&mut self, topic: &str, a: &Announcement, only: Option<i32>) -> Result<(), String> {
+        let fed = self
+            .shared
+            .fed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic);
+        if !fed {
+            return Ok(());
+        }
+        let n = self.topic(topic)?.partitions as i32;
+        self.begin()?;
+        let record = Record {
+            offset: 0,
+            timestamp: crate::broker::now_ms(),
+            key: Some(Bytes::copy_from_slice(&Announcement::control_key())),
+            value: Some(Bytes::from(a.encode())),
+            headers: vec![(Bytes::from_static(H_WATERMARK.as_bytes()), None)],
+        };
+        for p in 0..n {
+            if only.is_some_and(|q| q.rem_euclid(n) != p) {
+                continue;
+            }
+            self.send(topic, p, &record)?;
+        }
+        Ok(())
+    }
+
+    fn replaying(&mut self) -> bool {
+        // Uncommitted output is dropped, never replayed.
+        false
+    }
+
+    fn topics_written(&self) -> BTreeSet<String> {
+        self.written.clone()
+    }
+
+    fn commit(&mut self, c: Checkpoint) -> Result<(), String> {
+        self.begin()?;
+        let key = self.key();
+        let cp = self.changelog_partition();
+        let id = uuid::Uuid::new_v4().as_u64_pair().0;
+        let (entries, chunks) = changelog::encode(&key, id, &c, self.chunks)?;
+        let changelog = self.shared.changelog.clone();
+        for (k, v) in &entries {
+            let r = Record {
+                offset: 0,
+                timestamp: crate::broker::now_ms(),
+                key: Some(Bytes::copy_from_slice(k.as_bytes())),
+                value: v.as_deref().map(Bytes::copy_from_slice),
+                headers: Vec::new(),
+            };
+            self.send(&changelog, cp, &r)?;
+        }
+        let membership = self
+            .shared
+            .membership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| "not a member of the pipeline's group yet".to_string())?;
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&self.topic, self.partition, Offset::Offset(c.next_offset))
+            .map_err(err)?;
+        let p = self.producer()?;
+        let sent = p.send_offsets_to_transaction(&offsets, &membership, OP_TIMEOUT);
+        let done = sent.and_then(|()| p.commit_transaction(OP_TIMEOUT));
+        if let Err(e) = done {
+            return Err(self.fail(e));
+        }
+        self.in_txn = false;
+        self.chunks = chunks;
+        // The cache: the checkpoint, then where the changelog is to be read from next time.
+        let high = self
+            .consumer
+            .as_ref()
+            .and_then(|c| {
+                c.fetch_watermarks(&changelog, cp, Duration::from_secs(5))
+                    .ok()
+            })
+            .map(|(_, h)| h);
+        let path = self.cache_path();
+        if c.save(&path).is_ok() {
+            if let Some(h) = high {
+                let _ = std::fs::write(path.with_extension("from"), h.to_string());
+            }
+        }
+        self.committed = Some(c);
+        self.begin()
+    }
+
+    fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+}
+
+/// Creates topics with the cluster's default partition count and replication; `compacted`
+/// ones with `cleanup.policy=compact`. Existing topics are fine.
+pub fn create_topics(
+    shared: &Shared,
+    plain: &[&str],
+    compacted: &[(&str, i32)],
+) -> Result<(), String> {
+    if plain.is_empty() && compacted.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = shared.client.create().map_err(err)?;
+    let mut topics: Vec<NewTopic<'_>> = plain
+        .iter()
+        .map(|t| NewTopic::new(t, -1, TopicReplication::Fixed(-1)))
+        .collect();
+    for (t, n) in compacted {
+        topics.push(
+            NewTopic::new(t, *n, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact")
+                .set("max.message.bytes", "1048588"),
+        );
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
+    let results = shared
+        .rt
+        .block_on(admin.create_topics(topics.iter(), &opts))
+        .map_err(err)?;
+    for r in results {
+        if let Err((t, code)) = r {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(format!("cannot create topic {t}: {code}"));
+            }
+        }
+    }
+    Ok(())
+}

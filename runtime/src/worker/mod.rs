@@ -1,0 +1,463 @@
+//! `sluice worker`: the plugin host without a broker, on any Kafka cluster.
+//!
+//! Workers started with the same `--group` share every pipeline's tasks. Each pipeline is a
+//! consumer group of its own (`GROUP.PIPELINE`, so two pipelines reading one topic keep
+//! separate offsets); a membership consumer per pipeline and worker takes part in it, and the
+//! partitions the group assigns this worker are the tasks it runs, each on a thread, with the
+//! same task code as inside the broker ([`crate::plugin::task`]) over a [`io::ClusterIo`].
+//! When the group moves a partition away, its task commits and stops before the partition is
+//! given up; when a worker dies, the others get its partitions after the session timeout and
+//! restore each task from the changelog ([`changelog`]).
+//!
+//! Deployment is the plugins directory, as in the broker: every worker watches its own, and
+//! the same files dropped into each (a shared volume, or a copy) deploy everywhere. New code
+//! for a running pipeline is hot-reloaded at each task's next batch boundary, state carried.
+
+pub mod changelog;
+pub mod io;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::ClientContext;
+
+use crate::plugin::engine::PluginEngine;
+use crate::plugin::host::{load_checked, manifests_in, same_topology, writers_of};
+use crate::plugin::manifest::Manifest;
+use crate::plugin::pipeline::{Deployed, Pipeline, Stats, Topology};
+use crate::plugin::task::{self, Kind, TaskSpec};
+use io::{ClusterIo, Shared};
+
+/// How often the plugins directory is looked at.
+const RESCAN: Duration = Duration::from_secs(1);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the pipelines' consumer groups coordinate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupProtocol {
+    /// The classic protocol with the cooperative-sticky assignor: a rebalance only stops the
+    /// tasks that move.
+    Classic,
+    /// KIP-848 (Kafka 4.0+): the broker computes assignments.
+    Consumer,
+}
+
+pub struct WorkerConfig {
+    /// librdkafka settings shared by every client: bootstrap servers, security, and any
+    /// `-X key=value` given.
+    pub client: ClientConfig,
+    pub plugins_dir: PathBuf,
+    pub group: String,
+    pub state_dir: PathBuf,
+    pub protocol: GroupProtocol,
+    pub session_timeout_ms: u32,
+}
+
+/// One pipeline running in this worker.
+struct Member {
+    fingerprint: (String, Option<(u64, Option<SystemTime>)>),
+    pipeline: Arc<Pipeline>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// A pipeline whose manifest or component was refused, with what was refused.
+struct Refused {
+    fingerprint: (String, Option<(u64, Option<SystemTime>)>),
+}
+
+pub struct Worker {
+    cfg: WorkerConfig,
+    engine: Arc<PluginEngine>,
+    rt: tokio::runtime::Handle,
+    topology: Arc<Topology>,
+    fed: Arc<Mutex<BTreeSet<String>>>,
+    members: BTreeMap<String, Member>,
+    refused: BTreeMap<String, Refused>,
+}
+
+impl Worker {
+    pub fn new(cfg: WorkerConfig, rt: tokio::runtime::Handle) -> anyhow::Result<Worker> {
+        std::fs::create_dir_all(&cfg.plugins_dir)?;
+        std::fs::create_dir_all(&cfg.state_dir)?;
+        let engine = PluginEngine::new(Some(cfg.state_dir.join("plugin-cache")))?;
+        Ok(Worker {
+            cfg,
+            engine,
+            rt,
+            topology: Arc::new(Topology::default()),
+            fed: Arc::default(),
+            members: BTreeMap::new(),
+            refused: BTreeMap::new(),
+        })
+    }
+
+    /// Runs until `stop` is set, then stops every pipeline at a commit.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        tracing::info!(dir = %self.cfg.plugins_dir.display(), group = %self.cfg.group, "worker watching for pipelines");
+        while !stop.load(Ordering::Acquire) {
+            self.reconcile();
+            let until = std::time::Instant::now() + RESCAN;
+            while std::time::Instant::now() < until && !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        for (name, m) in std::mem::take(&mut self.members) {
+            stop_member(&name, m);
+        }
+    }
+
+    fn partitions(&self) -> impl Fn(&str) -> Option<i32> {
+        let md = self
+            .cfg
+            .client
+            .create::<BaseConsumer>()
+            .ok()
+            .and_then(|c| c.fetch_metadata(None, METADATA_TIMEOUT).ok());
+        let counts: HashMap<String, i32> = md
+            .map(|md| {
+                md.topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+                    .collect()
+            })
+            .unwrap_or_default();
+        move |t: &str| counts.get(t).copied()
+    }
+
+    fn reconcile(&mut self) {
+        let found = manifests_in(&self.cfg.plugins_dir);
+        let (writers, present) = writers_of(&found, self.partitions());
+        self.topology.set(writers, present);
+        let mut fed = BTreeSet::new();
+        for path in found.values() {
+            if let Ok(m) = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| Manifest::parse(path, &t).map_err(|e| e.to_string()))
+            {
+                fed.extend(m.inputs.iter().cloned());
+            }
+        }
+        *self.fed.lock().unwrap_or_else(|p| p.into_inner()) = fed;
+        let gone: Vec<String> = self
+            .members
+            .keys()
+            .filter(|k| !found.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(m) = self.members.remove(&name) {
+                stop_member(&name, m);
+                tracing::info!(pipeline = %name, "pipeline undeployed");
+            }
+        }
+        self.refused.retain(|k, _| found.contains_key(k));
+        for (name, path) in found {
+            self.reconcile_one(&name, &path);
+        }
+    }
+
+    fn reconcile_one(&mut self, name: &str, path: &Path) {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let parsed = Manifest::parse(path, &text);
+        let wasm = parsed.as_ref().ok().and_then(|m| {
+            std::fs::metadata(&m.wasm)
+                .ok()
+                .map(|md| (md.len(), md.modified().ok()))
+        });
+        let fp = (text, wasm);
+        if self.members.get(name).is_some_and(|m| m.fingerprint == fp)
+            || self.refused.get(name).is_some_and(|r| r.fingerprint == fp)
+        {
+            return;
+        }
+        let loaded = parsed.map_err(|e| e.to_string()).and_then(|m| {
+            let code = load_checked(&self.engine, &m)?;
+            Ok((m, code))
+        });
+        let (manifest, code) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                if self.members.contains_key(name) {
+                    tracing::error!(pipeline = name, error = %e, "new version rejected; the running version keeps running");
+                } else {
+                    tracing::error!(pipeline = name, error = %e, "pipeline rejected");
+                }
+                self.refused
+                    .insert(name.to_string(), Refused { fingerprint: fp });
+                return;
+            }
+        };
+        self.refused.remove(name);
+        let deployed = Deployed {
+            config_json: manifest.config_json.clone(),
+            limits: manifest.limits,
+            code,
+            generation: 0,
+        };
+        if let Some(m) = self.members.get_mut(name) {
+            if same_topology(&m.pipeline.manifest, &manifest) {
+                tracing::info!(pipeline = name, version = %deployed.code.version, "hot-reloading pipeline");
+                Stats::add(&m.pipeline.stats.reloads, 1);
+                m.pipeline.replace(deployed);
+                m.fingerprint = fp;
+                return;
+            }
+        }
+        if let Some(old) = self.members.remove(name) {
+            tracing::info!(
+                pipeline = name,
+                "pipeline topology changed; restarting it from its checkpoints"
+            );
+            stop_member(name, old);
+        }
+        match self.start(manifest, deployed, fp) {
+            Ok(m) => {
+                self.members.insert(name.to_string(), m);
+            }
+            Err(e) => tracing::error!(pipeline = name, error = %e, "cannot start pipeline"),
+        }
+    }
+
+    fn start(
+        &self,
+        manifest: Manifest,
+        deployed: Deployed,
+        fingerprint: (String, Option<(u64, Option<SystemTime>)>),
+    ) -> Result<Member, String> {
+        let name = manifest.name.clone();
+        let group = format!("{}.{}", self.cfg.group, name);
+        let partitions = self.partitions();
+        let mut subscribed: Vec<String> = manifest.inputs.clone();
+        subscribed.push(manifest.retry_topic.clone());
+        // The changelog has a partition per input partition of the widest input.
+        let widest = subscribed.iter().filter_map(|t| partitions(t)).max();
+        let shared = Arc::new(Shared {
+            client: self.cfg.client.clone(),
+            group: group.clone(),
+            txn_prefix: format!("{group}."),
+            changelog: format!("{group}-changelog"),
+            changelog_partitions: widest.unwrap_or(1).max(1),
+            membership: Mutex::new(None),
+            fed: self.fed.clone(),
+            cache_dir: self.cfg.state_dir.join("pipelines").join(&name),
+            rt: self.rt.clone(),
+        });
+        let mut plain: Vec<&str> = subscribed.iter().map(String::as_str).collect();
+        plain.extend(manifest.output.as_deref());
+        plain.push(&manifest.dead_letter);
+        if let Some(e) = &manifest.event_time {
+            plain.push(&e.late_topic);
+        }
+        let missing: Vec<&str> = plain
+            .into_iter()
+            .filter(|t| partitions(t).is_none())
+            .collect();
+        let changelog = (shared.changelog.as_str(), shared.changelog_partitions);
+        let compacted: Vec<(&str, i32)> = if partitions(&shared.changelog).is_none() {
+            vec![changelog]
+        } else {
+            Vec::new()
+        };
+        io::create_topics(&shared, &missing, &compacted)?;
+        let mut consumer_cfg = self.cfg.client.clone();
+        consumer_cfg
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed");
+        match self.cfg.protocol {
+            GroupProtocol::Classic => {
+                consumer_cfg
+                    .set("partition.assignment.strategy", "cooperative-sticky")
+                    .set(
+                        "session.timeout.ms",
+                        self.cfg.session_timeout_ms.to_string(),
+                    )
+                    .set(
+                        "heartbeat.interval.ms",
+                        (self.cfg.session_timeout_ms / 5).max(100).to_string(),
+                    );
+            }
+            GroupProtocol::Consumer => {
+                consumer_cfg.set("group.protocol", "consumer");
+            }
+        }
+        let pipeline = Arc::new(Pipeline::new(
+            manifest,
+            deployed,
+            Arc::new(Stats::default()),
+        ));
+        let ctx = MemberContext {
+            tasks: Mutex::new(HashMap::new()),
+            shared: shared.clone(),
+            pipeline: pipeline.clone(),
+            engine: self.engine.clone(),
+            topology: self.topology.clone(),
+            rt: self.rt.clone(),
+        };
+        let consumer: BaseConsumer<MemberContext> = consumer_cfg
+            .create_with_context(ctx)
+            .map_err(|e| e.to_string())?;
+        let topics: Vec<&str> = subscribed.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| e.to_string())?;
+        tracing::info!(pipeline = %name, group = %group, inputs = ?subscribed, "pipeline deployed; joining its group");
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}:membership"))
+                .spawn(move || membership(consumer, &stop))
+                .map_err(|e| e.to_string())?
+        };
+        Ok(Member {
+            fingerprint,
+            pipeline,
+            stop,
+            thread,
+        })
+    }
+}
+
+fn stop_member(name: &str, m: Member) {
+    m.stop.store(true, Ordering::Release);
+    m.pipeline.request_stop();
+    if m.thread.join().is_err() {
+        tracing::error!(pipeline = name, "membership thread panicked");
+    }
+}
+
+/// Keeps the worker in the pipeline's group until `stop`; the rebalance callbacks start and
+/// stop tasks.
+fn membership(consumer: BaseConsumer<MemberContext>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        // Assigned partitions are paused: nothing is fetched here, the tasks read.
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            tracing::warn!(error = %e, "group membership");
+        }
+        consumer.context().refresh(&consumer);
+    }
+    consumer.context().stop_all(|_| true);
+    // Leaves the group on drop.
+}
+
+struct TaskHandle {
+    revoked: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+struct MemberContext {
+    tasks: Mutex<HashMap<(String, i32), TaskHandle>>,
+    shared: Arc<Shared>,
+    pipeline: Arc<Pipeline>,
+    engine: Arc<PluginEngine>,
+    topology: Arc<Topology>,
+    rt: tokio::runtime::Handle,
+}
+
+impl ClientContext for MemberContext {}
+
+impl MemberContext {
+    fn refresh(&self, consumer: &BaseConsumer<MemberContext>) {
+        let md = consumer.group_metadata().map(Arc::new);
+        *self
+            .shared
+            .membership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = md;
+    }
+
+    /// Stops (each at a commit) and joins the tasks `which` selects.
+    fn stop_all(&self, which: impl Fn(&(String, i32)) -> bool) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<(String, i32)> = tasks.keys().filter(|k| which(k)).cloned().collect();
+        let mut stopping = Vec::new();
+        for k in keys {
+            if let Some(t) = tasks.remove(&k) {
+                t.revoked.store(true, Ordering::Release);
+                stopping.push((k, t));
+            }
+        }
+        drop(tasks);
+        self.pipeline.wake.notify_waiters();
+        for ((topic, partition), t) in stopping {
+            if t.thread.join().is_err() {
+                tracing::error!(pipeline = %self.pipeline.manifest.name, %topic, partition, "task thread panicked");
+            }
+        }
+    }
+
+    fn start_task(&self, topic: String, partition: i32) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if tasks.contains_key(&(topic.clone(), partition)) {
+            return;
+        }
+        let m = &self.pipeline.manifest;
+        let kind = if topic == m.retry_topic {
+            Kind::Retry
+        } else {
+            Kind::Input
+        };
+        let revoked = Arc::new(AtomicBool::new(false));
+        let io = Box::new(ClusterIo::new(
+            self.shared.clone(),
+            topic.clone(),
+            partition,
+            revoked.clone(),
+        ));
+        let spec = TaskSpec {
+            engine: self.engine.clone(),
+            pipeline: self.pipeline.clone(),
+            topic: topic.clone(),
+            partition,
+            kind,
+            rt: self.rt.clone(),
+            topology: self.topology.clone(),
+        };
+        match std::thread::Builder::new()
+            .name(format!("{}:{topic}-{partition}", m.name))
+            .spawn(move || task::run(spec, io))
+        {
+            Ok(thread) => {
+                tracing::info!(pipeline = %m.name, %topic, partition, "task assigned to this worker");
+                tasks.insert((topic, partition), TaskHandle { revoked, thread });
+            }
+            Err(e) => tracing::error!(pipeline = %m.name, error = %e, "cannot start a task thread"),
+        }
+    }
+}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.refresh(consumer);
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let gone: BTreeSet<(String, i32)> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            tracing::info!(pipeline = %self.pipeline.manifest.name, tasks = gone.len(), lost = consumer.assignment_lost(), "tasks leaving this worker");
+            self.stop_all(|k| gone.contains(k));
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.refresh(consumer);
+        if let Rebalance::Assign(tpl) = rebalance {
+            if let Err(e) = consumer.pause(tpl) {
+                tracing::warn!(error = %e, "cannot pause the membership consumer's partitions");
+            }
+            for e in tpl.elements() {
+                self.start_task(e.topic().to_string(), e.partition());
+            }
+        }
+    }
+}

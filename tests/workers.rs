@@ -1,0 +1,268 @@
+//! `sluice worker` end to end: workers with no broker in them run a stateful plugin on a
+//! Kafka cluster (here a sluice broker, the cluster the team's CI can start in a second; the
+//! same scenario runs on a three-node Apache Kafka with tests/kafka/workers.sh). Workers are
+//! killed with kill -9 and added while records flow; a read_committed reader must see every
+//! input counted exactly once, in order per key.
+//!
+//! Registered in runtime/Cargo.toml as `[[test]] name = "workers"`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use support::{require_kcat, Broker};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// The counter test plugin (state: a count per key; emits "KEY=COUNT"), built from source
+/// once per run with `sluice plugin build`.
+fn counter() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("worker-components");
+        fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("counter.wasm");
+        let o = sluice()
+            .args(["plugin", "build"])
+            .arg(repo().join("plugins/testing/counter"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run sluice plugin build");
+        assert!(
+            o.status.success(),
+            "sluice plugin build failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    })
+}
+
+/// A `sluice worker` process with its own plugins directory and state.
+struct Worker {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Worker {
+    fn start(bootstrap: &str, group: &str) -> Worker {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-worker-")
+            .tempdir()
+            .unwrap();
+        let plugins = dir.path().join("plugins");
+        fs::create_dir_all(&plugins).unwrap();
+        let log = fs::File::create(dir.path().join("worker.log")).unwrap();
+        let child = sluice()
+            .arg("worker")
+            .args(["--bootstrap", bootstrap, "--group", group])
+            .arg("--plugins-dir")
+            .arg(&plugins)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--session-timeout-ms", "6000"])
+            .env("SLUICE_LOG", "info,librdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice worker");
+        Worker {
+            child: Some(child),
+            dir,
+        }
+    }
+
+    /// Drops the pipeline's files into this worker's plugins directory: the component, then
+    /// the manifest.
+    fn deploy(&self, name: &str, manifest: &str) {
+        let plugins = self.dir.path().join("plugins");
+        let tmp = plugins.join(".counter.wasm.tmp");
+        fs::copy(counter(), &tmp).unwrap();
+        fs::rename(&tmp, plugins.join("counter.wasm")).unwrap();
+        fs::write(plugins.join(format!("{name}.toml")), manifest).unwrap();
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        let log = fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM first: a clean stop commits and leaves the group.
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn cli(b: &Broker, args: &[&str]) {
+    let o = sluice()
+        .args(args)
+        .args(["--bootstrap", &b.bootstrap()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Produces `lines` ("key:value") to `topic` with acks=all.
+fn produce(b: &Broker, topic: &str, lines: &[String]) {
+    let mut child = sluice()
+        .args(["produce", topic, "--key-separator", ":"])
+        .args(["--bootstrap", &b.bootstrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+    }
+    assert!(child.wait().unwrap().success(), "sluice produce failed");
+}
+
+/// Everything a read_committed consumer sees in `topic`: (key, value).
+fn read_committed(b: &Broker, topic: &str) -> Vec<(String, String)> {
+    let o = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            &b.bootstrap(),
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .args(["-X", "isolation.level=read_committed", "-f", "%k\t%s\n"])
+        .output()
+        .expect("run kcat");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+const MANIFEST: &str = r#"
+inputs = ["clicks"]
+output = "counts"
+dead_letter = "counts-dlq"
+wasm = "counter.wasm"
+"#;
+
+#[test]
+fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers() {
+    require_kcat();
+    let b = Broker::start();
+    counter();
+    cli(&b, &["topic", "create", "clicks", "--partitions", "4"]);
+    let keys = 40;
+    let batch = |from: usize, n: usize| -> Vec<String> {
+        (from..from + n)
+            .map(|i| format!("k{}:v{i}", i % keys))
+            .collect()
+    };
+    let mut w1 = Worker::start(&b.bootstrap(), "g");
+    let w2 = Worker::start(&b.bootstrap(), "g");
+    w1.deploy("count", MANIFEST);
+    w2.deploy("count", MANIFEST);
+    let per_round = 3000;
+    produce(&b, "clicks", &batch(0, per_round));
+    let wait_for = |n: usize, workers: &[&Worker]| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let got = read_committed(&b, "counts").len();
+            if got >= n {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+                panic!(
+                    "{got} of {n} outputs after 120 s\n{}\n{}",
+                    logs.join("\n----\n"),
+                    b.log_tail()
+                );
+            }
+            sleep(Duration::from_millis(500));
+        }
+    };
+    wait_for(per_round, &[&w1, &w2]);
+    // Both workers run tasks: the group split the four partitions.
+    for w in [&w1, &w2] {
+        assert!(
+            w.log().contains("task assigned to this worker"),
+            "a worker got no task:\n{}",
+            w.log()
+        );
+    }
+    // kill -9 in the middle of a round: its open transaction must never be seen.
+    produce(&b, "clicks", &batch(per_round, per_round));
+    w1.kill9();
+    produce(&b, "clicks", &batch(2 * per_round, per_round));
+    let w3 = Worker::start(&b.bootstrap(), "g");
+    w3.deploy("count", MANIFEST);
+    produce(&b, "clicks", &batch(3 * per_round, per_round));
+    let total = 4 * per_round;
+    wait_for(total, &[&w2, &w3]);
+    // A little longer: anything beyond `total` would be a duplicate.
+    sleep(Duration::from_secs(3));
+    let out = read_committed(&b, "counts");
+    assert_eq!(out.len(), total, "every input exactly once in the output");
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (k, v) in &out {
+        let (vk, n) = v.split_once('=').expect("KEY=COUNT");
+        assert_eq!(vk, k);
+        per_key
+            .entry(k.clone())
+            .or_default()
+            .push(n.parse().unwrap());
+    }
+    assert_eq!(per_key.len(), keys);
+    for (k, counts) in per_key {
+        // The state moved between workers with the output: 1, 2, 3, ... with no gap or repeat.
+        let want: Vec<u64> = (1..=(total / keys) as u64).collect();
+        assert_eq!(counts, want, "counts of {k}");
+    }
+}
