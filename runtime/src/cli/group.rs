@@ -109,6 +109,76 @@ fn assigned(mut a: Bytes) -> Vec<(String, i32)> {
     }
 }
 
+/// One row of a group's description: topic, partition, committed offset (or -1), log end
+/// offset (or -1), and the member that has the partition.
+pub(crate) type Row = (String, i32, i64, i64, Option<String>);
+
+/// A group's state, member count and, per partition it has offsets for or is assigned, a
+/// [`Row`].
+pub(crate) async fn describe_table(
+    c: &mut Client,
+    name: &str,
+) -> Result<(String, usize, Vec<Row>)> {
+    let d = describe_group(c, name).await?;
+    let g = d.groups.first().context("empty DescribeGroups response")?;
+    if g.error_code != 0 {
+        bail!(
+            "group '{name}': {}",
+            kafka_error(g.error_code, g.error_message.as_deref())
+        );
+    }
+    let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
+    for m in &g.members {
+        for tp in assigned(m.member_assignment.clone()) {
+            owner.insert(
+                tp,
+                format!("{} ({})", m.member_id.as_str(), m.client_host.as_str()),
+            );
+        }
+    }
+    let v = c
+        .version(ApiKey::OffsetFetch, 7)
+        .context("broker does not support OffsetFetch")?;
+    let committed = c
+        .call(
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(sb(name)))
+                .with_topics(None),
+            v,
+        )
+        .await?;
+    let mut rows: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for t in committed.topics {
+        for p in t.partitions {
+            rows.insert(
+                (t.name.0.to_string(), p.partition_index),
+                p.committed_offset,
+            );
+        }
+    }
+    for tp in owner.keys() {
+        rows.entry(tp.clone()).or_insert(-1);
+    }
+    let topics: std::collections::BTreeSet<String> = rows.keys().map(|(t, _)| t.clone()).collect();
+    // (topic, partition, committed or -1, log end or -1, member)
+    let mut table = Vec::new();
+    for t in topics {
+        let parts: Vec<i32> = rows
+            .keys()
+            .filter(|(tt, _)| *tt == t)
+            .map(|(_, p)| *p)
+            .collect();
+        let ends = offsets_at(c, &t, &parts, -1).await.unwrap_or_default();
+        for p in parts {
+            let committed = rows[&(t.clone(), p)];
+            let end = ends.get(&p).copied().unwrap_or(-1);
+            let who = owner.get(&(t.clone(), p)).cloned();
+            table.push((t.clone(), p, committed, end, who));
+        }
+    }
+    Ok((g.group_state.to_string(), g.members.len(), table))
+}
+
 pub async fn run(cmd: GroupCmd) -> Result<()> {
     match cmd {
         GroupCmd::List { out, conn } => {
@@ -147,71 +217,14 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
         }
         GroupCmd::Describe { name, out, conn } => {
             let mut c = conn.connect().await?;
-            let d = describe_group(&mut c, &name).await?;
-            let g = d.groups.first().context("empty DescribeGroups response")?;
-            if g.error_code != 0 {
-                bail!(
-                    "group '{name}': {}",
-                    kafka_error(g.error_code, g.error_message.as_deref())
-                );
-            }
-            let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-            for m in &g.members {
-                for tp in assigned(m.member_assignment.clone()) {
-                    owner.insert(
-                        tp,
-                        format!("{} ({})", m.member_id.as_str(), m.client_host.as_str()),
-                    );
-                }
-            }
-            let v = c
-                .version(ApiKey::OffsetFetch, 7)
-                .context("broker does not support OffsetFetch")?;
-            let committed = c
-                .call(
-                    &OffsetFetchRequest::default()
-                        .with_group_id(GroupId(sb(&name)))
-                        .with_topics(None),
-                    v,
-                )
-                .await?;
-            let mut rows: BTreeMap<(String, i32), i64> = BTreeMap::new();
-            for t in committed.topics {
-                for p in t.partitions {
-                    rows.insert(
-                        (t.name.0.to_string(), p.partition_index),
-                        p.committed_offset,
-                    );
-                }
-            }
-            for tp in owner.keys() {
-                rows.entry(tp.clone()).or_insert(-1);
-            }
-            let topics: std::collections::BTreeSet<String> =
-                rows.keys().map(|(t, _)| t.clone()).collect();
-            // (topic, partition, committed or -1, log end or -1, member)
-            let mut table = Vec::new();
-            for t in topics {
-                let parts: Vec<i32> = rows
-                    .keys()
-                    .filter(|(tt, _)| *tt == t)
-                    .map(|(_, p)| *p)
-                    .collect();
-                let ends = offsets_at(&mut c, &t, &parts, -1).await.unwrap_or_default();
-                for p in parts {
-                    let committed = rows[&(t.clone(), p)];
-                    let end = ends.get(&p).copied().unwrap_or(-1);
-                    let who = owner.get(&(t.clone(), p)).cloned();
-                    table.push((t.clone(), p, committed, end, who));
-                }
-            }
+            let (state, members, table) = describe_table(&mut c, &name).await?;
             let lag =
                 |committed: i64, end: i64| (committed >= 0 && end >= 0).then(|| end - committed);
             if out.json() {
                 print_json(&serde_json::json!({
                     "group": name,
-                    "state": g.group_state.as_str(),
-                    "members": g.members.len(),
+                    "state": state,
+                    "members": members,
                     "partitions": table.iter().map(|(t, p, committed, end, who)| serde_json::json!({
                         "topic": t,
                         "partition": p,
@@ -223,11 +236,7 @@ pub async fn run(cmd: GroupCmd) -> Result<()> {
                 }));
                 return Ok(());
             }
-            println!(
-                "GROUP {name}  STATE {}  MEMBERS {}",
-                g.group_state.as_str(),
-                g.members.len()
-            );
+            println!("GROUP {name}  STATE {state}  MEMBERS {members}");
             println!();
             println!(
                 "{:<30} {:>9} {:>16} {:>16} {:>10}  MEMBER",

@@ -6,7 +6,7 @@ mod admin;
 mod cluster;
 mod consume;
 mod demo;
-mod group;
+pub(crate) mod group;
 mod plugin;
 mod produce;
 pub mod serve;

@@ -36,10 +36,16 @@ pub enum PluginCmd {
         out: PathBuf,
     },
     /// Pipelines of a running broker: status, version, lag per partition, records in, out,
-    /// dead-lettered, last error
+    /// dead-lettered, last error. With --workers GROUP: the pipelines `sluice worker`s of that
+    /// group run on the cluster at --bootstrap, which worker has each task, and its lag
     List {
         #[command(flatten)]
         admin: AdminConn,
+        /// The workers' --group
+        #[arg(long, value_name = "GROUP")]
+        workers: Option<String>,
+        #[command(flatten)]
+        conn: super::Conn,
     },
     /// Move a pipeline's input position (its state is emptied unless --keep-state)
     Reset {
@@ -87,7 +93,12 @@ pub fn run(cmd: PluginCmd) -> Result<()> {
             report(&out);
             Ok(())
         }
-        PluginCmd::List { admin } => super::admin::list(&admin),
+        PluginCmd::List {
+            workers: Some(group),
+            conn,
+            ..
+        } => super::client_runtime()?.block_on(list_workers(&group, &conn)),
+        PluginCmd::List { admin, .. } => super::admin::list(&admin),
         PluginCmd::Reset {
             name,
             to,
@@ -100,4 +111,56 @@ pub fn run(cmd: PluginCmd) -> Result<()> {
 fn report(path: &Path) {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     println!("{} ({} KiB)", path.display(), size.div_ceil(1024));
+}
+
+/// Each pipeline of a worker group is consumer group GROUP.PIPELINE: its members are the
+/// workers, its partitions the tasks.
+async fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
+    use kafka_protocol::messages::{ApiKey, ListGroupsRequest};
+    let mut c = conn.connect().await?;
+    let v = c
+        .version(ApiKey::ListGroups, 4)
+        .ok_or_else(|| anyhow::anyhow!("the cluster does not support ListGroups"))?;
+    let resp = c.call(&ListGroupsRequest::default(), v).await?;
+    let prefix = format!("{group}.");
+    let mut pipelines: Vec<String> = resp
+        .groups
+        .iter()
+        .filter_map(|g| {
+            g.group_id
+                .0
+                .as_str()
+                .strip_prefix(&prefix)
+                .map(str::to_string)
+        })
+        .collect();
+    pipelines.sort();
+    if pipelines.is_empty() {
+        println!("no pipelines of worker group '{group}' on this cluster");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<24} {:>9} {:>12} {:>8}  WORKER",
+        "PIPELINE", "TOPIC", "PARTITION", "COMMITTED", "LAG"
+    );
+    for p in pipelines {
+        let (state, members, rows) =
+            super::group::describe_table(&mut c, &format!("{prefix}{p}")).await?;
+        for (topic, partition, committed, end, who) in rows {
+            let lag = (committed >= 0 && end >= 0)
+                .then(|| (end - committed).to_string())
+                .unwrap_or_else(|| "-".into());
+            let committed = if committed >= 0 {
+                committed.to_string()
+            } else {
+                "-".into()
+            };
+            println!(
+                "{p:<24} {topic:<24} {partition:>9} {committed:>12} {lag:>8}  {}",
+                who.as_deref().unwrap_or("(none)")
+            );
+        }
+        println!("{p:<24} group {state}, {members} worker(s)");
+    }
+    Ok(())
 }
