@@ -147,9 +147,11 @@ async fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
         let (state, members, rows) =
             super::group::describe_table(&mut c, &format!("{prefix}{p}")).await?;
         for (topic, partition, committed, end, who) in rows {
-            let lag = (committed >= 0 && end >= 0)
-                .then(|| (end - committed).to_string())
-                .unwrap_or_else(|| "-".into());
+            let lag = if committed >= 0 && end >= 0 {
+                (end - committed).to_string()
+            } else {
+                "-".into()
+            };
             let committed = if committed >= 0 {
                 committed.to_string()
             } else {
