@@ -237,6 +237,29 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
             w.log()
         );
     }
+    // `sluice plugin list --workers` names a worker for each of the four tasks.
+    let o = sluice()
+        .args([
+            "plugin",
+            "list",
+            "--workers",
+            "g",
+            "--bootstrap",
+            &b.bootstrap(),
+        ])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "plugin list --workers: {listing}");
+    let tasks: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with("count ") && l.contains(" clicks "))
+        .collect();
+    assert_eq!(tasks.len(), 4, "one row per task:\n{listing}");
+    assert!(
+        tasks.iter().all(|l| l.contains("sluice-worker-")),
+        "every task has a worker:\n{listing}"
+    );
     // kill -9 in the middle of a round: its open transaction must never be seen.
     produce(&b, "clicks", &batch(per_round, per_round));
     w1.kill9();

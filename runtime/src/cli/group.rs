@@ -91,7 +91,7 @@ async fn describe_group(c: &mut Client, name: &str) -> Result<DescribeGroupsResp
     .await?)
 }
 
-fn assigned(mut a: Bytes) -> Vec<(String, i32)> {
+pub(crate) fn assigned(mut a: Bytes) -> Vec<(String, i32)> {
     if a.len() < 2 {
         return Vec::new();
     }

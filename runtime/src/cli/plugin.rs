@@ -97,7 +97,7 @@ pub fn run(cmd: PluginCmd) -> Result<()> {
             workers: Some(group),
             conn,
             ..
-        } => super::client_runtime()?.block_on(list_workers(&group, &conn)),
+        } => list_workers(&group, &conn),
         PluginCmd::List { admin, .. } => super::admin::list(&admin),
         PluginCmd::Reset {
             name,
@@ -114,28 +114,24 @@ fn report(path: &Path) {
 }
 
 /// Each pipeline of a worker group is consumer group GROUP.PIPELINE: its members are the
-/// workers, its partitions the tasks.
-async fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
-    use kafka_protocol::messages::{ApiKey, ListGroupsRequest};
-    let mut c = conn.connect().await?;
-    let v = c
-        .version(ApiKey::ListGroups, 4)
-        .ok_or_else(|| anyhow::anyhow!("the cluster does not support ListGroups"))?;
-    let resp = c.call(&ListGroupsRequest::default(), v).await?;
+/// workers, its partitions the tasks. Through librdkafka, which asks every broker of a cluster
+/// for its groups, each group's coordinator for its members and offsets, and each partition's
+/// leader for its end.
+fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::TopicPartitionList;
+    let timeout = std::time::Duration::from_secs(10);
+    let cfg = super::worker::rdkafka_config(conn, "sluice-cli")?;
+    let c: BaseConsumer = cfg.create()?;
+    let list = c.fetch_group_list(None, timeout)?;
     let prefix = format!("{group}.");
-    let mut pipelines: Vec<String> = resp
-        .groups
+    let mut groups: Vec<_> = list
+        .groups()
         .iter()
-        .filter_map(|g| {
-            g.group_id
-                .0
-                .as_str()
-                .strip_prefix(&prefix)
-                .map(str::to_string)
-        })
+        .filter(|g| g.name().starts_with(&prefix))
         .collect();
-    pipelines.sort();
-    if pipelines.is_empty() {
+    groups.sort_by_key(|g| g.name().to_string());
+    if groups.is_empty() {
         println!("no pipelines of worker group '{group}' on this cluster");
         return Ok(());
     }
@@ -143,26 +139,48 @@ async fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
         "{:<24} {:<24} {:>9} {:>12} {:>8}  WORKER",
         "PIPELINE", "TOPIC", "PARTITION", "COMMITTED", "LAG"
     );
-    for p in pipelines {
-        let (state, members, rows) =
-            super::group::describe_table(&mut c, &format!("{prefix}{p}")).await?;
-        for (topic, partition, committed, end, who) in rows {
-            let lag = if committed >= 0 && end >= 0 {
-                (end - committed).to_string()
-            } else {
-                "-".into()
-            };
-            let committed = if committed >= 0 {
-                committed.to_string()
-            } else {
-                "-".into()
-            };
-            println!(
-                "{p:<24} {topic:<24} {partition:>9} {committed:>12} {lag:>8}  {}",
-                who.as_deref().unwrap_or("(none)")
-            );
+    for g in groups {
+        let pipeline = &g.name()[prefix.len()..];
+        let mut owner = std::collections::BTreeMap::new();
+        for m in g.members() {
+            let who = format!("{} ({})", m.client_id(), m.client_host());
+            let assignment = m.assignment().map(bytes::Bytes::copy_from_slice);
+            for tp in super::group::assigned(assignment.unwrap_or_default()) {
+                owner.insert(tp, who.clone());
+            }
         }
-        println!("{p:<24} group {state}, {members} worker(s)");
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in owner.keys() {
+            tpl.add_partition(t, *p);
+        }
+        let committed = cfg
+            .clone()
+            .set("group.id", g.name())
+            .create::<BaseConsumer>()
+            .and_then(|gc| gc.committed_offsets(tpl, timeout))
+            .ok();
+        for ((topic, partition), who) in &owner {
+            let at = committed
+                .as_ref()
+                .and_then(|t| t.find_partition(topic, *partition))
+                .and_then(|e| e.offset().to_raw())
+                .filter(|o| *o >= 0);
+            let end = c
+                .fetch_watermarks(topic, *partition, timeout)
+                .ok()
+                .map(|w| w.1);
+            let (shown, lag) = match (at, end) {
+                (Some(a), Some(e)) => (a.to_string(), (e - a).max(0).to_string()),
+                (Some(a), None) => (a.to_string(), "-".into()),
+                _ => ("-".into(), "-".into()),
+            };
+            println!("{pipeline:<24} {topic:<24} {partition:>9} {shown:>12} {lag:>8}  {who}");
+        }
+        println!(
+            "{pipeline:<24} group {}, {} worker(s)",
+            g.state(),
+            g.members().len()
+        );
     }
     Ok(())
 }

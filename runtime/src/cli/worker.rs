@@ -40,47 +40,52 @@ pub struct WorkerArgs {
     pub property: Vec<String>,
 }
 
-fn client_config(a: &WorkerArgs) -> Result<ClientConfig> {
+/// librdkafka settings for `conn`: bootstrap list and security, as the other commands take
+/// them.
+pub(crate) fn rdkafka_config(conn: &super::Conn, client_id: &str) -> Result<ClientConfig> {
     let mut c = ClientConfig::new();
-    let id = format!(
-        "sluice-worker-{}-{}",
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
-        std::process::id()
-    );
-    c.set("bootstrap.servers", &a.conn.bootstrap)
-        .set("client.id", id)
+    c.set("bootstrap.servers", &conn.bootstrap)
+        .set("client.id", client_id)
         .set(
             "security.protocol",
-            a.conn.security_protocol.to_ascii_lowercase(),
+            conn.security_protocol.to_ascii_lowercase(),
         );
-    if let Some(ca) = &a.conn.ca_file {
+    if let Some(ca) = &conn.ca_file {
         c.set("ssl.ca.location", ca.display().to_string());
     }
-    if let (Some(cert), Some(key)) = (&a.conn.cert_file, &a.conn.key_file) {
+    if let (Some(cert), Some(key)) = (&conn.cert_file, &conn.key_file) {
         c.set("ssl.certificate.location", cert.display().to_string())
             .set("ssl.key.location", key.display().to_string());
     }
-    if a.conn
+    if conn
         .security_protocol
         .to_ascii_uppercase()
         .starts_with("SASL")
     {
-        c.set("sasl.mechanism", &a.conn.sasl_mechanism)
+        c.set("sasl.mechanism", &conn.sasl_mechanism)
             .set(
                 "sasl.username",
-                a.conn
-                    .sasl_username
+                conn.sasl_username
                     .as_deref()
                     .context("SASL needs --sasl-username")?,
             )
             .set(
                 "sasl.password",
-                a.conn
-                    .sasl_password
+                conn.sasl_password
                     .as_deref()
                     .context("SASL needs --sasl-password (or SLUICE_SASL_PASSWORD)")?,
             );
     }
+    Ok(c)
+}
+
+fn client_config(a: &WorkerArgs) -> Result<ClientConfig> {
+    let id = format!(
+        "sluice-worker-{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+        std::process::id()
+    );
+    let mut c = rdkafka_config(&a.conn, &id)?;
     for p in &a.property {
         let (k, v) = p
             .split_once('=')

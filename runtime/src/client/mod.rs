@@ -122,7 +122,22 @@ impl Client {
     }
 
     /// Connects over TLS and authenticates with SASL as `security` says.
+    /// `addr` may be a bootstrap list (`host:port,host:port`): the first that answers is used.
     pub async fn connect_secured(addr: &str, security: &Security) -> Result<Client, ClientError> {
+        let mut last = None;
+        for one in addr.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match Client::connect_one(one, security).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: addr.to_string(),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address given"),
+        }))
+    }
+
+    async fn connect_one(addr: &str, security: &Security) -> Result<Client, ClientError> {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect {

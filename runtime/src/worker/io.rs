@@ -236,7 +236,10 @@ impl ClusterIo {
                         break;
                     }
                 }
-                Some(Err(e)) => return Err(format!("changelog read: {e}")),
+                // librdkafka reconnects and retries by itself; the deadline bounds it.
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "changelog read");
+                }
                 None => {
                     // Transaction markers are not delivered: the position says whether the
                     // end was reached.
@@ -413,8 +416,11 @@ impl TaskIo for ClusterIo {
                         self.buffer.push_back(item);
                     }
                 }
+                // Errors a consumer reports (a broker gone, a leader moved) are librdkafka's
+                // to retry; the position stays where it was.
                 Some(Err(e)) => {
-                    return Err(format!("reading {}-{}: {e}", self.topic, self.partition))
+                    transient_or_warn(&self.topic, self.partition, &e);
+                    break;
                 }
             }
         }
@@ -457,7 +463,7 @@ impl TaskIo for ClusterIo {
                         return;
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "input read error");
+                        transient_or_warn(&self.topic, self.partition, &e);
                         std::thread::sleep(slice);
                     }
                     None => {}
@@ -493,7 +499,7 @@ impl TaskIo for ClusterIo {
                     "the plugin named more than {MAX_CREATED_TOPICS} new output topics"
                 ));
             }
-            create_topics(&self.shared, &[name], &[])?;
+            create_topics(&self.shared.client, &self.shared.rt, &[name], &[])?;
             self.created += 1;
             let deadline = Instant::now() + OP_TIMEOUT;
             while n == 0 && Instant::now() < deadline {
@@ -623,17 +629,38 @@ impl TaskIo for ClusterIo {
     }
 }
 
+/// A broker going away is librdkafka's to ride out (it logs it itself); anything else a
+/// consumer reports (authorization, a topic gone) is said, at most every few seconds.
+fn transient_or_warn(topic: &str, partition: i32, e: &KafkaError) {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let transient = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+        )
+    );
+    if transient {
+        tracing::debug!(%topic, partition, error = %e, "input read");
+    } else if crate::limits::log_due(&LAST) {
+        tracing::warn!(%topic, partition, error = %e, "input read failed; retrying");
+    }
+}
+
 /// Creates topics with the cluster's default partition count and replication; `compacted`
 /// ones with `cleanup.policy=compact`. Existing topics are fine.
 pub fn create_topics(
-    shared: &Shared,
+    client: &ClientConfig,
+    rt: &tokio::runtime::Handle,
     plain: &[&str],
     compacted: &[(&str, i32)],
 ) -> Result<(), String> {
     if plain.is_empty() && compacted.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = shared.client.create().map_err(err)?;
+    let admin: AdminClient<DefaultClientContext> = client.create().map_err(err)?;
     let mut topics: Vec<NewTopic<'_>> = plain
         .iter()
         .map(|t| NewTopic::new(t, -1, TopicReplication::Fixed(-1)))
@@ -646,8 +673,7 @@ pub fn create_topics(
         );
     }
     let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
-    let results = shared
-        .rt
+    let results = rt
         .block_on(admin.create_topics(topics.iter(), &opts))
         .map_err(err)?;
     for r in results {

@@ -235,39 +235,53 @@ impl Worker {
     ) -> Result<Member, String> {
         let name = manifest.name.clone();
         let group = format!("{}.{}", self.cfg.group, name);
-        let partitions = self.partitions();
         let mut subscribed: Vec<String> = manifest.inputs.clone();
         subscribed.push(manifest.retry_topic.clone());
-        // The changelog has a partition per input partition of the widest input.
-        let widest = subscribed.iter().filter_map(|t| partitions(t)).max();
-        let shared = Arc::new(Shared {
-            client: self.cfg.client.clone(),
-            group: group.clone(),
-            txn_prefix: format!("{group}."),
-            changelog: format!("{group}-changelog"),
-            changelog_partitions: widest.unwrap_or(1).max(1),
-            membership: Mutex::new(None),
-            fed: self.fed.clone(),
-            cache_dir: self.cfg.state_dir.join("pipelines").join(&name),
-            rt: self.rt.clone(),
-        });
         let mut plain: Vec<&str> = subscribed.iter().map(String::as_str).collect();
         plain.extend(manifest.output.as_deref());
         plain.push(&manifest.dead_letter);
         if let Some(e) = &manifest.event_time {
             plain.push(&e.late_topic);
         }
+        let partitions = self.partitions();
         let missing: Vec<&str> = plain
             .into_iter()
             .filter(|t| partitions(t).is_none())
             .collect();
-        let changelog = (shared.changelog.as_str(), shared.changelog_partitions);
-        let compacted: Vec<(&str, i32)> = if partitions(&shared.changelog).is_none() {
-            vec![changelog]
-        } else {
-            Vec::new()
-        };
-        io::create_topics(&shared, &missing, &compacted)?;
+        io::create_topics(&self.cfg.client, &self.rt, &missing, &[])?;
+        // The changelog has a partition per input partition of the widest input, as it was
+        // when the changelog was made: a task's key maps to one of its partitions for good.
+        let changelog = format!("{group}-changelog");
+        let mut partitions = self.partitions();
+        if partitions(&changelog).is_none() {
+            let widest = subscribed.iter().filter_map(|t| partitions(t)).max();
+            io::create_topics(
+                &self.cfg.client,
+                &self.rt,
+                &[],
+                &[(changelog.as_str(), widest.unwrap_or(1).max(1))],
+            )?;
+            // A new topic takes a moment to reach every broker's metadata.
+            let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+            partitions = self.partitions();
+            while partitions(&changelog).is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                partitions = self.partitions();
+            }
+        }
+        let changelog_partitions = partitions(&changelog)
+            .ok_or_else(|| format!("changelog topic {changelog} does not show in the metadata"))?;
+        let shared = Arc::new(Shared {
+            client: self.cfg.client.clone(),
+            group: group.clone(),
+            txn_prefix: format!("{group}."),
+            changelog,
+            changelog_partitions,
+            membership: Mutex::new(None),
+            fed: self.fed.clone(),
+            cache_dir: self.cfg.state_dir.join("pipelines").join(&name),
+            rt: self.rt.clone(),
+        });
         let mut consumer_cfg = self.cfg.client.clone();
         consumer_cfg
             .set("group.id", &group)
