@@ -28,5 +28,18 @@ npm ci --prefix tests/clients/node --silent --no-audit --no-fund >/dev/null
 mvn -q -B -f tests/clients/java/pom.xml package >/dev/null
 
 cargo test --workspace "$@"
+# sluice workers (issue 13) running the click-aggregation example through kill -9 of a worker
+# and of the cluster: on a sluice broker, then on a three-node Apache Kafka 4.4 (its jars
+# from Maven Central). Each prints its verdict and the failover time; its log on failure.
+for cluster in sluice kafka; do
+  log="target/workers-on-$cluster.log"
+  if CLUSTER=$cluster DIR="/tmp/sluice-workers-$cluster" bash tests/kafka/workers.sh >"$log" 2>&1; then
+    echo "workers on $cluster: $(grep -E '^OK:|^failover:' "$log" | tr '\n' ' ')"
+  else
+    tail -n 120 "$log"
+    echo "workers on $cluster: FAILED (log above)" >&2
+    exit 1
+  fi
+done
 # The plugin SDK and the standard plugins' own unit tests, natively.
 (cd plugins && cargo test "$@")

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The click-aggregation example (examples/click-aggregation) on a three-node Apache Kafka 4.x
-# cluster, run by sluice workers, with failures while clicks flow:
+# cluster (CLUSTER=kafka) or on a sluice broker (CLUSTER=sluice), run by sluice workers, with
+# failures while clicks flow:
 #
 #   3 workers start -> clicks are produced -> kill -9 of worker 1 -> kill -9 of Kafka node 2
-#   -> worker 1 comes back (same state directory) -> every final count must equal the ground
-#   truth, exactly (check.py reads ad-counts read_committed).
+#   (of the sluice broker, restarted 2 s later) -> worker 1 comes back (same state directory)
+#   -> every final count must equal the ground truth, exactly (check.py reads ad-counts
+#   read_committed). Prints how long the killed worker's tasks took to run elsewhere.
 #
 #   bash tests/kafka/workers.sh
+#   CLUSTER=sluice bash tests/kafka/workers.sh
 #
 # Needs: java 17 and mvn (Kafka's jars from Maven Central, see cluster.sh), python3 with
 # confluent-kafka, the wasm32 toolchain (plugins/install-toolchain.sh), a built sluice.
-# Knobs: CLICKS [60000], RATE [3000] clicks/s, SLUICE [target/debug/sluice], DIR
+# Knobs: CLICKS [60000], RATE [3000] clicks/s, GROUP_PROTOCOL [classic] or consumer (KIP-848), SLUICE [target/debug/sluice], DIR
 # [/tmp/sluice-kafka-workers], KEEP=1 leaves the cluster and logs. Exits non-zero on any
 # difference.
 set -euo pipefail
@@ -22,6 +25,7 @@ DIR=${DIR:-/tmp/sluice-kafka-workers}
 CLICKS=${CLICKS:-60000}
 RATE=${RATE:-3000}
 GROUP=clicks
+CLUSTER=${CLUSTER:-kafka}
 
 say() { printf '\n== %s  (%s)\n' "$*" "$(date +%T)"; }
 [ -x "$SLUICE" ] || { echo "no sluice binary at $SLUICE (cargo build, or set SLUICE)" >&2; exit 1; }
@@ -33,13 +37,38 @@ cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     # A worker restarted by the chaos subshell is not in pids.
     pkill -9 -f -- "--plugins-dir $DIR/worker" 2>/dev/null || true
-    if [ "${KEEP:-0}" != 1 ]; then bash "$HERE/cluster.sh" stop "$DIR/kafka" >/dev/null 2>&1 || true; fi
+    [ -z "${broker_pid:-}" ] || kill -9 "$broker_pid" 2>/dev/null || true
+    if [ "${KEEP:-0}" != 1 ] && [ "$CLUSTER" = kafka ]; then
+        bash "$HERE/cluster.sh" stop "$DIR/kafka" >/dev/null 2>&1 || true
+    fi
 }
 trap cleanup EXIT
 
-say "starting a 3-node Kafka cluster"
-bash "$HERE/cluster.sh" start "$DIR/kafka"
-BOOT=$(bash "$HERE/cluster.sh" bootstrap)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_sluice() {
+    "$SLUICE" serve --listen "127.0.0.1:$SLUICE_PORT" --data-dir "$DIR/sluice-data" \
+        --plugins-dir "$DIR/sluice-plugins" >>"$DIR/sluice.log" 2>&1 &
+    broker_pid=$!
+    for _ in $(seq 100); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $SLUICE_PORT), 1)" 2>/dev/null && return
+        sleep 0.1
+    done
+    echo "sluice did not start"; tail "$DIR/sluice.log"; exit 1
+}
+case $CLUSTER in
+kafka)
+    say "starting a 3-node Kafka cluster"
+    bash "$HERE/cluster.sh" start "$DIR/kafka"
+    BOOT=$(bash "$HERE/cluster.sh" bootstrap)
+    ;;
+sluice)
+    say "starting a sluice broker"
+    SLUICE_PORT=$(free_port)
+    start_sluice
+    BOOT=127.0.0.1:$SLUICE_PORT
+    ;;
+*) echo "CLUSTER=kafka or sluice" >&2; exit 2 ;;
+esac
 
 say "building the plugins"
 for crate in dead-letter-router salted-aggregate; do
@@ -62,6 +91,7 @@ start_worker() {
     mkdir -p "$w/plugins"
     cp "$DIR"/components/*.wasm "$EX"/pipeline/*.toml "$w/plugins/"
     SLUICE_LOG=info "$SLUICE" worker --bootstrap "$BOOT" --group "$GROUP" \
+        --group-protocol "${GROUP_PROTOCOL:-classic}" \
         --plugins-dir "$w/plugins" --state-dir "$w/state" >>"$w/worker.log" 2>&1 &
     eval "worker_pid_$n=$!"
     pids+=($!)
@@ -87,11 +117,20 @@ secs=$((CLICKS / RATE))
 (
     sleep $((secs / 4))
     say "kill -9 of worker 1"
+    date +%s.%N >"$DIR/killed"
     kill -9 "$worker_pid_1"
     sleep $((secs / 4))
-    say "kill -9 of Kafka node 2"
-    bash "$HERE/cluster.sh" kill 2 "$DIR/kafka"
-    sleep $((secs / 4))
+    if [ "$CLUSTER" = kafka ]; then
+        say "kill -9 of Kafka node 2"
+        bash "$HERE/cluster.sh" kill 2 "$DIR/kafka"
+        sleep $((secs / 4))
+    else
+        say "kill -9 of the sluice broker (back in 2 s)"
+        kill -9 "$broker_pid"
+        sleep 2
+        start_sluice
+        sleep $((secs / 4 - 2))
+    fi
     say "worker 1 back"
     start_worker 1
     sleep 600
@@ -104,7 +143,23 @@ rc=0
 wait "$checker" || rc=$?
 kill "$chaos" 2>/dev/null || true
 cat "$DIR/check.log"
-say "tasks moved: $(cat "$DIR"/worker*/worker.log | grep -c 'tasks leaving this worker' || true) revocations; worker errors: $(cat "$DIR"/worker*/worker.log | grep -c ERROR || true)"
+# Failover: from the kill to the last of worker 1's tasks starting on worker 2 or 3.
+python3 - "$DIR" <<'EOF' || true
+import re, sys, datetime
+d = sys.argv[1]
+killed = float(open(f"{d}/killed").read())
+lost, last = 0, None
+for n in (2, 3):
+    for line in open(f"{d}/worker{n}/worker.log"):
+        if "task assigned to this worker" not in line:
+            continue
+        ts = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+        if ts > killed:
+            lost += 1
+            last = ts if last is None else max(last, ts)
+if last:
+    print(f"failover: {lost} tasks of the killed worker running elsewhere {last - killed:.1f} s after its kill -9 (session timeout 10 s)")
+EOF
 if [ "$rc" = 0 ]; then
     say "OK: every final count equals the ground truth"
 else
