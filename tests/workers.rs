@@ -289,3 +289,111 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
         assert_eq!(counts, want, "counts of {k}");
     }
 }
+
+#[test]
+fn plugin_deploy_reaches_every_worker_and_a_broken_version_is_refused_everywhere() {
+    require_kcat();
+    let b = Broker::start();
+    cli(&b, &["topic", "create", "events", "--partitions", "2"]);
+    // Nothing in the workers' plugins directories: the deployments topic is the only way in.
+    let w1 = Worker::start(&b.bootstrap(), "d");
+    let w2 = Worker::start(&b.bootstrap(), "d");
+    let src = tempfile::tempdir().unwrap();
+    fs::copy(counter(), src.path().join("counter.wasm")).unwrap();
+    let manifest = src.path().join("tally.toml");
+    fs::write(
+        &manifest,
+        "inputs = [\"events\"]\noutput = \"tallies\"\nwasm = \"counter.wasm\"\n",
+    )
+    .unwrap();
+    let deploy = |path: &Path| {
+        sluice()
+            .args(["plugin", "deploy"])
+            .arg(path)
+            .args(["--workers", "d", "--bootstrap", &b.bootstrap()])
+            .output()
+            .unwrap()
+    };
+    let o = deploy(&manifest);
+    assert!(
+        o.status.success(),
+        "plugin deploy: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines = |from: usize, n: usize| -> Vec<String> {
+        (from..from + n)
+            .map(|i| format!("k{}:{i}", i % 10))
+            .collect()
+    };
+    produce(&b, "events", &lines(0, 500));
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while read_committed(&b, "tallies").len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} outputs\n{}\n----\n{}",
+                read_committed(&b, "tallies").len(),
+                w1.log(),
+                w2.log()
+            );
+            sleep(Duration::from_millis(500));
+        }
+    };
+    wait_for(500);
+    for w in [&w1, &w2] {
+        assert!(
+            w.log().contains("deployment received"),
+            "a worker did not get the deployment:\n{}",
+            w.log()
+        );
+    }
+    // A component that does not compile: both workers refuse it, the old version runs on.
+    fs::write(src.path().join("counter.wasm"), b"\0asm broken").unwrap();
+    let o = deploy(&manifest);
+    assert!(o.status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ![&w1, &w2].iter().all(|w| {
+        w.log()
+            .contains("new version rejected; the running version keeps running")
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the broken version was not refused by both:\n{}\n----\n{}",
+            w1.log(),
+            w2.log()
+        );
+        sleep(Duration::from_millis(300));
+    }
+    produce(&b, "events", &lines(500, 500));
+    wait_for(1000);
+    let out = read_committed(&b, "tallies");
+    assert_eq!(
+        out.len(),
+        1000,
+        "each input once, through the refused deploy"
+    );
+    let last: BTreeMap<String, u64> = out
+        .iter()
+        .map(|(k, v)| (k.clone(), v.rsplit('=').next().unwrap().parse().unwrap()))
+        .fold(BTreeMap::new(), |mut m, (k, n)| {
+            let e = m.entry(k).or_insert(0);
+            *e = (*e).max(n);
+            m
+        });
+    assert!(last.values().all(|&n| n == 100), "{last:?}");
+    // Undeploy: the workers stop the pipeline.
+    let o = sluice()
+        .args(["plugin", "undeploy", "tally", "--workers", "d"])
+        .args(["--bootstrap", &b.bootstrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ![&w1, &w2]
+        .iter()
+        .all(|w| w.log().contains("pipeline undeployed"))
+    {
+        assert!(Instant::now() < deadline, "not undeployed:\n{}", w1.log());
+        sleep(Duration::from_millis(300));
+    }
+}

@@ -47,6 +47,26 @@ pub enum PluginCmd {
         #[command(flatten)]
         conn: super::Conn,
     },
+    /// Deploy a pipeline to every `sluice worker` of a group: NAME.toml and the component it
+    /// names go to the compacted topic GROUP.deployments, which the workers follow (each
+    /// checks it, and hot-reloads a running pipeline at a batch boundary, state carried)
+    Deploy {
+        manifest: PathBuf,
+        /// The workers' --group
+        #[arg(long, value_name = "GROUP")]
+        workers: String,
+        #[command(flatten)]
+        conn: super::Conn,
+    },
+    /// Take a pipeline deployed with `plugin deploy` away from a group's workers (its
+    /// progress stays in its changelog)
+    Undeploy {
+        name: String,
+        #[arg(long, value_name = "GROUP")]
+        workers: String,
+        #[command(flatten)]
+        conn: super::Conn,
+    },
     /// Move a pipeline's input position (its state is emptied unless --keep-state)
     Reset {
         name: String,
@@ -99,6 +119,16 @@ pub fn run(cmd: PluginCmd) -> Result<()> {
             ..
         } => list_workers(&group, &conn),
         PluginCmd::List { admin, .. } => super::admin::list(&admin),
+        PluginCmd::Deploy {
+            manifest,
+            workers,
+            conn,
+        } => publish(&manifest, &workers, &conn, false),
+        PluginCmd::Undeploy {
+            name,
+            workers,
+            conn,
+        } => publish(Path::new(&format!("{name}.toml")), &workers, &conn, true),
         PluginCmd::Reset {
             name,
             to,
@@ -182,5 +212,22 @@ fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
             g.members().len()
         );
     }
+    Ok(())
+}
+
+fn publish(manifest: &Path, group: &str, conn: &super::Conn, undeploy: bool) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let cfg = super::worker::rdkafka_config(conn, "sluice-cli")?;
+    let (topic, offset) =
+        crate::worker::deploy::publish(&cfg, rt.handle(), group, manifest, undeploy)
+            .map_err(anyhow::Error::msg)?;
+    let what = if undeploy { "undeployed" } else { "deployed" };
+    println!(
+        "{} {what} to the workers of '{group}' ({topic} offset {offset})",
+        manifest.file_stem().and_then(|s| s.to_str()).unwrap_or("?")
+    );
     Ok(())
 }

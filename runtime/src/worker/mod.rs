@@ -9,11 +9,14 @@
 //! given up; when a worker dies, the others get its partitions after the session timeout and
 //! restore each task from the changelog ([`changelog`]).
 //!
-//! Deployment is the plugins directory, as in the broker: every worker watches its own, and
-//! the same files dropped into each (a shared volume, or a copy) deploy everywhere. New code
-//! for a running pipeline is hot-reloaded at each task's next batch boundary, state carried.
+//! Deployment: the plugins directory, as in the broker (every worker watches its own, so the
+//! same files dropped into each, a shared volume or a copy, deploy everywhere), and the
+//! cluster-wide way, `sluice plugin deploy` ([`deploy`]): the workers follow a compacted
+//! topic and keep what it holds as a second directory. New code for a running pipeline is
+//! hot-reloaded at each task's next batch boundary, state carried.
 
 pub mod changelog;
+pub mod deploy;
 pub mod io;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -79,6 +82,8 @@ pub struct Worker {
     fed: Arc<Mutex<BTreeSet<String>>>,
     members: BTreeMap<String, Member>,
     refused: BTreeMap<String, Refused>,
+    /// What the deployments topic holds, as files.
+    deployed_dir: PathBuf,
 }
 
 impl Worker {
@@ -86,7 +91,10 @@ impl Worker {
         std::fs::create_dir_all(&cfg.plugins_dir)?;
         std::fs::create_dir_all(&cfg.state_dir)?;
         let engine = PluginEngine::new(Some(cfg.state_dir.join("plugin-cache")))?;
+        let deployed_dir = cfg.state_dir.join("deployed");
+        std::fs::create_dir_all(&deployed_dir)?;
         Ok(Worker {
+            deployed_dir,
             cfg,
             engine,
             rt,
@@ -99,7 +107,19 @@ impl Worker {
 
     /// Runs until `stop` is set, then stops every pipeline at a commit.
     pub fn run(&mut self, stop: &AtomicBool) {
-        tracing::info!(dir = %self.cfg.plugins_dir.display(), group = %self.cfg.group, "worker watching for pipelines");
+        tracing::info!(dir = %self.cfg.plugins_dir.display(), group = %self.cfg.group, deployments = %deploy::topic(&self.cfg.group), "worker watching for pipelines");
+        let following = Arc::new(AtomicBool::new(false));
+        let follower = {
+            let (client, group, dir) = (
+                self.cfg.client.clone(),
+                self.cfg.group.clone(),
+                self.deployed_dir.clone(),
+            );
+            let stop = following.clone();
+            std::thread::Builder::new()
+                .name("deployments".into())
+                .spawn(move || deploy::follow(client, group, dir, &stop))
+        };
         while !stop.load(Ordering::Acquire) {
             self.reconcile();
             let until = std::time::Instant::now() + RESCAN;
@@ -109,6 +129,10 @@ impl Worker {
         }
         for (name, m) in std::mem::take(&mut self.members) {
             stop_member(&name, m);
+        }
+        following.store(true, Ordering::Release);
+        if let Ok(t) = follower {
+            let _ = t.join();
         }
     }
 
@@ -132,7 +156,9 @@ impl Worker {
     }
 
     fn reconcile(&mut self) {
-        let found = manifests_in(&self.cfg.plugins_dir);
+        // The plugins directory wins over the deployments topic for a name in both.
+        let mut found = manifests_in(&self.deployed_dir);
+        found.extend(manifests_in(&self.cfg.plugins_dir));
         let (writers, present) = writers_of(&found, self.partitions());
         self.topology.set(writers, present);
         let mut fed = BTreeSet::new();
