@@ -61,6 +61,10 @@ struct Worker {
 
 impl Worker {
     fn start(bootstrap: &str, group: &str) -> Worker {
+        Worker::start_with(bootstrap, group, &[])
+    }
+
+    fn start_with(bootstrap: &str, group: &str, extra: &[&str]) -> Worker {
         let dir = tempfile::Builder::new()
             .prefix("sluice-worker-")
             .tempdir()
@@ -76,6 +80,7 @@ impl Worker {
             .arg("--state-dir")
             .arg(dir.path().join("state"))
             .args(["--session-timeout-ms", "6000"])
+            .args(extra)
             .env("SLUICE_LOG", "info,librdkafka=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -205,7 +210,8 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
             .collect()
     };
     let mut w1 = Worker::start(&b.bootstrap(), "g");
-    let w2 = Worker::start(&b.bootstrap(), "g");
+    let admin = format!("127.0.0.1:{}", support::free_port());
+    let w2 = Worker::start_with(&b.bootstrap(), "g", &["--admin", &admin]);
     w1.deploy("count", MANIFEST);
     w2.deploy("count", MANIFEST);
     let per_round = 3000;
@@ -259,6 +265,27 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
     assert!(
         tasks.iter().all(|l| l.contains("sluice-worker-")),
         "every task has a worker:\n{listing}"
+    );
+    // The worker's own endpoint: its pipeline, tasks and counters, as the broker's admin API
+    // shows them.
+    let o = sluice()
+        .args(["plugin", "list", "--admin", &admin])
+        .output()
+        .unwrap();
+    let own = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && own.contains("count"),
+        "plugin list --admin: {own}"
+    );
+    let metrics = http_get(&admin, "/metrics");
+    let records_in = metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_pipeline_records_in_total{pipeline=\"count\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no records_in metric:\n{metrics}"));
+    assert!(
+        records_in > 0 && records_in <= per_round as u64,
+        "{records_in}"
     );
     // kill -9 in the middle of a round: its open transaction must never be seen.
     produce(&b, "clicks", &batch(per_round, per_round));
@@ -396,4 +423,19 @@ fn plugin_deploy_reaches_every_worker_and_a_broken_version_is_refused_everywhere
         assert!(Instant::now() < deadline, "not undeployed:\n{}", w1.log());
         sleep(Duration::from_millis(300));
     }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).expect("worker admin endpoint");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default()
 }

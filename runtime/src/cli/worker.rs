@@ -35,6 +35,10 @@ pub struct WorkerArgs {
     /// broker's group.consumer.session.timeout.ms)
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u32,
+    /// Serve /metrics (Prometheus) and /v1/pipelines (what `sluice plugin list --admin` reads:
+    /// this worker's pipelines and tasks) on HOST:PORT
+    #[arg(long, env = "SLUICE_WORKER_ADMIN")]
+    pub admin: Option<String>,
     /// Extra librdkafka client settings, as kcat's -X (e.g. -X socket.timeout.ms=30000)
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub property: Vec<String>,
@@ -110,6 +114,17 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         session_timeout_ms: a.session_timeout_ms,
     };
     let mut worker = Worker::new(cfg, rt.handle().clone())?;
+    if let Some(addr) = &a.admin {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("cannot listen on --admin {addr}"))?;
+        let status = worker.status.clone();
+        rt.spawn(crate::metrics::serve_with(
+            listener,
+            Arc::new(move |_head: &str, method: &str, target: &str| status.route(method, target)),
+        ));
+        tracing::info!(%addr, "serving /metrics and /v1/pipelines");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

@@ -376,8 +376,12 @@ use crate::plugin::host::PipelineStatus;
 
 /// Prometheus text for the pipelines.
 pub fn render_pipelines(host: &crate::plugin::PluginHost) -> String {
+    render_pipeline_status(&host.status())
+}
+
+/// The `sluice_pipeline_*` metrics of pipelines (a broker's, or a worker's tasks).
+pub fn render_pipeline_status(st: &[PipelineStatus]) -> String {
     let mut out = String::new();
-    let st = host.status();
     type Counter = (&'static str, &'static str, fn(&PipelineStatus) -> u64);
     let counters: [Counter; 7] = [
         (
@@ -419,13 +423,13 @@ pub fn render_pipelines(host: &crate::plugin::PluginHost) -> String {
     for (name, help, get) in counters {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
-        for p in &st {
+        for p in st {
             let _ = writeln!(out, "{name}{{pipeline=\"{}\"}} {}", p.name, get(p));
         }
     }
     let _ = writeln!(out, "# HELP sluice_pipeline_up 1 if the pipeline runs its latest files, 0 if they were rejected.");
     let _ = writeln!(out, "# TYPE sluice_pipeline_up gauge");
-    for p in &st {
+    for p in st {
         let up = u8::from(p.status == "running");
         let _ = writeln!(out, "sluice_pipeline_up{{pipeline=\"{}\"}} {up}", p.name);
     }
@@ -434,7 +438,7 @@ pub fn render_pipelines(host: &crate::plugin::PluginHost) -> String {
         "# HELP sluice_pipeline_lag Records in an input partition not yet processed."
     );
     let _ = writeln!(out, "# TYPE sluice_pipeline_lag gauge");
-    for p in &st {
+    for p in st {
         for q in &p.partitions {
             let _ = writeln!(
                 out,
@@ -456,6 +460,9 @@ pub enum Access {
     Admin { token: Option<String> },
 }
 
+/// Answers one request: (request head, method, target) to (status, content type, body).
+pub type Router = dyn Fn(&str, &str, &str) -> (&'static str, &'static str, String) + Send + Sync;
+
 /// Serves `/metrics` and, when a plugin host runs and `access` allows, the admin API that
 /// `sluice plugin` uses: `GET /v1/pipelines` and
 /// `POST /v1/pipelines/NAME/reset?to=...&keep_state=true`.
@@ -465,13 +472,31 @@ pub async fn serve(
     host: Option<Arc<crate::plugin::PluginHost>>,
     access: Access,
 ) {
+    let router = move |head: &str, method: &str, target: &str| {
+        let admin = match &access {
+            Access::MetricsOnly => Allowed::No,
+            Access::Admin { token: None } => Allowed::Yes,
+            Access::Admin { token: Some(t) } => {
+                if bearer(head).is_some_and(|b| same(b.as_bytes(), t.as_bytes())) {
+                    Allowed::Yes
+                } else {
+                    Allowed::Unauthorized
+                }
+            }
+        };
+        route(method, target, &broker, host.as_deref(), admin)
+    };
+    serve_with(listener, Arc::new(router)).await
+}
+
+/// A minimal HTTP/1.1 server: one request per connection, its head bounded, answered by
+/// `router` on the blocking pool.
+pub async fn serve_with(listener: TcpListener, router: Arc<Router>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
-        let broker = broker.clone();
-        let host = host.clone();
-        let access = access.clone();
+        let router = router.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
@@ -494,22 +519,11 @@ pub async fn serve(
                 return;
             }
             let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let mut words = head.split_whitespace();
-            let method = words.next().unwrap_or("").to_string();
-            let target = words.next().unwrap_or("").to_string();
-            let admin = match &access {
-                Access::MetricsOnly => Allowed::No,
-                Access::Admin { token: None } => Allowed::Yes,
-                Access::Admin { token: Some(t) } => {
-                    if bearer(&head).is_some_and(|b| same(b.as_bytes(), t.as_bytes())) {
-                        Allowed::Yes
-                    } else {
-                        Allowed::Unauthorized
-                    }
-                }
-            };
             let (status, ctype, body) = tokio::task::spawn_blocking(move || {
-                route(&method, &target, &broker, host.as_deref(), admin)
+                let mut words = head.split_whitespace();
+                let method = words.next().unwrap_or("");
+                let target = words.next().unwrap_or("");
+                router(&head, method, target)
             })
             .await
             .unwrap_or((
@@ -556,8 +570,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-const TEXT: &str = "text/plain; version=0.0.4";
-const JSON: &str = "application/json";
+pub const TEXT: &str = "text/plain; version=0.0.4";
+pub const JSON: &str = "application/json";
 
 fn route(
     method: &str,

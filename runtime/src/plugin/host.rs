@@ -620,47 +620,12 @@ impl PluginHost {
         entries
             .iter()
             .map(|(name, e)| {
-                let s = &e.stats;
-                let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-                let m = e.running.as_ref().map(|r| &r.pipeline.manifest);
-                let partitions = lock(&s.progress)
-                    .iter()
-                    .filter(|((t, _), _)| m.is_some_and(|m| m.inputs.contains(t)))
-                    .map(|((t, p), pr)| PartitionStatus {
-                        topic: t.clone(),
-                        partition: *p,
-                        next_offset: pr.next_offset,
-                        high_watermark: pr.high_watermark,
-                        lag: (pr.high_watermark - pr.next_offset).max(0),
-                        event_time_watermark: pr.event_time_watermark,
-                    })
-                    .collect();
-                PipelineStatus {
-                    name: name.clone(),
-                    status: match (&e.running, &e.error) {
-                        (Some(_), None) => "running",
-                        (Some(_), Some(_)) => "running (new version rejected)",
-                        (None, _) => "rejected",
-                    },
-                    version: e
-                        .running
-                        .as_ref()
-                        .map(|r| r.pipeline.deployed().code.version),
-                    inputs: m.map(|m| m.inputs.clone()).unwrap_or_default(),
-                    output: m.and_then(|m| m.output.clone()),
-                    dead_letter: m.map(|m| m.dead_letter.clone()),
-                    records_in: get(&s.records_in),
-                    records_out: get(&s.records_out),
-                    dead_lettered: get(&s.dead_lettered),
-                    retried: get(&s.retried),
-                    traps: get(&s.traps),
-                    late: get(&s.late),
-                    undecodable: get(&s.undecodable),
-                    reloads: get(&s.reloads),
-                    last_reload_pause_us: get(&s.last_reload_pause_us),
-                    last_error: e.error.clone().or_else(|| lock(&s.last_error).clone()),
-                    partitions,
-                }
+                pipeline_status(
+                    name,
+                    e.running.as_ref().map(|r| r.pipeline.as_ref()),
+                    e.error.as_ref(),
+                    &e.stats,
+                )
             })
             .collect()
     }
@@ -719,6 +684,53 @@ impl PluginHost {
 }
 
 /// Two manifests that differ only in code, config or limits can switch in place.
+/// What `sluice plugin list` shows of one pipeline: `running` if it runs, `error` if its
+/// latest files were refused.
+pub fn pipeline_status(
+    name: &str,
+    running: Option<&Pipeline>,
+    error: Option<&String>,
+    s: &Stats,
+) -> PipelineStatus {
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let m = running.map(|r| &r.manifest);
+    let partitions = lock(&s.progress)
+        .iter()
+        .filter(|((t, _), _)| m.is_some_and(|m| m.inputs.contains(t)))
+        .map(|((t, p), pr)| PartitionStatus {
+            topic: t.clone(),
+            partition: *p,
+            next_offset: pr.next_offset,
+            high_watermark: pr.high_watermark,
+            lag: (pr.high_watermark - pr.next_offset).max(0),
+            event_time_watermark: pr.event_time_watermark,
+        })
+        .collect();
+    PipelineStatus {
+        name: name.to_string(),
+        status: match (running, error) {
+            (Some(_), None) => "running",
+            (Some(_), Some(_)) => "running (new version rejected)",
+            (None, _) => "rejected",
+        },
+        version: running.map(|r| r.deployed().code.version),
+        inputs: m.map(|m| m.inputs.clone()).unwrap_or_default(),
+        output: m.and_then(|m| m.output.clone()),
+        dead_letter: m.map(|m| m.dead_letter.clone()),
+        records_in: get(&s.records_in),
+        records_out: get(&s.records_out),
+        dead_lettered: get(&s.dead_lettered),
+        retried: get(&s.retried),
+        traps: get(&s.traps),
+        late: get(&s.late),
+        undecodable: get(&s.undecodable),
+        reloads: get(&s.reloads),
+        last_reload_pause_us: get(&s.last_reload_pause_us),
+        last_error: error.cloned().or_else(|| lock(&s.last_error).clone()),
+        partitions,
+    }
+}
+
 /// The pipelines' manifests in a plugins directory, by name.
 pub fn manifests_in(dir: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();

@@ -64,6 +64,8 @@ pub struct WorkerConfig {
 /// One pipeline running in this worker.
 struct Member {
     fingerprint: (String, Option<(u64, Option<SystemTime>)>),
+    /// Why the latest files were refused, while this version runs on.
+    error: Option<String>,
     pipeline: Arc<Pipeline>,
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
@@ -72,6 +74,57 @@ struct Member {
 /// A pipeline whose manifest or component was refused, with what was refused.
 struct Refused {
     fingerprint: (String, Option<(u64, Option<SystemTime>)>),
+    error: String,
+}
+
+/// What this worker runs, for its admin endpoint: `/metrics` and `/v1/pipelines` (the JSON
+/// `sluice plugin list --admin` reads).
+#[derive(Default)]
+pub struct Status {
+    /// What each request builds its answer from (refreshed at every rescan).
+    sources: Mutex<Vec<StatusSource>>,
+}
+
+struct StatusSource {
+    name: String,
+    pipeline: Option<Arc<Pipeline>>,
+    error: Option<String>,
+}
+
+impl Status {
+    pub fn pipelines(&self) -> Vec<crate::plugin::host::PipelineStatus> {
+        let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let none = Stats::default();
+        sources
+            .iter()
+            .map(|s| {
+                crate::plugin::host::pipeline_status(
+                    &s.name,
+                    s.pipeline.as_deref(),
+                    s.error.as_ref(),
+                    s.pipeline.as_ref().map_or(&none, |p| &p.stats),
+                )
+            })
+            .collect()
+    }
+
+    /// Answers the worker's admin endpoint.
+    pub fn route(&self, method: &str, target: &str) -> (&'static str, &'static str, String) {
+        use crate::metrics::{JSON, TEXT};
+        match (method, target.split('?').next().unwrap_or("")) {
+            ("GET", "/metrics") => (
+                "200 OK",
+                TEXT,
+                crate::metrics::render_pipeline_status(&self.pipelines()),
+            ),
+            ("GET", "/v1/pipelines") => (
+                "200 OK",
+                JSON,
+                serde_json::to_string(&self.pipelines()).unwrap_or_default(),
+            ),
+            _ => ("404 Not Found", "text/plain", "not found\n".into()),
+        }
+    }
 }
 
 pub struct Worker {
@@ -84,6 +137,7 @@ pub struct Worker {
     refused: BTreeMap<String, Refused>,
     /// What the deployments topic holds, as files.
     deployed_dir: PathBuf,
+    pub status: Arc<Status>,
 }
 
 impl Worker {
@@ -95,6 +149,7 @@ impl Worker {
         std::fs::create_dir_all(&deployed_dir)?;
         Ok(Worker {
             deployed_dir,
+            status: Arc::default(),
             cfg,
             engine,
             rt,
@@ -187,6 +242,30 @@ impl Worker {
         for (name, path) in found {
             self.reconcile_one(&name, &path);
         }
+        let mut sources: Vec<StatusSource> = self
+            .members
+            .iter()
+            .map(|(name, m)| StatusSource {
+                name: name.clone(),
+                pipeline: Some(m.pipeline.clone()),
+                error: m.error.clone(),
+            })
+            .collect();
+        sources.extend(
+            self.refused
+                .iter()
+                .filter(|(name, _)| !self.members.contains_key(*name))
+                .map(|(name, r)| StatusSource {
+                    name: name.clone(),
+                    pipeline: None,
+                    error: Some(r.error.clone()),
+                }),
+        );
+        *self
+            .status
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = sources;
     }
 
     fn reconcile_one(&mut self, name: &str, path: &Path) {
@@ -212,13 +291,19 @@ impl Worker {
         let (manifest, code) = match loaded {
             Ok(x) => x,
             Err(e) => {
-                if self.members.contains_key(name) {
+                if let Some(m) = self.members.get_mut(name) {
                     tracing::error!(pipeline = name, error = %e, "new version rejected; the running version keeps running");
+                    m.error = Some(e.clone());
                 } else {
                     tracing::error!(pipeline = name, error = %e, "pipeline rejected");
                 }
-                self.refused
-                    .insert(name.to_string(), Refused { fingerprint: fp });
+                self.refused.insert(
+                    name.to_string(),
+                    Refused {
+                        fingerprint: fp,
+                        error: e,
+                    },
+                );
                 return;
             }
         };
@@ -235,6 +320,7 @@ impl Worker {
                 Stats::add(&m.pipeline.stats.reloads, 1);
                 m.pipeline.replace(deployed);
                 m.fingerprint = fp;
+                m.error = None;
                 return;
             }
         }
@@ -360,6 +446,7 @@ impl Worker {
         };
         Ok(Member {
             fingerprint,
+            error: None,
             pipeline,
             stop,
             thread,
@@ -432,6 +519,13 @@ impl MemberContext {
             if t.thread.join().is_err() {
                 tracing::error!(pipeline = %self.pipeline.manifest.name, %topic, partition, "task thread panicked");
             }
+            // No longer this worker's: out of its status.
+            self.pipeline
+                .stats
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(topic, partition));
         }
     }
 
