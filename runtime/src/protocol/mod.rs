@@ -515,7 +515,8 @@ pub async fn handle(
     };
     let took = started.elapsed();
     broker.metrics.observe_request(raw_key, took);
-    let for_time = charge(Key::RequestPercentage, took.as_micros() as f64);
+    // Fractions of a microsecond count: a quick request still uses its share.
+    let for_time = charge(Key::RequestPercentage, took.as_secs_f64() * 1e6);
     if !for_time.is_zero() {
         if let Some(r) = resp.as_mut() {
             let ms = i32::try_from(for_time.as_millis()).unwrap_or(i32::MAX);
@@ -648,7 +649,9 @@ mod tests {
             client_id: None,
         };
         b.quotas
-            .alter(&[(everyone, Key::RequestPercentage, Some(0.001))])
+            // 0.01 ns of handling per second: any request goes over, however fast the
+            // machine (0.001 % was 10 µs/s, which a quick Metadata answer stayed under).
+            .alter(&[(everyone, Key::RequestPercentage, Some(1e-6))])
             .unwrap();
         let mut session = Session::plaintext("test");
         // Metadata v4: all topics (null), no auto-creation.

@@ -378,7 +378,7 @@ impl TaskIo for ClusterIo {
                 let (low, high) = probe
                     .fetch_watermarks(&self.topic, self.partition, OP_TIMEOUT)
                     .map_err(err)?;
-                Checkpoint {
+                let fresh = Checkpoint {
                     producer_id: 0,
                     next_offset: if earliest { low } else { high },
                     state: Bin::default(),
@@ -386,7 +386,11 @@ impl TaskIo for ClusterIo {
                     emitted: Default::default(),
                     pending: Vec::new(),
                     watermarks: Default::default(),
-                }
+                };
+                // A restart before the first commit starts where this one did ("latest" is
+                // the end as of the task's first start here, not of each restart).
+                self.committed = Some(fresh.clone());
+                fresh
             }
         };
         self.open_consumer(ckpt.next_offset)?;
