@@ -57,7 +57,7 @@ for kind in stateless stateful; do
         create_topic "in-$id" "$PARTS"
         create_topic "out-$id" "$PARTS"
         log "$kind, $w worker(s): loading $N records"
-        kcat -P -K: -b "$BOOTSTRAP" -t "in-$id" -X linger.ms=20 -X batch.num.messages=10000 "$WORK/records"
+        kcat -P -K: -b "$BOOTSTRAP" -t "in-$id" -X linger.ms=20 -X batch.num.messages=10000 <"$WORK/records"
         pids=()
         for i in $(seq 1 "$w"); do
             d="$WORK/$id-w$i"
