@@ -11,7 +11,6 @@ mod support;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::process::Command;
 use std::time::Duration;
 
 use kafka_protocol::messages::*;
@@ -26,7 +25,7 @@ fn sb(s: &str) -> StrBytes {
 }
 
 fn sluice_ok(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = support::command(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .output()
         .expect("sluice");

@@ -378,7 +378,7 @@ fn the_broker_raises_its_open_file_limit() {
     let port = support::free_port();
     let admin = support::free_port();
     let bootstrap = format!("127.0.0.1:{port}");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut cmd = support::command(env!("CARGO_BIN_EXE_sluice"));
     cmd.args(["serve", "--listen", &bootstrap, "--admin"])
         .arg(format!("127.0.0.1:{admin}"))
         .arg("--data-dir")
@@ -413,7 +413,7 @@ fn the_broker_raises_its_open_file_limit() {
         .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
         .unwrap();
     let sluice = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        support::command(env!("CARGO_BIN_EXE_sluice"))
             .args(args)
             .args(["--bootstrap", &bootstrap])
             .output()

@@ -17,7 +17,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,7 @@ const CLICKS: u64 = 200_000;
 /// run.sh against `b`, with these settings on top of the test's.
 fn start_run(b: &Broker, env: &[(&str, &str)]) -> Run {
     let log = b.scratch().join("run.sh.log");
-    let mut cmd = Command::new("bash");
+    let mut cmd = support::command("bash");
     cmd.arg(example().join("run.sh"))
         .env("SLUICE", env!("CARGO_BIN_EXE_sluice"))
         .env("SLUICE_BOOTSTRAP", b.bootstrap())
@@ -302,7 +302,7 @@ fn click_aggregation() {
         "{{\"key\":\"ad2\",\"window_start\":{w2},\"window_end\":{},\"count\":{n2}}}",
         w2.parse::<i64>().unwrap() + truth["window_ms"].as_i64().unwrap(),
     );
-    let dup = Command::new("python3")
+    let dup = support::command("python3")
         .args([
             "-c",
             "import sys; from confluent_kafka import Producer; \
@@ -315,7 +315,7 @@ fn click_aggregation() {
         .status()
         .unwrap();
     assert!(dup.success());
-    let o = Command::new("python3")
+    let o = support::command("python3")
         .arg(example().join("check.py"))
         .args(["--bootstrap", &b.bootstrap(), "--timeout", "3", "--truth"])
         .arg(&bad_truth)
@@ -393,7 +393,7 @@ fn event_time_is_exact_under_backlog_speed_restarts_and_replay() {
             .as_millis() as i64;
     assert!(skew < -3_000_000, "event time an hour behind: {skew} ms");
 
-    let o = Command::new("python3")
+    let o = support::command("python3")
         .arg(support::clients_dir().join("replay_compare.py"))
         .args([&b.bootstrap(), &b.admin(), env!("CARGO_BIN_EXE_sluice")])
         .output()
@@ -463,7 +463,7 @@ fn demo_shows_final_counts_and_the_salted_spread() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", support::free_port());
     let admin = format!("127.0.0.1:{}", support::free_port());
-    let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let o = support::command(env!("CARGO_BIN_EXE_sluice"))
         .args([
             "demo",
             "--seconds",

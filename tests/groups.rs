@@ -11,7 +11,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -51,7 +50,7 @@ fn describe_rows(
     group: &str,
     topic: &str,
 ) -> (String, BTreeMap<i32, (i64, i64, i64)>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = support::command(env!("CARGO_BIN_EXE_sluice"))
         .args([
             "group",
             "describe",

@@ -25,7 +25,7 @@ fn repo() -> PathBuf {
 }
 
 fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    support::command(env!("CARGO_BIN_EXE_sluice"))
 }
 
 /// Builds every plugin of the plugins/ workspace once per test run with
@@ -48,7 +48,7 @@ fn components() -> &'static Path {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
-        let o = Command::new("sh")
+        let o = support::command("sh")
             .arg(repo().join("plugins/testing/c-filter/build.sh"))
             .arg(out.join("c-filter.wasm"))
             .env("SLUICE", env!("CARGO_BIN_EXE_sluice"))
@@ -117,7 +117,7 @@ fn wait_running(b: &Broker, name: &str, version: Option<&str>) -> serde_json::Va
 
 /// Produces `lines` with kcat; "key:value" lines are keyed when `keyed`.
 fn produce(b: &Broker, topic: &str, lines: &[String], keyed: bool) {
-    let mut cmd = Command::new("kcat");
+    let mut cmd = support::command("kcat");
     cmd.args(["-P", "-b", &b.bootstrap(), "-t", topic]);
     if keyed {
         cmd.arg("-K:");
@@ -144,7 +144,7 @@ struct Rec {
 
 /// Everything in `topic` now, read with kcat.
 fn read_all(b: &Broker, topic: &str) -> Vec<Rec> {
-    let o = Command::new("kcat")
+    let o = support::command("kcat")
         .args(["-C", "-b", &b.bootstrap(), "-t", topic, "-e", "-q"])
         .args(["-f", "%p\x1f%o\x1f%k\x1f%s\x1f%h\x1f%T\x1e"])
         .output()
@@ -1028,7 +1028,7 @@ fn the_admin_api_needs_its_token_and_the_metrics_listener_serves_only_metrics() 
     );
     // The CLI passes the token from SLUICE_ADMIN_TOKEN.
     let list = |token: Option<&str>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let mut cmd = support::command(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["plugin", "list", "--admin", &admin]);
         cmd.env_remove("SLUICE_ADMIN_TOKEN");
         if let Some(t) = token {
@@ -1042,7 +1042,7 @@ fn the_admin_api_needs_its_token_and_the_metrics_listener_serves_only_metrics() 
     assert!(String::from_utf8_lossy(&refused.stderr).contains("Bearer"));
 
     // No token, not loopback: the broker will not start.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = support::command(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--admin", "0.0.0.0:0", "--data-dir"])
         .arg(broker.scratch().join("never"))
         .env_remove("SLUICE_ADMIN_TOKEN")

@@ -9,7 +9,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::{
@@ -20,7 +19,7 @@ use support::{
 const LIMIT: Duration = Duration::from_secs(300);
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
+    let out = support::command("openssl")
         .args(args)
         .current_dir(dir)
         .output()
@@ -68,7 +67,7 @@ struct Secured {
 }
 
 fn sluice(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    support::command(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .output()
         .expect("sluice")

@@ -279,7 +279,7 @@ fn kafka_streams_exactly_once_v2() {
 }
 
 fn sluice(broker: &Broker, args: &[&str]) -> (String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = support::command(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .args(["--bootstrap", &broker.bootstrap()])
         .output()

@@ -25,7 +25,7 @@ fn repo() -> PathBuf {
 }
 
 fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    support::command(env!("CARGO_BIN_EXE_sluice"))
 }
 
 /// The counter test plugin (state: a count per key; emits "KEY=COUNT"), built from source
@@ -121,7 +121,7 @@ impl Drop for Worker {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SIGTERM first: a clean stop commits and leaves the group.
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = support::command("kill").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -168,7 +168,7 @@ fn produce(b: &Broker, topic: &str, lines: &[String]) {
 
 /// Everything a read_committed consumer sees in `topic`: (key, value).
 fn read_committed(b: &Broker, topic: &str) -> Vec<(String, String)> {
-    let o = Command::new("kcat")
+    let o = support::command("kcat")
         .args([
             "-C",
             "-b",

@@ -119,7 +119,7 @@ impl Broker {
             .open(self.log_path())
             .expect("broker log");
         writeln!(log, "==== sluice serve --listen {} ====", self.bootstrap()).ok();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let mut cmd = command(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg("serve")
             .arg("--listen")
             .arg(self.bootstrap())
@@ -203,6 +203,28 @@ impl Drop for Broker {
     }
 }
 
+/// A process for a test to start. `cargo test` puts the build directories of native
+/// dependencies on LD_LIBRARY_PATH, and rdkafka-sys's (the worker's librdkafka, built without
+/// zstd or TLS) holds a librdkafka.so.1: kcat would load it instead of the system's. Those
+/// entries are left out.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    if let Some(p) = std::env::var_os("LD_LIBRARY_PATH") {
+        let kept: Vec<PathBuf> = std::env::split_paths(&p)
+            .filter(|d| !d.to_string_lossy().contains("rdkafka-sys"))
+            .collect();
+        match std::env::join_paths(kept) {
+            Ok(j) if !j.is_empty() => {
+                c.env("LD_LIBRARY_PATH", j);
+            }
+            _ => {
+                c.env_remove("LD_LIBRARY_PATH");
+            }
+        }
+    }
+    c
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind a free port")
@@ -264,7 +286,7 @@ impl Script {
             broker.bootstrap(),
             args.join(" ")
         );
-        let child = Command::new(program)
+        let child = command(program)
             .arg(&path)
             .arg("--bootstrap")
             .arg(broker.bootstrap())
@@ -298,7 +320,7 @@ impl Script {
             java.join("target/classes").display(),
             java.join("target/dependency").display()
         );
-        let child = Command::new("java")
+        let child = command("java")
             .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
             .arg("-cp")
             .arg(classpath)
@@ -375,7 +397,7 @@ pub fn run_ok(
 
 /// Fail (never skip) when a client the scenario needs is missing, saying how to install it.
 pub fn require(program: &str, args: &[&str], what: &str, install: &str) {
-    let ok = Command::new(program)
+    let ok = command(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

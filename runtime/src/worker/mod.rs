@@ -138,6 +138,9 @@ pub struct Worker {
     /// What the deployments topic holds, as files.
     deployed_dir: PathBuf,
     pub status: Arc<Status>,
+    /// A client kept for metadata (topics and their partition counts), asked at every
+    /// rescan: one connection, not one per rescan.
+    metadata: Option<BaseConsumer>,
 }
 
 impl Worker {
@@ -147,9 +150,11 @@ impl Worker {
         let engine = PluginEngine::new(Some(cfg.state_dir.join("plugin-cache")))?;
         let deployed_dir = cfg.state_dir.join("deployed");
         std::fs::create_dir_all(&deployed_dir)?;
+        let metadata = cfg.client.create::<BaseConsumer>().ok();
         Ok(Worker {
             deployed_dir,
             status: Arc::default(),
+            metadata,
             cfg,
             engine,
             rt,
@@ -193,10 +198,8 @@ impl Worker {
 
     fn partitions(&self) -> impl Fn(&str) -> Option<i32> {
         let md = self
-            .cfg
-            .client
-            .create::<BaseConsumer>()
-            .ok()
+            .metadata
+            .as_ref()
             .and_then(|c| c.fetch_metadata(None, METADATA_TIMEOUT).ok());
         let counts: HashMap<String, i32> = md
             .map(|md| {
