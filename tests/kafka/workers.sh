@@ -47,7 +47,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start_sluice() {
     "$SLUICE" serve --listen "127.0.0.1:$SLUICE_PORT" --data-dir "$DIR/sluice-data" \
-        --plugins-dir "$DIR/sluice-plugins" >>"$DIR/sluice.log" 2>&1 &
+        --admin "127.0.0.1:$ADMIN_PORT" --plugins-dir "$DIR/sluice-plugins" >>"$DIR/sluice.log" 2>&1 &
     broker_pid=$!
     for _ in $(seq 100); do
         python3 -c "import socket; socket.create_connection(('127.0.0.1', $SLUICE_PORT), 1)" 2>/dev/null && return
@@ -64,6 +64,7 @@ kafka)
 sluice)
     say "starting a sluice broker"
     SLUICE_PORT=$(free_port)
+    ADMIN_PORT=$(free_port)
     start_sluice
     BOOT=127.0.0.1:$SLUICE_PORT
     ;;
