@@ -165,8 +165,16 @@ pub fn follow(client: ClientConfig, group: String, dir: PathBuf, stop: &AtomicBo
         return;
     }
     while !stop.load(Ordering::Acquire) {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
+        let m = match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => m,
+            // Until the topic exists (the first `plugin deploy` makes it) every poll fails at
+            // once: wait rather than spin.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "deployments topic");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            None => continue,
         };
         let Some(name) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;

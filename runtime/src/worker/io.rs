@@ -239,6 +239,7 @@ impl ClusterIo {
                 // librdkafka reconnects and retries by itself; the deadline bounds it.
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "changelog read");
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 None => {
                     // Transaction markers are not delivered: the position says whether the

@@ -472,6 +472,8 @@ fn membership(consumer: BaseConsumer<MemberContext>, stop: &AtomicBool) {
         // Assigned partitions are paused: nothing is fetched here, the tasks read.
         if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
             tracing::warn!(error = %e, "group membership");
+            // Errors come back at once: no spinning on them.
+            std::thread::sleep(Duration::from_millis(100));
         }
         consumer.context().refresh(&consumer);
     }
