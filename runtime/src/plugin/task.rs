@@ -314,13 +314,18 @@ impl<'a> Incarnation<'a> {
         if self.announce_due {
             until = until.min(self.last_announce + ANNOUNCE_EVERY);
         }
-        if self
-            .spec
-            .pipeline
-            .manifest
-            .event_time
-            .as_ref()
-            .is_some_and(|e| e.idle_timeout_ms.is_some())
+        // Only a task that looks at silence (an input task, caught up: see when_caught_up)
+        // moves last_silence_check on; for any other, that deadline would stay in the past
+        // and the wait would spin.
+        if self.tracker.is_some()
+            && self.caught_up
+            && self
+                .spec
+                .pipeline
+                .manifest
+                .event_time
+                .as_ref()
+                .is_some_and(|e| e.idle_timeout_ms.is_some())
         {
             until = until.min(self.last_silence_check + SILENCE_CHECK);
         }
