@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::engine::{Code, PluginEngine, TaskInfo};
 use super::io::LocalIo;
-use super::manifest::{Manifest, Partitioning};
+use super::manifest::{Manifest, ManifestError, Partitioning};
 use super::output::ensure_topic;
 use super::pipeline::{Deployed, Pipeline, Stats, Topology};
 use super::task::{self, Kind, TaskSpec};
@@ -29,9 +29,30 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// What identifies one version of a pipeline's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint {
+pub struct Fingerprint {
     manifest: String,
     wasm: Option<(u64, Option<SystemTime>)>,
+}
+
+impl Fingerprint {
+    /// Reads the manifest at `path`: its version's fingerprint (its text, and the size and
+    /// time of the component it names) and the parsed manifest. None if it cannot be read.
+    pub fn read(path: &Path) -> Option<(Fingerprint, Result<Manifest, ManifestError>)> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let parsed = Manifest::parse(path, &text);
+        let wasm = parsed.as_ref().ok().and_then(|m| {
+            std::fs::metadata(&m.wasm)
+                .ok()
+                .map(|md| (md.len(), md.modified().ok()))
+        });
+        Some((
+            Fingerprint {
+                manifest: text,
+                wasm,
+            },
+            parsed,
+        ))
+    }
 }
 
 struct TaskHandle {
@@ -272,18 +293,8 @@ impl PluginHost {
     }
 
     fn reconcile_one(&self, name: &str, path: &Path) {
-        let Ok(text) = std::fs::read_to_string(path) else {
+        let Some((fp, parsed)) = Fingerprint::read(path) else {
             return;
-        };
-        let parsed = Manifest::parse(path, &text);
-        let wasm = parsed.as_ref().ok().and_then(|m| {
-            std::fs::metadata(&m.wasm)
-                .ok()
-                .map(|md| (md.len(), md.modified().ok()))
-        });
-        let fp = Fingerprint {
-            manifest: text,
-            wasm,
         };
         {
             let mut entries = lock(&self.entries);

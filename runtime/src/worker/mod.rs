@@ -23,14 +23,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
 
 use crate::plugin::engine::PluginEngine;
-use crate::plugin::host::{load_checked, manifests_in, same_topology, writers_of};
+use crate::plugin::host::{load_checked, manifests_in, same_topology, writers_of, Fingerprint};
 use crate::plugin::manifest::Manifest;
 use crate::plugin::pipeline::{Deployed, Pipeline, Stats, Topology};
 use crate::plugin::task::{self, Kind, TaskSpec};
@@ -63,7 +63,7 @@ pub struct WorkerConfig {
 
 /// One pipeline running in this worker.
 struct Member {
-    fingerprint: (String, Option<(u64, Option<SystemTime>)>),
+    fingerprint: Fingerprint,
     /// Why the latest files were refused, while this version runs on.
     error: Option<String>,
     pipeline: Arc<Pipeline>,
@@ -73,7 +73,7 @@ struct Member {
 
 /// A pipeline whose manifest or component was refused, with what was refused.
 struct Refused {
-    fingerprint: (String, Option<(u64, Option<SystemTime>)>),
+    fingerprint: Fingerprint,
     error: String,
 }
 
@@ -272,16 +272,9 @@ impl Worker {
     }
 
     fn reconcile_one(&mut self, name: &str, path: &Path) {
-        let Ok(text) = std::fs::read_to_string(path) else {
+        let Some((fp, parsed)) = Fingerprint::read(path) else {
             return;
         };
-        let parsed = Manifest::parse(path, &text);
-        let wasm = parsed.as_ref().ok().and_then(|m| {
-            std::fs::metadata(&m.wasm)
-                .ok()
-                .map(|md| (md.len(), md.modified().ok()))
-        });
-        let fp = (text, wasm);
         if self.members.get(name).is_some_and(|m| m.fingerprint == fp)
             || self.refused.get(name).is_some_and(|r| r.fingerprint == fp)
         {
@@ -346,7 +339,7 @@ impl Worker {
         &self,
         manifest: Manifest,
         deployed: Deployed,
-        fingerprint: (String, Option<(u64, Option<SystemTime>)>),
+        fingerprint: Fingerprint,
     ) -> Result<Member, String> {
         let name = manifest.name.clone();
         let group = format!("{}.{}", self.cfg.group, name);
