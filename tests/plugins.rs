@@ -1123,3 +1123,71 @@ fn a_pipeline_acts_as_its_principal_under_acls() {
     acl(&["remove", "--operation", "Write", "--topic", "evens-out"]);
     refused("write topic evens-out");
 }
+
+/// `sluice plugin deploy` with no --workers reaches the broker's own plugin host through its
+/// `sluice.deployments` topic: the pipeline runs, survives a kill -9 of the broker, and
+/// `plugin undeploy` stops it. The plugins directory stays empty throughout.
+#[test]
+fn plugin_deploy_reaches_the_brokers_own_host() {
+    require_kcat();
+    let mut b = Broker::start();
+    let src = b.scratch().join("to-deploy");
+    fs::create_dir_all(&src).unwrap();
+    fs::copy(component("even-filter"), src.join("even-filter.wasm")).unwrap();
+    let manifest = src.join("evens.toml");
+    fs::write(
+        &manifest,
+        "wasm = \"even-filter.wasm\"\ninputs = [\"numbers\"]\noutput = \"evens-out\"\n",
+    )
+    .unwrap();
+    let bootstrap = b.bootstrap();
+    let cli = |args: &[&str]| {
+        let o = sluice()
+            .args(["plugin"])
+            .args(args)
+            .args(["--bootstrap", &bootstrap])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "plugin {args:?}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let out = cli(&["deploy", manifest.to_str().unwrap()]);
+    assert!(out.contains("sluice.deployments"), "{out}");
+    wait_running(&b, "evens", None);
+    produce(&b, "numbers", &lines(&["1", "2", "3", "4"]), false);
+    assert_eq!(values(&wait_records(&b, "evens-out", 2)), ["2", "4"]);
+    assert!(
+        fs::read_dir(b.plugins_dir())
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "the deployment must not go through the plugins directory"
+    );
+
+    b.restart();
+    wait_running(&b, "evens", None);
+    produce(&b, "numbers", &lines(&["6", "7"]), false);
+    assert_eq!(values(&wait_records(&b, "evens-out", 3)), ["2", "4", "6"]);
+
+    cli(&["undeploy", "evens"]);
+    let deadline = Instant::now() + WAIT;
+    while pipeline(&b, "evens").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "still deployed:\n{}",
+            b.log_tail()
+        );
+        sleep(Duration::from_millis(100));
+    }
+    produce(&b, "numbers", &lines(&["8"]), false);
+    sleep(Duration::from_secs(2));
+    assert_eq!(
+        values(&read_all(&b, "evens-out")),
+        ["2", "4", "6"],
+        "an undeployed pipeline processed a record"
+    );
+}

@@ -47,14 +47,16 @@ pub enum PluginCmd {
         #[command(flatten)]
         conn: super::Conn,
     },
-    /// Deploy a pipeline to every `sluice worker` of a group: NAME.toml and the component it
-    /// names go to the compacted topic GROUP.deployments, which the workers follow (each
-    /// checks it, and hot-reloads a running pipeline at a batch boundary, state carried)
+    /// Deploy a pipeline through the cluster at --bootstrap: NAME.toml and the component it
+    /// names go to the compacted topic GROUP.deployments, which every `sluice worker` of the
+    /// group follows (each checks it, and hot-reloads a running pipeline at a batch boundary,
+    /// state carried). Without --workers, to a sluice broker's own plugin host
+    /// (sluice.deployments, its deployments_group)
     Deploy {
         manifest: PathBuf,
-        /// The workers' --group
+        /// The workers' --group [default: sluice, a broker's own plugin host]
         #[arg(long, value_name = "GROUP")]
-        workers: String,
+        workers: Option<String>,
         #[command(flatten)]
         conn: super::Conn,
     },
@@ -62,8 +64,9 @@ pub enum PluginCmd {
     /// progress stays in its changelog)
     Undeploy {
         name: String,
+        /// The workers' --group [default: sluice, a broker's own plugin host]
         #[arg(long, value_name = "GROUP")]
-        workers: String,
+        workers: Option<String>,
         #[command(flatten)]
         conn: super::Conn,
     },
@@ -123,12 +126,17 @@ pub fn run(cmd: PluginCmd) -> Result<()> {
             manifest,
             workers,
             conn,
-        } => publish(&manifest, &workers, &conn, false),
+        } => publish(&manifest, workers.as_deref(), &conn, false),
         PluginCmd::Undeploy {
             name,
             workers,
             conn,
-        } => publish(Path::new(&format!("{name}.toml")), &workers, &conn, true),
+        } => publish(
+            Path::new(&format!("{name}.toml")),
+            workers.as_deref(),
+            &conn,
+            true,
+        ),
         PluginCmd::Reset {
             name,
             to,
@@ -215,7 +223,8 @@ fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
     Ok(())
 }
 
-fn publish(manifest: &Path, group: &str, conn: &super::Conn, undeploy: bool) -> Result<()> {
+fn publish(manifest: &Path, group: Option<&str>, conn: &super::Conn, undeploy: bool) -> Result<()> {
+    let group = group.unwrap_or(crate::plugin::deployments::BROKER_GROUP);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -226,8 +235,13 @@ fn publish(manifest: &Path, group: &str, conn: &super::Conn, undeploy: bool) -> 
             .map_err(anyhow::Error::msg)?;
     let what = if undeploy { "undeployed" } else { "deployed" };
     println!(
-        "{} {what} to the workers of '{group}' ({topic} offset {offset})",
-        manifest.file_stem().and_then(|s| s.to_str()).unwrap_or("?")
+        "{} {what} through {topic} (offset {offset}): to the workers of group '{group}'{}",
+        manifest.file_stem().and_then(|s| s.to_str()).unwrap_or("?"),
+        if group == crate::plugin::deployments::BROKER_GROUP {
+            " and to a sluice broker's own plugin host"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Directory watched for pipelines (NAME.toml + component) [default: ./plugins]
     #[arg(long)]
     pub plugins_dir: Option<PathBuf>,
+    /// The plugin host also runs what `sluice plugin deploy --workers GROUP` publishes to
+    /// this broker's GROUP.deployments topic; "" turns that off [default: sluice]
+    #[arg(long, value_name = "GROUP")]
+    pub deployments_group: Option<String>,
     /// Token the admin API requires (`Authorization: Bearer TOKEN`); needed when --admin is
     /// not a loopback address
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
@@ -52,6 +56,7 @@ struct FileConfig {
     admin: Option<String>,
     admin_token: Option<String>,
     plugins_dir: Option<PathBuf>,
+    deployments_group: Option<String>,
     node_id: Option<i32>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
@@ -142,6 +147,8 @@ pub struct Settings {
     pub admin: String,
     pub admin_token: Option<String>,
     pub plugins_dir: PathBuf,
+    /// Whose deployments topic the plugin host follows.
+    pub deployments_group: Option<String>,
     pub broker: BrokerConfig,
 }
 
@@ -250,6 +257,11 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             .plugins_dir
             .or(file.plugins_dir)
             .unwrap_or_else(|| PathBuf::from("./plugins")),
+        deployments_group: match args.deployments_group.or(file.deployments_group) {
+            None => Some(crate::plugin::deployments::BROKER_GROUP.to_string()),
+            Some(g) if g.is_empty() => None,
+            Some(g) => Some(g),
+        },
         broker: BrokerConfig {
             data_dir: args
                 .data_dir
@@ -494,6 +506,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let host = crate::plugin::PluginHost::new(
             broker.clone(),
             s.plugins_dir.clone(),
+            s.deployments_group.clone(),
             tokio::runtime::Handle::current(),
         )
         .context("cannot start the plugin host")?;

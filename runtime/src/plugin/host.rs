@@ -169,6 +169,12 @@ pub struct PluginHost {
     broker: Arc<Broker>,
     engine: Arc<PluginEngine>,
     dir: PathBuf,
+    /// Pipelines received through the deployments topic (see [`super::deployments`]), and
+    /// the group whose topic is followed (`None`: not followed).
+    deployed_dir: PathBuf,
+    deployments_group: Option<String>,
+    /// Stops the deployments follower.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     state_dir: PathBuf,
     rt: tokio::runtime::Handle,
     entries: Mutex<BTreeMap<String, Entry>>,
@@ -186,6 +192,7 @@ impl PluginHost {
     pub fn new(
         broker: Arc<Broker>,
         dir: PathBuf,
+        deployments_group: Option<String>,
         rt: tokio::runtime::Handle,
     ) -> anyhow::Result<Arc<PluginHost>> {
         let data = broker.config.data_dir.clone();
@@ -193,10 +200,16 @@ impl PluginHost {
         std::fs::create_dir_all(&dir).map_err(|e| {
             anyhow::anyhow!("cannot create plugins directory {}: {e}", dir.display())
         })?;
+        let deployed_dir = data.join("deployed");
+        std::fs::create_dir_all(&deployed_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", deployed_dir.display()))?;
         Ok(Arc::new(PluginHost {
             broker,
             engine,
             dir,
+            deployed_dir,
+            deployments_group,
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             state_dir: data.join("pipelines"),
             rt,
             entries: Mutex::new(BTreeMap::new()),
@@ -220,6 +233,7 @@ impl PluginHost {
             })
             .and_then(|mut w| {
                 w.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
+                w.watch(&self.deployed_dir, notify::RecursiveMode::NonRecursive)?;
                 Ok(w)
             })
         };
@@ -230,7 +244,21 @@ impl PluginHost {
                 None
             }
         };
-        tracing::info!(dir = %self.dir.display(), "watching for pipelines");
+        tracing::info!(dir = %self.dir.display(), deployments = ?self.deployments_group.as_deref().map(super::deployments::topic), "watching for pipelines");
+        if let Some(group) = self.deployments_group.clone() {
+            let (broker, dir, rt, stop) = (
+                self.broker.clone(),
+                self.deployed_dir.clone(),
+                self.rt.clone(),
+                self.stopping.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name("deployments".into())
+                .spawn(move || super::deployments::follow_local(broker, &group, dir, rt, &stop));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot follow the deployments topic");
+            }
+        }
         let bp = self.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(100));
@@ -252,8 +280,11 @@ impl PluginHost {
         }
     }
 
+    /// The plugins directory wins over the deployments topic for a name in both.
     fn manifests(&self) -> BTreeMap<String, PathBuf> {
-        manifests_in(&self.dir)
+        let mut found = manifests_in(&self.deployed_dir);
+        found.extend(manifests_in(&self.dir));
+        found
     }
 
     /// One pass: make the running pipelines match the directory.
@@ -678,6 +709,7 @@ impl PluginHost {
 
     /// Stops every pipeline at a checkpoint (on shutdown).
     pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
         let _g = lock(&self.reconcile_lock);
         let running: Vec<Running> = lock(&self.entries)
             .values_mut()

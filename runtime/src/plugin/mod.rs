@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod checkpoint;
+pub mod deployments;
 pub mod engine;
 pub mod host;
 pub mod io;

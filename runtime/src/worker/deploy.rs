@@ -14,31 +14,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 
-use crate::plugin::checkpoint::Bin;
-
-/// Largest deployment record (manifest and component).
-pub const MAX_DEPLOYMENT: usize = 64 << 20;
-
-pub fn topic(group: &str) -> String {
-    format!("{group}.deployments")
-}
-
-#[derive(Serialize, Deserialize)]
-struct Deployment {
-    manifest: String,
-    component: Bin,
-}
-
-/// A pipeline name that is safe as a file name.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
+use crate::plugin::deployments::{apply, prune, record};
+pub use crate::plugin::deployments::{topic, MAX_DEPLOYMENT};
 
 /// Publishes the pipeline of manifest `path` (with the component it names) to `group`'s
 /// workers, or with `undeploy`, takes it away. Returns the record's offset.
@@ -49,37 +27,9 @@ pub fn publish(
     path: &Path,
     undeploy: bool,
 ) -> Result<(String, i64), String> {
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .ok_or_else(|| format!("{}: not a NAME.toml path", path.display()))?
-        .to_string();
-    if !valid_name(&name) {
-        return Err(format!("'{name}' is not a valid pipeline name"));
-    }
-    let value = if undeploy {
-        None
-    } else {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let m = crate::plugin::manifest::Manifest::parse(path, &text).map_err(|e| e.to_string())?;
-        let component =
-            std::fs::read(&m.wasm).map_err(|e| format!("cannot read {}: {e}", m.wasm.display()))?;
-        let v = rmp_serde::to_vec_named(&Deployment {
-            manifest: text,
-            component: Bin(component),
-        })
-        .map_err(|e| e.to_string())?;
-        if v.len() > MAX_DEPLOYMENT {
-            return Err(format!(
-                "{name}: {} bytes with its component, at most {MAX_DEPLOYMENT}",
-                v.len()
-            ));
-        }
-        Some(v)
-    };
+    let (name, value) = record(path, undeploy)?;
     let t = topic(group);
-    super::io::create_topics(client, rt, &[], &[(t.as_str(), 1)])?;
+    super::io::create_topics(client, rt, &[], &[(t.as_str(), 1, MAX_DEPLOYMENT + 4096)])?;
     let p: BaseProducer<_> = client
         .clone()
         .set("acks", "all")
@@ -123,20 +73,24 @@ impl rdkafka::producer::ProducerContext for Delivered {
     }
 }
 
-/// Writes `bytes` to `path` by way of a temporary file, so a reader never sees half of it.
-fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Keeps `dir` equal to the deployments of `group` until `stop`: NAME.wasm, then NAME.toml
-/// (its `wasm` key dropped, so it names NAME.wasm).
-pub fn follow(client: ClientConfig, group: String, dir: PathBuf, stop: &AtomicBool) {
+/// Keeps `dir` equal to the deployments of `group` until `stop` (see
+/// [`crate::plugin::deployments::apply`]).
+pub fn follow(
+    client: ClientConfig,
+    rt: tokio::runtime::Handle,
+    group: String,
+    dir: PathBuf,
+    stop: &AtomicBool,
+) {
     let t = topic(&group);
+    // Made now rather than at the first deploy, so the reader below finds it (librdkafka logs
+    // an error every few seconds for an assigned topic that does not exist). A worker without
+    // the right to create it waits for `plugin deploy` to.
+    if let Err(e) =
+        super::io::create_topics(&client, &rt, &[], &[(t.as_str(), 1, MAX_DEPLOYMENT + 4096)])
+    {
+        tracing::debug!(error = %e, topic = %t, "deployments topic not created");
+    }
     let consumer: Result<BaseConsumer, _> = client
         .clone()
         .set("group.id", format!("{group}.deployments-reader"))
@@ -164,11 +118,26 @@ pub fn follow(client: ClientConfig, group: String, dir: PathBuf, stop: &AtomicBo
         tracing::error!(error = %e, "cannot follow the deployments topic");
         return;
     }
+    // What was undeployed while this worker was down is pruned from `dir` once the records
+    // up to the high watermark seen at start are applied.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut target: Option<i64> = None;
+    let mut next = 0i64;
     while !stop.load(Ordering::Acquire) {
+        if target.is_none() {
+            target = consumer
+                .fetch_watermarks(&t, 0, Duration::from_secs(5))
+                .ok()
+                .map(|(_, high)| high);
+        }
+        if let Some(high) = target.filter(|h| next >= *h) {
+            prune(&dir, &seen);
+            tracing::debug!(high, "deployments applied up to the start's high watermark");
+            target = Some(i64::MAX);
+        }
         let m = match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => m,
-            // Until the topic exists (the first `plugin deploy` makes it) every poll fails at
-            // once: wait rather than spin.
+            // Until the topic exists every poll fails at once: wait rather than spin.
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "deployments topic");
                 std::thread::sleep(Duration::from_secs(1));
@@ -176,44 +145,10 @@ pub fn follow(client: ClientConfig, group: String, dir: PathBuf, stop: &AtomicBo
             }
             None => continue,
         };
-        let Some(name) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            continue;
-        };
-        if !valid_name(name) {
-            tracing::warn!(%name, "deployment with an unusable name ignored");
-            continue;
+        apply(&dir, m.key(), m.payload(), m.offset());
+        if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+            seen.insert(k.to_string());
         }
-        let (toml, wasm) = (
-            dir.join(format!("{name}.toml")),
-            dir.join(format!("{name}.wasm")),
-        );
-        let Some(v) = m.payload() else {
-            let _ = std::fs::remove_file(&toml);
-            let _ = std::fs::remove_file(&wasm);
-            tracing::info!(pipeline = %name, offset = m.offset(), "undeployed through the deployments topic");
-            continue;
-        };
-        let d: Deployment = match rmp_serde::from_slice(v) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(pipeline = %name, error = %e, "unreadable deployment ignored");
-                continue;
-            }
-        };
-        let manifest = match d.manifest.parse::<toml::Table>() {
-            Ok(mut t) => {
-                t.remove("wasm");
-                toml::to_string(&t).unwrap_or(d.manifest)
-            }
-            Err(_) => d.manifest,
-        };
-        let written =
-            replace(&wasm, &d.component.0).and_then(|()| replace(&toml, manifest.as_bytes()));
-        match written {
-            Ok(()) => {
-                tracing::info!(pipeline = %name, offset = m.offset(), "deployment received")
-            }
-            Err(e) => tracing::error!(pipeline = %name, error = %e, "cannot keep a deployment"),
-        }
+        next = m.offset() + 1;
     }
 }

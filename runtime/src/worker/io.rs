@@ -43,7 +43,7 @@ pub const H_WATERMARK: &str = "sluice.watermark";
 const READ_RECORDS: usize = 2000;
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Kafka's default `max.message.bytes`, assumed for every output topic.
-const MAX_MESSAGE_BYTES: usize = 1_048_588;
+pub const MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// After being fenced, wait this long (a few heartbeats) for the membership to tell whether
 /// the task is still ours before taking it back.
 const FENCED_PAUSE: Duration = Duration::from_secs(6);
@@ -660,7 +660,7 @@ pub fn create_topics(
     client: &ClientConfig,
     rt: &tokio::runtime::Handle,
     plain: &[&str],
-    compacted: &[(&str, i32)],
+    compacted: &[(&str, i32, usize)],
 ) -> Result<(), String> {
     if plain.is_empty() && compacted.is_empty() {
         return Ok(());
@@ -670,11 +670,12 @@ pub fn create_topics(
         .iter()
         .map(|t| NewTopic::new(t, -1, TopicReplication::Fixed(-1)))
         .collect();
-    for (t, n) in compacted {
+    let max_bytes: Vec<String> = compacted.iter().map(|c| c.2.to_string()).collect();
+    for ((t, n, _), max) in compacted.iter().zip(&max_bytes) {
         topics.push(
             NewTopic::new(t, *n, TopicReplication::Fixed(-1))
                 .set("cleanup.policy", "compact")
-                .set("max.message.bytes", "1048588"),
+                .set("max.message.bytes", max),
         );
     }
     let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));

@@ -170,15 +170,16 @@ impl Worker {
         tracing::info!(dir = %self.cfg.plugins_dir.display(), group = %self.cfg.group, deployments = %deploy::topic(&self.cfg.group), "worker watching for pipelines");
         let following = Arc::new(AtomicBool::new(false));
         let follower = {
-            let (client, group, dir) = (
+            let (client, rt, group, dir) = (
                 self.cfg.client.clone(),
+                self.rt.clone(),
                 self.cfg.group.clone(),
                 self.deployed_dir.clone(),
             );
             let stop = following.clone();
             std::thread::Builder::new()
                 .name("deployments".into())
-                .spawn(move || deploy::follow(client, group, dir, &stop))
+                .spawn(move || deploy::follow(client, rt, group, dir, &stop))
         };
         while !stop.load(Ordering::Acquire) {
             self.reconcile();
@@ -367,7 +368,11 @@ impl Worker {
                 &self.cfg.client,
                 &self.rt,
                 &[],
-                &[(changelog.as_str(), widest.unwrap_or(1).max(1))],
+                &[(
+                    changelog.as_str(),
+                    widest.unwrap_or(1).max(1),
+                    io::MAX_MESSAGE_BYTES,
+                )],
             )?;
             // A new topic takes a moment to reach every broker's metadata.
             let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
