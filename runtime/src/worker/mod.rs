@@ -522,6 +522,7 @@ impl MemberContext {
             if t.thread.join().is_err() {
                 tracing::error!(pipeline = %self.pipeline.manifest.name, %topic, partition, "task thread panicked");
             }
+            tracing::info!(pipeline = %self.pipeline.manifest.name, %topic, partition, "task left this worker");
             // No longer this worker's: out of its status.
             self.pipeline
                 .stats
