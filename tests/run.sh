@@ -32,9 +32,12 @@ cargo test --workspace "$@"
 # deployments topic, through kill -9 of a worker and of a broker: on a sluice broker, then on a
 # three-node Apache Kafka 4.x (jars from Maven Central). Prints the verdict and the failover
 # time, the log on failure.
+# The classic protocol on sluice, KIP-848 (chosen by the workers: the cluster offers it) on Kafka.
 for cluster in sluice kafka; do
   log="target/workers-on-$cluster.log"
-  if CLUSTER=$cluster DIR="/tmp/sluice-workers-$cluster" bash tests/kafka/workers.sh >"$log" 2>&1; then
+  protocol=auto
+  [ "$cluster" = sluice ] && protocol=classic
+  if GROUP_PROTOCOL=$protocol CLUSTER=$cluster DIR="/tmp/sluice-workers-$cluster" bash tests/kafka/workers.sh >"$log" 2>&1; then
     echo "workers on $cluster: $(grep -E '^OK:|^failover:' "$log" | tr '\n' ' ')"
   else
     tail -n 120 "$log"

@@ -200,7 +200,10 @@ wasm = "counter.wasm"
 #[test]
 fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers() {
     require_kcat();
-    let b = Broker::start();
+    // The workers pick KIP-848 (the broker offers it), whose session timeout is the broker's.
+    let b = Broker::start_with_config(
+        "group_consumer_session_timeout_ms = 6000\ngroup_consumer_heartbeat_interval_ms = 1000\n",
+    );
     counter();
     cli(&b, &["topic", "create", "clicks", "--partitions", "4"]);
     let keys = 40;
@@ -235,13 +238,24 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
         }
     };
     wait_for(per_round, &[&w1, &w2]);
-    // Both workers run tasks: the group split the four partitions.
+    // Both workers run tasks: the group split the four partitions. Both chose KIP-848.
     for w in [&w1, &w2] {
         assert!(
-            w.log().contains("task assigned to this worker"),
-            "a worker got no task:\n{}",
+            w.log().contains("group protocol chosen") && w.log().contains("protocol=Consumer"),
+            "the broker offers KIP-848:\n{}",
             w.log()
         );
+        // The first worker may have done the round alone before the group moved tasks to
+        // the second (KIP-848 moves them at the next heartbeats).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !w.log().contains("task assigned to this worker") {
+            assert!(
+                Instant::now() < deadline,
+                "a worker got no task:\n{}",
+                w.log()
+            );
+            sleep(Duration::from_millis(200));
+        }
     }
     // `sluice plugin list --workers` names a worker for each of the four tasks.
     let o = sluice()
@@ -277,16 +291,6 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
         o.status.success() && own.contains("count"),
         "plugin list --admin: {own}"
     );
-    let metrics = http_get(&admin, "/metrics");
-    let records_in = metrics
-        .lines()
-        .find(|l| l.starts_with("sluice_pipeline_records_in_total{pipeline=\"count\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no records_in metric:\n{metrics}"));
-    assert!(
-        records_in > 0 && records_in <= per_round as u64,
-        "{records_in}"
-    );
     // kill -9 in the middle of a round: its open transaction must never be seen.
     produce(&b, "clicks", &batch(per_round, per_round));
     w1.kill9();
@@ -296,6 +300,14 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
     produce(&b, "clicks", &batch(3 * per_round, per_round));
     let total = 4 * per_round;
     wait_for(total, &[&w2, &w3]);
+    // Worker 2 ran tasks to the end (it was there before and after the kill).
+    let metrics = http_get(&admin, "/metrics");
+    let records_in = metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_pipeline_records_in_total{pipeline=\"count\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no records_in metric:\n{metrics}"));
+    assert!(records_in > 0 && records_in <= total as u64, "{records_in}");
     // A little longer: anything beyond `total` would be a duplicate.
     sleep(Duration::from_secs(3));
     let out = read_committed(&b, "counts");

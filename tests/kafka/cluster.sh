@@ -62,6 +62,11 @@ transaction.state.log.min.isr=$isr
 share.coordinator.state.topic.replication.factor=$rf
 share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
+# KIP-848 groups: a 10 s session (Kafka's default is 45 s), heartbeats every 2 s.
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=10000
+group.consumer.min.heartbeat.interval.ms=1000
+group.consumer.heartbeat.interval.ms=2000
 PROPS
     cat >"$DIR/log4j2.properties" <<PROPS
 rootLogger.level=WARN

@@ -15,7 +15,7 @@
 #
 # Needs: java 17 and mvn (Kafka's jars from Maven Central, see cluster.sh), python3 with
 # confluent-kafka, the wasm32 toolchain (plugins/install-toolchain.sh), a built sluice.
-# Knobs: CLICKS [60000], RATE [3000] clicks/s, GROUP_PROTOCOL [classic] or consumer (KIP-848), SLUICE [target/debug/sluice], DIR
+# Knobs: CLICKS [60000], RATE [3000] clicks/s, GROUP_PROTOCOL [auto: KIP-848 where offered], consumer or classic, SLUICE [target/debug/sluice], DIR
 # [/tmp/sluice-kafka-workers], KEEP=1 leaves the cluster and logs. Exits non-zero on any
 # difference.
 set -euo pipefail
@@ -49,8 +49,11 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# KIP-848 groups take the broker's session timeout: 10 s, as the workers' classic one (and as
+# cluster.sh sets Kafka's).
 start_sluice() {
-    "$SLUICE" serve --listen "127.0.0.1:$SLUICE_PORT" --data-dir "$DIR/sluice-data" \
+    printf 'group_consumer_session_timeout_ms = 10000\ngroup_consumer_heartbeat_interval_ms = 2000\n' >"$DIR/sluice.toml"
+    "$SLUICE" serve --config "$DIR/sluice.toml" --listen "127.0.0.1:$SLUICE_PORT" --data-dir "$DIR/sluice-data" \
         --admin "127.0.0.1:$ADMIN_PORT" --plugins-dir "$DIR/sluice-plugins" >>"$DIR/sluice.log" 2>&1 &
     broker_pid=$!
     for _ in $(seq 100); do
@@ -96,7 +99,7 @@ start_worker() {
     local n=$1 w="$DIR/worker$1"
     mkdir -p "$w/plugins"
     SLUICE_LOG=info "$SLUICE" worker --bootstrap "$BOOT" --group "$GROUP" \
-        --group-protocol "${GROUP_PROTOCOL:-classic}" \
+        --group-protocol "${GROUP_PROTOCOL:-auto}" \
         --plugins-dir "$w/plugins" --state-dir "$w/state" >>"$w/worker.log" 2>&1 &
     eval "worker_pid_$n=$!"
     pids+=($!)

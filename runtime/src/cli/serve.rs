@@ -73,6 +73,10 @@ struct FileConfig {
     /// group.initial.rebalance.delay.ms.
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
+    /// KIP-848 groups: Kafka's group.consumer.session.timeout.ms and
+    /// group.consumer.heartbeat.interval.ms.
+    group_consumer_session_timeout_ms: Option<i64>,
+    group_consumer_heartbeat_interval_ms: Option<i32>,
     group_initial_rebalance_delay_ms: Option<i64>,
     /// Groups the coordinator keeps at most (see `limits`).
     max_groups: Option<usize>,
@@ -336,6 +340,15 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                     initial_rebalance_delay_ms: file
                         .group_initial_rebalance_delay_ms
                         .unwrap_or(d.initial_rebalance_delay_ms),
+                    // Kafka's floors: 1 s heartbeats, sessions longer than a heartbeat.
+                    consumer_heartbeat_interval_ms: file
+                        .group_consumer_heartbeat_interval_ms
+                        .unwrap_or(d.consumer_heartbeat_interval_ms)
+                        .max(1_000),
+                    consumer_session_timeout_ms: file
+                        .group_consumer_session_timeout_ms
+                        .unwrap_or(d.consumer_session_timeout_ms)
+                        .max(2_000),
                     share_from_earliest: match file.share_auto_offset_reset.as_deref() {
                         None | Some("latest") => false,
                         Some("earliest") => true,

@@ -28,8 +28,9 @@ pub struct WorkerArgs {
         default_value = "./sluice-worker-state"
     )]
     pub state_dir: PathBuf,
-    /// classic (cooperative-sticky) or consumer (KIP-848, Kafka 4.0+)
-    #[arg(long, value_enum, default_value_t = GroupProtocol::Classic)]
+    /// consumer (KIP-848, Kafka 4.0+), classic (cooperative-sticky), or auto: consumer where
+    /// the cluster offers it
+    #[arg(long, value_enum, default_value_t = GroupProtocol::Auto)]
     pub group_protocol: GroupProtocol,
     /// How long a silent worker keeps its tasks (classic protocol; KIP-848 groups take the
     /// broker's group.consumer.session.timeout.ms)
@@ -99,18 +100,52 @@ fn client_config(a: &WorkerArgs) -> Result<ClientConfig> {
     Ok(c)
 }
 
+/// KIP-848 if the cluster answers ConsumerGroupHeartbeat, else classic. A cluster that cannot
+/// be reached within a minute gets classic, which every Kafka since 0.9 speaks.
+async fn offered_protocol(conn: &super::Conn) -> GroupProtocol {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match conn.connect().await {
+            Ok(c) => {
+                let kip848 = c
+                    .version(kafka_protocol::messages::ApiKey::ConsumerGroupHeartbeat, 0)
+                    .is_some();
+                let p = if kip848 {
+                    GroupProtocol::Consumer
+                } else {
+                    GroupProtocol::Classic
+                };
+                tracing::info!(protocol = ?p, broker = %c.addr, "group protocol chosen from the cluster's ApiVersions");
+                return p;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "cluster not reachable yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster not reachable; using the classic group protocol");
+                return GroupProtocol::Classic;
+            }
+        }
+    }
+}
+
 pub fn run(a: WorkerArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let protocol = match a.group_protocol {
+        GroupProtocol::Auto => rt.block_on(offered_protocol(&a.conn)),
+        p => p,
+    };
     let cfg = WorkerConfig {
         client: client_config(&a)?,
         plugins_dir: a.plugins_dir.clone(),
         group: a.group.clone(),
         state_dir: a.state_dir.clone(),
-        protocol: a.group_protocol,
+        protocol,
         session_timeout_ms: a.session_timeout_ms,
     };
     let mut worker = Worker::new(cfg, rt.handle().clone())?;

@@ -26,11 +26,13 @@ pub mod err {
     pub const INVALID_REGULAR_EXPRESSION: i16 = 130;
 }
 
-/// Broker-side session timeout (Kafka's `group.consumer.session.timeout.ms`).
+/// Broker-side session timeout (Kafka's `group.consumer.session.timeout.ms` default; the
+/// broker's is in `GroupConfig`).
 pub const SESSION_TIMEOUT_MS: i64 = 45_000;
 /// Rebalance timeout of a member that never sent one (Kafka's `max.poll.interval.ms` default).
 const DEFAULT_REBALANCE_TIMEOUT_MS: i32 = 300_000;
-/// How often members are asked to heartbeat (`group.consumer.heartbeat.interval.ms`).
+/// How often members are asked to heartbeat (`group.consumer.heartbeat.interval.ms`
+/// default).
 pub const HEARTBEAT_INTERVAL_MS: i32 = 5_000;
 
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
@@ -560,12 +562,12 @@ impl ConsumerGroup {
 
     /// Expires members past the session timeout and members that did not revoke within their
     /// rebalance timeout. Returns whether anything changed.
-    pub fn tick(&mut self, topics: &TopicInfo, now: i64) -> bool {
+    pub fn tick(&mut self, topics: &TopicInfo, now: i64, session_timeout_ms: i64) -> bool {
         let gone: Vec<String> = self
             .members
             .values()
             .filter(|m| {
-                now - m.last_heartbeat_ms > SESSION_TIMEOUT_MS
+                now - m.last_heartbeat_ms > session_timeout_ms
                     || m.revoking_since
                         .is_some_and(|t| now - t > i64::from(m.rebalance_timeout_ms))
             })
@@ -920,7 +922,7 @@ mod tests {
             &|_, _, _| true,
         );
         assert_eq!(count(&b2.assignment), 4);
-        assert!(g.tick(&t, 4 + SESSION_TIMEOUT_MS + 1));
+        assert!(g.tick(&t, 4 + SESSION_TIMEOUT_MS + 1, SESSION_TIMEOUT_MS));
         assert!(g.members.is_empty());
     }
 }

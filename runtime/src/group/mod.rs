@@ -274,8 +274,9 @@ impl Coordinator {
         inner.deliver(replies);
         if !inner.consumer_groups.is_empty() {
             let info = topics();
+            let session = self.config.consumer_session_timeout_ms;
             for g in inner.consumer_groups.values_mut() {
-                g.tick(&info, now);
+                g.tick(&info, now, session);
             }
         }
         drop(inner);

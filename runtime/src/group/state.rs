@@ -83,6 +83,10 @@ pub struct GroupConfig {
     /// committed offsets keep a group; see `limits`). A request that would make one more
     /// gets COORDINATOR_NOT_AVAILABLE, which clients retry.
     pub max_groups: usize,
+    /// KIP-848 groups: `group.consumer.session.timeout.ms` and
+    /// `group.consumer.heartbeat.interval.ms`.
+    pub consumer_session_timeout_ms: i64,
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for GroupConfig {
@@ -93,6 +97,8 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3_000,
             share_from_earliest: false,
             max_groups: 100_000,
+            consumer_session_timeout_ms: super::consumer::SESSION_TIMEOUT_MS,
+            consumer_heartbeat_interval_ms: super::consumer::HEARTBEAT_INTERVAL_MS,
         }
     }
 }

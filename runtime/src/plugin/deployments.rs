@@ -78,7 +78,13 @@ pub fn record(path: &Path, undeploy: bool) -> Result<(String, Option<Vec<u8>>), 
 }
 
 /// Writes `bytes` to `path` by way of a temporary file, so a reader never sees half of it.
+/// A file that already holds `bytes` is left alone: rewriting it would change its time, and
+/// the host would hot-reload an unchanged pipeline (a follower replays the whole topic at
+/// each start).
 fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
     let tmp = path.with_file_name(format!(
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("x")

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{
 
 use super::{code, sb, Ctx};
 use crate::auth::acl::{Operation, Resource};
-use crate::group::consumer::{Heartbeat, HEARTBEAT_INTERVAL_MS};
+use crate::group::consumer::Heartbeat;
 use kafka_protocol::ResponseError;
 
 const GROUP_ID_NOT_FOUND: i16 = 69;
@@ -19,8 +19,8 @@ pub fn heartbeat(
     ctx: &Ctx<'_>,
     req: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
-    let mut r =
-        ConsumerGroupHeartbeatResponse::default().with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS);
+    let mut r = ConsumerGroupHeartbeatResponse::default()
+        .with_heartbeat_interval_ms(ctx.broker.groups.config.consumer_heartbeat_interval_ms);
     if !super::group::may_read_group(ctx, req.group_id.0.as_str()) {
         r.error_code = code(ResponseError::GroupAuthorizationFailed);
         return r;

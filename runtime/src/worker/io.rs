@@ -84,7 +84,12 @@ pub struct ClusterIo {
     topics: HashMap<String, Arc<Dest>>,
     created: usize,
     written: BTreeSet<String>,
+    /// How far behind the input's end the task was when last asked of its leader, and when.
+    behind: Option<(i64, Instant)>,
 }
+
+/// How often a task with nothing buffered asks its input's leader where the input ends.
+const END_CHECK: Duration = Duration::from_secs(1);
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -126,7 +131,38 @@ impl ClusterIo {
             topics: HashMap::new(),
             created: 0,
             written: BTreeSet::new(),
+            behind: None,
         }
+    }
+
+    /// How many offsets the consumer is behind the end of its input partition, asked of the
+    /// partition's leader (at most every [`END_CHECK`]). Unknown (the leader unreachable, a
+    /// position not yet known) counts as behind: an input that cannot be read is not silent,
+    /// and a silent input is what lets a task declare itself idle and its watermark move on.
+    /// The end is the high watermark, so an open transaction on the input also counts as
+    /// behind; librdkafka's position steps over transaction markers.
+    fn behind(&mut self) -> i64 {
+        if let Some((n, at)) = self.behind {
+            if at.elapsed() < END_CHECK {
+                return n;
+            }
+        }
+        let n = (|| {
+            let c = self.consumer.as_ref()?;
+            let (_, high) = c
+                .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(2))
+                .ok()?;
+            let pos = c.position().ok()?;
+            let at = pos
+                .find_partition(&self.topic, self.partition)?
+                .offset()
+                .to_raw()
+                .filter(|o| *o >= 0)?;
+            Some((high - at).max(0))
+        })()
+        .unwrap_or(1);
+        self.behind = Some((n, Instant::now()));
+        n
     }
 
     fn key(&self) -> String {
@@ -430,12 +466,17 @@ impl TaskIo for ClusterIo {
             }
         }
         let last = self.buffer.back().map(|i| offset(i) + 1);
+        let high = match last {
+            Some(l) => l.max(next),
+            // Nothing fetched: caught up only if the leader says so (see `behind`).
+            None => next + self.behind(),
+        };
+        if last.is_some() {
+            self.behind = None;
+        }
         Ok(Read {
             items: self.buffer.iter().cloned().collect(),
-            // Read committed: what there is to read is what was fetched (the high watermark
-            // may be ahead of the last stable offset, and transaction markers take offsets no
-            // record has, so it is no measure of being caught up).
-            high: last.map_or(next, |l| l.max(next)),
+            high,
             // A position out of range is reset by the consumer (auto.offset.reset).
             log_start: next,
             moved: Moved::No,

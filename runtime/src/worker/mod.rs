@@ -48,6 +48,9 @@ pub enum GroupProtocol {
     Classic,
     /// KIP-848 (Kafka 4.0+): the broker computes assignments.
     Consumer,
+    /// KIP-848 where the cluster offers it (ConsumerGroupHeartbeat in its ApiVersions),
+    /// classic otherwise. Resolved once, at start.
+    Auto,
 }
 
 pub struct WorkerConfig {
@@ -414,7 +417,7 @@ impl Worker {
                         (self.cfg.session_timeout_ms / 5).max(100).to_string(),
                     );
             }
-            GroupProtocol::Consumer => {
+            GroupProtocol::Consumer | GroupProtocol::Auto => {
                 consumer_cfg.set("group.protocol", "consumer");
             }
         }
