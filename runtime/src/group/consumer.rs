@@ -979,7 +979,7 @@ mod topic_deletion_tests {
                 let r = beat(&mut g, id, e, Some(owned.clone()), &t, now);
                 assert_eq!(r.error, 0, "round {round} member {id}: {:?}", r.message);
                 // Revocations take a while (one tick per round); nobody may be expired for it.
-                assert!(!g.tick(&t, now + 5));
+                assert!(!g.tick(&t, now + 5, SESSION_TIMEOUT_MS));
                 let next = r.assignment.unwrap_or(owned);
                 state.insert(id, (r.member_epoch, next));
             }
