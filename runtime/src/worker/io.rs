@@ -76,9 +76,10 @@ pub struct ClusterIo {
     consumer: Option<BaseConsumer>,
     /// Input read and not yet behind the task's position.
     buffer: VecDeque<Item>,
-    /// The last committed checkpoint, and how many changelog chunks it took.
+    /// The last committed checkpoint, and the changelog keys of its chunks (None: unknown,
+    /// the next commit writes them all).
     committed: Option<Checkpoint>,
-    chunks: u32,
+    live: Option<BTreeSet<String>>,
     in_txn: bool,
     fenced: bool,
     topics: HashMap<String, Arc<Dest>>,
@@ -125,7 +126,7 @@ impl ClusterIo {
             consumer: None,
             buffer: VecDeque::new(),
             committed: None,
-            chunks: 0,
+            live: None,
             in_txn: false,
             fenced: false,
             topics: HashMap::new(),
@@ -232,11 +233,12 @@ impl ClusterIo {
         c
     }
 
-    /// The task's last committed checkpoint: the cached one, brought up to date with what the
-    /// changelog holds after it.
-    fn restore(&mut self) -> Result<Option<Checkpoint>, String> {
-        let cached = Checkpoint::load(&self.cache_path()).ok().flatten();
-        let from = std::fs::read_to_string(self.cache_path().with_extension("from"))
+    /// The task's last committed checkpoint (the cached one, brought up to date with what the
+    /// changelog holds after it), and the changelog keys of its chunks if known.
+    fn restore(&mut self) -> Result<(Option<Checkpoint>, Option<BTreeSet<String>>), String> {
+        let path = self.cache_path();
+        let cached = Checkpoint::load(&path).ok().flatten();
+        let from = std::fs::read_to_string(path.with_extension("from"))
             .ok()
             .and_then(|s| s.trim().parse::<i64>().ok())
             .filter(|_| cached.is_some());
@@ -247,14 +249,47 @@ impl ClusterIo {
             .map_err(err)?;
         let start = from.map_or(low, |f| f.clamp(low, high));
         if start >= high {
-            return Ok(cached);
+            // Nothing committed since the cache: its chunks are live if the head kept beside
+            // it is the cache's own (a crash between the two writes leaves them apart).
+            let live = cached.as_ref().and_then(|c| {
+                let head = std::fs::read(path.with_extension("head")).ok()?;
+                changelog::live_if_matches(&self.key(), c, &changelog::Head::parse(&head)?)
+            });
+            return Ok((cached, live));
         }
+        let read = self.read_changelog(&probe, cp, start, high, cached.as_ref());
+        let read = match read {
+            // A chunk the cache did not have and that was written before `start`: all of it.
+            Err(e) if start > low => {
+                tracing::info!(error = %e, "changelog read from the cache's position fell short; reading all of it");
+                self.read_changelog(&probe, cp, low, high, None)
+            }
+            r => r,
+        }?;
+        match read {
+            Some((c, head)) => Ok((Some(c), Some(head.keys(&self.key())))),
+            None => Ok((cached, None)),
+        }
+    }
+
+    /// Reads changelog partition `cp` from `start` to `high` for this task's last head.
+    fn read_changelog(
+        &self,
+        probe: &BaseConsumer,
+        cp: i32,
+        start: i64,
+        high: i64,
+        seed: Option<&Checkpoint>,
+    ) -> Result<Option<(Checkpoint, changelog::Head)>, String> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.shared.changelog, cp, Offset::Offset(start))
             .map_err(err)?;
         probe.assign(&tpl).map_err(err)?;
         let key = self.key();
         let mut r = Restore::default();
+        if let Some(c) = seed {
+            r.seed(c);
+        }
         let deadline = Instant::now() + OP_TIMEOUT * 2;
         loop {
             if Instant::now() > deadline {
@@ -294,11 +329,7 @@ impl ClusterIo {
                 }
             }
         }
-        if r.found() {
-            r.finish()
-        } else {
-            Ok(cached)
-        }
+        r.finish()
     }
 
     fn open_consumer(&mut self, at: i64) -> Result<(), String> {
@@ -406,7 +437,7 @@ impl TaskIo for ClusterIo {
         if !aborted {
             self.start_producer()?;
             // Only now, with any earlier owner fenced, is the changelog final for this task.
-            self.committed = self.restore()?;
+            (self.committed, self.live) = self.restore()?;
         }
         let ckpt = match self.committed.clone() {
             Some(c) => c,
@@ -620,7 +651,7 @@ impl TaskIo for ClusterIo {
         let key = self.key();
         let cp = self.changelog_partition();
         let id = uuid::Uuid::new_v4().as_u64_pair().0;
-        let (entries, chunks) = changelog::encode(&key, id, &c, self.chunks)?;
+        let (entries, head) = changelog::encode(&key, id, &c, self.live.as_ref())?;
         let changelog = self.shared.changelog.clone();
         for (k, v) in &entries {
             let r = Record {
@@ -650,8 +681,9 @@ impl TaskIo for ClusterIo {
             return Err(self.fail(e));
         }
         self.in_txn = false;
-        self.chunks = chunks;
-        // The cache: the checkpoint, then where the changelog is to be read from next time.
+        self.live = Some(head.keys(&key));
+        // The cache: the checkpoint, its head, then where the changelog is to be read from
+        // next time.
         let high = self
             .consumer
             .as_ref()
@@ -661,7 +693,9 @@ impl TaskIo for ClusterIo {
             })
             .map(|(_, h)| h);
         let path = self.cache_path();
-        if c.save(&path).is_ok() {
+        let saved = c.save(&path).is_ok()
+            && std::fs::write(path.with_extension("head"), head.to_bytes()).is_ok();
+        if saved {
             if let Some(h) = high {
                 let _ = std::fs::write(path.with_extension("from"), h.to_string());
             }
