@@ -11,22 +11,14 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use support::{require_kcat, require_python_modules, Broker, Script};
+use support::{repo, require_kcat, require_python_modules, sluice, Broker, Script};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn sluice() -> Command {
-    support::command(env!("CARGO_BIN_EXE_sluice"))
-}
 
 /// Builds every plugin of the plugins/ workspace once per test run with
 /// `sluice plugin build`, as a user would, plus the C test plugin with clang.
@@ -1159,6 +1151,19 @@ fn plugin_deploy_reaches_the_brokers_own_host() {
     let out = cli(&["deploy", manifest.to_str().unwrap()]);
     assert!(out.contains("sluice.deployments"), "{out}");
     wait_running(&b, "evens", None);
+    let o = sluice()
+        .args(["plugin", "list", "--admin", &b.admin(), "--format", "json"])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "evens" && p["status"] == "running"),
+        "{listed}"
+    );
     produce(&b, "numbers", &lines(&["1", "2", "3", "4"]), false);
     assert_eq!(values(&wait_records(&b, "evens-out", 2)), ["2", "4"]);
     assert!(

@@ -13,20 +13,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use support::{require_kcat, Broker};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn sluice() -> Command {
-    support::command(env!("CARGO_BIN_EXE_sluice"))
-}
+use support::{repo, require_kcat, sluice, Broker};
 
 /// The counter test plugin (state: a count per key; emits "KEY=COUNT"), built from source
 /// once per run with `sluice plugin build`.
@@ -279,6 +271,28 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
     assert!(
         tasks.iter().all(|l| l.contains("sluice-worker-")),
         "every task has a worker:\n{listing}"
+    );
+    // The same for scripts.
+    let o = sluice()
+        .args(["plugin", "list", "--workers", "g", "--format", "json"])
+        .args(["--bootstrap", &b.bootstrap()])
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
+    let rows: Vec<&serde_json::Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["pipeline"] == "count" && r["topic"] == "clicks")
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["worker"]
+            .as_str()
+            .is_some_and(|w| w.contains("sluice-worker-"))
+            && r["partition"].is_i64()),
+        "{rows:?}"
     );
     // The worker's own endpoint: its pipeline, tasks and counters, as the broker's admin API
     // shows them.

@@ -79,10 +79,16 @@ fn error_of(body: &str) -> String {
         .unwrap_or_else(|| body.trim().to_string())
 }
 
-pub fn list(admin: &AdminConn) -> Result<()> {
+pub fn list(admin: &AdminConn, out: super::Output) -> Result<()> {
     let (status, body) = request(admin, "GET", "/v1/pipelines")?;
     if status != 200 {
         bail!("{}", error_of(&body));
+    }
+    if out.json() {
+        let v: serde_json::Value =
+            serde_json::from_str(&body).context("unexpected answer from the admin API")?;
+        super::print_json(&v);
+        return Ok(());
     }
     let pipelines: Vec<Pipeline> =
         serde_json::from_str(&body).context("unexpected answer from the admin API")?;

@@ -46,6 +46,8 @@ pub enum PluginCmd {
         workers: Option<String>,
         #[command(flatten)]
         conn: super::Conn,
+        #[command(flatten)]
+        out: super::Output,
     },
     /// Deploy a pipeline through the cluster at --bootstrap: NAME.toml and the component it
     /// names go to the compacted topic GROUP.deployments, which every `sluice worker` of the
@@ -119,9 +121,10 @@ pub fn run(cmd: PluginCmd) -> Result<()> {
         PluginCmd::List {
             workers: Some(group),
             conn,
+            out,
             ..
-        } => list_workers(&group, &conn),
-        PluginCmd::List { admin, .. } => super::admin::list(&admin),
+        } => list_workers(&group, &conn, out),
+        PluginCmd::List { admin, out, .. } => super::admin::list(&admin, out),
         PluginCmd::Deploy {
             manifest,
             workers,
@@ -155,7 +158,7 @@ fn report(path: &Path) {
 /// workers, its partitions the tasks. Through librdkafka, which asks every broker of a cluster
 /// for its groups, each group's coordinator for its members and offsets, and each partition's
 /// leader for its end.
-fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
+fn list_workers(group: &str, conn: &super::Conn, out: super::Output) -> Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::TopicPartitionList;
     let timeout = std::time::Duration::from_secs(10);
@@ -169,14 +172,17 @@ fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
         .filter(|g| g.name().starts_with(&prefix))
         .collect();
     groups.sort_by_key(|g| g.name().to_string());
-    if groups.is_empty() {
+    if groups.is_empty() && !out.json() {
         println!("no pipelines of worker group '{group}' on this cluster");
         return Ok(());
     }
-    println!(
-        "{:<24} {:<24} {:>9} {:>12} {:>8}  WORKER",
-        "PIPELINE", "TOPIC", "PARTITION", "COMMITTED", "LAG"
-    );
+    if !out.json() {
+        println!(
+            "{:<24} {:<24} {:>9} {:>12} {:>8}  WORKER",
+            "PIPELINE", "TOPIC", "PARTITION", "COMMITTED", "LAG"
+        );
+    }
+    let mut json = Vec::new();
     for g in groups {
         let pipeline = &g.name()[prefix.len()..];
         let mut owner = std::collections::BTreeMap::new();
@@ -207,18 +213,31 @@ fn list_workers(group: &str, conn: &super::Conn) -> Result<()> {
                 .fetch_watermarks(topic, *partition, timeout)
                 .ok()
                 .map(|w| w.1);
-            let (shown, lag) = match (at, end) {
-                (Some(a), Some(e)) => (a.to_string(), (e - a).max(0).to_string()),
-                (Some(a), None) => (a.to_string(), "-".into()),
-                _ => ("-".into(), "-".into()),
-            };
-            println!("{pipeline:<24} {topic:<24} {partition:>9} {shown:>12} {lag:>8}  {who}");
+            let lag = at.zip(end).map(|(a, e)| (e - a).max(0));
+            if out.json() {
+                json.push(serde_json::json!({
+                    "pipeline": pipeline, "topic": topic, "partition": partition,
+                    "committed": at, "lag": lag, "worker": who,
+                }));
+                continue;
+            }
+            let show = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+            println!(
+                "{pipeline:<24} {topic:<24} {partition:>9} {:>12} {:>8}  {who}",
+                show(at),
+                show(lag)
+            );
         }
-        println!(
-            "{pipeline:<24} group {}, {} worker(s)",
-            g.state(),
-            g.members().len()
-        );
+        if !out.json() {
+            println!(
+                "{pipeline:<24} group {}, {} worker(s)",
+                g.state(),
+                g.members().len()
+            );
+        }
+    }
+    if out.json() {
+        super::print_json(&serde_json::Value::Array(json));
     }
     Ok(())
 }

@@ -3,12 +3,12 @@
 //! Each task has its own transactional producer, `transactional.id` = the task's name, so the
 //! worker that takes a task over fences the one that had it (its open transaction is aborted
 //! at once, not at the transaction timeout). A commit puts in one transaction:
-//! the output since the last commit, the task's checkpoint (input position, plugin state,
-//! watermarks) as [`super::changelog`] records, and the input offset, sent to the pipeline's
-//! consumer group with the group metadata of this worker's membership (so a worker that has
-//! been thrown out of the group cannot commit). On any failure the transaction is aborted and
-//! the task starts again from its last committed checkpoint: nothing it wrote since is seen
-//! by read_committed readers, so output, state and offsets stay exactly once.
+//! the output since the last commit and the task's checkpoint (input position, plugin state,
+//! watermarks) as [`super::changelog`] records. The input position lives in the checkpoint,
+//! so it is in the transaction; the pipeline's consumer group gets it afterwards, for lag
+//! only. On any failure the transaction is aborted and the task starts again from its last
+//! committed checkpoint: nothing it wrote since is seen by read_committed readers, so output,
+//! state and position stay exactly once.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -58,8 +58,9 @@ pub struct Shared {
     pub txn_prefix: String,
     pub changelog: String,
     pub changelog_partitions: i32,
-    /// This worker's membership in `group`, refreshed by the membership thread.
-    pub membership: Mutex<Option<Arc<ConsumerGroupMetadata>>>,
+    /// Each task's committed input position, which the membership consumer commits to
+    /// `group` now and then (see `commit`).
+    pub positions: Mutex<HashMap<(String, i32), i64>>,
     /// Topics some pipeline of the worker group reads: the ones announcements go to.
     pub fed: Arc<Mutex<BTreeSet<String>>>,
     /// Where checkpoints are cached, so a restart does not read the whole changelog.
@@ -142,7 +143,7 @@ impl ClusterIo {
     /// and a silent input is what lets a task declare itself idle and its watermark move on.
     /// The end is the high watermark, so an open transaction on the input also counts as
     /// behind; librdkafka's position steps over transaction markers.
-    fn behind(&mut self) -> i64 {
+    fn behind(&mut self, next: i64) -> i64 {
         if let Some((n, at)) = self.behind {
             if at.elapsed() < END_CHECK {
                 return n;
@@ -153,13 +154,19 @@ impl ClusterIo {
             let (_, high) = c
                 .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(2))
                 .ok()?;
-            let pos = c.position().ok()?;
-            let at = pos
-                .find_partition(&self.topic, self.partition)?
-                .offset()
-                .to_raw()
-                .filter(|o| *o >= 0)?;
-            Some((high - at).max(0))
+            // librdkafka's position steps over transaction markers, but is unknown until a
+            // first message was consumed: the task's own position stands in for it.
+            let pos = c
+                .position()
+                .ok()
+                .and_then(|t| {
+                    t.find_partition(&self.topic, self.partition)?
+                        .offset()
+                        .to_raw()
+                })
+                .filter(|o| *o >= 0)
+                .unwrap_or(next);
+            Some((high - pos.max(next)).max(0))
         })()
         .unwrap_or(1);
         self.behind = Some((n, Instant::now()));
@@ -500,7 +507,7 @@ impl TaskIo for ClusterIo {
         let high = match last {
             Some(l) => l.max(next),
             // Nothing fetched: caught up only if the leader says so (see `behind`).
-            None => next + self.behind(),
+            None => next + self.behind(next),
         };
         if last.is_some() {
             self.behind = None;
@@ -663,24 +670,23 @@ impl TaskIo for ClusterIo {
             };
             self.send(&changelog, cp, &r)?;
         }
-        let membership = self
-            .shared
-            .membership
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| "not a member of the pipeline's group yet".to_string())?;
-        let mut offsets = TopicPartitionList::new();
-        offsets
-            .add_partition_offset(&self.topic, self.partition, Offset::Offset(c.next_offset))
-            .map_err(err)?;
+        // The input position is in the checkpoint, so in this transaction: a restart takes
+        // it from the changelog, never from the group's committed offsets. Those are only
+        // for lag (`plugin list --workers`, any Kafka tool) and are committed outside the
+        // transaction by the membership consumer. Not with send_offsets_to_transaction:
+        // librdkafka's can block for good when the group coordinator dies (librdkafka
+        // #5456, #5511), which froze tasks when a Kafka node was killed; zombies are fenced
+        // by the task's own transactional.id, not by the group generation.
         let p = self.producer()?;
-        let sent = p.send_offsets_to_transaction(&offsets, &membership, OP_TIMEOUT);
-        let done = sent.and_then(|()| p.commit_transaction(OP_TIMEOUT));
-        if let Err(e) = done {
+        if let Err(e) = p.commit_transaction(OP_TIMEOUT) {
             return Err(self.fail(e));
         }
         self.in_txn = false;
+        self.shared
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((self.topic.clone(), self.partition), c.next_offset);
         self.live = Some(head.keys(&key));
         // The cache: the checkpoint, its head, then where the changelog is to be read from
         // next time.

@@ -393,7 +393,7 @@ impl Worker {
             txn_prefix: format!("{group}."),
             changelog,
             changelog_partitions,
-            membership: Mutex::new(None),
+            positions: Mutex::new(HashMap::new()),
             fed: self.fed.clone(),
             cache_dir: self.cfg.state_dir.join("pipelines").join(&name),
             rt: self.rt.clone(),
@@ -469,6 +469,7 @@ fn stop_member(name: &str, m: Member) {
 /// Keeps the worker in the pipeline's group until `stop`; the rebalance callbacks start and
 /// stop tasks.
 fn membership(consumer: BaseConsumer<MemberContext>, stop: &AtomicBool) {
+    let mut last_commit = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) {
         // Assigned partitions are paused: nothing is fetched here, the tasks read.
         if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
@@ -476,11 +477,18 @@ fn membership(consumer: BaseConsumer<MemberContext>, stop: &AtomicBool) {
             // Errors come back at once: no spinning on them.
             std::thread::sleep(Duration::from_millis(100));
         }
-        consumer.context().refresh(&consumer);
+        if last_commit.elapsed() >= POSITIONS_EVERY {
+            consumer.context().commit_positions(&consumer);
+            last_commit = std::time::Instant::now();
+        }
     }
     consumer.context().stop_all(|_| true);
+    consumer.context().commit_positions(&consumer);
     // Leaves the group on drop.
 }
+
+/// How often the tasks' positions are committed to the pipeline's group (for lag only).
+const POSITIONS_EVERY: Duration = Duration::from_secs(5);
 
 struct TaskHandle {
     revoked: Arc<AtomicBool>,
@@ -499,13 +507,33 @@ struct MemberContext {
 impl ClientContext for MemberContext {}
 
 impl MemberContext {
-    fn refresh(&self, consumer: &BaseConsumer<MemberContext>) {
-        let md = consumer.group_metadata().map(Arc::new);
-        *self
+    /// Commits the committed input positions of the tasks this worker holds to the
+    /// pipeline's group, without waiting: they only show lag.
+    fn commit_positions(&self, consumer: &BaseConsumer<MemberContext>) {
+        let Ok(held) = consumer.assignment() else {
+            return;
+        };
+        let positions = self
             .shared
-            .membership
+            .positions
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = md;
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for e in held.elements() {
+            if let Some(at) = positions.get(&(e.topic().to_string(), e.partition())) {
+                let _ = tpl.add_partition_offset(
+                    e.topic(),
+                    e.partition(),
+                    rdkafka::Offset::Offset(*at),
+                );
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
+                tracing::debug!(error = %e, "committing positions for lag");
+            }
+        }
     }
 
     /// Stops (each at a commit) and joins the tasks `which` selects.
@@ -578,7 +606,6 @@ impl MemberContext {
 
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.refresh(consumer);
         if let Rebalance::Revoke(tpl) = rebalance {
             let gone: BTreeSet<(String, i32)> = tpl
                 .elements()
@@ -587,11 +614,14 @@ impl ConsumerContext for MemberContext {
                 .collect();
             tracing::info!(pipeline = %self.pipeline.manifest.name, tasks = gone.len(), lost = consumer.assignment_lost(), "tasks leaving this worker");
             self.stop_all(|k| gone.contains(k));
+            // Their last positions, while they are still this worker's to commit.
+            if !consumer.assignment_lost() {
+                self.commit_positions(consumer);
+            }
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.refresh(consumer);
         if let Rebalance::Assign(tpl) = rebalance {
             if let Err(e) = consumer.pause(tpl) {
                 tracing::warn!(error = %e, "cannot pause the membership consumer's partitions");
