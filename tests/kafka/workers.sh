@@ -5,8 +5,8 @@
 #
 #   3 workers start, with empty plugins directories -> the three pipelines are deployed with
 #   `sluice plugin deploy --workers` -> clicks are produced -> kill -9 of worker 1 -> once its
-#   tasks run on the other two (the failover time is printed) kill -9 of Kafka node 2 (of the
-#   sluice broker, restarted 2 s later) -> worker 1 comes back (same state directory) ->
+#   tasks run on the other two (the failover time is printed) kill -9 of Kafka node 2, once
+#   every click is acknowledged (of the sluice broker, restarted 2 s later, at once) -> worker 1 comes back (same state directory) ->
 #   every final count must equal the ground truth, exactly (check.py reads ad-counts
 #   read_committed).
 #
@@ -167,6 +167,10 @@ EOF
     kill -9 "$worker_pid_1"
     python3 "$DIR/failover.py" "$DIR" wait >"$DIR/failover"
     if [ "$CLUSTER" = kafka ]; then
+        # Once every click is acknowledged: a partition whose leader dies stalls its
+        # producers until a new leader is elected (about 10 s on Kafka), longer than the
+        # example's idle_timeout_ms, and clicks held back that long are late by definition.
+        while [ ! -e "$DIR/produced" ]; do sleep 0.2; done
         say "kill -9 of Kafka node 2"
         bash "$HERE/cluster.sh" kill 2 "$DIR/kafka"
         sleep $((secs / 4))
@@ -185,6 +189,7 @@ chaos=$!
 say "producing $CLICKS clicks at $RATE/s"
 python3 "$EX/generate.py" --bootstrap "$BOOT" --clicks "$CLICKS" --rate "$RATE" --ads 100 \
     --hot-share 0.3 --salts 6 --invalid 40 --truth "$DIR/truth.json" --stats "$DIR/load.json"
+touch "$DIR/produced"
 rc=0
 wait "$checker" || rc=$?
 kill "$chaos" 2>/dev/null || true

@@ -260,12 +260,6 @@ impl<'a> Incarnation<'a> {
             self.progress(high);
             if items.is_empty() {
                 self.caught_up = self.next >= high && hold.is_none();
-                if self.next < high {
-                    // Silence is counted only while the input is known to be read to its
-                    // end: a worker's partition without a leader (a Kafka node down) reads
-                    // as behind, and its producers' backlog arrives once it has one again.
-                    self.last_data = Instant::now();
-                }
                 self.when_caught_up()?;
                 self.announce()?;
                 if self.dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
