@@ -13,7 +13,8 @@
 # For each pipeline and worker count: a fresh 6-partition input topic gets N keyed records
 # (1000 keys, 100-byte values, with kcat), then W workers start with the pipeline; records/s
 # are from the first committed input offset to all N committed (the pipelines' consumer
-# group offsets, committed once a second with each transaction: +-1 s on the span).
+# group offsets, which each worker commits once a second after its tasks' transactions: +-1 s
+# on the span).
 #
 # Knobs: N [1000000], WORKERS ["1 2 3"], BUILD=0 (use target/release/sluice as it is), KEEP=1.
 set -euo pipefail

@@ -487,8 +487,9 @@ fn membership(consumer: BaseConsumer<MemberContext>, stop: &AtomicBool) {
     // Leaves the group on drop.
 }
 
-/// How often the tasks' positions are committed to the pipeline's group (for lag only).
-const POSITIONS_EVERY: Duration = Duration::from_secs(5);
+/// How often the tasks' positions are committed to the pipeline's group (for lag only): as
+/// often as tasks commit, one asynchronous OffsetCommit per pipeline and worker.
+const POSITIONS_EVERY: Duration = Duration::from_secs(1);
 
 struct TaskHandle {
     revoked: Arc<AtomicBool>,
