@@ -93,6 +93,16 @@ pub struct ClusterIo {
 /// How often a task with nothing buffered asks its input's leader where the input ends.
 const END_CHECK: Duration = Duration::from_secs(1);
 
+/// The consumer's position in a partition (past transaction markers), if it has one yet.
+fn position(c: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    c.position()
+        .ok()?
+        .find_partition(topic, partition)?
+        .offset()
+        .to_raw()
+        .filter(|o| *o >= 0)
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -156,16 +166,7 @@ impl ClusterIo {
                 .ok()?;
             // librdkafka's position steps over transaction markers, but is unknown until a
             // first message was consumed: the task's own position stands in for it.
-            let pos = c
-                .position()
-                .ok()
-                .and_then(|t| {
-                    t.find_partition(&self.topic, self.partition)?
-                        .offset()
-                        .to_raw()
-                })
-                .filter(|o| *o >= 0)
-                .unwrap_or(next);
+            let pos = position(c, &self.topic, self.partition).unwrap_or(next);
             Some((high - pos.max(next)).max(0))
         })()
         .unwrap_or(1);
@@ -322,15 +323,7 @@ impl ClusterIo {
                 None => {
                     // Transaction markers are not delivered: the position says whether the
                     // end was reached.
-                    let pos = probe
-                        .position()
-                        .ok()
-                        .and_then(|t| {
-                            t.find_partition(&self.shared.changelog, cp)
-                                .and_then(|e| e.offset().to_raw())
-                        })
-                        .unwrap_or(-1);
-                    if pos >= high {
+                    if position(probe, &self.shared.changelog, cp).is_some_and(|p| p >= high) {
                         break;
                     }
                 }
