@@ -16,7 +16,8 @@
 # group offsets, which each worker commits once a second after its tasks' transactions: +-1 s
 # on the span).
 #
-# Knobs: N [1000000], WORKERS ["1 2 3"], BUILD=0 (use target/release/sluice as it is), KEEP=1.
+# Knobs: N [1000000], WORKERS ["1 2 3"], GROUP_PROTOCOL [auto: KIP-848 on sluice] or classic,
+# BUILD=0 (use target/release/sluice as it is), KEEP=1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=lib.sh
@@ -66,6 +67,7 @@ for kind in stateless stateful; do
             cp "$WORK/$plugin.wasm" "$d/plugins/"
             printf 'inputs = ["in-%s"]\noutput = "out-%s"\nwasm = "%s.wasm"\n' "$id" "$id" "$plugin" >"$d/plugins/p.toml"
             SLUICE_LOG=warn "$SLUICE" worker --bootstrap "$BOOTSTRAP" --group "g-$id" \
+                --group-protocol "${GROUP_PROTOCOL:-auto}" \
                 --plugins-dir "$d/plugins" --state-dir "$d/state" >"$d/worker.log" 2>&1 &
             pids+=($!)
             BG_PIDS+=($!)
