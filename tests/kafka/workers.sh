@@ -41,7 +41,7 @@ cleanup() {
     pkill -9 -f -- "--plugins-dir $DIR/worker" 2>/dev/null || true
     [ -z "${broker_pid:-}" ] || kill -9 "$broker_pid" 2>/dev/null || true
     # The broker the chaos subshell restarted is not in broker_pid.
-    [ -z "${SLUICE_PORT:-}" ] || pkill -9 -f -- "serve --listen 127.0.0.1:$SLUICE_PORT " 2>/dev/null || true
+    [ -z "${SLUICE_PORT:-}" ] || pkill -9 -f -- "--listen 127.0.0.1:$SLUICE_PORT " 2>/dev/null || true
     if [ "${KEEP:-0}" != 1 ] && [ "$CLUSTER" = kafka ]; then
         bash "$HERE/cluster.sh" stop "$DIR/kafka" >/dev/null 2>&1 || true
     fi
