@@ -88,9 +88,12 @@ pub fn cut(blob: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn chunk_name(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d[..HASH].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes)[..HASH])
 }
 
 /// A parsed head: the commit's id, the encoded checkpoint's length and its chunks in order.
@@ -127,10 +130,7 @@ impl Head {
         if hashes.len() != n.checked_mul(HASH)? {
             return None;
         }
-        let chunks = hashes
-            .chunks(HASH)
-            .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
-            .collect();
+        let chunks = hashes.chunks(HASH).map(hex).collect();
         Some(Head { id, len, chunks })
     }
 
