@@ -52,6 +52,41 @@ fn kcat_metadata_and_codecs() {
     run_ok(&broker, "bash", "kcat_roundtrip.sh", &[], LIMIT);
 }
 
+/// Clients from before Kafka 4 (librdkafka told the broker is 0.8/0.9, kafka-python pinned to
+/// 0.8.1-0.11): every version KIP-896 removed and Kafka 3.9 still served, message sets of
+/// magic 0 and 1 converted both ways, and each old version counted in /metrics.
+#[test]
+fn clients_from_before_kafka_4_still_work() {
+    require_kcat();
+    require_python_modules(&["confluent_kafka", "kafka", "lz4.frame"]);
+    let broker =
+        Broker::start_with_config("authorizer = \"acl\"\nsuper_users = [\"User:ANONYMOUS\"]\n");
+    run_ok(&broker, "python3", "old_protocol_versions.py", &[], LIMIT);
+    let metrics = broker.admin_get("/metrics");
+    for (api, versions) in [
+        ("Produce", 0..=2),
+        ("Fetch", 0..=3),
+        ("ListOffsets", 0..=0),
+        ("OffsetCommit", 0..=1),
+        ("OffsetFetch", 0..=0),
+        ("CreateTopics", 0..=0),
+        ("DeleteTopics", 0..=0),
+        ("DescribeConfigs", 0..=0),
+        ("CreateAcls", 0..=0),
+        ("DescribeAcls", 0..=0),
+        ("DeleteAcls", 0..=0),
+    ] {
+        for v in versions {
+            let line =
+                format!("sluice_old_version_requests_total{{api=\"{api}\",version=\"{v}\"}} ");
+            assert!(
+                metrics.lines().any(|l| l.starts_with(&line)),
+                "{api} v{v} was not served (no {line:?} in /metrics)"
+            );
+        }
+    }
+}
+
 #[test]
 fn oversized_record_is_refused_and_partition_keeps_working() {
     require_python_modules(&["confluent_kafka"]);

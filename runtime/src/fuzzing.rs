@@ -81,10 +81,14 @@ pub fn request(data: &[u8]) {
     });
 }
 
-/// Record batches through header validation and record decoding with every codec.
+/// Record batches through header validation and record decoding with every codec, and the
+/// same bytes as an old client's message set (magic 0 and 1) and as batches to convert down.
 pub fn records(data: &[u8]) {
     let _ = crate::log::batch::split_batches(data);
-    let _ = crate::records::decode_batches(bytes::Bytes::copy_from_slice(data));
+    let b = bytes::Bytes::copy_from_slice(data);
+    let _ = crate::records::decode_batches(b.clone());
+    let _ = crate::records::legacy::up_convert(b.clone(), 0);
+    let _ = crate::records::legacy::down_convert(b, 1);
 }
 
 /// Plugin manifests (written by users) and checkpoints (on disk, possibly damaged).

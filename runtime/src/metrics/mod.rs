@@ -38,6 +38,9 @@ pub struct Metrics {
     pub authentication_failures: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     apis: Vec<ApiStats>,
+    /// Requests at versions Kafka 4 removed, per (API key, version): who still runs old
+    /// clients. Only old requests take this lock.
+    old_versions: std::sync::Mutex<std::collections::BTreeMap<(i16, i16), u64>>,
 }
 
 impl Default for Metrics {
@@ -53,6 +56,7 @@ impl Default for Metrics {
             authentication_failures: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
             apis: (0..MAX_API_KEY).map(|_| ApiStats::default()).collect(),
+            old_versions: Default::default(),
         }
     }
 }
@@ -64,6 +68,18 @@ fn api_name(key: i16) -> String {
 }
 
 impl Metrics {
+    /// Counts a request at a version Kafka 4 removed; true the first time that API and
+    /// version is seen, so it is logged once.
+    pub fn old_version(&self, api_key: i16, version: i16) -> bool {
+        let mut m = self
+            .old_versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry((api_key, version)).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
     /// Counts a request a quota throttled, and logs it (at most once a second).
     pub fn quota_throttled(
         &self,
@@ -269,6 +285,29 @@ pub fn render(broker: &Broker) -> String {
         "Connections closed for malformed or unsupported requests.",
         m.protocol_errors.load(Ordering::Relaxed),
     );
+
+    let old: Vec<((i16, i16), u64)> = m
+        .old_versions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    if !old.is_empty() {
+        header(
+            &mut out,
+            "sluice_old_version_requests_total",
+            "counter",
+            "Requests at versions Kafka 4 removed (KIP-896), served as Kafka 3.9 did.",
+        );
+        for ((key, version), n) in old {
+            let api = api_name(key);
+            let _ = writeln!(
+                out,
+                "sluice_old_version_requests_total{{api=\"{api}\",version=\"{version}\"}} {n}"
+            );
+        }
+    }
 
     let _ = writeln!(
         out,

@@ -14,6 +14,7 @@ mod describe_cluster;
 mod fetch;
 mod group;
 mod init_producer_id;
+mod legacy;
 mod list_offsets;
 mod metadata;
 mod offsets;
@@ -63,20 +64,20 @@ pub enum ProtocolError {
     },
 }
 
-/// The versions this broker serves: (API, lowest, highest). The lowest follow Kafka 4's
-/// KIP-896 baseline, except Produce, advertised from v0 because librdkafka before 2.11 turns
-/// compression off otherwise; Produce v0-2 requests are then answered UNSUPPORTED_VERSION.
+/// The versions this broker serves: (API, lowest, highest). A superset of Kafka 3.9's and 4's:
+/// the versions Kafka 4 removed (KIP-896) are served through [`legacy`], so clients of any
+/// age that Kafka 3.9 served keep working.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 12),
-    (ApiKey::Fetch, 4, 16),
-    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Fetch, 0, 16),
+    (ApiKey::ListOffsets, 0, 8),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -96,8 +97,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
@@ -115,9 +116,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
-    (ApiKey::DescribeAcls, 1, 3),
-    (ApiKey::CreateAcls, 1, 3),
-    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
 ];
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {
@@ -280,7 +281,7 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
 pub async fn handle(
     broker: &Arc<Broker>,
     session: &mut Session,
-    mut frame: Bytes,
+    frame: Bytes,
 ) -> Result<Option<BytesMut>, ProtocolError> {
     if session.sasl.as_ref().is_some_and(|s| s.expects_raw_token()) {
         return sasl::raw_token(broker, session, &frame);
@@ -309,13 +310,24 @@ pub async fn handle(
             return Err(ProtocolError::Unauthenticated(why));
         }
     }
-    if api == ApiKey::Produce && version < 3 {
-        return Ok(produce::legacy_unsupported(
-            &mut frame,
-            version,
-            correlation_id,
-        ));
-    }
+    // A version Kafka 4 removed: served as the oldest one the handlers know, the answer
+    // rewritten back into the old layout at the end.
+    let asked = version;
+    let (version, mut frame) = match legacy::served_as(api, version) {
+        Some(served) => {
+            if broker.metrics.old_version(raw_key, version) {
+                tracing::info!(
+                    api = ?api,
+                    version,
+                    peer = %session.peer,
+                    "a client uses a version Kafka 4 removed: served as Kafka 3.9 did"
+                );
+            }
+            let now = crate::broker::now_ms();
+            (served, legacy::upgrade(api, asked, frame, now)?)
+        }
+        None => (version, frame),
+    };
     let header =
         RequestHeader::decode(&mut frame, api.request_header_version(version)).map_err(|e| {
             ProtocolError::Malformed {
@@ -523,6 +535,9 @@ pub async fn handle(
             raise_throttle_time(r, api, version, ms);
         }
     }
+    if version != asked {
+        resp = resp.map(|r| legacy::downgrade(api, asked, r)).transpose()?;
+    }
     throttled = throttled.max(for_time);
     session.mute = throttled;
     session.response_memory = response_memory;
@@ -544,7 +559,8 @@ mod tests {
                 $(
                     let (lo, hi) = supported(ApiKey::$api).unwrap();
                     for v in lo..=hi {
-                        if !throttle_time_first(ApiKey::$api, v) {
+                        // Removed versions are raised at the version they are served as.
+                        if legacy::served_as(ApiKey::$api, v).is_some() || !throttle_time_first(ApiKey::$api, v) {
                             continue;
                         }
                         let r = <$resp>::default().with_throttle_time_ms(3);
@@ -682,27 +698,226 @@ mod tests {
         assert_eq!(&r[8..10], &35i16.to_be_bytes());
     }
 
+    use bytes::Buf;
+
+    fn put_str(b: &mut BytesMut, s: &str) {
+        b.put_i16(s.len() as i16);
+        b.put_slice(s.as_bytes());
+    }
+
+    fn get_str(b: &mut Bytes) -> String {
+        let n = b.get_i16();
+        String::from_utf8(b.split_to(n.max(0) as usize).to_vec()).unwrap()
+    }
+
+    /// What Debian's Sarama sends with its defaults: a message set produced with Produce v2,
+    /// fetched with v0 (magic 0) and v2 (magic 1), offsets listed with v0, committed with
+    /// OffsetCommit v1 and read back with OffsetFetch v0. Each answer is read in its old
+    /// layout, field by field, to its last byte.
     #[tokio::test]
-    async fn old_produce_versions_are_answered_unsupported() {
+    async fn removed_versions_are_served_in_their_old_layouts() {
+        use crate::records::{
+            legacy::encode_message_set, legacy::read_message_set, Compression, Record,
+        };
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let mut body = Vec::new();
-        body.extend_from_slice(&1i16.to_be_bytes()); // acks
-        body.extend_from_slice(&1000i32.to_be_bytes());
-        body.extend_from_slice(&1i32.to_be_bytes()); // one topic
-        body.extend_from_slice(&1i16.to_be_bytes());
-        body.push(b't');
-        body.extend_from_slice(&1i32.to_be_bytes()); // one partition
-        body.extend_from_slice(&0i32.to_be_bytes());
-        body.extend_from_slice(&0i32.to_be_bytes()); // empty message set
-        let r = handle(&b, &mut Session::plaintext("test"), frame(0, 2, &body))
+        let mut s = Session::plaintext("test");
+        let records: Vec<Record> = (0..3)
+            .map(|i| Record {
+                offset: i,
+                timestamp: 1_000 + i,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Vec::new(),
+            })
+            .collect();
+        let set = encode_message_set(&records, 1, Compression::Gzip).unwrap();
+        let mut body = BytesMut::new();
+        body.put_i16(1); // acks
+        body.put_i32(1000);
+        body.put_i32(1);
+        put_str(&mut body, "t");
+        body.put_i32(1);
+        body.put_i32(0);
+        body.put_i32(set.len() as i32);
+        body.put_slice(&set);
+        let mut r = handle(&b, &mut s, frame(0, 2, &body))
             .await
             .unwrap()
-            .unwrap();
-        // ... topic "t", partition 0, error code 35.
-        let code_at = 4 + 4 + 4 + 2 + 1 + 4 + 4;
-        assert_eq!(&r[code_at..code_at + 2], &35i16.to_be_bytes());
-        assert!(b.topic("t").is_none());
+            .unwrap()
+            .freeze();
+        assert_eq!(r.get_i32() as usize, r.len());
+        assert_eq!(r.get_i32(), 42);
+        assert_eq!(
+            (r.get_i32(), get_str(&mut r), r.get_i32()),
+            (1, "t".into(), 1)
+        );
+        // partition, error, base offset, log-append time (v2), then the throttle time (v1+).
+        assert_eq!(
+            (r.get_i32(), r.get_i16(), r.get_i64(), r.get_i64()),
+            (0, 0, 0, -1)
+        );
+        assert_eq!((r.get_i32(), r.len()), (0, 0));
+
+        for (version, magic) in [(0i16, 0i8), (2, 1)] {
+            let mut body = BytesMut::new();
+            body.put_i32(-1); // replica
+            body.put_i32(0); // max wait
+            body.put_i32(0); // min bytes
+            body.put_i32(1);
+            put_str(&mut body, "t");
+            body.put_i32(1);
+            body.put_i32(0);
+            body.put_i64(0);
+            body.put_i32(1 << 20);
+            let mut r = handle(&b, &mut s, frame(1, version, &body))
+                .await
+                .unwrap()
+                .unwrap()
+                .freeze();
+            assert_eq!(r.get_i32() as usize, r.len());
+            r.advance(4);
+            if version >= 1 {
+                assert_eq!(r.get_i32(), 0, "throttle time");
+            }
+            assert_eq!(
+                (r.get_i32(), get_str(&mut r), r.get_i32()),
+                (1, "t".into(), 1)
+            );
+            assert_eq!((r.get_i32(), r.get_i16(), r.get_i64()), (0, 0, 3));
+            let n = r.get_i32() as usize;
+            let got = r.split_to(n);
+            assert!(r.is_empty());
+            assert_eq!(got[16], magic as u8, "magic of the first message");
+            let back = read_message_set(got, 77).unwrap();
+            assert_eq!(back.compression, Compression::None);
+            for (a, b) in records.iter().zip(&back.records) {
+                assert_eq!((&a.key, &a.value), (&b.key, &b.value));
+                assert_eq!(b.timestamp, if magic == 0 { 77 } else { a.timestamp });
+            }
+            assert_eq!(back.records.len(), 3);
+        }
+
+        let mut body = BytesMut::new();
+        body.put_i32(-1);
+        body.put_i32(1);
+        put_str(&mut body, "t");
+        body.put_i32(1);
+        body.put_i32(0);
+        body.put_i64(-1); // latest
+        body.put_i32(1); // max_num_offsets
+        let mut r = handle(&b, &mut s, frame(2, 0, &body))
+            .await
+            .unwrap()
+            .unwrap()
+            .freeze();
+        r.advance(8);
+        assert_eq!(
+            (r.get_i32(), get_str(&mut r), r.get_i32()),
+            (1, "t".into(), 1)
+        );
+        assert_eq!(
+            (r.get_i32(), r.get_i16(), r.get_i32(), r.get_i64()),
+            (0, 0, 1, 3)
+        );
+        assert!(r.is_empty());
+
+        let mut body = BytesMut::new();
+        put_str(&mut body, "g");
+        body.put_i32(-1); // generation
+        put_str(&mut body, "");
+        body.put_i32(1);
+        put_str(&mut body, "t");
+        body.put_i32(1);
+        body.put_i32(0);
+        body.put_i64(2);
+        body.put_i64(-1); // commit timestamp (v1 only)
+        put_str(&mut body, "meta");
+        let mut r = handle(&b, &mut s, frame(8, 1, &body))
+            .await
+            .unwrap()
+            .unwrap()
+            .freeze();
+        r.advance(8);
+        assert_eq!(
+            (r.get_i32(), get_str(&mut r), r.get_i32()),
+            (1, "t".into(), 1)
+        );
+        assert_eq!((r.get_i32(), r.get_i16()), (0, 0));
+        assert!(r.is_empty());
+
+        let mut body = BytesMut::new();
+        put_str(&mut body, "g");
+        body.put_i32(1);
+        put_str(&mut body, "t");
+        body.put_i32(1);
+        body.put_i32(0);
+        let mut r = handle(&b, &mut s, frame(9, 0, &body))
+            .await
+            .unwrap()
+            .unwrap()
+            .freeze();
+        r.advance(8);
+        assert_eq!(
+            (r.get_i32(), get_str(&mut r), r.get_i32()),
+            (1, "t".into(), 1)
+        );
+        assert_eq!(
+            (r.get_i32(), r.get_i64(), get_str(&mut r), r.get_i16()),
+            (0, 2, "meta".into(), 0)
+        );
+        assert!(r.is_empty());
+    }
+
+    /// A message set that fails its crc is refused for its partition, in the old layout, and
+    /// nothing is stored.
+    #[tokio::test]
+    async fn a_corrupt_old_message_set_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let rec = crate::records::Record {
+            value: Some(Bytes::from_static(b"v")),
+            ..Default::default()
+        };
+        let mut set = crate::records::legacy::encode_message_set(
+            &[rec],
+            0,
+            crate::records::Compression::None,
+        )
+        .unwrap()
+        .to_vec();
+        let last = set.len() - 1;
+        set[last] ^= 0xff;
+        let mut body = BytesMut::new();
+        body.put_i16(1);
+        body.put_i32(1000);
+        body.put_i32(1);
+        put_str(&mut body, "t");
+        body.put_i32(1);
+        body.put_i32(0);
+        body.put_i32(set.len() as i32);
+        body.put_slice(&set);
+        let mut r = handle(&b, &mut Session::plaintext("test"), frame(0, 0, &body))
+            .await
+            .unwrap()
+            .unwrap()
+            .freeze();
+        r.advance(8);
+        assert_eq!(
+            (r.get_i32(), get_str(&mut r), r.get_i32()),
+            (1, "t".into(), 1)
+        );
+        let (partition, error, base) = (r.get_i32(), r.get_i16(), r.get_i64());
+        assert_eq!(partition, 0);
+        assert_eq!(error, 2, "CORRUPT_MESSAGE");
+        assert_eq!(base, -1);
+        assert!(
+            r.is_empty(),
+            "v0 has no log-append time and no throttle time"
+        );
+        if let Some(t) = b.topic("t") {
+            assert_eq!(t.partition(0).map(|p| p.watermarks().high), Some(0));
+        }
     }
 
     proptest::proptest! {

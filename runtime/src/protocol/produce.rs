@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -306,75 +306,6 @@ pub async fn finish_durable(resp: &mut ProduceResponse, waits: Vec<DurableWait>)
             }
         }
     }
-}
-
-/// Produce v0-2 (removed in Kafka 4, still advertised for old librdkafka): every partition is
-/// answered UNSUPPORTED_VERSION in the old response layout. The v0-2 request is
-/// `acks i16, timeout i32, [topic string, [partition i32, message_set bytes]]`.
-pub fn legacy_unsupported(
-    frame: &mut Bytes,
-    version: i16,
-    correlation_id: i32,
-) -> Option<BytesMut> {
-    /// acks, then each topic's name and partitions.
-    type Parsed = (i16, Vec<(Bytes, Vec<i32>)>);
-    fn parse(frame: &mut Bytes) -> Option<Parsed> {
-        fn take(b: &mut Bytes, n: usize) -> Option<Bytes> {
-            (b.remaining() >= n).then(|| b.split_to(n))
-        }
-        // Header v1: api key, version, correlation id, client id.
-        take(frame, 8)?;
-        let cid_len = take(frame, 2)?.get_i16();
-        if cid_len > 0 {
-            take(frame, cid_len as usize)?;
-        }
-        let acks = take(frame, 2)?.get_i16();
-        take(frame, 4)?;
-        let topics = take(frame, 4)?.get_i32();
-        let mut out = Vec::new();
-        for _ in 0..topics.max(0) {
-            let len = take(frame, 2)?.get_i16();
-            let name = take(frame, usize::try_from(len).ok()?)?;
-            let parts = take(frame, 4)?.get_i32();
-            let mut ps = Vec::new();
-            for _ in 0..parts.max(0) {
-                ps.push(take(frame, 4)?.get_i32());
-                let size = take(frame, 4)?.get_i32();
-                if size > 0 {
-                    take(frame, size as usize)?;
-                }
-            }
-            out.push((name, ps));
-        }
-        Some((acks, out))
-    }
-    let (acks, topics) = parse(frame)?;
-    if acks == 0 {
-        return None;
-    }
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    b.put_i32(correlation_id);
-    b.put_i32(topics.len() as i32);
-    for (name, parts) in topics {
-        b.put_i16(name.len() as i16);
-        b.put_slice(&name);
-        b.put_i32(parts.len() as i32);
-        for p in parts {
-            b.put_i32(p);
-            b.put_i16(ResponseError::UnsupportedVersion.code());
-            b.put_i64(-1);
-            if version >= 2 {
-                b.put_i64(-1);
-            }
-        }
-    }
-    if version >= 1 {
-        b.put_i32(0);
-    }
-    let len = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&len.to_be_bytes());
-    Some(b)
 }
 
 #[cfg(test)]

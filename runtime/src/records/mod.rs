@@ -12,6 +12,8 @@ use kafka_protocol::compression::{Compressor, Gzip, Snappy};
 pub use kafka_protocol::records::Compression;
 use thiserror::Error;
 
+pub mod legacy;
+
 /// Decompressed batches larger than this are refused: a few bytes on the wire must not be able
 /// to make the broker allocate gigabytes.
 pub const MAX_DECOMPRESSED: usize = 256 << 20;
