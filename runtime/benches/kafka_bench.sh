@@ -24,6 +24,10 @@
 #   KEEP           1: keep the data and work directories (logs)       [0]
 #   QUIET_WAIT     seconds to wait for other load to end before each
 #                  phase                                              [300]
+#   TARGET         sluice | kafka: Apache Kafka 4.x itself, one KRaft
+#                  node from Maven Central's jars (tests/kafka/cluster.sh),
+#                  measured by the same phases (vs_kafka.sh runs both) [sluice]
+#   KAFKA_HEAP     the Kafka JVM's heap (kafka-server-start.sh's default) [1g]
 #
 # The broker and the client share the machine, so every figure is "broker + client on
 # this box". The table says how much CPU each side used in each phase so you can tell
@@ -46,6 +50,7 @@ LAT_WARMUP=${LAT_WARMUP:-$LAT_RATE}
 COMPRESSION=${COMPRESSION:-none}
 PROFILE=${PROFILE:-0}
 PRODUCERS=${PRODUCERS:-2}
+TARGET=${TARGET:-sluice}
 
 # rdkafka_performance, the broker, CPU accounting and settle(): see lib.sh.
 
@@ -72,7 +77,7 @@ PRODUCE_OPTS=(
 CONSUME_OPTS=()
 
 ROWS=()
-ROW_FMT='%-24s|%5s|%9s|%10s|%8s|%8s|%8s|%8s|%7s|%7s|%7s|%9s|%8s|%8s'
+ROW_FMT='%-24s|%5s|%9s|%10s|%8s|%8s|%8s|%8s|%7s|%7s|%7s|%9s|%8s|%8s|%9s'
 PEAK_MAX_KB=0
 
 # run_phase NAME PARTITIONS KIND COUNT CLIENTS -- rdkafka_performance args (without -c)...
@@ -115,6 +120,10 @@ run_phase() {
 
     local wall usr sys
     read -r wall usr sys < <(tail -n1 "$out.time")
+    # Broker CPU seconds per million records: comparable across brokers even when the
+    # client, not the broker, sets the pace.
+    local cpu_per_m
+    cpu_per_m=$(awk -v b=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$count" 'BEGIN { printf "%.2f", b / hz * 1e6 / n }')
     local broker_cpu client_cpu other_cpu
     read -r broker_cpu client_cpu other_cpu < <(awk -v b=$((t1 - t0)) -v all=$((s1 - s0)) \
         -v hz="$CLK_TCK" -v u="$usr" -v s="$sys" -v w="$wall" 'BEGIN {
@@ -172,7 +181,7 @@ run_phase() {
     rss=$(vm_kb VmRSS)
     ((peak > PEAK_MAX_KB)) && PEAK_MAX_KB=$peak
     ROWS+=("$(printf "$ROW_FMT" "$name" "$parts" "$count" "$rps" "$mbs" "$p50" "$p99" "$p999" \
-        "$broker_cpu" "$client_cpu" "$other_cpu" "$((peak / 1024)) MiB" "$((rss / 1024)) MiB" "$(data_mb) MB")")
+        "$broker_cpu" "$client_cpu" "$other_cpu" "$((peak / 1024)) MiB" "$((rss / 1024)) MiB" "$(data_mb) MB" "$cpu_per_m")")
 }
 
 # Reference row: how fast this machine writes the same volume as a 1 KiB produce phase into
@@ -196,7 +205,7 @@ run_reference() {
         -v u="$usr" -v s="$sys" -v w="$wall" 'BEGIN {
             o = all / hz - u - s; if (o < 0) o = 0
             printf "%.2f %d%% %d%%\n", b * 1048576 / 1e6 / w, 100 * (u + s) / w, 100 * o / w }')
-    ROWS+=("$(printf "$ROW_FMT" "$name" - "${mib}MiB" - "$mbs" - - - - "$cli" "$other" - - -)")
+    ROWS+=("$(printf "$ROW_FMT" "$name" - "${mib}MiB" - "$mbs" - - - - "$cli" "$other" - - - -)")
 }
 
 # Reference row: the same 100-byte acks=1 produce against librdkafka's own in-process mock
@@ -223,7 +232,7 @@ run_client_ceiling() {
     read -r wall usr sys < <(tail -n1 "$out.time")
     read -r cli other < <(awk -v all=$((s1 - s0)) -v hz="$CLK_TCK" -v u="$usr" -v s="$sys" -v w="$wall" \
         'BEGIN { o = all / hz - u - s; if (o < 0) o = 0; printf "%d%% %d%%\n", 100 * (u + s) / w, 100 * o / w }')
-    ROWS+=("$(printf "$ROW_FMT" "$name" 1 "$N_SMALL" "$rps" "$mbs" - - - - "$cli" "$other" - - -)")
+    ROWS+=("$(printf "$ROW_FMT" "$name" 1 "$N_SMALL" "$rps" "$mbs" - - - - "$cli" "$other" - - - -)")
 }
 
 # Profile the broker (not the client) with perf's software clock: this machine may have no
@@ -247,10 +256,10 @@ stop_profile() {
 
 main() {
     build_rdkafka_performance
-    build_broker
+    build_broker # the CLI makes the topics, whichever the broker
     make_work_dir
-    start_broker
-    log "broker pid $BROKER_PID on $BOOTSTRAP, data in $DATA"
+    if [[ $TARGET == kafka ]]; then start_kafka; else start_broker; fi
+    log "$TARGET broker pid $BROKER_PID on $BOOTSTRAP, data in $DATA"
 
     local p parts_args
     for p in $PARTITIONS; do
@@ -300,7 +309,9 @@ main() {
     run_client_ceiling
 
     echo
-    echo "sluice $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') + rdkafka_performance" \
+    local what="sluice $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
+    [[ $TARGET == kafka ]] && what="Apache Kafka $(kafka_version) (one KRaft node, heap ${KAFKA_HEAP:-1g})"
+    echo "$what + rdkafka_performance" \
         "($(librdkafka_version)) on $(nproc) cores, Linux $(uname -r)"
     echo "records/s and MB/s are rdkafka_performance's (MB = 10^6 bytes of record values, whole run);"
     echo "latency = produce() to delivery report, first ${LAT_WARMUP} samples dropped;"
@@ -308,9 +319,10 @@ main() {
     echo "rest of the machine); peak RSS = broker VmHWM during the phase; data = data dir size after it;"
     echo "the dd row is the machine's own page-cache write speed for a 1 KiB phase's volume (client = dd);"
     echo "the mock broker row is one producer against librdkafka's in-memory, in-process mock broker: the"
-    echo "client's own ceiling here (client = producer and mock broker together)."
+    echo "client's own ceiling here (client = producer and mock broker together);"
+    echo "cpu s/M = broker CPU seconds (user + system, all threads) per million records."
     printf "$ROW_FMT\n" scenario parts records "records/s" "MB/s" p50 p99 p99.9 \
-        "broker" "client" "other" "peak RSS" "RSS end" data
+        "broker" "client" "other" "peak RSS" "RSS end" data "cpu s/M"
     printf '%s\n' "${ROWS[@]}"
     echo "broker peak RSS over all phases: $((PEAK_MAX_KB / 1024)) MiB; data stored at the end: $(data_mb) MB"
     if [[ -s ${WORK}/perf.top ]]; then

@@ -176,6 +176,33 @@ start_broker() {
     exit 1
 }
 
+# Apache Kafka 4.x in sluice's place: one KRaft node (broker and controller in one JVM),
+# from Maven Central's jars through tests/kafka/cluster.sh, so the same phases measure both.
+# Its JVM is set as Kafka's own kafka-server-start.sh sets it: KAFKA_HEAP (1 GB) heap, G1,
+# 20 ms pause target. Its config is Kafka's defaults (no fsync per write, like sluice's),
+# replication factor 1.
+start_kafka() {
+    DATA=$(mktemp -d -t sluice-bench-kafka.XXXXXX)
+    TMP_DIRS+=("$DATA")
+    local base
+    for _ in $(seq 1 20); do
+        base=$(pick_port)
+        [[ -n $base ]] && port_free $((base + 1)) && port_free $((base + 101)) && break
+    done
+    if ! NODES=1 BASE_PORT=$base HEAP=${KAFKA_HEAP:-1g} \
+        bash "$ROOT/tests/kafka/cluster.sh" start "$DATA/kafka" >"$WORK/broker.log" 2>&1; then
+        echo "could not start Kafka:" >&2
+        cat "$WORK/broker.log" >&2
+        exit 1
+    fi
+    BROKER_PID=$(cat "$DATA/kafka/node1/pid")
+    BOOTSTRAP=127.0.0.1:$((base + 1))
+}
+
+kafka_version() {
+    sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/tests/kafka/pom.xml"
+}
+
 # Stops the broker started last (its data directory goes at exit).
 stop_broker() {
     kill "$BROKER_PID" 2>/dev/null || true
