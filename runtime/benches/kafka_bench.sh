@@ -28,6 +28,9 @@
 #                  node from Maven Central's jars (tests/kafka/cluster.sh),
 #                  measured by the same phases (vs_kafka.sh runs both) [sluice]
 #   KAFKA_HEAP     the Kafka JVM's heap (kafka-server-start.sh's default) [1g]
+#   JAVA           1: also the Java client's own tools, kafka-producer-perf-test and
+#                  kafka-consumer-perf-test (ProducerPerformance, ConsumerPerformance
+#                  from tests/kafka's jars), 100 B records, acks=1 and all   [1]
 #
 # The broker and the client share the machine, so every figure is "broker + client on
 # this box". The table says how much CPU each side used in each phase so you can tell
@@ -51,6 +54,7 @@ COMPRESSION=${COMPRESSION:-none}
 PROFILE=${PROFILE:-0}
 PRODUCERS=${PRODUCERS:-2}
 TARGET=${TARGET:-sluice}
+JAVA=${JAVA:-1}
 
 # rdkafka_performance, the broker, CPU accounting and settle(): see lib.sh.
 
@@ -184,6 +188,62 @@ run_phase() {
         "$broker_cpu" "$client_cpu" "$other_cpu" "$((peak / 1024)) MiB" "$((rss / 1024)) MiB" "$(data_mb) MB" "$cpu_per_m")")
 }
 
+# run_java NAME PARTITIONS KIND COUNT -- CLASS ARGS...: one of Kafka's Java perf tools, with
+# the same broker accounting as run_phase. KIND is produce (ProducerPerformance: records/s
+# and its p50/p99/p99.9 send latencies, which under full load are mostly queueing) or consume
+# (ConsumerPerformance: records/s of fetching, the group's join left out).
+run_java() {
+    local name=$1 parts=$2 kind=$3 count=$4
+    shift 5
+    local out
+    out="$WORK/$(tr -c 'A-Za-z0-9=.\n-' _ <<<"$name").p$parts"
+    log "$name, $parts partition(s): java $1 (${count} records)"
+    settle
+    check_broker
+    reset_peak
+    local t0 t1 s0 s1 start end
+    t0=$(cpu_ticks)
+    s0=$(sys_ticks)
+    start=$(date +%s%N)
+    java -Xms512m -Xmx512m -Dlog4j2.level=warn -cp "$ROOT/tests/kafka/target/dependency/*" "$@" >"$out.out" 2>&1 || {
+        check_broker
+        echo "java $1 failed:" >&2
+        tail -n 20 "$out.out" >&2
+        exit 1
+    }
+    end=$(date +%s%N)
+    check_broker
+    t1=$(cpu_ticks)
+    s1=$(sys_ticks)
+    local rps="-" mbs="-" p50="-" p99="-" p999="-" line
+    case $kind in
+    produce)
+        # "N records sent, R records/sec (M MB/sec), A ms avg latency, X ms max latency,
+        #  P ms 50th, P ms 95th, P ms 99th, P ms 99.9th."
+        line=$(grep -E 'records sent' "$out.out" | tail -n1)
+        read -r rps mbs p50 p99 p999 < <(sed -E 's/.* ([0-9.]+) records\/sec \(([0-9.]+) MB\/sec\).* ([0-9]+) ms 50th.* ([0-9]+) ms 99th, ([0-9]+) ms 99.9th.*/\1 \2 \3ms \4ms \5ms/' <<<"$line")
+        rps=${rps%.*}
+        ;;
+    consume)
+        # CSV: start, end, MB, MB/s, records, records/s, rebalance ms, fetch ms, fetch MB/s,
+        # fetch records/s.
+        line=$(grep -E '^[0-9]{4}-' "$out.out" | tail -n1)
+        rps=$(awk -F', *' '{ printf "%d", $10 }' <<<"$line")
+        mbs=$(awk -F', *' '{ printf "%.2f", $9 }' <<<"$line")
+        ;;
+    esac
+    local wall cpu_per_m broker_cpu other_cpu peak rss
+    wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    cpu_per_m=$(awk -v b=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$count" 'BEGIN { printf "%.2f", b / hz * 1e6 / n }')
+    read -r broker_cpu other_cpu < <(awk -v b=$((t1 - t0)) -v all=$((s1 - s0)) -v hz="$CLK_TCK" -v w="$wall" \
+        'BEGIN { printf "%d%% %d%%\n", 100 * b / hz / w, 100 * (all - b) / hz / w }')
+    peak=$(vm_kb VmHWM)
+    rss=$(vm_kb VmRSS)
+    ((peak > PEAK_MAX_KB)) && PEAK_MAX_KB=$peak
+    ROWS+=("$(printf "$ROW_FMT" "$name" "$parts" "$count" "$rps" "$mbs" "$p50" "$p99" "$p999" \
+        "$broker_cpu" "(java)" "$other_cpu" "$((peak / 1024)) MiB" "$((rss / 1024)) MiB" "$(data_mb) MB" "$cpu_per_m")")
+}
+
 # Reference row: how fast this machine writes the same volume as a 1 KiB produce phase into
 # the page cache of the data directory's filesystem with plain `dd` (no broker, no network).
 # Run last, while the broker's data is still cached, so memory is in the same state as in the
@@ -289,6 +349,23 @@ main() {
             create_topic "p$p-s100-multi" "$p"
             run_phase "produce 100B acks=1 x$PRODUCERS" "$p" produce "$N_SMALL" "$PRODUCERS" -- \
                 -P -t "p$p-s100-multi" -s 100 -a 1 "${PRODUCE_OPTS[@]}"
+        fi
+
+        # Kafka's own Java tools, as most Kafka users would measure: the producer with its
+        # default batching raised as kafka_bench's librdkafka producer has it.
+        if [[ $JAVA == 1 ]]; then
+            for acks in 1 all; do
+                create_topic "p$p-java-acks$acks" "$p"
+                run_java "java produce 100B acks=$acks" "$p" produce "$N_SMALL" -- \
+                    org.apache.kafka.tools.ProducerPerformance --topic "p$p-java-acks$acks" \
+                    --num-records "$N_SMALL" --record-size 100 --throughput -1 \
+                    --producer-props bootstrap.servers="$BOOTSTRAP" acks="$acks" linger.ms=50 \
+                    batch.size=1000000 buffer.memory=268435456 compression.type="$COMPRESSION"
+            done
+            run_java "java consume 100B" "$p" consume "$N_SMALL" -- \
+                org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BOOTSTRAP" \
+                --topic "p$p-java-acks1" --messages "$N_SMALL" --timeout 60000 \
+                --group "bench-$p-$RANDOM"
         fi
 
         # Latency at a modest fixed rate. linger.ms=0 so the figure is the round trip to the

@@ -13,6 +13,9 @@
 # take about 15 minutes: PARTITIONS="1 64", N_SMALL=2000000, N_LARGE=500000.
 # Each broker's own table and log stay in target/bench/vs-kafka/.
 #
+# JAVA=1 (default) adds the Java client's own kafka-producer-perf-test and
+# kafka-consumer-perf-test rows.
+#
 # Columns: records/s of each (and sluice / Kafka); broker CPU seconds per million records
 # (from /proc/PID/stat, so a client-bound run still compares the brokers; Kafka / sluice:
 # how many times more CPU Kafka spends); p99.9 latency of the latency rows; broker peak RSS.
