@@ -6,6 +6,7 @@ use clap::Parser;
 static ALLOC: sluice::alloc::LazyHugeAlloc = sluice::alloc::LazyHugeAlloc;
 
 fn main() -> ExitCode {
+    sluice::alloc::tune_system_allocator();
     let cli = sluice::cli::Cli::parse();
     if !matches!(
         cli.command,

@@ -18,6 +18,7 @@ mod legacy;
 mod list_offsets;
 mod metadata;
 mod offsets;
+mod pieces;
 mod produce;
 mod quotas;
 mod sasl;
@@ -276,6 +277,40 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
     })
 }
 
+/// Encodes a framed response as pieces to write one after the other: the record sets of a
+/// fetch answer are not copied (see `pieces.rs`). The first piece holds the length prefix,
+/// the header and at least the body's first field.
+fn encode_response_pieces<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+    records: Vec<Bytes>,
+) -> Result<Answer, ProtocolError> {
+    let err = |e: anyhow::Error| ProtocolError::Encode {
+        api,
+        version,
+        reason: format!("{e:#}"),
+    };
+    let mut p = pieces::Pieces::new(records);
+    p.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut p, api.response_header_version(version))
+        .map_err(err)?;
+    body.encode(&mut p, version).map_err(err)?;
+    let mut rest = p.finish();
+    let len: usize = rest.iter().map(Bytes::len).sum();
+    let mut head = BytesMut::from(&rest.remove(0)[..]);
+    let len = i32::try_from(len - 4).map_err(|_| err(anyhow::anyhow!("response over 2 GiB")))?;
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    Ok((head, rest))
+}
+
+/// A framed response: its first bytes, and pieces that follow them unchanged (record sets
+/// of a fetch answer; empty for every other answer).
+pub type Answer = (BytesMut, Vec<Bytes>);
+
 /// Handles one request frame (without its length prefix). `Ok(None)` means no response is
 /// due (a produce with `acks=0`); `Err` means the connection should be closed.
 pub async fn handle(
@@ -283,8 +318,25 @@ pub async fn handle(
     session: &mut Session,
     frame: Bytes,
 ) -> Result<Option<BytesMut>, ProtocolError> {
+    Ok(handle_pieces(broker, session, frame)
+        .await?
+        .map(|(mut head, rest)| {
+            for piece in rest {
+                head.extend_from_slice(&piece);
+            }
+            head
+        }))
+}
+
+/// [`handle`], with the answer in pieces, as the connection writes it.
+pub async fn handle_pieces(
+    broker: &Arc<Broker>,
+    session: &mut Session,
+    frame: Bytes,
+) -> Result<Option<Answer>, ProtocolError> {
+    let one = |r: Option<BytesMut>| r.map(|b| (b, Vec::new()));
     if session.sasl.as_ref().is_some_and(|s| s.expects_raw_token()) {
-        return sasl::raw_token(broker, session, &frame);
+        return sasl::raw_token(broker, session, &frame).map(one);
     }
     if frame.len() < 8 {
         return Err(ProtocolError::ShortFrame(frame.len()));
@@ -298,9 +350,9 @@ pub async fn handle(
     };
     if api == ApiKey::ApiVersions && !(lo..=hi).contains(&version) {
         // KIP-511: answer in v0 so the client learns our range and retries.
-        return Ok(Some(api_versions::unsupported_version_response(
+        return Ok(one(Some(api_versions::unsupported_version_response(
             correlation_id,
-        )));
+        ))));
     }
     if !(lo..=hi).contains(&version) {
         return Err(ProtocolError::UnsupportedVersion { api, version });
@@ -340,11 +392,21 @@ pub async fn handle(
     match api {
         ApiKey::SaslHandshake => {
             let r = sasl::handshake(session, version, decode(api, version, &mut frame)?);
-            return Ok(Some(encode_response(api, version, correlation_id, &r)?));
+            return Ok(one(Some(encode_response(
+                api,
+                version,
+                correlation_id,
+                &r,
+            )?)));
         }
         ApiKey::SaslAuthenticate => {
             let r = sasl::authenticate(broker, session, decode(api, version, &mut frame)?);
-            return Ok(Some(encode_response(api, version, correlation_id, &r)?));
+            return Ok(one(Some(encode_response(
+                api,
+                version,
+                correlation_id,
+                &r,
+            )?)));
         }
         _ => {}
     }
@@ -417,6 +479,8 @@ pub async fn handle(
     // In durable mode the coordinators fsync their logs (off their locks, but in the
     // request): those requests go to the blocking pool too.
     let durable = broker.config.durable_internal_logs;
+    // A fetch answer's record sets, written after `resp` (see `encode_response_pieces`).
+    let mut tail: Vec<Bytes> = Vec::new();
     let mut resp = match api {
         ApiKey::OffsetCommit if durable => answer!(offsets::commit, blocking),
         ApiKey::OffsetDelete if durable => answer!(offsets::delete, blocking),
@@ -476,11 +540,19 @@ pub async fn handle(
                 .sum();
             throttled = charge(Key::ConsumerByteRate, bytes as f64);
             r.throttle_time_ms = r.throttle_time_ms.max(throttled.as_millis() as i32);
-            let encoded = encode_response(api, version, correlation_id, &r)?;
-            // The records were copied into the encoded response: only that copy stays.
+            let records = r
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter_map(|p| p.records.clone())
+                .collect();
+            let (head, rest) = encode_response_pieces(api, version, correlation_id, &r, records)?;
+            // The records are written as they were read, not copied: they and the head are
+            // what the answer holds.
             drop(r);
-            response_memory.shrink_to(encoded.len());
-            Some(encoded)
+            response_memory.shrink_to(head.len() + rest.iter().map(Bytes::len).sum::<usize>());
+            tail = rest;
+            Some(head)
         }
         ApiKey::DescribeClientQuotas => answer!(quotas::describe),
         ApiKey::AlterClientQuotas => answer!(quotas::alter, blocking),
@@ -536,12 +608,18 @@ pub async fn handle(
         }
     }
     if version != asked {
+        // Old versions are rewritten whole (old clients only).
+        for piece in std::mem::take(&mut tail) {
+            if let Some(r) = resp.as_mut() {
+                r.extend_from_slice(&piece);
+            }
+        }
         resp = resp.map(|r| legacy::downgrade(api, asked, r)).transpose()?;
     }
     throttled = throttled.max(for_time);
     session.mute = throttled;
     session.response_memory = response_memory;
-    Ok(resp)
+    Ok(resp.map(|r| (r, tail)))
 }
 
 #[cfg(test)]

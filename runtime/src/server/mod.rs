@@ -154,13 +154,16 @@ async fn connection<R, W>(
         };
         // Held until the request is handled and answered (see `limits/memory.rs`).
         let _request_memory = frames.take_held();
-        let answer = protocol::handle(broker, &mut session, frame).await;
+        let answer = protocol::handle_pieces(broker, &mut session, frame).await;
         let _response_memory = std::mem::take(&mut session.response_memory);
         match answer {
-            Ok(Some(resp)) => {
+            Ok(Some((head, rest))) => {
                 // flush: a TLS stream holds written bytes until flushed.
                 if let Err(e) = async {
-                    wr.write_all(&resp).await?;
+                    wr.write_all(&head).await?;
+                    for piece in &rest {
+                        wr.write_all(piece).await?;
+                    }
                     wr.flush().await
                 }
                 .await
