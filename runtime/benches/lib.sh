@@ -112,9 +112,12 @@ cleanup() {
     if [[ -n $BROKER_PID ]]; then
         kill "$BROKER_PID" 2>/dev/null || true
         wait "$BROKER_PID" 2>/dev/null || true
+        # Kafka's JVM is not this shell's child (cluster.sh started it): wait for it to end
+        # before its data directory goes.
+        for _ in $(seq 1 100); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.2; done
     fi
     if ((${#TMP_DIRS[@]})); then
-        if [[ $KEEP == 1 ]]; then echo "kept: ${TMP_DIRS[*]}" >&2; else rm -rf "${TMP_DIRS[@]}"; fi
+        if [[ $KEEP == 1 ]]; then echo "kept: ${TMP_DIRS[*]}" >&2; else rm -rf "${TMP_DIRS[@]}" || true; fi
     fi
     return 0
 }
