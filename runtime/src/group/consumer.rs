@@ -72,6 +72,13 @@ pub struct Member {
     left_temporarily: bool,
 }
 
+impl Member {
+    /// The topics subscribed by name (without those a regex matched).
+    pub fn subscribed_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
     pub group_id: String,
@@ -592,6 +599,11 @@ impl ConsumerGroup {
             }
             Some(_) => Ok(()),
         }
+    }
+
+    /// The group epoch the current target assignment was computed at.
+    pub fn assignment_epoch(&self) -> i32 {
+        self.target_epoch
     }
 
     pub fn target_of(&self, member: &str) -> Assignment {

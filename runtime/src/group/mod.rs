@@ -108,6 +108,25 @@ pub struct GroupView {
     /// `members` assignment bytes are empty for them).
     pub owned: Vec<consumer::Assignment>,
     pub is_consumer_protocol: bool,
+    /// KIP-848's GroupType, as ListGroups v5 names it.
+    pub group_type: &'static str,
+    /// What ConsumerGroupDescribe reports beyond the classic view (KIP-848 groups only).
+    pub consumer: Option<ConsumerDetail>,
+}
+
+/// A KIP-848 group's epochs and, per member (in `GroupView::members` order), what it
+/// subscribed to and what the target assignment gives it.
+pub struct ConsumerDetail {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: Vec<ConsumerMemberDetail>,
+}
+
+pub struct ConsumerMemberDetail {
+    pub epoch: i32,
+    pub subscribed_names: Vec<String>,
+    pub regex: Option<String>,
+    pub target: consumer::Assignment,
 }
 
 /// One partition's commit as requested: (topic, partition, offset, leader epoch, metadata).
@@ -591,6 +610,8 @@ impl Coordinator {
                 .collect(),
             owned: Vec::new(),
             is_consumer_protocol: false,
+            group_type: "classic",
+            consumer: None,
         }
     }
 
@@ -604,6 +625,8 @@ impl Coordinator {
             members: Vec::new(),
             owned: Vec::new(),
             is_consumer_protocol: false,
+            group_type: "classic",
+            consumer: None,
         }
     }
 
@@ -629,6 +652,40 @@ impl Coordinator {
                 .collect(),
             owned: g.members.values().map(|m| m.owned.clone()).collect(),
             is_consumer_protocol: true,
+            group_type: "consumer",
+            consumer: Some(ConsumerDetail {
+                group_epoch: g.epoch,
+                assignment_epoch: g.assignment_epoch(),
+                members: g
+                    .members
+                    .values()
+                    .map(|m| ConsumerMemberDetail {
+                        epoch: m.epoch,
+                        subscribed_names: m.subscribed_names().to_vec(),
+                        regex: m.regex.as_ref().map(|(r, _)| r.clone()),
+                        target: g.target_of(&m.id),
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Share groups are listed (ListGroups v5 with type "share") but described elsewhere.
+    fn share_view(id: &str, g: &share::ShareGroup) -> GroupView {
+        GroupView {
+            id: id.to_string(),
+            state: if g.members.is_empty() {
+                "Empty"
+            } else {
+                "Stable"
+            },
+            protocol_type: "share".into(),
+            protocol: String::new(),
+            members: Vec::new(),
+            owned: Vec::new(),
+            is_consumer_protocol: false,
+            group_type: "share",
+            consumer: None,
         }
     }
 
@@ -644,6 +701,10 @@ impl Coordinator {
                 out.push(Self::empty_view(g));
             }
         }
+        drop(inner);
+        let shares = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        out.extend(shares.iter().map(|(id, g)| Self::share_view(id, g)));
+        drop(shares);
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }

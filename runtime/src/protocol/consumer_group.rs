@@ -50,7 +50,7 @@ pub fn heartbeat(
         subscribed_regex: req.subscribed_topic_regex.map(|r| r.to_string()),
         owned,
         client_id: ctx.client_id.unwrap_or_default().to_string(),
-        client_host: ctx.peer.to_string(),
+        client_host: ctx.client_host(),
         principal: ctx.principal.to_string(),
     };
     let topics = ctx.broker.topic_info();
@@ -101,38 +101,60 @@ pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGro
         }
         match ctx.broker.groups.describe(gid.0.as_str()) {
             Some(g) if g.is_consumer_protocol => {
+                let detail = g.consumer.unwrap_or(crate::group::ConsumerDetail {
+                    group_epoch: 0,
+                    assignment_epoch: 0,
+                    members: Vec::new(),
+                });
                 d.group_state = sb(g.state);
                 d.assignor_name = sb(g.protocol.clone());
+                d.group_epoch = detail.group_epoch;
+                d.assignment_epoch = detail.assignment_epoch;
+                let partitions = |a: crate::group::consumer::Assignment| {
+                    let tps = a
+                        .into_iter()
+                        .map(|(tid, ps)| {
+                            let name = ctx
+                                .broker
+                                .topic_by_id(tid)
+                                .map(|t| t.name.clone())
+                                .unwrap_or_default();
+                            describe::TopicPartitions::default()
+                                .with_topic_id(tid)
+                                .with_topic_name(TopicName(sb(name)))
+                                .with_partitions(ps.into_iter().collect())
+                        })
+                        .collect::<Vec<_>>();
+                    describe::Assignment::default().with_topic_partitions(tps)
+                };
+                let mut details = detail.members.into_iter();
                 d.members = g
                     .members
                     .into_iter()
                     .zip(g.owned)
                     .map(|((id, inst, client, host, _, _), owned)| {
-                        let tps = owned
-                            .into_iter()
-                            .map(|(tid, ps)| {
-                                let name = ctx
-                                    .broker
-                                    .topic_by_id(tid)
-                                    .map(|t| t.name.clone())
-                                    .unwrap_or_default();
-                                describe::TopicPartitions::default()
-                                    .with_topic_id(tid)
-                                    .with_topic_name(TopicName(sb(name)))
-                                    .with_partitions(ps.into_iter().collect())
-                            })
-                            .collect::<Vec<_>>();
-                        describe::Member::default()
+                        let m = describe::Member::default()
                             .with_member_id(sb(id))
                             .with_instance_id(inst.map(sb))
                             .with_client_id(sb(client))
                             .with_client_host(sb(host))
-                            .with_assignment(
-                                describe::Assignment::default().with_topic_partitions(tps.clone()),
-                            )
-                            .with_target_assignment(
-                                describe::Assignment::default().with_topic_partitions(tps),
-                            )
+                            .with_assignment(partitions(owned))
+                            // Every member of a KIP-848 group speaks the consumer protocol
+                            // here (no classic members join one).
+                            .with_member_type(1);
+                        match details.next() {
+                            Some(x) => m
+                                .with_member_epoch(x.epoch)
+                                .with_subscribed_topic_names(
+                                    x.subscribed_names
+                                        .into_iter()
+                                        .map(|n| TopicName(sb(n)))
+                                        .collect(),
+                                )
+                                .with_subscribed_topic_regex(x.regex.map(sb))
+                                .with_target_assignment(partitions(x.target)),
+                            None => m,
+                        }
                     })
                     .collect();
             }

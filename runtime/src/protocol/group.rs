@@ -101,7 +101,7 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
         client_id: ctx.client_id.unwrap_or_default().to_string(),
-        client_host: ctx.peer.to_string(),
+        client_host: ctx.client_host(),
         session_timeout_ms: req.session_timeout_ms,
         // v0 had no rebalance timeout: it equals the session timeout.
         rebalance_timeout_ms: if v >= 1 {
@@ -253,7 +253,7 @@ pub fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
         .list()
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
         // Listing shows the groups the caller may describe (all, with DESCRIBE on the cluster).
         .filter(|g| {
             ctx.may_cluster(Operation::Describe)
@@ -267,7 +267,8 @@ pub fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
                 l.group_state = sb(g.state);
             }
             if ctx.version >= 5 {
-                l.group_type = sb("Classic");
+                // Kafka's GroupType names, lowercase as its brokers send them.
+                l.group_type = sb(g.group_type);
             }
             l
         })

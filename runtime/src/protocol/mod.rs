@@ -197,6 +197,12 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The member host groups report: Java's `InetAddress.toString()` form ("/127.0.0.1"),
+    /// which Kafka's tools print as is.
+    pub fn client_host(&self) -> String {
+        format!("/{}", self.peer)
+    }
+
     /// Whether the caller may do `op` on the resource (always, with the authorizer off).
     pub fn allowed(
         &self,

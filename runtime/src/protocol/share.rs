@@ -77,7 +77,7 @@ pub fn heartbeat(ctx: &Ctx<'_>, req: ShareGroupHeartbeatRequest) -> ShareGroupHe
                         last_heartbeat_ms: now,
                         epoch,
                         client_id: ctx.client_id.unwrap_or_default().to_string(),
-                        client_host: ctx.peer.to_string(),
+                        client_host: ctx.client_host(),
                     },
                 );
             }
