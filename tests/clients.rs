@@ -11,7 +11,10 @@ use std::fs;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use support::{require_kafkajs, require_kcat, require_python_modules, run_ok, Broker, Script};
+use support::{
+    require, require_java_clients, require_kafkajs, require_kcat, require_python_modules, run_ok,
+    Broker, Script,
+};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -85,6 +88,48 @@ fn clients_from_before_kafka_4_still_work() {
             );
         }
     }
+}
+
+/// The Go clients (tests/clients/go/run.sh): franz-go (including KIP-848 groups and
+/// ListGroups by type), IBM Sarama told the broker is 3.6, 2.1 and 0.11, segmentio/kafka-go,
+/// and the Sarama 1.22 Debian ships, which speaks Produce v0, Fetch v0 and OffsetCommit v1.
+#[test]
+fn go_clients_franz_go_sarama_and_kafka_go() {
+    require(
+        "go",
+        &["version"],
+        "Go",
+        "apt-get install golang-go gcc (go.mod's toolchain comes from the module proxy)",
+    );
+    let broker = Broker::start();
+    let out = run_ok(&broker, "bash", "go/run.sh", &[], Duration::from_secs(900));
+    assert!(
+        out.contains("OK sarama-1.22.1"),
+        "the old Sarama did not run:\n{out}"
+    );
+    let metrics = broker.admin_get("/metrics");
+    assert!(
+        metrics.contains("sluice_old_version_requests_total{api=\"OffsetCommit\",version=\"1\"}"),
+        "the old Sarama's OffsetCommit v1 was not counted:\n{metrics}"
+    );
+}
+
+/// Apache Kafka's own command-line tools (tests/clients/kafka_tools.sh): topics, console
+/// producer and consumer, consumer-groups (list by type, describe both protocols, lag, offset
+/// resets), configs, get-offsets, delete-records, verifiable producer and consumer, perf tests.
+/// A feature the broker cleanly refuses is reported as a GAP, not a failure.
+#[test]
+fn kafka_command_line_tools() {
+    require_java_clients();
+    let broker = Broker::start();
+    let out = run_ok(
+        &broker,
+        "bash",
+        "kafka_tools.sh",
+        &[],
+        Duration::from_secs(600),
+    );
+    assert!(out.contains("PASS kafka_tools.sh"), "{out}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit and property tests, then end-to-end tests that drive the real
 # `sluice` binary with real Kafka clients (kcat, confluent-kafka, kafka-python, kafkajs, the
-# Java client and Kafka Streams).
+# Java client, Kafka Streams and Kafka's command-line tools, franz-go, Sarama and kafka-go).
 # Installs those clients first when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,10 @@ command -v kcat >/dev/null || need_apt+=(kcat)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
+# The Go clients (tests/clients/go): an older Debian Go fetches the toolchain go.mod names from
+# the module proxy by itself; the old Sarama needs cgo.
+command -v go >/dev/null || need_apt+=(golang-go)
+command -v gcc >/dev/null || need_apt+=(gcc)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -24,6 +28,7 @@ fi
 bash plugins/install-toolchain.sh --c
 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
 npm ci --prefix tests/clients/node --silent --no-audit --no-fund >/dev/null
+(cd tests/clients/go/modern && go mod download) && (cd tests/clients/go/sarama-old && go mod download)
 # The Java client and Kafka Streams scenarios (jars from Maven Central).
 mvn -q -B -f tests/clients/java/pom.xml package >/dev/null
 
