@@ -28,6 +28,17 @@
 #                  node from Maven Central's jars (tests/kafka/cluster.sh),
 #                  measured by the same phases (vs_kafka.sh runs both) [sluice]
 #   KAFKA_HEAP     the Kafka JVM's heap (kafka-server-start.sh's default) [1g]
+#   LAT_FRACTIONS  also latency runs (acks=all) at these percentages of the peak
+#                  rate, e.g. "10 50 90" (vs_kafka.sh sets it)              [""]
+#   LAT_PEAK_FILE  a kafka_bench table whose "produce 100B acks=1" rows give the
+#                  peak per partition count (vs_kafka.sh: sluice's, so both
+#                  brokers get the same rates)                       [this run's own rows]
+#   LAT_SECONDS    length of each of those runs                       [3]
+#   WIDE           also produce (acks=1, all) and consume 100 B records over this
+#                  many partitions, N_SMALL records in all (0: skip)  [0]
+#   IDLE           also the 100-byte acks=1 produce and the latency run with this
+#                  many idle client connections open (each did ApiVersions; first
+#                  partition count only; 0: skip)                     [0]
 #   JAVA           1: also the Java client's own tools, kafka-producer-perf-test and
 #                  kafka-consumer-perf-test (ProducerPerformance, ConsumerPerformance
 #                  from tests/kafka's jars), 100 B records, acks=1 and all   [1]
@@ -55,6 +66,11 @@ PROFILE=${PROFILE:-0}
 PRODUCERS=${PRODUCERS:-2}
 TARGET=${TARGET:-sluice}
 JAVA=${JAVA:-1}
+LAT_FRACTIONS=${LAT_FRACTIONS:-}
+LAT_PEAK_FILE=${LAT_PEAK_FILE:-}
+LAT_SECONDS=${LAT_SECONDS:-3}
+WIDE=${WIDE:-0}
+IDLE=${IDLE:-0}
 
 # rdkafka_performance, the broker, CPU accounting and settle(): see lib.sh.
 
@@ -174,7 +190,7 @@ run_phase() {
         # time from produce() to the delivery report, i.e. client queueing + request + broker
         # append + response. The first samples also wait for the client's connection and
         # metadata (~0.5 s): dropped as warm-up. Percentiles by nearest rank.
-        read -r p50 p99 p999 < <(tail -n +"$((LAT_WARMUP + 1))" "$WORK/latency.txt" | sort -n | awk '
+        read -r p50 p99 p999 < <(tail -n +"$((${PHASE_WARMUP:-$LAT_WARMUP} + 1))" "$WORK/latency.txt" | sort -n | awk '
             { v[NR] = $1 }
             function pct(p,  i) { i = int(p * NR); if (i < p * NR) i++; if (i < 1) i = 1; return sprintf("%.2fms", v[i] / 1000) }
             END { if (NR == 0) print "- - -"; else print pct(0.50), pct(0.99), pct(0.999) }')
@@ -314,6 +330,64 @@ stop_profile() {
     PROFILE=finished
 }
 
+# peak_rate PARTITIONS: records/s of "produce 100B acks=1" at that partition count, from
+# LAT_PEAK_FILE's table or else from this run's rows.
+peak_rate() {
+    local parts=$1
+    {
+        if [[ -n $LAT_PEAK_FILE ]]; then cat "$LAT_PEAK_FILE"; else printf '%s\n' "${ROWS[@]}"; fi
+    } | awk -F'|' -v p="$parts" '
+        function trim(s) { gsub(/^ +| +$/, "", s); return s }
+        trim($1) == "produce 100B acks=1" && trim($2) == p { print trim($4); exit }'
+}
+
+# latency_phase NAME PARTITIONS RATE ACKS COUNT WARMUP: fixed-rate produce, delivery latency
+# of every record. linger.ms=0 so the figure is the round trip to the broker, not time spent
+# waiting to fill a batch. -l makes every payload carry its send time (records are then at
+# least ~30 bytes; asked for 100). rdkafka_performance's rate limiter busy-polls, so the
+# client uses a core here.
+latency_phase() {
+    local name=$1 parts=$2 rate=$3 acks=$4 count=$5 warmup=$6
+    local ack_arg=$acks topic
+    topic="p$parts-lat-$rate-acks$acks-$RANDOM"
+    [[ $acks == all ]] && ack_arg=-1
+    create_topic "$topic" "$parts"
+    PHASE_WARMUP=$warmup run_phase "$name" "$parts" latency "$count" 1 -- \
+        -P -t "$topic" -s 100 -r "$rate" -a "$ack_arg" -l -A "$WORK/latency.txt" -X linger.ms=0
+}
+
+# Idle connections: each sends ApiVersions v0 once and then only stays open, as the pooled
+# connections of a fleet of mostly quiet clients do.
+IDLE_PID=
+start_idle() {
+    log "opening $IDLE idle connections"
+    python3 - "$BOOTSTRAP" "$IDLE" <<'PY' &
+import socket, struct, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+socks = []
+for i in range(int(sys.argv[2])):
+    s = socket.create_connection((host, int(port)))
+    client = b"idle"
+    body = struct.pack(">hhih", 18, 0, i, len(client)) + client
+    s.sendall(struct.pack(">i", len(body)) + body)
+    size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+    s.recv(size, socket.MSG_WAITALL)
+    socks.append(s)
+print("idle connections open:", len(socks), file=sys.stderr, flush=True)
+time.sleep(1e6)
+PY
+    IDLE_PID=$!
+    BG_PIDS+=("$IDLE_PID")
+    sleep 3
+    kill -0 "$IDLE_PID" || { echo "the idle connections failed" >&2; exit 1; }
+}
+stop_idle() {
+    [[ -n $IDLE_PID ]] || return 0
+    kill "$IDLE_PID" 2>/dev/null || true
+    wait "$IDLE_PID" 2>/dev/null || true
+    IDLE_PID=
+}
+
 main() {
     build_rdkafka_performance
     build_broker # the CLI makes the topics, whichever the broker
@@ -368,19 +442,47 @@ main() {
                 --group "bench-$p-$RANDOM"
         fi
 
-        # Latency at a modest fixed rate. linger.ms=0 so the figure is the round trip to the
-        # broker, not time spent waiting to fill a batch. -l makes every payload carry its
-        # send time (records are then at least ~30 bytes; asked for 100). Note that
-        # rdkafka_performance's rate limiter busy-polls, so the client uses a core here.
+        # Latency at a modest fixed rate, then (LAT_FRACTIONS) at fractions of the peak.
         for acks in 1 all; do
-            local ack_arg=$acks topic="p$p-lat-acks$acks"
-            [[ $acks == all ]] && ack_arg=-1
-            create_topic "$topic" "$p"
-            run_phase "latency ${LAT_RATE}/s acks=$acks" "$p" latency "$LAT_COUNT" 1 -- \
-                -P -t "$topic" -s 100 -r "$LAT_RATE" -a "$ack_arg" \
-                -l -A "$WORK/latency.txt" -X linger.ms=0
+            latency_phase "latency ${LAT_RATE}/s acks=$acks" "$p" "$LAT_RATE" "$acks" "$LAT_COUNT" "$LAT_WARMUP"
         done
+        if [[ -n $LAT_FRACTIONS ]]; then
+            local peak f rate
+            peak=$(peak_rate "$p")
+            if [[ -z $peak ]]; then
+                echo "WARNING: no produce 100B acks=1 row for $p partition(s): no latency at fractions" >&2
+            else
+                for f in $LAT_FRACTIONS; do
+                    rate=$((peak * f / 100))
+                    latency_phase "latency ${f}% $rate/s acks=all" "$p" "$rate" all \
+                        "$((rate * LAT_SECONDS))" "$((rate / 2))"
+                done
+            fi
+        fi
+
+        if ((IDLE > 0)) && [[ $p == "${PARTITIONS%% *}" ]]; then
+            start_idle
+            create_topic "p$p-s100-idle" "$p"
+            run_phase "produce 100B acks=1 +${IDLE} idle" "$p" produce "$N_SMALL" 1 -- \
+                -P -t "p$p-s100-idle" -s 100 -a 1 "${PRODUCE_OPTS[@]}"
+            latency_phase "latency ${LAT_RATE}/s acks=1 +${IDLE} idle" "$p" "$LAT_RATE" 1 "$LAT_COUNT" "$LAT_WARMUP"
+            stop_idle
+        fi
     done
+
+    if ((WIDE > 0)); then
+        local wide_parts=()
+        for ((i = 0; i < WIDE; i++)); do wide_parts+=(-p "$i"); done
+        for acks in 1 all; do
+            local ack_arg=$acks
+            [[ $acks == all ]] && ack_arg=-1
+            create_topic "w$WIDE-acks$acks" "$WIDE"
+            run_phase "produce 100B acks=$acks" "$WIDE" produce "$N_SMALL" 1 -- \
+                -P -t "w$WIDE-acks$acks" -s 100 -a "$ack_arg" "${PRODUCE_OPTS[@]}"
+        done
+        run_phase "consume 100B" "$WIDE" consume "$N_SMALL" 1 -- \
+            -C -t "w$WIDE-acks1" "${wide_parts[@]}" -o beginning "${CONSUME_OPTS[@]}"
+    fi
 
     run_reference
     run_client_ceiling
