@@ -182,6 +182,32 @@ fn cases() -> Vec<(&'static str, i16, &'static str, Call)> {
             }),
         ),
         (
+            "OffsetForLeaderEpoch",
+            TOPIC_AUTH,
+            "--operation Describe --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &OffsetForLeaderEpochRequest::default()
+                            .with_replica_id(BrokerId(-1))
+                            .with_topics(vec![
+                                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                                    .with_topic(topic(n))
+                                    .with_partitions(vec![
+                                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                            .with_partition(0)
+                                            .with_current_leader_epoch(0)
+                                            .with_leader_epoch(0),
+                                    ]),
+                            ]),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                r.topics[0].partitions[0].error_code
+            }),
+        ),
+        (
             "Produce",
             TOPIC_AUTH,
             "--operation Write --topic {}",
@@ -738,10 +764,13 @@ fn each_api_refuses_an_unauthorised_principal_and_serves_an_authorised_one() {
         sasl: s.sasl,
     };
     rt.block_on(async {
-        let fetch = cases().iter().find(|c| c.0 == "Fetch").unwrap().3;
+        let all = cases();
+        let at = all.iter().position(|c| c.0 == "Fetch").unwrap();
+        let fetch = all[at].3;
         let mut alice = s.client("alice", "alicepw").await;
+        // The table's case i ran on topic acl{i}.
         assert_eq!(
-            fetch(&mut alice, "acl3").await,
+            fetch(&mut alice, &format!("acl{at}")).await,
             0,
             "the Fetch ACL after a restart"
         );

@@ -512,3 +512,121 @@ fn the_broker_raises_its_open_file_limit() {
     let text = String::from_utf8_lossy(&described.stdout);
     assert!(text.contains("299"), "partition 299 missing:\n{text}");
 }
+
+/// The replica-level APIs Kafka's tools and clients use, answered for the one replica each
+/// partition has: OffsetForLeaderEpoch (the consumer's truncation check, KIP-320), ElectLeaders
+/// and DescribeLogDirs.
+#[test]
+fn replica_apis_answer_for_the_single_replica() {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let broker = Broker::start();
+    let out = support::sluice()
+        .args(["topic", "create", "r", "--partitions", "2", "--bootstrap"])
+        .arg(broker.bootstrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut produce = support::sluice()
+        .args(["produce", "r", "-p", "1", "--bootstrap"])
+        .arg(broker.bootstrap())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = produce.stdin.take().unwrap();
+        for i in 0..5 {
+            writeln!(stdin, "record {i}").unwrap();
+        }
+    }
+    assert!(produce.wait().unwrap().success());
+    let name = || TopicName(StrBytes::from_static_str("r"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = sluice::client::Client::connect(&broker.bootstrap())
+            .await
+            .unwrap();
+        // (partition, current epoch, asked epoch) -> (error, epoch, end offset)
+        let ask = |p: i32, current: i32, epoch: i32| {
+            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                .with_partition(p)
+                .with_current_leader_epoch(current)
+                .with_leader_epoch(epoch)
+        };
+        let r = c
+            .call(
+                &OffsetForLeaderEpochRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                            .with_topic(name())
+                            .with_partitions(vec![
+                                ask(1, 0, 0),
+                                ask(0, -1, 0),
+                                ask(1, 0, 3),
+                                ask(1, 2, 0),
+                                ask(7, -1, 0),
+                            ]),
+                    ]),
+                4,
+            )
+            .await
+            .unwrap();
+        let got: Vec<(i16, i32, i64)> = r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.leader_epoch, p.end_offset))
+            .collect();
+        // UNKNOWN_LEADER_EPOCH 75, UNKNOWN_TOPIC_OR_PARTITION 3.
+        assert_eq!(
+            got,
+            vec![(0, 0, 5), (0, 0, 0), (0, -1, -1), (75, -1, -1), (3, -1, -1)]
+        );
+
+        let r = c
+            .call(
+                &ElectLeadersRequest::default()
+                    .with_election_type(0)
+                    .with_timeout_ms(1000)
+                    .with_topic_partitions(Some(vec![
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(name())
+                            .with_partitions(vec![0, 9]),
+                    ])),
+                2,
+            )
+            .await
+            .unwrap();
+        let codes: Vec<i16> = r.replica_election_results[0]
+            .partition_result
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        // ELECTION_NOT_NEEDED 84.
+        assert_eq!((r.error_code, codes), (0, vec![84, 3]));
+
+        let r = c
+            .call(&DescribeLogDirsRequest::default().with_topics(None), 4)
+            .await
+            .unwrap();
+        assert_eq!((r.error_code, r.results.len()), (0, 1));
+        let dir = &r.results[0];
+        assert!(dir.total_bytes > 0 && dir.usable_bytes > 0, "{dir:?}");
+        let sizes: Vec<(i32, i64)> = dir
+            .topics
+            .iter()
+            .find(|t| t.name.0.as_str() == "r")
+            .expect("topic r in the log dir")
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.partition_size))
+            .collect();
+        assert_eq!(sizes.len(), 2, "{sizes:?}");
+        assert!(
+            sizes.iter().any(|&(p, s)| p == 1 && s > 0)
+                && sizes.iter().any(|&(p, s)| p == 0 && s == 0),
+            "{sizes:?}"
+        );
+    });
+}

@@ -10,7 +10,7 @@
 #
 # Prints `OK <tool> <scenario>` per passed check, `FAIL <tool> <scenario>: why` plus the tool's
 # output for each failed one, and `GAP <tool> <scenario>: error` where the broker cleanly refuses
-# a feature it does not implement (ElectLeaders, DescribeLogDirs, dynamic broker configs, ...):
+# a feature it does not implement (dynamic broker configs, broker loggers):
 # a GAP is not a failure unless STRICT=1. Exits 1 if any check failed. Topic and group names
 # carry a per-run prefix, so it can run again on the same broker. Needs a broker that
 # auto-creates topics (the perf test's topic) and java 17+. Takes ~2-3 minutes.
@@ -390,7 +390,7 @@ check kafka-configs topic-invalid-value-refused "retention.ms=abc was not refuse
 kt ConfigCommand --describe --entity-type brokers --all
 show=("$work/out" "$work/err")
 check kafka-configs broker-describe-all "want 'All configs for broker' with a broker.id" \
-  eval 'has "^All configs for broker [0-9]+ are:" && has "^ +broker.id=[0-9]+ "'
+  eval 'has "^All configs for broker [0-9]+ are:" && has "^ +broker.id=[0-9]+ " && has "^ +log.retention.ms=[0-9]+ "'
 kt ConfigCommand --alter --entity-type brokers --entity-default --add-config log.cleaner.threads=2
 if [ $rc = 0 ]; then
   kt ConfigCommand --describe --entity-type brokers --entity-default
@@ -400,8 +400,12 @@ if [ $rc = 0 ]; then
 else
   gap kafka-configs broker-default-alter "$(grep -m1 -o 'Caused by: .*' "$work/err")"
 fi
-kt ConfigCommand --describe --entity-type groups --entity-name "$GN"
-if [ $rc = 0 ]; then ok kafka-configs group-describe; else
+kt ConfigCommand --describe --entity-type groups --entity-name "$GN" --all
+if [ $rc = 0 ]; then
+  show=("$work/out" "$work/err")
+  check kafka-configs group-describe "want consumer.session.timeout.ms and consumer.heartbeat.interval.ms" \
+    eval 'has "^ +consumer.session.timeout.ms=[0-9]+ " && has "^ +consumer.heartbeat.interval.ms=[0-9]+ "'
+else
   gap kafka-configs group-describe "$(grep -m1 -o 'Caused by: .*' "$work/err")"; fi
 kt ConfigCommand --describe --entity-type broker-loggers --entity-name 1
 if [ $rc = 0 ]; then ok kafka-configs broker-loggers-describe; else
@@ -482,7 +486,10 @@ elif has "does not support DESCRIBE_LOG_DIRS" "$work/err"; then
   gap kafka-log-dirs describe "UnsupportedVersionException: DescribeLogDirs (API 35) is not offered"
 else fail kafka-log-dirs describe "rc=$rc" "$work/out" "$work/err"; fi
 kt LeaderElectionCommand --election-type preferred --topic "$T" --partition 0
-if [ $rc = 0 ]; then ok kafka-leader-election preferred
+if [ $rc = 0 ]; then
+  show=("$work/out" "$work/err")
+  check kafka-leader-election preferred "want 'Valid replica already elected for partitions $T-0'" \
+    eval 'has "already elected for partitions $T-0" "$work/out"'
 elif has "does not support ELECT_LEADERS" "$work/err"; then
   gap kafka-leader-election preferred "UnsupportedVersionException: ElectLeaders (API 43) is not offered"
 else fail kafka-leader-election preferred "rc=$rc" "$work/out" "$work/err"; fi

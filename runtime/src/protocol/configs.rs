@@ -19,6 +19,8 @@ use crate::broker::Broker;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
+/// KIP-848's group configs (Kafka 4.0): per-group overrides of the coordinator's settings.
+const GROUP: i8 = 32;
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
@@ -35,7 +37,130 @@ struct Described {
     doc: &'static str,
 }
 
+/// The broker-level names of topic configs (Kafka's `log.*` and friends): the broker view
+/// shows the defaults every topic inherits under the names Kafka's tools expect there.
+const TOPIC_DEFAULTS_AS_BROKER: &[(&str, &str)] = &[
+    ("cleanup.policy", "log.cleanup.policy"),
+    ("compression.type", "compression.type"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
+    ("file.delete.delay.ms", "log.segment.delete.delay.ms"),
+    ("flush.messages", "log.flush.interval.messages"),
+    ("flush.ms", "log.flush.interval.ms"),
+    ("index.interval.bytes", "log.index.interval.bytes"),
+    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
+    ("max.message.bytes", "message.max.bytes"),
+    ("message.timestamp.type", "log.message.timestamp.type"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    ("preallocate", "log.preallocate"),
+    ("retention.bytes", "log.retention.bytes"),
+    ("retention.ms", "log.retention.ms"),
+    ("segment.bytes", "log.segment.bytes"),
+    ("segment.index.bytes", "log.index.size.max.bytes"),
+    ("segment.ms", "log.roll.ms"),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
+];
+
+/// What a group may override (Kafka's GroupConfig), each at the coordinator's value: sluice
+/// keeps no per-group overrides yet, so every one is the broker default.
+fn group_configs(b: &Broker) -> Vec<Described> {
+    let g = &b.groups.config;
+    let long = |key: &str, value: i64, doc: &'static str| Described {
+        key: key.into(),
+        value: value.to_string(),
+        source: SOURCE_DEFAULT,
+        long: true,
+        doc,
+    };
+    vec![
+        long(
+            "consumer.session.timeout.ms",
+            g.consumer_session_timeout_ms,
+            "How long a KIP-848 member may go without a heartbeat.",
+        ),
+        long(
+            "consumer.heartbeat.interval.ms",
+            g.consumer_heartbeat_interval_ms.into(),
+            "How often KIP-848 members heartbeat.",
+        ),
+        Described {
+            key: "share.auto.offset.reset".into(),
+            value: if g.share_from_earliest {
+                "earliest"
+            } else {
+                "latest"
+            }
+            .into(),
+            source: SOURCE_DEFAULT,
+            long: false,
+            doc: "Where a share group new to a partition starts.",
+        },
+    ]
+}
+
 fn broker_configs(b: &Broker) -> Vec<Described> {
+    let c = &b.config;
+    let mut out = broker_settings(b);
+    let topic_defaults = TopicConfig::default().entries(&c.defaults);
+    for &(topic_key, broker_key) in TOPIC_DEFAULTS_AS_BROKER {
+        if let Some(e) = topic_defaults.iter().find(|e| e.key == topic_key) {
+            out.push(Described {
+                key: broker_key.into(),
+                value: e.value.clone(),
+                source: SOURCE_STATIC_BROKER,
+                long: e.is_long,
+                doc: e.doc,
+            });
+        }
+    }
+    let g = &b.groups.config;
+    for (key, value, doc) in [
+        (
+            "group.consumer.session.timeout.ms",
+            g.consumer_session_timeout_ms,
+            "KIP-848 groups: how long a member may go without a heartbeat.",
+        ),
+        (
+            "group.consumer.heartbeat.interval.ms",
+            g.consumer_heartbeat_interval_ms.into(),
+            "KIP-848 groups: how often members heartbeat.",
+        ),
+        (
+            "group.min.session.timeout.ms",
+            g.min_session_timeout_ms.into(),
+            "Classic groups: the shortest session timeout a member may ask for.",
+        ),
+        (
+            "group.max.session.timeout.ms",
+            g.max_session_timeout_ms.into(),
+            "Classic groups: the longest session timeout a member may ask for.",
+        ),
+        (
+            "group.initial.rebalance.delay.ms",
+            g.initial_rebalance_delay_ms,
+            "Classic groups: how long a first rebalance waits for more members.",
+        ),
+    ] {
+        out.push(Described {
+            key: key.into(),
+            value: value.to_string(),
+            source: SOURCE_STATIC_BROKER,
+            long: true,
+            doc,
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+fn broker_settings(b: &Broker) -> Vec<Described> {
     let c = &b.config;
     vec![
         Described {
@@ -72,6 +197,9 @@ fn config_denied(
     match resource_type {
         TOPIC if !ctx.may(op, name) => Some(ResponseError::TopicAuthorizationFailed),
         BROKER if !ctx.may_cluster(op) => Some(ResponseError::ClusterAuthorizationFailed),
+        GROUP if !ctx.allowed(op, crate::auth::acl::Resource::Group, name) => {
+            Some(ResponseError::GroupAuthorizationFailed)
+        }
         _ => None,
     }
 }
@@ -123,6 +251,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                 }
             },
             BROKER => broker_configs(b),
+            GROUP => group_configs(b),
             other => {
                 r.error_code = code(ResponseError::InvalidRequest);
                 r.error_message = Some(sb(format!("unsupported resource type {other}")));
@@ -141,7 +270,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                 let mut c = DescribeConfigsResourceResult::default()
                     .with_name(sb(e.key.clone()))
                     .with_value(Some(sb(e.value.clone())))
-                    .with_read_only(res.resource_type == BROKER)
+                    .with_read_only(res.resource_type != TOPIC)
                     .with_config_source(e.source);
                 if req.include_synonyms {
                     c.synonyms = vec![DescribeConfigsSynonym::default()

@@ -11,12 +11,15 @@ mod configs;
 mod consumer_group;
 mod delete_records;
 mod describe_cluster;
+mod describe_log_dirs;
+mod elect_leaders;
 mod fetch;
 mod group;
 mod init_producer_id;
 mod legacy;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod offsets;
 mod pieces;
 mod produce;
@@ -80,6 +83,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::DescribeCluster, 0, 1),
+    // Replica-level APIs, answered for the one replica each partition has: Kafka 4 serves
+    // OffsetForLeaderEpoch from v2 and DescribeLogDirs from v1 too.
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
@@ -144,6 +152,9 @@ fn throttle_time_first(api: ApiKey, version: i16) -> bool {
         | CreatePartitions
         | DescribeConfigs
         | DescribeCluster
+        | OffsetForLeaderEpoch
+        | DescribeLogDirs
+        | ElectLeaders
         | AlterConfigs
         | IncrementalAlterConfigs
         | InitProducerId
@@ -569,6 +580,9 @@ pub async fn handle_pieces(
         ApiKey::DeleteRecords => answer!(delete_records::handle, blocking),
         ApiKey::DescribeConfigs => answer!(configs::describe),
         ApiKey::DescribeCluster => answer!(describe_cluster::handle),
+        ApiKey::OffsetForLeaderEpoch => answer!(offset_for_leader_epoch::handle),
+        ApiKey::DescribeLogDirs => answer!(describe_log_dirs::handle),
+        ApiKey::ElectLeaders => answer!(elect_leaders::handle),
         ApiKey::AlterConfigs => answer!(configs::alter),
         ApiKey::IncrementalAlterConfigs => answer!(configs::incremental_alter),
         ApiKey::InitProducerId => answer!(init_producer_id::handle),
@@ -669,6 +683,8 @@ mod tests {
             OffsetCommit => OffsetCommitResponse, OffsetFetch => OffsetFetchResponse,
             DeleteRecords => DeleteRecordsResponse, CreatePartitions => CreatePartitionsResponse,
             DescribeConfigs => DescribeConfigsResponse, DescribeCluster => DescribeClusterResponse,
+            OffsetForLeaderEpoch => OffsetForLeaderEpochResponse,
+            DescribeLogDirs => DescribeLogDirsResponse, ElectLeaders => ElectLeadersResponse,
             AlterConfigs => AlterConfigsResponse,
             IncrementalAlterConfigs => IncrementalAlterConfigsResponse,
             InitProducerId => InitProducerIdResponse, AddPartitionsToTxn => AddPartitionsToTxnResponse,
