@@ -39,6 +39,9 @@
 #   IDLE           also the 100-byte acks=1 produce and the latency run with this
 #                  many idle client connections open (each did ApiVersions; first
 #                  partition count only; 0: skip)                     [0]
+#   CONSUME_RUNS   each consume phase runs this many times; the row of the median
+#                  records/s is kept (one consumer run lasts about a second and
+#                  varies by +-30% from run to run on this machine)   [3]
 #   JAVA           1: also the Java client's own tools, kafka-producer-perf-test and
 #                  kafka-consumer-perf-test (ProducerPerformance, ConsumerPerformance
 #                  from tests/kafka's jars), 100 B records, acks=1 and all   [1]
@@ -71,6 +74,7 @@ LAT_PEAK_FILE=${LAT_PEAK_FILE:-}
 LAT_SECONDS=${LAT_SECONDS:-3}
 WIDE=${WIDE:-0}
 IDLE=${IDLE:-0}
+CONSUME_RUNS=${CONSUME_RUNS:-3}
 
 # rdkafka_performance, the broker, CPU accounting and settle(): see lib.sh.
 
@@ -202,6 +206,27 @@ run_phase() {
     ((peak > PEAK_MAX_KB)) && PEAK_MAX_KB=$peak
     ROWS+=("$(printf "$ROW_FMT" "$name" "$parts" "$count" "$rps" "$mbs" "$p50" "$p99" "$p999" \
         "$broker_cpu" "$client_cpu" "$other_cpu" "$((peak / 1024)) MiB" "$((rss / 1024)) MiB" "$(data_mb) MB" "$cpu_per_m")")
+}
+
+# keep_median N: of the last N rows, keep only the one with the median records/s (the rest
+# of the row, CPU per record included, is from that same run).
+keep_median() {
+    local n=$1
+    ((n > 1)) || return 0
+    local last=("${ROWS[@]: -n}") mid
+    mid=$(printf '%s\n' "${last[@]}" | awk -F'|' '{ gsub(/ /, "", $4); print $4 + 0, NR }' \
+        | sort -n | awk -v m=$(((n + 1) / 2)) 'NR == m { print $2 }')
+    ROWS=("${ROWS[@]:0:${#ROWS[@]}-n}" "${last[mid - 1]}")
+}
+
+# consume_phase NAME PARTITIONS COUNT -- args...: run_phase CONSUME_RUNS times, keep the median.
+consume_phase() {
+    local name=$1 parts=$2 count=$3 i
+    shift 4
+    for ((i = 0; i < CONSUME_RUNS; i++)); do
+        run_phase "$name" "$parts" consume "$count" 1 -- "$@"
+    done
+    keep_median "$CONSUME_RUNS"
 }
 
 # run_java NAME PARTITIONS KIND COUNT -- CLASS ARGS...: one of Kafka's Java perf tools, with
@@ -412,7 +437,7 @@ main() {
                     -P -t "$topic" -s "$size" -a "$ack_arg" "${PRODUCE_OPTS[@]}"
                 stop_profile
             done
-            run_phase "consume ${size}B" "$p" consume "$n" 1 -- \
+            consume_phase "consume ${size}B" "$p" "$n" -- \
                 -C -t "p$p-s$size-acks1" "${parts_args[@]}" -o beginning "${CONSUME_OPTS[@]}"
         done
 
@@ -480,7 +505,7 @@ main() {
             run_phase "produce 100B acks=$acks" "$WIDE" produce "$N_SMALL" 1 -- \
                 -P -t "w$WIDE-acks$acks" -s 100 -a "$ack_arg" "${PRODUCE_OPTS[@]}"
         done
-        run_phase "consume 100B" "$WIDE" consume "$N_SMALL" 1 -- \
+        consume_phase "consume 100B" "$WIDE" "$N_SMALL" -- \
             -C -t "w$WIDE-acks1" "${wide_parts[@]}" -o beginning "${CONSUME_OPTS[@]}"
     fi
 
