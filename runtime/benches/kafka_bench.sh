@@ -33,7 +33,8 @@
 #   LAT_PEAK_FILE  a kafka_bench table whose "produce 100B acks=1" rows give the
 #                  peak per partition count (vs_kafka.sh: sluice's, so both
 #                  brokers get the same rates)                       [this run's own rows]
-#   LAT_SECONDS    length of each of those runs                       [3]
+#   LAT_SECONDS    length of each of those runs (its topic is deleted after it, so
+#                  the gigabytes they write do not crowd the page cache) [2]
 #   WIDE           also produce (acks=1, all) and consume 100 B records over this
 #                  many partitions, N_SMALL records in all (0: skip)  [0]
 #   IDLE           also the 100-byte acks=1 produce and the latency run with this
@@ -71,7 +72,7 @@ TARGET=${TARGET:-sluice}
 JAVA=${JAVA:-1}
 LAT_FRACTIONS=${LAT_FRACTIONS:-}
 LAT_PEAK_FILE=${LAT_PEAK_FILE:-}
-LAT_SECONDS=${LAT_SECONDS:-3}
+LAT_SECONDS=${LAT_SECONDS:-2}
 WIDE=${WIDE:-0}
 IDLE=${IDLE:-0}
 CONSUME_RUNS=${CONSUME_RUNS:-3}
@@ -379,6 +380,7 @@ latency_phase() {
     create_topic "$topic" "$parts"
     PHASE_WARMUP=$warmup run_phase "$name" "$parts" latency "$count" 1 -- \
         -P -t "$topic" -s 100 -r "$rate" -a "$ack_arg" -l -A "$WORK/latency.txt" -X linger.ms=0
+    delete_topic "$topic"
 }
 
 # Idle connections: each sends ApiVersions v0 once and then only stays open, as the pooled

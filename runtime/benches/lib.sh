@@ -228,6 +228,14 @@ create_topic() {
     local name=$1 parts=$2
     shift 2
     "$SLUICE" topic create "$name" --partitions "$parts" --bootstrap "$BOOTSTRAP" "$@" >/dev/null
+    # Kafka answers CreateTopics before every broker's metadata has the new partitions' leaders;
+    # a producer that starts at once can fail on an unknown partition.
+    [[ ${TARGET:-sluice} == kafka ]] && sleep 2
+    return 0
+}
+
+delete_topic() {
+    "$SLUICE" topic delete "$1" --bootstrap "$BOOTSTRAP" >/dev/null
 }
 
 # ---------------------------------------------------------------------------------------
