@@ -49,8 +49,8 @@ for target in sluice kafka; do
 done
 
 echo
-head -n 1 "$OUT/sluice.txt"
-head -n 1 "$OUT/kafka.txt" | sed 's/ + rdkafka_performance.*//'
+grep -m1 'rdkafka_performance (' "$OUT/sluice.txt"
+grep -m1 'rdkafka_performance (' "$OUT/kafka.txt" | sed 's/ + rdkafka_performance.*//'
 echo "same client, same machine, one after the other; rows from $OUT/{sluice,kafka}.txt"
 echo
 # Table rows are '|'-separated: scenario, parts, records, records/s, MB/s, p50, p99, p99.9,
