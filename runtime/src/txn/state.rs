@@ -375,6 +375,26 @@ impl Txn {
         if finished && self.previous == Some((producer_id, epoch)) {
             return Ok(EndPlan::AlreadyDone);
         }
+        // A version-2 client cannot know whether its produces reached the broker (and so
+        // whether they opened a transaction), so it may abort one that never opened: Kafka
+        // accepts an abort at the current epoch with nothing open and bumps the epoch, as
+        // for any end. franz-go sends one whenever a rebalance comes before its first produce
+        // succeeded. A commit there stays INVALID_TXN_STATE.
+        let nothing_open = matches!(
+            self.phase,
+            Phase::Empty | Phase::CompleteCommit | Phase::CompleteAbort
+        );
+        if !commit && nothing_open && producer_id == self.producer_id && epoch == self.epoch {
+            let mut t = self.clone();
+            t.phase = Phase::PrepareAbort;
+            t.partitions.clear();
+            t.groups.clear();
+            t.start_ms = now;
+            t.updated_ms = now;
+            t.previous = Some((producer_id, epoch));
+            t.epoch = bumped(t.epoch).unwrap_or(t.epoch);
+            return Ok(EndPlan::Prepare(t));
+        }
         match self.end(producer_id, epoch, commit, now)? {
             EndPlan::Prepare(mut t) => {
                 t.previous = Some((producer_id, epoch));
@@ -606,6 +626,24 @@ mod tests {
             "a retry"
         );
         assert_eq!(done.end_v2(5, 1, true, 5), Err(TxnError::InvalidTxnState));
+        // An abort with nothing open is accepted (Kafka's transactions version 2): the epoch
+        // moves on, nothing is written, and a retry of it is answered as done.
+        let EndPlan::Prepare(empty) = done.end_v2(5, 1, false, 5).unwrap() else {
+            panic!("an abort with nothing open was not accepted")
+        };
+        assert_eq!((empty.phase, empty.epoch), (Phase::PrepareAbort, 2));
+        assert!(empty.partitions.is_empty() && empty.groups.is_empty());
+        let aborted = empty.completed(5);
+        assert_eq!(aborted.end_v2(5, 1, false, 6), Ok(EndPlan::AlreadyDone));
+        let EndPlan::Prepare(again) = aborted.end_v2(5, 2, false, 6).unwrap() else {
+            panic!("a second abort at the new epoch was not accepted")
+        };
+        assert_eq!(again.epoch, 3);
+        assert_eq!(
+            aborted.end_v2(5, 1, true, 6),
+            Err(TxnError::ProducerFenced),
+            "the old epoch cannot commit"
+        );
         // The old epoch is fenced for new work; the new one starts the next transaction.
         assert_eq!(
             done.add_implicitly(5, 0, Some(&p("a", 0)), None, 6),
