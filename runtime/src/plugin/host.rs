@@ -59,6 +59,53 @@ struct TaskHandle {
     topic: String,
     partition: i32,
     thread: std::thread::JoinHandle<()>,
+    /// Gives the task's place in the budget back when the handle goes (after its join).
+    _slot: TaskSlot,
+}
+
+/// Tasks alive in this process, against [`task_budget`].
+static LIVE_TASKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct TaskSlot;
+
+impl TaskSlot {
+    fn take() -> Option<TaskSlot> {
+        let budget = task_budget();
+        LIVE_TASKS
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |n| (n < budget).then_some(n + 1),
+            )
+            .ok()
+            .map(|_| TaskSlot)
+    }
+}
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        LIVE_TASKS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// How many tasks this process may run. Each task is a thread with its own wasmtime
+/// instance: about ten memory mappings (stack and signal stack with their guards, the
+/// linear memory's reservation and guards). Past `vm.max_map_count` (65,530 by default)
+/// mmap fails inside a thread start or an allocation and the whole process aborts, so tasks
+/// past the budget wait instead (`runtime/benches/tasks_bench.sh` measured the figures).
+/// Raising `vm.max_map_count` raises the budget.
+fn task_budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        const MAPS_PER_TASK: usize = 12;
+        // Mappings for everything else: segments, indexes, the runtime, the allocator.
+        const RESERVED: usize = 8_192;
+        let max_maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(65_530);
+        (max_maps.saturating_sub(RESERVED) / MAPS_PER_TASK).max(1)
+    })
 }
 
 struct Entry {
@@ -72,6 +119,9 @@ struct Entry {
 struct Running {
     pipeline: Arc<Pipeline>,
     tasks: Vec<TaskHandle>,
+    /// Partitions left without a task for want of budget at the last look (logged when it
+    /// changes, not at every rescan).
+    over_budget: usize,
 }
 
 /// Where a reset moves a pipeline.
@@ -490,6 +540,7 @@ impl PluginHost {
         let mut r = Running {
             pipeline,
             tasks: Vec::new(),
+            over_budget: 0,
         };
         self.spawn_missing(&mut r);
         Ok(r)
@@ -511,13 +562,22 @@ impl PluginHost {
                 wanted.push((m.retry_topic.clone(), p, Kind::Retry));
             }
         }
+        // A set, not a scan of the task list per partition: a rescan runs every few seconds
+        // and 3,000 tasks made the scan most of an idle broker's CPU.
+        let running: std::collections::HashSet<(String, i32)> = r
+            .tasks
+            .iter()
+            .map(|t| (t.topic.clone(), t.partition))
+            .collect();
+        let mut over_budget = 0;
         for (topic, partition, kind) in wanted {
-            if r.tasks
-                .iter()
-                .any(|t| t.topic == topic && t.partition == partition)
-            {
+            if running.contains(&(topic.clone(), partition)) {
                 continue;
             }
+            let Some(slot) = TaskSlot::take() else {
+                over_budget += 1;
+                continue;
+            };
             let io = Box::new(LocalIo::new(
                 self.broker.clone(),
                 topic.clone(),
@@ -542,10 +602,22 @@ impl PluginHost {
                     topic,
                     partition,
                     thread,
+                    _slot: slot,
                 }),
                 Err(e) => {
                     tracing::error!(pipeline = %m.name, error = %e, "cannot start a task thread")
                 }
+            }
+        }
+        if over_budget != r.over_budget {
+            r.over_budget = over_budget;
+            if over_budget > 0 {
+                let why = format!(
+                    "{over_budget} partition(s) wait for a task: the process runs its most tasks ({}, from vm.max_map_count); their records stay in the input until a place frees",
+                    task_budget()
+                );
+                tracing::error!(pipeline = %m.name, "{why}");
+                r.pipeline.stats.error(why);
             }
         }
     }
