@@ -107,10 +107,10 @@ pub struct GroupView {
     /// For KIP-848 groups: each member's owned partitions by topic id (the classic
     /// `members` assignment bytes are empty for them).
     pub owned: Vec<consumer::Assignment>,
-    pub is_consumer_protocol: bool,
     /// KIP-848's GroupType, as ListGroups v5 names it.
     pub group_type: &'static str,
-    /// What ConsumerGroupDescribe reports beyond the classic view (KIP-848 groups only).
+    /// What ConsumerGroupDescribe reports beyond the classic view: `Some` exactly for
+    /// KIP-848 groups.
     pub consumer: Option<ConsumerDetail>,
 }
 
@@ -609,7 +609,6 @@ impl Coordinator {
                 })
                 .collect(),
             owned: Vec::new(),
-            is_consumer_protocol: false,
             group_type: "classic",
             consumer: None,
         }
@@ -624,7 +623,6 @@ impl Coordinator {
             protocol: String::new(),
             members: Vec::new(),
             owned: Vec::new(),
-            is_consumer_protocol: false,
             group_type: "classic",
             consumer: None,
         }
@@ -651,7 +649,6 @@ impl Coordinator {
                 })
                 .collect(),
             owned: g.members.values().map(|m| m.owned.clone()).collect(),
-            is_consumer_protocol: true,
             group_type: "consumer",
             consumer: Some(ConsumerDetail {
                 group_epoch: g.epoch,
@@ -683,7 +680,6 @@ impl Coordinator {
             protocol: String::new(),
             members: Vec::new(),
             owned: Vec::new(),
-            is_consumer_protocol: false,
             group_type: "share",
             consumer: None,
         }

@@ -100,14 +100,16 @@ pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGro
             continue;
         }
         match ctx.broker.groups.describe(gid.0.as_str()) {
-            Some(g) if g.is_consumer_protocol => {
-                let detail = g.consumer.unwrap_or(crate::group::ConsumerDetail {
-                    group_epoch: 0,
-                    assignment_epoch: 0,
-                    members: Vec::new(),
-                });
-                d.group_state = sb(g.state);
-                d.assignor_name = sb(g.protocol.clone());
+            Some(crate::group::GroupView {
+                consumer: Some(detail),
+                state,
+                protocol,
+                members,
+                owned,
+                ..
+            }) => {
+                d.group_state = sb(state);
+                d.assignor_name = sb(protocol);
                 d.group_epoch = detail.group_epoch;
                 d.assignment_epoch = detail.assignment_epoch;
                 let partitions = |a: crate::group::consumer::Assignment| {
@@ -127,13 +129,12 @@ pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGro
                         .collect::<Vec<_>>();
                     describe::Assignment::default().with_topic_partitions(tps)
                 };
-                let mut details = detail.members.into_iter();
-                d.members = g
-                    .members
+                d.members = members
                     .into_iter()
-                    .zip(g.owned)
-                    .map(|((id, inst, client, host, _, _), owned)| {
-                        let m = describe::Member::default()
+                    .zip(owned)
+                    .zip(detail.members)
+                    .map(|(((id, inst, client, host, _, _), owned), x)| {
+                        describe::Member::default()
                             .with_member_id(sb(id))
                             .with_instance_id(inst.map(sb))
                             .with_client_id(sb(client))
@@ -141,20 +142,16 @@ pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGro
                             .with_assignment(partitions(owned))
                             // Every member of a KIP-848 group speaks the consumer protocol
                             // here (no classic members join one).
-                            .with_member_type(1);
-                        match details.next() {
-                            Some(x) => m
-                                .with_member_epoch(x.epoch)
-                                .with_subscribed_topic_names(
-                                    x.subscribed_names
-                                        .into_iter()
-                                        .map(|n| TopicName(sb(n)))
-                                        .collect(),
-                                )
-                                .with_subscribed_topic_regex(x.regex.map(sb))
-                                .with_target_assignment(partitions(x.target)),
-                            None => m,
-                        }
+                            .with_member_type(1)
+                            .with_member_epoch(x.epoch)
+                            .with_subscribed_topic_names(
+                                x.subscribed_names
+                                    .into_iter()
+                                    .map(|n| TopicName(sb(n)))
+                                    .collect(),
+                            )
+                            .with_subscribed_topic_regex(x.regex.map(sb))
+                            .with_target_assignment(partitions(x.target))
                     })
                     .collect();
             }

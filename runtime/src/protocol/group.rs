@@ -300,7 +300,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResp
                 d.protocol_data = sb(g.protocol);
                 // KIP-848 members have no client-encoded assignment: describe what they own
                 // in the classic encoding, so classic tools can show it.
-                let owned: Vec<Option<bytes::Bytes>> = if g.is_consumer_protocol {
+                let owned: Vec<Option<bytes::Bytes>> = if g.consumer.is_some() {
                     g.owned
                         .iter()
                         .map(|a| Some(classic_assignment(ctx, a)))
