@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit and property tests, then end-to-end tests that drive the real
 # `sluice` binary with real Kafka clients (kcat, confluent-kafka, kafka-python, kafkajs, the
-# Java client, Kafka Streams and Kafka's command-line tools, franz-go, Sarama and kafka-go).
+# Java client, Kafka Streams and Kafka's command-line tools, franz-go, Sarama and kafka-go),
+# and the web console in a real browser (Chromium driven by Playwright).
 # Installs those clients first when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ command -v mvn >/dev/null || need_apt+=(maven)
 # the module proxy by itself; the old Sarama needs cgo.
 command -v go >/dev/null || need_apt+=(golang-go)
 command -v gcc >/dev/null || need_apt+=(gcc)
+# The web console is tested in Debian's Chromium, driven by Playwright (tests/console).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -28,6 +31,7 @@ fi
 bash plugins/install-toolchain.sh --c
 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
 npm ci --prefix tests/clients/node --silent --no-audit --no-fund >/dev/null
+npm ci --prefix tests/console --silent --no-audit --no-fund >/dev/null
 (cd tests/clients/go/modern && go mod download) && (cd tests/clients/go/sarama-old && go mod download)
 # The Java client and Kafka Streams scenarios (jars from Maven Central).
 mvn -q -B -f tests/clients/java/pom.xml package >/dev/null

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod disk;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -526,11 +526,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let admin = TcpListener::bind(&s.admin)
             .await
             .with_context(|| format!("cannot serve the admin API on {} (set --admin)", s.admin))?;
-        tracing::info!(address = %s.admin, "admin API and /metrics");
+        tracing::info!(address = %s.admin, "admin API, web console and /metrics");
+        let history = crate::console::History::start(broker.clone(), Some(host.clone()));
         tokio::spawn(crate::metrics::serve(
             admin,
             broker.clone(),
             Some(host.clone()),
+            Some(history),
             crate::metrics::Access::Admin {
                 token: s.admin_token.clone(),
             },
@@ -544,6 +546,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 ml,
                 broker.clone(),
                 Some(host.clone()),
+                None,
                 crate::metrics::Access::MetricsOnly,
             ));
         }

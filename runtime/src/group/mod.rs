@@ -132,6 +132,9 @@ pub struct ConsumerMemberDetail {
 /// One partition's commit as requested: (topic, partition, offset, leader epoch, metadata).
 pub type CommitEntry = (String, i32, i64, i32, String);
 
+/// A share group's members, and (topic id, partition, start offset) per partition.
+pub type ShareDetail = (Vec<share::ShareMember>, Vec<(uuid::Uuid, i32, i64)>);
+
 pub struct Coordinator {
     inner: Mutex<Inner>,
     /// Share groups live apart: their traffic (every fetch acquires) must not queue behind
@@ -311,6 +314,20 @@ impl Coordinator {
     pub fn with_share<R>(&self, id: &str, f: impl FnOnce(&mut share::ShareGroup) -> R) -> R {
         let mut groups = self.share.lock().unwrap_or_else(|p| p.into_inner());
         f(groups.entry(id.to_string()).or_default())
+    }
+
+    /// A share group's members and the start offset of each partition it has touched, or
+    /// `None` if it does not exist. Read-only: unlike [`Self::with_share`] it creates nothing.
+    pub fn share_detail(&self, id: &str) -> Option<ShareDetail> {
+        let groups = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        let g = groups.get(id)?;
+        let mut parts: Vec<(uuid::Uuid, i32, i64)> = g
+            .partitions
+            .iter()
+            .map(|(&(t, p), sp)| (t, p, sp.spso))
+            .collect();
+        parts.sort();
+        Some((g.members.values().cloned().collect(), parts))
     }
 
     /// Key under which a share group's start offsets are kept in the offsets log; the NUL

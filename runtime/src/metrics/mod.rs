@@ -113,6 +113,14 @@ impl Metrics {
         }
     }
 
+    /// Requests handled so far, every API together.
+    pub fn requests_total(&self) -> u64 {
+        self.apis
+            .iter()
+            .map(|a| a.count.load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub fn observe_request(&self, api_key: i16, took: Duration) {
         let Some(s) = usize::try_from(api_key).ok().and_then(|i| self.apis.get(i)) else {
             return;
@@ -509,6 +517,7 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     host: Option<Arc<crate::plugin::PluginHost>>,
+    history: Option<Arc<crate::console::History>>,
     access: Access,
 ) {
     let router = move |head: &str, method: &str, target: &str| {
@@ -523,7 +532,14 @@ pub async fn serve(
                 }
             }
         };
-        route(method, target, &broker, host.as_deref(), admin)
+        route(
+            method,
+            target,
+            &broker,
+            host.as_deref(),
+            history.as_deref(),
+            admin,
+        )
     };
     serve_with(listener, Arc::new(router)).await
 }
@@ -617,6 +633,7 @@ fn route(
     target: &str,
     broker: &Broker,
     host: Option<&crate::plugin::PluginHost>,
+    history: Option<&crate::console::History>,
     admin: Allowed,
 ) -> (&'static str, &'static str, String) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -640,39 +657,90 @@ fn route(
         (_, p) if p.starts_with("/v1/") && admin == Allowed::No => {
             json_err("404 Not Found", "this listener serves /metrics only".into())
         }
+        // The console's page holds no data: it asks for the token itself.
+        ("GET", p) if admin != Allowed::No && crate::console::asset(p).is_some() => {
+            let (ctype, body) = crate::console::asset(p).unwrap_or(("text/plain", ""));
+            ("200 OK", ctype, body.to_string())
+        }
         (_, p) if p.starts_with("/v1/") && admin == Allowed::Unauthorized => json_err(
             "401 Unauthorized",
             "the admin API needs 'Authorization: Bearer TOKEN' (sluice ... --admin-token)".into(),
         ),
-        (_, p) if p.starts_with("/v1/pipelines") => {
-            let Some(h) = host else {
-                return json_err("404 Not Found", "no plugin host runs in this broker".into());
-            };
-            let rest = p.trim_start_matches("/v1/pipelines").trim_matches('/');
-            match (method, rest.split_once('/')) {
-                ("GET", None) if rest.is_empty() => (
-                    "200 OK",
-                    JSON,
-                    serde_json::to_string(&h.status()).unwrap_or_default(),
-                ),
-                ("POST", Some((name, "reset"))) => {
-                    let to = match param("to")
-                        .as_deref()
-                        .map(crate::plugin::host::parse_reset_to)
-                    {
-                        Some(Ok(t)) => t,
-                        Some(Err(e)) => return json_err("400 Bad Request", e),
-                        None => return json_err("400 Bad Request", "missing 'to'".into()),
-                    };
-                    let keep = param("keep_state").is_some_and(|v| v == "true" || v == "1");
-                    match h.reset(name, to, keep) {
-                        Ok(()) => ("200 OK", JSON, "{}".into()),
-                        Err(e) => json_err("409 Conflict", e),
-                    }
-                }
-                _ => json_err("404 Not Found", format!("no route {method} {path}")),
+        (_, p) if p.starts_with("/v1/") && admin == Allowed::Yes => {
+            match crate::console::api(method, p, query, broker, host, history) {
+                Some(reply) => reply,
+                None => pipelines(method, p, &param, host),
             }
         }
         _ => ("404 Not Found", "text/plain", "not found\n".into()),
+    }
+}
+
+/// The pipelines' part of the admin API: their status, and resets.
+fn pipelines(
+    method: &str,
+    path: &str,
+    param: &dyn Fn(&str) -> Option<String>,
+    host: Option<&crate::plugin::PluginHost>,
+) -> (&'static str, &'static str, String) {
+    let json_err =
+        |status, e: String| (status, JSON, serde_json::json!({ "error": e }).to_string());
+    if !path.starts_with("/v1/pipelines") {
+        return json_err("404 Not Found", format!("no route {method} {path}"));
+    }
+    let Some(h) = host else {
+        return json_err("404 Not Found", "no plugin host runs in this broker".into());
+    };
+    let rest = path.trim_start_matches("/v1/pipelines").trim_matches('/');
+    match (method, rest.split_once('/')) {
+        ("GET", None) if rest.is_empty() => (
+            "200 OK",
+            JSON,
+            serde_json::to_string(&h.status()).unwrap_or_default(),
+        ),
+        ("POST", Some((name, "reset"))) => {
+            let to = match param("to")
+                .as_deref()
+                .map(crate::plugin::host::parse_reset_to)
+            {
+                Some(Ok(t)) => t,
+                Some(Err(e)) => return json_err("400 Bad Request", e),
+                None => return json_err("400 Bad Request", "missing 'to'".into()),
+            };
+            let keep = param("keep_state").is_some_and(|v| v == "true" || v == "1");
+            match h.reset(name, to, keep) {
+                Ok(()) => ("200 OK", JSON, "{}".into()),
+                Err(e) => json_err("409 Conflict", e),
+            }
+        }
+        _ => json_err("404 Not Found", format!("no route {method} {path}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_follows_the_listeners_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = crate::broker::testing::open(dir.path());
+        let status = |target: &str, admin| route("GET", target, &b, None, None, admin).0;
+        // The metrics-only listener serves neither the page nor its data.
+        assert_eq!(status("/", Allowed::No), "404 Not Found");
+        assert_eq!(status("/v1/topics", Allowed::No), "404 Not Found");
+        assert_eq!(status("/metrics", Allowed::No), "200 OK");
+        // Without the token: the page (it asks for the token), no data.
+        assert_eq!(status("/", Allowed::Unauthorized), "200 OK");
+        assert_eq!(status("/console/console.js", Allowed::Unauthorized), "200 OK");
+        assert_eq!(status("/v1/topics", Allowed::Unauthorized), "401 Unauthorized");
+        assert_eq!(status("/v1/groups", Allowed::Unauthorized), "401 Unauthorized");
+        assert_eq!(status("/v1/topics", Allowed::Yes), "200 OK");
+        // Pipelines are still answered by the admin API, and nothing writes through GET.
+        assert_eq!(status("/v1/pipelines", Allowed::Yes), "404 Not Found");
+        assert_eq!(
+            route("POST", "/v1/topics", &b, None, None, Allowed::Yes).0,
+            "404 Not Found"
+        );
     }
 }
