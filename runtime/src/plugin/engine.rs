@@ -1,9 +1,11 @@
 //! The wasmtime side of plugins: one shared engine, compiled components (cached on disk), and
 //! sandboxed instances with a memory cap and a time cap per call.
 //!
-//! A plugin gets exactly what `wit/processor.wit` grants: a log function. No WASI, so no files,
-//! network, clock or randomness — which is also what makes replaying a deterministic plugin
-//! after a crash give the same output.
+//! A plugin gets exactly what `wit/processor.wit` grants: a log function, and where it runs.
+//! Components whose language runtime needs WASI 0.2 (Python from componentize-py, JavaScript
+//! from jco) get it, but with nothing in it: no files, network, environment or arguments,
+//! clocks that stand still and randomness from a generator seeded by the task. So replaying a
+//! plugin after a crash gives the same output whatever language it is written in.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,6 +81,9 @@ impl Default for Limits {
 /// What an instance's store carries.
 pub struct HostState {
     limits: StoreLimits,
+    /// WASI for language runtimes: empty and deterministic (see [`deterministic_wasi`]).
+    wasi: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
     plugin: Arc<str>,
     task: TaskInfo,
     log_lines: u32,
@@ -135,6 +140,59 @@ impl self::sluice::plugin::host::Host for HostState {
 
 impl self::sluice::plugin::types::Host for HostState {}
 
+impl wasmtime_wasi::WasiView for HostState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A clock that stands still at the Unix epoch: a plugin's notion of time is its records'
+/// timestamps, `tick`'s `now-ms` and `on-watermark`, which replays reproduce.
+struct StillClock;
+
+impl wasmtime_wasi::HostWallClock for StillClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for StillClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The WASI a task's instance sees: nothing to reach outside it, and nothing that differs
+/// between a run and its replay. stdin is closed, stdout and stderr are discarded (plugins
+/// log through `host.log`), no preopened directories, no sockets.
+fn deterministic_wasi(task: &TaskInfo) -> wasmtime_wasi::WasiCtx {
+    use rand::SeedableRng;
+    let mut seed = Sha256::new();
+    seed.update(task.pipeline.as_bytes());
+    seed.update(task.topic.as_bytes());
+    seed.update(task.partition.to_be_bytes());
+    let seed: [u8; 32] = seed.finalize().into();
+    let mut b = wasmtime_wasi::WasiCtx::builder();
+    b.wall_clock(StillClock)
+        .monotonic_clock(StillClock)
+        .secure_random(rand::rngs::StdRng::from_seed(seed))
+        .insecure_random(rand::rngs::StdRng::from_seed(seed))
+        .insecure_random_seed(u128::from_be_bytes(seed[..16].try_into().unwrap_or_default()))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    b.build()
+}
+
 /// The process-wide engine, its epoch clock and the compiled-component cache.
 pub struct PluginEngine {
     engine: Engine,
@@ -189,6 +247,8 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(|e| EngineError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         ProcessorCore::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| EngineError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Engine(format!("{e:#}")))?;
         // The epoch clock: a thread, because a plugin stuck in a loop holds its thread and
         // only an increment from elsewhere can stop it.
@@ -307,11 +367,15 @@ impl PluginEngine {
         let state = HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size((limits.memory_mb as usize).saturating_mul(1 << 20))
-                .instances(4)
-                .tables(8)
-                .memories(4)
+                // A language runtime's component is several core instances (interpreter,
+                // libc, WASI adapter, the user's code), each with its tables and memory.
+                .instances(64)
+                .tables(64)
+                .memories(16)
                 .trap_on_grow_failure(true)
                 .build(),
+            wasi: deterministic_wasi(&task),
+            table: wasmtime::component::ResourceTable::new(),
             plugin,
             task,
             log_lines: 0,
