@@ -9,18 +9,23 @@ use crate::plugin::build;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PluginCmd {
-    /// Create a plugin crate NAME/ with a pipeline manifest NAME/NAME.toml
+    /// Create a plugin NAME/ (a crate, or a Python or TypeScript module) with a pipeline
+    /// manifest NAME/NAME.toml
     New {
         name: String,
-        /// Where to create the crate
+        /// Where to create it
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// rust, python, js (TypeScript) or c
+        #[arg(long, default_value = "rust")]
+        lang: String,
     },
-    /// Build a plugin crate into a component (or every plugin of a cargo workspace)
+    /// Build a plugin into a component (or every plugin of a cargo workspace)
     ///
-    /// The component is written to DIR/<package>.wasm, next to the manifest `plugin new`
-    /// made. Uses the wasm32-unknown-unknown target if installed, else Debian's rustc-web
-    /// with rust-web-src.
+    /// The component is written to DIR/<name>.wasm, next to the manifest `plugin new` made.
+    /// Rust: uses the wasm32-unknown-unknown target if installed, else Debian's rustc-web
+    /// with rust-web-src. Python (app.py): componentize-py. JavaScript or TypeScript (app.js,
+    /// app.ts): rolldown and ComponentizeJS from the plugin's node_modules (npm install).
     Build {
         /// The crate's (or workspace's) directory
         #[arg(default_value = ".")]
@@ -99,8 +104,12 @@ pub struct AdminConn {
 
 pub fn run(cmd: PluginCmd) -> Result<()> {
     match cmd {
-        PluginCmd::New { name, dir } => {
-            let crate_dir = build::scaffold(&name, &dir)?;
+        PluginCmd::New { name, dir, lang } => {
+            use crate::plugin::langs::{self, Lang};
+            let crate_dir = match Lang::parse(&lang)? {
+                Lang::Rust => build::scaffold(&name, &dir)?,
+                other => langs::scaffold(&name, &dir, other)?,
+            };
             println!("created {}", crate_dir.display());
             println!("build it with: sluice plugin build {}", crate_dir.display());
             Ok(())

@@ -732,9 +732,18 @@ mod tests {
         assert_eq!(status("/metrics", Allowed::No), "200 OK");
         // Without the token: the page (it asks for the token), no data.
         assert_eq!(status("/", Allowed::Unauthorized), "200 OK");
-        assert_eq!(status("/console/console.js", Allowed::Unauthorized), "200 OK");
-        assert_eq!(status("/v1/topics", Allowed::Unauthorized), "401 Unauthorized");
-        assert_eq!(status("/v1/groups", Allowed::Unauthorized), "401 Unauthorized");
+        assert_eq!(
+            status("/console/console.js", Allowed::Unauthorized),
+            "200 OK"
+        );
+        assert_eq!(
+            status("/v1/topics", Allowed::Unauthorized),
+            "401 Unauthorized"
+        );
+        assert_eq!(
+            status("/v1/groups", Allowed::Unauthorized),
+            "401 Unauthorized"
+        );
         assert_eq!(status("/v1/topics", Allowed::Yes), "200 OK");
         // Pipelines are still answered by the admin API, and nothing writes through GET.
         assert_eq!(status("/v1/pipelines", Allowed::Yes), "404 Not Found");

@@ -61,9 +61,18 @@ pub enum BuildError {
     BadName(String),
     #[error("{} already exists", .0.display())]
     Exists(PathBuf),
+    #[error("{tool} is needed to build this plugin and was not found; install it with: {install}")]
+    MissingTool {
+        tool: &'static str,
+        install: &'static str,
+    },
+    #[error("{0} failed (its messages are above)")]
+    ToolFailed(&'static str),
+    #[error("unknown plugin language '{0}': rust, python, js or c")]
+    UnknownLang(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     move |source| BuildError::Io {
         path: path.to_path_buf(),
         source,
@@ -319,7 +328,7 @@ pub fn componentize(core: &[u8]) -> Result<Vec<u8>, BuildError> {
 
 /// The processor world's exports a component lacks. Checked here so that a module built
 /// without the bindings fails at build time, not at deploy time.
-fn missing_exports(component: &[u8]) -> Vec<&'static str> {
+pub(crate) fn missing_exports(component: &[u8]) -> Vec<&'static str> {
     const EXPORTS: [&str; 5] = ["init", "process", "tick", "snapshot", "restore"];
     let names: Vec<String> = match wit_component::decode(component) {
         Ok(wit_component::DecodedWasm::Component(resolve, world)) => resolve.worlds[world]
@@ -337,7 +346,7 @@ fn missing_exports(component: &[u8]) -> Vec<&'static str> {
 
 /// Writes through a temporary file and a rename: the broker watches the plugins directory
 /// and must never load a half-written component.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -366,6 +375,12 @@ pub fn componentize_path(core: &Path, out: &Path) -> Result<(), BuildError> {
 /// `sluice plugin build DIR`: a plugin crate as [`build_plugin`], a virtual workspace as
 /// [`build_workspace`] (with `out` as the directory). Returns the components' paths.
 pub fn build(dir: &Path, out: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
+    match super::langs::Lang::of_dir(dir) {
+        Some(super::langs::Lang::Python) => return Ok(vec![super::langs::build_python(dir, out)?]),
+        Some(super::langs::Lang::Js) => return Ok(vec![super::langs::build_js(dir, out)?]),
+        Some(super::langs::Lang::C) => return Ok(vec![super::langs::build_c(dir, out)?]),
+        _ => {}
+    }
     let p = project(dir)?;
     match p.package {
         Some(i) => Ok(vec![build_package(&p, i, dir, out)?]),
@@ -523,7 +538,7 @@ impl SdkSource {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

@@ -186,10 +186,17 @@ fn deterministic_wasi(task: &TaskInfo) -> wasmtime_wasi::WasiCtx {
         .monotonic_clock(StillClock)
         .secure_random(rand::rngs::StdRng::from_seed(seed))
         .insecure_random(rand::rngs::StdRng::from_seed(seed))
-        .insecure_random_seed(u128::from_be_bytes(seed[..16].try_into().unwrap_or_default()))
+        .insecure_random_seed(u128::from_be_bytes(
+            seed[..16].try_into().unwrap_or_default(),
+        ))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    // A debugging aid: what language runtimes print (a Python traceback, a JavaScript
+    // exception) on the broker's own standard error.
+    if std::env::var_os("SLUICE_PLUGIN_STDERR").is_some() {
+        b.inherit_stderr();
+    }
     b.build()
 }
 

@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod engine;
 pub mod host;
 pub mod io;
+pub mod langs;
 pub mod manifest;
 pub mod output;
 pub mod pipeline;
