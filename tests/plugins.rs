@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use support::{repo, require_kcat, require_python_modules, sluice, Broker, Script};
+use support::{repo, require, require_kcat, require_python_modules, sluice, Broker, Script};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -1195,4 +1195,178 @@ fn plugin_deploy_reaches_the_brokers_own_host() {
         ["2", "4", "6"],
         "an undeployed pipeline processed a record"
     );
+}
+
+/// Builds the plugin at `dir` (Python or TypeScript) with `sluice plugin build`.
+fn build_lang(dir: &Path, out: &Path) {
+    let o = sluice()
+        .args(["plugin", "build"])
+        .arg(dir)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run sluice plugin build");
+    assert!(
+        o.status.success(),
+        "sluice plugin build {} failed:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Issue 17: the standard filter rewritten in Python (plugins/python/filter) and the click
+/// example's validation stage in TypeScript (plugins/js/click-validate), built from source
+/// with componentize-py and ComponentizeJS, run beside their Rust originals on the same
+/// input with the same config: the same records come out, in the same order, and the same
+/// records are dead-lettered with the same reasons.
+#[test]
+fn python_and_typescript_plugins_give_the_rust_plugins_results() {
+    require_kcat();
+    require(
+        "componentize-py",
+        &["--version"],
+        "componentize-py",
+        "pip install componentize-py==0.25.1",
+    );
+    let ts_dir = repo().join("plugins/js/click-validate");
+    assert!(
+        ts_dir.join("node_modules/.bin/componentize-js").exists(),
+        "the TypeScript plugin's tools are missing: npm ci --prefix plugins/js/click-validate"
+    );
+    let b = Broker::start();
+    let dir = b.plugins_dir();
+    fs::create_dir_all(&dir).unwrap();
+    build_lang(
+        &repo().join("plugins/python/filter"),
+        &dir.join("py-filter.wasm"),
+    );
+    build_lang(&ts_dir, &dir.join("ts-validate.wasm"));
+    fs::copy(component("filter"), dir.join("rs-filter.wasm")).unwrap();
+    fs::copy(
+        component("dead-letter-router"),
+        dir.join("rs-validate.wasm"),
+    )
+    .unwrap();
+    let filter_config = "[config]\nproject = [\"ad\", \"ts\", \"user.country\"]\n\
+        [config.where]\nevent = { in = [\"click\", \"buy\"] }\nts = { gte = 100 }\n\
+        \"user.country\" = { ne = \"XX\" }\nad = { prefix = \"ad\" }\n";
+    let validate_config = "[config]\nroute_field = \"event\"\ndefault_route = \"dead_letter\"\n\
+        [config.routes]\nclick = \"output\"\nbuy = \"lang-buys\"\nspam = \"drop\"\n\
+        [config.required]\nad = \"string\"\nts = \"integer\"\nevent = \"string\"\n\
+        [config.optional]\n\"user.id\" = \"string|integer\"\nnote = \"string|null\"\n";
+    for (name, config) in [
+        ("rs-filter", filter_config),
+        ("py-filter", filter_config),
+        ("rs-validate", validate_config),
+        ("ts-validate", validate_config),
+    ] {
+        fs::write(
+            dir.join(format!("{name}.toml")),
+            format!("inputs = [\"lang-in\"]\noutput = \"{name}-out\"\n{config}"),
+        )
+        .unwrap();
+    }
+    let input = lines(&[
+        r#"{"ad":"ad1","ts":150,"event":"click","user":{"id":7,"country":"DE"}}"#,
+        r#"{"ad":"ad2","ts":99,"event":"click"}"#,
+        r#"{"ad":"ad3","ts":200,"event":"buy","user":{"country":"XX"}}"#,
+        r#"{"ad":"ad4","ts":300,"event":"buy","note":null}"#,
+        r#"{"ad":"ad5","ts":"300","event":"click"}"#,
+        r#"{"ad":"ad6","ts":1.5,"event":"click"}"#,
+        r#"{"ad":"ad7","ts":400,"event":"view"}"#,
+        r#"{"ad":"ad8","ts":400,"event":"spam"}"#,
+        r#"{"ts":500,"event":"click","user":{"id":1.25}}"#,
+        r#"{"ad":"xx9","ts":600,"event":"click","note":3}"#,
+        r#"{"ad":"ad10","ts":700}"#,
+        r#"[1,2,3]"#,
+        r#""just a string""#,
+        "not json at all",
+        r#"{"ad":"ad11","ts":800,"event":"click","user":{"id":"u11","country":"FR","age":30}}"#,
+        r#"{"ad":"ad12","ts":1e3,"event":"view"}"#,
+    ]);
+    for name in ["rs-filter", "py-filter", "rs-validate", "ts-validate"] {
+        wait_running(&b, name, None);
+    }
+    produce(&b, "lang-in", &input, false);
+    let deadline = Instant::now() + WAIT;
+    for name in ["rs-filter", "py-filter", "rs-validate", "ts-validate"] {
+        while pipeline(&b, name).is_none_or(|p| p["records_in"] != input.len()) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not read the input: {:?}\n{}",
+                pipeline(&b, name),
+                b.log_tail()
+            );
+            sleep(Duration::from_millis(200));
+        }
+    }
+    // What went where: (value, dead-letter reason) in order, per topic, read through the
+    // web console's message browser (whole header values, whatever they hold).
+    let seen = |topic: &str| -> Vec<(String, String)> {
+        let body = b.admin_get(&format!("/v1/topics/{topic}/messages?offset=0&max=500"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["records"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| {
+                        let reason = r["headers"]
+                            .as_array()
+                            .and_then(|hs| hs.iter().find(|h| h["key"] == "sluice.dlq.reason"))
+                            .and_then(|h| h["value"]["text"].as_str())
+                            .unwrap_or_default()
+                            .to_string();
+                        (
+                            r["value"]["text"].as_str().unwrap_or_default().to_string(),
+                            reason,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Only the JSON parsers' own messages differ.
+    let dlq = |topic: &str| -> Vec<(String, String)> {
+        seen(topic)
+            .into_iter()
+            .map(|(v, r)| match r.starts_with("not JSON") {
+                true => (v, "not JSON".into()),
+                false => (v, r),
+            })
+            .collect()
+    };
+    let rs_out = seen("rs-filter-out");
+    assert_eq!(rs_out.len(), 3, "the Rust filter kept 3: {rs_out:?}");
+    assert_eq!(seen("py-filter-out"), rs_out, "the Python filter's output");
+    let rs_dlq = dlq("rs-filter.dlq");
+    assert_eq!(rs_dlq.len(), 3, "{rs_dlq:?}");
+    assert_eq!(
+        dlq("py-filter.dlq"),
+        rs_dlq,
+        "the Python filter's dead letters"
+    );
+
+    let rs_valid = seen("rs-validate-out");
+    assert_eq!(rs_valid.len(), 3, "{rs_valid:?}");
+    assert_eq!(
+        seen("ts-validate-out"),
+        rs_valid,
+        "the TypeScript validation's output"
+    );
+    let rs_dlq = dlq("rs-validate.dlq");
+    assert_eq!(rs_dlq.len(), 10, "{rs_dlq:?}");
+    assert!(
+        rs_dlq
+            .iter()
+            .any(|(_, r)| r == "field 'ts' is a string, expected integer"),
+        "{rs_dlq:?}"
+    );
+    assert_eq!(
+        dlq("ts-validate.dlq"),
+        rs_dlq,
+        "the TypeScript validation's dead letters"
+    );
+    // Routed to another topic by both.
+    assert_eq!(seen("lang-buys").len(), 4, "both routed the two valid buys");
 }

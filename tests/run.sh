@@ -32,6 +32,9 @@ bash plugins/install-toolchain.sh --c
 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
 npm ci --prefix tests/clients/node --silent --no-audit --no-fund >/dev/null
 npm ci --prefix tests/console --silent --no-audit --no-fund >/dev/null
+# The TypeScript plugin's build tools (rolldown, ComponentizeJS); componentize-py, for the
+# Python plugins, comes with the pip requirements above.
+npm ci --prefix plugins/js/click-validate --silent --no-audit --no-fund >/dev/null
 (cd tests/clients/go/modern && go mod download) && (cd tests/clients/go/sarama-old && go mod download)
 # The Java client and Kafka Streams scenarios (jars from Maven Central).
 mvn -q -B -f tests/clients/java/pom.xml package >/dev/null
