@@ -1370,3 +1370,66 @@ fn python_and_typescript_plugins_give_the_rust_plugins_results() {
     // Routed to another topic by both.
     assert_eq!(seen("lang-buys").len(), 4, "both routed the two valid buys");
 }
+
+/// `sluice plugin new NAME --lang python|js|c` makes a plugin that builds with `sluice
+/// plugin build` and runs unedited (the scaffolds count records and tag each with its number).
+#[test]
+fn python_typescript_and_c_scaffolds_build_and_run_unedited() {
+    require_kcat();
+    let work = tempfile::tempdir().unwrap();
+    // The JavaScript tools, as `npm install` in the scaffold would bring them.
+    let js_tools = repo().join("plugins/js/click-validate/node_modules/.bin");
+    let path = format!(
+        "{}:{}",
+        js_tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let b = Broker::start();
+    fs::create_dir_all(b.plugins_dir()).unwrap();
+    for lang in ["python", "js", "c"] {
+        let name = format!("new-{lang}");
+        let o = sluice()
+            .args(["plugin", "new", &name, "--lang", lang, "--dir"])
+            .arg(work.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let dir = work.path().join(&name);
+        let o = sluice()
+            .args(["plugin", "build"])
+            .arg(&dir)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{lang}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let wasm = dir.join(format!("{name}.wasm"));
+        assert!(wasm.exists(), "plugin build writes DIR/<name>.wasm");
+        fs::copy(&wasm, b.plugins_dir().join(format!("{name}.wasm"))).unwrap();
+        fs::copy(
+            dir.join(format!("{name}.toml")),
+            b.plugins_dir().join(format!("{name}.toml")),
+        )
+        .unwrap();
+    }
+    for lang in ["python", "js", "c"] {
+        let name = format!("new-{lang}");
+        wait_running(&b, &name, None);
+        produce(&b, &format!("{name}-in"), &lines(&["one", "two"]), false);
+        let out = wait_records(&b, &format!("{name}-out"), 2);
+        assert_eq!(values(&out), ["one", "two"], "{lang}");
+        if lang != "c" {
+            // The stateful scaffolds number the records and tag them.
+            assert_eq!(
+                out[1].headers.get("n").map(String::as_str),
+                Some("2"),
+                "{lang}: {out:?}"
+            );
+            assert_eq!(out[0].headers.get("tag"), Some(&name), "{lang}");
+        }
+    }
+}
