@@ -1432,4 +1432,20 @@ fn python_typescript_and_c_scaffolds_build_and_run_unedited() {
             assert_eq!(out[0].headers.get("tag"), Some(&name), "{lang}");
         }
     }
+    // Their state (a dict, an object) survives a kill -9: snapshotted by the SDKs, restored
+    // from the checkpoint, the records since replayed.
+    let mut b = b;
+    b.restart();
+    for lang in ["python", "js"] {
+        let name = format!("new-{lang}");
+        wait_running(&b, &name, None);
+        produce(&b, &format!("{name}-in"), &lines(&["three"]), false);
+        let out = wait_records(&b, &format!("{name}-out"), 3);
+        assert_eq!(values(&out), ["one", "two", "three"], "{lang}");
+        assert_eq!(
+            out[2].headers.get("n").map(String::as_str),
+            Some("3"),
+            "{lang}: {out:?}"
+        );
+    }
 }
