@@ -64,10 +64,10 @@ wait_running() {
 
 rss_kb() { vm_kb VmRSS; }
 
-deploy() { # deploy NAME INPUT OUTPUT
-    cp "$WORK/$1.wasm" "$PLUGINS/.$1.wasm.tmp" && mv "$PLUGINS/.$1.wasm.tmp" "$PLUGINS/$1.wasm"
+deploy() { # deploy PIPELINE COMPONENT INPUT OUTPUT
+    cp "$WORK/$2.wasm" "$PLUGINS/.$1.wasm.tmp" && mv "$PLUGINS/.$1.wasm.tmp" "$PLUGINS/$1.wasm"
     printf 'inputs = ["%s"]\noutput = "%s"\nwasm = "%s.wasm"\n[limits]\nmemory_mb = 128\ncpu_ms_per_call = 2000\n' \
-        "$2" "$3" "$1" >"$PLUGINS/.$1.toml.tmp"
+        "$3" "$4" "$1" >"$PLUGINS/.$1.toml.tmp"
     mv "$PLUGINS/.$1.toml.tmp" "$PLUGINS/$1.toml"
 }
 
@@ -94,14 +94,14 @@ for lang in rust python js; do
     sleep 1
     rss0=$(rss_kb)
     t0=$(now_ms)
-    deploy "w-$name" "wide-$lang" "wide-out-$lang"
+    deploy "w-$name" "$name" "wide-$lang" "wide-out-$lang"
     wait_running "w-$name"
     cold_ms=$(( $(now_ms) - t0 ))
     sleep 2
     per_task_mb=$(awk -v a="$rss0" -v b="$(rss_kb)" -v n=$((TASKS + 1)) 'BEGIN { printf "%.1f", (b - a) / n / 1024 }')
 
     log "$lang: $N records through the pipeline"
-    deploy "$name" "in-$lang" "out-$lang"
+    deploy "$name" "$name" "in-$lang" "out-$lang"
     first=
     deadline=$(( $(date +%s) + 900 ))
     while :; do
@@ -122,7 +122,7 @@ for lang in rust python js; do
     BROKER_PID=$!
     until grep -q "sluice is serving" "$WORK/broker.log" 2>/dev/null && curl -sf "http://$ADMIN/v1/pipelines" >/dev/null; do sleep 0.05; done
     t0=$(now_ms)
-    deploy "w-$name" "wide-$lang" "wide-out-$lang"
+    deploy "w-$name" "$name" "wide-$lang" "wide-out-$lang"
     wait_running "w-$name"
     warm_ms=$(( $(now_ms) - t0 ))
     ROWS+=("$(printf '%-8s %9s %9s %11s %11s %10s %12s' "$lang" "$build_s" "$size_mb" \
