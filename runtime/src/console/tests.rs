@@ -200,3 +200,35 @@ fn percent_decoding() {
     assert_eq!(percent_decode("a%2Fb+c%zz%4"), "a/b c%zz%4");
     assert_eq!(percent_decode("%E2%9C%93"), "✓");
 }
+
+#[test]
+fn share_groups_show_their_members_and_start_offsets() {
+    let (_d, b) = broker_with_records();
+    let id = b.topic("clicks").unwrap().id;
+    b.groups.with_share("sharers", |g| {
+        g.members.insert(
+            "m1".into(),
+            crate::group::share::ShareMember {
+                id: "m1".into(),
+                subscribed: vec!["clicks".into()],
+                last_heartbeat_ms: 0,
+                epoch: 1,
+                client_id: "c1".into(),
+                client_host: "/127.0.0.1".into(),
+            },
+        );
+        g.partitions
+            .insert((id, 0), crate::group::share::SharePartition::new(12));
+    });
+    let (_, v) = get(&b, "/v1/groups");
+    let g = v.as_array().unwrap().iter().find(|g| g["id"] == "sharers").unwrap();
+    assert_eq!(g["type"], "share");
+    assert_eq!(g["members"], 1);
+    assert_eq!(g["lag"], 8);
+    let (_, v) = get(&b, "/v1/groups/sharers");
+    assert_eq!(v["state"], "Stable");
+    assert_eq!(v["members"][0]["client_id"], "c1");
+    assert_eq!(v["members"][0]["assigned"][0], "clicks");
+    assert_eq!(v["offsets"][0]["committed"], 12);
+    assert_eq!(v["offsets"][0]["end"], 20);
+}
