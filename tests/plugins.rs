@@ -1449,3 +1449,79 @@ fn python_typescript_and_c_scaffolds_build_and_run_unedited() {
         );
     }
 }
+
+/// The Python and JavaScript SDKs beyond filters: config, `task()`, routing to a named topic,
+/// `fail`, an exception (dead-lettered with it as the reason), `retry` with the pipeline's
+/// backoff, and `tick`, in plugins/testing/py-features and js-features.
+#[test]
+fn python_and_javascript_sdks_route_fail_retry_and_tick() {
+    require_kcat();
+    let js_tools = repo().join("plugins/js/click-validate/node_modules/.bin");
+    let path = format!(
+        "{}:{}",
+        js_tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let b = Broker::start();
+    let dir = b.plugins_dir();
+    fs::create_dir_all(&dir).unwrap();
+    for (name, src) in [("py", "py-features"), ("js", "js-features")] {
+        let o = sluice()
+            .args(["plugin", "build"])
+            .arg(repo().join("plugins/testing").join(src))
+            .arg("--out")
+            .arg(dir.join(format!("{name}.wasm")))
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "inputs = [\"{name}-in\"]\noutput = \"{name}-out\"\n[retry]\nmax_attempts = 2\n\
+                 backoff_ms = 100\n[config]\nroute_to = \"{name}-routed\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    for name in ["py", "js"] {
+        wait_running(&b, name, None);
+        produce(
+            &b,
+            &format!("{name}-in"),
+            &lines(&["a", "retry", "fail", "raise", "route", "b"]),
+            false,
+        );
+    }
+    for name in ["py", "js"] {
+        let out = wait_records(&b, &format!("{name}-out"), 2);
+        assert_eq!(values(&out), ["a", "b"], "{name}");
+        assert_eq!(
+            out[0].headers.get("where").map(String::as_str),
+            Some(format!("{name}/{name}-in/0/False").as_str()),
+            "{name}: task() {out:?}"
+        );
+        assert_eq!(
+            values(&wait_records(&b, &format!("{name}-routed"), 1)),
+            ["route"]
+        );
+        let dlq = wait_records(&b, &format!("{name}.dlq"), 3);
+        let reasons: BTreeMap<String, String> = dlq
+            .iter()
+            .map(|r| (r.value.clone(), r.headers["sluice.dlq.reason"].clone()))
+            .collect();
+        assert_eq!(reasons["fail"], "failed on purpose", "{name}");
+        assert!(
+            reasons["raise"].contains("raised on purpose"),
+            "{name}: {reasons:?}"
+        );
+        assert!(reasons["retry"].contains("not yet"), "{name}: {reasons:?}");
+        assert_eq!(
+            dlq.iter().find(|r| r.value == "retry").unwrap().headers["sluice.dlq.attempts"],
+            "2"
+        );
+    }
+    // One tick record from each plugin's input task.
+    let ticks = wait_records(&b, "ticks", 2);
+    assert_eq!(values(&ticks), ["tick", "tick"]);
+}

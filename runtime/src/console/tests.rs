@@ -221,7 +221,12 @@ fn share_groups_show_their_members_and_start_offsets() {
             .insert((id, 0), crate::group::share::SharePartition::new(12));
     });
     let (_, v) = get(&b, "/v1/groups");
-    let g = v.as_array().unwrap().iter().find(|g| g["id"] == "sharers").unwrap();
+    let g = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == "sharers")
+        .unwrap();
     assert_eq!(g["type"], "share");
     assert_eq!(g["members"], 1);
     assert_eq!(g["lag"], 8);
