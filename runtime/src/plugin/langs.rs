@@ -23,10 +23,6 @@ const PY_SDK: &str = include_str!("../../../plugins/sdk-python/sluice_plugin.py"
 const JS_SDK: &str = include_str!("../../../plugins/sdk-js/sluice-plugin.js");
 const JS_SDK_TYPES: &str = include_str!("../../../plugins/sdk-js/sluice-plugin.d.ts");
 
-/// The versions the scaffolds pin and the errors name.
-pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
-pub const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
-pub const ROLLDOWN: &str = "rolldown@1.3.4";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
@@ -398,12 +394,15 @@ export default plugin({
 });
 "#;
 
+// ComponentizeJS 0.23.0 imports @bytecodealliance/preview2-shim at run time but lists it
+// only among its devDependencies: the plugin names it itself, or `npm ci` leaves it out.
 const JS_PACKAGE: &str = r#"{
   "name": "NAME",
   "private": true,
   "type": "module",
   "devDependencies": {
     "@bytecodealliance/componentize-js": "0.23.0",
+    "@bytecodealliance/preview2-shim": "0.25.0",
     "rolldown": "1.3.4"
   }
 }
