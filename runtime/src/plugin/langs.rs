@@ -23,7 +23,6 @@ const PY_SDK: &str = include_str!("../../../plugins/sdk-python/sluice_plugin.py"
 const JS_SDK: &str = include_str!("../../../plugins/sdk-js/sluice-plugin.js");
 const JS_SDK_TYPES: &str = include_str!("../../../plugins/sdk-js/sluice-plugin.d.ts");
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
     Rust,
