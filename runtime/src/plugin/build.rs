@@ -538,7 +538,7 @@ impl SdkSource {
     }
 }
 
-pub(crate) fn valid_name(name: &str) -> bool {
+fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -569,13 +569,7 @@ pub fn scaffold_with(
     parent: &Path,
     sdk_source: &SdkSource,
 ) -> Result<PathBuf, BuildError> {
-    if !valid_name(name) {
-        return Err(BuildError::BadName(name.to_string()));
-    }
-    let dir = parent.join(name);
-    if dir.exists() {
-        return Err(BuildError::Exists(dir));
-    }
+    let dir = new_plugin_dir(name, parent)?;
     let sdk_dep = match sdk_source {
         SdkSource::Path(p) => p.display().to_string(),
         SdkSource::Vendored => sdk::VENDOR_DIR.to_string(),
@@ -596,6 +590,27 @@ pub fn scaffold_with(
                 .map(|(p, c)| (p.to_string(), c.to_string())),
         );
     }
+    write_files(&dir, files)?;
+    Ok(dir)
+}
+
+/// `PARENT/NAME` for a new plugin: the name checked, and the directory not there yet.
+pub(crate) fn new_plugin_dir(name: &str, parent: &Path) -> Result<PathBuf, BuildError> {
+    if !valid_name(name) {
+        return Err(BuildError::BadName(name.to_string()));
+    }
+    let dir = parent.join(name);
+    if dir.exists() {
+        return Err(BuildError::Exists(dir));
+    }
+    Ok(dir)
+}
+
+/// Writes each (path inside `dir`, contents), making the directories on the way.
+pub(crate) fn write_files<C: AsRef<[u8]>>(
+    dir: &Path,
+    files: impl IntoIterator<Item = (String, C)>,
+) -> Result<(), BuildError> {
     for (path, contents) in files {
         let path = dir.join(path);
         if let Some(d) = path.parent() {
@@ -603,7 +618,7 @@ pub fn scaffold_with(
         }
         std::fs::write(&path, contents).map_err(io_err(&path))?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 fn cargo_toml(name: &str, sdk_path_toml: &str) -> String {

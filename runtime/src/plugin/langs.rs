@@ -16,7 +16,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::build::{io_err, missing_exports, valid_name, write_atomically, BuildError};
+use super::build::{
+    io_err, missing_exports, new_plugin_dir, write_atomically, write_files, BuildError,
+};
 
 const WIT: &str = include_str!("../../../wit/processor.wit");
 const PY_SDK: &str = include_str!("../../../plugins/sdk-python/sluice_plugin.py");
@@ -272,59 +274,46 @@ fn which(tool: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
 
 /// `sluice plugin new NAME --lang python|js`: a plugin directory that builds as is.
 pub fn scaffold(name: &str, parent: &Path, lang: Lang) -> Result<PathBuf, BuildError> {
-    if !valid_name(name) {
-        return Err(BuildError::BadName(name.to_string()));
-    }
-    let dir = parent.join(name);
-    if dir.exists() {
-        return Err(BuildError::Exists(dir));
-    }
-    let files: Vec<(String, String)> = match lang {
+    let dir = new_plugin_dir(name, parent)?;
+    let text = |path: &str, contents: String| (path.to_string(), contents.into_bytes());
+    let files: Vec<(String, Vec<u8>)> = match lang {
         Lang::Python => vec![
-            ("app.py".into(), PY_APP.replace("NAME", name)),
-            (format!("{name}.toml"), manifest(name, "Python")),
-            (".gitignore".into(), "/*.wasm\n__pycache__/\n".into()),
+            text("app.py", PY_APP.replace("NAME", name)),
+            text(&format!("{name}.toml"), manifest(name, "Python")),
+            text(".gitignore", "/*.wasm\n__pycache__/\n".into()),
         ],
         Lang::Js => vec![
-            ("app.ts".into(), JS_APP.replace("NAME", name)),
-            (format!("{name}.toml"), manifest(name, "TypeScript")),
-            ("package.json".into(), JS_PACKAGE.replace("NAME", name)),
+            text("app.ts", JS_APP.replace("NAME", name)),
+            text(&format!("{name}.toml"), manifest(name, "TypeScript")),
+            text("package.json", JS_PACKAGE.replace("NAME", name)),
             // For editors: the SDK's types (the build brings the SDK itself).
-            (
-                "sluice-plugin.d.ts".into(),
+            text(
+                "sluice-plugin.d.ts",
                 format!("declare module \"sluice-plugin\" {{\n{JS_SDK_TYPES}}}\n"),
             ),
-            (".gitignore".into(), "/*.wasm\n/node_modules/\n".into()),
+            text(".gitignore", "/*.wasm\n/node_modules/\n".into()),
         ],
         Lang::C => {
-            let files: Vec<(String, String)> = vec![
-                (format!("{name}.toml"), manifest(name, "C")),
-                (".gitignore".into(), "/*.wasm\n".into()),
+            let mut files = vec![
+                text(&format!("{name}.toml"), manifest(name, "C")),
+                text(".gitignore", "/*.wasm\n".into()),
             ];
-            for (path, contents) in C_FILES {
-                let mut bytes = contents.to_vec();
-                if *path == "build.sh" {
-                    bytes = String::from_utf8_lossy(&bytes)
-                        .replace("c-filter.wasm", &format!("{name}.wasm"))
-                        .into_bytes();
+            files.extend(C_FILES.iter().map(|&(path, contents)| {
+                match path {
+                    // The script names its default output after the plugin.
+                    "build.sh" => text(
+                        path,
+                        String::from_utf8_lossy(contents)
+                            .replace("c-filter.wasm", &format!("{name}.wasm")),
+                    ),
+                    _ => (path.to_string(), contents.to_vec()),
                 }
-                let p = dir.join(path);
-                if let Some(d) = p.parent() {
-                    std::fs::create_dir_all(d).map_err(io_err(d))?;
-                }
-                std::fs::write(&p, bytes).map_err(io_err(&p))?;
-            }
+            }));
             files
         }
         Lang::Rust => unreachable!("Rust plugins are scaffolded in build.rs"),
     };
-    for (path, contents) in files {
-        let path = dir.join(path);
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(io_err(d))?;
-        }
-        std::fs::write(&path, contents).map_err(io_err(&path))?;
-    }
+    write_files(&dir, files)?;
     Ok(dir)
 }
 
