@@ -646,6 +646,13 @@ fn route(
     };
     let json_err =
         |status, e: String| (status, JSON, serde_json::json!({ "error": e }).to_string());
+    // The console's page holds no data (it asks for the token itself): any listener but the
+    // metrics-only one serves it.
+    if method == "GET" && admin != Allowed::No {
+        if let Some((ctype, body)) = crate::console::asset(path) {
+            return ("200 OK", ctype, body.to_string());
+        }
+    }
     match (method, path) {
         ("GET", "/metrics") => {
             let mut body = render(broker);
@@ -656,11 +663,6 @@ fn route(
         }
         (_, p) if p.starts_with("/v1/") && admin == Allowed::No => {
             json_err("404 Not Found", "this listener serves /metrics only".into())
-        }
-        // The console's page holds no data: it asks for the token itself.
-        ("GET", p) if admin != Allowed::No && crate::console::asset(p).is_some() => {
-            let (ctype, body) = crate::console::asset(p).unwrap_or(("text/plain", ""));
-            ("200 OK", ctype, body.to_string())
         }
         (_, p) if p.starts_with("/v1/") && admin == Allowed::Unauthorized => json_err(
             "401 Unauthorized",
