@@ -965,26 +965,6 @@ fn a_pipeline_reads_only_committed_transactions() {
     );
 }
 
-/// One HTTP request; returns the status code.
-fn http_status(addr: &str, method: &str, path: &str, token: Option<&str>) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("HTTP listener");
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    buf.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The admin API can reset pipelines, so: with `admin_token` set it answers only requests
 /// that carry the token (the `sluice plugin` commands send it), it refuses to start on a
 /// non-loopback address without one, and the `--metrics` listener serves metrics only.
@@ -995,27 +975,27 @@ fn the_admin_api_needs_its_token_and_the_metrics_listener_serves_only_metrics() 
         "admin_token = \"s3cret\"\nmetrics = \"{metrics}\"\n"
     ));
     let admin = broker.admin();
-    assert_eq!(http_status(&admin, "GET", "/v1/pipelines", None), 401);
+    assert_eq!(support::http(&admin, "GET", "/v1/pipelines", None).0, 401);
     assert_eq!(
-        http_status(&admin, "GET", "/v1/pipelines", Some("guess")),
+        support::http(&admin, "GET", "/v1/pipelines", Some("guess")).0,
         401
     );
     assert_eq!(
-        http_status(&admin, "POST", "/v1/pipelines/x/reset?to=earliest", None),
+        support::http(&admin, "POST", "/v1/pipelines/x/reset?to=earliest", None).0,
         401
     );
     assert_eq!(
-        http_status(&admin, "GET", "/v1/pipelines", Some("s3cret")),
+        support::http(&admin, "GET", "/v1/pipelines", Some("s3cret")).0,
         200
     );
-    assert_eq!(http_status(&admin, "GET", "/metrics", None), 200);
-    assert_eq!(http_status(&metrics, "GET", "/metrics", None), 200);
+    assert_eq!(support::http(&admin, "GET", "/metrics", None).0, 200);
+    assert_eq!(support::http(&metrics, "GET", "/metrics", None).0, 200);
     assert_eq!(
-        http_status(&metrics, "GET", "/v1/pipelines", Some("s3cret")),
+        support::http(&metrics, "GET", "/v1/pipelines", Some("s3cret")).0,
         404
     );
     assert_eq!(
-        http_status(&metrics, "POST", "/v1/pipelines/x/reset?to=earliest", None),
+        support::http(&metrics, "POST", "/v1/pipelines/x/reset?to=earliest", None).0,
         404
     );
     // The CLI passes the token from SLUICE_ADMIN_TOKEN.

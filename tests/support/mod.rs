@@ -89,18 +89,7 @@ impl Broker {
 
     /// The body of `GET path` on the admin API (`/metrics`, `/v1/pipelines`).
     pub fn admin_get(&self, path: &str) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.admin()).expect("admin API");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        )
-        .expect("admin API request");
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).expect("admin API response");
-        buf.split_once("\r\n\r\n")
-            .map(|x| x.1.to_string())
-            .unwrap_or_default()
+        http(&self.admin(), "GET", path, None).1
     }
 
     /// The directory the broker watches for pipelines.
@@ -201,6 +190,30 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// One HTTP/1.1 request to `addr` (the admin API, the metrics listener), with the admin
+/// token as a bearer token if given: (status code, body).
+pub fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).expect("HTTP listener");
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .expect("HTTP request");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("HTTP response");
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
 }
 
 /// A process for a test to start. `cargo test` puts the build directories of native
