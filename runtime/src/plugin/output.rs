@@ -40,17 +40,30 @@ pub enum WriteError {
     ProducerId(#[from] BrokerError),
 }
 
-/// Makes sure `name` exists, creating it with the broker's defaults.
+/// How long [`ensure_topic`] waits for another caller's creation of the same topic.
+const CREATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Makes sure `name` exists, creating it with the broker's defaults. Blocks (plugin tasks
+/// and the host run on threads of their own): while another caller is creating the same
+/// topic, `create_topic` answers TopicExists before the topic is visible, so this waits for
+/// that creation to finish (or tries again, if it failed) instead of failing the output.
 pub fn ensure_topic(broker: &Broker, name: &str) -> Result<Arc<Topic>, BrokerError> {
-    if let Some(t) = broker.topic(name) {
-        return Ok(t);
-    }
-    match broker.create_topic(name, -1, Default::default(), false) {
-        Ok(t) => Ok(t),
-        Err(BrokerError::TopicExists(_)) => broker
-            .topic(name)
-            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string())),
-        Err(e) => Err(e),
+    let deadline = std::time::Instant::now() + CREATION_WAIT;
+    loop {
+        if let Some(t) = broker.topic(name) {
+            return Ok(t);
+        }
+        match broker.create_topic(name, -1, Default::default(), false) {
+            Err(BrokerError::TopicExists(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(BrokerError::TopicExists(_)) => {
+                return broker
+                    .topic(name)
+                    .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
+            }
+            other => return other,
+        }
     }
 }
 
@@ -370,4 +383,37 @@ pub fn record_size(r: &Record) -> usize {
             .iter()
             .map(|(k, v)| 10 + k.len() + v.as_ref().map_or(0, Bytes::len))
             .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two pipelines routing to the same new topic at once: the one that loses the race to
+    /// create it gets TopicExists before the topic is visible, and must wait, not fail.
+    #[test]
+    fn concurrent_callers_all_get_the_topic_one_creates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::broker::BrokerConfig::with_defaults(dir.path().to_path_buf());
+        // Many partitions: a creation long enough for the others to arrive meanwhile.
+        config.default_partitions = 300;
+        let broker = Arc::new(Broker::open(config).unwrap());
+        for round in 0..3 {
+            let name = format!("shared-{round}");
+            let barrier = Arc::new(std::sync::Barrier::new(6));
+            let ids: Vec<_> = (0..6)
+                .map(|_| {
+                    let (b, name, barrier) = (broker.clone(), name.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        ensure_topic(&b, &name).map(|t| t.id)
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect();
+            assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        }
+    }
 }
