@@ -54,6 +54,13 @@ try {
     const c = document.querySelector('[data-chart="Records"] polyline');
     return c && c.getAttribute("points").split(" ").length >= 3;
   }, null, { timeout: 30000 });
+  // The traffic produced nothing while its group joined and committed, just before the test
+  // began: the newest step may still be that quiet one. The page redraws every 2 s, with a new
+  // sample; within a few of them the steady flow must show.
+  await page.waitForFunction(() => {
+    const l = document.querySelector('[data-chart="Records"] .legend');
+    return l && /produced [1-9]/.test(l.innerText);
+  }, null, { timeout: 20000 }).catch(() => {});
   const legend = await page.locator('[data-chart="Records"] .legend').innerText();
   check(/produced [1-9]/.test(legend), `the records chart shows data flowing in (${legend.replace(/\s+/g, " ")})`);
   await shot("01-overview");
