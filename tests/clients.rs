@@ -130,6 +130,22 @@ fn kafka_command_line_tools() {
         Duration::from_secs(600),
     );
     assert!(out.contains("PASS kafka_tools.sh"), "{out}");
+    // kafka-configs turned the request logger (broker loggers) on, then off: its DEBUG lines
+    // are in the log between the two changes, and none after the last.
+    let log = broker.log();
+    let request_line = "DEBUG sluice::protocol::requests: request api=DescribeConfigs";
+    assert!(
+        log.contains(request_line),
+        "no request logged at DEBUG:\n{}",
+        broker.log_tail()
+    );
+    let last_change = log
+        .rfind("log levels changed")
+        .expect("the log level changes are logged");
+    assert!(
+        !log[last_change..].contains("sluice::protocol::requests:"),
+        "requests still logged after the request logger was removed"
+    );
 }
 
 #[test]

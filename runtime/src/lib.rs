@@ -19,6 +19,7 @@ pub mod fuzzing;
 pub mod group;
 pub mod limits;
 pub mod log;
+pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod protocol;

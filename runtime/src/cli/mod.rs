@@ -161,16 +161,6 @@ pub enum Command {
     Worker(worker::WorkerArgs),
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
 fn client_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -179,7 +169,7 @@ fn client_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    init_tracing();
+    crate::logging::init();
     match cli.command {
         Command::Serve(a) => serve::run(a),
         Command::Topic(c) => client_runtime()?.block_on(topic::run(c)),

@@ -1,5 +1,6 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (and a read-only view
-//! of the broker's own settings).
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, a read-only view of
+//! the broker's own settings and of group settings, and the broker's log levels (Kafka's
+//! broker loggers, changeable while it runs: see `crate::logging`).
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -19,12 +20,15 @@ use crate::broker::Broker;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
+/// The broker's log levels, named by its node id.
+const BROKER_LOGGER: i8 = 8;
 /// KIP-848's group configs (Kafka 4.0): per-group overrides of the coordinator's settings.
 const GROUP: i8 = 32;
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_BROKER_LOGGER: i8 = 6;
 /// Kafka's ConfigType values.
 const TYPE_STRING: i8 = 2;
 const TYPE_LONG: i8 = 5;
@@ -196,7 +200,9 @@ fn config_denied(
 ) -> Option<ResponseError> {
     match resource_type {
         TOPIC if !ctx.may(op, name) => Some(ResponseError::TopicAuthorizationFailed),
-        BROKER if !ctx.may_cluster(op) => Some(ResponseError::ClusterAuthorizationFailed),
+        BROKER | BROKER_LOGGER if !ctx.may_cluster(op) => {
+            Some(ResponseError::ClusterAuthorizationFailed)
+        }
         GROUP if !ctx.allowed(op, crate::auth::acl::Resource::Group, name) => {
             Some(ResponseError::GroupAuthorizationFailed)
         }
@@ -252,6 +258,24 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
             },
             BROKER => broker_configs(b),
             GROUP => group_configs(b),
+            BROKER_LOGGER => match this_broker(b, res.resource_name.as_str()) {
+                Ok(()) => crate::logging::loggers()
+                    .into_iter()
+                    .map(|(name, level)| Described {
+                        key: name,
+                        value: level.kafka_name().into(),
+                        source: SOURCE_BROKER_LOGGER,
+                        long: false,
+                        doc: "A logger (a tracing target, or root for every other) and its level.",
+                    })
+                    .collect(),
+                Err(msg) => {
+                    r.error_code = code(ResponseError::InvalidRequest);
+                    r.error_message = Some(sb(msg));
+                    resp.results.push(r);
+                    continue;
+                }
+            },
             other => {
                 r.error_code = code(ResponseError::InvalidRequest);
                 r.error_message = Some(sb(format!("unsupported resource type {other}")));
@@ -270,7 +294,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                 let mut c = DescribeConfigsResourceResult::default()
                     .with_name(sb(e.key.clone()))
                     .with_value(Some(sb(e.value.clone())))
-                    .with_read_only(res.resource_type != TOPIC)
+                    .with_read_only(!matches!(res.resource_type, TOPIC | BROKER_LOGGER))
                     .with_config_source(e.source);
                 if req.include_synonyms {
                     c.synonyms = vec![DescribeConfigsSynonym::default()
@@ -364,6 +388,18 @@ pub fn incremental_alter(
 ) -> IncrementalAlterConfigsResponse {
     let mut resp = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
+        if res.resource_type == BROKER_LOGGER {
+            let result = alter_loggers(ctx, &res, req.validate_only);
+            let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name);
+            if let Err((e, msg)) = result {
+                r.error_code = code(e);
+                r.error_message = Some(sb(msg));
+            }
+            resp.responses.push(r);
+            continue;
+        }
         let result = apply(
             ctx,
             res.resource_type,
@@ -414,4 +450,56 @@ pub fn incremental_alter(
         resp.responses.push(r);
     }
     resp
+}
+
+/// A broker-logger resource names this broker by its node id, as in Kafka.
+fn this_broker(b: &Broker, name: &str) -> Result<(), String> {
+    if name.trim().parse::<i32>().ok() == Some(b.config.node_id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unexpected broker id: this broker is {}, the request names '{name}'",
+            b.config.node_id
+        ))
+    }
+}
+
+/// SET and DELETE of log levels; all of a resource's changes apply, or none.
+fn alter_loggers(
+    ctx: &Ctx<'_>,
+    res: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let name = res.resource_name.as_str();
+    if let Some(e) = config_denied(ctx, BROKER_LOGGER, name, Operation::AlterConfigs) {
+        return Err((e, "Authorization failed.".into()));
+    }
+    this_broker(ctx.broker, name).map_err(|m| (ResponseError::InvalidRequest, m))?;
+    let mut changes = Vec::with_capacity(res.configs.len());
+    for kv in &res.configs {
+        let key = kv.name.as_str();
+        changes.push(match (kv.config_operation, &kv.value) {
+            (0, Some(v)) => (key, Some(v.as_str())),
+            (0, None) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("SET of logger '{key}' needs a level"),
+                ))
+            }
+            (1, _) => (key, None),
+            (op, _) => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("operation {op} (APPEND/SUBTRACT) does not apply to log levels"),
+                ))
+            }
+        });
+    }
+    crate::logging::change(&changes, validate_only).map_err(|e| {
+        let code = match e {
+            crate::logging::LoggingError::RemoveRoot => ResponseError::InvalidRequest,
+            _ => ResponseError::InvalidConfig,
+        };
+        (code, e.to_string())
+    })
 }

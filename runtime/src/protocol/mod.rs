@@ -406,6 +406,17 @@ pub async fn handle_pieces(
             }
         })?;
     let client_id = header.client_id.as_ref().map(|s| s.as_str().to_string());
+    // Kafka's kafka.request.logger: every request at DEBUG, off unless asked for (SLUICE_LOG
+    // or the broker-loggers config); a disabled callsite costs one load.
+    tracing::debug!(
+        target: "sluice::protocol::requests",
+        api = ?api,
+        version = asked,
+        correlation_id,
+        client = client_id.as_deref().unwrap_or(""),
+        peer = %session.peer,
+        "request"
+    );
     match api {
         ApiKey::SaslHandshake => {
             let r = sasl::handshake(session, version, decode(api, version, &mut frame)?);
