@@ -130,6 +130,10 @@ fn kafka_command_line_tools() {
         Duration::from_secs(600),
     );
     assert!(out.contains("PASS kafka_tools.sh"), "{out}");
+    assert!(
+        !out.contains("GAP "),
+        "a tool met a feature sluice lacks:\n{out}"
+    );
     // kafka-configs turned the request logger (broker loggers) on, then off: its DEBUG lines
     // are in the log between the two changes, and none after the last.
     let log = broker.log();

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod durable;
+pub mod dynamic;
 pub mod producer_ids;
 pub mod producers;
 #[cfg(test)]
@@ -443,6 +444,12 @@ pub struct Broker {
     throttle: RwLock<std::collections::HashMap<String, u32>>,
     /// Topics whose files are being created (see [`Broker::create_topic`]).
     creating: Mutex<std::collections::HashSet<String>>,
+    /// Topic defaults changed while running (see `dynamic.rs`). Held while any topic's
+    /// effective config is recomputed, so a topic change and a default change never
+    /// interleave.
+    dynamic: Mutex<dynamic::DynamicConfigs>,
+    /// The file's defaults overlaid by the dynamic ones: what topics fall back to.
+    defaults: RwLock<Arc<config::Defaults>>,
 }
 
 /// `segment.bytes` and `segment.ms` against the broker's floors.
@@ -842,6 +849,9 @@ impl Broker {
         if clean {
             tracing::info!("clean shutdown last time: active segments are trusted without a scan");
         }
+        let dynamic: dynamic::DynamicConfigs =
+            crate::disk::json::load(&config.data_dir.join(dynamic::FILE))?;
+        let defaults = dynamic.over(&config.defaults);
         let mut topics = BTreeMap::new();
         let mut names: Vec<_> = disk::list_dir(&topics_dir)
             .map_err(io(&topics_dir))?
@@ -861,7 +871,7 @@ impl Broker {
                     path: meta_path.clone(),
                     why: e.to_string(),
                 })?;
-            let topic = Self::open_topic(&config, name.clone(), dir, meta, clean)?;
+            let topic = Self::open_topic(&config, &defaults, name.clone(), dir, meta, clean)?;
             topics.insert(name, Arc::new(topic));
         }
         if clean {
@@ -908,6 +918,8 @@ impl Broker {
             metrics: Metrics::default(),
             throttle: RwLock::default(),
             creating: Mutex::default(),
+            dynamic: Mutex::new(dynamic),
+            defaults: RwLock::new(Arc::new(defaults)),
         };
         // Transactions a crash left between their two phases are finished before any client
         // can read their partitions.
@@ -917,12 +929,13 @@ impl Broker {
 
     fn open_topic(
         config: &BrokerConfig,
+        defaults: &config::Defaults,
         name: String,
         dir: PathBuf,
         meta: TopicMeta,
         clean: bool,
     ) -> Result<Topic, BrokerError> {
-        let log_config = meta.config.log_config(&config.defaults);
+        let log_config = meta.config.log_config(defaults);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
             partitions.push(Arc::new(Self::open_partition(
@@ -934,7 +947,7 @@ impl Broker {
             )?));
         }
         let produce_limits = ProduceLimits::default();
-        produce_limits.set(&meta.config, &config.defaults);
+        produce_limits.set(&meta.config, defaults);
         Ok(Topic {
             name,
             id: meta.id,
@@ -990,7 +1003,7 @@ impl Broker {
             return Ok(());
         }
         let config = old.config();
-        let log_config = config.log_config(&self.config.defaults);
+        let log_config = config.log_config(&self.defaults());
         let mut partitions = old.partitions.clone();
         for p in have..count {
             partitions.push(Arc::new(Self::open_partition(
@@ -1120,7 +1133,14 @@ impl Broker {
                     path: dir.clone(),
                     why: e.to_string(),
                 })?;
-            let topic = Self::open_topic(&self.config, name.to_string(), dir.clone(), meta, false)?;
+            let topic = Self::open_topic(
+                &self.config,
+                &self.defaults(),
+                name.to_string(),
+                dir.clone(),
+                meta,
+                false,
+            )?;
             write_atomically(&dir.join("topic.json"), &body)?;
             // The topic directory's own entry, so a power cut cannot lose an acknowledged
             // creation (topic.json's write synced the topic directory itself).
@@ -1189,20 +1209,66 @@ impl Broker {
         Ok(())
     }
 
-    /// Replaces a topic's config, persisting it and applying it to its logs.
     /// The floors on segment size and age (see `limits.rs`), for a topic's effective config.
     pub fn check_floors(&self, config: &TopicConfig) -> Result<(), BrokerError> {
-        check_segment_floors(
-            &config.log_config(&self.config.defaults),
-            &self.config.limits,
-        )
-        .map_err(BrokerError::Config)
+        check_segment_floors(&config.log_config(&self.defaults()), &self.config.limits)
+            .map_err(BrokerError::Config)
     }
 
+    /// What topics fall back to: the config file's defaults overlaid by the dynamic ones.
+    pub fn defaults(&self) -> Arc<config::Defaults> {
+        self.defaults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The dynamic broker configs (topic keys), at both levels.
+    pub fn dynamic_configs(&self) -> dynamic::DynamicConfigs {
+        lock(&self.dynamic).clone()
+    }
+
+    /// Changes the dynamic broker configs (`change` gets a copy; all of it applies or none),
+    /// persists them and applies the new defaults to every topic's logs.
+    pub fn alter_dynamic_configs(
+        &self,
+        validate_only: bool,
+        change: impl FnOnce(&mut dynamic::DynamicConfigs) -> Result<(), config::ConfigError>,
+    ) -> Result<(), BrokerError> {
+        let mut current = lock(&self.dynamic);
+        let mut next = current.clone();
+        change(&mut next).map_err(BrokerError::Config)?;
+        let defaults = next.over(&self.config.defaults);
+        check_segment_floors(
+            &TopicConfig::default().log_config(&defaults),
+            &self.config.limits,
+        )
+        .map_err(BrokerError::Config)?;
+        if validate_only || next == *current {
+            return Ok(());
+        }
+        crate::disk::json::store(&self.config.data_dir.join(dynamic::FILE), &next)?;
+        *self.defaults.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(defaults.clone());
+        for topic in self.topics() {
+            let config = topic.config();
+            let lc = config.log_config(&defaults);
+            for p in &topic.partitions {
+                p.set_log_config(lc.clone());
+            }
+            topic.produce_limits.set(&config, &defaults);
+        }
+        tracing::info!(cluster = ?next.cluster, broker = ?next.broker, "dynamic broker configs changed");
+        *current = next;
+        Ok(())
+    }
+
+    /// Replaces a topic's config, persisting it and applying it to its logs.
     pub fn set_topic_config(&self, name: &str, config: TopicConfig) -> Result<(), BrokerError> {
         let topic = self
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        // Not while the defaults change under it (see `dynamic`).
+        let _defaults_stay = lock(&self.dynamic);
         self.check_floors(&config)?;
         let meta = TopicMeta {
             id: topic.id,
@@ -1214,11 +1280,12 @@ impl Broker {
             why: e.to_string(),
         })?;
         write_atomically(&topic.dir.join("topic.json"), &body)?;
-        let lc = config.log_config(&self.config.defaults);
+        let defaults = self.defaults();
+        let lc = config.log_config(&defaults);
         for p in &topic.partitions {
             p.set_log_config(lc.clone());
         }
-        topic.produce_limits.set(&config, &self.config.defaults);
+        topic.produce_limits.set(&config, &defaults);
         *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         tracing::info!(topic = name, "topic config changed");
         Ok(())
@@ -1263,7 +1330,7 @@ impl Broker {
         self.groups.compact_offsets();
         self.txns.compact_log();
         for t in self.topics() {
-            let Some(mut cfg) = t.config().clean_config(&self.config.defaults) else {
+            let Some(mut cfg) = t.config().clean_config(&self.defaults()) else {
                 continue;
             };
             cfg.map_keys = (self.config.cleaner_dedupe_buffer_bytes
@@ -1424,6 +1491,56 @@ mod tests {
         assert!(b.set_topic_config("t", tiny).is_err());
         let ok = TopicConfig::from_pairs([("segment.bytes", "2097152")]).unwrap();
         b.set_topic_config("t", ok).unwrap();
+    }
+
+    /// Dynamic broker configs reach every topic that does not override them, at once and
+    /// after a restart; the broker's own level wins over the cluster default; a topic's
+    /// override wins over both; a floor still holds.
+    #[test]
+    fn dynamic_defaults_apply_to_topics_now_and_after_a_restart() {
+        use dynamic::Level;
+        let dir = tempfile::tempdir().unwrap();
+        let retention = |b: &Broker, t: &str| {
+            let p = b.topic(t).unwrap().partitions[0].clone();
+            let ms = lock(&p.log).log.config().retention_ms;
+            ms
+        };
+        {
+            let b = Broker::open(BrokerConfig::with_defaults(dir.path().to_path_buf())).unwrap();
+            b.create_topic("plain", 1, TopicConfig::default(), false)
+                .unwrap();
+            let own = TopicConfig::from_pairs([("retention.ms", "5000")]).unwrap();
+            b.create_topic("own", 1, own, false).unwrap();
+            b.alter_dynamic_configs(false, |d| d.set(Level::Cluster, "retention.ms", "60000"))
+                .unwrap();
+            assert_eq!(retention(&b, "plain"), 60000);
+            b.alter_dynamic_configs(false, |d| d.set(Level::Broker, "retention.ms", "70000"))
+                .unwrap();
+            assert_eq!(retention(&b, "plain"), 70000);
+            assert_eq!(retention(&b, "own"), 5000);
+            // validate_only changes nothing; a floor refuses; a bad value refuses.
+            b.alter_dynamic_configs(true, |d| d.set(Level::Broker, "retention.ms", "1"))
+                .unwrap();
+            assert_eq!(retention(&b, "plain"), 70000);
+            assert!(b
+                .alter_dynamic_configs(false, |d| d.set(Level::Cluster, "segment.bytes", "10"))
+                .is_err());
+            assert!(b
+                .alter_dynamic_configs(false, |d| d.set(Level::Cluster, "retention.ms", "x"))
+                .is_err());
+        }
+        let b = Broker::open(BrokerConfig::with_defaults(dir.path().to_path_buf())).unwrap();
+        assert_eq!(retention(&b, "plain"), 70000);
+        assert_eq!(b.dynamic_configs().cluster["retention.ms"], "60000");
+        b.create_topic("later", 1, TopicConfig::default(), false)
+            .unwrap();
+        assert_eq!(retention(&b, "later"), 70000);
+        b.alter_dynamic_configs(false, |d| {
+            d.delete(Level::Broker, "retention.ms");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(retention(&b, "later"), 60000);
     }
 
     use super::testing::{open, plain_batch, txn_batch, txn_batch_keyed};

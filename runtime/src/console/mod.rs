@@ -241,7 +241,7 @@ fn topic(broker: &Broker, name: &str) -> Option<Value> {
         .collect();
     let configs: Vec<Value> = t
         .config()
-        .entries(&broker.config.defaults)
+        .entries(&broker.defaults())
         .into_iter()
         .map(|e| json!({ "name": e.key, "value": e.value, "default": e.is_default, "doc": e.doc }))
         .collect();

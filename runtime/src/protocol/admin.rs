@@ -137,7 +137,7 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
                     r.configs = Some(
                         topic
                             .config()
-                            .entries(&b.config.defaults)
+                            .entries(&b.defaults())
                             .into_iter()
                             .map(|e| {
                                 CreatableTopicConfigs::default()

@@ -16,6 +16,7 @@ use super::admin::broker_error_code;
 use super::{code, sb, Ctx};
 use crate::auth::acl::Operation;
 use crate::broker::config::TopicConfig;
+use crate::broker::dynamic::Level;
 use crate::broker::Broker;
 
 const TOPIC: i8 = 2;
@@ -26,6 +27,8 @@ const BROKER_LOGGER: i8 = 8;
 const GROUP: i8 = 32;
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 const SOURCE_BROKER_LOGGER: i8 = 6;
@@ -109,16 +112,56 @@ fn group_configs(b: &Broker) -> Vec<Described> {
     ]
 }
 
-fn broker_configs(b: &Broker) -> Vec<Described> {
-    let c = &b.config;
+/// The topic key behind a broker-level name that can change while the broker runs.
+fn dynamic_key(broker_key: &str) -> Option<&'static str> {
+    TOPIC_DEFAULTS_AS_BROKER
+        .iter()
+        .find(|(_, b)| *b == broker_key)
+        .map(|(t, _)| *t)
+}
+
+/// The dynamic level a broker resource name addresses: "" is the cluster-wide default
+/// (`--entity-default`), this broker's id is this broker.
+fn dynamic_level(b: &Broker, name: &str) -> Result<Level, String> {
+    if name.is_empty() {
+        Ok(Level::Cluster)
+    } else {
+        this_broker(b, name).map(|()| Level::Broker)
+    }
+}
+
+fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
+    let dynamic = b.dynamic_configs();
+    let topic_defaults = TopicConfig::default().entries(&b.defaults());
+    let source = |topic_key: &str| match dynamic.source_of(topic_key) {
+        Some(Level::Broker) => SOURCE_DYNAMIC_BROKER,
+        Some(Level::Cluster) => SOURCE_DYNAMIC_DEFAULT_BROKER,
+        None => SOURCE_STATIC_BROKER,
+    };
+    if name.is_empty() {
+        // Kafka's answer for the cluster default: only what is set there.
+        return TOPIC_DEFAULTS_AS_BROKER
+            .iter()
+            .filter_map(|&(topic_key, broker_key)| {
+                let value = dynamic.cluster.get(topic_key)?;
+                let e = topic_defaults.iter().find(|e| e.key == topic_key)?;
+                Some(Described {
+                    key: broker_key.into(),
+                    value: value.clone(),
+                    source: SOURCE_DYNAMIC_DEFAULT_BROKER,
+                    long: e.is_long,
+                    doc: e.doc,
+                })
+            })
+            .collect();
+    }
     let mut out = broker_settings(b);
-    let topic_defaults = TopicConfig::default().entries(&c.defaults);
     for &(topic_key, broker_key) in TOPIC_DEFAULTS_AS_BROKER {
         if let Some(e) = topic_defaults.iter().find(|e| e.key == topic_key) {
             out.push(Described {
                 key: broker_key.into(),
                 value: e.value.clone(),
-                source: SOURCE_STATIC_BROKER,
+                source: source(topic_key),
                 long: e.is_long,
                 doc: e.doc,
             });
@@ -232,7 +275,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
             TOPIC => match b.topic(res.resource_name.as_str()) {
                 Some(t) => t
                     .config()
-                    .entries(&b.config.defaults)
+                    .entries(&b.defaults())
                     .into_iter()
                     .map(|e| Described {
                         key: e.key.to_string(),
@@ -256,7 +299,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                     continue;
                 }
             },
-            BROKER => broker_configs(b),
+            BROKER => broker_configs(b, res.resource_name.as_str()),
             GROUP => group_configs(b),
             BROKER_LOGGER => match this_broker(b, res.resource_name.as_str()) {
                 Ok(()) => crate::logging::loggers()
@@ -294,7 +337,11 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                 let mut c = DescribeConfigsResourceResult::default()
                     .with_name(sb(e.key.clone()))
                     .with_value(Some(sb(e.value.clone())))
-                    .with_read_only(!matches!(res.resource_type, TOPIC | BROKER_LOGGER))
+                    .with_read_only(match res.resource_type {
+                        TOPIC | BROKER_LOGGER => false,
+                        BROKER => dynamic_key(&e.key).is_none(),
+                        _ => true,
+                    })
                     .with_config_source(e.source);
                 if req.include_synonyms {
                     c.synonyms = vec![DescribeConfigsSynonym::default()
@@ -351,6 +398,29 @@ fn apply(
 pub fn alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut resp = AlterConfigsResponse::default();
     for res in req.resources {
+        if res.resource_type == BROKER {
+            // Non-incremental: the given set replaces that level's dynamic configs.
+            let changes = res
+                .configs
+                .iter()
+                .map(|kv| (kv.name.as_str(), kv.value.as_ref().map(|v| v.as_str())));
+            let result = alter_broker(
+                ctx,
+                res.resource_name.as_str(),
+                true,
+                changes,
+                req.validate_only,
+            );
+            let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name);
+            if let Err((e, msg)) = result {
+                r.error_code = code(e);
+                r.error_message = Some(sb(msg));
+            }
+            resp.responses.push(r);
+            continue;
+        }
         // Non-incremental: the given set replaces every override.
         let result = apply(
             ctx,
@@ -388,8 +458,39 @@ pub fn incremental_alter(
 ) -> IncrementalAlterConfigsResponse {
     let mut resp = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
-        if res.resource_type == BROKER_LOGGER {
-            let result = alter_loggers(ctx, &res, req.validate_only);
+        if matches!(res.resource_type, BROKER | BROKER_LOGGER) {
+            let result = if res.resource_type == BROKER {
+                let mut changes = Vec::with_capacity(res.configs.len());
+                let mut refused = None;
+                for kv in &res.configs {
+                    match (kv.config_operation, &kv.value) {
+                        (0, Some(v)) => changes.push((kv.name.as_str(), Some(v.as_str()))),
+                        (1, _) => changes.push((kv.name.as_str(), None)),
+                        (op, _) => {
+                            refused = Some((
+                                ResponseError::InvalidRequest,
+                                format!(
+                                    "operation {op} on broker config '{}': only SET (with a value) and DELETE apply",
+                                    kv.name.as_str()
+                                ),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                match refused {
+                    Some(e) => Err(e),
+                    None => alter_broker(
+                        ctx,
+                        res.resource_name.as_str(),
+                        false,
+                        changes.into_iter(),
+                        req.validate_only,
+                    ),
+                }
+            } else {
+                alter_loggers(ctx, &res, req.validate_only)
+            };
             let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name);
@@ -415,7 +516,7 @@ pub fn incremental_alter(
                         // APPEND (2) and SUBTRACT (3) apply to list configs: here only
                         // cleanup.policy.
                         (op @ (2 | 3), Some(v)) if key == "cleanup.policy" => {
-                            let current = c.get(&ctx.broker.config.defaults, key);
+                            let current = c.get(&ctx.broker.defaults(), key);
                             let mut items: Vec<&str> = current
                                 .split(',')
                                 .map(str::trim)
@@ -502,4 +603,52 @@ fn alter_loggers(
         };
         (code, e.to_string())
     })
+}
+
+/// Dynamic broker configs: `changes` are (broker-level name, Some(value) to set or None to
+/// remove) at the level `name` addresses; with `replace` the level is emptied first
+/// (AlterConfigs). All apply or none.
+fn alter_broker<'a>(
+    ctx: &Ctx<'_>,
+    name: &str,
+    replace: bool,
+    changes: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let b = ctx.broker;
+    if let Some(e) = config_denied(ctx, BROKER, name, Operation::AlterConfigs) {
+        return Err((e, "Authorization failed.".into()));
+    }
+    let level = dynamic_level(b, name).map_err(|m| (ResponseError::InvalidRequest, m))?;
+    let mut mapped = Vec::new();
+    for (key, value) in changes {
+        let Some(topic_key) = dynamic_key(key) else {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!(
+                    "'{key}' cannot be changed while the broker runs (set it in the config \
+                     file); dynamic: {}",
+                    TOPIC_DEFAULTS_AS_BROKER
+                        .iter()
+                        .map(|(_, b)| *b)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        mapped.push((topic_key, value));
+    }
+    b.alter_dynamic_configs(validate_only, |d| {
+        if replace {
+            d.level_mut(level).clear();
+        }
+        for (key, value) in mapped {
+            match value {
+                Some(v) => d.set(level, key, v)?,
+                None => d.delete(level, key),
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| (broker_error_code(&e), e.to_string()))
 }
