@@ -16,7 +16,10 @@ cd "$ROOT/runtime/fuzz"
 for t in $TARGETS; do
     extra=()
     case $t in
-    request) extra=(-rss_limit_mb=2048) ;;
+    # The request target keeps one broker across inputs on purpose (its topics and groups are
+    # state, not leaks), so LeakSanitizer's scan after most inputs found nothing and took
+    # over half the time: 2,400 executions/s with it, 6,000 without.
+    request) extra=(-rss_limit_mb=2048 -detect_leaks=0) ;;
     segments) extra=(-max_len=8192) ;;
     esac
     echo "== $t: $RUNS executions"
