@@ -205,6 +205,39 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
+    clock: Arc<EpochClock>,
+}
+
+/// Who needs the epoch to move: the guest calls in flight. The clock thread ticks only while
+/// there is one and sleeps otherwise, so idle pipelines cost it no wake-ups (it woke 200
+/// times a second before, whatever the load).
+#[derive(Default)]
+struct EpochClock {
+    in_flight: std::sync::atomic::AtomicUsize,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl EpochClock {
+    /// Marks a guest call as running until the guard drops.
+    fn enter(self: &Arc<Self>) -> InFlight {
+        use std::sync::atomic::Ordering;
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+        InFlight(self.clone())
+    }
+}
+
+struct InFlight(Arc<EpochClock>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A cached compiled component: this magic, the SHA-256 of the rest, then the bytes
@@ -258,11 +291,22 @@ impl PluginEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Engine(format!("{e:#}")))?;
         // The epoch clock: a thread, because a plugin stuck in a loop holds its thread and
-        // only an increment from elsewhere can stop it.
+        // only an increment from elsewhere can stop it. It parks while no guest code runs;
+        // the first call to start unparks it (a token left before it parks is kept).
         let weak = engine.weak();
-        std::thread::Builder::new()
+        let clock = Arc::new(EpochClock::default());
+        let ticking = clock.clone();
+        let thread = std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || loop {
+                if ticking.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                    // Woken by a call; the timeout only notices a dropped engine.
+                    std::thread::park_timeout(Duration::from_secs(5));
+                    if weak.upgrade().is_none() {
+                        return;
+                    }
+                    continue;
+                }
                 std::thread::sleep(EPOCH_TICK);
                 match weak.upgrade() {
                     Some(e) => e.increment_epoch(),
@@ -270,6 +314,7 @@ impl PluginEngine {
                 }
             })
             .map_err(|e| EngineError::Engine(e.to_string()))?;
+        let _ = clock.thread.set(thread.thread().clone());
         if let Some(d) = &cache_dir {
             if let Err(e) = std::fs::create_dir_all(d) {
                 tracing::warn!(dir = %d.display(), error = %e, "compiled-plugin cache disabled");
@@ -279,6 +324,7 @@ impl PluginEngine {
             engine,
             linker,
             cache_dir,
+            clock,
         }))
     }
 
@@ -403,6 +449,8 @@ impl PluginEngine {
             let left_ticks = (s.cpu_budget_ns - used).div_ceil(EPOCH_TICK.as_nanos() as u64);
             Ok(wasmtime::UpdateDeadline::Continue(left_ticks.max(1)))
         });
+        // Instantiation runs the component's start functions: guest code too.
+        let running = self.clock.enter();
         arm(&mut store, limits);
         let instance = code
             .pre
@@ -424,11 +472,13 @@ impl PluginEngine {
         } else {
             None
         };
+        drop(running);
         Ok(Instance {
             store,
             processor,
             on_watermark,
             limits,
+            clock: self.clock.clone(),
         })
     }
 }
@@ -440,6 +490,7 @@ pub struct Instance {
     processor: ProcessorCore,
     on_watermark: Option<WatermarkFunc>,
     limits: Limits,
+    clock: Arc<EpochClock>,
 }
 
 fn arm(store: &mut Store<HostState>, limits: Limits) {
@@ -475,6 +526,7 @@ fn classify(e: wasmtime::Error, limits: Limits) -> CallError {
 
 macro_rules! call {
     ($self:ident, $f:ident $(, $arg:expr)*) => {{
+        let _running = $self.clock.enter();
         arm(&mut $self.store, $self.limits);
         let r = $self.processor.$f(&mut $self.store $(, $arg)*);
         r.map_err(|e| classify(e, $self.limits))
@@ -502,6 +554,7 @@ impl Instance {
         let Some(f) = self.on_watermark else {
             return Ok(None);
         };
+        let _running = self.clock.enter();
         arm(&mut self.store, self.limits);
         f.call(&mut self.store, (watermark_ms,))
             .map(|(outs,)| Some(outs))
