@@ -398,48 +398,40 @@ fn apply(
 pub fn alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut resp = AlterConfigsResponse::default();
     for res in req.resources {
-        if res.resource_type == BROKER {
-            // Non-incremental: the given set replaces that level's dynamic configs.
+        // Non-incremental: the given set replaces every override (for a broker, that
+        // level's dynamic configs).
+        let result = if res.resource_type == BROKER {
             let changes = res
                 .configs
                 .iter()
                 .map(|kv| (kv.name.as_str(), kv.value.as_ref().map(|v| v.as_str())));
-            let result = alter_broker(
+            alter_broker(
                 ctx,
                 res.resource_name.as_str(),
                 true,
                 changes,
                 req.validate_only,
-            );
-            let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(res.resource_type)
-                .with_resource_name(res.resource_name);
-            if let Err((e, msg)) = result {
-                r.error_code = code(e);
-                r.error_message = Some(sb(msg));
-            }
-            resp.responses.push(r);
-            continue;
-        }
-        // Non-incremental: the given set replaces every override.
-        let result = apply(
-            ctx,
-            res.resource_type,
-            res.resource_name.as_str(),
-            req.validate_only,
-            |_| {
-                let mut c = TopicConfig::default();
-                for kv in &res.configs {
-                    match &kv.value {
-                        Some(v) => c
-                            .set(kv.name.as_str(), v.as_str())
-                            .map_err(|e| e.to_string())?,
-                        None => c.delete(kv.name.as_str()).map_err(|e| e.to_string())?,
+            )
+        } else {
+            apply(
+                ctx,
+                res.resource_type,
+                res.resource_name.as_str(),
+                req.validate_only,
+                |_| {
+                    let mut c = TopicConfig::default();
+                    for kv in &res.configs {
+                        match &kv.value {
+                            Some(v) => c
+                                .set(kv.name.as_str(), v.as_str())
+                                .map_err(|e| e.to_string())?,
+                            None => c.delete(kv.name.as_str()).map_err(|e| e.to_string())?,
+                        }
                     }
-                }
-                Ok(c)
-            },
-        );
+                    Ok(c)
+                },
+            )
+        };
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
@@ -458,89 +450,11 @@ pub fn incremental_alter(
 ) -> IncrementalAlterConfigsResponse {
     let mut resp = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
-        if matches!(res.resource_type, BROKER | BROKER_LOGGER) {
-            let result = if res.resource_type == BROKER {
-                let mut changes = Vec::with_capacity(res.configs.len());
-                let mut refused = None;
-                for kv in &res.configs {
-                    match (kv.config_operation, &kv.value) {
-                        (0, Some(v)) => changes.push((kv.name.as_str(), Some(v.as_str()))),
-                        (1, _) => changes.push((kv.name.as_str(), None)),
-                        (op, _) => {
-                            refused = Some((
-                                ResponseError::InvalidRequest,
-                                format!(
-                                    "operation {op} on broker config '{}': only SET (with a value) and DELETE apply",
-                                    kv.name.as_str()
-                                ),
-                            ));
-                            break;
-                        }
-                    }
-                }
-                match refused {
-                    Some(e) => Err(e),
-                    None => alter_broker(
-                        ctx,
-                        res.resource_name.as_str(),
-                        false,
-                        changes.into_iter(),
-                        req.validate_only,
-                    ),
-                }
-            } else {
-                alter_loggers(ctx, &res, req.validate_only)
-            };
-            let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(res.resource_type)
-                .with_resource_name(res.resource_name);
-            if let Err((e, msg)) = result {
-                r.error_code = code(e);
-                r.error_message = Some(sb(msg));
-            }
-            resp.responses.push(r);
-            continue;
-        }
-        let result = apply(
-            ctx,
-            res.resource_type,
-            res.resource_name.as_str(),
-            req.validate_only,
-            |mut c| {
-                for kv in &res.configs {
-                    let key = kv.name.as_str();
-                    match (kv.config_operation, &kv.value) {
-                        (0, Some(v)) => c.set(key, v.as_str()).map_err(|e| e.to_string())?,
-                        (0, None) => return Err(format!("SET of '{key}' needs a value")),
-                        (1, _) => c.delete(key).map_err(|e| e.to_string())?,
-                        // APPEND (2) and SUBTRACT (3) apply to list configs: here only
-                        // cleanup.policy.
-                        (op @ (2 | 3), Some(v)) if key == "cleanup.policy" => {
-                            let current = c.get(&ctx.broker.defaults(), key);
-                            let mut items: Vec<&str> = current
-                                .split(',')
-                                .map(str::trim)
-                                .filter(|i| !i.is_empty())
-                                .collect();
-                            for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-                                if op == 3 {
-                                    items.retain(|i| *i != item);
-                                } else if !items.contains(&item) {
-                                    items.push(item);
-                                }
-                            }
-                            c.set(key, &items.join(",")).map_err(|e| e.to_string())?
-                        }
-                        (op, _) => {
-                            return Err(format!(
-                                "operation {op} (APPEND/SUBTRACT) applies to list configs; '{key}' is not one"
-                            ))
-                        }
-                    }
-                }
-                Ok(c)
-            },
-        );
+        let result = match res.resource_type {
+            BROKER => incremental_broker(ctx, &res, req.validate_only),
+            BROKER_LOGGER => alter_loggers(ctx, &res, req.validate_only),
+            _ => incremental_topic(ctx, &res, req.validate_only),
+        };
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
@@ -551,6 +465,88 @@ pub fn incremental_alter(
         resp.responses.push(r);
     }
     resp
+}
+
+type IncrementalResource =
+    kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
+
+/// SET and DELETE of dynamic broker configs.
+fn incremental_broker(
+    ctx: &Ctx<'_>,
+    res: &IncrementalResource,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let mut changes = Vec::with_capacity(res.configs.len());
+    for kv in &res.configs {
+        match (kv.config_operation, &kv.value) {
+            (0, Some(v)) => changes.push((kv.name.as_str(), Some(v.as_str()))),
+            (1, _) => changes.push((kv.name.as_str(), None)),
+            (op, _) => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "operation {op} on broker config '{}': only SET (with a value) and DELETE apply",
+                        kv.name.as_str()
+                    ),
+                ))
+            }
+        }
+    }
+    alter_broker(
+        ctx,
+        res.resource_name.as_str(),
+        false,
+        changes.into_iter(),
+        validate_only,
+    )
+}
+
+/// SET, DELETE, APPEND and SUBTRACT of a topic's configs.
+fn incremental_topic(
+    ctx: &Ctx<'_>,
+    res: &IncrementalResource,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    apply(
+        ctx,
+        res.resource_type,
+        res.resource_name.as_str(),
+        validate_only,
+        |mut c| {
+            for kv in &res.configs {
+                let key = kv.name.as_str();
+                match (kv.config_operation, &kv.value) {
+                    (0, Some(v)) => c.set(key, v.as_str()).map_err(|e| e.to_string())?,
+                    (0, None) => return Err(format!("SET of '{key}' needs a value")),
+                    (1, _) => c.delete(key).map_err(|e| e.to_string())?,
+                    // APPEND (2) and SUBTRACT (3) apply to list configs: here only
+                    // cleanup.policy.
+                    (op @ (2 | 3), Some(v)) if key == "cleanup.policy" => {
+                        let current = c.get(&ctx.broker.defaults(), key);
+                        let mut items: Vec<&str> = current
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|i| !i.is_empty())
+                            .collect();
+                        for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                            if op == 3 {
+                                items.retain(|i| *i != item);
+                            } else if !items.contains(&item) {
+                                items.push(item);
+                            }
+                        }
+                        c.set(key, &items.join(",")).map_err(|e| e.to_string())?
+                    }
+                    (op, _) => {
+                        return Err(format!(
+                            "operation {op} (APPEND/SUBTRACT) applies to list configs; '{key}' is not one"
+                        ))
+                    }
+                }
+            }
+            Ok(c)
+        },
+    )
 }
 
 /// A broker-logger resource names this broker by its node id, as in Kafka.
@@ -568,7 +564,7 @@ fn this_broker(b: &Broker, name: &str) -> Result<(), String> {
 /// SET and DELETE of log levels; all of a resource's changes apply, or none.
 fn alter_loggers(
     ctx: &Ctx<'_>,
-    res: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+    res: &IncrementalResource,
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
     let name = res.resource_name.as_str();
