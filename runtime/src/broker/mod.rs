@@ -777,6 +777,15 @@ impl Partition {
 }
 
 impl Topic {
+    /// Puts `config` over `defaults` into force in this topic's logs and produce limits.
+    fn apply_config(&self, config: &TopicConfig, defaults: &config::Defaults) {
+        let lc = config.log_config(defaults);
+        for p in &self.partitions {
+            p.set_log_config(lc.clone());
+        }
+        self.produce_limits.set(config, defaults);
+    }
+
     pub fn config(&self) -> TopicConfig {
         self.config
             .read()
@@ -1250,12 +1259,7 @@ impl Broker {
         crate::disk::json::store(&self.config.data_dir.join(dynamic::FILE), &next)?;
         *self.defaults.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(defaults.clone());
         for topic in self.topics() {
-            let config = topic.config();
-            let lc = config.log_config(&defaults);
-            for p in &topic.partitions {
-                p.set_log_config(lc.clone());
-            }
-            topic.produce_limits.set(&config, &defaults);
+            topic.apply_config(&topic.config(), &defaults);
         }
         tracing::info!(cluster = ?next.cluster, broker = ?next.broker, "dynamic broker configs changed");
         *current = next;
@@ -1280,12 +1284,7 @@ impl Broker {
             why: e.to_string(),
         })?;
         write_atomically(&topic.dir.join("topic.json"), &body)?;
-        let defaults = self.defaults();
-        let lc = config.log_config(&defaults);
-        for p in &topic.partitions {
-            p.set_log_config(lc.clone());
-        }
-        topic.produce_limits.set(&config, &defaults);
+        topic.apply_config(&config, &self.defaults());
         *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         tracing::info!(topic = name, "topic config changed");
         Ok(())
