@@ -77,7 +77,10 @@ try {
   await page.fill("form.browse input[name=max]", "5");
   await page.click("form.browse button");
   await page.waitForFunction(() => location.hash.includes("from=beginning"));
-  await page.locator("[data-testid=messages] tbody tr").first().waitFor();
+  // The page showed the newest messages before the click; the table is redrawn when the
+  // fetch answers, so wait for the redraw rather than reading the old rows.
+  await page.waitForFunction(() => document.querySelector("[data-testid=messages] tbody tr td")?.innerText.trim() === "0",
+    null, { timeout: 10000 }).catch(() => {});
   const firstOffset = await page.locator("[data-testid=messages] tbody tr").first().locator("td").first().innerText();
   check(firstOffset.trim() === "0", `browsing from the oldest starts at offset 0 (${firstOffset})`);
   const rows = await page.locator("[data-testid=messages] tbody tr").count();
