@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// this broker's GROUP.deployments topic; "" turns that off [default: sluice]
     #[arg(long, value_name = "GROUP")]
     pub deployments_group: Option<String>,
+    /// Threads that run the pipelines' tasks, all of them in turn [default: 4 per core]
+    #[arg(long, value_name = "N")]
+    pub plugin_threads: Option<usize>,
     /// Token the admin API requires (`Authorization: Bearer TOKEN`); needed when --admin is
     /// not a loopback address
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
@@ -57,6 +60,7 @@ struct FileConfig {
     admin_token: Option<String>,
     plugins_dir: Option<PathBuf>,
     deployments_group: Option<String>,
+    plugin_threads: Option<usize>,
     node_id: Option<i32>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
@@ -153,6 +157,7 @@ pub struct Settings {
     pub plugins_dir: PathBuf,
     /// Whose deployments topic the plugin host follows.
     pub deployments_group: Option<String>,
+    pub plugin_threads: usize,
     pub broker: BrokerConfig,
 }
 
@@ -266,6 +271,10 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             Some(g) if g.is_empty() => None,
             Some(g) => Some(g),
         },
+        plugin_threads: args
+            .plugin_threads
+            .or(file.plugin_threads)
+            .unwrap_or_else(crate::plugin::pool::default_threads),
         broker: BrokerConfig {
             data_dir: args
                 .data_dir
@@ -520,6 +529,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             broker.clone(),
             s.plugins_dir.clone(),
             s.deployments_group.clone(),
+            s.plugin_threads,
             tokio::runtime::Handle::current(),
         )
         .context("cannot start the plugin host")?;

@@ -19,7 +19,8 @@ use super::io::LocalIo;
 use super::manifest::{Manifest, ManifestError, Partitioning};
 use super::output::ensure_topic;
 use super::pipeline::{Deployed, Pipeline, Stats, Topology};
-use super::task::{self, Kind, TaskSpec};
+use super::pool::{Finished, Pool};
+use super::task::{Kind, Task, TaskSpec};
 use crate::broker::Broker;
 
 /// How often the directory is rescanned even without events, and partitions re-counted.
@@ -58,8 +59,8 @@ impl Fingerprint {
 struct TaskHandle {
     topic: String,
     partition: i32,
-    thread: std::thread::JoinHandle<()>,
-    /// Gives the task's place in the budget back when the handle goes (after its join).
+    finished: Arc<Finished>,
+    /// Gives the task's place in the budget back when the handle goes (after it finished).
     _slot: TaskSlot,
 }
 
@@ -218,6 +219,8 @@ pub struct PipelineStatus {
 pub struct PluginHost {
     broker: Arc<Broker>,
     engine: Arc<PluginEngine>,
+    /// Runs every task of every pipeline.
+    pool: Pool,
     dir: PathBuf,
     /// Pipelines received through the deployments topic (see [`super::deployments`]), and
     /// the group whose topic is followed (`None`: not followed).
@@ -243,6 +246,7 @@ impl PluginHost {
         broker: Arc<Broker>,
         dir: PathBuf,
         deployments_group: Option<String>,
+        threads: usize,
         rt: tokio::runtime::Handle,
     ) -> anyhow::Result<Arc<PluginHost>> {
         let data = broker.config.data_dir.clone();
@@ -253,9 +257,13 @@ impl PluginHost {
         let deployed_dir = data.join("deployed");
         std::fs::create_dir_all(&deployed_dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", deployed_dir.display()))?;
+        let pool = Pool::new(threads, rt.clone())
+            .map_err(|e| anyhow::anyhow!("cannot start the plugin task threads: {e}"))?;
+        tracing::info!(threads = pool.threads(), "plugin task pool");
         Ok(Arc::new(PluginHost {
             broker,
             engine,
+            pool,
             dir,
             deployed_dir,
             deployments_group,
@@ -594,20 +602,13 @@ impl PluginHost {
                 rt: self.rt.clone(),
                 topology: self.topology.clone(),
             };
-            let thread = std::thread::Builder::new()
-                .name(format!("{}:{topic}-{partition}", m.name))
-                .spawn(move || task::run(spec, io));
-            match thread {
-                Ok(thread) => r.tasks.push(TaskHandle {
-                    topic,
-                    partition,
-                    thread,
-                    _slot: slot,
-                }),
-                Err(e) => {
-                    tracing::error!(pipeline = %m.name, error = %e, "cannot start a task thread")
-                }
-            }
+            let finished = self.pool.submit(Task::new(spec, io));
+            r.tasks.push(TaskHandle {
+                topic,
+                partition,
+                finished,
+                _slot: slot,
+            });
         }
         if over_budget != r.over_budget {
             r.over_budget = over_budget;
@@ -957,7 +958,7 @@ const NOT_AUTHORIZED: &str = "not authorized:";
 fn stop(r: Running) {
     r.pipeline.request_stop();
     for t in r.tasks {
-        let _ = t.thread.join();
+        t.finished.wait();
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::checkpoint::{Bin, Checkpoint};
 use super::output::{self, Writer};
@@ -83,7 +83,18 @@ pub trait TaskIo: Send {
     fn mark_seen(&mut self);
     /// Parks until input may have arrived (if `input`), `until`, or the pipeline is stopped,
     /// reloaded (its generation no longer `generation`) or woken.
-    fn wait(&mut self, until: Instant, input: bool, pipeline: &Pipeline, generation: u64);
+    fn wait(&mut self, until: Instant, input: bool, pipeline: &Arc<Pipeline>, generation: u64);
+    /// The same wait as a future, so the task holds no thread while it waits (the broker's
+    /// task pool); None when this I/O can only wait by blocking (then `wait` is used).
+    fn park(
+        &mut self,
+        _until: Instant,
+        _input: bool,
+        _pipeline: Arc<Pipeline>,
+        _generation: u64,
+    ) -> Option<Parked> {
+        None
+    }
     /// Resolves an output topic a plugin named, creating it if needed.
     fn topic(&mut self, name: &str) -> Result<Arc<Dest>, String>;
     fn write(&mut self, out: Vec<Routed>) -> Result<(), String>;
@@ -103,6 +114,9 @@ pub trait TaskIo: Send {
         false
     }
 }
+
+/// A task's wait, as [`TaskIo::park`] gives it.
+pub type Parked = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -266,19 +280,28 @@ impl TaskIo for LocalIo {
         }
     }
 
-    fn wait(&mut self, until: Instant, input: bool, p: &Pipeline, generation: u64) {
-        let Some(mut appended) = self.appended.clone() else {
-            return;
-        };
+    fn wait(&mut self, until: Instant, input: bool, p: &Arc<Pipeline>, generation: u64) {
+        if let Some(parked) = self.park(until, input, p.clone(), generation) {
+            self.rt.block_on(parked);
+        }
+    }
+
+    fn park(
+        &mut self,
+        until: Instant,
+        input: bool,
+        p: Arc<Pipeline>,
+        generation: u64,
+    ) -> Option<Parked> {
+        let mut appended = self.appended.clone()?;
         if appended.has_changed().is_err() {
             // The partition was re-created: follow the new one.
             if let Some(rx) = self.subscribe() {
                 self.appended = Some(rx);
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            return;
+            return Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
         }
-        self.rt.block_on(async move {
+        Some(Box::pin(async move {
             let n = p.wake.notified();
             tokio::pin!(n);
             n.as_mut().enable();
@@ -291,7 +314,7 @@ impl TaskIo for LocalIo {
                 _ = appended.changed(), if input => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
-        });
+        }))
     }
 
     fn topic(&mut self, name: &str) -> Result<Arc<Dest>, String> {

@@ -11,6 +11,7 @@ pub mod langs;
 pub mod manifest;
 pub mod output;
 pub mod pipeline;
+pub mod pool;
 pub mod task;
 pub mod watermark;
 

@@ -96,45 +96,157 @@ struct Isolation {
     poison: BTreeMap<i64, String>,
 }
 
-/// Runs the task until its pipeline stops (or `io` says it is no longer ours). Never panics
-/// on plugin or input data.
-pub fn run(spec: TaskSpec, mut io: Box<dyn TaskIo>) {
-    let mut iso = Isolation::default();
-    let name = spec.pipeline.manifest.name.clone();
-    while !spec.pipeline.stopping() && !io.revoked() {
-        match Incarnation::start(&spec, io.as_mut()).and_then(|mut i| i.run(&mut iso)) {
-            Ok(()) => return,
-            Err(Restart::Trap { first, last, why }) => {
+/// What a task asks of whoever runs it after a [`Task::step`].
+pub enum Step {
+    /// Step again (after others had their turn).
+    Again,
+    /// Nothing to do until input may have arrived (if `input`), `until`, or the pipeline
+    /// is stopped, reloaded (its generation no longer `generation`) or woken.
+    Wait {
+        until: Instant,
+        input: bool,
+        generation: u64,
+    },
+    /// An error: start again at `until`, or sooner if the pipeline is stopped or woken.
+    Backoff { until: Instant },
+    /// The pipeline stopped (or the partition is no longer ours): the task is over.
+    Done,
+}
+
+/// A task as a state machine: each [`Task::step`] does a bounded piece of work (a batch,
+/// a tick, a checkpoint, a restart) and says what it waits for next, so one thread can run
+/// many tasks in turn (the broker's [`super::pool`]) or one thread can run one ([`run`]).
+pub struct Task {
+    spec: Arc<TaskSpec>,
+    iso: Isolation,
+    life: Life,
+}
+
+enum Life {
+    /// Between incarnations (at the start, or after a failure).
+    Between(Box<dyn TaskIo>),
+    Running(Box<Incarnation>),
+    /// Only while a step moves the I/O from one life to the next.
+    Moving,
+}
+
+impl Task {
+    pub fn new(spec: TaskSpec, io: Box<dyn TaskIo>) -> Task {
+        Task {
+            spec: Arc::new(spec),
+            iso: Isolation::default(),
+            life: Life::Between(io),
+        }
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.spec.pipeline
+    }
+
+    pub fn io(&mut self) -> &mut dyn TaskIo {
+        match &mut self.life {
+            Life::Between(io) => io.as_mut(),
+            Life::Running(i) => i.io.as_mut(),
+            Life::Moving => unreachable!("a task's I/O is only moved inside a step"),
+        }
+    }
+
+    /// Never panics on plugin or input data.
+    pub fn step(&mut self) -> Step {
+        match std::mem::replace(&mut self.life, Life::Moving) {
+            Life::Between(io) => {
+                if self.spec.pipeline.stopping() || io.revoked() {
+                    self.life = Life::Between(io);
+                    return Step::Done;
+                }
+                match Incarnation::start(self.spec.clone(), io) {
+                    Ok(i) => {
+                        self.life = Life::Running(Box::new(i));
+                        Step::Again
+                    }
+                    Err((e, io)) => {
+                        self.life = Life::Between(io);
+                        self.failed(e)
+                    }
+                }
+            }
+            Life::Running(mut i) => match i.step(&mut self.iso) {
+                Ok(s) => {
+                    self.life = Life::Running(i);
+                    s
+                }
+                Err(e) => {
+                    // The instance goes with the incarnation; the next starts from the checkpoint.
+                    self.life = Life::Between(i.io);
+                    self.failed(e)
+                }
+            },
+            Life::Moving => unreachable!("a task's I/O is only moved inside a step"),
+        }
+    }
+
+    fn failed(&mut self, e: Restart) -> Step {
+        let spec = &self.spec;
+        let name = &spec.pipeline.manifest.name;
+        match e {
+            Restart::Trap { first, last, why } => {
                 Stats::add(&spec.pipeline.stats.traps, 1);
                 tracing::warn!(pipeline = %name, topic = %spec.topic, partition = spec.partition, first, last, error = %why, "plugin trapped; restarting from the last checkpoint");
                 spec.pipeline.stats.error(why.clone());
                 if first == last {
-                    iso.poison.insert(first, why);
+                    self.iso.poison.insert(first, why);
                 } else {
-                    iso.window = Some((first, last));
+                    self.iso.window = Some((first, last));
                 }
+                Step::Again
             }
-            Err(Restart::Error(e)) => {
+            Restart::Error(e) => {
                 tracing::error!(pipeline = %name, topic = %spec.topic, partition = spec.partition, error = %e, "task failed; restarting from the last checkpoint");
                 spec.pipeline.stats.error(e);
-                let p = spec.pipeline.clone();
-                spec.rt.block_on(async move {
-                    let n = p.wake.notified();
-                    tokio::pin!(n);
-                    n.as_mut().enable();
-                    if !p.stopping() {
-                        let _ = tokio::time::timeout(ERROR_BACKOFF, n).await;
-                    }
-                });
+                Step::Backoff {
+                    until: Instant::now() + ERROR_BACKOFF,
+                }
             }
         }
     }
 }
 
+/// Waits for a backed-off task's restart: `until`, or a stop or wake of its pipeline.
+pub async fn backoff(p: Arc<Pipeline>, until: Instant) {
+    let n = p.wake.notified();
+    tokio::pin!(n);
+    n.as_mut().enable();
+    if !p.stopping() {
+        let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(until), n).await;
+    }
+}
+
+/// Runs the task on this thread until its pipeline stops (or `io` says it is no longer ours).
+/// Never panics on plugin or input data.
+pub fn run(spec: TaskSpec, io: Box<dyn TaskIo>) {
+    let rt = spec.rt.clone();
+    let mut task = Task::new(spec, io);
+    loop {
+        match task.step() {
+            Step::Again => {}
+            Step::Done => return,
+            Step::Wait {
+                until,
+                input,
+                generation,
+            } => {
+                let p = task.pipeline().clone();
+                task.io().wait(until, input, &p, generation);
+            }
+            Step::Backoff { until } => rt.block_on(backoff(task.pipeline().clone(), until)),
+        }
+    }
+}
+
 /// One life of the task, from a checkpoint to a stop or a failure.
-struct Incarnation<'a> {
-    spec: &'a TaskSpec,
-    io: &'a mut dyn TaskIo,
+struct Incarnation {
+    spec: Arc<TaskSpec>,
+    io: Box<dyn TaskIo>,
     instance: Instance,
     generation: u64,
     version: String,
@@ -163,8 +275,54 @@ fn err(e: impl std::fmt::Display) -> Restart {
     Restart::Error(e.to_string())
 }
 
-impl<'a> Incarnation<'a> {
-    fn start(spec: &'a TaskSpec, io: &'a mut dyn TaskIo) -> Result<Incarnation<'a>, Restart> {
+/// What an incarnation starts from: its checkpoint, restored into a fresh instance.
+struct Begun {
+    instance: Instance,
+    generation: u64,
+    version: String,
+    next: i64,
+    dirty: bool,
+    tracker: Option<Tracker>,
+    topology_generation: u64,
+}
+
+impl Incarnation {
+    /// On failure the I/O comes back, for the next try.
+    #[allow(clippy::result_large_err)]
+    fn start(
+        spec: Arc<TaskSpec>,
+        mut io: Box<dyn TaskIo>,
+    ) -> Result<Incarnation, (Restart, Box<dyn TaskIo>)> {
+        let b = match Self::begin(&spec, io.as_mut()) {
+            Ok(b) => b,
+            Err(e) => return Err((e, io)),
+        };
+        let tick_ms = spec.pipeline.manifest.tick_ms;
+        Ok(Incarnation {
+            spec,
+            io,
+            instance: b.instance,
+            generation: b.generation,
+            version: b.version,
+            next: b.next,
+            dirty: b.dirty,
+            last_checkpoint: Instant::now(),
+            next_tick: Instant::now() + Duration::from_millis(tick_ms),
+            tracker: b.tracker,
+            topology_generation: b.topology_generation,
+            caught_up: false,
+            last_data: Instant::now(),
+            last_silence_check: Instant::now(),
+            announced: None,
+            last_announce: Instant::now(),
+            // Say where we are at once: an announcement lost in a crash must not leave the
+            // readers downstream waiting.
+            announce_due: true,
+            hand_ahead_due: false,
+        })
+    }
+
+    fn begin(spec: &TaskSpec, io: &mut dyn TaskIo) -> Result<Begun, Restart> {
         let m = &spec.pipeline.manifest;
         let earliest = spec.kind == Kind::Retry || m.start == Start::Earliest;
         let ckpt = io.open(earliest).map_err(err)?;
@@ -214,27 +372,14 @@ impl<'a> Incarnation<'a> {
             }
             io.write(routed).map_err(err)?;
         }
-        Ok(Incarnation {
-            spec,
-            io,
+        Ok(Begun {
             instance,
             generation: d.generation,
             version: d.code.version.clone(),
             next: ckpt.next_offset,
             dirty,
-            last_checkpoint: Instant::now(),
-            next_tick: Instant::now() + Duration::from_millis(m.tick_ms),
             tracker,
             topology_generation,
-            caught_up: false,
-            last_data: Instant::now(),
-            last_silence_check: Instant::now(),
-            announced: None,
-            last_announce: Instant::now(),
-            // Say where we are at once: an announcement lost in a crash must not leave the
-            // readers downstream waiting.
-            announce_due: true,
-            hand_ahead_due: false,
         })
     }
 
@@ -242,46 +387,46 @@ impl<'a> Incarnation<'a> {
         &self.spec.pipeline
     }
 
-    fn run(&mut self, iso: &mut Isolation) -> Result<(), Restart> {
-        loop {
-            if self.pipeline().stopping() || self.io.revoked() {
-                if self.dirty {
-                    self.checkpoint(Vec::new())?;
-                }
-                return Ok(());
+    /// One turn: a batch of input processed, or the tick, checkpoint and announcements due
+    /// while caught up and then what to wait for.
+    fn step(&mut self, iso: &mut Isolation) -> Result<Step, Restart> {
+        if self.pipeline().stopping() || self.io.revoked() {
+            if self.dirty {
+                self.checkpoint(Vec::new())?;
             }
-            if self.pipeline().generation.load(Ordering::Acquire) != self.generation {
-                self.switch_version();
-            }
-            self.follow_topology();
-            // Appends from here on wake `wait`: mark what the read below will see as seen.
-            self.io.mark_seen();
-            let (items, high, hold) = self.read()?;
-            self.progress(high);
-            if items.is_empty() {
-                self.caught_up = self.next >= high && hold.is_none();
-                self.when_caught_up()?;
-                self.announce()?;
-                if self.dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                    self.checkpoint(Vec::new())?;
-                }
-                if Instant::now() >= self.next_tick {
-                    self.tick()?;
-                    continue;
-                }
-                self.wait(hold);
-                continue;
-            }
-            self.caught_up = false;
-            self.process(items, iso)?;
+            return Ok(Step::Done);
+        }
+        if self.pipeline().generation.load(Ordering::Acquire) != self.generation {
+            self.switch_version();
+        }
+        self.follow_topology();
+        // Appends from here on end the wait: mark what the read below will see as seen.
+        self.io.mark_seen();
+        let (items, high, hold) = self.read()?;
+        self.progress(high);
+        if items.is_empty() {
+            self.caught_up = self.next >= high && hold.is_none();
+            self.when_caught_up()?;
             self.announce()?;
-            if Instant::now() >= self.next_tick {
-                self.tick()?;
-            }
             if self.dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 self.checkpoint(Vec::new())?;
             }
+            if Instant::now() >= self.next_tick {
+                self.tick()?;
+                return Ok(Step::Again);
+            }
+            return Ok(self.wait(hold));
         }
+        self.caught_up = false;
+        self.process(items, iso)?;
+        self.announce()?;
+        if Instant::now() >= self.next_tick {
+            self.tick()?;
+        }
+        if self.dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.checkpoint(Vec::new())?;
+        }
+        Ok(Step::Again)
     }
 
     fn progress(&self, high: i64) {
@@ -301,9 +446,9 @@ impl<'a> Incarnation<'a> {
         );
     }
 
-    /// Parks until something may have changed: an append, a stop or reload, the next tick, or
-    /// `hold` (a retry record's due time).
-    fn wait(&mut self, hold: Option<Instant>) {
+    /// What to wait for: an append, a stop or reload, the next tick, or `hold` (a retry
+    /// record's due time).
+    fn wait(&self, hold: Option<Instant>) -> Step {
         let mut until = self.next_tick;
         if let Some(h) = hold {
             until = until.min(h);
@@ -329,8 +474,11 @@ impl<'a> Incarnation<'a> {
         {
             until = until.min(self.last_silence_check + SILENCE_CHECK);
         }
-        self.io
-            .wait(until, hold.is_none(), &self.spec.pipeline, self.generation);
+        Step::Wait {
+            until,
+            input: hold.is_none(),
+            generation: self.generation,
+        }
     }
 
     /// Items from `next` on: (items, high watermark, when the first held-back retry is due).
@@ -782,7 +930,9 @@ impl<'a> Incarnation<'a> {
                 outs.len()
             ));
         }
-        let m = &self.spec.pipeline.manifest;
+        // A handle of its own: resolving below borrows self mutably.
+        let spec = self.spec.clone();
+        let m = &spec.pipeline.manifest;
         let mut routed = Vec::with_capacity(outs.len());
         for o in outs {
             let name = match o.topic {
@@ -925,7 +1075,8 @@ impl<'a> Incarnation<'a> {
     /// A batch no record of which can be read: one dead letter that names its offsets and
     /// carries nothing of it (its bytes stay in the log for whoever wants to look).
     fn dead_letter_batch(&mut self, first: i64, last: i64, why: &str) -> Vec<Routed> {
-        let m = &self.spec.pipeline.manifest;
+        let spec = self.spec.clone();
+        let m = &spec.pipeline.manifest;
         let reason = format!("undecodable batch at offsets {first}..={last}: {why}");
         let mut headers =
             self.dlq_headers(&reason, self.spec.topic.clone(), self.spec.partition, first);

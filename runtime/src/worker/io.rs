@@ -516,7 +516,7 @@ impl TaskIo for ClusterIo {
 
     fn mark_seen(&mut self) {}
 
-    fn wait(&mut self, until: Instant, input: bool, p: &Pipeline, generation: u64) {
+    fn wait(&mut self, until: Instant, input: bool, p: &Arc<Pipeline>, generation: u64) {
         loop {
             if p.stopping()
                 || p.generation.load(Ordering::Acquire) != generation
