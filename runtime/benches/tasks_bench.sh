@@ -8,8 +8,9 @@
 #   BUILD=0 SLUICE_BIN=/tmp/tasks/sluice PARTITIONS="100 1000 3000 10000" bash runtime/benches/tasks_bench.sh
 #
 # A task is one input partition of one pipeline (plus one per partition of the pipeline's
-# retry topic, which only exists once a record was retried: none here). Each task is an OS
-# thread with its own wasmtime instance (plugin/host.rs spawn_missing, plugin/task.rs run).
+# retry topic, which only exists once a record was retried: none here). Each task is a
+# wasmtime instance of its own, stepped by the broker's pool of task threads (plugin/host.rs
+# spawn_missing, plugin/pool.rs, plugin/task.rs).
 # Each scenario gets a fresh broker, so its memory starts from the same point:
 #
 #   A  one pipeline of a trivial filter (plugins/testing/poison: keeps every record) over a
@@ -73,6 +74,8 @@
 #                         records produced, N out in all ("" skips them)    ["10x1000"]
 #   SHARED_OUT_PARTITIONS partitions of each of C's output topics          [10]
 #   PRODUCERS             concurrent producers in scenario B (one per topic at a time) [4]
+#   TICK_MS               the manifests' tick_ms (0: never ticked; an idle task then has
+#                         nothing to do)                                  [the default, 1000]
 #   PLUGIN                plugin crate under plugins/testing to deploy     [poison]
 #   PLUGIN_WASM           a ready component to deploy instead              []
 #   SLUICE_BIN            the broker binary (e.g. a copy, so a concurrent
@@ -248,7 +251,8 @@ ROW_FMT='%-22s|%11s|%8s|%6s|%9s|%8s|%8s|%8s|%6s|%9s|%7s|%8s|%10s|%9s|%9s|%9s|%8s
 deploy() {
     cp "$WASM" "$PLUGINS/.$1.wasm.tmp"
     mv "$PLUGINS/.$1.wasm.tmp" "$PLUGINS/$1.wasm"
-    printf 'inputs = ["%s"]\noutput = "%s"\n' "$2" "$3" >"$PLUGINS/.$1.toml.tmp"
+    printf 'inputs = ["%s"]\noutput = "%s"\n%s' "$2" "$3" "${TICK_MS:+tick_ms = $TICK_MS
+}" >"$PLUGINS/.$1.toml.tmp"
     mv "$PLUGINS/.$1.toml.tmp" "$PLUGINS/$1.toml"
 }
 

@@ -89,16 +89,16 @@ impl Drop for TaskSlot {
     }
 }
 
-/// How many tasks this process may run. Each task is a thread with its own wasmtime
-/// instance: about ten memory mappings (stack and signal stack with their guards, the
-/// linear memory's reservation and guards). Past `vm.max_map_count` (65,530 by default)
-/// mmap fails inside a thread start or an allocation and the whole process aborts, so tasks
-/// past the budget wait instead (`runtime/benches/tasks_bench.sh` measured the figures).
-/// Raising `vm.max_map_count` raises the budget.
+/// How many tasks this process may run. Tasks share the pool's threads, but each has its
+/// own wasmtime instance: about four memory mappings (the linear memory's reservation, its
+/// accessible part, its copy-on-write image, and guards). Past `vm.max_map_count` (65,530 by
+/// default) mmap fails inside an allocation and the whole process aborts, so tasks past the
+/// budget wait instead (`runtime/benches/tasks_bench.sh` measured the figures: 4,161
+/// mappings with 1,000 tasks). Raising `vm.max_map_count` raises the budget.
 fn task_budget() -> usize {
     static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *BUDGET.get_or_init(|| {
-        const MAPS_PER_TASK: usize = 12;
+        const MAPS_PER_TASK: usize = 5;
         // Mappings for everything else: segments, indexes, the runtime, the allocator.
         const RESERVED: usize = 8_192;
         let max_maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")

@@ -215,8 +215,11 @@ impl Manifest {
             )));
         }
         let tick_ms = raw.tick_ms.unwrap_or(1000);
-        if !(10..=3_600_000).contains(&tick_ms) {
-            return Err(err("key 'tick_ms': must be between 10 and 3600000".into()));
+        // 0: never, for plugins that do no time-based work (an idle task then costs nothing).
+        if tick_ms != 0 && !(10..=3_600_000).contains(&tick_ms) {
+            return Err(err(
+                "key 'tick_ms': must be 0 (never) or between 10 and 3600000".into(),
+            ));
         }
         let wasm = raw.wasm.unwrap_or_else(|| format!("{name}.wasm"));
         let wasm_path = Path::new(&wasm);
@@ -403,5 +406,8 @@ min = 3
         assert!(e.to_string().contains("wasm"), "{e}");
         let e = parse("inputs = [\"a\"]\noutput = \"a\"").unwrap_err();
         assert!(e.to_string().contains("output"), "{e}");
+        let e = parse("inputs = [\"a\"]\ntick_ms = 5").unwrap_err();
+        assert!(e.to_string().contains("tick_ms"), "{e}");
+        assert_eq!(parse("inputs = [\"a\"]\ntick_ms = 0").unwrap().tick_ms, 0);
     }
 }

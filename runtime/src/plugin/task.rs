@@ -307,7 +307,7 @@ impl Incarnation {
             next: b.next,
             dirty: b.dirty,
             last_checkpoint: Instant::now(),
-            next_tick: Instant::now() + Duration::from_millis(tick_ms),
+            next_tick: next_tick(tick_ms),
             tracker: b.tracker,
             topology_generation: b.topology_generation,
             caught_up: false,
@@ -1126,8 +1126,7 @@ impl Incarnation {
     }
 
     fn tick(&mut self) -> Result<(), Restart> {
-        let tick_ms = self.spec.pipeline.manifest.tick_ms;
-        self.next_tick = Instant::now() + Duration::from_millis(tick_ms);
+        self.next_tick = next_tick(self.spec.pipeline.manifest.tick_ms);
         if self.io.replaying() {
             // Written-ahead output must follow what the log already holds from before a crash.
             return Ok(());
@@ -1215,6 +1214,16 @@ impl Incarnation {
 }
 
 const MAX_REASON: usize = 4096;
+
+/// When the next tick is due; `tick_ms` 0 means never (a year is as good, and an `Instant`
+/// that far cannot overflow).
+fn next_tick(tick_ms: u64) -> Instant {
+    let every = match tick_ms {
+        0 => Duration::from_secs(365 * 24 * 3600),
+        ms => Duration::from_millis(ms),
+    };
+    Instant::now() + every
+}
 
 fn pending_record(r: &Routed) -> PendingRecord {
     PendingRecord {
