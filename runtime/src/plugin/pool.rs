@@ -134,10 +134,19 @@ pub fn default_threads() -> usize {
 }
 
 fn work(q: &Arc<Queue>) {
+    let mut job = q.pop();
     loop {
-        let mut job = q.pop();
         match job.task().step() {
-            Step::Again => q.push(job),
+            Step::Again => {
+                // Behind the others that are ready, without waking a thread to take it; alone,
+                // it stays on this thread.
+                let mut ready = lock(&q.ready);
+                if let Some(next) = ready.pop_front() {
+                    ready.push_back(job);
+                    job = next;
+                }
+                continue;
+            }
             // Dropping the job sets `finished`, after the task's last checkpoint.
             Step::Done => drop(job),
             Step::Wait {
@@ -169,5 +178,6 @@ fn work(q: &Arc<Queue>) {
                 });
             }
         }
+        job = q.pop();
     }
 }
