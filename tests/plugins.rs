@@ -1464,7 +1464,15 @@ fn python_and_javascript_sdks_route_fail_retry_and_tick() {
         )
         .unwrap();
     }
-    for name in ["py", "js"] {
+    // The Python plugin once more, never ticked: it must add no record to `ticks`.
+    fs::copy(dir.join("py.wasm"), dir.join("quiet.wasm")).unwrap();
+    fs::write(
+        dir.join("quiet.toml"),
+        "inputs = [\"quiet-in\"]\noutput = \"quiet-out\"\ntick_ms = 0\n[config]\n\
+         route_to = \"quiet-routed\"\n",
+    )
+    .unwrap();
+    for name in ["py", "js", "quiet"] {
         wait_running(&b, name, None);
         produce(
             &b,
@@ -1504,4 +1512,8 @@ fn python_and_javascript_sdks_route_fail_retry_and_tick() {
     // One tick record from each plugin's input task.
     let ticks = wait_records(&b, "ticks", 2);
     assert_eq!(values(&ticks), ["tick", "tick"]);
+    // The never-ticked one ran (its records came out) for well over a default tick period.
+    assert_eq!(values(&wait_records(&b, "quiet-out", 2)), ["a", "b"]);
+    sleep(Duration::from_millis(2500));
+    assert_eq!(read_all(&b, "ticks").len(), 2, "tick_ms = 0 ticked");
 }

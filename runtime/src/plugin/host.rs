@@ -286,7 +286,10 @@ impl PluginHost {
         let watcher = {
             use notify::Watcher;
             let tx = tx.clone();
-            notify::recommended_watcher(move |_ev: notify::Result<notify::Event>| {
+            notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+                if ev.as_ref().is_ok_and(|e| only_read(&e.kind)) {
+                    return;
+                }
                 let _ = tx.send(());
             })
             .and_then(|mut w| {
@@ -939,6 +942,14 @@ pub fn load_checked(engine: &PluginEngine, m: &Manifest) -> Result<Code, String>
     Ok(code)
 }
 
+/// An event that changes nothing: a file opened, read or closed unwritten. A rescan reads
+/// every manifest, and inotify reports those opens too; counted as changes, they started
+/// the next rescan, so the host rescanned without end (every 150 ms plus the rescan).
+fn only_read(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
+}
+
 /// Whether a new manifest runs the same tasks as the old, so its code can be hot-reloaded.
 pub fn same_topology(a: &Manifest, b: &Manifest) -> bool {
     a.inputs == b.inputs
@@ -965,6 +976,22 @@ fn stop(r: Running) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_of_the_plugins_directory_are_not_changes() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+        assert!(only_read(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(only_read(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!only_read(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(!only_read(&EventKind::Create(CreateKind::File)));
+        assert!(!only_read(&EventKind::Modify(ModifyKind::Any)));
+    }
 
     #[test]
     fn reset_targets() {
