@@ -1,9 +1,10 @@
 //! Who is on the other end of a connection: listeners and their security protocols (Kafka's
-//! PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), TLS, SASL (PLAIN, SCRAM-SHA-256/512) and the
+//! PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), TLS, SASL (PLAIN, SCRAM-SHA-256/512, OAUTHBEARER) and the
 //! credentials store. Each connection carries a [`Session`]; the protocol layer asks it
 //! before serving a request and reads its principal.
 
 pub mod acl;
+pub mod oauth;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -72,6 +73,8 @@ pub struct AuthConfig {
     pub super_users: Vec<String>,
     /// Whether ACLs are enforced, and what happens on a resource without any.
     pub acl: acl::AclConfig,
+    /// OAUTHBEARER's token validation, when configured.
+    pub oauth: Option<Arc<oauth::OAuth>>,
 }
 
 impl Default for AuthConfig {
@@ -81,6 +84,7 @@ impl Default for AuthConfig {
             max_reauth_ms: 0,
             super_users: Vec::new(),
             acl: Default::default(),
+            oauth: None,
         }
     }
 }

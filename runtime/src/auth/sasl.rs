@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
 
+use super::oauth::{self, OAuth};
 use super::scram::{Mechanism, ServerFirst};
 use super::users::Users;
 
@@ -15,6 +16,7 @@ use super::users::Users;
 pub enum Mech {
     Plain,
     Scram(Mechanism),
+    OAuthBearer,
 }
 
 impl Mech {
@@ -22,17 +24,21 @@ impl Mech {
         match self {
             Mech::Plain => "PLAIN",
             Mech::Scram(m) => m.name(),
+            Mech::OAuthBearer => "OAUTHBEARER",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Mech> {
         if name == "PLAIN" {
             Some(Mech::Plain)
+        } else if name == "OAUTHBEARER" {
+            Some(Mech::OAuthBearer)
         } else {
             Mechanism::from_name(name).map(Mech::Scram)
         }
     }
 
+    /// Enabled unless configured otherwise (OAUTHBEARER needs its keys configured).
     pub const ALL: [Mech; 3] = [
         Mech::Scram(Mechanism::Sha256),
         Mech::Scram(Mechanism::Sha512),
@@ -53,6 +59,9 @@ enum Phase {
     Chosen(Mech),
     /// SCRAM: server-first sent; waiting for the client's final message.
     Scram(Box<ServerFirst>),
+    /// OAUTHBEARER: the token was refused and the error challenge sent; waiting for the
+    /// client's lone kvsep (RFC 7628 §3.2.3) to fail with this reason.
+    OAuthRefused(String),
 }
 
 #[derive(Debug)]
@@ -172,6 +181,7 @@ impl Sasl {
         &mut self,
         token: &[u8],
         users: &Users,
+        oauth: Option<&OAuth>,
         now: Instant,
         max_reauth_ms: u64,
     ) -> Step {
@@ -188,6 +198,27 @@ impl Sasl {
                 Ok(user) => self.finish(Mech::Plain, user, Vec::new(), now, max_reauth_ms),
                 Err(e) => failed(&e),
             },
+            Phase::Chosen(Mech::OAuthBearer) => {
+                let Some(oauth) = oauth else {
+                    return failed(&"OAUTHBEARER is not configured");
+                };
+                match oauth.authenticate(token, crate::broker::now_ms()) {
+                    Ok(v) => {
+                        // KIP-368: the session ends with the token, or sooner.
+                        let left = (v.expires_ms - crate::broker::now_ms()).max(1) as u64;
+                        let lifetime = match max_reauth_ms {
+                            0 => left,
+                            m => m.min(left),
+                        };
+                        self.finish(Mech::OAuthBearer, v.user, Vec::new(), now, lifetime)
+                    }
+                    Err(e) => {
+                        self.phase = Phase::OAuthRefused(e.to_string());
+                        Step::Continue(oauth::error_challenge())
+                    }
+                }
+            }
+            Phase::OAuthRefused(why) => failed(&why),
             Phase::Chosen(Mech::Scram(m)) => {
                 match ServerFirst::start(m, token, |u| users.credential(u, m)) {
                     Ok((state, bytes)) => {
@@ -288,11 +319,11 @@ mod tests {
         assert_eq!(s.handshake(m.name(), false), Ok(()));
         let (c, first) = ClientExchange::new(m, user).unwrap();
         let mut c = c.with_password(pw);
-        let Step::Continue(server_first) = s.authenticate(&first, u, now, reauth) else {
+        let Step::Continue(server_first) = s.authenticate(&first, u, None, now, reauth) else {
             panic!("first step");
         };
         let fin = c.final_message(&server_first).unwrap();
-        s.authenticate(&fin, u, now, reauth)
+        s.authenticate(&fin, u, None, now, reauth)
     }
 
     #[test]
@@ -304,7 +335,7 @@ mod tests {
         assert_eq!(s.gate(ApiKey::ApiVersions, now), Gate::Serve);
         assert!(matches!(s.gate(ApiKey::Metadata, now), Gate::Close(_)));
         assert!(matches!(
-            s.authenticate(b"x", &u, now, 0),
+            s.authenticate(b"x", &u, None, now, 0),
             Step::Failed { code: 34, .. }
         ));
         assert_eq!(
@@ -313,13 +344,13 @@ mod tests {
         );
         assert_eq!(s.handshake("PLAIN", false), Ok(()));
         assert!(matches!(
-            s.authenticate(b"\0alice\0wrong", &u, now, 0),
+            s.authenticate(b"\0alice\0wrong", &u, None, now, 0),
             Step::Failed { code: 58, .. }
         ));
         assert!(!s.authenticated(now));
         assert_eq!(s.handshake("PLAIN", false), Ok(()));
         assert!(
-            matches!(s.authenticate(b"\0alice\0apw", &u, now, 0), Step::Done { ref user, .. } if user == "alice")
+            matches!(s.authenticate(b"\0alice\0apw", &u, None, now, 0), Step::Done { ref user, .. } if user == "alice")
         );
         assert_eq!(s.gate(ApiKey::Metadata, now), Gate::Serve);
         assert_eq!(s.user(), Some("alice"));

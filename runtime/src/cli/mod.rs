@@ -66,7 +66,7 @@ pub struct Conn {
     pub cert_file: Option<std::path::PathBuf>,
     #[arg(long, env = "SLUICE_KEY_FILE", requires = "cert_file")]
     pub key_file: Option<std::path::PathBuf>,
-    /// SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN
+    /// SCRAM-SHA-256, SCRAM-SHA-512, PLAIN or OAUTHBEARER (the token as --sasl-password)
     #[arg(long, env = "SLUICE_SASL_MECHANISM", default_value = "SCRAM-SHA-256")]
     pub sasl_mechanism: String,
     #[arg(long, env = "SLUICE_SASL_USERNAME")]
@@ -91,16 +91,22 @@ impl Conn {
             let mechanism =
                 crate::auth::sasl::Mech::from_name(&self.sasl_mechanism).with_context(|| {
                     format!(
-                        "--sasl-mechanism {}: use SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN",
+                        "--sasl-mechanism {}: use SCRAM-SHA-256, SCRAM-SHA-512, PLAIN or OAUTHBEARER",
                         self.sasl_mechanism
                     )
                 })?;
             Some(SaslLogin {
                 mechanism,
-                username: self
-                    .sasl_username
-                    .clone()
-                    .context("SASL needs --sasl-username")?,
+                // OAUTHBEARER's token names the principal.
+                username: match mechanism {
+                    crate::auth::sasl::Mech::OAuthBearer => {
+                        self.sasl_username.clone().unwrap_or_default()
+                    }
+                    _ => self
+                        .sasl_username
+                        .clone()
+                        .context("SASL needs --sasl-username")?,
+                },
                 password: self
                     .sasl_password
                     .clone()

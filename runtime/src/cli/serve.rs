@@ -107,6 +107,8 @@ struct FileConfig {
     listeners: Vec<ListenerConfig>,
     /// Kafka's sasl.enabled.mechanisms (default: SCRAM-SHA-256, SCRAM-SHA-512, PLAIN).
     sasl_mechanisms: Option<Vec<String>>,
+    /// SASL/OAUTHBEARER: how tokens are checked (its presence offers the mechanism).
+    oauthbearer: Option<crate::auth::oauth::OAuthSettings>,
     /// Kafka's connections.max.reauth.ms (KIP-368); 0 (default): sessions do not expire.
     connections_max_reauth_ms: Option<u64>,
     /// "acl": enforce ACLs (Kafka's authorizer.class.name); default "none": everyone may
@@ -186,16 +188,36 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
         args.advertised.or(file.advertised),
         file.listeners,
     )?;
-    let sasl_mechanisms = match file.sasl_mechanisms {
+    let listed = file.sasl_mechanisms.is_some();
+    let mut sasl_mechanisms: Vec<crate::auth::sasl::Mech> = match file.sasl_mechanisms {
         None => crate::auth::sasl::Mech::ALL.to_vec(),
         Some(names) => names
             .iter()
             .map(|n| {
                 crate::auth::sasl::Mech::from_name(n).with_context(|| {
-                    format!("sasl_mechanisms: \"{n}\" is not one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN")
+                    format!("sasl_mechanisms: \"{n}\" is not one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN, OAUTHBEARER")
                 })
             })
             .collect::<Result<_>>()?,
+    };
+    let explicit = sasl_mechanisms.contains(&crate::auth::sasl::Mech::OAuthBearer);
+    let oauth = match file.oauthbearer {
+        Some(o) => {
+            if o.jwks_file.is_none() && !o.unsecured {
+                bail!("[oauthbearer]: set jwks_file (the keys tokens are signed with), or unsecured = true for development");
+            }
+            // Configuring it offers it, unless the mechanisms are listed without it.
+            if !listed {
+                sasl_mechanisms.push(crate::auth::sasl::Mech::OAuthBearer);
+            }
+            Some(Arc::new(
+                crate::auth::oauth::OAuth::new(o).context("[oauthbearer]")?,
+            ))
+        }
+        None if explicit => {
+            bail!("sasl_mechanisms lists OAUTHBEARER: configure it in an [oauthbearer] table")
+        }
+        None => None,
     };
     for u in &file.super_users {
         if !u.starts_with("User:") {
@@ -283,6 +305,7 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             node_id: file.node_id.unwrap_or(1),
             auth: crate::auth::AuthConfig {
                 sasl_mechanisms,
+                oauth,
                 max_reauth_ms: file.connections_max_reauth_ms.unwrap_or(0),
                 super_users: file.super_users,
                 acl: crate::auth::acl::AclConfig {

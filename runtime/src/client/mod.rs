@@ -226,6 +226,19 @@ impl Client {
                 let server_final = step(fin).await?;
                 c.verify_server(&server_final).map_err(scram_err)?;
             }
+            Mech::OAuthBearer => {
+                // The password is the token (RFC 7628). A refused token gets an error
+                // challenge; the lone kvsep answering it brings the broker's reason.
+                let first = format!("n,,\x01auth=Bearer {}\x01\x01", login.password);
+                let challenge = step(first.into_bytes()).await?;
+                if !challenge.is_empty() {
+                    step(b"\x01".to_vec()).await?;
+                    return Err(ClientError::Auth(format!(
+                        "token refused: {}",
+                        String::from_utf8_lossy(&challenge)
+                    )));
+                }
+            }
         }
         Ok(())
     }

@@ -78,6 +78,7 @@ pub fn authenticate(
     let step = sasl.authenticate(
         &req.auth_bytes,
         &broker.users,
+        broker.config.auth.oauth.as_deref(),
         Instant::now(),
         broker.config.auth.max_reauth_ms,
     );
