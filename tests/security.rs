@@ -477,11 +477,12 @@ unsecured = true
         jwks.display()
     ));
     let sasl = format!("127.0.0.1:{port}");
+    let admin = broker.admin();
     run_ok(
         &broker,
         "python3",
         "oauth.py",
-        &["--sasl-plain", &sasl, "--secret", secret],
+        &["--sasl-plain", &sasl, "--secret", secret, "--admin", &admin],
         LIMIT,
     );
     let with_token = |cmd: &[&str], token: &str| {

@@ -37,6 +37,33 @@ def unique(prefix):
     return f"{prefix}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
 
 
+def trickle(producer, consumer, topic, seconds):
+    """Produces one record at a time for `seconds` (each flushed) while `consumer`, subscribed
+    to `topic`, reads; then reads what is left. Returns (sent, got): records kept flowing on
+    the same connections, e.g. across SASL session lifetimes."""
+    sent, got = [], []
+    deadline = time.time() + seconds
+    i = 0
+    while time.time() < deadline:
+        v = f"v{i}".encode()
+        producer.produce(topic, v)
+        sent.append(v)
+        i += 1
+        check_eq(producer.flush(10), 0, f"record {i} not delivered")
+        m = consumer.poll(0.1)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+        time.sleep(0.05)
+    while len(got) < len(sent):
+        m = consumer.poll(5)
+        if m is None:
+            break
+        if m.error() is None:
+            got.append(m.value())
+    consumer.close()
+    return sent, got
+
+
 def main(body):
     """Run body(); turn a Failure (or any crash) into a clear message and exit status 1."""
     name = os.path.basename(sys.argv[0])

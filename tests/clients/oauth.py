@@ -4,6 +4,7 @@ and accepts unsecured tokens (tests/security.rs writes both):
 
   --sasl-plain   SASL_PLAINTEXT listener
   --secret       the HS256 key's secret
+  --admin        the admin API (for /metrics)
 
 Checks:
 - confluent-kafka with an `oauth_cb` that signs its own JWTs (as an identity provider would):
@@ -22,16 +23,27 @@ import hmac
 import json
 import subprocess
 import time
+import urllib.request
 
-from common import args, check, check_eq, fail, main, unique
+from common import args, check, check_eq, main, trickle, unique
 
 A = args(
     __doc__,
     lambda p: (
         p.add_argument("--sasl-plain", required=True),
         p.add_argument("--secret", required=True),
+        p.add_argument("--admin", required=True),
     ),
 )
+
+
+def metric(name):
+    body = urllib.request.urlopen(f"http://{A.admin}/metrics", timeout=10).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
 
 
 def b64(b):
@@ -79,31 +91,17 @@ def round_trip():
     ccb, _ = token_cb("bob")
     c = Consumer({**conf(ccb), "group.id": unique("g"), "auto.offset.reset": "earliest"})
     c.subscribe([topic])
-    sent, got = [], []
-    deadline = time.time() + 8
-    i = 0
-    while time.time() < deadline:
-        v = f"v{i}".encode()
-        p.produce(topic, v)
-        sent.append(v)
-        i += 1
-        check_eq(p.flush(10), 0, f"record {i} delivered")
-        m = c.poll(0.1)
-        if m is not None and m.error() is None:
-            got.append(m.value())
-        time.sleep(0.05)
-    while len(got) < len(sent):
-        m = c.poll(5)
-        if m is None:
-            break
-        if m.error() is None:
-            got.append(m.value())
-    c.close()
+    conns_before = metric("sluice_connections_total")
+    auths_before = metric("sluice_authentications_total")
+    sent, got = trickle(p, c, topic, 8)
     check_eq(sorted(got), sorted(sent), "records read back")
     # 3 s tokens over 8 s: librdkafka fetched new ones, and the broker took them on the
     # connections it had (a session past its token's end would be cut off).
     check(len(issued) >= 3, f"only {len(issued)} tokens issued for the producer in 8 s")
-    return len(sent), len(issued)
+    conns = metric("sluice_connections_total") - conns_before
+    auths = metric("sluice_authentications_total") - auths_before
+    check(auths >= conns + 2, f"{auths} authentications on {conns} connections: no re-authentication")
+    return len(sent), len(issued), int(conns), int(auths)
 
 
 def refused():
@@ -156,10 +154,13 @@ def kcat_unsecured():
 
 
 def body():
-    n, tokens = round_trip()
+    n, tokens, conns, auths = round_trip()
     bad = refused()
     k = kcat_unsecured()
-    return f"{n} records with {tokens} producer tokens; {bad} bad tokens refused; kcat {k} lines unsecured"
+    return (
+        f"{n} records with {tokens} producer tokens, {auths} authentications on {conns} "
+        f"connections; {bad} bad tokens refused; kcat {k} lines unsecured"
+    )
 
 
 main(body)

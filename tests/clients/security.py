@@ -31,7 +31,7 @@ import subprocess
 import time
 import urllib.request
 
-from common import args, check, check_eq, fail, main, unique
+from common import args, check, check_eq, fail, main, trickle, unique
 
 A = args(
     __doc__,
@@ -78,26 +78,7 @@ def round_trip_with_reauthentication():
     c.subscribe([topic])
     conns_before = metric("sluice_connections_total")
     auths_before = metric("sluice_authentications_total")
-    sent, got = [], []
-    deadline = time.time() + 8
-    i = 0
-    while time.time() < deadline:
-        v = f"v{i}".encode()
-        p.produce(topic, v)
-        sent.append(v)
-        i += 1
-        p.flush(10)
-        m = c.poll(0.1)
-        if m is not None and m.error() is None:
-            got.append(m.value())
-        time.sleep(0.05)
-    while len(got) < len(sent):
-        m = c.poll(5)
-        if m is None:
-            break
-        if m.error() is None:
-            got.append(m.value())
-    c.close()
+    sent, got = trickle(p, c, topic, 8)
     check_eq(got, sent, "records consumed over SASL_SSL")
     conns = metric("sluice_connections_total") - conns_before
     auths = metric("sluice_authentications_total") - auths_before
