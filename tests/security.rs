@@ -115,6 +115,10 @@ client_auth = "required"
 name = "SASL"
 address = "127.0.0.1:{b}"
 security = "SASL_PLAINTEXT"
+
+# The Java client's own unsecured tokens (java_client_over_sasl_ssl).
+[oauthbearer]
+unsecured = true
 "#
     );
     let broker = Broker::start_prepared(&toml, |data| {

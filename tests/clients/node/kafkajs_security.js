@@ -68,7 +68,25 @@ async function main () {
     refused = e
   }
   check(refused && /SASL|auth/i.test(`${refused.name} ${refused.message}`), `wrong password: ${refused}`)
-  return `${sent.length} records (SCRAM-SHA-256 in, PLAIN out); wrong password refused (${refused.name})`
+
+  // OAUTHBEARER: kafkajs asks its provider for a token; an unsecured one (alg none) here,
+  // which this test broker allows. The token names alice; her topic's metadata comes back.
+  const b64 = s => Buffer.from(s).toString('base64url')
+  const now = Math.floor(Date.now() / 1000)
+  const token = `${b64('{"alg":"none"}')}.${b64(JSON.stringify({ sub: 'alice', iat: now, exp: now + 600 }))}.`
+  const oauth = new Kafka({
+    clientId: 'kafkajs-oauth',
+    brokers: [broker],
+    ssl: { ca: [ca], servername: 'localhost' },
+    sasl: { mechanism: 'oauthbearer', oauthBearerProvider: async () => ({ value: token }) },
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 2 }
+  }).admin()
+  await oauth.connect()
+  const md = await oauth.fetchTopicMetadata({ topics: [topic] })
+  await oauth.disconnect()
+  check(md.topics.length === 1 && md.topics[0].name === topic, `metadata over OAUTHBEARER: ${JSON.stringify(md)}`)
+  return `${sent.length} records (SCRAM-SHA-256 in, PLAIN out); wrong password refused (${refused.name}); OAUTHBEARER metadata`
 }
 
 main().then(summary => {

@@ -88,6 +88,16 @@ public class Security {
         } catch (java.util.concurrent.ExecutionException e) {
             check(e.getCause() instanceof SaslAuthenticationException, "wrong password: " + e.getCause());
         }
-        System.out.println("OK Security: 100 records over SASL_SSL (SCRAM-SHA-512), admin describe, SSL client certificate, wrong password refused");
+        // OAUTHBEARER with the Java client's own unsecured token (the broker allows those):
+        // the token's subject, admin, is the principal, a super user who may list users.
+        Properties o = sasl(saslSsl, certs, "OAUTHBEARER", "", "");
+        o.put("sasl.jaas.config", "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required"
+                + " unsecuredLoginStringClaim_sub=\"admin\";");
+        try (Admin admin = Admin.create(o)) {
+            Map<String, UserScramCredentialsDescription> users =
+                    admin.describeUserScramCredentials().all().get();
+            check(users.containsKey("alice"), "users described with an OAUTHBEARER token: " + users.keySet());
+        }
+        System.out.println("OK Security: 100 records over SASL_SSL (SCRAM-SHA-512), admin describe, SSL client certificate, wrong password refused, OAUTHBEARER");
     }
 }
