@@ -523,3 +523,79 @@ unsecured = true
         "{out:?}"
     );
 }
+
+/// `sluice quota`: set a user's, a client id's and the users' default quotas, list them (all,
+/// filtered, as JSON), remove one, and refuse an unknown quota name.
+#[test]
+fn the_cli_sets_lists_and_deletes_client_quotas() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    let quota = |args: &[&str]| {
+        let mut a = vec!["quota"];
+        a.extend_from_slice(args);
+        a.extend(["--bootstrap", &b]);
+        sluice(&a)
+    };
+    let ok = |args: &[&str]| {
+        let out = quota(args);
+        assert!(out.status.success(), "sluice quota {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&[
+        "set",
+        "--user",
+        "alice",
+        "producer_byte_rate=1048576",
+        "request_percentage=50",
+    ]);
+    ok(&["set", "--user-default", "consumer_byte_rate=2097152"]);
+    ok(&[
+        "set",
+        "--user",
+        "alice",
+        "--client-id",
+        "app",
+        "producer_byte_rate=4096",
+    ]);
+    let all = ok(&["list"]);
+    assert!(
+        all.contains("user=alice ") && all.contains("producer_byte_rate=1048576"),
+        "{all}"
+    );
+    assert!(
+        all.contains("user=<default>") && all.contains("consumer_byte_rate=2097152"),
+        "{all}"
+    );
+    assert!(
+        all.contains("user=alice, client-id=app") && all.contains("producer_byte_rate=4096"),
+        "{all}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["list", "--user", "alice", "--format", "json"])).unwrap();
+    let rows = json.as_array().unwrap();
+    // Not strict: alice's own quotas and those of alice with a client id.
+    assert_eq!(rows.len(), 2, "{json}");
+    let own = rows
+        .iter()
+        .find(|r| r["entity"].as_object().unwrap().len() == 1)
+        .unwrap();
+    assert_eq!(own["entity"]["user"], "alice", "{json}");
+    assert_eq!(own["quotas"]["request_percentage"], 50.0, "{json}");
+    ok(&["delete", "--user", "alice", "request_percentage"]);
+    let after = ok(&["list", "--user", "alice", "--format", "json"]);
+    assert!(
+        !after.contains("request_percentage") && after.contains("1048576"),
+        "{after}"
+    );
+    let bad = quota(&["set", "--user", "alice", "bytes_per_fortnight=1"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown quota"),
+        "{bad:?}"
+    );
+    let nobody = quota(&["set", "producer_byte_rate=1"]);
+    assert!(
+        !nobody.status.success(),
+        "a quota without an entity was accepted"
+    );
+}

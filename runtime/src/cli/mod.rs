@@ -9,6 +9,7 @@ mod demo;
 pub(crate) mod group;
 mod plugin;
 mod produce;
+mod quota;
 pub mod serve;
 mod topic;
 mod txn;
@@ -153,6 +154,10 @@ pub enum Command {
     /// ACLs: add, list, remove (enforced with `authorizer = "acl"`)
     #[command(subcommand)]
     Acl(acl::AclCmd),
+    /// Client quotas (byte rates, request percentage) of users and client ids: set, delete,
+    /// list
+    #[command(subcommand)]
+    Quota(quota::QuotaCmd),
     /// SCRAM users (SASL/SCRAM and SASL/PLAIN logins): create, list, delete
     #[command(subcommand)]
     User(user::UserCmd),
@@ -185,6 +190,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Consume(a) => client_runtime()?.block_on(consume::run(a)),
         Command::Plugin(c) => plugin::run(c),
         Command::Acl(c) => client_runtime()?.block_on(acl::run(c)),
+        Command::Quota(c) => client_runtime()?.block_on(quota::run(c)),
         Command::User(c) => client_runtime()?.block_on(user::run(c)),
         Command::Cluster(c) => client_runtime()?.block_on(cluster::run(c)),
         Command::Demo(a) => client_runtime()?.block_on(demo::run(a)),
