@@ -299,7 +299,18 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                     continue;
                 }
             },
-            BROKER => broker_configs(b, res.resource_name.as_str()),
+            BROKER => match res.resource_name.as_str() {
+                "" => broker_configs(b, ""),
+                name => match this_broker(b, name) {
+                    Ok(()) => broker_configs(b, name),
+                    Err(msg) => {
+                        r.error_code = code(ResponseError::InvalidRequest);
+                        r.error_message = Some(sb(msg));
+                        resp.results.push(r);
+                        continue;
+                    }
+                },
+            },
             GROUP => group_configs(b),
             BROKER_LOGGER => match this_broker(b, res.resource_name.as_str()) {
                 Ok(()) => crate::logging::loggers()
@@ -549,7 +560,7 @@ fn incremental_topic(
     )
 }
 
-/// A broker-logger resource names this broker by its node id, as in Kafka.
+/// A broker or broker-logger resource names this broker by its node id, as in Kafka.
 fn this_broker(b: &Broker, name: &str) -> Result<(), String> {
     if name.trim().parse::<i32>().ok() == Some(b.config.node_id) {
         Ok(())

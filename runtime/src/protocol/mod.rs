@@ -796,6 +796,46 @@ mod tests {
         assert!(throttles.iter().all(|&t| t > 0), "{throttles:?}");
     }
 
+    /// A BROKER resource names this broker by its id, or the cluster default by "": another
+    /// id is INVALID_REQUEST, as in Kafka, not this broker's configs under another name.
+    #[tokio::test]
+    async fn broker_configs_of_another_broker_id_are_refused() {
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+        use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let mut s = Session::plaintext("test");
+        for (name, ok) in [("1", true), ("", true), ("7", false), ("x", false)] {
+            let req = DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_string(name.into()))
+                    .with_configuration_keys(None),
+            ]);
+            let mut body = BytesMut::new();
+            req.encode(&mut body, 1).unwrap();
+            let mut r = handle(&b, &mut s, frame(32, 1, &body))
+                .await
+                .unwrap()
+                .unwrap()
+                .freeze();
+            r.advance(8); // length, correlation id
+            let resp = DescribeConfigsResponse::decode(&mut r, 1).unwrap();
+            let res = &resp.results[0];
+            if ok {
+                assert_eq!(
+                    res.error_code, 0,
+                    "broker '{name}': {:?}",
+                    res.error_message
+                );
+            } else {
+                assert_eq!(res.error_code, 42, "broker '{name}' answered"); // INVALID_REQUEST
+                assert!(res.configs.is_empty());
+            }
+        }
+    }
+
     #[tokio::test]
     async fn unknown_apiversions_version_gets_a_v0_answer() {
         let dir = tempfile::tempdir().unwrap();
