@@ -64,6 +64,22 @@ def trickle(producer, consumer, topic, seconds):
     return sent, got
 
 
+def login_refused(conf, what):
+    """A confluent-kafka producer with `conf` must be told its login failed (an
+    authentication error within 15 s), not hang or get in."""
+    from confluent_kafka import KafkaError, Producer
+
+    errors = []
+    p = Producer({**conf, "error_cb": errors.append})
+    p.produce(unique("never"), b"x")
+    deadline = time.time() + 15
+    refused = lambda: any(e.code() == KafkaError._AUTHENTICATION for e in errors)  # noqa: E731
+    while time.time() < deadline and not refused():
+        p.poll(0.2)
+    check(refused(), f"{what}: no authentication error, got {errors}")
+    p.purge()
+
+
 def main(body):
     """Run body(); turn a Failure (or any crash) into a clear message and exit status 1."""
     name = os.path.basename(sys.argv[0])
