@@ -37,6 +37,19 @@ def unique(prefix):
     return f"{prefix}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
 
 
+def metric(admin, name):
+    """The sum of a metric's samples on the broker's /metrics: `name` alone covers every
+    label set, `name{labels}` just that one."""
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
+
+
 def trickle(producer, consumer, topic, seconds):
     """Produces one record at a time for `seconds` (each flushed) while `consumer`, subscribed
     to `topic`, reads; then reads what is left. Returns (sent, got): records kept flowing on

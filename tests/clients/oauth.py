@@ -23,8 +23,8 @@ import hmac
 import json
 import subprocess
 import time
-import urllib.request
 
+import common
 from common import args, check, check_eq, login_refused, main, trickle, unique
 
 A = args(
@@ -38,12 +38,7 @@ A = args(
 
 
 def metric(name):
-    body = urllib.request.urlopen(f"http://{A.admin}/metrics", timeout=10).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in body.splitlines()
-        if line.startswith(name + " ") or line.startswith(name + "{")
-    )
+    return common.metric(A.admin, name)
 
 
 def b64(b):

@@ -10,10 +10,10 @@ back as "slow" takes about 3 MB / 300 kB/s; and the broker counted the throttled
 
 import json
 import time
-import urllib.request
 
 from confluent_kafka import Consumer, Producer
 
+import common
 from common import args, check, main, unique
 
 A = args(__doc__, lambda p: p.add_argument("--admin", required=True))
@@ -22,8 +22,7 @@ FETCH_QUOTA = 300_000
 
 
 def metric(name):
-    body = urllib.request.urlopen(f"http://{A.admin}/metrics", timeout=10).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in body.splitlines() if l.startswith(name))
+    return common.metric(A.admin, name)
 
 
 def produce_for(topic, client_id, secs):

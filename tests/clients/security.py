@@ -29,8 +29,8 @@ import ssl
 import struct
 import subprocess
 import time
-import urllib.request
 
+import common
 from common import args, check, check_eq, fail, login_refused, main, trickle, unique
 
 A = args(
@@ -47,12 +47,7 @@ CA = os.path.join(A.certs, "ca.pem")
 
 
 def metric(name):
-    body = urllib.request.urlopen(f"http://{A.admin}/metrics", timeout=10).read().decode()
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return common.metric(A.admin, name)
 
 
 def confluent(mech, user, password, server=None, protocol="SASL_SSL"):
