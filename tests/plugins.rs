@@ -703,6 +703,59 @@ fn a_plugin_written_in_c_runs_too() {
     assert_eq!(p["records_out"], 3);
 }
 
+/// Idle instances cost no CPU when their plugin says it has no time-based work: a plugin built
+/// with the SDK and no `tick` pauses its ticks (`host.pause-ticks`, WIT 0.1.3) until its next
+/// record, while a component built against 0.1.0 (the C filter) is ticked every `tick_ms` as
+/// before.
+#[test]
+fn idle_instances_that_pause_their_ticks_are_not_ticked() {
+    require_kcat();
+    let b = Broker::start();
+    let manifest =
+        |name: &str| format!("inputs = [\"{name}-in\"]\noutput = \"{name}-out\"\ntick_ms = 50\n");
+    deploy(&b, "old", "c-filter", &manifest("old"));
+    deploy(&b, "sdk", "even-filter", &manifest("sdk"));
+    let ticks = |name: &str| pipeline(&b, name).unwrap()["ticks"].as_u64().unwrap();
+    for (name, input) in [("old", "keep 1"), ("sdk", "2")] {
+        wait_running(&b, name, None);
+        produce(&b, &format!("{name}-in"), &lines(&[input]), false);
+        assert_eq!(
+            values(&wait_records(&b, &format!("{name}-out"), 1)),
+            [input]
+        );
+    }
+    // Each SDK instance is ticked once after its input at most, then paused.
+    sleep(Duration::from_millis(500));
+    let (old0, sdk0) = (ticks("old"), ticks("sdk"));
+    sleep(Duration::from_millis(1500));
+    let (old1, sdk1) = (ticks("old"), ticks("sdk"));
+    assert!(
+        old1 >= old0 + 5,
+        "the 0.1.0 component is ticked: {old0} then {old1}"
+    );
+    assert_eq!(sdk1, sdk0, "the paused SDK instance was ticked while idle");
+    assert!(sdk0 >= 1, "the SDK instance was never ticked at all");
+    // A record ends the pause: one more tick, then quiet again.
+    produce(&b, "sdk-in", &lines(&["4"]), false);
+    assert_eq!(values(&wait_records(&b, "sdk-out", 2)), ["2", "4"]);
+    let deadline = Instant::now() + WAIT;
+    while ticks("sdk") == sdk1 {
+        assert!(Instant::now() < deadline, "not ticked after a record");
+        sleep(Duration::from_millis(50));
+    }
+    sleep(Duration::from_millis(300));
+    let sdk2 = ticks("sdk");
+    sleep(Duration::from_millis(1000));
+    assert_eq!(
+        ticks("sdk"),
+        sdk2,
+        "ticked while idle after the pause resumed"
+    );
+    assert!(b.admin_get("/metrics").contains(&format!(
+        "sluice_pipeline_ticks_total{{pipeline=\"sdk\"}} {sdk2}"
+    )));
+}
+
 #[test]
 fn a_scaffolded_plugin_builds_and_runs_unedited() {
     require_kcat();
@@ -1432,7 +1485,7 @@ fn python_typescript_and_c_scaffolds_build_and_run_unedited() {
 
 /// The Python and JavaScript SDKs beyond filters: config, `task()`, routing to a named topic,
 /// `fail`, an exception (dead-lettered with it as the reason), `retry` with the pipeline's
-/// backoff, and `tick`, in plugins/testing/py-features and js-features.
+/// backoff, `tick` and `pause_ticks`, in plugins/testing/py-features and js-features.
 #[test]
 fn python_and_javascript_sdks_route_fail_retry_and_tick() {
     require_kcat();
@@ -1514,6 +1567,12 @@ fn python_and_javascript_sdks_route_fail_retry_and_tick() {
     assert_eq!(values(&ticks), ["tick", "tick"]);
     // The never-ticked one ran (its records came out) for well over a default tick period.
     assert_eq!(values(&wait_records(&b, "quiet-out", 2)), ["a", "b"]);
-    sleep(Duration::from_millis(2500));
+    // After their one tick record, both call `pause_ticks()`: no more ticks while idle.
+    sleep(Duration::from_millis(1200));
+    let ticks = |name: &str| pipeline(&b, name).unwrap()["ticks"].as_u64().unwrap();
+    let before = (ticks("py"), ticks("js"));
+    sleep(Duration::from_millis(1300));
+    assert_eq!((ticks("py"), ticks("js")), before, "paused ticks went on");
+    assert_eq!(ticks("quiet"), 0);
     assert_eq!(read_all(&b, "ticks").len(), 2, "tick_ms = 0 ticked");
 }

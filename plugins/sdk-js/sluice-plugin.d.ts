@@ -38,3 +38,5 @@ export function map(fn: (r: Record) => Result): PluginDef;
 export function plugin<S = any>(def: PluginDef<S> & ThisType<Instance<S>>): PluginDef<S>;
 export const log: { trace(...p: unknown[]): void; debug(...p: unknown[]): void; info(...p: unknown[]): void; warn(...p: unknown[]): void; error(...p: unknown[]): void };
 export function task(): { pipeline: string; topic: string; partition: number; retry: boolean };
+/** `tick` has nothing to do until more input: not ticked again until the next record. */
+export function pauseTicks(): void;

@@ -19,7 +19,7 @@
 // output are the Rust SDK's: `process` and `onWatermark` depend only on `this.state` and their
 // arguments (the plugin's clock stands still and its randomness is seeded), and `tick`
 // changes state `process` reads only in a call that returns output.
-import { log as hostLog, task as hostTask } from "sluice:plugin/host@0.1.2";
+import { log as hostLog, task as hostTask, pauseTicks as hostPauseTicks } from "sluice:plugin/host@0.1.3";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -133,6 +133,12 @@ export function task() {
   return hostTask();
 }
 
+/** `tick` has nothing to do until more input (no window open): the host stops ticking this
+ * instance until its next record. A plugin without `tick` is paused this way. */
+export function pauseTicks() {
+  hostPauseTicks();
+}
+
 function isOutcome(x) {
   return x !== null && typeof x === "object" && typeof x.tag === "string" && !(x instanceof Output);
 }
@@ -181,7 +187,9 @@ export function exportsOf(def) {
       });
     },
     tick(nowMs) {
-      return typeof self.tick === "function" ? outputs(self.tick(Number(nowMs))) : [];
+      if (typeof self.tick === "function") return outputs(self.tick(Number(nowMs)));
+      hostPauseTicks();
+      return [];
     },
     onWatermark(ms) {
       return typeof self.onWatermark === "function" ? outputs(self.onWatermark(Number(ms))) : [];

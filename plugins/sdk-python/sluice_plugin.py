@@ -46,7 +46,9 @@ plugin's clock stands still and its randomness is seeded, so a replay sees the s
 `tick` may change state `process` reads only in a call that returns output.
 
 `log.info(...)` (and `debug`, `warn`, `error`) writes to the broker's log; `task()` says which
-pipeline and partition the instance runs for.
+pipeline and partition the instance runs for. A plugin without `tick` is ticked once, then
+only after input; one with a `tick` calls `pause_ticks()` when it has nothing to wait for (no
+window open), so its idle partitions cost no CPU.
 """
 
 import json as _json
@@ -59,7 +61,7 @@ from wit_world.imports import types as _t
 
 # `filter` and `map` are left out of `*`, so a star import does not hide Python's own.
 __all__ = ["Record", "Output", "Plugin", "plugin", "emit", "fail", "retry", "KEEP", "DROP",
-           "log", "task"]
+           "log", "task", "pause_ticks"]
 
 
 class Record:
@@ -178,6 +180,8 @@ class Plugin:
         return KEEP
 
     def tick(self, now_ms):
+        # Nothing time-based here: not ticked again until the next record.
+        pause_ticks()
         return []
 
     def on_watermark(self, watermark_ms):
@@ -203,6 +207,12 @@ log = _Log()
 def task():
     """Where this instance runs: .pipeline, .topic, .partition, .retry."""
     return _host.task()
+
+
+def pause_ticks():
+    """`tick` has nothing to do until more input (no window open): the host stops ticking
+    this instance until its next record. The default `tick` calls it."""
+    _host.pause_ticks()
 
 
 # The plugin class the component exports; set by @filter, @map or @plugin.

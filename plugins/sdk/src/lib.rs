@@ -85,7 +85,7 @@ pub use record::{Headers, Outcome, Output, Record};
 pub use runtime::{IntoOutcome, Plugin};
 #[cfg(not(target_arch = "wasm32"))]
 pub use task::set_native_task;
-pub use task::{task, Task};
+pub use task::{pause_ticks, task, Task};
 
 #[doc(hidden)]
 pub mod bindings {

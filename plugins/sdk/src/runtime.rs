@@ -32,8 +32,14 @@ pub trait Plugin: Sized + 'static {
     ///
     /// State that `process` reads may change here only in a call that returns output: only
     /// then does the host checkpoint after it (see the crate docs, rule 2).
+    ///
+    /// Call [`pause_ticks`](crate::pause_ticks) when there is nothing to do until more input
+    /// (no window open): the host then stops ticking this instance until its next record.
+    /// The default does nothing and pauses, so a plugin without time-based work costs no CPU
+    /// while its input is idle.
     fn tick(&mut self, state: &mut Self::State, now_ms: i64) -> Vec<Output> {
         let _ = (state, now_ms);
+        crate::pause_ticks();
         Vec::new()
     }
 

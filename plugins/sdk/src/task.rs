@@ -53,3 +53,32 @@ pub fn task() -> Task {
 pub fn set_native_task(task: Task) {
     NATIVE.with(|t| *t.borrow_mut() = task);
 }
+
+/// Tells the host that [`Plugin::tick`](crate::Plugin::tick) has nothing to do until more input
+/// arrives: the instance is not ticked again until its next record. The default `tick` calls
+/// it, so a plugin that defines none is ticked once and then only after input; a windowing
+/// plugin calls it when no window is open, so its idle partitions cost no CPU.
+pub fn pause_ticks() {
+    #[cfg(target_arch = "wasm32")]
+    crate::bindings::sluice::plugin::host::pause_ticks();
+    #[cfg(not(target_arch = "wasm32"))]
+    TICKS_PAUSED.with(|p| p.set(true));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    static TICKS_PAUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Native builds: whether [`pause_ticks`] was called since the last `take` (for
+/// `testing::Harness`, which plays the host).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn take_ticks_paused() -> bool {
+    TICKS_PAUSED.with(|p| p.replace(false))
+}
+
+/// In a component the host keeps the flag; the harness is native only.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn take_ticks_paused() -> bool {
+    false
+}

@@ -18,6 +18,7 @@ use crate::{Config, Outcome, Output, Plugin, Record};
 /// ```
 pub struct Harness<P: Plugin> {
     inner: Instance<P>,
+    ticks_paused: bool,
 }
 
 impl<P: Plugin> Harness<P> {
@@ -25,15 +26,20 @@ impl<P: Plugin> Harness<P> {
     pub fn new(config: &str) -> Result<Self, String> {
         let mut inner = Instance::new();
         inner.init(&Config::new(config))?;
-        Ok(Harness { inner })
+        Ok(Harness {
+            inner,
+            ticks_paused: false,
+        })
     }
 
     pub fn process(&mut self, record: Record) -> Outcome {
+        self.ticks_paused = false;
         self.inner.process(&record)
     }
 
     /// One outcome per record, in order, like the host's batches.
     pub fn process_all(&mut self, records: impl IntoIterator<Item = Record>) -> Vec<Outcome> {
+        self.ticks_paused = false;
         records
             .into_iter()
             .map(|r| self.inner.process(&r))
@@ -45,8 +51,18 @@ impl<P: Plugin> Harness<P> {
         self.inner.on_watermark(watermark_ms)
     }
 
+    /// Ticks the plugin, as the host does while ticks are not paused.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Output> {
-        self.inner.tick(now_ms)
+        crate::task::take_ticks_paused();
+        let out = self.inner.tick(now_ms);
+        self.ticks_paused = crate::task::take_ticks_paused();
+        out
+    }
+
+    /// Whether the last [`tick`](Self::tick) called [`pause_ticks`](crate::pause_ticks): the
+    /// host would tick this instance again only after its next record.
+    pub fn ticks_paused(&self) -> bool {
+        self.ticks_paused
     }
 
     /// The state as the host would store it at a checkpoint.

@@ -206,3 +206,48 @@ fn on_watermark_reaches_the_plugin_and_plain_plugins_ignore_it() {
     let mut s = Harness::<Stateless>::new("").unwrap();
     assert!(s.watermark(1_000).is_empty());
 }
+
+/// Ticks only while a window is open: pauses them once it has closed it.
+struct ProcessingTime;
+
+impl Plugin for ProcessingTime {
+    type State = Option<i64>;
+    fn init(_: &Config) -> Result<Self, String> {
+        Ok(ProcessingTime)
+    }
+    fn process(&mut self, open: &mut Option<i64>, r: &Record) -> Outcome {
+        open.get_or_insert(r.timestamp());
+        Outcome::Drop
+    }
+    fn tick(&mut self, open: &mut Option<i64>, now_ms: i64) -> Vec<Output> {
+        match *open {
+            Some(since) if now_ms - since >= 1000 => {
+                *open = None;
+                vec![Output::value("closed")]
+            }
+            Some(_) => Vec::new(),
+            None => {
+                sluice_plugin::pause_ticks();
+                Vec::new()
+            }
+        }
+    }
+}
+
+#[test]
+fn a_plugin_without_tick_pauses_its_ticks_and_one_with_tick_decides() {
+    let mut plain = Harness::<Stateless>::new("{}").unwrap();
+    assert!(plain.tick(1).is_empty());
+    assert!(plain.ticks_paused(), "the default tick pauses");
+    plain.process(Record::new("x"));
+    assert!(!plain.ticks_paused(), "a record ends the pause");
+
+    let mut w = Harness::<ProcessingTime>::new("{}").unwrap();
+    w.process(Record::new("x").with_timestamp(5_000));
+    assert!(w.tick(5_500).is_empty());
+    assert!(!w.ticks_paused(), "a window is open");
+    assert_eq!(w.tick(6_000).len(), 1);
+    assert!(!w.ticks_paused());
+    assert!(w.tick(7_000).is_empty());
+    assert!(w.ticks_paused(), "nothing open: paused");
+}

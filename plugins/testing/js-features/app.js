@@ -1,6 +1,6 @@
 // Test plugin: every part of the JavaScript SDK the end-to-end test checks (the same as
 // plugins/testing/py-features, in JavaScript).
-import { Output, emit, fail, log, plugin, retry, task } from "sluice-plugin";
+import { Output, emit, fail, log, pauseTicks, plugin, retry, task } from "sluice-plugin";
 
 export default plugin({
   init(config) {
@@ -19,7 +19,10 @@ export default plugin({
     return r.toOutput().header("where", this.where);
   },
   tick(nowMs) {
-    if (this.state.ticked || task().retry) return [];
+    if (this.state.ticked || task().retry) {
+      pauseTicks();
+      return [];
+    }
     this.state.ticked = true;
     return [new Output("tick").toTopic("ticks")];
   },

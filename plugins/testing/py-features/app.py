@@ -1,7 +1,7 @@
 """Test plugin: every part of the Python SDK the end-to-end test checks. By value:
 "retry" is retried then dead-lettered, "fail" dead-lettered, "raise" raises (dead-lettered
 with the exception), "route" goes to the topic `route_to` from the config; anything else is
-tagged with where the task runs. The first tick emits one record to `ticks`."""
+tagged with where the task runs. The first tick emits one record to `ticks`; later ones pause the ticks."""
 from sluice_plugin import *
 
 
@@ -28,6 +28,7 @@ class Features(Plugin):
 
     def tick(self, now_ms):
         if self.state["ticked"] or task().retry:
+            pause_ticks()
             return []
         self.state["ticked"] = True
         return [Output("tick").to_topic("ticks")]

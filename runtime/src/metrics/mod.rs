@@ -430,7 +430,7 @@ pub fn render_pipelines(host: &crate::plugin::PluginHost) -> String {
 pub fn render_pipeline_status(st: &[PipelineStatus]) -> String {
     let mut out = String::new();
     type Counter = (&'static str, &'static str, fn(&PipelineStatus) -> u64);
-    let counters: [Counter; 7] = [
+    let counters: [Counter; 8] = [
         (
             "sluice_pipeline_records_in_total",
             "Records a pipeline consumed.",
@@ -465,6 +465,11 @@ pub fn render_pipeline_status(st: &[PipelineStatus]) -> String {
             "sluice_pipeline_undecodable_batches_total",
             "Input batches that could not be decoded, dead-lettered whole.",
             |p| p.undecodable,
+        ),
+        (
+            "sluice_pipeline_ticks_total",
+            "Calls of the plugin's tick (idle instances that paused their ticks get none).",
+            |p| p.ticks,
         ),
     ];
     for (name, help, get) in counters {

@@ -1,7 +1,8 @@
 //! The wasmtime side of plugins: one shared engine, compiled components (cached on disk), and
 //! sandboxed instances with a memory cap and a time cap per call.
 //!
-//! A plugin gets exactly what `wit/processor.wit` grants: a log function, and where it runs.
+//! A plugin gets exactly what `wit/processor.wit` grants: a log function, where it runs, and a
+//! way to say it needs no ticks for now.
 //! Components whose language runtime needs WASI 0.2 (Python from componentize-py, JavaScript
 //! from jco) get it, but with nothing in it: no files, network, environment or arguments,
 //! clocks that stand still and randomness from a generator seeded by the task. So replaying a
@@ -89,6 +90,8 @@ pub struct HostState {
     log_lines: u32,
     /// The calling thread's CPU time when the current call started, in ns.
     call_cpu_start: u64,
+    /// The instance called `host.pause-ticks` since its last `process`.
+    ticks_paused: bool,
     cpu_budget_ns: u64,
 }
 
@@ -109,6 +112,10 @@ fn thread_cpu_ns() -> u64 {
 impl self::sluice::plugin::host::Host for HostState {
     fn task(&mut self) -> TaskInfo {
         self.task.clone()
+    }
+
+    fn pause_ticks(&mut self) {
+        self.ticks_paused = true;
     }
 
     fn log(&mut self, level: Level, message: String) {
@@ -433,6 +440,7 @@ impl PluginEngine {
             task,
             log_lines: 0,
             call_cpu_start: 0,
+            ticks_paused: false,
             cpu_budget_ns: limits.cpu_ms_per_call.saturating_mul(1_000_000),
         };
         let mut store = Store::new(&self.engine, state);
@@ -539,11 +547,19 @@ impl Instance {
     }
 
     pub fn process(&mut self, batch: &Batch) -> Result<Vec<Outcome>, CallError> {
+        // New input may give `tick` work again (a window opened).
+        self.store.data_mut().ticks_paused = false;
         call!(self, call_process, batch)
     }
 
     pub fn tick(&mut self, now_ms: i64) -> Result<Vec<OutputRecord>, CallError> {
         call!(self, call_tick, now_ms)
+    }
+
+    /// Whether the instance asked not to be ticked until its next `process` call
+    /// (`host.pause-ticks`).
+    pub fn ticks_paused(&self) -> bool {
+        self.store.data().ticks_paused
     }
 
     /// None when the component does not export `on-watermark`.

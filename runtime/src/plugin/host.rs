@@ -211,6 +211,8 @@ pub struct PipelineStatus {
     pub late: u64,
     pub undecodable: u64,
     pub reloads: u64,
+    /// Calls of the plugin's `tick`.
+    pub ticks: u64,
     pub last_reload_pause_us: u64,
     pub last_error: Option<String>,
     pub partitions: Vec<PartitionStatus>,
@@ -844,6 +846,7 @@ pub fn pipeline_status(
         late: get(&s.late),
         undecodable: get(&s.undecodable),
         reloads: get(&s.reloads),
+        ticks: get(&s.ticks),
         last_reload_pause_us: get(&s.last_reload_pause_us),
         last_error: error.cloned().or_else(|| lock(&s.last_error).clone()),
         partitions,

@@ -194,7 +194,7 @@ pub fn build_js(dir: &Path, out: Option<&Path>) -> Result<PathBuf, BuildError> {
     let config = scratch.write(
         "rolldown.config.mjs",
         &format!(
-            "export default {{ input: {entry:?}, external: [\"sluice:plugin/host@0.1.2\"], \
+            "export default {{ input: {entry:?}, external: [\"sluice:plugin/host@0.1.3\"], \
              platform: \"neutral\", resolve: {{ alias: {{ \"sluice-plugin\": {sdk:?} }} }}, \
              output: {{ file: {bundle:?}, format: \"esm\" }} }};\n",
         ),

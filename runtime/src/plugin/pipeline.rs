@@ -40,6 +40,8 @@ pub struct Stats {
     /// Records set apart as behind the watermark.
     pub late: AtomicU64,
     pub reloads: AtomicU64,
+    /// Calls of the plugins' `tick`.
+    pub ticks: AtomicU64,
     /// Longest time a task spent switching versions in the last reload, in microseconds.
     pub last_reload_pause_us: AtomicU64,
     pub progress: Mutex<BTreeMap<(String, i32), TaskProgress>>,

@@ -411,7 +411,7 @@ impl Incarnation {
             if self.dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 self.checkpoint(Vec::new())?;
             }
-            if Instant::now() >= self.next_tick {
+            if self.tick_due() {
                 self.tick()?;
                 return Ok(Step::Again);
             }
@@ -420,7 +420,7 @@ impl Incarnation {
         self.caught_up = false;
         self.process(items, iso)?;
         self.announce()?;
-        if Instant::now() >= self.next_tick {
+        if self.tick_due() {
             self.tick()?;
         }
         if self.dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
@@ -449,7 +449,12 @@ impl Incarnation {
     /// What to wait for: an append, a stop or reload, the next tick, or `hold` (a retry
     /// record's due time).
     fn wait(&self, hold: Option<Instant>) -> Step {
-        let mut until = self.next_tick;
+        // A paused instance is ticked again only after input, which ends the wait anyway.
+        let mut until = if self.instance.ticks_paused() {
+            Instant::now() + NO_TICK
+        } else {
+            self.next_tick
+        };
         if let Some(h) = hold {
             until = until.min(h);
         }
@@ -1125,6 +1130,12 @@ impl Incarnation {
         }
     }
 
+    /// The tick period has passed and the instance has not paused its ticks
+    /// (`host.pause-ticks`).
+    fn tick_due(&self) -> bool {
+        Instant::now() >= self.next_tick && !self.instance.ticks_paused()
+    }
+
     fn tick(&mut self) -> Result<(), Restart> {
         self.next_tick = next_tick(self.spec.pipeline.manifest.tick_ms);
         if self.io.replaying() {
@@ -1132,6 +1143,7 @@ impl Incarnation {
             return Ok(());
         }
         let now = now_ms();
+        Stats::add(&self.spec.pipeline.stats.ticks, 1);
         let outs = self.instance.tick(now)?;
         if outs.is_empty() {
             return Ok(());
@@ -1215,11 +1227,13 @@ impl Incarnation {
 
 const MAX_REASON: usize = 4096;
 
-/// When the next tick is due; `tick_ms` 0 means never (a year is as good, and an `Instant`
-/// that far cannot overflow).
+/// "Never" as a wait: a year is as good, and an `Instant` that far cannot overflow.
+const NO_TICK: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// When the next tick is due; `tick_ms` 0 means never.
 fn next_tick(tick_ms: u64) -> Instant {
     let every = match tick_ms {
-        0 => Duration::from_secs(365 * 24 * 3600),
+        0 => NO_TICK,
         ms => Duration::from_millis(ms),
     };
     Instant::now() + every
