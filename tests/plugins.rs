@@ -911,7 +911,15 @@ fn watermark_control_records_are_invisible_to_kafka_clients() {
         "upper",
         "inputs = [\"ctl-in\"]\noutput = \"ctl-out\"\n[event_time]\nlateness_ms = 100\n",
     );
+    // Announcements go only to topics a pipeline reads: this one makes ctl-out one.
+    deploy(
+        &b,
+        "ctl-next",
+        "upper",
+        "inputs = [\"ctl-out\"]\noutput = \"ctl-final\"\n[event_time]\nlateness_ms = 100\n",
+    );
     wait_running(&b, "ctl", None);
+    wait_running(&b, "ctl-next", None);
     let n = 300;
     let input: Vec<String> = (0..n).map(|i| format!("k{}:v{i}", i % 7)).collect();
     produce(&b, "ctl-in", &input, true);
@@ -948,6 +956,99 @@ fn watermark_control_records_are_invisible_to_kafka_clients() {
             .any(|x| x["event_time_watermark"].as_i64().is_some()),
         "{p}"
     );
+    // And the announcements are there for the clients to skip: ctl-out holds more offsets
+    // than data records, and the pipeline reading it got a watermark from them.
+    let next = pipeline(&b, "ctl-next").unwrap();
+    let parts = next["partitions"].as_array().unwrap();
+    let offsets: i64 = parts
+        .iter()
+        .map(|x| x["high_watermark"].as_i64().unwrap())
+        .sum();
+    assert!(offsets > n as i64, "no announcement in ctl-out: {next}");
+    assert!(
+        parts
+            .iter()
+            .any(|x| x["event_time_watermark"].as_i64().is_some()),
+        "{next}"
+    );
+}
+
+/// Watermark announcements go only where a pipeline reads: a pipeline whose output nothing
+/// reads writes none (10,000 tasks into 1,000 partitions wrote gigabytes of them before), and
+/// one added later is announced to from then on.
+#[test]
+fn watermarks_are_announced_only_to_topics_a_pipeline_reads() {
+    require_kcat();
+    let b = Broker::start();
+    for t in ["ann-in", "ann-out"] {
+        let o = sluice()
+            .args(["topic", "create", t, "--partitions", "4", "--bootstrap"])
+            .arg(b.bootstrap())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    deploy(
+        &b,
+        "ann",
+        "upper",
+        "inputs = [\"ann-in\"]\noutput = \"ann-out\"\n[event_time]\nlateness_ms = 0\n",
+    );
+    wait_running(&b, "ann", None);
+    let input: Vec<String> = (0..40).map(|i| format!("k{i}:v{i}")).collect();
+    produce(&b, "ann-in", &input, true);
+    assert_eq!(wait_records(&b, "ann-out", 40).len(), 40);
+    sleep(Duration::from_millis(1500));
+    let end = |topic: &str| -> i64 {
+        let o = sluice()
+            .args([
+                "topic",
+                "describe",
+                topic,
+                "--format",
+                "json",
+                "--bootstrap",
+            ])
+            .arg(b.bootstrap())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["partitions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no partitions in {v}"))
+            .iter()
+            .map(|p| p["high_watermark"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(end("ann-out"), 40, "announcements in a topic nobody reads");
+    // A reader arrives: every writer announces to it, and its watermark moves.
+    deploy(
+        &b,
+        "ann-next",
+        "upper",
+        "inputs = [\"ann-out\"]\noutput = \"ann-final\"\n[event_time]\nlateness_ms = 0\n",
+    );
+    wait_running(&b, "ann-next", None);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let p = pipeline(&b, "ann-next").unwrap();
+        let parts = p["partitions"].as_array().unwrap().clone();
+        if parts.len() == 4
+            && parts
+                .iter()
+                .all(|x| x["event_time_watermark"].as_i64().is_some())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no watermark downstream: {p}");
+        sleep(Duration::from_millis(100));
+    }
+    assert!(
+        end("ann-out") >= 40 + 4,
+        "the writers announced to the new reader"
+    );
+    assert_eq!(wait_records(&b, "ann-final", 40).len(), 40);
 }
 
 /// A batch that passes produce's checks (header, CRC) but whose records cannot be decoded

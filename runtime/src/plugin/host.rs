@@ -380,10 +380,9 @@ impl PluginHost {
     /// Who writes into which topic, from the manifests in the directory (whether or not they
     /// run yet): each task of a pipeline is a writer of the pipeline's output.
     fn refresh_topology(&self, found: &BTreeMap<String, PathBuf>) {
-        let (writers_of, present) = writers_of(found, |t| {
+        self.topology.set(writers_of(found, |t| {
             self.broker.topic(t).map(|t| t.partitions.len() as i32)
-        });
-        self.topology.set(writers_of, present);
+        }));
     }
 
     fn reconcile_one(&self, name: &str, path: &Path) {
@@ -878,12 +877,10 @@ pub fn manifests_in(dir: &Path) -> BTreeMap<String, PathBuf> {
 pub fn writers_of(
     found: &BTreeMap<String, PathBuf>,
     partitions: impl Fn(&str) -> Option<i32>,
-) -> (
-    super::pipeline::WritersOf,
-    std::collections::BTreeSet<String>,
-) {
+) -> super::pipeline::Flows {
     let mut writers_of: super::pipeline::WritersOf = BTreeMap::new();
     let mut present = std::collections::BTreeSet::new();
+    let mut read = std::collections::BTreeSet::new();
     for (name, path) in found {
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
@@ -892,6 +889,7 @@ pub fn writers_of(
             continue;
         };
         present.insert(name.clone());
+        read.extend(m.inputs.iter().cloned());
         let Some(out) = &m.output else {
             continue;
         };
@@ -912,7 +910,11 @@ pub fn writers_of(
             }
         }
     }
-    (writers_of, present)
+    super::pipeline::Flows {
+        writers_of,
+        running: present,
+        read,
+    }
 }
 
 /// Compiles the component and checks that its `init` accepts the config, without

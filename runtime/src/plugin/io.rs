@@ -10,13 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::checkpoint::{Bin, Checkpoint};
 use super::output::{self, Writer};
-use super::pipeline::Pipeline;
+use super::task::Waiting;
 use super::watermark::Announcement;
 use crate::broker::Broker;
 use crate::records::Record;
@@ -81,18 +80,11 @@ pub trait TaskIo: Send {
     fn read(&mut self, next: i64) -> Result<Read, String>;
     /// Input readable from now on wakes [`TaskIo::wait`].
     fn mark_seen(&mut self);
-    /// Parks until input may have arrived (if `input`), `until`, or the pipeline is stopped,
-    /// reloaded (its generation no longer `generation`) or woken.
-    fn wait(&mut self, until: Instant, input: bool, pipeline: &Arc<Pipeline>, generation: u64);
+    /// Blocks until what `w` waits for (see [`Waiting`]).
+    fn wait(&mut self, w: &Waiting);
     /// The same wait as a future, so the task holds no thread while it waits (the broker's
     /// task pool); None when this I/O can only wait by blocking (then `wait` is used).
-    fn park(
-        &mut self,
-        _until: Instant,
-        _input: bool,
-        _pipeline: Arc<Pipeline>,
-        _generation: u64,
-    ) -> Option<Parked> {
+    fn park(&mut self, _w: &Waiting) -> Option<Parked> {
         None
     }
     /// Resolves an output topic a plugin named, creating it if needed.
@@ -280,19 +272,13 @@ impl TaskIo for LocalIo {
         }
     }
 
-    fn wait(&mut self, until: Instant, input: bool, p: &Arc<Pipeline>, generation: u64) {
-        if let Some(parked) = self.park(until, input, p.clone(), generation) {
+    fn wait(&mut self, w: &Waiting) {
+        if let Some(parked) = self.park(w) {
             self.rt.block_on(parked);
         }
     }
 
-    fn park(
-        &mut self,
-        until: Instant,
-        input: bool,
-        p: Arc<Pipeline>,
-        generation: u64,
-    ) -> Option<Parked> {
+    fn park(&mut self, w: &Waiting) -> Option<Parked> {
         let mut appended = self.appended.clone()?;
         if appended.has_changed().is_err() {
             // The partition was re-created: follow the new one.
@@ -301,16 +287,30 @@ impl TaskIo for LocalIo {
             }
             return Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
         }
+        let (pipeline, topology) = (w.pipeline.clone(), w.topology.clone());
+        let (generation, topology_generation) = (w.generation, w.topology_generation);
+        let (until, input) = (w.until, w.input);
         Some(Box::pin(async move {
-            let n = p.wake.notified();
-            tokio::pin!(n);
+            let n = pipeline.wake.notified();
+            let t = topology.changed.notified();
+            tokio::pin!(n, t);
             n.as_mut().enable();
-            if p.stopping() || p.generation.load(Ordering::Acquire) != generation {
+            t.as_mut().enable();
+            let w = Waiting {
+                until,
+                input,
+                pipeline: pipeline.clone(),
+                generation,
+                topology: topology.clone(),
+                topology_generation,
+            };
+            if w.changed() {
                 return;
             }
             let deadline = tokio::time::Instant::from_std(until);
             tokio::select! {
                 _ = n => {}
+                _ = t => {}
                 _ = appended.changed(), if input => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }

@@ -62,7 +62,19 @@ impl Stats {
 #[derive(Default)]
 pub struct Topology {
     generation: AtomicU64,
-    inner: Mutex<(WritersOf, BTreeSet<String>)>,
+    inner: Mutex<Flows>,
+    /// Notified after every change (waiting tasks must follow it).
+    pub changed: tokio::sync::Notify,
+}
+
+/// Who writes where and who reads what, from the manifests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Flows {
+    pub writers_of: WritersOf,
+    /// The pipelines there are (running or not yet).
+    pub running: BTreeSet<String>,
+    /// The topics some pipeline reads: the only ones watermark announcements are for.
+    pub read: BTreeSet<String>,
 }
 
 /// Per topic, the writers (`pipeline/topic/partition`) whose default output it is, each with
@@ -75,22 +87,32 @@ impl Topology {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// `writers_of`: per topic, the writers whose default output it is; `running`: the
-    /// pipelines running now.
-    pub fn set(&self, writers_of: WritersOf, running: BTreeSet<String>) {
+    pub fn set(&self, flows: Flows) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0 == writers_of && g.1 == running {
+        if *g == flows {
             return;
         }
-        *g = (writers_of, running);
+        *g = flows;
         self.generation.fetch_add(1, Ordering::AcqRel);
+        drop(g);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether some pipeline reads `topic` (announcements elsewhere would be read by no one:
+    /// clients skip them).
+    pub fn is_read(&self, topic: &str) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read
+            .contains(topic)
     }
 
     pub fn feeders(&self, topic: &str, partition: i32) -> Feeders {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Feeders {
             expected: g
-                .0
+                .writers_of
                 .get(topic)
                 .map(|ws| {
                     ws.iter()
@@ -99,7 +121,7 @@ impl Topology {
                         .collect()
                 })
                 .unwrap_or_default(),
-            running: g.1.clone(),
+            running: g.running.clone(),
         }
     }
 }
@@ -165,10 +187,12 @@ mod tests {
         ws.insert("v/c/0".to_string(), Some(0));
         ws.insert("v/c/1".to_string(), Some(1));
         ws.insert("k/d/0".to_string(), None);
-        t.set(
-            BTreeMap::from([("out".to_string(), ws)]),
-            BTreeSet::from(["v".to_string(), "k".to_string()]),
-        );
+        let flows = Flows {
+            writers_of: BTreeMap::from([("out".to_string(), ws)]),
+            running: BTreeSet::from(["v".to_string(), "k".to_string()]),
+            read: BTreeSet::from(["c".to_string(), "d".to_string()]),
+        };
+        t.set(flows.clone());
         assert_ne!(t.generation(), g);
         let f = t.feeders("out", 1);
         assert_eq!(
@@ -176,20 +200,15 @@ mod tests {
             BTreeSet::from(["k/d/0".to_string(), "v/c/1".to_string()])
         );
         assert!(t.feeders("other", 0).expected.is_empty());
-        // Setting the same again is no change.
+        assert!(t.is_read("c") && !t.is_read("out"));
+        // Setting the same again is no change; a new reader is one.
         let g = t.generation();
-        let same = t.feeders("out", 0);
-        t.set(
-            BTreeMap::from([(
-                "out".to_string(),
-                BTreeMap::from([
-                    ("v/c/0".to_string(), Some(0)),
-                    ("v/c/1".to_string(), Some(1)),
-                    ("k/d/0".to_string(), None),
-                ]),
-            )]),
-            same.running,
-        );
+        t.set(flows.clone());
         assert_eq!(t.generation(), g);
+        let mut read_out = flows;
+        read_out.read.insert("out".to_string());
+        t.set(read_out);
+        assert_ne!(t.generation(), g);
+        assert!(t.is_read("out"));
     }
 }

@@ -149,26 +149,19 @@ fn work(q: &Arc<Queue>) {
             }
             // Dropping the job sets `finished`, after the task's last checkpoint.
             Step::Done => drop(job),
-            Step::Wait {
-                until,
-                input,
-                generation,
-            } => {
-                let p = job.task().pipeline().clone();
-                match job.task().io().park(until, input, p.clone(), generation) {
-                    Some(wait) => {
-                        let back = q.clone();
-                        q.rt.spawn(async move {
-                            wait.await;
-                            back.push(job);
-                        });
-                    }
-                    None => {
-                        job.task().io().wait(until, input, &p, generation);
-                        q.push(job);
-                    }
+            Step::Wait(w) => match job.task().io().park(&w) {
+                Some(wait) => {
+                    let back = q.clone();
+                    q.rt.spawn(async move {
+                        wait.await;
+                        back.push(job);
+                    });
                 }
-            }
+                None => {
+                    job.task().io().wait(&w);
+                    q.push(job);
+                }
+            },
             Step::Backoff { until } => {
                 let p = job.task().pipeline().clone();
                 let back = q.clone();

@@ -96,17 +96,35 @@ struct Isolation {
     poison: BTreeMap<i64, String>,
 }
 
+/// What a waiting task waits for: input (if `input`), `until`, or its pipeline stopped,
+/// woken or reloaded (its generation no longer `generation`), or the topology changed (its
+/// generation no longer `topology_generation`: new readers to announce to, writers gone).
+/// Without a tick to come (paused or `tick_ms = 0`) nothing else would wake the task, so
+/// every change it must see is here, checked after the wait is armed.
+pub struct Waiting {
+    pub until: Instant,
+    pub input: bool,
+    pub pipeline: Arc<Pipeline>,
+    pub generation: u64,
+    pub topology: Arc<Topology>,
+    pub topology_generation: u64,
+}
+
+impl Waiting {
+    /// Something changed since the task looked: it must step again now.
+    pub fn changed(&self) -> bool {
+        self.pipeline.stopping()
+            || self.pipeline.generation.load(Ordering::Acquire) != self.generation
+            || self.topology.generation() != self.topology_generation
+    }
+}
+
 /// What a task asks of whoever runs it after a [`Task::step`].
 pub enum Step {
     /// Step again (after others had their turn).
     Again,
-    /// Nothing to do until input may have arrived (if `input`), `until`, or the pipeline
-    /// is stopped, reloaded (its generation no longer `generation`) or woken.
-    Wait {
-        until: Instant,
-        input: bool,
-        generation: u64,
-    },
+    /// Nothing to do until input may have arrived, a deadline, or a change (see [`Waiting`]).
+    Wait(Waiting),
     /// An error: start again at `until`, or sooner if the pipeline is stopped or woken.
     Backoff { until: Instant },
     /// The pipeline stopped (or the partition is no longer ours): the task is over.
@@ -230,14 +248,7 @@ pub fn run(spec: TaskSpec, io: Box<dyn TaskIo>) {
         match task.step() {
             Step::Again => {}
             Step::Done => return,
-            Step::Wait {
-                until,
-                input,
-                generation,
-            } => {
-                let p = task.pipeline().clone();
-                task.io().wait(until, input, &p, generation);
-            }
+            Step::Wait(w) => task.io().wait(&w),
             Step::Backoff { until } => rt.block_on(backoff(task.pipeline().clone(), until)),
         }
     }
@@ -479,11 +490,14 @@ impl Incarnation {
         {
             until = until.min(self.last_silence_check + SILENCE_CHECK);
         }
-        Step::Wait {
+        Step::Wait(Waiting {
             until,
             input: hold.is_none(),
+            pipeline: self.spec.pipeline.clone(),
             generation: self.generation,
-        }
+            topology: self.spec.topology.clone(),
+            topology_generation: self.topology_generation,
+        })
     }
 
     /// Items from `next` on: (items, high watermark, when the first held-back retry is due).
@@ -713,6 +727,8 @@ impl Incarnation {
             if t.to_hand_any().is_some() {
                 self.hand_ahead_due = true;
             }
+            // A topic may have gained a reader that has not heard this task yet.
+            self.announced = None;
             self.announce_due = true;
         }
     }
@@ -747,7 +763,9 @@ impl Incarnation {
         }
         let mut topics = self.io.topics_written();
         topics.extend(m.output.iter().cloned());
-        topics.retain(|t| !side.contains(t));
+        // Only pipelines read announcements (clients skip them): a topic none reads gets
+        // none, and follow_topology announces again when one starts to.
+        topics.retain(|t| !side.contains(t) && self.spec.topology.is_read(t));
         // Under input partitioning this task writes to one partition of each topic only, and
         // its readers expect it there only (see Topology).
         let only = (m.partitioning == Partitioning::Input).then_some(self.spec.partition);

@@ -30,7 +30,7 @@ use super::changelog::{self, Restore};
 use crate::plugin::checkpoint::{Bin, Checkpoint};
 use crate::plugin::io::{Dest, Item, Moved, Read, Routed, TaskIo};
 use crate::plugin::output::MAX_CREATED_TOPICS;
-use crate::plugin::pipeline::Pipeline;
+use crate::plugin::task::Waiting;
 use crate::plugin::watermark::Announcement;
 use crate::records::Record;
 
@@ -516,12 +516,10 @@ impl TaskIo for ClusterIo {
 
     fn mark_seen(&mut self) {}
 
-    fn wait(&mut self, until: Instant, input: bool, p: &Arc<Pipeline>, generation: u64) {
+    fn wait(&mut self, w: &Waiting) {
+        let (until, input) = (w.until, w.input);
         loop {
-            if p.stopping()
-                || p.generation.load(Ordering::Acquire) != generation
-                || self.revoked.load(Ordering::Acquire)
-            {
+            if w.changed() || self.revoked.load(Ordering::Acquire) {
                 return;
             }
             let now = Instant::now();

@@ -221,18 +221,9 @@ impl Worker {
         // The plugins directory wins over the deployments topic for a name in both.
         let mut found = manifests_in(&self.deployed_dir);
         found.extend(manifests_in(&self.cfg.plugins_dir));
-        let (writers, present) = writers_of(&found, self.partitions());
-        self.topology.set(writers, present);
-        let mut fed = BTreeSet::new();
-        for path in found.values() {
-            if let Ok(m) = std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|t| Manifest::parse(path, &t).map_err(|e| e.to_string()))
-            {
-                fed.extend(m.inputs.iter().cloned());
-            }
-        }
-        *self.fed.lock().unwrap_or_else(|p| p.into_inner()) = fed;
+        let flows = writers_of(&found, self.partitions());
+        *self.fed.lock().unwrap_or_else(|p| p.into_inner()) = flows.read.clone();
+        self.topology.set(flows);
         let gone: Vec<String> = self
             .members
             .keys()
