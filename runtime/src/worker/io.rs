@@ -151,8 +151,11 @@ impl ClusterIo {
     /// partition's leader (at most every [`END_CHECK`]). Unknown (the leader unreachable, a
     /// position not yet known) counts as behind: an input that cannot be read is not silent,
     /// and a silent input is what lets a task declare itself idle and its watermark move on.
-    /// The end is the high watermark, so an open transaction on the input also counts as
-    /// behind; librdkafka's position steps over transaction markers.
+    /// The end is what ListOffsets answers this read_committed consumer: the last stable
+    /// offset, so records of a transaction still open upstream do not count as behind (they
+    /// are not readable yet); librdkafka's position steps over transaction markers. (The
+    /// high watermark librdkafka caches from fetches would save the request, but counts an
+    /// open transaction as behind.)
     fn behind(&mut self, next: i64) -> i64 {
         if let Some((n, at)) = self.behind {
             if at.elapsed() < END_CHECK {
