@@ -2,7 +2,9 @@
 # Installs what building plugins needs, when it is missing:
 #   - a Rust standard library for wasm32: rustup's target where rustup can add it, otherwise
 #     Debian's rustc-web and rust-web-src (the std is then built from source; see README.md);
-#   - with --c, what the C test plugin needs: clang, lld, wasi-libc, the wasm32 compiler runtime.
+#   - with --c, what the C test plugin needs: clang, lld, wasi-libc, the wasm32 compiler runtime;
+#   - and what building sluice itself needs besides Rust and a C compiler: pkg-config and
+#     OpenSSL's headers (librdkafka, the workers' Kafka client, uses OpenSSL for TLS and SCRAM).
 # Debian packages are installed with apt-get (as root, or through sudo).
 set -euo pipefail
 
@@ -17,6 +19,11 @@ if [ ! -d "$sysroot/lib/rustlib/wasm32-unknown-unknown" ]; then
       dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
   fi
+fi
+if command -v dpkg >/dev/null; then
+  for pkg in pkg-config libssl-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
 fi
 if [ "$want_c" = 1 ]; then
   for pkg in clang lld wasi-libc libclang-rt-14-dev-wasm32; do

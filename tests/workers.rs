@@ -465,3 +465,166 @@ fn http_get(addr: &str, path: &str) -> String {
         .map(|x| x.1.to_string())
         .unwrap_or_default()
 }
+
+/// Workers on a cluster that enforces ACLs, as a managed Kafka does: a worker logged in with
+/// SCRAM as a principal holding exactly the ACLs the README lists runs the pipeline exactly
+/// once; a worker whose principal holds none gets nowhere, says why in its log, and writes
+/// nothing.
+#[test]
+fn workers_run_with_only_the_acls_the_readme_lists() {
+    require_kcat();
+    let sasl = format!("127.0.0.1:{}", support::free_port());
+    let b = Broker::start_prepared(
+        &format!(
+            "authorizer = \"acl\"\nsuper_users = [\"User:admin\"]\n\
+             group_consumer_session_timeout_ms = 6000\n\
+             group_consumer_heartbeat_interval_ms = 1000\n\
+             [[listeners]]\nname = \"SASL\"\naddress = \"{sasl}\"\nsecurity = \"SASL_PLAINTEXT\"\n"
+        ),
+        |data| {
+            for (u, p) in [
+                ("admin", "adminpw"),
+                ("worker", "workerpw"),
+                ("intruder", "x"),
+            ] {
+                let o = sluice()
+                    .args(["user", "create", u, "--password", p, "--data-dir"])
+                    .arg(data)
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            }
+        },
+    );
+    counter();
+    let login = |user: &str, password: &str| -> Vec<String> {
+        [
+            "--security-protocol",
+            "SASL_PLAINTEXT",
+            "--sasl-username",
+            user,
+            "--sasl-password",
+            password,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let admin = |args: &[&str]| {
+        let o = sluice()
+            .args(args)
+            .args(["--bootstrap", &sasl])
+            .args(login("admin", "adminpw"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    for t in ["clicks", "counts", "counts-dlq"] {
+        admin(&["topic", "create", t, "--partitions", "2"]);
+    }
+    // The test's own producer and reader come in unauthenticated, on the plain listener.
+    admin(&[
+        "acl",
+        "add",
+        "--principal",
+        "User:ANONYMOUS",
+        "--operation",
+        "Write",
+        "--topic",
+        "clicks",
+    ]);
+    admin(&[
+        "acl",
+        "add",
+        "--principal",
+        "User:ANONYMOUS",
+        "--operation",
+        "Read",
+        "--topic",
+        "counts",
+    ]);
+    // What the README says a worker group G needs: Read on the inputs; Write on the
+    // outputs and dead-letter topics; Create, Read and Write on the retry topics
+    // (PIPELINE.retry) and the changelogs and deployments (G.*); Read on the groups G.*;
+    // Write and Describe on the transactional ids G.PIPELINE.*.
+    let w = "User:worker";
+    let allow = |op: &str, resource: &[&str]| {
+        let mut a = vec!["acl", "add", "--principal", w, "--operation", op];
+        a.extend_from_slice(resource);
+        admin(&a);
+    };
+    allow("Read", &["--topic", "clicks"]);
+    for t in ["counts", "counts-dlq"] {
+        allow("Write", &["--topic", t]);
+    }
+    for op in ["Create", "Read", "Write"] {
+        allow(op, &["--topic", "count.retry"]);
+        allow(op, &["--topic", "sec.", "--prefixed"]);
+    }
+    allow("Read", &["--group", "sec.", "--prefixed"]);
+    for op in ["Write", "Describe"] {
+        allow(op, &["--transactional-id", "sec.count.", "--prefixed"]);
+    }
+    let intruder = Worker::start_with(
+        &sasl,
+        "sec",
+        &login("intruder", "x")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    intruder.deploy("count", MANIFEST);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !intruder.log().to_ascii_lowercase().contains("authoriz") {
+        assert!(
+            Instant::now() < deadline,
+            "the refused worker does not say why:\n{}",
+            intruder.log()
+        );
+        sleep(Duration::from_millis(300));
+    }
+    drop(intruder);
+    let worker = Worker::start_with(
+        &sasl,
+        "sec",
+        &login("worker", "workerpw")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    worker.deploy("count", MANIFEST);
+    let n = 1000;
+    let keys = 10;
+    let lines: Vec<String> = (0..n).map(|i| format!("k{}:v{i}", i % keys)).collect();
+    produce(&b, "clicks", &lines);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read_committed(&b, "counts").len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} outputs\n{}\n{}",
+            read_committed(&b, "counts").len(),
+            worker.log(),
+            b.log_tail()
+        );
+        sleep(Duration::from_millis(500));
+    }
+    sleep(Duration::from_secs(2));
+    let out = read_committed(&b, "counts");
+    assert_eq!(out.len(), n, "each input once");
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (k, v) in &out {
+        let (_, c) = v.split_once('=').expect("KEY=COUNT");
+        per_key
+            .entry(k.clone())
+            .or_default()
+            .push(c.parse().unwrap());
+    }
+    let want: Vec<u64> = (1..=(n / keys) as u64).collect();
+    for (k, counts) in per_key {
+        assert_eq!(counts, want, "counts of {k}");
+    }
+}

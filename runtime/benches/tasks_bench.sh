@@ -42,10 +42,10 @@
 #   maps        mappings in /proc/PID/maps (vm.max_map_count caps them)
 #   idle CPU    broker CPU over IDLE_SECS with nothing flowing, in % of one core
 #   wake/s      context switches per second over all broker threads in that time
-#   data        size of the data directory after the idle period, and after the load: every
+#   data        size of the data directory after the idle period, and after the load. A
 #               task announces its watermark to every partition of its output topic when it
-#               starts and whenever it turns idle or busy (plugin/task.rs announce), so
-#               this grows as tasks x output partitions
+#               starts and whenever it turns idle or busy (plugin/task.rs announce), but only
+#               if some pipeline reads that topic: none here, so this is the records alone
 #   records/s   N / (first record produced -> records_out = N), polled every POLL_MS
 #   prod/s      rdkafka_performance's own rate (the producer alone)
 #   load CPU    broker CPU from the first record produced to the last out, % of one core
