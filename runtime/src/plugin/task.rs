@@ -36,6 +36,8 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(1000);
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(20);
 /// How often a silent source partition's idle timeout is looked at.
 const SILENCE_CHECK: Duration = Duration::from_millis(1000);
+/// How soon a task that read nothing but is not at its input's end looks again (see `wait`).
+const BEHIND_RECHECK: Duration = Duration::from_millis(1000);
 
 /// Headers on records in a retry topic.
 pub const H_ATTEMPTS: &str = "sluice.retry.attempts";
@@ -474,6 +476,15 @@ impl Incarnation {
         }
         if self.announce_due {
             until = until.min(self.last_announce + ANNOUNCE_EVERY);
+        }
+        // Read nothing, yet not at the end: records past the last stable offset, or a worker's
+        // estimate of its input's end (asked of the leader at most every second) not yet
+        // caught up with its position. No append may come to end the wait, and until the task
+        // knows it is at the end it cannot say it is idle, so its readers' watermark (and the
+        // last windows) would wait for good: look again soon. (Ticks did this before they
+        // could be paused.)
+        if self.tracker.is_some() && !self.caught_up && hold.is_none() {
+            until = until.min(Instant::now() + BEHIND_RECHECK);
         }
         // Only a task that looks at silence (an input task, caught up: see when_caught_up)
         // moves last_silence_check on; for any other, that deadline would stay in the past
