@@ -880,6 +880,18 @@ fn back_pressure_throttles_producers_while_a_pipeline_lags() {
     assert_eq!(wait_records(&b, "busy-out", n + 15_000).len(), n + 15_000);
 }
 
+fn create_topics(b: &Broker, topics: &[&str], partitions: u32) {
+    for t in topics {
+        let o = sluice()
+            .args(["topic", "create", t, "--partitions"])
+            .arg(partitions.to_string())
+            .args(["--bootstrap", &b.bootstrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
 fn throttled_total(b: &Broker) -> f64 {
     b.admin_get("/metrics")
         .lines()
@@ -897,14 +909,7 @@ fn watermark_control_records_are_invisible_to_kafka_clients() {
     require_python_modules(&["confluent_kafka", "kafka"]);
     support::require_kafkajs();
     let b = Broker::start();
-    for t in ["ctl-in", "ctl-out"] {
-        let o = sluice()
-            .args(["topic", "create", t, "--partitions", "3", "--bootstrap"])
-            .arg(b.bootstrap())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    create_topics(&b, &["ctl-in", "ctl-out"], 3);
     deploy(
         &b,
         "ctl",
@@ -980,14 +985,7 @@ fn watermark_control_records_are_invisible_to_kafka_clients() {
 fn watermarks_are_announced_only_to_topics_a_pipeline_reads() {
     require_kcat();
     let b = Broker::start();
-    for t in ["ann-in", "ann-out"] {
-        let o = sluice()
-            .args(["topic", "create", t, "--partitions", "4", "--bootstrap"])
-            .arg(b.bootstrap())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    create_topics(&b, &["ann-in", "ann-out"], 4);
     deploy(
         &b,
         "ann",

@@ -182,6 +182,44 @@ fn read_committed(b: &Broker, topic: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits until a read_committed reader sees `n` records in `topic`; past `within`, fails
+/// with `logs()` (the workers' and the broker's).
+fn wait_outputs(b: &Broker, topic: &str, n: usize, within: Duration, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = read_committed(b, topic).len();
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {n} outputs in {topic} after {within:?}\n{}",
+            logs()
+        );
+        sleep(Duration::from_millis(500));
+    }
+}
+
+/// The counter plugin's output ("KEY=COUNT" under KEY) over `keys` keys each seen `each`
+/// times: every key counted 1, 2, ... `each`, no gap, no repeat (the state moved with the
+/// output wherever the task ran).
+fn assert_counted_once(out: &[(String, String)], keys: usize, each: u64) {
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (k, v) in out {
+        let (vk, n) = v.split_once('=').expect("KEY=COUNT");
+        assert_eq!(vk, k);
+        per_key
+            .entry(k.clone())
+            .or_default()
+            .push(n.parse().unwrap());
+    }
+    assert_eq!(per_key.len(), keys);
+    let want: Vec<u64> = (1..=each).collect();
+    for (k, counts) in per_key {
+        assert_eq!(counts, want, "counts of {k}");
+    }
+}
+
 const MANIFEST: &str = r#"
 inputs = ["clicks"]
 output = "counts"
@@ -212,22 +250,10 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
     let per_round = 3000;
     produce(&b, "clicks", &batch(0, per_round));
     let wait_for = |n: usize, workers: &[&Worker]| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let got = read_committed(&b, "counts").len();
-            if got >= n {
-                return;
-            }
-            if Instant::now() > deadline {
-                let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
-                panic!(
-                    "{got} of {n} outputs after 120 s\n{}\n{}",
-                    logs.join("\n----\n"),
-                    b.log_tail()
-                );
-            }
-            sleep(Duration::from_millis(500));
-        }
+        wait_outputs(&b, "counts", n, Duration::from_secs(120), || {
+            let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+            format!("{}\n{}", logs.join("\n----\n"), b.log_tail())
+        })
     };
     wait_for(per_round, &[&w1, &w2]);
     // Both workers run tasks: the group split the four partitions. Both chose KIP-848.
@@ -326,21 +352,7 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
     sleep(Duration::from_secs(3));
     let out = read_committed(&b, "counts");
     assert_eq!(out.len(), total, "every input exactly once in the output");
-    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (k, v) in &out {
-        let (vk, n) = v.split_once('=').expect("KEY=COUNT");
-        assert_eq!(vk, k);
-        per_key
-            .entry(k.clone())
-            .or_default()
-            .push(n.parse().unwrap());
-    }
-    assert_eq!(per_key.len(), keys);
-    for (k, counts) in per_key {
-        // The state moved between workers with the output: 1, 2, 3, ... with no gap or repeat.
-        let want: Vec<u64> = (1..=(total / keys) as u64).collect();
-        assert_eq!(counts, want, "counts of {k}");
-    }
+    assert_counted_once(&out, keys, (total / keys) as u64);
 }
 
 #[test]
@@ -380,17 +392,9 @@ fn plugin_deploy_reaches_every_worker_and_a_broken_version_is_refused_everywhere
     };
     produce(&b, "events", &lines(0, 500));
     let wait_for = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while read_committed(&b, "tallies").len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} outputs\n{}\n----\n{}",
-                read_committed(&b, "tallies").len(),
-                w1.log(),
-                w2.log()
-            );
-            sleep(Duration::from_millis(500));
-        }
+        wait_outputs(&b, "tallies", n, Duration::from_secs(90), || {
+            format!("{}\n----\n{}", w1.log(), w2.log())
+        })
     };
     wait_for(500);
     for w in [&w1, &w2] {
@@ -601,30 +605,11 @@ fn workers_run_with_only_the_acls_the_readme_lists() {
     let keys = 10;
     let lines: Vec<String> = (0..n).map(|i| format!("k{}:v{i}", i % keys)).collect();
     produce(&b, "clicks", &lines);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while read_committed(&b, "counts").len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} outputs\n{}\n{}",
-            read_committed(&b, "counts").len(),
-            worker.log(),
-            b.log_tail()
-        );
-        sleep(Duration::from_millis(500));
-    }
+    wait_outputs(&b, "counts", n, Duration::from_secs(120), || {
+        format!("{}\n{}", worker.log(), b.log_tail())
+    });
     sleep(Duration::from_secs(2));
     let out = read_committed(&b, "counts");
     assert_eq!(out.len(), n, "each input once");
-    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (k, v) in &out {
-        let (_, c) = v.split_once('=').expect("KEY=COUNT");
-        per_key
-            .entry(k.clone())
-            .or_default()
-            .push(c.parse().unwrap());
-    }
-    let want: Vec<u64> = (1..=(n / keys) as u64).collect();
-    for (k, counts) in per_key {
-        assert_eq!(counts, want, "counts of {k}");
-    }
+    assert_counted_once(&out, keys, (n / keys) as u64);
 }
