@@ -253,7 +253,35 @@ pub fn sluice() -> Command {
     command(env!("CARGO_BIN_EXE_sluice"))
 }
 
+/// A port for a listener a test starts. Not from the kernel's ephemeral range, where a bind
+/// to port 0 picks from: every outgoing connection takes its local port there too, and one
+/// (any test's client, running in parallel) took such a port between this call and the
+/// broker's bind ("Address already in use", a red CI run). Ports below that range instead,
+/// handed out in turn within the test process and each checked free now.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u32, ephemeral_low.min(65_535));
+    if hi > lo + 1_000 {
+        let span = hi - lo;
+        // Another test process at the same time (a second checkout) starts elsewhere.
+        let start = std::process::id().wrapping_mul(7919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = (lo + (start + n) % span) as u16;
+            // tests/kafka/cluster.sh's nodes (BASE_PORT 29090, controllers 100 above).
+            if (29_000..29_300).contains(&port) {
+                continue;
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .expect("bind a free port")
         .local_addr()
