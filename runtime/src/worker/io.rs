@@ -61,8 +61,6 @@ pub struct Shared {
     /// Each task's committed input position, which the membership consumer commits to
     /// `group` now and then (see `commit`).
     pub positions: Mutex<HashMap<(String, i32), i64>>,
-    /// Topics some pipeline of the worker group reads: the ones announcements go to.
-    pub fed: Arc<Mutex<BTreeSet<String>>>,
     /// Where checkpoints are cached, so a restart does not read the whole changelog.
     pub cache_dir: PathBuf,
     pub rt: tokio::runtime::Handle,
@@ -611,15 +609,6 @@ impl TaskIo for ClusterIo {
     }
 
     fn announce(&mut self, topic: &str, a: &Announcement, only: Option<i32>) -> Result<(), String> {
-        let fed = self
-            .shared
-            .fed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(topic);
-        if !fed {
-            return Ok(());
-        }
         let n = self.topic(topic)?.partitions as i32;
         self.begin()?;
         let record = Record {

@@ -135,7 +135,6 @@ pub struct Worker {
     engine: Arc<PluginEngine>,
     rt: tokio::runtime::Handle,
     topology: Arc<Topology>,
-    fed: Arc<Mutex<BTreeSet<String>>>,
     members: BTreeMap<String, Member>,
     refused: BTreeMap<String, Refused>,
     /// What the deployments topic holds, as files.
@@ -162,7 +161,6 @@ impl Worker {
             engine,
             rt,
             topology: Arc::new(Topology::default()),
-            fed: Arc::default(),
             members: BTreeMap::new(),
             refused: BTreeMap::new(),
         })
@@ -221,9 +219,7 @@ impl Worker {
         // The plugins directory wins over the deployments topic for a name in both.
         let mut found = manifests_in(&self.deployed_dir);
         found.extend(manifests_in(&self.cfg.plugins_dir));
-        let flows = writers_of(&found, self.partitions());
-        *self.fed.lock().unwrap_or_else(|p| p.into_inner()) = flows.read.clone();
-        self.topology.set(flows);
+        self.topology.set(writers_of(&found, self.partitions()));
         let gone: Vec<String> = self
             .members
             .keys()
@@ -385,7 +381,6 @@ impl Worker {
             changelog,
             changelog_partitions,
             positions: Mutex::new(HashMap::new()),
-            fed: self.fed.clone(),
             cache_dir: self.cfg.state_dir.join("pipelines").join(&name),
             rt: self.rt.clone(),
         });
