@@ -287,31 +287,21 @@ impl TaskIo for LocalIo {
             }
             return Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
         }
-        let (pipeline, topology) = (w.pipeline.clone(), w.topology.clone());
-        let (generation, topology_generation) = (w.generation, w.topology_generation);
-        let (until, input) = (w.until, w.input);
+        let w = w.clone();
         Some(Box::pin(async move {
-            let n = pipeline.wake.notified();
-            let t = topology.changed.notified();
+            let n = w.pipeline.wake.notified();
+            let t = w.topology.changed.notified();
             tokio::pin!(n, t);
             n.as_mut().enable();
             t.as_mut().enable();
-            let w = Waiting {
-                until,
-                input,
-                pipeline: pipeline.clone(),
-                generation,
-                topology: topology.clone(),
-                topology_generation,
-            };
             if w.changed() {
                 return;
             }
-            let deadline = tokio::time::Instant::from_std(until);
+            let deadline = tokio::time::Instant::from_std(w.until);
             tokio::select! {
                 _ = n => {}
                 _ = t => {}
-                _ = appended.changed(), if input => {}
+                _ = appended.changed(), if w.input => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }))

@@ -103,6 +103,7 @@ struct Isolation {
 /// generation no longer `topology_generation`: new readers to announce to, writers gone).
 /// Without a tick to come (paused or `tick_ms = 0`) nothing else would wake the task, so
 /// every change it must see is here, checked after the wait is armed.
+#[derive(Clone)]
 pub struct Waiting {
     pub until: Instant,
     pub input: bool,
