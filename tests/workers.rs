@@ -573,14 +573,15 @@ fn workers_run_with_only_the_acls_the_readme_lists() {
     for op in ["Write", "Describe"] {
         allow(op, &["--transactional-id", "sec.count.", "--prefixed"]);
     }
-    let intruder = Worker::start_with(
-        &sasl,
-        "sec",
-        &login("intruder", "x")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let start_as = |user: &str, password: &str| {
+        let args = login(user, password);
+        Worker::start_with(
+            &sasl,
+            "sec",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    let intruder = start_as("intruder", "x");
     intruder.deploy("count", MANIFEST);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !intruder.log().to_ascii_lowercase().contains("authoriz") {
@@ -592,14 +593,7 @@ fn workers_run_with_only_the_acls_the_readme_lists() {
         sleep(Duration::from_millis(300));
     }
     drop(intruder);
-    let worker = Worker::start_with(
-        &sasl,
-        "sec",
-        &login("worker", "workerpw")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let worker = start_as("worker", "workerpw");
     worker.deploy("count", MANIFEST);
     let n = 1000;
     let keys = 10;
