@@ -286,11 +286,14 @@ fn filter_map_and_routing_pipelines() {
 fn misbehaving_plugins_dead_letter_only_the_poison_records() {
     require_kcat();
     let b = Broker::start();
+    // The CPU cap leaves "oom" ample time to reach the memory cap: with 32 MiB and 50 ms, filling
+    // the memory page by page took over 50 ms of CPU on a slow CI machine, and that record was
+    // dead-lettered as a runaway loop instead.
     deploy(
         &b,
         "poison",
         "poison",
-        "inputs = [\"in\"]\noutput = \"out\"\n[limits]\nmemory_mb = 32\ncpu_ms_per_call = 50\n",
+        "inputs = [\"in\"]\noutput = \"out\"\n[limits]\nmemory_mb = 16\ncpu_ms_per_call = 300\n",
     );
     deploy(
         &b,

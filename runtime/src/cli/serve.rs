@@ -521,7 +521,24 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
         let broker = Arc::new(broker);
         // Every listener is bound (and its certificate loaded) before anything else
-        // starts: a mistake in one stops the start with the listener named.
+        // starts: a mistake in one stops the start with the listener named. The HTTP ones
+        // first: once a Kafka port accepts, the admin API does too (the kernel queues its
+        // connections until the plugin host is up and serves them), so whoever waits for the
+        // Kafka port may call the admin API at once.
+        let admin = TcpListener::bind(&s.admin)
+            .await
+            .with_context(|| format!("cannot serve the admin API on {} (set --admin)", s.admin))?;
+        tracing::info!(address = %s.admin, "admin API, web console and /metrics");
+        let metrics = match &s.metrics {
+            Some(m) => {
+                let ml = TcpListener::bind(m)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {m}"))?;
+                tracing::info!(address = %m, "metrics at /metrics");
+                Some(ml)
+            }
+            None => None,
+        };
         let mut bound = Vec::new();
         for l in &s.listeners {
             let name = &l.listener.name;
@@ -556,10 +573,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
             tokio::runtime::Handle::current(),
         )
         .context("cannot start the plugin host")?;
-        let admin = TcpListener::bind(&s.admin)
-            .await
-            .with_context(|| format!("cannot serve the admin API on {} (set --admin)", s.admin))?;
-        tracing::info!(address = %s.admin, "admin API, web console and /metrics");
         let history = crate::console::History::start(broker.clone(), Some(host.clone()));
         tokio::spawn(crate::metrics::serve(
             admin,
@@ -570,11 +583,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 token: s.admin_token.clone(),
             },
         ));
-        if let Some(m) = &s.metrics {
-            let ml = TcpListener::bind(m)
-                .await
-                .with_context(|| format!("cannot serve metrics on {m}"))?;
-            tracing::info!(address = %m, "metrics at /metrics");
+        if let Some(ml) = metrics {
             tokio::spawn(crate::metrics::serve(
                 ml,
                 broker.clone(),
