@@ -111,6 +111,9 @@ pub struct Session {
     /// Room a handler took in the broker's memory pool for its response (a fetch's), given
     /// back once the response is written.
     pub response_memory: crate::limits::memory::Held,
+    /// The connection can send a fetch's records from their segment files (a plaintext TCP
+    /// socket; see `protocol/pieces.rs`).
+    pub zero_copy: bool,
 }
 
 impl Session {
@@ -127,6 +130,7 @@ impl Session {
             close_after_response: false,
             mute: std::time::Duration::ZERO,
             response_memory: Default::default(),
+            zero_copy: false,
         }
     }
 

@@ -115,6 +115,9 @@ pub struct BrokerConfig {
     pub transaction_version: i16,
     /// `durability = "fsync"`: the offsets and transaction logs fsync every write.
     pub durable_internal_logs: bool,
+    /// Fetches on plaintext connections send records from their segment files with
+    /// `sendfile` (see `protocol/pieces.rs`).
+    pub fetch_sendfile: bool,
     pub groups: crate::group::state::GroupConfig,
     /// Connections and response sizes (see `limits.rs`).
     pub limits: crate::limits::Limits,
@@ -137,6 +140,7 @@ impl BrokerConfig {
             cleaner_io_bytes_per_sec: None,
             transaction_version: 2,
             durable_internal_logs: false,
+            fetch_sendfile: true,
             groups: Default::default(),
             limits: Default::default(),
             auth: Default::default(),

@@ -95,6 +95,9 @@ struct FileConfig {
     max_connections_per_ip: Option<usize>,
     /// Kafka's broker fetch.max.bytes: the most one fetch response carries.
     fetch_max_bytes: Option<usize>,
+    /// Plaintext fetches send records from the segment files with sendfile, as Kafka does
+    /// (default true); false reads them into memory and writes them.
+    fetch_sendfile: Option<bool>,
     /// Floors on topics' segment.bytes and segment.ms (see `limits.rs`).
     segment_bytes_min: Option<u64>,
     segment_ms_min: Option<u64>,
@@ -333,6 +336,7 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             cleaner_io_bytes_per_sec: file.log_cleaner_io_max_bytes_per_second,
             transaction_version: file.transaction_version.unwrap_or(2).clamp(1, 2),
             durable_internal_logs: durable,
+            fetch_sendfile: file.fetch_sendfile.unwrap_or(true),
             limits: {
                 let d = crate::limits::Limits::default();
                 crate::limits::Limits {

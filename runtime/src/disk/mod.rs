@@ -66,6 +66,16 @@ impl File {
         }
     }
 
+    /// The descriptor of a real file (not a simulated one), for `sendfile`.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match &self.0 {
+            Inner::Os(f) => Some(f.as_raw_fd()),
+            #[cfg(any(test, feature = "fuzzing"))]
+            Inner::Sim(_) => None,
+        }
+    }
+
     pub fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         match &self.0 {
             Inner::Os(f) => f.read_exact_at(buf, pos),

@@ -741,7 +741,89 @@ impl Log {
     }
 }
 
+/// Whole batches of a slice, located by their headers but not read: a fetch on a plaintext
+/// connection has the kernel send them straight from the file (sendfile), so the broker never
+/// copies them.
+pub struct Span {
+    pub file: Arc<disk::File>,
+    pub position: u64,
+    pub len: usize,
+    /// Records in those batches.
+    pub records: u64,
+    /// The offset after the last of them (`None` when there are none).
+    pub end_offset: Option<i64>,
+}
+
+impl Span {
+    /// The batches' bytes, for where they cannot be sent from the file.
+    pub fn read(&self) -> std::io::Result<Bytes> {
+        if self.len == 0 {
+            return Ok(Bytes::new());
+        }
+        self.file
+            .read_vec_at(self.position, self.len)
+            .map(Bytes::from)
+    }
+}
+
+/// Batches smaller than this on average are read into memory rather than spanned: one header
+/// read per batch would cost more than copying them.
+const MIN_SPAN_BATCH: u64 = 16 * 1024;
+
 impl ReadSlice {
+    /// What [`ReadSlice::read`] would return, as a place in the file: the same whole batches,
+    /// found by reading only their headers, and none from offset `below` on (a read_committed
+    /// fetch stops at the last stable offset, always a batch boundary, as
+    /// [`batch::before_offset`] cuts). `None` when the batches are small (below
+    /// [`MIN_SPAN_BATCH`] on average over the first few): then `read` is the cheaper way.
+    pub fn span(
+        &self,
+        max_bytes: usize,
+        min_one: bool,
+        below: i64,
+    ) -> std::io::Result<Option<Span>> {
+        let max = max_bytes as u64;
+        let mut hdr = [0u8; batch::HEADER_LEN];
+        let (mut pos, mut records, mut batches) = (self.position, 0u64, 0u64);
+        let mut end_offset = None;
+        while pos < self.end {
+            let taken = pos - self.position;
+            if batches >= 8 && taken / batches < MIN_SPAN_BATCH {
+                return Ok(None);
+            }
+            let avail = self.end - pos;
+            if avail < batch::HEADER_LEN as u64 {
+                break;
+            }
+            self.file.read_exact_at(&mut hdr, pos)?;
+            let Ok(h) = batch::parse_header(&hdr) else {
+                break;
+            };
+            if h.base_offset >= below {
+                break;
+            }
+            let mut size = h.size as u64;
+            if taken == 0 && min_one {
+                // KIP-74: the first batch goes whole whatever the limit (cut only by the end
+                // of the data, as `read` does).
+                size = size.min(avail);
+            } else if taken + size > max || size > avail {
+                break;
+            }
+            records += h.records_count.max(0) as u64;
+            end_offset = Some(h.last_offset() + 1);
+            batches += 1;
+            pos += size;
+        }
+        Ok(Some(Span {
+            file: self.file.clone(),
+            position: self.position,
+            len: (pos - self.position) as usize,
+            records,
+            end_offset,
+        }))
+    }
+
     /// The header of the batch at byte `pos` of this slice's file.
     pub fn header_at(&self, pos: u64) -> Result<BatchHeader, LogError> {
         let mut hdr = [0u8; batch::HEADER_LEN];

@@ -404,3 +404,54 @@ fn a_failed_durability_sync_is_never_taken_for_durable() {
     assert!(log.flush_due());
     assert!(!log.close_cleanly().unwrap(), "trusted after a failed sync");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// A span (the batches a fetch sends from the file) covers exactly the bytes `read` returns,
+    /// whatever the batch sizes, start offset, limit and KIP-74 first-batch rule; it declines
+    /// only when the batches are small.
+    #[test]
+    fn a_span_is_what_read_returns(
+        sizes in proptest::collection::vec((1usize..4, prop_oneof![0usize..200, 10_000usize..40_000]), 1..30),
+        from in 0i64..80,
+        limit in 0usize..200_000,
+        min_one in any::<bool>(),
+        below in prop_oneof![Just(i64::MAX), 0i64..80],
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig { segment_bytes: 300_000, ..LogConfig::default() };
+        let mut log = Log::open(dir.path(), cfg).unwrap();
+        for (n, len) in sizes {
+            let value = vec![7u8; len];
+            let values: Vec<&[u8]> = (0..n).map(|_| value.as_slice()).collect();
+            let b = batch(&values, 1000);
+            let parsed = batch::split_batches(&b).unwrap();
+            log.append(&b, &parsed, 0).unwrap();
+        }
+        let Some(slice) = log.plan_read(from.min(log.next_offset() - 1)).unwrap() else {
+            return Ok(());
+        };
+        let mut data = slice.read(limit, min_one).unwrap();
+        data.truncate(batch::before_offset(&data, below));
+        if let Some(span) = slice.span(limit, min_one, below).unwrap() {
+            prop_assert_eq!(span.position, slice.position);
+            prop_assert_eq!(span.len, data.len());
+            prop_assert_eq!(span.read().unwrap(), data.clone());
+            let (end, records) = batch::span(&data).unzip();
+            prop_assert_eq!(span.records, records.unwrap_or(0));
+            prop_assert_eq!(span.end_offset, end);
+        } else {
+            // Declined: some prefix of eight or more of the batches it would send averages
+            // under 16 KiB.
+            let mut sizes = Vec::new();
+            let mut rest = &data[..];
+            while let Ok(h) = batch::parse_header(rest) {
+                sizes.push(h.size);
+                rest = &rest[h.size.min(rest.len())..];
+            }
+            let small = (8..=sizes.len())
+                .any(|k| sizes[..k].iter().sum::<usize>() / k < 16 * 1024);
+            prop_assert!(small, "declined batches of {:?} bytes", sizes);
+        }
+    }
+}

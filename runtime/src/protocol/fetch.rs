@@ -23,6 +23,8 @@ use super::{code, Ctx};
 use crate::auth::acl::Operation;
 use crate::broker::Topic;
 use crate::log::batch;
+use crate::log::segment::ReadSlice;
+use crate::protocol::pieces::{self, FileRange};
 
 /// Longest a fetch may park, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -31,6 +33,8 @@ struct Gathered {
     resp: FetchResponse,
     bytes: usize,
     errors: bool,
+    /// The file ranges the response's placeholders stand for, in response order.
+    files: Vec<FileRange>,
 }
 
 fn partition_error(index: i32, e: ResponseError) -> PartitionData {
@@ -41,13 +45,44 @@ fn partition_error(index: i32, e: ResponseError) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
+/// A partition's records, none from offset `below` on, with how many records they hold and
+/// the offset after the last: in memory, or (`zero_copy`) a placeholder of their length and
+/// the file range it stands for.
+fn read_records(
+    slice: &ReadSlice,
+    limit: usize,
+    min_one: bool,
+    below: i64,
+    zero_copy: bool,
+    files: &mut Vec<FileRange>,
+) -> std::io::Result<(Bytes, u64, Option<i64>)> {
+    if zero_copy {
+        if let Some(span) = slice.span(limit, min_one, below)? {
+            if !(pieces::MIN_PIECE..=pieces::MAX_FILE_PIECE).contains(&span.len) {
+                return Ok((span.read()?, span.records, span.end_offset));
+            }
+            files.push(FileRange {
+                file: span.file,
+                position: span.position,
+                len: span.len,
+            });
+            return Ok((pieces::placeholder(span.len), span.records, span.end_offset));
+        }
+    }
+    let mut data = slice.read(limit, min_one)?;
+    data.truncate(batch::before_offset(&data, below));
+    let (end, records) = batch::span(&data).unzip();
+    Ok((data, records.unwrap_or(0), end))
+}
+
 /// Reads what `req` asks for, at most `budget` bytes (beyond the first batch, which KIP-74
 /// sends whole whatever the limits).
-fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize) -> Gathered {
+fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize, zero_copy: bool) -> Gathered {
     let b = ctx.broker;
     let by_id = ctx.version >= 13;
     let mut total = 0usize;
     let mut errors = false;
+    let mut files = Vec::new();
     let read_committed = req.isolation_level == 1;
     let mut resp = FetchResponse::default();
     for ft in &req.topics {
@@ -117,13 +152,13 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize) -> Gathered {
             // a batch larger than the limits can never stall a consumer.
             let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
             if let Some(slice) = slice {
-                match slice.read(limit, total == 0) {
-                    Ok(mut data) => {
+                // read_committed: nothing from the last stable offset on; and the client is
+                // told which aborted transactions' records it must drop.
+                let below = if read_committed { wm.stable } else { i64::MAX };
+                match read_records(&slice, limit, total == 0, below, zero_copy, &mut files) {
+                    Ok((data, records, end)) => {
                         if read_committed {
-                            // Nothing from the last stable offset on; and the client is told
-                            // which aborted transactions' records it must drop.
-                            data.truncate(batch::before_offset(&data, wm.stable));
-                            let end = batch::span(&data).map_or(fp.fetch_offset, |(e, _)| e);
+                            let end = end.unwrap_or(fp.fetch_offset);
                             pd.aborted_transactions = Some(
                                 part.aborted_between(fp.fetch_offset, end)
                                     .into_iter()
@@ -144,7 +179,7 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize) -> Gathered {
                         topic
                             .stats
                             .records_out
-                            .fetch_add(batch::span(&data).map_or(0, |(_, n)| n), Ordering::Relaxed);
+                            .fetch_add(records, Ordering::Relaxed);
                         pd.records = Some(data);
                     }
                     Err(e) => {
@@ -162,6 +197,7 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize) -> Gathered {
         resp,
         bytes: total,
         errors,
+        files,
     }
 }
 
@@ -203,10 +239,15 @@ async fn any_append(rxs: &mut [watch::Receiver<u64>]) {
     .await
 }
 
-/// The response, and the room it holds in the broker's memory pool until it is written: as
-/// much as the pool has free, up to twice what the client may be sent (see
-/// `limits/memory.rs`).
-pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> (FetchResponse, Held) {
+/// The response, the room it holds in the broker's memory pool until it is written (as much
+/// as the pool has free, up to twice what the client may be sent: see `limits/memory.rs`),
+/// and the file ranges its placeholders stand for. With `zero_copy`, records may be left in
+/// their files (see `pieces.rs`).
+pub async fn handle(
+    ctx: &Ctx<'_>,
+    req: FetchRequest,
+    zero_copy: bool,
+) -> (FetchResponse, Held, Vec<FileRange>) {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let allowed = ctx.broker.limits.fetch_budget(req.max_bytes);
@@ -221,10 +262,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> (FetchResponse, Held) {
             .limits
             .memory
             .take_up_to(allowed.saturating_mul(2));
-        let g = gather(ctx, &req, room.bytes() / 2);
+        let g = gather(ctx, &req, room.bytes() / 2, zero_copy);
         if g.errors || g.bytes >= req.min_bytes.max(1) as usize || Instant::now() >= deadline {
             room.shrink_to(g.bytes.saturating_mul(2));
-            return (g.resp, room);
+            return (g.resp, room, g.files);
         }
         drop(room);
         tokio::select! {

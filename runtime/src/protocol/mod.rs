@@ -21,7 +21,7 @@ mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
 mod offsets;
-mod pieces;
+pub mod pieces;
 mod produce;
 mod quotas;
 mod sasl;
@@ -66,6 +66,8 @@ pub enum ProtocolError {
         version: i16,
         reason: String,
     },
+    #[error("cannot read a response's records from their segment: {0}")]
+    Io(std::io::Error),
 }
 
 /// The versions this broker serves: (API, lowest, highest). A superset of Kafka 3.9's and 4's:
@@ -303,30 +305,35 @@ fn encode_response_pieces<R: Encodable>(
     correlation_id: i32,
     body: &R,
     records: Vec<Bytes>,
+    files: Vec<pieces::FileRange>,
 ) -> Result<Answer, ProtocolError> {
     let err = |e: anyhow::Error| ProtocolError::Encode {
         api,
         version,
         reason: format!("{e:#}"),
     };
-    let mut p = pieces::Pieces::new(records);
+    let mut p = pieces::Pieces::new(records, files);
     p.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
         .encode(&mut p, api.response_header_version(version))
         .map_err(err)?;
     body.encode(&mut p, version).map_err(err)?;
-    let mut rest = p.finish();
-    let len: usize = rest.iter().map(Bytes::len).sum();
-    let mut head = BytesMut::from(&rest.remove(0)[..]);
+    let (mut head, rest) = p.finish().map_err(|e| err(e.into()))?;
+    let len = head.len() + rest.iter().map(pieces::Piece::len).sum::<usize>();
+    if head.len() < 4 {
+        return Err(err(anyhow::anyhow!(
+            "response head shorter than its length prefix"
+        )));
+    }
     let len = i32::try_from(len - 4).map_err(|_| err(anyhow::anyhow!("response over 2 GiB")))?;
     head[..4].copy_from_slice(&len.to_be_bytes());
     Ok((head, rest))
 }
 
 /// A framed response: its first bytes, and pieces that follow them unchanged (record sets
-/// of a fetch answer; empty for every other answer).
-pub type Answer = (BytesMut, Vec<Bytes>);
+/// of a fetch answer, in memory or in a file; empty for every other answer).
+pub type Answer = (BytesMut, Vec<pieces::Piece>);
 
 /// Handles one request frame (without its length prefix). `Ok(None)` means no response is
 /// due (a produce with `acks=0`); `Err` means the connection should be closed.
@@ -335,14 +342,13 @@ pub async fn handle(
     session: &mut Session,
     frame: Bytes,
 ) -> Result<Option<BytesMut>, ProtocolError> {
-    Ok(handle_pieces(broker, session, frame)
-        .await?
-        .map(|(mut head, rest)| {
-            for piece in rest {
-                head.extend_from_slice(&piece);
-            }
-            head
-        }))
+    let Some((mut head, rest)) = handle_pieces(broker, session, frame).await? else {
+        return Ok(None);
+    };
+    for piece in rest {
+        piece.append_to(&mut head).map_err(ProtocolError::Io)?;
+    }
+    Ok(Some(head))
 }
 
 /// [`handle`], with the answer in pieces, as the connection writes it.
@@ -508,7 +514,7 @@ pub async fn handle_pieces(
     // request): those requests go to the blocking pool too.
     let durable = broker.config.durable_internal_logs;
     // A fetch answer's record sets, written after `resp` (see `encode_response_pieces`).
-    let mut tail: Vec<Bytes> = Vec::new();
+    let mut tail: Vec<pieces::Piece> = Vec::new();
     let mut resp = match api {
         ApiKey::OffsetCommit if durable => answer!(offsets::commit, blocking),
         ApiKey::OffsetDelete if durable => answer!(offsets::delete, blocking),
@@ -558,7 +564,10 @@ pub async fn handle_pieces(
         }
         ApiKey::Metadata => answer!(metadata::handle),
         ApiKey::Fetch => {
-            let (mut r, held) = fetch::handle(&ctx, decode(api, version, body)?).await;
+            // Old versions are rewritten whole at the end: their records must be in memory.
+            let zero_copy = session.zero_copy && version == asked;
+            let (mut r, held, files) =
+                fetch::handle(&ctx, decode(api, version, body)?, zero_copy).await;
             response_memory = held;
             let bytes: usize = r
                 .responses
@@ -574,11 +583,13 @@ pub async fn handle_pieces(
                 .flat_map(|t| &t.partitions)
                 .filter_map(|p| p.records.clone())
                 .collect();
-            let (head, rest) = encode_response_pieces(api, version, correlation_id, &r, records)?;
+            let (head, rest) =
+                encode_response_pieces(api, version, correlation_id, &r, records, files)?;
             // The records are written as they were read, not copied: they and the head are
-            // what the answer holds.
+            // what the answer holds (file ranges hold no memory).
             drop(r);
-            response_memory.shrink_to(head.len() + rest.iter().map(Bytes::len).sum::<usize>());
+            response_memory
+                .shrink_to(head.len() + rest.iter().map(pieces::Piece::in_memory).sum::<usize>());
             tail = rest;
             Some(head)
         }
@@ -642,7 +653,7 @@ pub async fn handle_pieces(
         // Old versions are rewritten whole (old clients only).
         for piece in std::mem::take(&mut tail) {
             if let Some(r) = resp.as_mut() {
-                r.extend_from_slice(&piece);
+                piece.append_to(r).map_err(ProtocolError::Io)?;
             }
         }
         resp = resp.map(|r| legacy::downgrade(api, asked, r)).transpose()?;

@@ -17,6 +17,7 @@ use crate::auth::sasl::MAX_UNAUTHENTICATED_FRAME;
 use crate::auth::{Listener, Session};
 use crate::broker::Broker;
 use crate::protocol;
+use crate::protocol::pieces::{FileRange, Piece};
 pub use frame::{FrameError, FrameReader, MAX_REQUEST_BYTES};
 
 /// A TLS handshake must finish within this, so half-open handshakes cannot pile up.
@@ -84,6 +85,7 @@ async fn accepted(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpo
         &broker.config.auth.sasl_mechanisms,
     );
     let Some(tls) = &endpoint.tls else {
+        session.zero_copy = broker.config.fetch_sendfile;
         let (rd, wr) = sock.into_split();
         return connection(rd, wr, peer, broker, session).await;
     };
@@ -121,6 +123,22 @@ async fn accepted(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpo
     connection(rd, wr, peer, broker, session).await
 }
 
+/// Where a connection writes its answers.
+trait Out: AsyncWrite + Unpin {
+    /// The TCP socket itself, on a plaintext connection: file ranges go out with `sendfile`.
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Out for tokio::net::tcp::OwnedWriteHalf {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite> Out for tokio::io::WriteHalf<T> {}
+
 async fn connection<R, W>(
     rd: R,
     mut wr: W,
@@ -129,7 +147,7 @@ async fn connection<R, W>(
     mut session: Session,
 ) where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: Out,
 {
     let mut frames =
         FrameReader::new(rd, MAX_REQUEST_BYTES).with_pool(broker.limits.memory.clone());
@@ -197,23 +215,115 @@ const MAX_IOVECS: usize = 256;
 /// Writes a response's pieces in order. A fetch answer alternates a few encoded bytes with
 /// each partition's records; written one by one, with TCP_NODELAY, every small piece left as
 /// its own packet and woke the client once more per partition. One `writev` hands the kernel
-/// all of them at once, so they go out in full segments.
-async fn write_pieces<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    head: &[u8],
-    rest: &[bytes::Bytes],
-) -> std::io::Result<()> {
-    if rest.is_empty() || !wr.is_write_vectored() {
-        wr.write_all(head).await?;
-        for piece in rest {
-            wr.write_all(piece).await?;
+/// all of them at once, so they go out in full segments; around records sent from their file,
+/// the socket is corked for the same reason.
+async fn write_pieces<W: Out>(wr: &mut W, head: &[u8], rest: &[Piece]) -> std::io::Result<()> {
+    let corked = rest.iter().any(|p| matches!(p, Piece::File(_))) && cork(wr.tcp(), true);
+    let mut mem: Vec<&[u8]> = vec![head];
+    let mut result = Ok(());
+    for piece in rest {
+        match piece {
+            Piece::Mem(b) => mem.push(b),
+            Piece::File(f) => {
+                result = write_all_vectored(wr, &mem).await;
+                if result.is_ok() {
+                    result = send_file(wr, f).await;
+                }
+                if result.is_err() {
+                    break;
+                }
+                mem.clear();
+            }
+        }
+    }
+    if result.is_ok() {
+        result = write_all_vectored(wr, &mem).await;
+    }
+    if corked {
+        cork(wr.tcp(), false);
+    }
+    result
+}
+
+/// Sets or clears TCP_CORK (the kernel holds partial segments until it is cleared); whether
+/// it was set.
+fn cork(tcp: Option<&TcpStream>, on: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    let Some(tcp) = tcp else { return false };
+    let v: libc::c_int = on.into();
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from the pointer to `v`, which
+    // lives across the call; the descriptor is the socket's own.
+    unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Sends a file range: with `sendfile` from the page cache to a plaintext socket, else read
+/// and written a megabyte at a time. A file shorter than the range (it never is: segments
+/// only grow, and a replaced or deleted one stays readable through the open handle) fails
+/// the write, and with it the connection, rather than sending a short response.
+async fn send_file<W: Out>(wr: &mut W, f: &FileRange) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let end = f.position + f.len as u64;
+    let short = || {
+        Error::new(
+            ErrorKind::UnexpectedEof,
+            "segment ended inside a fetch's range",
+        )
+    };
+    if let (Some(tcp), Some(fd)) = (wr.tcp(), f.file.raw_fd()) {
+        use std::os::fd::AsRawFd;
+        let mut off = libc::off_t::try_from(f.position).map_err(|_| short())?;
+        while (off as u64) < end {
+            tcp.writable().await?;
+            let left = (end - off as u64) as usize;
+            let sent = tcp.try_io(tokio::io::Interest::WRITABLE, || {
+                // SAFETY: both descriptors are open for the call (the socket is borrowed, the
+                // file held by `f`); the kernel writes only `off`, a live local.
+                let n = unsafe { libc::sendfile(tcp.as_raw_fd(), fd, &mut off, left) };
+                if n < 0 {
+                    Err(Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match sent {
+                Ok(0) => return Err(short()),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
         return Ok(());
     }
-    let bufs: Vec<&[u8]> = std::iter::once(head)
-        .chain(rest.iter().map(|b| &b[..]))
-        .filter(|b| !b.is_empty())
-        .collect();
+    let mut pos = f.position;
+    while pos < end {
+        let n = (end - pos).min(1 << 20) as usize;
+        let buf = f.file.read_vec_at(pos, n)?;
+        wr.write_all(&buf).await?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Writes all of `bufs`, `MAX_IOVECS` at a time.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    bufs: &[&[u8]],
+) -> std::io::Result<()> {
+    if !wr.is_write_vectored() {
+        for b in bufs {
+            wr.write_all(b).await?;
+        }
+        return Ok(());
+    }
+    let bufs: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
     let (mut i, mut off) = (0, 0);
     while i < bufs.len() {
         let end = (i + MAX_IOVECS).min(bufs.len());
@@ -242,10 +352,12 @@ async fn write_pieces<W: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    use super::write_pieces;
+    use super::{write_pieces, Out};
+    use crate::protocol::pieces::{FileRange, Piece};
     use bytes::Bytes;
     use std::io::IoSlice;
     use std::pin::Pin;
+    use std::sync::Arc;
     use std::task::{Context, Poll};
     use tokio::io::AsyncWrite;
 
@@ -254,6 +366,8 @@ mod tests {
         out: Vec<u8>,
         step: usize,
     }
+
+    impl Out for Trickle {}
 
     impl AsyncWrite for Trickle {
         fn poll_write(
@@ -300,11 +414,12 @@ mod tests {
             .build()
             .unwrap();
         // More pieces than one writev takes, empty ones among them.
-        let rest: Vec<Bytes> = (0..700u32)
-            .map(|i| Bytes::from(vec![(i % 251) as u8; (i % 7) as usize]))
+        let rest: Vec<Piece> = (0..700u32)
+            .map(|i| Piece::Mem(Bytes::from(vec![(i % 251) as u8; (i % 7) as usize])))
             .collect();
         let mut want = b"head".to_vec();
         for r in &rest {
+            let Piece::Mem(r) = r else { unreachable!() };
             want.extend_from_slice(r);
         }
         for step in [1, 3, 64, 1 << 20] {
@@ -315,5 +430,79 @@ mod tests {
             rt.block_on(write_pieces(&mut w, b"head", &rest)).unwrap();
             assert_eq!(w.out, want, "step {step}");
         }
+    }
+
+    /// Pieces in memory and ranges of a real file, some large, go out whole and in order:
+    /// through `sendfile` to a real socket, and read and written where there is no socket.
+    #[test]
+    fn file_ranges_go_out_in_place_with_sendfile_or_without() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.log");
+        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let file = Arc::new(crate::disk::File::open_append(&path).unwrap());
+        let range = |position: u64, len: usize| {
+            Piece::File(FileRange {
+                file: file.clone(),
+                position,
+                len,
+            })
+        };
+        let rest = vec![
+            Piece::Mem(Bytes::from_static(b"partition 0")),
+            range(10, 2_500_000),
+            Piece::Mem(Bytes::from_static(b"partition 1")),
+            range(2_999_000, 1_000),
+            range(0, 20_000),
+        ];
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(b"partition 0");
+        want.extend_from_slice(&content[10..2_500_010]);
+        want.extend_from_slice(b"partition 1");
+        want.extend_from_slice(&content[2_999_000..]);
+        want.extend_from_slice(&content[..20_000]);
+
+        let mut w = Trickle {
+            out: Vec::new(),
+            step: 100_000,
+        };
+        rt.block_on(write_pieces(&mut w, b"head", &rest)).unwrap();
+        assert!(w.out == want, "without a socket: {} bytes", w.out.len());
+
+        let got = rt.block_on(async {
+            use tokio::io::AsyncReadExt;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let reader = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                got
+            });
+            let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (_rd, mut wr) = sock.into_split();
+            write_pieces(&mut wr, b"head", &rest).await.unwrap();
+            drop(wr);
+            reader.await.unwrap()
+        });
+        assert!(got == want, "through sendfile: {} bytes", got.len());
+
+        // A range past the file's end fails the write instead of sending less.
+        let short = vec![range(2_990_000, 20_000)];
+        let err = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let keep = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+            let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (_rd, mut wr) = sock.into_split();
+            let r = write_pieces(&mut wr, b"head", &short).await;
+            drop(keep);
+            r
+        });
+        assert_eq!(err.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
