@@ -39,6 +39,22 @@ fn kafka_python_admin_configs_and_codecs() {
     run_ok(&broker, "python3", "kafka_python_roundtrip.py", &[], LIMIT);
 }
 
+/// Records sent from the segment files (sendfile) arrive exactly as produced, whole batches
+/// at every fetch limit, cut at an open transaction for read_committed readers.
+#[test]
+fn fetches_from_the_segment_files_carry_exactly_the_records() {
+    require_python_modules(&["confluent_kafka", "kafka"]);
+    let broker = Broker::start();
+    let admin = broker.admin();
+    run_ok(
+        &broker,
+        "python3",
+        "sendfile_fetch.py",
+        &["--admin", &admin],
+        LIMIT,
+    );
+}
+
 #[test]
 fn kafkajs_produce_and_admin() {
     require_kafkajs();

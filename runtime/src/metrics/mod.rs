@@ -29,6 +29,8 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Produce responses held back for back pressure.
     pub produce_throttled: AtomicU64,
+    /// Fetched record bytes sent from segment files with sendfile (not copied).
+    pub fetch_sendfile_bytes: AtomicU64,
     /// SASL authentications (re-authentications included), and the failed ones with the
     /// failed TLS handshakes.
     pub authentications: AtomicU64,
@@ -50,6 +52,7 @@ impl Default for Metrics {
             connections_total: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             produce_throttled: AtomicU64::new(0),
+            fetch_sendfile_bytes: AtomicU64::new(0),
             authentications: AtomicU64::new(0),
             quota_throttled: Default::default(),
             quota_last_log_ms: AtomicU64::new(0),
@@ -278,6 +281,13 @@ pub fn render(broker: &Broker) -> String {
         "counter",
         "Records those fsyncs made durable (per fsync: the group commit's batch).",
         crate::broker::durable::FSYNCED_RECORDS.load(Ordering::Relaxed),
+    );
+    scalar(
+        &mut out,
+        "sluice_fetch_sendfile_bytes_total",
+        "counter",
+        "Fetched record bytes sent straight from the segment files (sendfile), not copied.",
+        m.fetch_sendfile_bytes.load(Ordering::Relaxed),
     );
     scalar(
         &mut out,

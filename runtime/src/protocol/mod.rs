@@ -583,6 +583,11 @@ pub async fn handle_pieces(
                 .flat_map(|t| &t.partitions)
                 .filter_map(|p| p.records.clone())
                 .collect();
+            let in_files: usize = files.iter().map(|f| f.len).sum();
+            broker
+                .metrics
+                .fetch_sendfile_bytes
+                .fetch_add(in_files as u64, std::sync::atomic::Ordering::Relaxed);
             let (head, rest) =
                 encode_response_pieces(api, version, correlation_id, &r, records, files)?;
             // The records are written as they were read, not copied: they and the head are
