@@ -338,6 +338,22 @@ fn misbehaving_plugins_dead_letter_only_the_poison_records() {
     assert_eq!(read_all(&b, "poison.dlq").len(), 3, "nothing doubled later");
     let p = pipeline(&b, "poison").unwrap();
     assert!(p["traps"].as_u64().unwrap() >= 3, "{p}");
+    // The last error says when it happened: during this test, not before it.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let at = p["last_error_at_ms"].as_i64().expect("last_error_at_ms");
+    assert!((now_ms - 120_000..=now_ms).contains(&at), "{p}");
+    let o = sluice()
+        .args(["plugin", "list", "--admin", &b.admin()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("last error (") && text.contains(" s ago): "),
+        "{text}"
+    );
     // The broker still serves clients.
     produce(&b, "in", &lines(&["f"]), false);
     assert_eq!(values(&wait_records(&b, "out", 6))[5], "f");

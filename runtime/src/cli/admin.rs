@@ -69,7 +69,20 @@ struct Pipeline {
     #[serde(default)]
     undecodable: u64,
     last_error: Option<String>,
+    #[serde(default)]
+    last_error_at_ms: Option<i64>,
     partitions: Vec<Partition>,
+}
+
+/// A duration in the largest whole unit: "40 s", "3 min", "2 h", "5 d".
+fn ago(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
 }
 
 fn error_of(body: &str) -> String {
@@ -140,7 +153,11 @@ pub fn list(admin: &AdminConn, out: super::Output) -> Result<()> {
             );
         }
         if let Some(e) = &p.last_error {
-            println!("    last error: {e}");
+            let ago = p
+                .last_error_at_ms
+                .map(|at| format!(" ({} ago)", ago(crate::broker::now_ms() - at)))
+                .unwrap_or_default();
+            println!("    last error{ago}: {e}");
         }
     }
     Ok(())

@@ -214,7 +214,10 @@ pub struct PipelineStatus {
     /// Calls of the plugin's `tick`.
     pub ticks: u64,
     pub last_reload_pause_us: u64,
+    /// A rejected version's reason, else the last failure of a task.
     pub last_error: Option<String>,
+    /// When `last_error` happened (ms since the epoch); a rejection is current: now.
+    pub last_error_at_ms: Option<i64>,
     pub partitions: Vec<PartitionStatus>,
 }
 
@@ -826,6 +829,10 @@ pub fn pipeline_status(
             event_time_watermark: pr.event_time_watermark,
         })
         .collect();
+    let last_error = match error {
+        Some(e) => Some((e.clone(), crate::broker::now_ms())),
+        None => lock(&s.last_error).clone(),
+    };
     PipelineStatus {
         name: name.to_string(),
         status: match (running, error) {
@@ -847,7 +854,8 @@ pub fn pipeline_status(
         reloads: get(&s.reloads),
         ticks: get(&s.ticks),
         last_reload_pause_us: get(&s.last_reload_pause_us),
-        last_error: error.cloned().or_else(|| lock(&s.last_error).clone()),
+        last_error: last_error.as_ref().map(|(e, _)| e.clone()),
+        last_error_at_ms: last_error.map(|(_, at)| at),
         partitions,
     }
 }

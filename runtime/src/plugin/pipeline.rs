@@ -45,12 +45,15 @@ pub struct Stats {
     /// Longest time a task spent switching versions in the last reload, in microseconds.
     pub last_reload_pause_us: AtomicU64,
     pub progress: Mutex<BTreeMap<(String, i32), TaskProgress>>,
-    pub last_error: Mutex<Option<String>>,
+    /// The last failure and when it happened (ms since the epoch): an operator must tell an
+    /// old, dealt-with error from one that keeps coming.
+    pub last_error: Mutex<Option<(String, i64)>>,
 }
 
 impl Stats {
     pub fn error(&self, e: String) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((e, crate::broker::now_ms()));
     }
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);

@@ -121,8 +121,8 @@ async function overview() {
       <div class="cards" data-testid="overview-cards">${cards}</div>
       <h2>Last minutes</h2>
       <div class="charts">
-        ${chart("Records", p, [{ name: "produced", cls: "s1", get: q => q.records_in_per_s }, { name: "fetched", cls: "s2", get: q => q.records_out_per_s }], perSec)}
-        ${chart("Bytes", p, [{ name: "produced", cls: "s1", get: q => q.bytes_in_per_s }, { name: "fetched", cls: "s2", get: q => q.bytes_out_per_s }], bytesPerSec)}
+        ${chart("Records", p, [{ name: "produced", cls: "s1", get: q => q.records_in_per_s }, { name: "fetched by clients", cls: "s2", get: q => q.records_out_per_s }], perSec)}
+        ${chart("Bytes", p, [{ name: "produced", cls: "s1", get: q => q.bytes_in_per_s }, { name: "fetched by clients", cls: "s2", get: q => q.bytes_out_per_s }], bytesPerSec)}
         ${chart("Requests", p, [{ name: "requests", cls: "s1", get: q => q.requests_per_s }], perSec)}
         ${chart("Connections", p, [{ name: "open", cls: "s4", get: q => q.connections }], num)}
         ${chart("Memory (RSS)", p, [{ name: "rss", cls: "s3", get: q => q.rss_bytes }], bytes)}
@@ -145,7 +145,7 @@ async function topics(params) {
         { title: "records", num: true, html: t => num(t.records) },
         { title: "size", num: true, html: t => bytes(t.size_bytes) },
         { title: "produced", num: true, narrow: true, html: t => num(t.records_in) },
-        { title: "fetched", num: true, narrow: true, html: t => num(t.records_out) },
+        { title: "fetched by clients", num: true, narrow: true, html: t => num(t.records_out) },
       ], rows, 'data-testid="topics"')}`,
   };
 }
@@ -272,11 +272,19 @@ async function pipelines() {
         { title: "out", num: true, html: p => num(p.records_out) },
         { title: "dead letters", num: true, html: p => num(p.dead_lettered) },
         { title: "lag", num: true, html: p => num(lagOf(p)) },
-        { title: "last error", narrow: true, html: p => p.last_error ? `<span class="error">${esc(p.last_error)}</span>` : "" },
+        { title: "last error", narrow: true, html: p => p.last_error ? `<span class="error">${esc(p.last_error)}</span>${errorAge(p)}` : "" },
       ], list, 'data-testid="pipelines"')}
       <h2>Records in per second</h2>
       <div class="charts">${chart("Records in", h.points, series, perSec)}</div>`,
   };
+}
+
+// How long ago a pipeline's last error happened: an old one is not one that keeps coming.
+function errorAge(p) {
+  if (p.last_error_at_ms == null) return "";
+  const s = Math.max(0, Math.floor((Date.now() - p.last_error_at_ms) / 1000));
+  const text = s < 120 ? `${s} s` : s < 7200 ? `${Math.floor(s / 60)} min` : s < 172800 ? `${Math.floor(s / 3600)} h` : `${Math.floor(s / 86400)} d`;
+  return ` <span class="muted">(${text} ago)</span>`;
 }
 
 async function pipeline(name) {
@@ -291,7 +299,7 @@ async function pipeline(name) {
     ["records in / out", `${num(p.records_in)} / ${num(p.records_out)}`],
     ["dead letters · retried · late", `${num(p.dead_lettered)} · ${num(p.retried)} · ${num(p.late)}`],
     ["traps · reloads", `${num(p.traps)} · ${num(p.reloads)}`],
-    ["last error", p.last_error ? `<span class="error">${esc(p.last_error)}</span>` : "none"]];
+    ["last error", p.last_error ? `<span class="error">${esc(p.last_error)}</span>${errorAge(p)}` : "none"]];
   return {
     refresh: true,
     html: `<h1>${esc(p.name)} ${statusTag(p.status)}</h1>
