@@ -775,7 +775,8 @@ impl ReadSlice {
     /// found by reading only their headers, and none from offset `below` on (a read_committed
     /// fetch stops at the last stable offset, always a batch boundary, as
     /// [`batch::before_offset`] cuts). `None` when the batches are small (below
-    /// [`MIN_SPAN_BATCH`] on average over the first few): then `read` is the cheaper way.
+    /// [`MIN_SPAN_BATCH`] on average over the first few), then `read` is the cheaper way, or
+    /// when a header does not parse.
     pub fn span(
         &self,
         max_bytes: usize,
@@ -797,7 +798,9 @@ impl ReadSlice {
             }
             self.file.read_exact_at(&mut hdr, pos)?;
             let Ok(h) = batch::parse_header(&hdr) else {
-                break;
+                // Not a batch `span` understands (damage): `read` decides what goes out, as
+                // it always did, and the client reports what it gets.
+                return Ok(None);
             };
             if h.base_offset >= below {
                 break;

@@ -35,6 +35,21 @@ struct Gathered {
     errors: bool,
     /// The file ranges the response's placeholders stand for, in response order.
     files: Vec<FileRange>,
+    /// Bytes and records read per topic: counted in its stats only if this answer is sent
+    /// (a long poll gathers and drops answers until enough data is there).
+    read: Vec<(std::sync::Arc<Topic>, u64, u64)>,
+}
+
+impl Gathered {
+    fn count(&self) {
+        for (topic, bytes, records) in &self.read {
+            topic.stats.bytes_out.fetch_add(*bytes, Ordering::Relaxed);
+            topic
+                .stats
+                .records_out
+                .fetch_add(*records, Ordering::Relaxed);
+        }
+    }
 }
 
 fn partition_error(index: i32, e: ResponseError) -> PartitionData {
@@ -70,7 +85,9 @@ fn read_records(
         }
     }
     let mut data = slice.read(limit, min_one)?;
-    data.truncate(batch::before_offset(&data, below));
+    if below != i64::MAX {
+        data.truncate(batch::before_offset(&data, below));
+    }
     let (end, records) = batch::span(&data).unzip();
     Ok((data, records.unwrap_or(0), end))
 }
@@ -83,6 +100,7 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize, zero_copy: bool)
     let mut total = 0usize;
     let mut errors = false;
     let mut files = Vec::new();
+    let mut read = Vec::new();
     let read_committed = req.isolation_level == 1;
     let mut resp = FetchResponse::default();
     for ft in &req.topics {
@@ -172,14 +190,7 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize, zero_copy: bool)
                         }
                         total += data.len();
                         budget = budget.saturating_sub(data.len());
-                        topic
-                            .stats
-                            .bytes_out
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        topic
-                            .stats
-                            .records_out
-                            .fetch_add(records, Ordering::Relaxed);
+                        read.push((topic.clone(), data.len() as u64, records));
                         pd.records = Some(data);
                     }
                     Err(e) => {
@@ -198,6 +209,7 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize, zero_copy: bool)
         bytes: total,
         errors,
         files,
+        read,
     }
 }
 
@@ -265,6 +277,7 @@ pub async fn handle(
         let g = gather(ctx, &req, room.bytes() / 2, zero_copy);
         if g.errors || g.bytes >= req.min_bytes.max(1) as usize || Instant::now() >= deadline {
             room.shrink_to(g.bytes.saturating_mul(2));
+            g.count();
             return (g.resp, room, g.files);
         }
         drop(room);

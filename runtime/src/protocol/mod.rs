@@ -812,6 +812,86 @@ mod tests {
         assert!(throttles.iter().all(|&t| t > 0), "{throttles:?}");
     }
 
+    /// A fetch answered from the segment files (sendfile) is byte for byte the answer read
+    /// into memory, for read_uncommitted and read_committed, at limits that cut between
+    /// batches and below the first one (KIP-74), and the file path was really taken.
+    #[tokio::test]
+    async fn a_fetch_from_the_files_is_the_fetch_from_memory() {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let name = TopicName(StrBytes::from_static_str("big"));
+        let mut s = Session::plaintext("test");
+        for i in 0..6u8 {
+            let value = vec![i; 5000];
+            let values: Vec<&[u8]> = (0..(4 + i as usize)).map(|_| value.as_slice()).collect();
+            let produce = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name.clone())
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(
+                            crate::log::batch::testing::batch(&values, 1000),
+                        )))])]);
+            let mut body = BytesMut::new();
+            produce.encode(&mut body, 8).unwrap();
+            handle(&b, &mut s, frame(0, 8, &body))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        for isolation in [0i8, 1] {
+            for (offset, partition_max) in [(0i64, 1 << 20), (0, 60_000), (5, 10), (20, 100_000)] {
+                let fetch = FetchRequest::default()
+                    .with_max_wait_ms(0)
+                    .with_min_bytes(1)
+                    .with_max_bytes(50 << 20)
+                    .with_isolation_level(isolation)
+                    .with_topics(vec![FetchTopic::default()
+                        .with_topic(name.clone())
+                        .with_partitions(vec![FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(partition_max)])]);
+                let mut body = BytesMut::new();
+                fetch.encode(&mut body, 11).unwrap();
+                let mut answers = Vec::new();
+                for zero_copy in [false, true] {
+                    let before = b
+                        .metrics
+                        .fetch_sendfile_bytes
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    let mut s = Session::plaintext("test");
+                    s.zero_copy = zero_copy;
+                    let r = handle(&b, &mut s, frame(1, 11, &body))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let from_files = b
+                        .metrics
+                        .fetch_sendfile_bytes
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        - before;
+                    assert_eq!(
+                        from_files > 0,
+                        zero_copy,
+                        "offset {offset}, limit {partition_max}"
+                    );
+                    answers.push(r);
+                }
+                assert!(answers[0].len() > 20_000, "records came back");
+                assert!(
+                    answers[0] == answers[1],
+                    "isolation {isolation}, offset {offset}, limit {partition_max}"
+                );
+            }
+        }
+    }
+
     /// A BROKER resource names this broker by its id, or the cluster default by "": another
     /// id is INVALID_REQUEST, as in Kafka, not this broker's configs under another name.
     #[tokio::test]

@@ -277,10 +277,14 @@ async fn send_file<W: Out>(wr: &mut W, f: &FileRange) -> std::io::Result<()> {
             "segment ended inside a fetch's range",
         )
     };
+    let mut pos = f.position;
     if let (Some(tcp), Some(fd)) = (wr.tcp(), f.file.raw_fd()) {
         use std::os::fd::AsRawFd;
         let mut off = libc::off_t::try_from(f.position).map_err(|_| short())?;
-        while (off as u64) < end {
+        loop {
+            if off as u64 >= end {
+                return Ok(());
+            }
             tcp.writable().await?;
             let left = (end - off as u64) as usize;
             let sent = tcp.try_io(tokio::io::Interest::WRITABLE, || {
@@ -296,13 +300,24 @@ async fn send_file<W: Out>(wr: &mut W, f: &FileRange) -> std::io::Result<()> {
             match sent {
                 Ok(0) => return Err(short()),
                 Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                // A file system without sendfile (some FUSE and overlay ones): before anything
+                // went out the range can still be copied instead, as Kafka's transferTo does.
+                Err(e)
+                    if off as u64 == f.position
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                        ) =>
+                {
+                    tracing::debug!(error = %e, "sendfile refused; copying the range");
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }
-        return Ok(());
+        pos = off as u64;
     }
-    let mut pos = f.position;
     while pos < end {
         let n = (end - pos).min(1 << 20) as usize;
         let buf = f.file.read_vec_at(pos, n)?;
