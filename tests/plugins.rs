@@ -78,6 +78,17 @@ fn status(b: &Broker) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad status body {body:?}: {e}"))
 }
 
+/// What `sluice plugin list` prints for the broker (it must succeed).
+fn plugin_list(b: &Broker) -> String {
+    let o = sluice()
+        .args(["plugin", "list", "--admin", &b.admin()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{text}");
+    text
+}
+
 fn pipeline(b: &Broker, name: &str) -> Option<serde_json::Value> {
     status(b)
         .as_array()
@@ -272,12 +283,7 @@ fn filter_map_and_routing_pipelines() {
         );
     }
     // The CLI shows the same.
-    let o = sluice()
-        .args(["plugin", "list", "--admin", &b.admin()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
+    let text = plugin_list(&b);
     assert!(text.contains("evens") && text.contains("running"), "{text}");
     assert!(text.contains("numbers-0"), "{text}");
 }
@@ -345,11 +351,7 @@ fn misbehaving_plugins_dead_letter_only_the_poison_records() {
         .as_millis() as i64;
     let at = p["last_error_at_ms"].as_i64().expect("last_error_at_ms");
     assert!((now_ms - 120_000..=now_ms).contains(&at), "{p}");
-    let o = sluice()
-        .args(["plugin", "list", "--admin", &b.admin()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = plugin_list(&b);
     assert!(
         text.contains("last error (") && text.contains(" s ago): "),
         "{text}"
@@ -595,11 +597,7 @@ fn invalid_manifests_are_reported_and_disturb_nothing() {
     }
     produce(&b, "in", &lines(&["still", "works"]), false);
     assert_eq!(values(&wait_records(&b, "out", 2)), ["STILL", "WORKS"]);
-    let o = sluice()
-        .args(["plugin", "list", "--admin", &b.admin()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = plugin_list(&b);
     assert!(
         text.contains("typo") && text.contains("rejected") && text.contains("outptu"),
         "{text}"

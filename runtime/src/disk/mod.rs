@@ -23,6 +23,31 @@ use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
+/// Bytes of a file handed out by place, not read: a fetch on a plaintext connection has the
+/// kernel send them straight from the file (`sendfile`); elsewhere they are read when needed.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    pub file: std::sync::Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl FileRange {
+    /// Reads the bytes from `at` (relative to the range) up to at most `max` of them.
+    pub fn read_part(&self, at: usize, max: usize) -> io::Result<Vec<u8>> {
+        let n = max.min(self.len.saturating_sub(at));
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.file.read_vec_at(self.position + at as u64, n)
+    }
+
+    /// Reads the whole range.
+    pub fn read(&self) -> io::Result<Vec<u8>> {
+        self.read_part(0, self.len)
+    }
+}
+
 /// An open file. Cloning handles ([`File::try_clone`]) share the file.
 #[derive(Debug)]
 pub struct File(Inner);

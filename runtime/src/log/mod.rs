@@ -741,29 +741,13 @@ impl Log {
     }
 }
 
-/// Whole batches of a slice, located by their headers but not read: a fetch on a plaintext
-/// connection has the kernel send them straight from the file (sendfile), so the broker never
-/// copies them.
+/// Whole batches of a slice, located by their headers but not read (see [`disk::FileRange`]).
 pub struct Span {
-    pub file: Arc<disk::File>,
-    pub position: u64,
-    pub len: usize,
+    pub range: disk::FileRange,
     /// Records in those batches.
     pub records: u64,
     /// The offset after the last of them (`None` when there are none).
     pub end_offset: Option<i64>,
-}
-
-impl Span {
-    /// The batches' bytes, for where they cannot be sent from the file.
-    pub fn read(&self) -> std::io::Result<Bytes> {
-        if self.len == 0 {
-            return Ok(Bytes::new());
-        }
-        self.file
-            .read_vec_at(self.position, self.len)
-            .map(Bytes::from)
-    }
 }
 
 /// Batches smaller than this on average are read into memory rather than spanned: one header
@@ -819,9 +803,11 @@ impl ReadSlice {
             pos += size;
         }
         Ok(Some(Span {
-            file: self.file.clone(),
-            position: self.position,
-            len: (pos - self.position) as usize,
+            range: disk::FileRange {
+                file: self.file.clone(),
+                position: self.position,
+                len: (pos - self.position) as usize,
+            },
             records,
             end_offset,
         }))

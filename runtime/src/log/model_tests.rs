@@ -434,9 +434,9 @@ proptest! {
         let mut data = slice.read(limit, min_one).unwrap();
         data.truncate(batch::before_offset(&data, below));
         if let Some(span) = slice.span(limit, min_one, below).unwrap() {
-            prop_assert_eq!(span.position, slice.position);
-            prop_assert_eq!(span.len, data.len());
-            prop_assert_eq!(span.read().unwrap(), data.clone());
+            prop_assert_eq!(span.range.position, slice.position);
+            prop_assert_eq!(span.range.len, data.len());
+            prop_assert_eq!(&span.range.read().unwrap()[..], &data[..]);
             let (end, records) = batch::span(&data).unzip();
             prop_assert_eq!(span.records, records.unwrap_or(0));
             prop_assert_eq!(span.end_offset, end);

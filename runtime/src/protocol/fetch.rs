@@ -73,15 +73,12 @@ fn read_records(
 ) -> std::io::Result<(Bytes, u64, Option<i64>)> {
     if zero_copy {
         if let Some(span) = slice.span(limit, min_one, below)? {
-            if !(pieces::MIN_PIECE..=pieces::MAX_FILE_PIECE).contains(&span.len) {
-                return Ok((span.read()?, span.records, span.end_offset));
+            let len = span.range.len;
+            if !(pieces::MIN_PIECE..=pieces::MAX_FILE_PIECE).contains(&len) {
+                return Ok((span.range.read()?.into(), span.records, span.end_offset));
             }
-            files.push(FileRange {
-                file: span.file,
-                position: span.position,
-                len: span.len,
-            });
-            return Ok((pieces::placeholder(span.len), span.records, span.end_offset));
+            files.push(span.range);
+            return Ok((pieces::placeholder(len), span.records, span.end_offset));
         }
     }
     let mut data = slice.read(limit, min_one)?;

@@ -14,13 +14,10 @@
 //! the page cache to the socket without the broker copying them.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::buf::ByteBufMut;
-
-use crate::disk::File;
 
 /// Slices shorter than this are copied: a piece of its own costs a write call.
 pub const MIN_PIECE: usize = 16 * 1024;
@@ -38,13 +35,7 @@ pub fn placeholder(len: usize) -> Bytes {
     Bytes::from_static(&PLACEHOLDER[..len.min(MAX_FILE_PIECE)])
 }
 
-/// Bytes of a file the connection sends as they are (`sendfile` on a plaintext socket).
-#[derive(Clone)]
-pub struct FileRange {
-    pub file: Arc<File>,
-    pub position: u64,
-    pub len: usize,
-}
+pub use crate::disk::FileRange;
 
 /// One piece of an answer, in the order it is written.
 #[derive(Clone)]
@@ -77,7 +68,7 @@ impl Piece {
     pub fn append_to(&self, out: &mut BytesMut) -> std::io::Result<()> {
         match self {
             Piece::Mem(b) => out.extend_from_slice(b),
-            Piece::File(f) => out.extend_from_slice(&f.file.read_vec_at(f.position, f.len)?),
+            Piece::File(f) => out.extend_from_slice(&f.read()?),
         }
         Ok(())
     }
@@ -213,9 +204,11 @@ impl ByteBufMut for Pieces {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::File;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::{FetchResponse, TopicName};
     use kafka_protocol::protocol::Encodable;
+    use std::sync::Arc;
 
     fn response(parts: Vec<PartitionData>) -> FetchResponse {
         FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()

@@ -319,10 +319,12 @@ async fn send_file<W: Out>(wr: &mut W, f: &FileRange) -> std::io::Result<()> {
         pos = off as u64;
     }
     while pos < end {
-        let n = (end - pos).min(1 << 20) as usize;
-        let buf = f.file.read_vec_at(pos, n)?;
+        let buf = f.read_part((pos - f.position) as usize, 1 << 20)?;
+        if buf.is_empty() {
+            return Err(short());
+        }
         wr.write_all(&buf).await?;
-        pos += n as u64;
+        pos += buf.len() as u64;
     }
     Ok(())
 }
