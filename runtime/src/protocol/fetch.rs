@@ -31,7 +31,9 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 
 struct Gathered {
     resp: FetchResponse,
+    /// Bytes of records in the answer, and of those the ones held in memory (not file ranges).
     bytes: usize,
+    in_memory: usize,
     errors: bool,
     /// The file ranges the response's placeholders stand for, in response order.
     files: Vec<FileRange>,
@@ -61,11 +63,12 @@ fn partition_error(index: i32, e: ResponseError) -> PartitionData {
 }
 
 /// A partition's records, none from offset `below` on, with how many records they hold and
-/// the offset after the last: in memory, or (`zero_copy`) a placeholder of their length and
-/// the file range it stands for.
+/// the offset after the last: in memory, at most `memory_limit` bytes, or (`zero_copy`) a
+/// placeholder of their length, at most `limit`, and the file range it stands for (which
+/// takes no memory, so is not bounded by what the memory pool has free).
 fn read_records(
     slice: &ReadSlice,
-    limit: usize,
+    (limit, memory_limit): (usize, usize),
     min_one: bool,
     below: i64,
     zero_copy: bool,
@@ -74,13 +77,16 @@ fn read_records(
     if zero_copy {
         if let Some(span) = slice.span(limit, min_one, below)? {
             let len = span.range.len;
-            if !(pieces::MIN_PIECE..=pieces::MAX_FILE_PIECE).contains(&len) {
+            if (pieces::MIN_PIECE..=pieces::MAX_FILE_PIECE).contains(&len) {
+                files.push(span.range);
+                return Ok((pieces::placeholder(len), span.records, span.end_offset));
+            }
+            if len <= memory_limit {
                 return Ok((span.range.read()?.into(), span.records, span.end_offset));
             }
-            files.push(span.range);
-            return Ok((pieces::placeholder(len), span.records, span.end_offset));
         }
     }
+    let limit = memory_limit;
     let mut data = slice.read(limit, min_one)?;
     if below != i64::MAX {
         data.truncate(batch::before_offset(&data, below));
@@ -89,12 +95,19 @@ fn read_records(
     Ok((data, records.unwrap_or(0), end))
 }
 
-/// Reads what `req` asks for, at most `budget` bytes (beyond the first batch, which KIP-74
-/// sends whole whatever the limits).
-fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize, zero_copy: bool) -> Gathered {
+/// Reads what `req` asks for, at most `budget` bytes, of which at most `memory` in memory
+/// (beyond the first batch, which KIP-74 sends whole whatever the limits).
+fn gather(
+    ctx: &Ctx<'_>,
+    req: &FetchRequest,
+    mut budget: usize,
+    mut memory: usize,
+    zero_copy: bool,
+) -> Gathered {
     let b = ctx.broker;
     let by_id = ctx.version >= 13;
     let mut total = 0usize;
+    let mut in_memory = 0usize;
     let mut errors = false;
     let mut files = Vec::new();
     let mut read = Vec::new();
@@ -166,11 +179,13 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize, zero_copy: bool)
             // KIP-74: the first batch of the response is always whole, whatever the limits, so
             // a batch larger than the limits can never stall a consumer.
             let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
+            let limits = (limit, limit.min(memory));
             if let Some(slice) = slice {
                 // read_committed: nothing from the last stable offset on; and the client is
                 // told which aborted transactions' records it must drop.
                 let below = if read_committed { wm.stable } else { i64::MAX };
-                match read_records(&slice, limit, total == 0, below, zero_copy, &mut files) {
+                let files_before = files.len();
+                match read_records(&slice, limits, total == 0, below, zero_copy, &mut files) {
                     Ok((data, records, end)) => {
                         if read_committed {
                             let end = end.unwrap_or(fp.fetch_offset);
@@ -187,6 +202,10 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize, zero_copy: bool)
                         }
                         total += data.len();
                         budget = budget.saturating_sub(data.len());
+                        if files.len() == files_before {
+                            in_memory += data.len();
+                            memory = memory.saturating_sub(data.len());
+                        }
                         read.push((topic.clone(), data.len() as u64, records));
                         pd.records = Some(data);
                     }
@@ -204,6 +223,7 @@ fn gather(ctx: &Ctx<'_>, req: &FetchRequest, mut budget: usize, zero_copy: bool)
     Gathered {
         resp,
         bytes: total,
+        in_memory,
         errors,
         files,
         read,
@@ -271,9 +291,11 @@ pub async fn handle(
             .limits
             .memory
             .take_up_to(allowed.saturating_mul(2));
-        let g = gather(ctx, &req, room.bytes() / 2, zero_copy);
+        // File ranges (zero copy) take no room: under memory pressure they still fill what
+        // the client may be sent.
+        let g = gather(ctx, &req, allowed, room.bytes() / 2, zero_copy);
         if g.errors || g.bytes >= req.min_bytes.max(1) as usize || Instant::now() >= deadline {
-            room.shrink_to(g.bytes.saturating_mul(2));
+            room.shrink_to(g.in_memory.saturating_mul(2));
             g.count();
             return (g.resp, room, g.files);
         }

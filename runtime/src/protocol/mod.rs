@@ -892,6 +892,80 @@ mod tests {
         }
     }
 
+    /// Records sent from their files hold no memory: with the memory budget nearly spent, a
+    /// fetch from the files still carries everything the client asked for, where one from
+    /// memory is cut to its first batch (KIP-74).
+    #[tokio::test]
+    async fn a_fetch_from_the_files_needs_no_room_in_the_memory_budget() {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceRequest, TopicName};
+        use kafka_protocol::protocol::Decodable;
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let name = TopicName(StrBytes::from_static_str("big"));
+        let mut s = Session::plaintext("test");
+        for i in 0..6u8 {
+            let value = vec![i; 5000];
+            let values: Vec<&[u8]> = (0..8).map(|_| value.as_slice()).collect();
+            let produce = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name.clone())
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(
+                            crate::log::batch::testing::batch(&values, 1000),
+                        )))])]);
+            let mut body = BytesMut::new();
+            produce.encode(&mut body, 8).unwrap();
+            handle(&b, &mut s, frame(0, 8, &body))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        // Everything but 20 kB of the budget is taken (as by other responses in flight).
+        let cap = crate::limits::Limits::default().max_in_flight_bytes;
+        let taken = b.limits.memory.take_up_to(cap - 20_000);
+        assert_eq!(taken.bytes(), cap - 20_000);
+        let fetch = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(50 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name.clone())
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let mut body = BytesMut::new();
+        fetch.encode(&mut body, 11).unwrap();
+        let mut records = Vec::new();
+        for zero_copy in [false, true] {
+            let mut s = Session::plaintext("test");
+            s.zero_copy = zero_copy;
+            let mut r = handle(&b, &mut s, frame(1, 11, &body))
+                .await
+                .unwrap()
+                .unwrap();
+            // Length prefix and response header (correlation id) before the body.
+            let mut r = r.split_off(8).freeze();
+            let resp = FetchResponse::decode(&mut r, 11).unwrap();
+            let pd = &resp.responses[0].partitions[0];
+            let (end, n) = crate::log::batch::span(pd.records.as_ref().unwrap()).unzip();
+            records.push((n.unwrap_or(0), end));
+        }
+        assert_eq!(
+            records[0],
+            (8, Some(8)),
+            "from memory: the first batch only"
+        );
+        assert_eq!(records[1], (48, Some(48)), "from the files: all of it");
+        drop(taken);
+        assert_eq!(b.limits.memory.in_use(), 0, "nothing left held");
+    }
+
     /// A BROKER resource names this broker by its id, or the cluster default by "": another
     /// id is INVALID_REQUEST, as in Kafka, not this broker's configs under another name.
     #[tokio::test]
