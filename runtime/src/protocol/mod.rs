@@ -812,26 +812,20 @@ mod tests {
         assert!(throttles.iter().all(|&t| t > 0), "{throttles:?}");
     }
 
-    /// A fetch answered from the segment files (sendfile) is byte for byte the answer read
-    /// into memory, for read_uncommitted and read_committed, at limits that cut between
-    /// batches and below the first one (KIP-74), and the file path was really taken.
-    #[tokio::test]
-    async fn a_fetch_from_the_files_is_the_fetch_from_memory() {
-        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    /// Produces six batches to partition 0 of topic "big", batch `i` of `records(i)` records
+    /// of 5,000 bytes `i`.
+    async fn produce_big_batches(b: &Arc<Broker>, records: impl Fn(u8) -> usize) {
         use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-        use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
-        let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
-        let name = TopicName(StrBytes::from_static_str("big"));
+        use kafka_protocol::messages::{ProduceRequest, TopicName};
         let mut s = Session::plaintext("test");
         for i in 0..6u8 {
             let value = vec![i; 5000];
-            let values: Vec<&[u8]> = (0..(4 + i as usize)).map(|_| value.as_slice()).collect();
+            let values: Vec<&[u8]> = (0..records(i)).map(|_| value.as_slice()).collect();
             let produce = ProduceRequest::default()
                 .with_acks(1)
                 .with_timeout_ms(1000)
                 .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(name.clone())
+                    .with_name(TopicName(StrBytes::from_static_str("big")))
                     .with_partition_data(vec![PartitionProduceData::default()
                         .with_index(0)
                         .with_records(Some(Bytes::from(
@@ -839,11 +833,24 @@ mod tests {
                         )))])]);
             let mut body = BytesMut::new();
             produce.encode(&mut body, 8).unwrap();
-            handle(&b, &mut s, frame(0, 8, &body))
+            handle(b, &mut s, frame(0, 8, &body))
                 .await
                 .unwrap()
                 .unwrap();
         }
+    }
+
+    /// A fetch answered from the segment files (sendfile) is byte for byte the answer read
+    /// into memory, for read_uncommitted and read_committed, at limits that cut between
+    /// batches and below the first one (KIP-74), and the file path was really taken.
+    #[tokio::test]
+    async fn a_fetch_from_the_files_is_the_fetch_from_memory() {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{FetchRequest, TopicName};
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let name = TopicName(StrBytes::from_static_str("big"));
+        produce_big_batches(&b, |i| 4 + i as usize).await;
         for isolation in [0i8, 1] {
             for (offset, partition_max) in [(0i64, 1 << 20), (0, 60_000), (5, 10), (20, 100_000)] {
                 let fetch = FetchRequest::default()
@@ -898,33 +905,12 @@ mod tests {
     #[tokio::test]
     async fn a_fetch_from_the_files_needs_no_room_in_the_memory_budget() {
         use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-        use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceRequest, TopicName};
+        use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
         use kafka_protocol::protocol::Decodable;
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
         let name = TopicName(StrBytes::from_static_str("big"));
-        let mut s = Session::plaintext("test");
-        for i in 0..6u8 {
-            let value = vec![i; 5000];
-            let values: Vec<&[u8]> = (0..8).map(|_| value.as_slice()).collect();
-            let produce = ProduceRequest::default()
-                .with_acks(1)
-                .with_timeout_ms(1000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(name.clone())
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(Bytes::from(
-                            crate::log::batch::testing::batch(&values, 1000),
-                        )))])]);
-            let mut body = BytesMut::new();
-            produce.encode(&mut body, 8).unwrap();
-            handle(&b, &mut s, frame(0, 8, &body))
-                .await
-                .unwrap()
-                .unwrap();
-        }
+        produce_big_batches(&b, |_| 8).await;
         // Everything but 20 kB of the budget is taken (as by other responses in flight).
         let cap = crate::limits::Limits::default().max_in_flight_bytes;
         let taken = b.limits.memory.take_up_to(cap - 20_000);
