@@ -62,10 +62,20 @@ fn partition_error(index: i32, e: ResponseError) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
-/// A partition's records, none from offset `below` on, with how many records they hold and
-/// the offset after the last: in memory, at most `memory_limit` bytes, or (`zero_copy`) a
-/// placeholder of their length, at most `limit`, and the file range it stands for (which
-/// takes no memory, so is not bounded by what the memory pool has free).
+/// A partition's records as read for one fetch answer.
+struct Records {
+    /// The records, or (`in_memory` false) a placeholder of their length.
+    data: Bytes,
+    records: u64,
+    /// The offset after the last record, if there is one.
+    end: Option<i64>,
+    /// False when `data` stands for a file range: those bytes take no memory.
+    in_memory: bool,
+}
+
+/// A partition's records, none from offset `below` on: in memory, at most `memory_limit`
+/// bytes, or (`zero_copy`) a placeholder of their length, at most `limit`, and the file range
+/// it stands for (which takes no memory, so is not bounded by what the memory pool has free).
 fn read_records(
     slice: &ReadSlice,
     (limit, memory_limit): (usize, usize),
@@ -73,26 +83,38 @@ fn read_records(
     below: i64,
     zero_copy: bool,
     files: &mut Vec<FileRange>,
-) -> std::io::Result<(Bytes, u64, Option<i64>)> {
+) -> std::io::Result<Records> {
     if zero_copy {
         if let Some(span) = slice.span(limit, min_one, below)? {
             let len = span.range.len;
-            if (pieces::MIN_PIECE..=pieces::MAX_FILE_PIECE).contains(&len) {
-                files.push(span.range);
-                return Ok((pieces::placeholder(len), span.records, span.end_offset));
-            }
-            if len <= memory_limit {
-                return Ok((span.range.read()?.into(), span.records, span.end_offset));
+            let in_file = (pieces::MIN_PIECE..=pieces::MAX_FILE_PIECE).contains(&len);
+            if in_file || len <= memory_limit {
+                let data = if in_file {
+                    files.push(span.range);
+                    pieces::placeholder(len)
+                } else {
+                    span.range.read()?.into()
+                };
+                return Ok(Records {
+                    data,
+                    records: span.records,
+                    end: span.end_offset,
+                    in_memory: !in_file,
+                });
             }
         }
     }
-    let limit = memory_limit;
-    let mut data = slice.read(limit, min_one)?;
+    let mut data = slice.read(memory_limit, min_one)?;
     if below != i64::MAX {
         data.truncate(batch::before_offset(&data, below));
     }
     let (end, records) = batch::span(&data).unzip();
-    Ok((data, records.unwrap_or(0), end))
+    Ok(Records {
+        data,
+        records: records.unwrap_or(0),
+        end,
+        in_memory: true,
+    })
 }
 
 /// Reads what `req` asks for, at most `budget` bytes, of which at most `memory` in memory
@@ -184,9 +206,13 @@ fn gather(
                 // read_committed: nothing from the last stable offset on; and the client is
                 // told which aborted transactions' records it must drop.
                 let below = if read_committed { wm.stable } else { i64::MAX };
-                let files_before = files.len();
                 match read_records(&slice, limits, total == 0, below, zero_copy, &mut files) {
-                    Ok((data, records, end)) => {
+                    Ok(Records {
+                        data,
+                        records,
+                        end,
+                        in_memory: held,
+                    }) => {
                         if read_committed {
                             let end = end.unwrap_or(fp.fetch_offset);
                             pd.aborted_transactions = Some(
@@ -202,7 +228,7 @@ fn gather(
                         }
                         total += data.len();
                         budget = budget.saturating_sub(data.len());
-                        if files.len() == files_before {
+                        if held {
                             in_memory += data.len();
                             memory = memory.saturating_sub(data.len());
                         }
