@@ -426,6 +426,22 @@ if [ $rc = 0 ]; then
     eval 'has "^ +consumer.session.timeout.ms=[0-9]+ " && has "^ +consumer.heartbeat.interval.ms=[0-9]+ "'
 else
   gap kafka-configs group-describe "$(grep -m1 -o 'Caused by: .*' "$work/err")"; fi
+# Group configs (Kafka 4, KIP-848): the group's own session timeout over the coordinator's;
+# one outside the coordinator's bounds is refused; removed, the default is back.
+kt ConfigCommand --alter --entity-type groups --entity-name "$GN" --add-config consumer.session.timeout.ms=50000
+kt ConfigCommand --describe --entity-type groups --entity-name "$GN" --all
+show=("$work/out" "$work/err")
+check kafka-configs group-alter "want the group's consumer.session.timeout.ms=50000" \
+  eval 'has "^ +consumer.session.timeout.ms=50000 "'
+kt ConfigCommand --alter --entity-type groups --entity-name "$GN" --add-config consumer.session.timeout.ms=1
+show=("$work/out" "$work/err")
+check kafka-configs group-alter-out-of-bounds-refused "a 1 ms session timeout was accepted" \
+  eval '[ $rc != 0 ] && has "InvalidConfigurationException" "$work/err"'
+kt ConfigCommand --alter --entity-type groups --entity-name "$GN" --delete-config consumer.session.timeout.ms
+kt ConfigCommand --describe --entity-type groups --entity-name "$GN" --all
+show=("$work/out" "$work/err")
+check kafka-configs group-delete "want consumer.session.timeout.ms back at the coordinator's 45000" \
+  eval 'has "^ +consumer.session.timeout.ms=45000 "'
 # Broker loggers: log levels changed while the broker runs. The request logger is turned on
 # here and off again; clients.rs then finds its DEBUG lines in the broker's log.
 kt ConfigCommand --describe --entity-type broker-loggers --entity-name "$bid"

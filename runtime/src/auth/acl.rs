@@ -75,7 +75,7 @@ impl Resource {
                 DescribeConfigs,
                 AlterConfigs,
             ],
-            Resource::Group => &[Read, Delete, Describe],
+            Resource::Group => &[Read, Delete, Describe, DescribeConfigs, AlterConfigs],
             Resource::Cluster => &[
                 Create,
                 Alter,

@@ -61,6 +61,19 @@ impl DynamicConfigs {
         self.level_mut(level).remove(key);
     }
 
+    /// The value `key` has at `level`: its own, else what it inherits (for this broker the
+    /// cluster default; then the config file; then the built-in default).
+    pub fn current(&self, level: Level, key: &str, file: &Defaults) -> String {
+        let inherited = match level {
+            Level::Broker => self.cluster.get(key),
+            Level::Cluster => None,
+        };
+        match self.level(level).get(key).or(inherited) {
+            Some(v) => v.clone(),
+            None => config::TopicConfig::default().get(file, key),
+        }
+    }
+
     /// Where a key's value comes from, if a dynamic level sets it.
     pub fn source_of(&self, key: &str) -> Option<Level> {
         if self.broker.contains_key(key) {

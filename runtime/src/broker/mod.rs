@@ -904,7 +904,8 @@ impl Broker {
             &config.data_dir.join("internal").join("consumer-offsets"),
             config.groups.clone(),
             config.durable_internal_logs,
-        )?;
+        )?
+        .keep_configs_in(config.data_dir.join(crate::group::configs::FILE))?;
         let txns = crate::txn::Coordinator::open(
             &config.data_dir.join("internal").join("transactions"),
             config.durable_internal_logs,

@@ -4,14 +4,15 @@
 //! JoinGroup/SyncGroup requests on oneshot channels, delivers the replies the state machine
 //! hands back, runs the clock ([`Coordinator::tick`]) and owns the [`offsets`] store.
 
+pub mod configs;
 pub mod consumer;
 pub mod offsets;
 pub mod share;
 pub mod state;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -141,6 +142,10 @@ pub struct Coordinator {
     /// consumer-group work.
     share: Mutex<HashMap<String, share::ShareGroup>>,
     pub config: GroupConfig,
+    /// Per-group overrides of `config`, and the file they are kept in (none: in memory only).
+    /// Taken after `inner` or alone, never before it.
+    overrides: RwLock<configs::GroupConfigs>,
+    overrides_file: Option<PathBuf>,
 }
 
 impl Coordinator {
@@ -157,7 +162,46 @@ impl Coordinator {
             }),
             share: Mutex::new(HashMap::new()),
             config,
+            overrides: RwLock::new(configs::GroupConfigs::default()),
+            overrides_file: None,
         })
+    }
+
+    /// Keeps per-group configs in `path`, loading those already there.
+    pub fn keep_configs_in(
+        mut self,
+        path: PathBuf,
+    ) -> Result<Self, crate::disk::json::JsonFileError> {
+        self.overrides = RwLock::new(crate::disk::json::load(&path)?);
+        self.overrides_file = Some(path);
+        Ok(self)
+    }
+
+    /// Runs `f` on `group`'s config values (its overrides over the coordinator's defaults).
+    pub fn group_config<R>(&self, group: &str, f: impl FnOnce(&configs::Effective<'_>) -> R) -> R {
+        let overrides = self.overrides.read().unwrap_or_else(|p| p.into_inner());
+        f(&overrides.effective(group, &self.config))
+    }
+
+    /// Changes `group`'s configs (all of `changes` or none), or only checks them.
+    pub fn alter_group_config(
+        &self,
+        group: &str,
+        changes: &[(&str, Option<&str>)],
+        validate_only: bool,
+    ) -> Result<(), configs::AlterError> {
+        let mut overrides = self.overrides.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = overrides.clone();
+        next.alter(group, changes, &self.config)?;
+        if validate_only || next == *overrides {
+            return Ok(());
+        }
+        if let Some(path) = &self.overrides_file {
+            crate::disk::json::store(path, &next)?;
+        }
+        tracing::info!(group, overrides = ?next.of(group), "group configs changed");
+        *overrides = next;
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -296,8 +340,9 @@ impl Coordinator {
         inner.deliver(replies);
         if !inner.consumer_groups.is_empty() {
             let info = topics();
-            let session = self.config.consumer_session_timeout_ms;
-            for g in inner.consumer_groups.values_mut() {
+            let overrides = self.overrides.read().unwrap_or_else(|p| p.into_inner());
+            for (id, g) in inner.consumer_groups.iter_mut() {
+                let session = overrides.effective(id, &self.config).session_timeout_ms();
                 g.tick(&info, now, session);
             }
         }

@@ -32,6 +32,7 @@ const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 const SOURCE_BROKER_LOGGER: i8 = 6;
+const SOURCE_GROUP: i8 = 8;
 /// Kafka's ConfigType values.
 const TYPE_STRING: i8 = 2;
 const TYPE_LONG: i8 = 5;
@@ -75,41 +76,47 @@ const TOPIC_DEFAULTS_AS_BROKER: &[(&str, &str)] = &[
     ),
 ];
 
-/// What a group may override (Kafka's GroupConfig), each at the coordinator's value: sluice
-/// keeps no per-group overrides yet, so every one is the broker default.
-fn group_configs(b: &Broker) -> Vec<Described> {
-    let g = &b.groups.config;
-    let long = |key: &str, value: i64, doc: &'static str| Described {
-        key: key.into(),
-        value: value.to_string(),
-        source: SOURCE_DEFAULT,
-        long: true,
-        doc,
-    };
-    vec![
-        long(
-            "consumer.session.timeout.ms",
-            g.consumer_session_timeout_ms,
-            "How long a KIP-848 member may go without a heartbeat.",
-        ),
-        long(
-            "consumer.heartbeat.interval.ms",
-            g.consumer_heartbeat_interval_ms.into(),
-            "How often KIP-848 members heartbeat.",
-        ),
-        Described {
-            key: "share.auto.offset.reset".into(),
-            value: if g.share_from_earliest {
-                "earliest"
+/// What a group may override (Kafka's GroupConfig), each at the group's own value if it has
+/// one (`group/configs.rs`), else the coordinator's.
+fn group_configs(b: &Broker, group: &str) -> Vec<Described> {
+    use crate::group::configs::{HEARTBEAT_INTERVAL, SESSION_TIMEOUT, SHARE_OFFSET_RESET};
+    b.groups.group_config(group, |c| {
+        let source = |key| {
+            if c.is_set(key) {
+                SOURCE_GROUP
             } else {
-                "latest"
+                SOURCE_DEFAULT
             }
-            .into(),
-            source: SOURCE_DEFAULT,
-            long: false,
-            doc: "Where a share group new to a partition starts.",
-        },
-    ]
+        };
+        vec![
+            Described {
+                key: SESSION_TIMEOUT.into(),
+                value: c.session_timeout_ms().to_string(),
+                source: source(SESSION_TIMEOUT),
+                long: true,
+                doc: "How long a KIP-848 member may go without a heartbeat.",
+            },
+            Described {
+                key: HEARTBEAT_INTERVAL.into(),
+                value: c.heartbeat_interval_ms().to_string(),
+                source: source(HEARTBEAT_INTERVAL),
+                long: true,
+                doc: "How often KIP-848 members heartbeat.",
+            },
+            Described {
+                key: SHARE_OFFSET_RESET.into(),
+                value: if c.share_from_earliest() {
+                    "earliest"
+                } else {
+                    "latest"
+                }
+                .into(),
+                source: source(SHARE_OFFSET_RESET),
+                long: false,
+                doc: "Where a share group new to a partition starts.",
+            },
+        ]
+    })
 }
 
 /// The topic key behind a broker-level name that can change while the broker runs.
@@ -311,7 +318,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                     }
                 },
             },
-            GROUP => group_configs(b),
+            GROUP => group_configs(b, res.resource_name.as_str()),
             BROKER_LOGGER => match this_broker(b, res.resource_name.as_str()) {
                 Ok(()) => crate::logging::loggers()
                     .into_iter()
@@ -349,7 +356,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                     .with_name(sb(e.key.clone()))
                     .with_value(Some(sb(e.value.clone())))
                     .with_read_only(match res.resource_type {
-                        TOPIC | BROKER_LOGGER => false,
+                        TOPIC | BROKER_LOGGER | GROUP => false,
                         BROKER => dynamic_key(&e.key).is_none(),
                         _ => true,
                     })
@@ -387,9 +394,13 @@ fn apply(
         return Err((e, "Authorization failed.".into()));
     }
     if resource_type != TOPIC {
+        // As Kafka: the old AlterConfigs alters topics and brokers only.
         return Err((
             ResponseError::InvalidRequest,
-            "only topic configs can be altered; broker settings come from its config file".into(),
+            format!(
+                "AlterConfigs alters topic and broker configs; resource type {resource_type} \
+                 takes IncrementalAlterConfigs"
+            ),
         ));
     }
     let topic = b.topic(name).ok_or_else(|| {
@@ -412,10 +423,10 @@ pub fn alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
         // Non-incremental: the given set replaces every override (for a broker, that
         // level's dynamic configs).
         let result = if res.resource_type == BROKER {
-            let changes = res
-                .configs
-                .iter()
-                .map(|kv| (kv.name.as_str(), kv.value.as_ref().map(|v| v.as_str())));
+            let changes = res.configs.iter().map(|kv| match &kv.value {
+                Some(v) => (kv.name.as_str(), Change::Set(v.as_str())),
+                None => (kv.name.as_str(), Change::Delete),
+            });
             alter_broker(
                 ctx,
                 res.resource_name.as_str(),
@@ -464,6 +475,7 @@ pub fn incremental_alter(
         let result = match res.resource_type {
             BROKER => incremental_broker(ctx, &res, req.validate_only),
             BROKER_LOGGER => alter_loggers(ctx, &res, req.validate_only),
+            GROUP => incremental_group(ctx, &res, req.validate_only),
             _ => incremental_topic(ctx, &res, req.validate_only),
         };
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
@@ -489,19 +501,26 @@ fn incremental_broker(
 ) -> Result<(), (ResponseError, String)> {
     let mut changes = Vec::with_capacity(res.configs.len());
     for kv in &res.configs {
-        match (kv.config_operation, &kv.value) {
-            (0, Some(v)) => changes.push((kv.name.as_str(), Some(v.as_str()))),
-            (1, _) => changes.push((kv.name.as_str(), None)),
+        let key = kv.name.as_str();
+        let change = match (kv.config_operation, &kv.value) {
+            (0, Some(v)) => Change::Set(v.as_str()),
+            (1, _) => Change::Delete,
+            (2, Some(v)) => Change::Append(v.as_str()),
+            (3, Some(v)) => Change::Subtract(v.as_str()),
+            (0 | 2 | 3, None) => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("SET, APPEND and SUBTRACT of broker config '{key}' need a value"),
+                ))
+            }
             (op, _) => {
                 return Err((
                     ResponseError::InvalidRequest,
-                    format!(
-                        "operation {op} on broker config '{}': only SET (with a value) and DELETE apply",
-                        kv.name.as_str()
-                    ),
+                    format!("unknown operation {op} on broker config '{key}'"),
                 ))
             }
-        }
+        };
+        changes.push((key, change));
     }
     alter_broker(
         ctx,
@@ -532,21 +551,10 @@ fn incremental_topic(
                     (1, _) => c.delete(key).map_err(|e| e.to_string())?,
                     // APPEND (2) and SUBTRACT (3) apply to list configs: here only
                     // cleanup.policy.
-                    (op @ (2 | 3), Some(v)) if key == "cleanup.policy" => {
+                    (op @ (2 | 3), Some(v)) if LIST_KEYS.contains(&key) => {
                         let current = c.get(&ctx.broker.defaults(), key);
-                        let mut items: Vec<&str> = current
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|i| !i.is_empty())
-                            .collect();
-                        for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-                            if op == 3 {
-                                items.retain(|i| *i != item);
-                            } else if !items.contains(&item) {
-                                items.push(item);
-                            }
-                        }
-                        c.set(key, &items.join(",")).map_err(|e| e.to_string())?
+                        c.set(key, &edit_list(&current, op == 2, v))
+                            .map_err(|e| e.to_string())?
                     }
                     (op, _) => {
                         return Err(format!(
@@ -558,6 +566,54 @@ fn incremental_topic(
             Ok(c)
         },
     )
+}
+
+/// SET and DELETE of a group's configs; the group need not exist (as in Kafka).
+fn incremental_group(
+    ctx: &Ctx<'_>,
+    res: &IncrementalResource,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let group = res.resource_name.as_str();
+    if let Some(e) = config_denied(ctx, GROUP, group, Operation::AlterConfigs) {
+        return Err((e, "Authorization failed.".into()));
+    }
+    let mut changes = Vec::with_capacity(res.configs.len());
+    for kv in &res.configs {
+        let key = kv.name.as_str();
+        changes.push(match (kv.config_operation, &kv.value) {
+            (0, Some(v)) => (key, Some(v.as_str())),
+            (0, None) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("SET of group config '{key}' needs a value"),
+                ))
+            }
+            (1, _) => (key, None),
+            (op, _) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!(
+                    "operation {op} (APPEND/SUBTRACT) applies to list configs; '{key}' is not one"
+                ),
+                ))
+            }
+        });
+    }
+    ctx.broker
+        .groups
+        .alter_group_config(group, &changes, validate_only)
+        .map_err(|e| match e {
+            crate::group::configs::AlterError::Invalid(
+                crate::group::configs::GroupConfigError::NoGroup,
+            ) => (ResponseError::InvalidRequest, e.to_string()),
+            crate::group::configs::AlterError::Invalid(_) => {
+                (ResponseError::InvalidConfig, e.to_string())
+            }
+            crate::group::configs::AlterError::Store(_) => {
+                (ResponseError::KafkaStorageError, e.to_string())
+            }
+        })
 }
 
 /// A broker or broker-logger resource names this broker by its node id, as in Kafka.
@@ -612,14 +668,45 @@ fn alter_loggers(
     })
 }
 
-/// Dynamic broker configs: `changes` are (broker-level name, Some(value) to set or None to
-/// remove) at the level `name` addresses; with `replace` the level is emptied first
-/// (AlterConfigs). All apply or none.
+/// One change to a config, as IncrementalAlterConfigs names them.
+#[derive(Clone, Copy, Debug)]
+enum Change<'a> {
+    Set(&'a str),
+    Delete,
+    /// Add items to a list config (those it has already are kept once).
+    Append(&'a str),
+    /// Take items out of a list config.
+    Subtract(&'a str),
+}
+
+/// The configs whose values are comma-separated lists (Kafka's LIST type), the only ones
+/// APPEND and SUBTRACT apply to; topic keys.
+const LIST_KEYS: &[&str] = &["cleanup.policy"];
+
+/// `current`, a comma-separated list, with the items of `items` appended (once) or removed.
+fn edit_list(current: &str, append: bool, items: &str) -> String {
+    let mut list: Vec<&str> = current
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .collect();
+    for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        if !append {
+            list.retain(|i| *i != item);
+        } else if !list.contains(&item) {
+            list.push(item);
+        }
+    }
+    list.join(",")
+}
+
+/// Dynamic broker configs: `changes` are (broker-level name, change) at the level `name`
+/// addresses; with `replace` the level is emptied first (AlterConfigs). All apply or none.
 fn alter_broker<'a>(
     ctx: &Ctx<'_>,
     name: &str,
     replace: bool,
-    changes: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    changes: impl Iterator<Item = (&'a str, Change<'a>)>,
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
     let b = ctx.broker;
@@ -643,16 +730,30 @@ fn alter_broker<'a>(
                 ),
             ));
         };
+        if matches!(value, Change::Append(_) | Change::Subtract(_))
+            && !LIST_KEYS.contains(&topic_key)
+        {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("APPEND and SUBTRACT apply to list configs; '{key}' is not one"),
+            ));
+        }
         mapped.push((topic_key, value));
     }
+    let file = &b.config.defaults;
     b.alter_dynamic_configs(validate_only, |d| {
         if replace {
             d.level_mut(level).clear();
         }
         for (key, value) in mapped {
             match value {
-                Some(v) => d.set(level, key, v)?,
-                None => d.delete(level, key),
+                Change::Set(v) => d.set(level, key, v)?,
+                Change::Delete => d.delete(level, key),
+                Change::Append(items) | Change::Subtract(items) => {
+                    let current = d.current(level, key, file);
+                    let append = matches!(value, Change::Append(_));
+                    d.set(level, key, &edit_list(&current, append, items))?
+                }
             }
         }
         Ok(())

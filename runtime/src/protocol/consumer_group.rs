@@ -19,8 +19,11 @@ pub fn heartbeat(
     ctx: &Ctx<'_>,
     req: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
-    let mut r = ConsumerGroupHeartbeatResponse::default()
-        .with_heartbeat_interval_ms(ctx.broker.groups.config.consumer_heartbeat_interval_ms);
+    let interval = ctx
+        .broker
+        .groups
+        .group_config(req.group_id.0.as_str(), |c| c.heartbeat_interval_ms());
+    let mut r = ConsumerGroupHeartbeatResponse::default().with_heartbeat_interval_ms(interval);
     if !super::group::may_read_group(ctx, req.group_id.0.as_str()) {
         r.error_code = code(ResponseError::GroupAuthorizationFailed);
         return r;

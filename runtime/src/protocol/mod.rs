@@ -992,6 +992,206 @@ mod tests {
         }
     }
 
+    /// Sends `req` at `version` (one with request header v1 and response header v0, i.e. not
+    /// flexible) and decodes the answer.
+    async fn ask<Req, Resp>(b: &Arc<Broker>, api: i16, version: i16, req: &Req) -> Resp
+    where
+        Req: kafka_protocol::protocol::Encodable,
+        Resp: kafka_protocol::protocol::Decodable,
+    {
+        let mut body = BytesMut::new();
+        req.encode(&mut body, version).unwrap();
+        let mut r = handle(
+            b,
+            &mut Session::plaintext("test"),
+            frame(api, version, &body),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .freeze();
+        r.advance(8); // length, correlation id
+        Resp::decode(&mut r, version).unwrap()
+    }
+
+    /// IncrementalAlterConfigs (v0) of one resource: its error code and message.
+    async fn alter_incrementally(
+        b: &Arc<Broker>,
+        resource_type: i8,
+        name: &str,
+        ops: &[(&str, i8, Option<&str>)],
+    ) -> (i16, Option<String>) {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::{
+            IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        let s = |v: &str| StrBytes::from_string(v.to_string());
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(s(name))
+                .with_configs(
+                    ops.iter()
+                        .map(|&(k, op, v)| {
+                            AlterableConfig::default()
+                                .with_name(s(k))
+                                .with_config_operation(op)
+                                .with_value(v.map(s))
+                        })
+                        .collect(),
+                ),
+        ]);
+        let resp: IncrementalAlterConfigsResponse = ask(b, 44, 0, &req).await;
+        let r = &resp.responses[0];
+        (
+            r.error_code,
+            r.error_message.as_ref().map(|m| m.to_string()),
+        )
+    }
+
+    /// DescribeConfigs (v1) of one resource: (name, value, source) of each config.
+    async fn described(
+        b: &Arc<Broker>,
+        resource_type: i8,
+        name: &str,
+    ) -> Vec<(String, String, i8)> {
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+        use kafka_protocol::protocol::StrBytes;
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(StrBytes::from_string(name.into()))
+                .with_configuration_keys(None),
+        ]);
+        let resp: DescribeConfigsResponse = ask(b, 32, 1, &req).await;
+        let res = &resp.results[0];
+        assert_eq!(res.error_code, 0, "{:?}", res.error_message);
+        res.configs
+            .iter()
+            .map(|c| {
+                let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                (c.name.to_string(), value, c.config_source)
+            })
+            .collect()
+    }
+
+    /// Kafka 4's group configs: a group (existing or not) takes overrides of the coordinator's
+    /// KIP-848 settings through IncrementalAlterConfigs, Describe shows them as GROUP_CONFIG
+    /// (8), a restart keeps them; unknown keys, bad values and list operations are refused.
+    #[tokio::test]
+    async fn group_configs_are_set_described_and_kept() {
+        const GROUP: i8 = 32;
+        let (set, delete, append) = (0, 1, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let session = |d: &[(String, String, i8)]| {
+            d.iter()
+                .find(|(k, ..)| k == "consumer.session.timeout.ms")
+                .map(|(_, v, src)| (v.clone(), *src))
+                .unwrap()
+        };
+        assert_eq!(
+            session(&described(&b, GROUP, "g").await),
+            ("45000".into(), 5)
+        );
+        let (code, msg) = alter_incrementally(
+            &b,
+            GROUP,
+            "g",
+            &[("consumer.session.timeout.ms", set, Some("50000"))],
+        )
+        .await;
+        assert_eq!(code, 0, "{msg:?}");
+        assert_eq!(
+            session(&described(&b, GROUP, "g").await),
+            ("50000".into(), 8)
+        );
+        assert_eq!(
+            session(&described(&b, GROUP, "other").await),
+            ("45000".into(), 5),
+            "only that group"
+        );
+        assert_eq!(
+            b.groups.group_config("g", |c| c.session_timeout_ms()),
+            50_000,
+            "the coordinator runs the group with it"
+        );
+        for (ops, want) in [
+            (vec![("group.max.size", set, Some("3"))], 40), // INVALID_CONFIG
+            (vec![("consumer.session.timeout.ms", set, Some("1"))], 40),
+            (vec![("consumer.session.timeout.ms", append, Some("1"))], 40),
+        ] {
+            let (code, msg) = alter_incrementally(&b, GROUP, "g", &ops).await;
+            assert_eq!(code, want, "{ops:?}: {msg:?}");
+            assert!(msg.is_some_and(|m| !m.is_empty()), "{ops:?} says why");
+        }
+        drop(b);
+        let b = broker(dir.path());
+        assert_eq!(
+            session(&described(&b, GROUP, "g").await),
+            ("50000".into(), 8),
+            "kept across a restart"
+        );
+        let (code, _) = alter_incrementally(
+            &b,
+            GROUP,
+            "g",
+            &[("consumer.session.timeout.ms", delete, None)],
+        )
+        .await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            session(&described(&b, GROUP, "g").await),
+            ("45000".into(), 5)
+        );
+    }
+
+    /// APPEND and SUBTRACT apply to a broker's list configs (`log.cleanup.policy`) as to a
+    /// topic's, starting from the value the level has or inherits; other configs refuse them.
+    #[tokio::test]
+    async fn broker_list_configs_take_append_and_subtract() {
+        const BROKER: i8 = 4;
+        let (append, subtract) = (2, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let policy = |d: &[(String, String, i8)]| {
+            d.iter()
+                .find(|(k, ..)| k == "log.cleanup.policy")
+                .map(|(_, v, src)| (v.clone(), *src))
+        };
+        let (code, msg) = alter_incrementally(
+            &b,
+            BROKER,
+            "1",
+            &[("log.cleanup.policy", append, Some("compact"))],
+        )
+        .await;
+        assert_eq!(code, 0, "{msg:?}");
+        assert_eq!(
+            policy(&described(&b, BROKER, "1").await),
+            Some(("delete,compact".into(), 2))
+        );
+        let (code, msg) = alter_incrementally(
+            &b,
+            BROKER,
+            "1",
+            &[("log.cleanup.policy", subtract, Some("delete"))],
+        )
+        .await;
+        assert_eq!(code, 0, "{msg:?}");
+        assert_eq!(
+            policy(&described(&b, BROKER, "1").await),
+            Some(("compact".into(), 2))
+        );
+        let (code, _) =
+            alter_incrementally(&b, BROKER, "1", &[("log.retention.ms", append, Some("5"))]).await;
+        assert_eq!(code, 40, "not a list: INVALID_CONFIG");
+    }
+
     #[tokio::test]
     async fn unknown_apiversions_version_gets_a_v0_answer() {
         let dir = tempfile::tempdir().unwrap();

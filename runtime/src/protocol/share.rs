@@ -386,7 +386,10 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
     } else {
         DEFAULT_MAX_RECORDS
     };
-    let from_earliest = ctx.broker.groups.config.share_from_earliest;
+    let from_earliest = ctx
+        .broker
+        .groups
+        .group_config(&group, |c| c.share_from_earliest());
     let deadline =
         Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let mut appended = ctx.broker.subscribe_appends();
