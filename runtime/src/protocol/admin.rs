@@ -53,8 +53,28 @@ fn check_replicas(node: i32, replicas: &[BrokerId]) -> Result<(), (ResponseError
 pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let b = ctx.broker;
     let mut resp = CreateTopicsResponse::default();
+    // As Kafka: a name given more than once is refused (one result, INVALID_REQUEST) and
+    // none of its entries is created.
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for t in &req.topics {
+        *seen.entry(t.name.0.to_string()).or_default() += 1;
+    }
+    let mut reported = std::collections::HashSet::<String>::new();
     for t in req.topics {
         let name = t.name.0.as_str().to_string();
+        if seen[&name] > 1 {
+            if reported.insert(name.clone()) {
+                resp.topics.push(
+                    CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_error_code(code(ResponseError::InvalidRequest))
+                        .with_error_message(Some(sb("Duplicate topic name."))),
+                );
+            }
+            continue;
+        }
         let mut r = CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_num_partitions(-1)

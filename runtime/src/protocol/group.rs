@@ -97,6 +97,13 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
             .with_error_code(code(ResponseError::GroupAuthorizationFailed))
             .with_generation_id(-1);
     }
+    // As Kafka: JoinGroup, SyncGroup, Heartbeat and LeaveGroup refuse an empty group id.
+    if req.group_id.0.is_empty() {
+        return JoinGroupResponse::default()
+            .with_error_code(code(ResponseError::InvalidGroupId))
+            .with_generation_id(-1)
+            .with_member_id(req.member_id.clone());
+    }
     let jr = JoinRequest {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
@@ -161,6 +168,9 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
         return SyncGroupResponse::default()
             .with_error_code(code(ResponseError::GroupAuthorizationFailed));
     }
+    if req.group_id.0.is_empty() {
+        return SyncGroupResponse::default().with_error_code(code(ResponseError::InvalidGroupId));
+    }
     let assignments = req
         .assignments
         .into_iter()
@@ -192,6 +202,9 @@ pub fn heartbeat(ctx: &Ctx<'_>, req: HeartbeatRequest) -> HeartbeatResponse {
         return HeartbeatResponse::default()
             .with_error_code(code(ResponseError::GroupAuthorizationFailed));
     }
+    if req.group_id.0.is_empty() {
+        return HeartbeatResponse::default().with_error_code(code(ResponseError::InvalidGroupId));
+    }
     let e = ctx.broker.groups.heartbeat(
         req.group_id.0.as_str(),
         req.member_id.as_str(),
@@ -219,6 +232,10 @@ pub fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let mut r = LeaveGroupResponse::default();
     if !may_read_group(ctx, req.group_id.0.as_str()) {
         r.error_code = code(ResponseError::GroupAuthorizationFailed);
+        return r;
+    }
+    if req.group_id.0.is_empty() {
+        r.error_code = code(ResponseError::InvalidGroupId);
         return r;
     }
     match ctx.broker.groups.leave(req.group_id.0.as_str(), &who) {

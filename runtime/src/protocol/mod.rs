@@ -24,6 +24,7 @@ mod offsets;
 pub mod pieces;
 mod produce;
 mod quotas;
+mod reassignments;
 mod sasl;
 mod share;
 mod txn;
@@ -90,6 +91,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
@@ -157,6 +160,8 @@ fn throttle_time_first(api: ApiKey, version: i16) -> bool {
         | OffsetForLeaderEpoch
         | DescribeLogDirs
         | ElectLeaders
+        | AlterPartitionReassignments
+        | ListPartitionReassignments
         | AlterConfigs
         | IncrementalAlterConfigs
         | InitProducerId
@@ -610,6 +615,8 @@ pub async fn handle_pieces(
         ApiKey::OffsetForLeaderEpoch => answer!(offset_for_leader_epoch::handle),
         ApiKey::DescribeLogDirs => answer!(describe_log_dirs::handle),
         ApiKey::ElectLeaders => answer!(elect_leaders::handle),
+        ApiKey::AlterPartitionReassignments => answer!(reassignments::alter),
+        ApiKey::ListPartitionReassignments => answer!(reassignments::list),
         ApiKey::AlterConfigs => answer!(configs::alter),
         ApiKey::IncrementalAlterConfigs => answer!(configs::incremental_alter),
         ApiKey::InitProducerId => answer!(init_producer_id::handle),
@@ -712,6 +719,8 @@ mod tests {
             DescribeConfigs => DescribeConfigsResponse, DescribeCluster => DescribeClusterResponse,
             OffsetForLeaderEpoch => OffsetForLeaderEpochResponse,
             DescribeLogDirs => DescribeLogDirsResponse, ElectLeaders => ElectLeadersResponse,
+            AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
+            ListPartitionReassignments => ListPartitionReassignmentsResponse,
             AlterConfigs => AlterConfigsResponse,
             IncrementalAlterConfigs => IncrementalAlterConfigsResponse,
             InitProducerId => InitProducerIdResponse, AddPartitionsToTxn => AddPartitionsToTxnResponse,

@@ -130,6 +130,111 @@ func runKafkaGo(bootstrap string) {
 		}
 	})
 
+	// What kafka-go's own test suite found (TestClientAlterPartitionReassignments,
+	// TestClientListPartitionReassignments, TestConnCreateTopics, TestAlterUserScramCredentials,
+	// TestConn/test_join_group_with_an_invalid_groupID): each answered as Kafka answers it.
+	step(client, "client-partition-reassignments", []bool{created}, func() {
+		ctx, cancel := timeout(30 * time.Second)
+		defer cancel()
+		md, err := kc.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		check(err, "Metadata")
+		node := md.Brokers[0].ID
+		resp, err := kc.AlterPartitionReassignments(ctx, &kafka.AlterPartitionReassignmentsRequest{
+			Topic: topic,
+			Assignments: []kafka.AlterPartitionReassignmentsRequestAssignment{
+				{PartitionID: 0, BrokerIDs: []int{node}}, {PartitionID: 1, BrokerIDs: []int{node}},
+			},
+		})
+		check(err, "AlterPartitionReassignments")
+		check(resp.Error, "AlterPartitionReassignments")
+		if len(resp.PartitionResults) != 2 {
+			failf("AlterPartitionReassignments: %d partition results, expected 2", len(resp.PartitionResults))
+		}
+		for _, r := range resp.PartitionResults {
+			check(r.Error, fmt.Sprintf("AlterPartitionReassignments %s[%d] to its own broker", r.Topic, r.PartitionID))
+		}
+		resp, err = kc.AlterPartitionReassignments(ctx, &kafka.AlterPartitionReassignmentsRequest{
+			Topic:       topic,
+			Assignments: []kafka.AlterPartitionReassignmentsRequestAssignment{{PartitionID: 0, BrokerIDs: []int{node + 7}}},
+		})
+		check(err, "AlterPartitionReassignments")
+		if len(resp.PartitionResults) != 1 || !errors.Is(resp.PartitionResults[0].Error, kafka.InvalidReplicaAssignment) {
+			failf("AlterPartitionReassignments to a broker that does not exist: %+v, expected INVALID_REPLICA_ASSIGNMENT", resp.PartitionResults)
+		}
+		list, err := kc.ListPartitionReassignments(ctx, &kafka.ListPartitionReassignmentsRequest{})
+		check(err, "ListPartitionReassignments")
+		check(list.Error, "ListPartitionReassignments")
+		if len(list.Topics) != 0 {
+			failf("ListPartitionReassignments: %d topics reassigning on one broker", len(list.Topics))
+		}
+	})
+
+	step(client, "client-create-topics-duplicate-name", nil, func() {
+		ctx, cancel := timeout(30 * time.Second)
+		defer cancel()
+		dup := name("topic", "kafkago", "dup")
+		resp, err := kc.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+			{Topic: dup, NumPartitions: 1, ReplicationFactor: 1}, {Topic: dup, NumPartitions: 2, ReplicationFactor: 1},
+		}})
+		check(err, "CreateTopics")
+		if !errors.Is(resp.Errors[dup], kafka.InvalidRequest) {
+			failf("CreateTopics naming %s twice: %v, expected INVALID_REQUEST", dup, resp.Errors[dup])
+		}
+		md, err := kc.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{dup}})
+		check(err, "Metadata")
+		if len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) > 0 {
+			failf("CreateTopics naming %s twice created it (%d partitions)", dup, len(md.Topics[0].Partitions))
+		}
+	})
+
+	step(client, "client-scram-credentials-any-salted-password", nil, func() {
+		ctx, cancel := timeout(30 * time.Second)
+		defer cancel()
+		user := name("user", "kafkago", "scram")
+		// As kafka-go's own test: a SHA-512 credential whose salted password is not 64 bytes.
+		// Kafka stores what the client computed; only the iterations are bounded.
+		resp, err := kc.AlterUserScramCredentials(ctx, &kafka.AlterUserScramCredentialsRequest{
+			Upsertions: []kafka.UserScramCredentialsUpsertion{{
+				Name: user, Mechanism: kafka.ScramMechanismSha512, Iterations: 15000,
+				Salt: []byte("my-salt"), SaltedPassword: []byte("my-salted-password"),
+			}},
+		})
+		check(err, "AlterUserScramCredentials")
+		if len(resp.Results) != 1 {
+			failf("AlterUserScramCredentials: %d results", len(resp.Results))
+		}
+		check(resp.Results[0].Error, "AlterUserScramCredentials upsert")
+		desc, err := kc.DescribeUserScramCredentials(ctx, &kafka.DescribeUserScramCredentialsRequest{
+			Users: []kafka.UserScramCredentialsUser{{Name: user}},
+		})
+		check(err, "DescribeUserScramCredentials")
+		check(desc.Error, "DescribeUserScramCredentials")
+		if len(desc.Results) != 1 || len(desc.Results[0].CredentialInfos) != 1 ||
+			desc.Results[0].CredentialInfos[0].Mechanism != kafka.ScramMechanismSha512 ||
+			desc.Results[0].CredentialInfos[0].Iterations != 15000 {
+			failf("DescribeUserScramCredentials: %+v, expected one SHA-512 credential of 15000 iterations", desc.Results)
+		}
+		resp, err = kc.AlterUserScramCredentials(ctx, &kafka.AlterUserScramCredentialsRequest{
+			Deletions: []kafka.UserScramCredentialsDeletion{{Name: user, Mechanism: kafka.ScramMechanismSha512}},
+		})
+		check(err, "AlterUserScramCredentials")
+		check(resp.Results[0].Error, "AlterUserScramCredentials delete")
+	})
+
+	step(client, "client-join-group-empty-id", nil, func() {
+		ctx, cancel := timeout(30 * time.Second)
+		defer cancel()
+		resp, err := kc.JoinGroup(ctx, &kafka.JoinGroupRequest{
+			GroupID: "", SessionTimeout: 10 * time.Second, RebalanceTimeout: 10 * time.Second,
+			ProtocolType: "consumer",
+			Protocols:    []kafka.GroupProtocol{{Name: "range", Metadata: kafka.GroupProtocolSubscription{Topics: []string{topic}}}},
+		})
+		check(err, "JoinGroup")
+		if !errors.Is(resp.Error, kafka.InvalidGroupId) {
+			failf("JoinGroup with an empty group id: %v, expected INVALID_GROUP_ID", resp.Error)
+		}
+	})
+
 	produced := step(client, "writer-murmur2-codecs", []bool{created}, func() {
 		all = ledger{}
 		for _, c := range kafkagoCodecs {
