@@ -28,6 +28,12 @@ pub fn heartbeat(
         r.error_code = code(ResponseError::GroupAuthorizationFailed);
         return r;
     }
+    if req.group_id.0.is_empty() {
+        // As Kafka's coordinator: refused before any group is touched.
+        r.error_code = code(ResponseError::InvalidRequest);
+        r.error_message = Some(sb("GroupId can't be empty."));
+        return r;
+    }
     // A subscription may name only topics the member may describe (as Kafka checks it).
     if let Some(message) =
         super::group::undescribable(ctx, req.subscribed_topic_names.iter().flatten())

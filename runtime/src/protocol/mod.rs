@@ -1023,6 +1023,54 @@ mod tests {
         Resp::decode(&mut r, version).unwrap()
     }
 
+    /// The same for a flexible version (request header v2, response header v1).
+    async fn ask_flexible<Req, Resp>(b: &Arc<Broker>, api: i16, version: i16, req: &Req) -> Resp
+    where
+        Req: kafka_protocol::protocol::Encodable,
+        Resp: kafka_protocol::protocol::Decodable,
+    {
+        let mut body = BytesMut::new();
+        body.put_u8(0); // no tagged fields in the header
+        req.encode(&mut body, version).unwrap();
+        let mut r = handle(
+            b,
+            &mut Session::plaintext("test"),
+            frame(api, version, &body),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .freeze();
+        r.advance(9); // length, correlation id, no tagged fields
+        Resp::decode(&mut r, version).unwrap()
+    }
+
+    /// As Kafka's coordinator: a KIP-848 or share heartbeat without a group id is refused
+    /// (INVALID_REQUEST), and no group named "" comes to exist.
+    #[tokio::test]
+    async fn heartbeats_without_a_group_id_are_refused() {
+        use kafka_protocol::messages::{
+            ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+            ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse, TopicName,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let topics = Some(vec![TopicName(StrBytes::from_static_str("t"))]);
+        let req = ConsumerGroupHeartbeatRequest::default()
+            .with_member_id(StrBytes::from_static_str("m"))
+            .with_rebalance_timeout_ms(10_000)
+            .with_subscribed_topic_names(topics.clone());
+        let resp: ConsumerGroupHeartbeatResponse = ask_flexible(&b, 68, 0, &req).await;
+        assert_eq!(resp.error_code, 42, "{:?}", resp.error_message);
+        let req = ShareGroupHeartbeatRequest::default()
+            .with_member_id(StrBytes::from_static_str("m"))
+            .with_subscribed_topic_names(topics);
+        let resp: ShareGroupHeartbeatResponse = ask_flexible(&b, 76, 1, &req).await;
+        assert_eq!(resp.error_code, 42, "{:?}", resp.error_message);
+        assert!(b.groups.list().iter().all(|g| !g.id.is_empty()));
+    }
+
     /// IncrementalAlterConfigs (v0) of one resource: its error code and message.
     async fn alter_incrementally(
         b: &Arc<Broker>,

@@ -44,6 +44,11 @@ pub fn heartbeat(ctx: &Ctx<'_>, req: ShareGroupHeartbeatRequest) -> ShareGroupHe
         r.error_message = Some(sb(message));
         return r;
     }
+    if req.group_id.0.is_empty() {
+        r.error_code = err::INVALID_REQUEST;
+        r.error_message = Some(sb("GroupId can't be empty."));
+        return r;
+    }
     if member.is_empty() {
         r.error_code = err::INVALID_REQUEST;
         r.error_message = Some(sb(
