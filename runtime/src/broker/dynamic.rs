@@ -7,7 +7,8 @@
 //! node the two dynamic levels differ only in what Describe reports as their source.
 //!
 //! Values are stored under topic keys (`retention.ms`); the protocol layer shows them under
-//! Kafka's broker names (`log.retention.ms`).
+//! Kafka's broker names (`log.retention.ms`). Beside them, [`INERT`]: Kafka's dynamic broker
+//! configs for a feature sluice does not have, kept under their own names.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,48 @@ use serde::{Deserialize, Serialize};
 use super::config::{self, ConfigError, Defaults};
 
 pub const FILE: &str = "broker-configs.json";
+
+/// How an [`INERT`] value is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InertKind {
+    Long,
+    Double,
+    Text,
+}
+
+/// Kafka's dynamic broker configs for GSSAPI (Kerberos), which sluice does not offer: Kafka
+/// takes them at run time whether or not a listener uses Kerberos, so Kafka's tools (and
+/// clients' admin tests, librdkafka's 0081) set them. sluice checks their type, keeps them
+/// and reports them, and they change nothing, as on a Kafka broker without GSSAPI.
+/// (name, Kafka's default, kind)
+pub const INERT: &[(&str, &str, InertKind)] = &[
+    ("sasl.kerberos.kinit.cmd", "/usr/bin/kinit", InertKind::Text),
+    (
+        "sasl.kerberos.min.time.before.relogin",
+        "60000",
+        InertKind::Long,
+    ),
+    (
+        "sasl.kerberos.principal.to.local.rules",
+        "DEFAULT",
+        InertKind::Text,
+    ),
+    ("sasl.kerberos.service.name", "", InertKind::Text),
+    (
+        "sasl.kerberos.ticket.renew.jitter",
+        "0.05",
+        InertKind::Double,
+    ),
+    (
+        "sasl.kerberos.ticket.renew.window.factor",
+        "0.8",
+        InertKind::Double,
+    ),
+];
+
+pub fn inert(key: &str) -> Option<&'static (&'static str, &'static str, InertKind)> {
+    INERT.iter().find(|(k, ..)| *k == key)
+}
 
 /// The two dynamic levels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +94,27 @@ impl DynamicConfigs {
 
     /// Sets a topic key at one level, checked as a topic config would be.
     pub fn set(&mut self, level: Level, key: &str, value: &str) -> Result<(), ConfigError> {
-        config::validate(key, value)?;
+        match inert(key) {
+            None => config::validate(key, value)?,
+            Some(&(_, _, kind)) => {
+                let v = value.trim();
+                let ok = match kind {
+                    InertKind::Long => v.parse::<i64>().is_ok_and(|n| n >= 0),
+                    InertKind::Double => v.parse::<f64>().is_ok_and(|x| x.is_finite() && x >= 0.0),
+                    InertKind::Text => true,
+                };
+                if !ok {
+                    return Err(ConfigError::InvalidValue {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        why: match kind {
+                            InertKind::Long => "not a non-negative integer",
+                            _ => "not a non-negative number",
+                        },
+                    });
+                }
+            }
+        }
         self.level_mut(level)
             .insert(key.to_string(), value.trim().to_string());
         Ok(())
@@ -87,10 +150,29 @@ impl DynamicConfigs {
 
     /// The defaults topics fall back to: the config file's, overlaid by both levels.
     pub fn over(&self, file: &Defaults) -> Defaults {
+        let topic_keys = |(k, _): &(&String, &String)| inert(k).is_none();
         let mut values = file.values.clone();
-        values.extend(self.cluster.clone());
-        values.extend(self.broker.clone());
+        for level in [&self.cluster, &self.broker] {
+            values.extend(
+                level
+                    .iter()
+                    .filter(topic_keys)
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
         Defaults { values }
+    }
+
+    /// An [`INERT`] config's value: this broker's, else the cluster default's, else Kafka's.
+    pub fn inert_value(&self, key: &str) -> Option<String> {
+        let &(_, default, _) = inert(key)?;
+        Some(
+            self.broker
+                .get(key)
+                .or_else(|| self.cluster.get(key))
+                .cloned()
+                .unwrap_or_else(|| default.to_string()),
+        )
     }
 }
 
@@ -124,5 +206,18 @@ mod tests {
         let back: DynamicConfigs =
             serde_json::from_slice(&serde_json::to_vec(&d).unwrap()).unwrap();
         assert_eq!(back, d);
+
+        // Kafka's Kerberos settings are kept and typed, never topic defaults.
+        let relogin = "sasl.kerberos.min.time.before.relogin";
+        assert_eq!(d.inert_value(relogin).as_deref(), Some("60000"));
+        d.set(Level::Broker, relogin, "58000").unwrap();
+        assert_eq!(d.inert_value(relogin).as_deref(), Some("58000"));
+        assert_eq!(d.source_of(relogin), Some(Level::Broker));
+        assert!(!d.over(&file).values.contains_key(relogin));
+        assert!(d.set(Level::Broker, relogin, "soon").is_err());
+        assert!(d
+            .set(Level::Cluster, "sasl.kerberos.ticket.renew.jitter", "-1")
+            .is_err());
+        assert_eq!(d.inert_value("retention.ms"), None);
     }
 }

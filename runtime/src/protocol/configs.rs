@@ -16,7 +16,7 @@ use super::admin::broker_error_code;
 use super::{code, sb, Ctx};
 use crate::auth::acl::Operation;
 use crate::broker::config::TopicConfig;
-use crate::broker::dynamic::Level;
+use crate::broker::dynamic::{self, InertKind, Level};
 use crate::broker::Broker;
 
 const TOPIC: i8 = 2;
@@ -145,9 +145,17 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
         Some(Level::Cluster) => SOURCE_DYNAMIC_DEFAULT_BROKER,
         None => SOURCE_STATIC_BROKER,
     };
+    let inert = |key: &'static str, value: String, source: i8, kind| Described {
+        key: key.into(),
+        value,
+        source,
+        long: kind == InertKind::Long,
+        doc: "Kafka's setting for GSSAPI (Kerberos), which sluice does not offer: kept and \
+              reported, no effect.",
+    };
     if name.is_empty() {
         // Kafka's answer for the cluster default: only what is set there.
-        return TOPIC_DEFAULTS_AS_BROKER
+        let mut out: Vec<Described> = TOPIC_DEFAULTS_AS_BROKER
             .iter()
             .filter_map(|&(topic_key, broker_key)| {
                 let value = dynamic.cluster.get(topic_key)?;
@@ -161,8 +169,23 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
                 })
             })
             .collect();
+        for &(key, _, kind) in dynamic::INERT {
+            if let Some(v) = dynamic.cluster.get(key) {
+                out.push(inert(key, v.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER, kind));
+            }
+        }
+        return out;
     }
     let mut out = broker_settings(b);
+    for &(key, _, kind) in dynamic::INERT {
+        let source = match dynamic.source_of(key) {
+            Some(Level::Broker) => SOURCE_DYNAMIC_BROKER,
+            Some(Level::Cluster) => SOURCE_DYNAMIC_DEFAULT_BROKER,
+            None => SOURCE_DEFAULT,
+        };
+        let value = dynamic.inert_value(key).unwrap_or_default();
+        out.push(inert(key, value, source, kind));
+    }
     for &(topic_key, broker_key) in TOPIC_DEFAULTS_AS_BROKER {
         if let Some(e) = topic_defaults.iter().find(|e| e.key == topic_key) {
             out.push(Described {
@@ -357,7 +380,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                     .with_value(Some(sb(e.value.clone())))
                     .with_read_only(match res.resource_type {
                         TOPIC | BROKER_LOGGER | GROUP => false,
-                        BROKER => dynamic_key(&e.key).is_none(),
+                        BROKER => dynamic_key(&e.key).is_none() && dynamic::inert(&e.key).is_none(),
                         _ => true,
                     })
                     .with_config_source(e.source);
@@ -715,8 +738,16 @@ fn alter_broker<'a>(
     }
     let level = dynamic_level(b, name).map_err(|m| (ResponseError::InvalidRequest, m))?;
     let mut mapped = Vec::new();
+    let mut inert_set = Vec::new();
     for (key, value) in changes {
-        let Some(topic_key) = dynamic_key(key) else {
+        let topic_key = dynamic_key(key).or_else(|| {
+            let &(name, ..) = dynamic::inert(key)?;
+            if matches!(value, Change::Set(_)) {
+                inert_set.push(name);
+            }
+            Some(name)
+        });
+        let Some(topic_key) = topic_key else {
             return Err((
                 ResponseError::InvalidRequest,
                 format!(
@@ -758,5 +789,9 @@ fn alter_broker<'a>(
         }
         Ok(())
     })
-    .map_err(|e| (broker_error_code(&e), e.to_string()))
+    .map_err(|e| (broker_error_code(&e), e.to_string()))?;
+    if !validate_only && !inert_set.is_empty() {
+        tracing::warn!(configs = ?inert_set, "Kafka's Kerberos settings set: sluice offers no GSSAPI, so they are kept and reported but change nothing");
+    }
+    Ok(())
 }

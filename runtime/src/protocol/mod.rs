@@ -1249,6 +1249,36 @@ mod tests {
         assert_eq!(code, 40, "not a list: INVALID_CONFIG");
     }
 
+    /// Kafka's Kerberos settings, which Kafka takes at run time (librdkafka's 0081 sets one):
+    /// kept, typed and reported as this broker's dynamic value, never a topic default.
+    #[tokio::test]
+    async fn kafkas_kerberos_broker_settings_are_kept_and_reported() {
+        const BROKER: i8 = 4;
+        let key = "sasl.kerberos.min.time.before.relogin";
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let value = |d: &[(String, String, i8)]| {
+            d.iter()
+                .find(|(k, ..)| k == key)
+                .map(|(_, v, src)| (v.clone(), *src))
+        };
+        assert_eq!(
+            value(&described(&b, BROKER, "1").await),
+            Some(("60000".into(), 5))
+        );
+        let (code, msg) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("58000"))]).await;
+        assert_eq!(code, 0, "{msg:?}");
+        assert_eq!(
+            value(&described(&b, BROKER, "1").await),
+            Some(("58000".into(), 2))
+        );
+        let (code, _) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("soon"))]).await;
+        assert_ne!(code, 0, "a value of the wrong type is refused");
+        let (code, _) =
+            alter_incrementally(&b, BROKER, "1", &[("log.cleaner.threads", 0, Some("2"))]).await;
+        assert_eq!(code, 42, "other static settings are still refused");
+    }
+
     #[tokio::test]
     async fn unknown_apiversions_version_gets_a_v0_answer() {
         let dir = tempfile::tempdir().unwrap();
