@@ -68,7 +68,7 @@ printf 'segment_bytes_min = 1024\nsegment_ms_min = 1000\n' >>"$BROKER_CONFIG"
 #   BROKER_EXTRA='authorizer = "acl"
 #   allow_everyone_if_no_acl_found = true' TESTS_LIST="0109 0115 0119" \
 #   bash tests/stress/librdkafka_suite.sh
-# or for 0081's ACL sub-tests:
+# or for 0081 (the Admin API test; it creates ACLs, so it needs an authorizer, as with Kafka):
 #   BROKER_EXTRA='authorizer = "acl"
 #   super_users = ["User:ANONYMOUS"]' TESTS_LIST=0081 bash tests/stress/librdkafka_suite.sh
 [[ -n ${BROKER_EXTRA:-} ]] && printf '%s\n' "$BROKER_EXTRA" >>"$BROKER_CONFIG"
