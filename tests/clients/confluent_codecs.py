@@ -218,7 +218,13 @@ def auto_create(bootstrap, admin, consumer):
 
     created = unique("auto-created")
     producer = Producer({"bootstrap.servers": bootstrap})
-    tmd = producer.list_topics(created, timeout=10).topics[created]
+    # As Kafka: the request that creates the topic is answered LEADER_NOT_AVAILABLE (which
+    # librdkafka may retry by itself), and the topic is there when asked again.
+    for _ in range(20):
+        tmd = producer.list_topics(created, timeout=10).topics[created]
+        if tmd.error is None or tmd.error.code() != KafkaError.LEADER_NOT_AVAILABLE:
+            break
+        time.sleep(0.1)
     check(tmd.error is None, f"producer metadata for {created}: {tmd.error}")
     check_eq(sorted(tmd.partitions), [0], f"partitions of auto-created {created}")
     check(created in admin.list_topics(timeout=10).topics, f"auto-created {created} is not listed")

@@ -125,17 +125,21 @@ pub async fn run(a: ProduceArgs) -> Result<()> {
     let v = c
         .version(ApiKey::Metadata, 12)
         .context("broker does not support Metadata")?;
-    let md = c
-        .call(
-            &kafka_protocol::messages::MetadataRequest::default()
-                .with_topics(Some(vec![
-                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_string(a.topic.clone())))),
-                ]))
-                .with_allow_auto_topic_creation(true),
-            v,
-        )
-        .await?;
+    let request = kafka_protocol::messages::MetadataRequest::default()
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(a.topic.clone())))),
+        ]))
+        .with_allow_auto_topic_creation(true);
+    // A topic this request creates is LEADER_NOT_AVAILABLE (5) until asked again, as in Kafka.
+    let mut md = c.call(&request, v).await?;
+    for _ in 0..50 {
+        if md.topics.first().is_none_or(|t| t.error_code != 5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        md = c.call(&request, v).await?;
+    }
     let t = md.topics.first().context("empty metadata response")?;
     if t.error_code != 0 {
         bail!("topic '{}': {}", a.topic, kafka_error(t.error_code, None));

@@ -84,7 +84,22 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                         }
                         let may_create =
                             ctx.may_cluster(Operation::Create) || ctx.may(Operation::Create, name);
-                        b.topic_or_create(name, allow_create && may_create)
+                        match b.topic(name) {
+                            Some(t) => Some(t),
+                            // As Kafka: the request that auto-creates a topic is answered
+                            // LEADER_NOT_AVAILABLE, without partitions, and clients ask again.
+                            // (A client deleting a topic and then asking for its metadata with
+                            // auto-creation on sees it gone, as kafka-go's tests expect.)
+                            None if b
+                                .topic_or_create(name, allow_create && may_create)
+                                .is_some() =>
+                            {
+                                return MetadataResponseTopic::default()
+                                    .with_name(Some(TopicName(sb(name))))
+                                    .with_error_code(code(ResponseError::LeaderNotAvailable));
+                            }
+                            None => None,
+                        }
                     }
                     None => b
                         .topic_by_id(want.topic_id)
