@@ -60,6 +60,22 @@ pub fn inert(key: &str) -> Option<&'static (&'static str, &'static str, InertKin
     INERT.iter().find(|(k, ..)| *k == key)
 }
 
+/// Settings of the broker's own (not topic defaults) that it applies while it runs, under
+/// Kafka's names, with their floor (Kafka's dynamic log cleaner configs).
+pub const BROKER_OWN: &[(&str, i64)] = &[("log.cleaner.backoff.ms", 10)];
+
+pub fn broker_own(key: &str) -> Option<i64> {
+    BROKER_OWN
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|&(_, min)| min)
+}
+
+/// Whether `key` is kept under its own name rather than as a topic default.
+fn own_name(key: &str) -> bool {
+    broker_own(key).is_some() || inert(key).is_some()
+}
+
 /// The two dynamic levels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -94,7 +110,17 @@ impl DynamicConfigs {
 
     /// Sets a topic key at one level, checked as a topic config would be.
     pub fn set(&mut self, level: Level, key: &str, value: &str) -> Result<(), ConfigError> {
+        if let Some(min) = broker_own(key) {
+            if !value.trim().parse::<i64>().is_ok_and(|v| v >= min) {
+                return Err(ConfigError::InvalidValue {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    why: "not an integer at least the setting's floor",
+                });
+            }
+        }
         match inert(key) {
+            None if broker_own(key).is_some() => {}
             None => config::validate(key, value)?,
             Some(&(_, _, kind)) => {
                 let v = value.trim();
@@ -150,7 +176,7 @@ impl DynamicConfigs {
 
     /// The defaults topics fall back to: the config file's, overlaid by both levels.
     pub fn over(&self, file: &Defaults) -> Defaults {
-        let topic_keys = |(k, _): &(&String, &String)| inert(k).is_none();
+        let topic_keys = |(k, _): &(&String, &String)| !own_name(k);
         let mut values = file.values.clone();
         for level in [&self.cluster, &self.broker] {
             values.extend(
@@ -161,6 +187,11 @@ impl DynamicConfigs {
             );
         }
         Defaults { values }
+    }
+
+    /// A [`BROKER_OWN`] setting's dynamic value: this broker's, else the cluster default's.
+    pub fn broker_own(&self, key: &str) -> Option<&String> {
+        self.broker.get(key).or_else(|| self.cluster.get(key))
     }
 
     /// An [`INERT`] config's value: this broker's, else the cluster default's, else Kafka's.
@@ -219,5 +250,17 @@ mod tests {
             .set(Level::Cluster, "sasl.kerberos.ticket.renew.jitter", "-1")
             .is_err());
         assert_eq!(d.inert_value("retention.ms"), None);
+
+        // The cleaner's pause is the broker's own, floored, never a topic default.
+        assert!(d
+            .set(Level::Cluster, "log.cleaner.backoff.ms", "5")
+            .is_err());
+        d.set(Level::Cluster, "log.cleaner.backoff.ms", "20000")
+            .unwrap();
+        assert_eq!(
+            d.broker_own("log.cleaner.backoff.ms").map(String::as_str),
+            Some("20000")
+        );
+        assert!(!d.over(&file).values.contains_key("log.cleaner.backoff.ms"));
     }
 }

@@ -1220,6 +1220,7 @@ impl Broker {
             }
         });
         tracing::info!(topic = name, "topic deleted");
+        self.groups.forget_topic(name);
         Ok(())
     }
 
@@ -1240,6 +1241,15 @@ impl Broker {
     /// The dynamic broker configs (topic keys), at both levels.
     pub fn dynamic_configs(&self) -> dynamic::DynamicConfigs {
         lock(&self.dynamic).clone()
+    }
+
+    /// How long the log cleaner rests between passes: `log.cleaner.backoff.ms` if set
+    /// while the broker runs, else the config file's `log_cleaner_backoff_ms`.
+    pub fn cleaner_backoff_ms(&self) -> u64 {
+        lock(&self.dynamic)
+            .broker_own("log.cleaner.backoff.ms")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(self.config.cleaner_backoff_ms)
     }
 
     /// Changes the dynamic broker configs (`change` gets a copy; all of it applies or none),

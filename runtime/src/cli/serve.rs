@@ -626,11 +626,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let cb = broker.clone();
         tokio::spawn(async move {
             // The log cleaner: one pass over the compacted topics every
-            // log_cleaner_backoff_ms, on a blocking thread.
-            let mut tick =
-                tokio::time::interval(Duration::from_millis(cb.config.cleaner_backoff_ms));
+            // log_cleaner_backoff_ms (log.cleaner.backoff.ms, changeable while it runs), on
+            // a blocking thread.
             loop {
-                tick.tick().await;
+                tokio::time::sleep(Duration::from_millis(cb.cleaner_backoff_ms())).await;
                 let b = cb.clone();
                 let _ = tokio::task::spawn_blocking(move || b.clean_logs()).await;
             }

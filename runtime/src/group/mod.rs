@@ -826,6 +826,27 @@ impl Coordinator {
         Ok(codes)
     }
 
+    /// A deleted topic takes every group's committed offsets of it along (Kafka's
+    /// `onPartitionsDeleted`), so a topic created again under its name starts without them.
+    pub fn forget_topic(&self, topic: &str) {
+        let inner = self.lock();
+        let tombstones = inner.offsets.topic_deletion(topic);
+        if tombstones.is_empty() {
+            return;
+        }
+        let n = tombstones.len();
+        match self.write_offsets_log(inner, tombstones, now_ms()) {
+            Ok(()) => tracing::info!(
+                topic,
+                offsets = n,
+                "committed offsets of a deleted topic removed"
+            ),
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "cannot remove the offsets of a deleted topic")
+            }
+        }
+    }
+
     pub fn delete(&self, group_id: &str) -> i16 {
         let mut inner = self.lock();
         let known =

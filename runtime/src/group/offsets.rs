@@ -76,6 +76,16 @@ impl OffsetStore {
             .collect()
     }
 
+    /// Tombstones for every group's offsets of `topic`.
+    pub fn topic_deletion(&self, topic: &str) -> Vec<(Key, Option<Committed>)> {
+        self.table
+            .map()
+            .keys()
+            .filter(|(_, t, _)| t == topic)
+            .map(|k| (k.clone(), None))
+            .collect()
+    }
+
     /// A whole compaction pass now (tests; the broker runs [`Self::table`]'s passes in the
     /// background).
     pub fn compact(&mut self, now: i64) -> Result<(), LogError> {

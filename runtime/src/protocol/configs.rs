@@ -137,6 +137,9 @@ fn dynamic_level(b: &Broker, name: &str) -> Result<Level, String> {
     }
 }
 
+const CLEANER_BACKOFF_DOC: &str =
+    "How long the log cleaner rests between passes over the compacted topics.";
+
 fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
     let dynamic = b.dynamic_configs();
     let topic_defaults = TopicConfig::default().entries(&b.defaults());
@@ -174,9 +177,34 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
                 out.push(inert(key, v.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER, kind));
             }
         }
+        for &(key, _) in dynamic::BROKER_OWN {
+            if let Some(v) = dynamic.cluster.get(key) {
+                out.push(Described {
+                    key: key.into(),
+                    value: v.clone(),
+                    source: SOURCE_DYNAMIC_DEFAULT_BROKER,
+                    long: true,
+                    doc: CLEANER_BACKOFF_DOC,
+                });
+            }
+        }
         return out;
     }
     let mut out = broker_settings(b);
+    out.push(Described {
+        key: "log.cleaner.backoff.ms".into(),
+        value: b.cleaner_backoff_ms().to_string(),
+        source: source("log.cleaner.backoff.ms"),
+        long: true,
+        doc: CLEANER_BACKOFF_DOC,
+    });
+    out.push(Described {
+        key: "log.cleaner.dedupe.buffer.size".into(),
+        value: b.config.cleaner_dedupe_buffer_bytes.to_string(),
+        source: SOURCE_STATIC_BROKER,
+        long: true,
+        doc: "Memory of the log cleaner's key map (about 48 bytes per key).",
+    });
     for &(key, _, kind) in dynamic::INERT {
         let source = match dynamic.source_of(key) {
             Some(Level::Broker) => SOURCE_DYNAMIC_BROKER,
@@ -380,7 +408,11 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                     .with_value(Some(sb(e.value.clone())))
                     .with_read_only(match res.resource_type {
                         TOPIC | BROKER_LOGGER | GROUP => false,
-                        BROKER => dynamic_key(&e.key).is_none() && dynamic::inert(&e.key).is_none(),
+                        BROKER => {
+                            dynamic_key(&e.key).is_none()
+                                && dynamic::inert(&e.key).is_none()
+                                && dynamic::broker_own(&e.key).is_none()
+                        }
                         _ => true,
                     })
                     .with_config_source(e.source);
@@ -740,7 +772,11 @@ fn alter_broker<'a>(
     let mut mapped = Vec::new();
     let mut inert_set = Vec::new();
     for (key, value) in changes {
-        let topic_key = dynamic_key(key).or_else(|| {
+        let own = dynamic::BROKER_OWN
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(k, _)| k);
+        let topic_key = dynamic_key(key).or(own).or_else(|| {
             let &(name, ..) = dynamic::inert(key)?;
             if matches!(value, Change::Set(_)) {
                 inert_set.push(name);

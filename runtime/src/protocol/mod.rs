@@ -13,6 +13,7 @@ mod delete_records;
 mod describe_cluster;
 mod describe_log_dirs;
 mod elect_leaders;
+mod features;
 mod fetch;
 mod group;
 mod init_producer_id;
@@ -91,6 +92,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::UpdateFeatures, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::AlterConfigs, 0, 2),
@@ -160,6 +162,7 @@ fn throttle_time_first(api: ApiKey, version: i16) -> bool {
         | OffsetForLeaderEpoch
         | DescribeLogDirs
         | ElectLeaders
+        | UpdateFeatures
         | AlterPartitionReassignments
         | ListPartitionReassignments
         | AlterConfigs
@@ -615,6 +618,7 @@ pub async fn handle_pieces(
         ApiKey::OffsetForLeaderEpoch => answer!(offset_for_leader_epoch::handle),
         ApiKey::DescribeLogDirs => answer!(describe_log_dirs::handle),
         ApiKey::ElectLeaders => answer!(elect_leaders::handle),
+        ApiKey::UpdateFeatures => answer!(features::update),
         ApiKey::AlterPartitionReassignments => answer!(reassignments::alter),
         ApiKey::ListPartitionReassignments => answer!(reassignments::list),
         ApiKey::AlterConfigs => answer!(configs::alter),
@@ -719,6 +723,7 @@ mod tests {
             DescribeConfigs => DescribeConfigsResponse, DescribeCluster => DescribeClusterResponse,
             OffsetForLeaderEpoch => OffsetForLeaderEpochResponse,
             DescribeLogDirs => DescribeLogDirsResponse, ElectLeaders => ElectLeadersResponse,
+            UpdateFeatures => UpdateFeaturesResponse,
             AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
             ListPartitionReassignments => ListPartitionReassignmentsResponse,
             AlterConfigs => AlterConfigsResponse,

@@ -290,7 +290,7 @@ func saramaVersion(bootstrap string, v sarama.KafkaVersion) {
 		}
 	})
 
-	step(client, "admin-delete-topic", []bool{created}, func() {
+	deleted := step(client, "admin-delete-topic", []bool{created}, func() {
 		check(admin.DeleteTopic(topic), "DeleteTopic")
 		for i := 0; i < 50; i++ {
 			tds, err := admin.ListTopics()
@@ -301,6 +301,46 @@ func saramaVersion(bootstrap string, v sarama.KafkaVersion) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		failf("%s still listed 10s after DeleteTopic", topic)
+	})
+
+	// As Kafka: a deleted topic takes the groups' committed offsets with it, so a topic made
+	// again under its name does not inherit offsets past its end (sarama's
+	// TestFuncTxnProduceAndCommitOffset recreates its topic on every run).
+	step(client, "admin-delete-topic-drops-its-committed-offsets", []bool{grouped, deleted}, func() {
+		check(admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 3, ReplicationFactor: 1}, false), "CreateTopic again")
+		saramaCheckCommitted(admin, group, topic, map[int32]int64{0: -1, 1: -1, 2: -1})
+		check(admin.DeleteTopic(topic), "DeleteTopic")
+	})
+
+	if !v.IsAtLeast(sarama.V2_7_0_0) {
+		return
+	}
+	// sarama's TestFuncAdminUpdateFeatures and TestFuncAdminIncrementalAlterConfigs.
+	step(client, "admin-update-features", nil, func() {
+		_, err := admin.UpdateFeatures([]sarama.FeatureUpdate{{Feature: "no.such.feature", MaxVersionLevel: 1}})
+		if !errors.Is(err, sarama.ErrInvalidUpdateVersion) {
+			failf("UpdateFeatures of an unknown feature: %v, expected INVALID_UPDATE_VERSION", err)
+		}
+	})
+	step(client, "admin-broker-cleaner-backoff", nil, func() {
+		res := sarama.ConfigResource{Type: sarama.BrokerResource, Name: "1", ConfigNames: []string{"log.cleaner.backoff.ms"}}
+		entries, err := admin.DescribeConfig(res)
+		check(err, "DescribeConfig")
+		if len(entries) != 1 || entries[0].ReadOnly {
+			failf("DescribeConfig of broker 1's log.cleaner.backoff.ms: %+v, expected one entry, not read-only", entries)
+		}
+		value := "16000"
+		check(admin.IncrementalAlterConfig(sarama.BrokerResource, "1", map[string]sarama.IncrementalAlterConfigsEntry{
+			"log.cleaner.backoff.ms": {Operation: sarama.IncrementalAlterConfigsOperationSet, Value: &value},
+		}, false), "IncrementalAlterConfig log.cleaner.backoff.ms")
+		entries, err = admin.DescribeConfig(res)
+		check(err, "DescribeConfig")
+		if len(entries) != 1 || entries[0].Value != value {
+			failf("log.cleaner.backoff.ms after the change: %+v, expected %s", entries, value)
+		}
+		check(admin.IncrementalAlterConfig(sarama.BrokerResource, "1", map[string]sarama.IncrementalAlterConfigsEntry{
+			"log.cleaner.backoff.ms": {Operation: sarama.IncrementalAlterConfigsOperationDelete},
+		}, false), "IncrementalAlterConfig delete")
 	})
 }
 
