@@ -633,28 +633,7 @@ fn incremental_group(
     if let Some(e) = config_denied(ctx, GROUP, group, Operation::AlterConfigs) {
         return Err((e, "Authorization failed.".into()));
     }
-    let mut changes = Vec::with_capacity(res.configs.len());
-    for kv in &res.configs {
-        let key = kv.name.as_str();
-        changes.push(match (kv.config_operation, &kv.value) {
-            (0, Some(v)) => (key, Some(v.as_str())),
-            (0, None) => {
-                return Err((
-                    ResponseError::InvalidConfig,
-                    format!("SET of group config '{key}' needs a value"),
-                ))
-            }
-            (1, _) => (key, None),
-            (op, _) => {
-                return Err((
-                    ResponseError::InvalidConfig,
-                    format!(
-                    "operation {op} (APPEND/SUBTRACT) applies to list configs; '{key}' is not one"
-                ),
-                ))
-            }
-        });
-    }
+    let changes = sets_and_deletes(res, "group config", ResponseError::InvalidConfig)?;
     ctx.broker
         .groups
         .alter_group_config(group, &changes, validate_only)
@@ -669,6 +648,36 @@ fn incremental_group(
                 (ResponseError::KafkaStorageError, e.to_string())
             }
         })
+}
+
+/// A config's name and Some(value) to set, or None to remove it.
+type KeyChange<'a> = (&'a str, Option<&'a str>);
+
+/// A resource's changes where only SET (with a value) and DELETE apply: (key, Some(value) to
+/// set or None to remove). `list_op` is the error for APPEND and SUBTRACT.
+fn sets_and_deletes<'a>(
+    res: &'a IncrementalResource,
+    what: &str,
+    list_op: ResponseError,
+) -> Result<Vec<KeyChange<'a>>, (ResponseError, String)> {
+    res.configs
+        .iter()
+        .map(|kv| {
+            let key = kv.name.as_str();
+            match (kv.config_operation, &kv.value) {
+                (0, Some(v)) => Ok((key, Some(v.as_str()))),
+                (0, None) => Err((
+                    ResponseError::InvalidConfig,
+                    format!("SET of {what} '{key}' needs a value"),
+                )),
+                (1, _) => Ok((key, None)),
+                (op, _) => Err((
+                    list_op,
+                    format!("operation {op} (APPEND/SUBTRACT) does not apply to {what} '{key}'"),
+                )),
+            }
+        })
+        .collect()
 }
 
 /// A broker or broker-logger resource names this broker by its node id, as in Kafka.
@@ -694,26 +703,7 @@ fn alter_loggers(
         return Err((e, "Authorization failed.".into()));
     }
     this_broker(ctx.broker, name).map_err(|m| (ResponseError::InvalidRequest, m))?;
-    let mut changes = Vec::with_capacity(res.configs.len());
-    for kv in &res.configs {
-        let key = kv.name.as_str();
-        changes.push(match (kv.config_operation, &kv.value) {
-            (0, Some(v)) => (key, Some(v.as_str())),
-            (0, None) => {
-                return Err((
-                    ResponseError::InvalidConfig,
-                    format!("SET of logger '{key}' needs a level"),
-                ))
-            }
-            (1, _) => (key, None),
-            (op, _) => {
-                return Err((
-                    ResponseError::InvalidRequest,
-                    format!("operation {op} (APPEND/SUBTRACT) does not apply to log levels"),
-                ))
-            }
-        });
-    }
+    let changes = sets_and_deletes(res, "logger", ResponseError::InvalidRequest)?;
     crate::logging::change(&changes, validate_only).map_err(|e| {
         let code = match e {
             crate::logging::LoggingError::RemoveRoot => ResponseError::InvalidRequest,
