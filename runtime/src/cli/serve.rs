@@ -629,7 +629,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
             // log_cleaner_backoff_ms (log.cleaner.backoff.ms, changeable while it runs), on
             // a blocking thread.
             loop {
-                tokio::time::sleep(Duration::from_millis(cb.cleaner_backoff_ms())).await;
+                // Waited a second at a time, the setting read again each time: a value
+                // lowered while the cleaner rests applies at once, not after the old pause.
+                let rested = std::time::Instant::now();
+                loop {
+                    let pause = Duration::from_millis(cb.cleaner_backoff_ms());
+                    let Some(left) = pause.checked_sub(rested.elapsed()) else {
+                        break;
+                    };
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+                }
                 let b = cb.clone();
                 let _ = tokio::task::spawn_blocking(move || b.clean_logs()).await;
             }

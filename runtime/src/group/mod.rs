@@ -145,6 +145,7 @@ pub struct Coordinator {
     /// Per-group overrides of `config`, and the file they are kept in (none: in memory only).
     /// Taken after `inner` or alone, never before it.
     overrides: RwLock<configs::GroupConfigs>,
+    overrides_writer: Mutex<()>,
     overrides_file: Option<PathBuf>,
 }
 
@@ -163,6 +164,7 @@ impl Coordinator {
             share: Mutex::new(HashMap::new()),
             config,
             overrides: RwLock::new(configs::GroupConfigs::default()),
+            overrides_writer: Mutex::new(()),
             overrides_file: None,
         })
     }
@@ -190,17 +192,28 @@ impl Coordinator {
         changes: &[(&str, Option<&str>)],
         validate_only: bool,
     ) -> Result<(), configs::AlterError> {
-        let mut overrides = self.overrides.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = overrides.clone();
+        // Changes queue on their own lock; the one readers share is held only to swap, never
+        // over the file's fsync (the clock reads it while holding `inner`, so every join,
+        // heartbeat and commit would wait for the disk).
+        let _one_change_at_a_time = self
+            .overrides_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let current = self
+            .overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut next = current.clone();
         next.alter(group, changes, &self.config)?;
-        if validate_only || next == *overrides {
+        if validate_only || next == current {
             return Ok(());
         }
         if let Some(path) = &self.overrides_file {
             crate::disk::json::store(path, &next)?;
         }
         tracing::info!(group, overrides = ?next.of(group), "group configs changed");
-        *overrides = next;
+        *self.overrides.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(())
     }
 

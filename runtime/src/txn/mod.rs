@@ -165,8 +165,11 @@ impl Coordinator {
         }
         if commit {
             for (group, offsets) in &prepared.groups {
+                // Offsets of a topic deleted while the transaction was open stay out, as in
+                // Kafka: a topic made again under its name must not inherit them.
                 let entries = offsets
                     .iter()
+                    .filter(|((t, _), _)| broker.topic(t).is_some())
                     .map(|((t, p), o)| {
                         (t.clone(), *p, o.offset, o.leader_epoch, o.metadata.clone())
                     })
@@ -485,6 +488,36 @@ mod tests {
         Ok(())
     }
 
+    /// Offsets a transaction staged for a topic deleted before it commits are not applied, as
+    /// in Kafka: a topic made again under that name starts without them.
+    #[test]
+    fn offsets_of_a_topic_deleted_during_the_transaction_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path());
+        b.create_topic("in", 1, TopicConfig::default(), false)
+            .unwrap();
+        let (pid, epoch) = b.txns.init_producer_id(&b, "x", (-1, -1), 60_000).unwrap();
+        b.txns.add_offsets("x", pid, epoch, "g").unwrap();
+        let pending = PendingOffset {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        b.txns
+            .stage_offsets(
+                "x",
+                pid,
+                epoch,
+                "g",
+                vec![(("in".to_string(), 0), pending)],
+                false,
+            )
+            .unwrap();
+        b.delete_topic("in").unwrap();
+        b.txns.end(&b, "x", pid, epoch, true, false).unwrap();
+        assert_eq!(b.groups.committed("g", "in", 0), None);
+    }
+
     /// A crash between the two phases: the `Prepare*` value is in the transaction log, the
     /// markers are not in the partitions. Opening the broker finishes the transaction before
     /// anyone can read: both partitions closed, the offsets applied, the value complete.
@@ -494,6 +527,10 @@ mod tests {
         {
             let b = open(dir.path());
             b.create_topic("t", 2, TopicConfig::default(), false)
+                .unwrap();
+            // The input whose offsets the transaction commits (a topic deleted meanwhile
+            // would take them along).
+            b.create_topic("in", 1, TopicConfig::default(), false)
                 .unwrap();
             let (pid, epoch) = b.txns.init_producer_id(&b, "x", (-1, -1), 60_000).unwrap();
             let parts = [("t".to_string(), 0), ("t".to_string(), 1)];
