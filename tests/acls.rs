@@ -740,6 +740,41 @@ fn each_api_refuses_an_unauthorised_principal_and_serves_an_authorised_one() {
         // acl0 exists, but alice holds no ACL on it.
         assert!(!names.contains(&"acl0".to_string()), "{names:?}");
     });
+    // Metadata asked to create a missing topic: with CREATE (the prefixed ALL) the topic is
+    // made and answered LEADER_NOT_AVAILABLE; with DESCRIBE alone the answer is
+    // TOPIC_AUTHORIZATION_FAILED, as Kafka's, and nothing is created.
+    s.admin_cli(&[
+        "acl",
+        "add",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "Describe",
+        "--topic",
+        "see-only",
+    ]);
+    rt.block_on(async {
+        let mut alice = s.client("alice", "alicepw").await;
+        for (name, want) in [("pre-auto", 5), ("see-only", TOPIC_AUTH)] {
+            let r = alice
+                .call(
+                    &MetadataRequest::default()
+                        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                        )
+                        .with_name(Some(topic(name)))]))
+                        .with_allow_auto_topic_creation(true),
+                    12,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.topics[0].error_code, want, "auto-creating {name}");
+        }
+    });
+    let listed = s.admin_cli(&["topic", "list"]);
+    assert!(
+        listed.contains("pre-auto") && !listed.contains("see-only"),
+        "{listed}"
+    );
     // Removing the ACLs takes the access away again.
     let removed = s.admin_cli(&[
         "acl",

@@ -86,14 +86,21 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                             ctx.may_cluster(Operation::Create) || ctx.may(Operation::Create, name);
                         match b.topic(name) {
                             Some(t) => Some(t),
+                            // As Kafka: asked to create a topic it may see but not create,
+                            // the caller learns it lacks the right, not that the topic is
+                            // missing (which a client would retry until its timeout).
+                            None if allow_create && b.config.auto_create_topics && !may_create => {
+                                return MetadataResponseTopic::default()
+                                    .with_name(Some(TopicName(sb(name))))
+                                    .with_error_code(code(
+                                        ResponseError::TopicAuthorizationFailed,
+                                    ));
+                            }
                             // As Kafka: the request that auto-creates a topic is answered
                             // LEADER_NOT_AVAILABLE, without partitions, and clients ask again.
                             // (A client deleting a topic and then asking for its metadata with
                             // auto-creation on sees it gone, as kafka-go's tests expect.)
-                            None if b
-                                .topic_or_create(name, allow_create && may_create)
-                                .is_some() =>
-                            {
+                            None if b.topic_or_create(name, allow_create).is_some() => {
                                 return MetadataResponseTopic::default()
                                     .with_name(Some(TopicName(sb(name))))
                                     .with_error_code(code(ResponseError::LeaderNotAvailable));
