@@ -935,6 +935,9 @@ impl Broker {
             dynamic: Mutex::new(dynamic),
             defaults: RwLock::new(Arc::new(defaults)),
         };
+        broker
+            .groups
+            .forget_missing_topics(|t| broker.topic(t).is_some());
         // Transactions a crash left between their two phases are finished before any client
         // can read their partitions.
         broker.txns.tick(&broker);
@@ -1244,12 +1247,15 @@ impl Broker {
     }
 
     /// How long the log cleaner rests between passes: `log.cleaner.backoff.ms` if set
-    /// while the broker runs, else the config file's `log_cleaner_backoff_ms`.
+    /// while the broker runs, else the config file's `log_cleaner_backoff_ms`. Kafka takes
+    /// 0; below 10 ms a pass over logs with nothing to clean would keep a core busy, so the
+    /// pause is never shorter.
     pub fn cleaner_backoff_ms(&self) -> u64 {
         lock(&self.dynamic)
             .broker_own("log.cleaner.backoff.ms")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(self.config.cleaner_backoff_ms)
+            .max(10)
     }
 
     /// Changes the dynamic broker configs (`change` gets a copy; all of it applies or none),
@@ -1505,6 +1511,33 @@ mod tests {
         assert!(b.set_topic_config("t", tiny).is_err());
         let ok = TopicConfig::from_pairs([("segment.bytes", "2097152")]).unwrap();
         b.set_topic_config("t", ok).unwrap();
+    }
+
+    /// A crash after a deletion's rename but before its offsets were forgotten: start-up
+    /// forgets them, so a topic created again under the name does not inherit them.
+    #[test]
+    fn offsets_of_a_topic_missing_at_start_up_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = Broker::open(BrokerConfig::with_defaults(dir.path().to_path_buf())).unwrap();
+            for t in ["gone", "kept"] {
+                b.create_topic(t, 1, TopicConfig::default(), false).unwrap();
+                let entry = (t.to_string(), 0, 42, -1, String::new());
+                assert_eq!(b.groups.commit("g", "", -1, vec![entry]), 0);
+            }
+        }
+        // What the deletion's rename does, without the forgetting that follows it.
+        let topics = dir.path().join("topics");
+        std::fs::rename(topics.join("gone"), dir.path().join("gone-moved")).unwrap();
+        let b = Broker::open(BrokerConfig::with_defaults(dir.path().to_path_buf())).unwrap();
+        assert!(b.groups.committed("g", "gone", 0).is_none());
+        assert_eq!(
+            b.groups.committed("g", "kept", 0).map(|c| c.offset),
+            Some(42)
+        );
+        b.create_topic("gone", 1, TopicConfig::default(), false)
+            .unwrap();
+        assert!(b.groups.committed("g", "gone", 0).is_none());
     }
 
     /// Dynamic broker configs reach every topic that does not override them, at once and

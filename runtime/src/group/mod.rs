@@ -844,6 +844,28 @@ impl Coordinator {
     pub fn forget_topic(&self, topic: &str) {
         let inner = self.lock();
         let tombstones = inner.offsets.topic_deletion(topic);
+        self.forget(inner, tombstones, topic);
+    }
+
+    /// At start-up: offsets of topics that no longer exist. A deletion forgets its topic's
+    /// offsets only after its rename, and a commit may land between a deletion's check and
+    /// its end; a crash or that race leaves offsets behind, which a topic created again
+    /// under the name would inherit.
+    pub fn forget_missing_topics(&self, exists: impl Fn(&str) -> bool) {
+        let inner = self.lock();
+        let tombstones = inner.offsets.orphans(exists);
+        let topics: std::collections::BTreeSet<&str> =
+            tombstones.iter().map(|((_, t, _), _)| t.as_str()).collect();
+        let topics = topics.into_iter().collect::<Vec<_>>().join(",");
+        self.forget(inner, tombstones, &topics);
+    }
+
+    fn forget(
+        &self,
+        inner: std::sync::MutexGuard<'_, Inner>,
+        tombstones: Vec<(offsets::Key, Option<Committed>)>,
+        topic: &str,
+    ) {
         if tombstones.is_empty() {
             return;
         }

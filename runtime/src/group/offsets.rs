@@ -86,6 +86,16 @@ impl OffsetStore {
             .collect()
     }
 
+    /// Tombstones for every group's offsets of a topic `exists` says is gone.
+    pub fn orphans(&self, exists: impl Fn(&str) -> bool) -> Vec<(Key, Option<Committed>)> {
+        self.table
+            .map()
+            .keys()
+            .filter(|(_, t, _)| !exists(t))
+            .map(|k| (k.clone(), None))
+            .collect()
+    }
+
     /// A whole compaction pass now (tests; the broker runs [`Self::table`]'s passes in the
     /// background).
     pub fn compact(&mut self, now: i64) -> Result<(), LogError> {
