@@ -61,14 +61,12 @@ pub fn inert(key: &str) -> Option<&'static (&'static str, &'static str, InertKin
 }
 
 /// Settings of the broker's own (not topic defaults) that it applies while it runs, under
-/// Kafka's names, with their floor (Kafka's dynamic log cleaner configs).
-pub const BROKER_OWN: &[(&str, i64)] = &[("log.cleaner.backoff.ms", 10)];
+/// Kafka's names, with Kafka's floor (its dynamic log cleaner configs).
+pub const BROKER_OWN: &[(&str, i64)] = &[("log.cleaner.backoff.ms", 0)];
 
-pub fn broker_own(key: &str) -> Option<i64> {
-    BROKER_OWN
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|&(_, min)| min)
+/// A [`BROKER_OWN`] setting: its name and floor.
+pub fn broker_own(key: &str) -> Option<&'static (&'static str, i64)> {
+    BROKER_OWN.iter().find(|(k, _)| *k == key)
 }
 
 /// Whether `key` is kept under its own name rather than as a topic default.
@@ -110,7 +108,7 @@ impl DynamicConfigs {
 
     /// Sets a topic key at one level, checked as a topic config would be.
     pub fn set(&mut self, level: Level, key: &str, value: &str) -> Result<(), ConfigError> {
-        if let Some(min) = broker_own(key) {
+        if let Some(&(_, min)) = broker_own(key) {
             if !value.trim().parse::<i64>().is_ok_and(|v| v >= min) {
                 return Err(ConfigError::InvalidValue {
                     key: key.to_string(),
@@ -251,10 +249,12 @@ mod tests {
             .is_err());
         assert_eq!(d.inert_value("retention.ms"), None);
 
-        // The cleaner's pause is the broker's own, floored, never a topic default.
+        // The cleaner's pause is the broker's own, floored at Kafka's 0, never a topic default.
         assert!(d
-            .set(Level::Cluster, "log.cleaner.backoff.ms", "5")
+            .set(Level::Cluster, "log.cleaner.backoff.ms", "-1")
             .is_err());
+        d.set(Level::Cluster, "log.cleaner.backoff.ms", "0")
+            .unwrap();
         d.set(Level::Cluster, "log.cleaner.backoff.ms", "20000")
             .unwrap();
         assert_eq!(

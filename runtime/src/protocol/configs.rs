@@ -143,10 +143,11 @@ const CLEANER_BACKOFF_DOC: &str =
 fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
     let dynamic = b.dynamic_configs();
     let topic_defaults = TopicConfig::default().entries(&b.defaults());
-    let source = |topic_key: &str| match dynamic.source_of(topic_key) {
+    // Where a key's value comes from; `unset`: the source when no dynamic level sets it.
+    let source = |key: &str, unset: i8| match dynamic.source_of(key) {
         Some(Level::Broker) => SOURCE_DYNAMIC_BROKER,
         Some(Level::Cluster) => SOURCE_DYNAMIC_DEFAULT_BROKER,
-        None => SOURCE_STATIC_BROKER,
+        None => unset,
     };
     let inert = |key: &'static str, value: String, source: i8, kind| Described {
         key: key.into(),
@@ -194,7 +195,7 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
     out.push(Described {
         key: "log.cleaner.backoff.ms".into(),
         value: b.cleaner_backoff_ms().to_string(),
-        source: source("log.cleaner.backoff.ms"),
+        source: source("log.cleaner.backoff.ms", SOURCE_STATIC_BROKER),
         long: true,
         doc: CLEANER_BACKOFF_DOC,
     });
@@ -206,20 +207,15 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
         doc: "Memory of the log cleaner's key map (about 48 bytes per key).",
     });
     for &(key, _, kind) in dynamic::INERT {
-        let source = match dynamic.source_of(key) {
-            Some(Level::Broker) => SOURCE_DYNAMIC_BROKER,
-            Some(Level::Cluster) => SOURCE_DYNAMIC_DEFAULT_BROKER,
-            None => SOURCE_DEFAULT,
-        };
         let value = dynamic.inert_value(key).unwrap_or_default();
-        out.push(inert(key, value, source, kind));
+        out.push(inert(key, value, source(key, SOURCE_DEFAULT), kind));
     }
     for &(topic_key, broker_key) in TOPIC_DEFAULTS_AS_BROKER {
         if let Some(e) = topic_defaults.iter().find(|e| e.key == topic_key) {
             out.push(Described {
                 key: broker_key.into(),
                 value: e.value.clone(),
-                source: source(topic_key),
+                source: source(topic_key, SOURCE_STATIC_BROKER),
                 long: e.is_long,
                 doc: e.doc,
             });
@@ -762,10 +758,7 @@ fn alter_broker<'a>(
     let mut mapped = Vec::new();
     let mut inert_set = Vec::new();
     for (key, value) in changes {
-        let own = dynamic::BROKER_OWN
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|&(k, _)| k);
+        let own = dynamic::broker_own(key).map(|&(k, _)| k);
         let topic_key = dynamic_key(key).or(own).or_else(|| {
             let &(name, ..) = dynamic::inert(key)?;
             if matches!(value, Change::Set(_)) {
@@ -782,6 +775,7 @@ fn alter_broker<'a>(
                     TOPIC_DEFAULTS_AS_BROKER
                         .iter()
                         .map(|(_, b)| *b)
+                        .chain(dynamic::BROKER_OWN.iter().map(|(k, _)| *k))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),

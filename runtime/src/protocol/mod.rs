@@ -1220,33 +1220,24 @@ mod tests {
         let (append, subtract) = (2, 3);
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let policy = |d: &[(String, String, i8)]| {
-            d.iter()
+        // The broker's log.cleanup.policy (value, source) after one change to it.
+        async fn policy_after(b: &Arc<Broker>, op: i8, value: &str) -> Option<(String, i8)> {
+            let (code, msg) =
+                alter_incrementally(b, BROKER, "1", &[("log.cleanup.policy", op, Some(value))])
+                    .await;
+            assert_eq!(code, 0, "{msg:?}");
+            described(b, BROKER, "1")
+                .await
+                .into_iter()
                 .find(|(k, ..)| k == "log.cleanup.policy")
-                .map(|(_, v, src)| (v.clone(), *src))
-        };
-        let (code, msg) = alter_incrementally(
-            &b,
-            BROKER,
-            "1",
-            &[("log.cleanup.policy", append, Some("compact"))],
-        )
-        .await;
-        assert_eq!(code, 0, "{msg:?}");
+                .map(|(_, v, src)| (v, src))
+        }
         assert_eq!(
-            policy(&described(&b, BROKER, "1").await),
+            policy_after(&b, append, "compact").await,
             Some(("delete,compact".into(), 2))
         );
-        let (code, msg) = alter_incrementally(
-            &b,
-            BROKER,
-            "1",
-            &[("log.cleanup.policy", subtract, Some("delete"))],
-        )
-        .await;
-        assert_eq!(code, 0, "{msg:?}");
         assert_eq!(
-            policy(&described(&b, BROKER, "1").await),
+            policy_after(&b, subtract, "delete").await,
             Some(("compact".into(), 2))
         );
         let (code, _) =
