@@ -9,8 +9,10 @@
 #   bash runtime/benches/tls_bench.sh
 #
 # Knobs: N [1000000], SIZE [1024], RUNS [2] (the best of), BUILD [1], KEEP [0], PIN [0]: 1
-# pins the broker to CPU 0 and kcat to CPU 1 (taskset), so each has a core of its own and
-# the client's encryption no longer takes the broker's CPU.
+# pins the broker to CPU 0 and the client to CPU 1 (taskset), so each has a core of its own
+# and the client's encryption no longer takes the broker's CPU. CLIENT [kcat]: franz runs
+# runtime/benches/franz instead (franz-go, Go's crypto/tls; needs Go and the module proxy the
+# first time), whose TLS costs the client far less than librdkafka's.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -20,7 +22,16 @@ source "$ROOT/runtime/benches/lib.sh"
 N=${N:-1000000}
 SIZE=${SIZE:-1024}
 RUNS=${RUNS:-2}
-command -v kcat >/dev/null || { echo "kcat is needed (apt-get install kcat)" >&2; exit 1; }
+CLIENT_KIND=${CLIENT:-kcat}
+case $CLIENT_KIND in
+kcat) command -v kcat >/dev/null || { echo "kcat is needed (apt-get install kcat)" >&2; exit 1; } ;;
+franz)
+    command -v go >/dev/null || { echo "CLIENT=franz needs Go" >&2; exit 1; }
+    FRANZ=$ROOT/target/bench/franz-bench
+    (cd "$ROOT/runtime/benches/franz" && go build -o "$FRANZ" .)
+    ;;
+*) echo "CLIENT is kcat or franz" >&2; exit 1 ;;
+esac
 command -v openssl >/dev/null || { echo "openssl is needed" >&2; exit 1; }
 
 build_broker
@@ -52,12 +63,12 @@ if [[ ${PIN:-0} == 1 ]]; then
     command -v taskset >/dev/null || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 1; }
     taskset -a -p -c 0 "$BROKER_PID" >/dev/null
     CLIENT=(taskset -c 1)
-    log "broker pinned to CPU 0, kcat to CPU 1"
+    log "broker pinned to CPU 0, $CLIENT_KIND to CPU 1"
 fi
 
-# N records of SIZE bytes (a line each, without the newline).
+# kcat's input: N records of SIZE bytes (a line each, counting the newline).
 INPUT=$WORK/records
-awk -v n="$N" -v s="$SIZE" 'BEGIN {
+[[ $CLIENT_KIND == kcat ]] && awk -v n="$N" -v s="$SIZE" 'BEGIN {
     line = sprintf("%*s", s - 1, ""); gsub(/ /, "x", line)
     for (i = 0; i < n; i++) print line
 }' >"$INPUT"
@@ -70,22 +81,39 @@ HZ=$(getconf CLK_TCK)
 # Broker CPU seconds per GB moved between two cpu_ticks readings.
 cpu_per_gb() { awk -v a="$1" -v b="$2" -v hz="$HZ" -v mb="$MB" 'BEGIN { printf "%.2f", (b - a) / hz / (mb / 1000) }'; }
 
-run() { # $1 name, $2 bootstrap, rest: kcat settings
-    local name=$1 boot=$2 best_p=0 best_c=0 t0 t1 t2 p c got k0 k1 k2
+# franz-go's run: it times itself from its first record to its last (so without Go's start-up).
+franz() { # $1 produce|consume, $2 bootstrap, $3 topic, rest: franz settings
+    local mode=$1 boot=$2 topic=$3
+    shift 3
+    "${CLIENT[@]}" "$FRANZ" -mode "$mode" -bootstrap "$boot" -topic "$topic" -n "$N" -size "$SIZE" "$@"
+}
+
+run() { # $1 name, $2 bootstrap, rest: client settings (kcat's, or franz-go's)
+    local name=$1 boot=$2 best_p=0 best_c=0 t0 t1 t2 p c got k0 k1 k2 secs
     shift 2
     for r in $(seq 1 "$RUNS"); do
         local topic="tls-bench-$name-$r"
         create_topic "$topic" 1
-        k0=$(cpu_ticks)
-        t0=$(now)
-        "${CLIENT[@]}" kcat -P -b "$boot" "$@" -t "$topic" -X linger.ms=5 -X batch.size=1000000 -l "$INPUT"
-        t1=$(now)
-        k1=$(cpu_ticks)
-        got=$("${CLIENT[@]}" kcat -C -b "$boot" "$@" -t "$topic" -o beginning -e -q -X fetch.max.bytes=52428800 | wc -l)
-        t2=$(now)
-        k2=$(cpu_ticks)
-        [[ $got == "$N" ]] || { echo "$name: read $got of $N" >&2; exit 1; }
-        p=$(rate "$t0" "$t1"); c=$(rate "$t1" "$t2")
+        if [[ $CLIENT_KIND == franz ]]; then
+            k0=$(cpu_ticks)
+            secs=$(franz produce "$boot" "$topic" "$@")
+            k1=$(cpu_ticks)
+            p=$(rate 0 "$secs")
+            secs=$(franz consume "$boot" "$topic" "$@")
+            k2=$(cpu_ticks)
+            c=$(rate 0 "$secs")
+        else
+            k0=$(cpu_ticks)
+            t0=$(now)
+            "${CLIENT[@]}" kcat -P -b "$boot" "$@" -t "$topic" -X linger.ms=5 -X batch.size=1000000 -l "$INPUT"
+            t1=$(now)
+            k1=$(cpu_ticks)
+            got=$("${CLIENT[@]}" kcat -C -b "$boot" "$@" -t "$topic" -o beginning -e -q -X fetch.max.bytes=52428800 | wc -l)
+            t2=$(now)
+            k2=$(cpu_ticks)
+            [[ $got == "$N" ]] || { echo "$name: read $got of $N" >&2; exit 1; }
+            p=$(rate "$t0" "$t1"); c=$(rate "$t1" "$t2")
+        fi
         log "$name run $r: produce $p MB/s (broker $(cpu_per_gb "$k0" "$k1") CPU s/GB), consume $c MB/s (broker $(cpu_per_gb "$k1" "$k2") CPU s/GB)"
         best_p=$(awk -v a="$best_p" -v b="$p" 'BEGIN { print (b > a) ? b : a }')
         best_c=$(awk -v a="$best_c" -v b="$c" 'BEGIN { print (b > a) ? b : a }')
@@ -94,8 +122,12 @@ run() { # $1 name, $2 bootstrap, rest: kcat settings
 }
 
 read -r PP PC < <(run plaintext "$BOOTSTRAP")
-read -r SP SC < <(run ssl "127.0.0.1:$SSL_PORT" -X security.protocol=SSL -X "ssl.ca.location=$C/ca.pem")
-printf '\n%-10s %14s %14s   (%s records of %s B, kcat, best of %s)\n' "" "produce MB/s" "consume MB/s" "$N" "$SIZE" "$RUNS"
+if [[ $CLIENT_KIND == franz ]]; then
+    read -r SP SC < <(run ssl "127.0.0.1:$SSL_PORT" -ca "$C/ca.pem")
+else
+    read -r SP SC < <(run ssl "127.0.0.1:$SSL_PORT" -X security.protocol=SSL -X "ssl.ca.location=$C/ca.pem")
+fi
+printf '\n%-10s %14s %14s   (%s records of %s B, %s, best of %s)\n' "" "produce MB/s" "consume MB/s" "$N" "$SIZE" "$CLIENT_KIND" "$RUNS"
 printf '%-10s %14s %14s\n' plaintext "$PP" "$PC" ssl "$SP" "$SC"
 printf '%-10s %13s%% %13s%%\n' "ssl/plain" "$(awk -v a="$SP" -v b="$PP" 'BEGIN { printf "%.0f", 100 * a / b }')" \
     "$(awk -v a="$SC" -v b="$PC" 'BEGIN { printf "%.0f", 100 * a / b }')"
