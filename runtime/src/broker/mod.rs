@@ -443,6 +443,8 @@ pub struct Broker {
     pub producer_ids: producer_ids::ProducerIds,
     pub groups: crate::group::Coordinator,
     pub txns: crate::txn::Coordinator,
+    /// Consumers' fetch sessions (KIP-227, see `protocol/fetch_session.rs`).
+    pub fetch_sessions: crate::protocol::fetch_session::Sessions,
     /// Produce throttling (ms) per topic, set while a pipeline reading the topic lags beyond
     /// its `max_lag`: Kafka's quota mechanism, used for back pressure.
     throttle: RwLock<std::collections::HashMap<String, u32>>,
@@ -924,6 +926,7 @@ impl Broker {
             producer_ids,
             groups,
             txns,
+            fetch_sessions: Default::default(),
             limits: crate::limits::Connections::new(config.limits.clone()),
             config,
             cluster_id,

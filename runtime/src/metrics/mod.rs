@@ -232,6 +232,13 @@ pub fn render(broker: &Broker) -> String {
         "Fetches whose response was held to fetch_max_bytes (the client asked for more, or set no limit).",
         refused.fetch_capped.load(Ordering::Relaxed),
     );
+    scalar(
+        &mut out,
+        "sluice_fetch_sessions",
+        "gauge",
+        "Consumers' incremental fetch sessions cached (KIP-227; at most 1,000).",
+        broker.fetch_sessions.len(),
+    );
     let mem = &broker.limits.memory;
     scalar(
         &mut out,

@@ -1,8 +1,9 @@
 //! Fetch: hand out whole stored batches from each requested offset, long-polling until
 //! `min_bytes` are available or `max_wait_ms` passes.
 //!
-//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
-//! clients to send full fetch requests, as the protocol allows.
+//! Fetch sessions (KIP-227, `fetch_session.rs`) turn an incremental request into the
+//! session's whole partition list before anything is read, and trim the answer once it is
+//! final, so the reading below only ever sees full requests.
 
 use crate::limits::memory::Held;
 use std::future::Future;
@@ -300,9 +301,17 @@ async fn any_append(rxs: &mut [watch::Receiver<u64>]) {
 /// their files (see `pieces.rs`).
 pub async fn handle(
     ctx: &Ctx<'_>,
-    req: FetchRequest,
+    mut req: FetchRequest,
     zero_copy: bool,
 ) -> (FetchResponse, Held, Vec<FileRange>) {
+    let sessions = &ctx.broker.fetch_sessions;
+    let opened = match sessions.open(&mut req, std::time::Instant::now()) {
+        Ok(o) => o,
+        Err(e) => {
+            let r = FetchResponse::default().with_error_code(e);
+            return (r, ctx.broker.limits.memory.take_up_to(0), Vec::new());
+        }
+    };
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let allowed = ctx.broker.limits.fetch_budget(req.max_bytes);
@@ -323,7 +332,9 @@ pub async fn handle(
         if g.errors || g.bytes >= req.min_bytes.max(1) as usize || Instant::now() >= deadline {
             room.shrink_to(g.in_memory.saturating_mul(2));
             g.count();
-            return (g.resp, room, g.files);
+            let mut resp = g.resp;
+            sessions.close(opened, &mut resp);
+            return (resp, room, g.files);
         }
         drop(room);
         tokio::select! {

@@ -15,6 +15,7 @@ mod describe_log_dirs;
 mod elect_leaders;
 mod features;
 mod fetch;
+pub mod fetch_session;
 mod group;
 mod init_producer_id;
 mod legacy;
@@ -964,6 +965,84 @@ mod tests {
         assert_eq!(records[1], (48, Some(48)), "from the files: all of it");
         drop(taken);
         assert_eq!(b.limits.memory.in_use(), 0, "nothing left held");
+    }
+
+    /// KIP-227 through the request handler: a full fetch opens a session; an incremental one
+    /// at the next epoch reads the whole session and answers only the partition with news;
+    /// the same epoch twice is INVALID_FETCH_SESSION_EPOCH.
+    #[tokio::test]
+    async fn a_fetch_session_answers_only_partitions_with_news() {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+        use kafka_protocol::protocol::Decodable;
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        b.create_topic("s", 3, crate::broker::config::TopicConfig::default(), false)
+            .unwrap();
+        let name = TopicName(StrBytes::from_static_str("s"));
+        let part = |p: i32, offset: i64| {
+            FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)
+        };
+        let fetch = |id: i32, epoch: i32, parts: Vec<FetchPartition>| {
+            let b = b.clone();
+            let topics = if parts.is_empty() {
+                vec![]
+            } else {
+                vec![FetchTopic::default()
+                    .with_topic(name.clone())
+                    .with_partitions(parts)]
+            };
+            let req = FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(50 << 20)
+                .with_session_id(id)
+                .with_session_epoch(epoch)
+                .with_topics(topics);
+            async move {
+                let mut body = BytesMut::new();
+                req.encode(&mut body, 11).unwrap();
+                let mut r = handle(&b, &mut Session::plaintext("test"), frame(1, 11, &body))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let mut r = r.split_off(8).freeze();
+                FetchResponse::decode(&mut r, 11).unwrap()
+            }
+        };
+        let listed = |r: &FetchResponse| -> Vec<(i32, i64, usize)> {
+            r.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| {
+                    let n = p.records.as_ref().map_or(0, |r| r.len());
+                    (p.partition_index, p.high_watermark, n)
+                })
+                .collect()
+        };
+        let full = fetch(0, 0, vec![part(0, 0), part(1, 0), part(2, 0)]).await;
+        let id = full.session_id;
+        assert_ne!(id, 0, "a session is opened");
+        assert_eq!(listed(&full).len(), 3);
+        let batch = crate::broker::testing::plain_batch(2);
+        b.topic("s").unwrap().partitions[1]
+            .append(&batch, 1 << 20, None)
+            .unwrap();
+        let news = fetch(id, 1, vec![]).await;
+        assert_eq!(news.error_code, 0);
+        assert_eq!(news.session_id, id);
+        let got = listed(&news);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].0, got[0].1), (1, 2));
+        assert!(got[0].2 > 0, "with its records");
+        let quiet = fetch(id, 2, vec![part(1, 2)]).await;
+        assert_eq!((quiet.error_code, listed(&quiet)), (0, vec![]));
+        assert_eq!(fetch(id, 2, vec![]).await.error_code, 71);
+        assert_eq!(fetch(id + 1, 1, vec![]).await.error_code, 70);
+        assert_eq!(b.fetch_sessions.len(), 1);
     }
 
     /// A BROKER resource names this broker by its id, or the cluster default by "": another
