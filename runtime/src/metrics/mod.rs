@@ -239,6 +239,13 @@ pub fn render(broker: &Broker) -> String {
         "Consumers' incremental fetch sessions cached (KIP-227; at most 1,000).",
         broker.fetch_sessions.len(),
     );
+    scalar(
+        &mut out,
+        "sluice_fetch_session_partitions",
+        "gauge",
+        "Partitions held by the cached fetch sessions, all told.",
+        broker.fetch_sessions.partitions(),
+    );
     let mem = &broker.limits.memory;
     scalar(
         &mut out,

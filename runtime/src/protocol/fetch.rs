@@ -305,7 +305,7 @@ pub async fn handle(
     zero_copy: bool,
 ) -> (FetchResponse, Held, Vec<FileRange>) {
     let sessions = &ctx.broker.fetch_sessions;
-    let opened = match sessions.open(&mut req, std::time::Instant::now()) {
+    let opened = match sessions.open(&mut req, ctx.version >= 13, std::time::Instant::now()) {
         Ok(o) => o,
         Err(e) => {
             let r = FetchResponse::default().with_error_code(e);
@@ -329,7 +329,13 @@ pub async fn handle(
         // File ranges (zero copy) take no room: under memory pressure they still fill what
         // the client may be sent.
         let g = gather(ctx, &req, allowed, room.bytes() / 2, zero_copy);
-        if g.errors || g.bytes >= req.min_bytes.max(1) as usize || Instant::now() >= deadline {
+        // As Kafka: a fetch naming no partition (a session being closed) is answered at once.
+        let nothing_asked = req.topics.is_empty();
+        if g.errors
+            || nothing_asked
+            || g.bytes >= req.min_bytes.max(1) as usize
+            || Instant::now() >= deadline
+        {
             room.shrink_to(g.in_memory.saturating_mul(2));
             g.count();
             let mut resp = g.resp;

@@ -16,25 +16,36 @@
 //!   error, and its high watermark, last stable offset and log start offset are the ones the
 //!   session last sent. Partitions with records are never dropped, so the file ranges that
 //!   stand for records (`pieces.rs`) keep their order.
-//! - The cache holds at most [`MAX_SESSIONS`]; a new session evicts the least recently used.
-//!   An evicted session's next request gets FETCH_SESSION_ID_NOT_FOUND and the client starts
-//!   a new one with a full request, so eviction costs a round trip, never records.
+//! - The cache holds at most [`MAX_SESSIONS`]. As in Kafka, a new session takes the place of
+//!   one idle for [`EVICTION_AFTER`], else of an older one with fewer partitions; failing
+//!   both it is not made and the answer is sessionless. A busy consumer's session is never
+//!   thrown out for a newcomer's (a client that opens a session on every fetch would
+//!   otherwise flush everyone's). An evicted session's next request gets
+//!   FETCH_SESSION_ID_NOT_FOUND and the client starts again with a full request: a round
+//!   trip, never records.
+//! - Nothing cached points into a request's buffer (decoded names and tagged fields do), so a
+//!   session holds only its own bytes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 /// Kafka's `max.incremental.fetch.session.cache.slots` default.
 pub const MAX_SESSIONS: usize = 1000;
+/// Kafka's `min.incremental.fetch.session.eviction.ms` default.
+pub const EVICTION_AFTER: Duration = Duration::from_secs(120);
 
 const INITIAL_EPOCH: i32 = 0;
 const FINAL_EPOCH: i32 = -1;
 pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+/// A session made with topic ids used by a request naming topics, or the other way round.
+pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
 /// A partition in a session: (topic id, topic name, partition). Requests from v13 on name
 /// topics by id (the name is empty), older ones by name (the id is nil).
@@ -44,7 +55,6 @@ struct Entry {
     /// Order in the next read: a partition that returned records goes to the back, so under
     /// a byte limit the others get their turn (as Kafka does).
     rank: u64,
-    topic: TopicName,
     wanted: FetchPartition,
     /// What the session last told the client (-1: nothing yet).
     high_watermark: i64,
@@ -57,15 +67,20 @@ struct Session {
     next_rank: u64,
     /// The epoch the next incremental request must carry.
     next_epoch: i32,
+    /// Whether its requests name topics by id (Fetch v13 on).
+    by_id: bool,
+    created: Instant,
     used: Instant,
 }
 
 impl Session {
-    fn new(now: Instant) -> Session {
+    fn new(by_id: bool, now: Instant) -> Session {
         Session {
             parts: HashMap::new(),
             next_rank: 0,
             next_epoch: 1,
+            by_id,
+            created: now,
             used: now,
         }
     }
@@ -76,15 +91,17 @@ impl Session {
         for t in topics {
             for p in &t.partitions {
                 let key = (t.topic_id, t.topic.0.to_string(), p.partition);
+                // Tagged fields are slices of the request's buffer.
+                let mut wanted = p.clone();
+                wanted.unknown_tagged_fields.clear();
                 match self.parts.get_mut(&key) {
-                    Some(e) => e.wanted = p.clone(),
+                    Some(e) => e.wanted = wanted,
                     None => {
                         self.parts.insert(
                             key,
                             Entry {
                                 rank: self.next_rank,
-                                topic: t.topic.clone(),
-                                wanted: p.clone(),
+                                wanted,
                                 high_watermark: -1,
                                 last_stable_offset: -1,
                                 log_start_offset: -1,
@@ -109,11 +126,9 @@ impl Session {
                 .last()
                 .is_some_and(|t| t.topic_id == *id && t.topic.0.as_str() == name.as_str());
             if !same {
-                out.push(
-                    FetchTopic::default()
-                        .with_topic(e.topic.clone())
-                        .with_topic_id(*id),
-                );
+                // An owned name: the request's points into its buffer.
+                let topic = TopicName(StrBytes::from_string(name.clone()));
+                out.push(FetchTopic::default().with_topic(topic).with_topic_id(*id));
             }
             if let Some(t) = out.last_mut() {
                 t.partitions.push(e.wanted.clone());
@@ -149,14 +164,21 @@ impl Sessions {
         self.lock().len()
     }
 
+    /// How many partitions the cached sessions hold, all told.
+    pub fn partitions(&self) -> usize {
+        self.lock().values().map(|s| s.parts.len()).sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Resolves `req`'s session. For an incremental request, `req.topics` becomes the
-    /// session's whole partition list; a full request is left as it is. Err: the top-level
-    /// error code to answer with (FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH).
-    pub fn open(&self, req: &mut FetchRequest, now: Instant) -> Result<Opened, i16> {
+    /// Resolves `req`'s session (`by_id`: the request names topics by id, v13 on). For an
+    /// incremental request, `req.topics` becomes the session's whole partition list; a full
+    /// request is left as it is. Err: the top-level error code to answer with
+    /// (FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH,
+    /// FETCH_SESSION_TOPIC_ID_ERROR).
+    pub fn open(&self, req: &mut FetchRequest, by_id: bool, now: Instant) -> Result<Opened, i16> {
         let mut sessions = self.lock();
         let (id, epoch) = (req.session_id, req.session_epoch);
         match epoch {
@@ -167,11 +189,9 @@ impl Sessions {
             }
             INITIAL_EPOCH => {
                 sessions.remove(&id);
-                if sessions.len() >= MAX_SESSIONS {
-                    let oldest = sessions.iter().min_by_key(|(_, s)| s.used).map(|(k, _)| *k);
-                    if let Some(k) = oldest {
-                        sessions.remove(&k);
-                    }
+                let size = req.topics.iter().map(|t| t.partitions.len()).sum();
+                if sessions.len() >= MAX_SESSIONS && !evict_for(&mut sessions, size, now) {
+                    return Ok(Opened::None);
                 }
                 let id = loop {
                     let candidate = (Uuid::new_v4().as_u128() as i32) & i32::MAX;
@@ -179,14 +199,17 @@ impl Sessions {
                         break candidate;
                     }
                 };
-                let mut s = Session::new(now);
+                let mut s = Session::new(by_id, now);
                 s.apply(&req.topics);
                 sessions.insert(id, s);
                 Ok(Opened::New(id))
             }
-            _ if id == 0 || epoch < 0 => Err(INVALID_FETCH_SESSION_EPOCH),
+            _ if epoch < 0 => Err(INVALID_FETCH_SESSION_EPOCH),
             _ => {
                 let s = sessions.get_mut(&id).ok_or(FETCH_SESSION_ID_NOT_FOUND)?;
+                if s.by_id != by_id {
+                    return Err(FETCH_SESSION_TOPIC_ID_ERROR);
+                }
                 if epoch != s.next_epoch {
                     return Err(INVALID_FETCH_SESSION_EPOCH);
                 }
@@ -197,6 +220,12 @@ impl Sessions {
                     for p in &f.partitions {
                         s.parts.remove(&(f.topic_id, f.topic.0.to_string(), *p));
                     }
+                }
+                if s.parts.is_empty() {
+                    // As Kafka: a session left with nothing is closed, the answer sessionless.
+                    sessions.remove(&id);
+                    req.topics.clear();
+                    return Ok(Opened::None);
                 }
                 req.topics = s.topics();
                 Ok(Opened::Incremental(id))
@@ -235,7 +264,12 @@ impl Sessions {
                 let changed = e.high_watermark != p.high_watermark
                     || e.last_stable_offset != p.last_stable_offset
                     || e.log_start_offset != p.log_start_offset;
-                e.high_watermark = p.high_watermark;
+                // After an error the next answer shows the partition again, as in Kafka.
+                e.high_watermark = if p.error_code != 0 {
+                    -1
+                } else {
+                    p.high_watermark
+                };
                 e.last_stable_offset = p.last_stable_offset;
                 e.log_start_offset = p.log_start_offset;
                 if has_records {
@@ -249,6 +283,26 @@ impl Sessions {
             resp.responses.retain(|t| !t.partitions.is_empty());
         }
     }
+}
+
+/// Makes room for a new session of `size` partitions in a full cache, as Kafka does: the
+/// least recently used session if it has been idle for [`EVICTION_AFTER`], else the smallest
+/// session older than that if it is smaller than the new one. False: nothing may go.
+fn evict_for(sessions: &mut HashMap<i32, Session>, size: usize, now: Instant) -> bool {
+    let aged = |t: Instant| now.saturating_duration_since(t) >= EVICTION_AFTER;
+    let stale = sessions
+        .iter()
+        .filter(|(_, s)| aged(s.used))
+        .min_by_key(|(_, s)| s.used)
+        .map(|(k, _)| *k);
+    let victim = stale.or_else(|| {
+        sessions
+            .iter()
+            .filter(|(_, s)| aged(s.created) && s.parts.len() < size)
+            .min_by_key(|(_, s)| s.parts.len())
+            .map(|(k, _)| *k)
+    });
+    victim.is_some_and(|k| sessions.remove(&k).is_some())
 }
 
 #[cfg(test)]
@@ -336,7 +390,7 @@ mod tests {
     fn sessionless_requests_are_answered_whole_with_session_id_zero() {
         let s = Sessions::default();
         let mut req = request(0, FINAL_EPOCH, &[("a", 0, 0), ("a", 1, 0)]);
-        let opened = s.open(&mut req, Instant::now()).unwrap();
+        let opened = s.open(&mut req, false, Instant::now()).unwrap();
         assert_eq!(opened, Opened::None);
         let mut r = answer(&req, 5, &[]);
         r.session_id = 99;
@@ -351,7 +405,7 @@ mod tests {
         let s = Sessions::default();
         let now = Instant::now();
         let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0), ("b", 0, 0)]);
-        let opened = s.open(&mut req, now).unwrap();
+        let opened = s.open(&mut req, false, now).unwrap();
         let Opened::New(id) = opened else {
             panic!("{opened:?}")
         };
@@ -363,7 +417,7 @@ mod tests {
 
         // Only a-0 moved on; nothing changed anywhere.
         let mut req = request(id, 1, &[("a", 0, 5)]);
-        let opened = s.open(&mut req, now).unwrap();
+        let opened = s.open(&mut req, false, now).unwrap();
         assert_eq!(opened, Opened::Incremental(id));
         // The whole session is read, a-0 (which returned records) last, at its new offset.
         assert_eq!(
@@ -377,13 +431,13 @@ mod tests {
 
         // b-0 gets records, and a new high watermark shows on every partition.
         let mut req = request(id, 2, &[]);
-        let opened = s.open(&mut req, now).unwrap();
+        let opened = s.open(&mut req, false, now).unwrap();
         let mut r = answer(&req, 6, &[("b", 0)]);
         s.close(opened, &mut r);
         assert_eq!(listed(&r).len(), 3);
         // Then only b-0, with records again; an error always shows.
         let mut req = request(id, 3, &[("b", 0, 6)]);
-        let opened = s.open(&mut req, now).unwrap();
+        let opened = s.open(&mut req, false, now).unwrap();
         let mut r = answer(&req, 6, &[("b", 0)]);
         r.responses[0].partitions[0].error_code = 1;
         s.close(opened, &mut r);
@@ -397,7 +451,7 @@ mod tests {
         let s = Sessions::default();
         let now = Instant::now();
         let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0)]);
-        let Ok(Opened::New(id)) = s.open(&mut req, now) else {
+        let Ok(Opened::New(id)) = s.open(&mut req, false, now) else {
             panic!()
         };
         let mut req = request(id, 1, &[("c", 3, 7)]).with_forgotten_topics_data(vec![
@@ -405,7 +459,7 @@ mod tests {
                 .with_topic(name("a"))
                 .with_partitions(vec![0]),
         ]);
-        s.open(&mut req, now).unwrap();
+        s.open(&mut req, false, now).unwrap();
         assert_eq!(fetched(&req), vec![("a".into(), 1, 0), ("c".into(), 3, 7)]);
     }
 
@@ -414,61 +468,132 @@ mod tests {
         let s = Sessions::default();
         let now = Instant::now();
         let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
-        let Ok(Opened::New(id)) = s.open(&mut req, now) else {
+        let Ok(Opened::New(id)) = s.open(&mut req, false, now) else {
             panic!()
         };
         assert_eq!(
-            s.open(&mut request(id, 2, &[]), now),
+            s.open(&mut request(id, 2, &[]), false, now),
             Err(INVALID_FETCH_SESSION_EPOCH)
         );
         assert_eq!(
-            s.open(&mut request(id ^ 1, 1, &[]), now),
+            s.open(&mut request(id ^ 1, 1, &[]), false, now),
             Err(FETCH_SESSION_ID_NOT_FOUND)
         );
         assert_eq!(
-            s.open(&mut request(0, 1, &[]), now),
-            Err(INVALID_FETCH_SESSION_EPOCH)
+            s.open(&mut request(0, 1, &[]), false, now),
+            Err(FETCH_SESSION_ID_NOT_FOUND)
+        );
+        // A session made naming topics cannot go on by topic id, nor the other way round.
+        assert_eq!(
+            s.open(&mut request(id, 1, &[]), true, now),
+            Err(FETCH_SESSION_TOPIC_ID_ERROR)
         );
         // The right epoch still works once, then not again.
-        assert!(s.open(&mut request(id, 1, &[]), now).is_ok());
+        assert!(s.open(&mut request(id, 1, &[]), false, now).is_ok());
         assert_eq!(
-            s.open(&mut request(id, 1, &[]), now),
+            s.open(&mut request(id, 1, &[]), false, now),
             Err(INVALID_FETCH_SESSION_EPOCH)
         );
         // Epoch -1 closes it.
         assert_eq!(
-            s.open(&mut request(id, FINAL_EPOCH, &[]), now),
+            s.open(&mut request(id, FINAL_EPOCH, &[]), false, now),
             Ok(Opened::None)
         );
         assert_eq!(
-            s.open(&mut request(id, 2, &[]), now),
+            s.open(&mut request(id, 2, &[]), false, now),
             Err(FETCH_SESSION_ID_NOT_FOUND)
         );
     }
 
     #[test]
-    fn a_full_cache_evicts_the_least_recently_used_session() {
+    fn a_session_left_without_partitions_is_closed() {
+        let s = Sessions::default();
+        let now = Instant::now();
+        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
+        let Ok(Opened::New(id)) = s.open(&mut req, false, now) else {
+            panic!()
+        };
+        let mut req =
+            request(id, 1, &[]).with_forgotten_topics_data(vec![ForgottenTopic::default()
+                .with_topic(name("a"))
+                .with_partitions(vec![0])]);
+        assert_eq!(s.open(&mut req, false, now), Ok(Opened::None));
+        assert!(req.topics.is_empty());
+        assert!(s.is_empty());
+    }
+
+    /// Sessions by topic id (v13 on) are keyed and forgotten by id, and their rebuilt
+    /// requests carry no name.
+    #[test]
+    fn sessions_by_topic_id_forget_by_id() {
+        let s = Sessions::default();
+        let now = Instant::now();
+        let (x, y) = (Uuid::from_u128(7), Uuid::from_u128(8));
+        let by_id = |id: Uuid, p: i32| {
+            FetchTopic::default()
+                .with_topic_id(id)
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(p)
+                    .with_partition_max_bytes(1 << 20)])
+        };
+        let mut req = FetchRequest::default()
+            .with_session_epoch(INITIAL_EPOCH)
+            .with_topics(vec![by_id(x, 0), by_id(y, 0)]);
+        let Ok(Opened::New(id)) = s.open(&mut req, true, now) else {
+            panic!()
+        };
+        let mut req = FetchRequest::default()
+            .with_session_id(id)
+            .with_session_epoch(1)
+            .with_forgotten_topics_data(vec![ForgottenTopic::default()
+                .with_topic_id(x)
+                .with_partitions(vec![0])]);
+        assert_eq!(s.open(&mut req, true, now), Ok(Opened::Incremental(id)));
+        assert_eq!(req.topics.len(), 1);
+        assert_eq!(req.topics[0].topic_id, y);
+        assert!(req.topics[0].topic.0.is_empty());
+        assert_eq!(s.partitions(), 1);
+    }
+
+    /// A full cache makes room only from sessions idle for two minutes, or older ones smaller
+    /// than the newcomer; otherwise the newcomer is answered without a session.
+    #[test]
+    fn a_full_cache_keeps_busy_sessions() {
         let s = Sessions::default();
         let start = Instant::now();
         let mut ids = Vec::new();
         for i in 0..MAX_SESSIONS {
-            let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
-            let at = start + std::time::Duration::from_millis(i as u64);
-            let Ok(Opened::New(id)) = s.open(&mut req, at) else {
+            let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0)]);
+            let at = start + Duration::from_millis(i as u64);
+            let Ok(Opened::New(id)) = s.open(&mut req, false, at) else {
                 panic!()
             };
             ids.push(id);
         }
-        // The first session is used again, so the second is now the oldest.
-        let later = start + std::time::Duration::from_secs(10);
-        s.open(&mut request(ids[0], 1, &[]), later).unwrap();
-        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
-        assert!(matches!(s.open(&mut req, later), Ok(Opened::New(_))));
-        assert_eq!(s.len(), MAX_SESSIONS);
-        assert!(s.open(&mut request(ids[0], 2, &[]), later).is_ok());
+        let soon = start + Duration::from_secs(10);
+        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0), ("a", 2, 0)]);
         assert_eq!(
-            s.open(&mut request(ids[1], 1, &[]), later),
+            s.open(&mut req, false, soon),
+            Ok(Opened::None),
+            "nobody is evictable yet"
+        );
+        // Past two minutes everyone but session 0 (used again) is stale; the least recently
+        // used of them, session 1, goes.
+        let later = start + EVICTION_AFTER + Duration::from_secs(1);
+        s.open(
+            &mut request(ids[0], 1, &[]),
+            false,
+            later - Duration::from_millis(500),
+        )
+        .unwrap();
+        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
+        assert!(matches!(s.open(&mut req, false, later), Ok(Opened::New(_))));
+        assert_eq!(s.len(), MAX_SESSIONS);
+        assert!(s.open(&mut request(ids[0], 2, &[]), false, later).is_ok());
+        assert_eq!(
+            s.open(&mut request(ids[1], 1, &[]), false, later),
             Err(FETCH_SESSION_ID_NOT_FOUND)
         );
+        assert!(s.open(&mut request(ids[2], 1, &[]), false, later).is_ok());
     }
 }
