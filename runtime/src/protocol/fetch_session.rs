@@ -47,9 +47,10 @@ pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 /// A session made with topic ids used by a request naming topics, or the other way round.
 pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
-/// A partition in a session: (topic id, topic name, partition). Requests from v13 on name
-/// topics by id (the name is empty), older ones by name (the id is nil).
-type Key = (Uuid, String, i32);
+/// A topic in a session: (topic id, topic name). Requests from v13 on name topics by id
+/// (the name is empty), older ones by name (the id is nil). Partitions hang below it, so an
+/// answer's partitions are found without a string per partition.
+type TopicKey = (Uuid, String);
 
 struct Entry {
     /// Order in the next read: a partition that returned records goes to the back, so under
@@ -63,7 +64,8 @@ struct Entry {
 }
 
 struct Session {
-    parts: HashMap<Key, Entry>,
+    /// Never holds a topic without partitions.
+    parts: HashMap<TopicKey, HashMap<i32, Entry>>,
     next_rank: u64,
     /// The epoch the next incremental request must carry.
     next_epoch: i32,
@@ -85,20 +87,30 @@ impl Session {
         }
     }
 
+    fn count(&self) -> usize {
+        self.parts.values().map(HashMap::len).sum()
+    }
+
     /// Adds or updates the partitions a request names (keeping what was last sent of
     /// those already in).
     fn apply(&mut self, topics: &[FetchTopic]) {
         for t in topics {
+            if t.partitions.is_empty() {
+                continue;
+            }
+            let topic = self
+                .parts
+                .entry((t.topic_id, t.topic.0.to_string()))
+                .or_default();
             for p in &t.partitions {
-                let key = (t.topic_id, t.topic.0.to_string(), p.partition);
                 // Tagged fields are slices of the request's buffer.
                 let mut wanted = p.clone();
                 wanted.unknown_tagged_fields.clear();
-                match self.parts.get_mut(&key) {
+                match topic.get_mut(&p.partition) {
                     Some(e) => e.wanted = wanted,
                     None => {
-                        self.parts.insert(
-                            key,
+                        topic.insert(
+                            p.partition,
                             Entry {
                                 rank: self.next_rank,
                                 wanted,
@@ -118,10 +130,14 @@ impl Session {
     /// topic appears again wherever another's partition came between (Kafka's answers do
     /// the same), so the rotation holds across topics too.
     fn topics(&self) -> Vec<FetchTopic> {
-        let mut entries: Vec<(&Key, &Entry)> = self.parts.iter().collect();
+        let mut entries: Vec<(&TopicKey, &Entry)> = self
+            .parts
+            .iter()
+            .flat_map(|(k, ps)| ps.values().map(move |e| (k, e)))
+            .collect();
         entries.sort_by_key(|(_, e)| e.rank);
         let mut out: Vec<FetchTopic> = Vec::new();
-        for ((id, name, _), e) in entries {
+        for ((id, name), e) in entries {
             let same = out
                 .last()
                 .is_some_and(|t| t.topic_id == *id && t.topic.0.as_str() == name.as_str());
@@ -166,7 +182,7 @@ impl Sessions {
 
     /// How many partitions the cached sessions hold, all told.
     pub fn partitions(&self) -> usize {
-        self.lock().values().map(|s| s.parts.len()).sum()
+        self.lock().values().map(Session::count).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -217,8 +233,14 @@ impl Sessions {
                 s.used = now;
                 s.apply(&req.topics);
                 for f in &req.forgotten_topics_data {
-                    for p in &f.partitions {
-                        s.parts.remove(&(f.topic_id, f.topic.0.to_string(), *p));
+                    let key = (f.topic_id, f.topic.0.to_string());
+                    if let Some(t) = s.parts.get_mut(&key) {
+                        for p in &f.partitions {
+                            t.remove(p);
+                        }
+                        if t.is_empty() {
+                            s.parts.remove(&key);
+                        }
                     }
                 }
                 if s.parts.is_empty() {
@@ -251,14 +273,14 @@ impl Sessions {
             return;
         };
         let trim = matches!(opened, Opened::Incremental(_));
+        let next_rank = &mut s.next_rank;
         for t in &mut resp.responses {
-            let name = t.topic.0.to_string();
+            let Some(cached) = s.parts.get_mut(&(t.topic_id, t.topic.0.to_string())) else {
+                continue;
+            };
             t.partitions.retain(|p| {
                 let has_records = p.records.as_ref().is_some_and(|r| !r.is_empty());
-                let Some(e) = s
-                    .parts
-                    .get_mut(&(t.topic_id, name.clone(), p.partition_index))
-                else {
+                let Some(e) = cached.get_mut(&p.partition_index) else {
                     return true;
                 };
                 let changed = e.high_watermark != p.high_watermark
@@ -273,8 +295,8 @@ impl Sessions {
                 e.last_stable_offset = p.last_stable_offset;
                 e.log_start_offset = p.log_start_offset;
                 if has_records {
-                    e.rank = s.next_rank;
-                    s.next_rank += 1;
+                    e.rank = *next_rank;
+                    *next_rank += 1;
                 }
                 !trim || has_records || changed || p.error_code != 0
             });
@@ -298,8 +320,8 @@ fn evict_for(sessions: &mut HashMap<i32, Session>, size: usize, now: Instant) ->
     let victim = stale.or_else(|| {
         sessions
             .iter()
-            .filter(|(_, s)| aged(s.created) && s.parts.len() < size)
-            .min_by_key(|(_, s)| s.parts.len())
+            .filter(|(_, s)| aged(s.created) && s.count() < size)
+            .min_by_key(|(_, s)| s.count())
             .map(|(k, _)| *k)
     });
     victim.is_some_and(|k| sessions.remove(&k).is_some())
