@@ -425,6 +425,10 @@ pub struct Watermarks {
     pub stable: i64,
 }
 
+/// The log cleaner's shortest pause. Kafka takes a `log.cleaner.backoff.ms` of 0; below this
+/// a pass over logs with nothing to clean would keep a core busy.
+pub const MIN_CLEANER_PAUSE_MS: u64 = 10;
+
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
@@ -1250,15 +1254,14 @@ impl Broker {
     }
 
     /// How long the log cleaner rests between passes: `log.cleaner.backoff.ms` if set
-    /// while the broker runs, else the config file's `log_cleaner_backoff_ms`. Kafka takes
-    /// 0; below 10 ms a pass over logs with nothing to clean would keep a core busy, so the
-    /// pause is never shorter.
+    /// while the broker runs, else the config file's `log_cleaner_backoff_ms`, never under
+    /// [`MIN_CLEANER_PAUSE_MS`] whichever it is.
     pub fn cleaner_backoff_ms(&self) -> u64 {
         lock(&self.dynamic)
             .broker_own("log.cleaner.backoff.ms")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(self.config.cleaner_backoff_ms)
-            .max(10)
+            .max(MIN_CLEANER_PAUSE_MS)
     }
 
     /// Changes the dynamic broker configs (`change` gets a copy; all of it applies or none),

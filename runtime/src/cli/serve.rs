@@ -328,7 +328,8 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             default_partitions,
             defaults,
             retention_check_ms: file.retention_check_ms.unwrap_or(30_000).max(10),
-            cleaner_backoff_ms: file.log_cleaner_backoff_ms.unwrap_or(15_000).max(10),
+            // Floored where it is read (`Broker::cleaner_backoff_ms`), with the dynamic value.
+            cleaner_backoff_ms: file.log_cleaner_backoff_ms.unwrap_or(15_000),
             cleaner_dedupe_buffer_bytes: file
                 .log_cleaner_dedupe_buffer_size
                 .unwrap_or(64 << 20)

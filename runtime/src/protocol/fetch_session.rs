@@ -159,7 +159,8 @@ impl Session {
 pub enum Opened {
     /// No session (epoch -1, or versions before 7): the answer is full, session id 0.
     None,
-    /// A session made by this full request (id 0 if the cache had no room).
+    /// A session made by this full request (a full cache with nothing evictable answers
+    /// [`Opened::None`] instead).
     New(i32),
     /// An incremental request in session `id`: the answer is trimmed.
     Incremental(i32),

@@ -488,6 +488,20 @@ mod tests {
         Ok(())
     }
 
+    /// Transaction "x" adds group "g" and stages its offset 42 of input partition in-0.
+    fn stage_input_offset(b: &Broker, pid: i64, epoch: i16) {
+        b.txns.add_offsets("x", pid, epoch, "g").unwrap();
+        let pending = PendingOffset {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        let staged = vec![(("in".to_string(), 0), pending)];
+        b.txns
+            .stage_offsets("x", pid, epoch, "g", staged, false)
+            .unwrap();
+    }
+
     /// Offsets a transaction staged for a topic deleted before it commits are not applied, as
     /// in Kafka: a topic made again under that name starts without them.
     #[test]
@@ -497,22 +511,7 @@ mod tests {
         b.create_topic("in", 1, TopicConfig::default(), false)
             .unwrap();
         let (pid, epoch) = b.txns.init_producer_id(&b, "x", (-1, -1), 60_000).unwrap();
-        b.txns.add_offsets("x", pid, epoch, "g").unwrap();
-        let pending = PendingOffset {
-            offset: 42,
-            leader_epoch: -1,
-            metadata: String::new(),
-        };
-        b.txns
-            .stage_offsets(
-                "x",
-                pid,
-                epoch,
-                "g",
-                vec![(("in".to_string(), 0), pending)],
-                false,
-            )
-            .unwrap();
+        stage_input_offset(&b, pid, epoch);
         b.delete_topic("in").unwrap();
         b.txns.end(&b, "x", pid, epoch, true, false).unwrap();
         assert_eq!(b.groups.committed("g", "in", 0), None);
@@ -535,24 +534,7 @@ mod tests {
             let (pid, epoch) = b.txns.init_producer_id(&b, "x", (-1, -1), 60_000).unwrap();
             let parts = [("t".to_string(), 0), ("t".to_string(), 1)];
             b.txns.add_partitions("x", pid, epoch, &parts).unwrap();
-            b.txns.add_offsets("x", pid, epoch, "g").unwrap();
-            b.txns
-                .stage_offsets(
-                    "x",
-                    pid,
-                    epoch,
-                    "g",
-                    vec![(
-                        ("in".to_string(), 0),
-                        PendingOffset {
-                            offset: 42,
-                            leader_epoch: -1,
-                            metadata: String::new(),
-                        },
-                    )],
-                    false,
-                )
-                .unwrap();
+            stage_input_offset(&b, pid, epoch);
             produce(&b, "t", 0, pid, epoch, 0).unwrap();
             produce(&b, "t", 1, pid, epoch, 0).unwrap();
             // A partition the transaction did not add is refused.
