@@ -220,6 +220,27 @@ keep_median() {
     ROWS=("${ROWS[@]:0:${#ROWS[@]}-n}" "${last[mid - 1]}")
 }
 
+# fill_topic TOPIC PARTITIONS SIZE COUNT: an untimed produce of COUNT records spread evenly
+# over the topic's partitions, for the consume rows to read. Not the produce rows' topics:
+# librdkafka's sticky partitioner moves to another partition every
+# sticky.partitioning.linger.ms (2 x linger.ms), so how many partitions a produce row fills
+# depends on how fast the broker took it (against sluice 500 k records of 1 KiB over 64
+# partitions ended in 2 partitions, against Kafka in 4 plus a batch in each other), and a
+# consumer reading 2 partitions gets 2 MB per fetch where one reading 64 gets 50 MB. The
+# consume rows then measured the data's shape, not the broker. Per-record random
+# partitioning (sticky linger 0) gives every broker the same shape.
+fill_topic() {
+    local topic=$1 parts=$2 size=$3 count=$4
+    create_topic "$topic" "$parts"
+    log "fill $topic: $count x ${size} B over $parts partition(s)"
+    "$RDKPERF" -b "$BOOTSTRAP" -P -t "$topic" -s "$size" -a 1 -c "$count" "${PRODUCE_OPTS[@]}" \
+        -X sticky.partitioning.linger.ms=0 >"$WORK/fill-$topic.out" 2>&1 || {
+        echo "fill of $topic failed:" >&2
+        tail -n 20 "$WORK/fill-$topic.out" >&2
+        exit 1
+    }
+}
+
 # consume_phase NAME PARTITIONS COUNT -- args...: run_phase CONSUME_RUNS times, keep the median.
 consume_phase() {
     local name=$1 parts=$2 count=$3 i
@@ -439,8 +460,9 @@ main() {
                     -P -t "$topic" -s "$size" -a "$ack_arg" "${PRODUCE_OPTS[@]}"
                 stop_profile
             done
+            fill_topic "p$p-s$size-even" "$p" "$size" "$n"
             consume_phase "consume ${size}B" "$p" "$n" -- \
-                -C -t "p$p-s$size-acks1" "${parts_args[@]}" -o beginning "${CONSUME_OPTS[@]}"
+                -C -t "p$p-s$size-even" "${parts_args[@]}" -o beginning "${CONSUME_OPTS[@]}"
         done
 
         # One librdkafka producer tops out on its own per-record cost (see the client column)
@@ -463,9 +485,10 @@ main() {
                     --producer-props bootstrap.servers="$BOOTSTRAP" acks="$acks" linger.ms=50 \
                     batch.size=1000000 buffer.memory=268435456 compression.type="$COMPRESSION"
             done
+            # The same evenly filled topic as librdkafka's 100-byte consume row (fill_topic).
             run_java "java consume 100B" "$p" consume "$N_SMALL" -- \
                 org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BOOTSTRAP" \
-                --topic "p$p-java-acks1" --messages "$N_SMALL" --timeout 60000 \
+                --topic "p$p-s100-even" --messages "$N_SMALL" --timeout 60000 \
                 --group "bench-$p-$RANDOM"
         fi
 
@@ -507,8 +530,9 @@ main() {
             run_phase "produce 100B acks=$acks" "$WIDE" produce "$N_SMALL" 1 -- \
                 -P -t "w$WIDE-acks$acks" -s 100 -a "$ack_arg" "${PRODUCE_OPTS[@]}"
         done
+        fill_topic "w$WIDE-even" "$WIDE" 100 "$N_SMALL"
         consume_phase "consume 100B" "$WIDE" "$N_SMALL" -- \
-            -C -t "w$WIDE-acks1" "${wide_parts[@]}" -o beginning "${CONSUME_OPTS[@]}"
+            -C -t "w$WIDE-even" "${wide_parts[@]}" -o beginning "${CONSUME_OPTS[@]}"
     fi
 
     run_reference
