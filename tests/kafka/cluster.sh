@@ -11,7 +11,10 @@
 #   bash tests/kafka/cluster.sh stop [DIR]      # stops every node and removes DIR
 #
 # Knobs: NODES [3], BASE_PORT [29090] (node N listens on BASE_PORT+N for clients and
-# BASE_PORT+100+N for the controller quorum), HEAP [512m] per node.
+# BASE_PORT+100+N for the controller quorum), HEAP [512m] per node, BROKER_SESSION_MS
+# [9000, Kafka's default]: how long the controller waits for a silent broker before it
+# fences it and moves its partitions' leadership (a dead node's partitions have no
+# leader until then; heartbeats go at a third of it, at most Kafka's default 2 s).
 # JVM settings per node: -Xms/-Xmx HEAP, G1, as Kafka's own kafka-server-start.sh sets them
 # (its default heap is 1 GB; three nodes share this 2-core machine with the tests).
 set -euo pipefail
@@ -19,6 +22,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NODES=${NODES:-3}
 BASE_PORT=${BASE_PORT:-29090}
 HEAP=${HEAP:-512m}
+BROKER_SESSION_MS=${BROKER_SESSION_MS:-9000}
 cmd=${1:-start}
 case $cmd in
 kill | restart) node=${2:?node number}; DIR=${3:-/tmp/sluice-kafka-cluster} ;;
@@ -62,6 +66,8 @@ transaction.state.log.min.isr=$isr
 share.coordinator.state.topic.replication.factor=$rf
 share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
+broker.session.timeout.ms=$BROKER_SESSION_MS
+broker.heartbeat.interval.ms=$((BROKER_SESSION_MS / 3 < 2000 ? BROKER_SESSION_MS / 3 : 2000))
 # KIP-848 groups: a 10 s session (Kafka's default is 45 s), heartbeats every 2 s.
 group.consumer.min.session.timeout.ms=6000
 group.consumer.session.timeout.ms=10000
