@@ -220,32 +220,6 @@ keep_median() {
     ROWS=("${ROWS[@]:0:${#ROWS[@]}-n}" "${last[mid - 1]}")
 }
 
-# fill_topic TOPIC PARTITIONS SIZE COUNT: an untimed produce of COUNT records for the consume
-# rows to read, the same data whichever the broker. The produce rows' topics are not: their
-# shape depends on how fast the broker took them.
-# - librdkafka's sticky partitioner moves to another partition every
-#   sticky.partitioning.linger.ms (2 x linger.ms): 500 k records of 1 KiB over 64 partitions
-#   ended in 2 partitions on sluice, in 4 plus a batch in each other on Kafka, and a consumer
-#   fetching 1 MB per partition got 2 MB per fetch from one and more from the other.
-# - A batch closes when linger.ms passes, so a broker that acknowledges sooner gets more,
-#   smaller batches: 2 M records of 100 B over 1,000 partitions made 2,850 batches on
-#   sluice and 1,266 on Kafka, and the consumer pays per batch.
-# Here every record goes to a random partition (sticky linger 0) and batches close only when
-# full (linger 5 s): the same batches on every broker, e.g. exactly one per partition for the
-# 1,000-partition row. Read back on both brokers by hand (5 rounds, interleaved), this data
-# gave sluice 1.10-1.19 M records/s and Kafka 0.81-1.61 M over 1,000 partitions.
-fill_topic() {
-    local topic=$1 parts=$2 size=$3 count=$4
-    create_topic "$topic" "$parts"
-    log "fill $topic: $count x ${size} B over $parts partition(s)"
-    "$RDKPERF" -b "$BOOTSTRAP" -P -t "$topic" -s "$size" -a 1 -c "$count" "${PRODUCE_OPTS[@]}" \
-        -X sticky.partitioning.linger.ms=0 -X linger.ms=5000 >"$WORK/fill-$topic.out" 2>&1 || {
-        echo "fill of $topic failed:" >&2
-        tail -n 20 "$WORK/fill-$topic.out" >&2
-        exit 1
-    }
-}
-
 # consume_phase NAME PARTITIONS COUNT -- args...: run_phase CONSUME_RUNS times, keep the median.
 consume_phase() {
     local name=$1 parts=$2 count=$3 i

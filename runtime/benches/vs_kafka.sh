@@ -14,7 +14,9 @@
 # extra rows: latency (acks=all) at 10, 50 and 90% of sluice's peak 100-byte produce rate at
 # each partition count (LAT_FRACTIONS; Kafka gets the same absolute rates), WIDE=1000
 # partitions, IDLE=500 idle connections beside the load.
-# Each broker's own table and log stay in target/bench/vs-kafka/.
+# Each broker's own table and log stay in target/bench/vs-kafka/. Then (DUEL=1, default)
+# consume_duel.sh compares the consume rows again with both brokers up at once, taking
+# turns: a table of its own, the one to read for consume.
 #
 # JAVA=1 (default) adds the Java client's own kafka-producer-perf-test and
 # kafka-consumer-perf-test rows.
@@ -77,3 +79,14 @@ awk -F'|' '
                 rss[1, k], rss[2, k]
         }
     }' "$OUT/sluice.txt" "$OUT/kafka.txt"
+
+# The consume rows above ran 15 minutes apart, and a consume's speed here swings with the
+# machine's state: consume_duel.sh runs them again with both brokers up, taking turns.
+if [[ ${DUEL:-1} == 1 ]]; then
+    echo "== consume_duel.sh (log: $OUT/duel.log)" >&2
+    BUILD=0 bash "$ROOT/runtime/benches/consume_duel.sh" >"$OUT/duel.txt" 2>"$OUT/duel.log" || {
+        tail -n 30 "$OUT/duel.log" >&2
+        exit 1
+    }
+    cat "$OUT/duel.txt"
+fi
