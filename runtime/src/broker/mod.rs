@@ -161,8 +161,12 @@ pub struct Partition {
     pub index: i32,
     log: Mutex<PartitionLog>,
     /// Bumped after every append to this partition, for readers that wait on one partition
-    /// (plugin tasks) and should not wake for every append anywhere.
+    /// (plugin tasks) and should not wake for every append anywhere. Its value is the
+    /// partition's append count.
     appends: watch::Sender<u64>,
+    /// The topic's own signal, bumped after every append to any of its partitions (see
+    /// [`Topic::subscribe_appends`]).
+    topic_appends: Arc<watch::Sender<u64>>,
     /// Durable mode's fsyncs (see `durable.rs`).
     sync: durable::SyncGate,
     /// Held by a DeleteRecords for its whole length.
@@ -386,6 +390,10 @@ pub struct Topic {
     produce_limits: Arc<ProduceLimits>,
     dir: PathBuf,
     pub stats: Arc<TopicStats>,
+    /// Bumped after every append to any partition (and when the topic is deleted):
+    /// what a fetch parked on many partitions waits on, one signal per topic rather than one
+    /// per partition. Shared with the partitions, and kept when the topic grows.
+    appends: Arc<watch::Sender<u64>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -583,9 +591,21 @@ impl Partition {
             }
         };
         if r.is_ok() {
-            self.appends.send_modify(|v| *v = v.wrapping_add(1));
+            self.appended();
         }
         r
+    }
+
+    fn appended(&self) {
+        self.appends.send_modify(|v| *v = v.wrapping_add(1));
+        self.topic_appends.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// How many appends this partition has had since it was opened (its topic's deletion
+    /// counts as one): a reader that noted it can tell later, without the log's lock,
+    /// whether it should look again.
+    pub fn append_count(&self) -> u64 {
+        *self.appends.borrow()
     }
 
     /// Changes after every append to this partition.
@@ -642,7 +662,7 @@ impl Partition {
         log.producers
             .apply_marker(producer_id, epoch, commit, at.base_offset);
         drop(log);
-        self.appends.send_modify(|v| *v = v.wrapping_add(1));
+        self.appended();
         Ok(Some(at.base_offset))
     }
 
@@ -787,6 +807,12 @@ impl Partition {
 }
 
 impl Topic {
+    /// Changes after every append to any of the topic's partitions, and when the topic is
+    /// deleted. Which partition moved, [`Partition::append_count`] tells.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appends.subscribe()
+    }
+
     /// Puts `config` over `defaults` into force in this topic's logs and produce limits.
     fn apply_config(&self, config: &TopicConfig, defaults: &config::Defaults) {
         let lc = config.log_config(defaults);
@@ -960,6 +986,7 @@ impl Broker {
         clean: bool,
     ) -> Result<Topic, BrokerError> {
         let log_config = meta.config.log_config(defaults);
+        let appends = Arc::new(watch::channel(0).0);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
             partitions.push(Arc::new(Self::open_partition(
@@ -968,6 +995,7 @@ impl Broker {
                 &log_config,
                 clean,
                 &config.limits,
+                &appends,
             )?));
         }
         let produce_limits = ProduceLimits::default();
@@ -980,6 +1008,7 @@ impl Broker {
             produce_limits: Arc::new(produce_limits),
             dir,
             stats: Arc::new(TopicStats::default()),
+            appends,
         })
     }
 
@@ -989,6 +1018,7 @@ impl Broker {
         log_config: &crate::log::LogConfig,
         clean: bool,
         limits: &crate::limits::Limits,
+        topic_appends: &Arc<watch::Sender<u64>>,
     ) -> Result<Partition, BrokerError> {
         let log = PartitionLog::open(
             &dir.join(index.to_string()),
@@ -1001,6 +1031,7 @@ impl Broker {
             index,
             log: Mutex::new(log),
             appends: watch::channel(0).0,
+            topic_appends: topic_appends.clone(),
             sync: durable::SyncGate::new(durable),
             deleting: Mutex::new(()),
         })
@@ -1036,6 +1067,7 @@ impl Broker {
                 &log_config,
                 false,
                 &self.config.limits,
+                &old.appends,
             )?));
         }
         let meta = TopicMeta {
@@ -1058,6 +1090,7 @@ impl Broker {
                 produce_limits: old.produce_limits.clone(),
                 dir: old.dir.clone(),
                 stats: old.stats.clone(),
+                appends: old.appends.clone(),
             }),
         );
         tracing::info!(topic = name, from = have, to = count, "partitions added");
@@ -1139,6 +1172,7 @@ impl Broker {
                 produce_limits: Arc::default(),
                 dir,
                 stats: Arc::default(),
+                appends: Arc::new(watch::channel(0).0),
             }));
         }
         // The files (thousands, each fsynced, for a large topic) are made without the topics
@@ -1213,6 +1247,10 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        // Readers parked on it look again, and find it gone.
+        for p in &topic.partitions {
+            p.appended();
+        }
         let trash = self.config.data_dir.join("trash");
         disk::create_dir_all_durably(&trash).map_err(io(&trash))?;
         let target = trash.join(format!("{}-{}", name, topic.id.simple()));

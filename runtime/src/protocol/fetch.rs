@@ -257,42 +257,81 @@ fn gather(
     }
 }
 
-/// The append signals of every requested partition that exists. A parked fetch wakes only
-/// for its own partitions, not for every append anywhere on the broker.
-fn subscribe(ctx: &Ctx<'_>, req: &FetchRequest) -> Vec<watch::Receiver<u64>> {
-    let by_id = ctx.version >= 13;
-    let mut rxs = Vec::new();
-    for ft in &req.topics {
-        let topic = if by_id {
-            ctx.broker.topic_by_id(ft.topic_id)
-        } else {
-            ctx.broker.topic(ft.topic.0.as_str())
-        };
-        let Some(topic) = topic else { continue };
-        for fp in &ft.partitions {
-            if let Some(part) = topic.partition(fp.partition) {
-                rxs.push(part.subscribe_appends());
-            }
-        }
-    }
-    rxs
+/// Above this many partitions of one topic, a parked fetch waits on the topic's append
+/// signal rather than on each partition's.
+const PER_TOPIC_ABOVE: usize = 32;
+
+/// What a parked fetch waits on, and each requested partition's append count when it was
+/// noted. A fetch over 1,000 partitions once held a watch receiver and a boxed future per
+/// partition, made afresh on every round: a fifth of the broker's time for a consumer
+/// long-polling 1,000 quiet partitions. Now, for a topic it reads many partitions of, it
+/// waits on the topic's one signal and, woken, compares counts (which takes no lock). For a
+/// few partitions it waits on each: a group of many members, each parked on a few
+/// partitions, is not woken whole by every append to the topic.
+struct Parked {
+    signals: Vec<watch::Receiver<u64>>,
+    seen: Vec<(std::sync::Arc<crate::broker::Partition>, u64)>,
 }
 
-/// Resolves when any of `rxs` sees an append (or its partition goes away).
-async fn any_append(rxs: &mut [watch::Receiver<u64>]) {
-    if rxs.is_empty() {
-        return std::future::pending().await;
-    }
-    let mut changes: Vec<_> = rxs.iter_mut().map(|r| Box::pin(r.changed())).collect();
-    std::future::poll_fn(|cx| {
-        for c in &mut changes {
-            if c.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
+impl Parked {
+    /// Noted before the fetch looks at its partitions, so an append that lands while it
+    /// gathers still shows.
+    fn note(ctx: &Ctx<'_>, req: &FetchRequest) -> Parked {
+        let by_id = ctx.version >= 13;
+        let mut signals = Vec::with_capacity(req.topics.len());
+        let mut seen = Vec::new();
+        for ft in &req.topics {
+            let topic = if by_id {
+                ctx.broker.topic_by_id(ft.topic_id)
+            } else {
+                ctx.broker.topic(ft.topic.0.as_str())
+            };
+            let Some(topic) = topic else { continue };
+            let whole_topic = ft.partitions.len() > PER_TOPIC_ABOVE;
+            if whole_topic {
+                signals.push(topic.subscribe_appends());
+            }
+            for fp in &ft.partitions {
+                if let Some(part) = topic.partition(fp.partition) {
+                    if !whole_topic {
+                        signals.push(part.subscribe_appends());
+                    }
+                    let count = part.append_count();
+                    seen.push((part.clone(), count));
+                }
             }
         }
-        Poll::Pending
-    })
-    .await
+        Parked { signals, seen }
+    }
+
+    /// Resolves once one of the noted partitions has had an append (or its topic was
+    /// deleted): appends to other partitions of a topic waited on whole wake it only to
+    /// compare counts.
+    async fn moved(&mut self) {
+        loop {
+            if self.signals.is_empty() {
+                return std::future::pending().await;
+            }
+            let mut changes: Vec<_> = self
+                .signals
+                .iter_mut()
+                .map(|r| Box::pin(r.changed()))
+                .collect();
+            let closed = std::future::poll_fn(|cx| {
+                for c in &mut changes {
+                    if let Poll::Ready(r) = c.as_mut().poll(cx) {
+                        return Poll::Ready(r.is_err());
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            drop(changes);
+            if closed || self.seen.iter().any(|(p, n)| p.append_count() != *n) {
+                return;
+            }
+        }
+    }
 }
 
 /// The response, the room it holds in the broker's memory pool until it is written (as much
@@ -316,9 +355,8 @@ pub async fn handle(
     let deadline = Instant::now() + wait;
     let allowed = ctx.broker.limits.fetch_budget(req.max_bytes);
     loop {
-        // Subscribed before looking, so an append that lands while we gather still wakes
-        // us; again on every round, so a partition recreated meanwhile is followed too.
-        let mut appended = subscribe(ctx, &req);
+        // Noted again on every round, so a topic recreated meanwhile is followed too.
+        let mut parked = Parked::note(ctx, &req);
         // Twice the records: they are copied once more when the response is encoded. The
         // caller gives back the copy's half once encoding is done.
         let mut room = ctx
@@ -344,7 +382,7 @@ pub async fn handle(
         }
         drop(room);
         tokio::select! {
-            _ = any_append(&mut appended) => {}
+            _ = parked.moved() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }

@@ -967,6 +967,115 @@ mod tests {
         assert_eq!(b.limits.memory.in_use(), 0, "nothing left held");
     }
 
+    /// A long-polling fetch wakes when one of its own partitions gets records, whether it
+    /// waits on each partition (a few of a topic) or on the whole topic (many), and not for
+    /// another partition's records; a deleted topic wakes it too.
+    #[tokio::test]
+    async fn a_parked_fetch_wakes_for_its_own_partitions_and_a_deletion() {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+        use kafka_protocol::protocol::Decodable;
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let config = crate::broker::config::TopicConfig::default;
+        b.create_topic("many", 40, config(), false).unwrap();
+        b.create_topic("few", 3, config(), false).unwrap();
+        b.create_topic("gone", 40, config(), false).unwrap();
+        // Parks a fetch of `parts` of `topic` at offset 0 (10 s at most); resolves to the
+        // answer and how long it took.
+        let park = |topic: &'static str, parts: Vec<i32>| {
+            let b = b.clone();
+            let req = FetchRequest::default()
+                .with_max_wait_ms(10_000)
+                .with_min_bytes(1)
+                .with_max_bytes(50 << 20)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str(topic)))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                FetchPartition::default()
+                                    .with_partition(p)
+                                    .with_fetch_offset(0)
+                                    .with_partition_max_bytes(1 << 20)
+                            })
+                            .collect(),
+                    )]);
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                let mut body = BytesMut::new();
+                req.encode(&mut body, 11).unwrap();
+                let mut r = handle(&b, &mut Session::plaintext("test"), frame(1, 11, &body))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let mut r = r.split_off(8).freeze();
+                (FetchResponse::decode(&mut r, 11).unwrap(), t0.elapsed())
+            })
+        };
+        let append = |topic: &str, p: i32| {
+            let value = b"v".as_slice();
+            b.topic(topic)
+                .unwrap()
+                .partition(p)
+                .unwrap()
+                .append(
+                    &crate::log::batch::testing::batch(&[value], 1000),
+                    1 << 20,
+                    None,
+                )
+                .unwrap();
+        };
+        let with_records = |resp: &FetchResponse| -> Vec<i32> {
+            resp.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter(|p| p.records.as_ref().is_some_and(|r| !r.is_empty()))
+                .map(|p| p.partition_index)
+                .collect()
+        };
+        let settle = || tokio::time::sleep(Duration::from_millis(200));
+
+        // 40 partitions: the fetch waits on the topic.
+        let many = park("many", (0..40).collect());
+        settle().await;
+        append("many", 17);
+        let (resp, took) = many.await.unwrap();
+        assert_eq!(with_records(&resp), vec![17]);
+        assert!(
+            took < Duration::from_secs(5),
+            "woken by the append: {took:?}"
+        );
+
+        // 1 partition of 3: another partition's records leave it parked.
+        let few = park("few", vec![0]);
+        settle().await;
+        append("few", 1);
+        settle().await;
+        assert!(!few.is_finished(), "woken by another partition's records");
+        append("few", 0);
+        let (resp, took) = few.await.unwrap();
+        assert_eq!(with_records(&resp), vec![0]);
+        assert!(
+            took < Duration::from_secs(5),
+            "woken by the append: {took:?}"
+        );
+
+        // Deleted under a parked fetch: answered at once, the topic unknown.
+        let gone = park("gone", (0..40).collect());
+        settle().await;
+        b.delete_topic("gone").unwrap();
+        let (resp, took) = gone.await.unwrap();
+        assert!(
+            took < Duration::from_secs(5),
+            "woken by the deletion: {took:?}"
+        );
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, code(ResponseError::UnknownTopicOrPartition));
+    }
+
     /// KIP-227 through the request handler: a full fetch opens a session; an incremental one
     /// at the next epoch reads the whole session and answers only the partition with news;
     /// the same epoch twice is INVALID_FETCH_SESSION_EPOCH.
