@@ -829,6 +829,22 @@ mod tests {
 
     /// Produces six batches to partition 0 of topic "big", batch `i` of `records(i)` records
     /// of 5,000 bytes `i`.
+    /// Sends `req` through the handler as Fetch v11 on a plaintext session; the decoded answer.
+    async fn fetch_v11(
+        b: &Arc<Broker>,
+        req: &kafka_protocol::messages::FetchRequest,
+    ) -> kafka_protocol::messages::FetchResponse {
+        let mut body = BytesMut::new();
+        req.encode(&mut body, 11).unwrap();
+        let mut r = handle(b, &mut Session::plaintext("test"), frame(1, 11, &body))
+            .await
+            .unwrap()
+            .unwrap();
+        // Length prefix and response header (correlation id) before the body.
+        let mut r = r.split_off(8).freeze();
+        kafka_protocol::messages::FetchResponse::decode(&mut r, 11).unwrap()
+    }
+
     async fn produce_big_batches(b: &Arc<Broker>, records: impl Fn(u8) -> usize) {
         use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
         use kafka_protocol::messages::{ProduceRequest, TopicName};
@@ -974,7 +990,6 @@ mod tests {
     async fn a_parked_fetch_wakes_for_its_own_partitions_and_a_deletion() {
         use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
         use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-        use kafka_protocol::protocol::Decodable;
         use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
@@ -1005,14 +1020,7 @@ mod tests {
                     )]);
             tokio::spawn(async move {
                 let t0 = Instant::now();
-                let mut body = BytesMut::new();
-                req.encode(&mut body, 11).unwrap();
-                let mut r = handle(&b, &mut Session::plaintext("test"), frame(1, 11, &body))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                let mut r = r.split_off(8).freeze();
-                (FetchResponse::decode(&mut r, 11).unwrap(), t0.elapsed())
+                (fetch_v11(&b, &req).await, t0.elapsed())
             })
         };
         let append = |topic: &str, p: i32| {
@@ -1083,7 +1091,6 @@ mod tests {
     async fn a_fetch_session_answers_only_partitions_with_news() {
         use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
         use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-        use kafka_protocol::protocol::Decodable;
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
         b.create_topic("s", 3, crate::broker::config::TopicConfig::default(), false)
@@ -1111,16 +1118,7 @@ mod tests {
                 .with_session_id(id)
                 .with_session_epoch(epoch)
                 .with_topics(topics);
-            async move {
-                let mut body = BytesMut::new();
-                req.encode(&mut body, 11).unwrap();
-                let mut r = handle(&b, &mut Session::plaintext("test"), frame(1, 11, &body))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                let mut r = r.split_off(8).freeze();
-                FetchResponse::decode(&mut r, 11).unwrap()
-            }
+            async move { fetch_v11(&b, &req).await }
         };
         let listed = |r: &FetchResponse| -> Vec<(i32, i64, usize)> {
             r.responses
