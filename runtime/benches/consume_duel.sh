@@ -41,7 +41,6 @@ start_kafka
 K_PID=$BROKER_PID K_BOOT=$BOOTSTRAP
 log "sluice pid $S_PID on $S_BOOT, Kafka pid $K_PID on $K_BOOT"
 
-ticks_of() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # one TARGET TOPIC PARTS COUNT: one consume; appends "records/s cpu_s_per_M client_s" to
@@ -54,12 +53,12 @@ one() {
     for ((i = 0; i < parts; i++)); do args+=(-p "$i"); done
     settle
     local t0 t1 out=$WORK/out.$target
-    t0=$(ticks_of "$pid")
+    t0=$(cpu_ticks "$pid")
     local TIMEFORMAT='%3U %3S'
     { time "$RDKPERF" -b "$boot" -C -t "$topic" "${args[@]}" -o beginning -c "$count" >"$out" 2>&1; } 2>"$out.time"
-    t1=$(ticks_of "$pid")
+    t1=$(cpu_ticks "$pid")
     local line rps client
-    line=$(grep -hE '^% [0-9]+ messages \([0-9]+ bytes\) consumed' "$out" | tail -n1)
+    line=$(consumed_line "$out")
     [[ $(sed -E 's/^% ([0-9]+) messages.*/\1/' <<<"$line") == "$count" ]] ||
         echo "WARNING: $target $topic: $line" >&2
     rps=$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")

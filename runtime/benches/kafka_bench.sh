@@ -183,7 +183,7 @@ run_phase() {
     consume)
         # "% N messages (B bytes) consumed in T ms: R msgs/s (M MB/s)"
         local line
-        line=$(grep -hE '^% [0-9]+ messages \([0-9]+ bytes\) consumed' "$out".0.out | tail -n1)
+        line=$(consumed_line "$out".0.out)
         done_cnt=$(sed -E 's/^% ([0-9]+) messages.*/\1/' <<<"$line")
         rps=$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")
         mbs=$(sed -E 's/.*\(([0-9.]+) MB\/s\).*/\1/' <<<"$line")

@@ -275,7 +275,11 @@ delete_topic() {
 vm_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$BROKER_PID/status"; }
 # Writing 5 to clear_refs resets the peak RSS (VmHWM), so each phase gets its own peak.
 reset_peak() { echo 5 >"/proc/$BROKER_PID/clear_refs" 2>/dev/null || true; }
-cpu_ticks() { sed 's/^.*) //' "/proc/$BROKER_PID/stat" | awk '{ print $12 + $13 }'; }
+# CPU ticks (user + system, every thread) of process $1, the broker by default.
+cpu_ticks() { sed 's/^.*) //' "/proc/${1:-$BROKER_PID}/stat" | awk '{ print $12 + $13 }'; }
+# The last "% N messages (B bytes) consumed in T ms: R msgs/s (M MB/s)" line of an
+# rdkafka_performance consumer's output FILE.
+consumed_line() { grep -hE '^% [0-9]+ messages \([0-9]+ bytes\) consumed' "$1" | tail -n1; }
 # CPU of this script and of every child it has waited for (utime + stime + cutime +
 # cstime): the clients, when they were started by the script and have ended.
 self_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }'; }

@@ -263,7 +263,7 @@ consume() {
     rdkperf -C -t "$topic" "${parts[@]}" -o beginning -c "$N"
     local wall=$(($(now_us) - t0)) rps
     # "% N messages (B bytes) consumed in T ms: R msgs/s (M MB/s)"
-    rps=$(grep -E '^% [0-9]+ messages \([0-9]+ bytes\) consumed' "$WORK/rdk.out" | tail -n1 | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')
+    rps=$(consumed_line "$WORK/rdk.out" | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')
     phase_end "consume (rdkafka_perf -C)" "$p" "$N" "$rps" - "$(secs "$wall")"
 }
 

@@ -12,6 +12,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -118,6 +119,15 @@ fn read_records(
     })
 }
 
+/// The topic a request's entry names: by id from v13 on, by name before.
+fn topic_of(ctx: &Ctx<'_>, ft: &FetchTopic) -> Option<std::sync::Arc<Topic>> {
+    if ctx.version >= 13 {
+        ctx.broker.topic_by_id(ft.topic_id)
+    } else {
+        ctx.broker.topic(ft.topic.0.as_str())
+    }
+}
+
 /// Reads what `req` asks for, at most `budget` bytes, of which at most `memory` in memory
 /// (beyond the first batch, which KIP-74 sends whole whatever the limits).
 fn gather(
@@ -127,7 +137,6 @@ fn gather(
     mut memory: usize,
     zero_copy: bool,
 ) -> Gathered {
-    let b = ctx.broker;
     let by_id = ctx.version >= 13;
     let mut total = 0usize;
     let mut in_memory = 0usize;
@@ -137,11 +146,7 @@ fn gather(
     let read_committed = req.isolation_level == 1;
     let mut resp = FetchResponse::default();
     for ft in &req.topics {
-        let topic: Option<std::sync::Arc<Topic>> = if by_id {
-            b.topic_by_id(ft.topic_id)
-        } else {
-            b.topic(ft.topic.0.as_str())
-        };
+        let topic = topic_of(ctx, ft);
         let mut tr = FetchableTopicResponse::default()
             .with_topic(ft.topic.clone())
             .with_topic_id(ft.topic_id);
@@ -277,16 +282,12 @@ impl Parked {
     /// Noted before the fetch looks at its partitions, so an append that lands while it
     /// gathers still shows.
     fn note(ctx: &Ctx<'_>, req: &FetchRequest) -> Parked {
-        let by_id = ctx.version >= 13;
         let mut signals = Vec::with_capacity(req.topics.len());
         let mut seen = Vec::new();
         for ft in &req.topics {
-            let topic = if by_id {
-                ctx.broker.topic_by_id(ft.topic_id)
-            } else {
-                ctx.broker.topic(ft.topic.0.as_str())
+            let Some(topic) = topic_of(ctx, ft) else {
+                continue;
             };
-            let Some(topic) = topic else { continue };
             let whole_topic = ft.partitions.len() > PER_TOPIC_ABOVE;
             if whole_topic {
                 signals.push(topic.subscribe_appends());
