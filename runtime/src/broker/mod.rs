@@ -164,6 +164,8 @@ pub struct Partition {
     /// (plugin tasks) and should not wake for every append anywhere. Its value is the
     /// partition's append count.
     appends: watch::Sender<u64>,
+    /// See [`Partition::changes`]: beside `appends`, whose value sits behind a lock.
+    changes: std::sync::atomic::AtomicU64,
     /// The topic's own signal, bumped after every append to any of its partitions (see
     /// [`Topic::subscribe_appends`]).
     topic_appends: Arc<watch::Sender<u64>>,
@@ -596,16 +598,22 @@ impl Partition {
         r
     }
 
+    /// Called after every change to the partition's watermarks (appends and markers, a log
+    /// start moved by retention, DeleteRecords or the cleaner, the topic's deletion), once
+    /// the log's lock is released.
     fn appended(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.appends.send_modify(|v| *v = v.wrapping_add(1));
         self.topic_appends.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// How many appends this partition has had since it was opened (its topic's deletion
-    /// counts as one): a reader that noted it can tell later, without the log's lock,
-    /// whether it should look again.
-    pub fn append_count(&self) -> u64 {
-        *self.appends.borrow()
+    /// How many times the partition's watermarks may have changed since it was opened:
+    /// bumped after each change, so a reader that notes it before looking at the log can
+    /// tell later, without the log's lock, that nothing moved since (fetch sessions skip
+    /// such partitions; parked fetches wait for it to move).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Changes after every append to this partition.
@@ -713,9 +721,13 @@ impl Partition {
             return Ok(Some(start));
         }
         crate::log::persist_log_start(&dir, target)?;
-        let mut log = lock(&self.log);
-        log.log.move_start(target);
-        Ok(Some(log.log.log_start_offset()))
+        let start = {
+            let mut log = lock(&self.log);
+            log.log.move_start(target);
+            log.log.log_start_offset()
+        };
+        self.appended();
+        Ok(Some(start))
     }
 
     /// Plans a read at `offset`; the bytes are read after the lock is released.
@@ -755,7 +767,11 @@ impl Partition {
     }
 
     fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
-        lock(&self.log).apply_retention(now_ms)
+        let deleted = lock(&self.log).apply_retention(now_ms)?;
+        if deleted > 0 {
+            self.appended();
+        }
+        Ok(deleted)
     }
 
     /// One compaction pass (see `log/cleaner.rs`): planned and swapped under the lock, the
@@ -798,6 +814,10 @@ impl Partition {
             log.producers
                 .retain_aborted(|a| !gone.contains(&(a.producer_id, a.last_offset)));
         }
+        drop(log);
+        if swapped {
+            self.appended();
+        }
         Ok(swapped.then_some((cleaned.bytes_before, cleaned.bytes_after)))
     }
 
@@ -808,7 +828,7 @@ impl Partition {
 
 impl Topic {
     /// Changes after every append to any of the topic's partitions, and when the topic is
-    /// deleted. Which partition moved, [`Partition::append_count`] tells.
+    /// deleted. Which partition moved, [`Partition::changes`] tells.
     pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
         self.appends.subscribe()
     }
@@ -1031,6 +1051,7 @@ impl Broker {
             index,
             log: Mutex::new(log),
             appends: watch::channel(0).0,
+            changes: std::sync::atomic::AtomicU64::new(0),
             topic_appends: topic_appends.clone(),
             sync: durable::SyncGate::new(durable),
             deleting: Mutex::new(()),

@@ -1,18 +1,19 @@
 //! Fetch: hand out whole stored batches from each requested offset, long-polling until
 //! `min_bytes` are available or `max_wait_ms` passes.
 //!
-//! Fetch sessions (KIP-227, `fetch_session.rs`) turn an incremental request into the
-//! session's whole partition list before anything is read, and trim the answer once it is
-//! final, so the reading below only ever sees full requests.
+//! Fetch sessions (KIP-227, `fetch_session.rs`) turn every request into a plan of
+//! partitions to read; for an incremental request the session's whole list, each partition
+//! with what the client was last told of it, so a partition with nothing new is left out of
+//! the answer, and left unread when its change count says nothing moved.
 
 use crate::limits::memory::Held;
 use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -26,6 +27,7 @@ use crate::auth::acl::Operation;
 use crate::broker::Topic;
 use crate::log::batch;
 use crate::log::segment::ReadSlice;
+use crate::protocol::fetch_session::{Plan, PlanTopic, Seen, Sent};
 use crate::protocol::pieces::{self, FileRange};
 
 /// Longest a fetch may park, whatever the client asks.
@@ -41,7 +43,11 @@ struct Gathered {
     files: Vec<FileRange>,
     /// Bytes and records read per topic: counted in its stats only if this answer is sent
     /// (a long poll gathers and drops answers until enough data is there).
-    read: Vec<(std::sync::Arc<Topic>, u64, u64)>,
+    read: Vec<(Arc<Topic>, u64, u64)>,
+    /// What was found of each planned partition, in plan order (for the session).
+    seen: Vec<Seen>,
+    /// What to wait on if the answer is not ready.
+    parked: Parked,
 }
 
 impl Gathered {
@@ -119,20 +125,21 @@ fn read_records(
     })
 }
 
-/// The topic a request's entry names: by id from v13 on, by name before.
-fn topic_of(ctx: &Ctx<'_>, ft: &FetchTopic) -> Option<std::sync::Arc<Topic>> {
+/// The topic a plan's entry names: by id from v13 on, by name before.
+fn topic_of(ctx: &Ctx<'_>, pt: &PlanTopic) -> Option<Arc<Topic>> {
     if ctx.version >= 13 {
-        ctx.broker.topic_by_id(ft.topic_id)
+        ctx.broker.topic_by_id(pt.id)
     } else {
-        ctx.broker.topic(ft.topic.0.as_str())
+        ctx.broker.topic(pt.name.0.as_str())
     }
 }
 
-/// Reads what `req` asks for, at most `budget` bytes, of which at most `memory` in memory
+/// Reads what `plan` asks for, at most `budget` bytes, of which at most `memory` in memory
 /// (beyond the first batch, which KIP-74 sends whole whatever the limits).
 fn gather(
     ctx: &Ctx<'_>,
-    req: &FetchRequest,
+    plan: &Plan,
+    read_committed: bool,
     mut budget: usize,
     mut memory: usize,
     zero_copy: bool,
@@ -143,71 +150,78 @@ fn gather(
     let mut errors = false;
     let mut files = Vec::new();
     let mut read = Vec::new();
-    let read_committed = req.isolation_level == 1;
+    let mut seen = Vec::with_capacity(plan.wants().size_hint().0);
+    let mut parked = Parked::default();
     let mut resp = FetchResponse::default();
-    for ft in &req.topics {
-        let topic = topic_of(ctx, ft);
+    for pt in &plan.topics {
+        let topic = topic_of(ctx, pt);
         let mut tr = FetchableTopicResponse::default()
-            .with_topic(ft.topic.clone())
-            .with_topic_id(ft.topic_id);
+            .with_topic(pt.name.clone())
+            .with_topic_id(pt.id);
         let denied = topic
             .as_ref()
             .is_some_and(|t| !ctx.may(Operation::Read, &t.name))
-            || (topic.is_none() && !by_id && !ctx.may(Operation::Read, ft.topic.0.as_str()));
-        for fp in &ft.partitions {
-            if denied {
+            || (topic.is_none() && !by_id && !ctx.may(Operation::Read, pt.name.0.as_str()));
+        let whole_topic = pt.partitions.len() > PER_TOPIC_ABOVE;
+        let parked_at = parked.topics.len();
+        if let (Some(t), false) = (topic.as_ref(), denied) {
+            parked.topics.push((t.clone(), whole_topic));
+        }
+        for want in &pt.partitions {
+            let mut error = |e: ResponseError, tr: &mut FetchableTopicResponse| {
                 errors = true;
-                tr.partitions.push(partition_error(
-                    fp.partition,
-                    ResponseError::TopicAuthorizationFailed,
-                ));
+                seen.push(Seen::Error);
+                tr.partitions.push(partition_error(want.partition, e));
+            };
+            if denied {
+                error(ResponseError::TopicAuthorizationFailed, &mut tr);
                 continue;
             }
             let Some(topic) = topic.as_ref() else {
-                errors = true;
                 let e = if by_id {
                     ResponseError::UnknownTopicId
                 } else {
                     ResponseError::UnknownTopicOrPartition
                 };
-                tr.partitions.push(partition_error(fp.partition, e));
+                error(e, &mut tr);
                 continue;
             };
-            let Some(part) = topic.partition(fp.partition) else {
-                errors = true;
-                tr.partitions.push(partition_error(
-                    fp.partition,
-                    ResponseError::UnknownTopicOrPartition,
-                ));
+            let Some(part) = topic.partition(want.partition) else {
+                error(ResponseError::UnknownTopicOrPartition, &mut tr);
                 continue;
             };
-            let (wm, slice) = match part.plan_read(fp.fetch_offset) {
+            // Read before the watermarks are, so that what is read is at least this new.
+            let changes = part.changes();
+            parked.seen.push((parked_at, want.partition, changes));
+            if want.unchanged(topic.id, changes) {
+                seen.push(Seen::Unchanged);
+                continue;
+            }
+            let (wm, slice) = match part.plan_read(want.fetch_offset) {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::error!(topic = %topic.name, partition = fp.partition, error = %e, "fetch failed on storage");
-                    errors = true;
-                    tr.partitions.push(partition_error(
-                        fp.partition,
-                        ResponseError::KafkaStorageError,
-                    ));
+                    tracing::error!(topic = %topic.name, partition = want.partition, error = %e, "fetch failed on storage");
+                    error(ResponseError::KafkaStorageError, &mut tr);
                     continue;
                 }
             };
             let mut pd = PartitionData::default()
-                .with_partition_index(fp.partition)
+                .with_partition_index(want.partition)
                 .with_high_watermark(wm.high)
                 .with_last_stable_offset(wm.stable)
                 .with_log_start_offset(wm.log_start);
-            if fp.fetch_offset < wm.log_start || fp.fetch_offset > wm.high {
+            if want.fetch_offset < wm.log_start || want.fetch_offset > wm.high {
                 errors = true;
+                seen.push(Seen::Error);
                 pd.error_code = code(ResponseError::OffsetOutOfRange);
                 tr.partitions.push(pd);
                 continue;
             }
             // KIP-74: the first batch of the response is always whole, whatever the limits, so
             // a batch larger than the limits can never stall a consumer.
-            let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
+            let limit = (want.max_bytes.max(0) as usize).min(budget);
             let limits = (limit, limit.min(memory));
+            let mut has_records = false;
             if let Some(slice) = slice {
                 // read_committed: nothing from the last stable offset on; and the client is
                 // told which aborted transactions' records it must drop.
@@ -220,9 +234,9 @@ fn gather(
                         in_memory: held,
                     }) => {
                         if read_committed {
-                            let end = end.unwrap_or(fp.fetch_offset);
+                            let end = end.unwrap_or(want.fetch_offset);
                             pd.aborted_transactions = Some(
-                                part.aborted_between(fp.fetch_offset, end)
+                                part.aborted_between(want.fetch_offset, end)
                                     .into_iter()
                                     .map(|a| {
                                         AbortedTransaction::default()
@@ -238,19 +252,35 @@ fn gather(
                             in_memory += data.len();
                             memory = memory.saturating_sub(data.len());
                         }
+                        has_records = !data.is_empty();
                         read.push((topic.clone(), data.len() as u64, records));
                         pd.records = Some(data);
                     }
                     Err(e) => {
-                        tracing::error!(topic = %topic.name, partition = fp.partition, error = %e, "fetch read failed");
-                        errors = true;
-                        pd.error_code = code(ResponseError::KafkaStorageError);
+                        tracing::error!(topic = %topic.name, partition = want.partition, error = %e, "fetch read failed");
+                        error(ResponseError::KafkaStorageError, &mut tr);
+                        continue;
                     }
                 }
             }
-            tr.partitions.push(pd);
+            let s = Seen::Read {
+                sent: Sent {
+                    high: wm.high,
+                    stable: wm.stable,
+                    log_start: wm.log_start,
+                    changes,
+                    topic: topic.id,
+                },
+                records: has_records,
+            };
+            if plan.shows(want, &s) {
+                tr.partitions.push(pd);
+            }
+            seen.push(s);
         }
-        resp.responses.push(tr);
+        if !(plan.trim && tr.partitions.is_empty()) {
+            resp.responses.push(tr);
+        }
     }
     Gathered {
         resp,
@@ -259,6 +289,8 @@ fn gather(
         errors,
         files,
         read,
+        seen,
+        parked,
     }
 }
 
@@ -266,58 +298,54 @@ fn gather(
 /// signal rather than on each partition's.
 const PER_TOPIC_ABOVE: usize = 32;
 
-/// What a parked fetch waits on, and each requested partition's append count when it was
-/// noted. A fetch over 1,000 partitions once held a watch receiver and a boxed future per
+/// What a parked fetch waits on: each partition it read with its change count as the fetch
+/// found it. A fetch over 1,000 partitions once held a watch receiver and a boxed future per
 /// partition, made afresh on every round: a fifth of the broker's time for a consumer
 /// long-polling 1,000 quiet partitions. Now, for a topic it reads many partitions of, it
 /// waits on the topic's one signal and, woken, compares counts (which takes no lock). For a
 /// few partitions it waits on each: a group of many members, each parked on a few
 /// partitions, is not woken whole by every append to the topic.
+#[derive(Default)]
 struct Parked {
-    signals: Vec<watch::Receiver<u64>>,
-    seen: Vec<(std::sync::Arc<crate::broker::Partition>, u64)>,
+    /// The topics read, and whether to wait on the topic's signal (else its partitions').
+    topics: Vec<(Arc<Topic>, bool)>,
+    /// (index in `topics`, partition, its change count when read).
+    seen: Vec<(usize, i32, u64)>,
 }
 
 impl Parked {
-    /// Noted before the fetch looks at its partitions, so an append that lands while it
-    /// gathers still shows.
-    fn note(ctx: &Ctx<'_>, req: &FetchRequest) -> Parked {
-        let mut signals = Vec::with_capacity(req.topics.len());
-        let mut seen = Vec::new();
-        for ft in &req.topics {
-            let Some(topic) = topic_of(ctx, ft) else {
-                continue;
-            };
-            let whole_topic = ft.partitions.len() > PER_TOPIC_ABOVE;
-            if whole_topic {
-                signals.push(topic.subscribe_appends());
-            }
-            for fp in &ft.partitions {
-                if let Some(part) = topic.partition(fp.partition) {
-                    if !whole_topic {
-                        signals.push(part.subscribe_appends());
-                    }
-                    let count = part.append_count();
-                    seen.push((part.clone(), count));
-                }
-            }
-        }
-        Parked { signals, seen }
+    fn partitions(&self) -> impl Iterator<Item = (&crate::broker::Partition, u64, bool)> {
+        self.seen.iter().filter_map(|&(t, p, n)| {
+            let (topic, whole) = self.topics.get(t)?;
+            Some((&**topic.partition(p)?, n, !*whole))
+        })
     }
 
-    /// Resolves once one of the noted partitions has had an append (or its topic was
-    /// deleted): appends to other partitions of a topic waited on whole wake it only to
+    /// Resolves once one of the partitions has changed since it was read (or its topic was
+    /// deleted): changes to other partitions of a topic waited on whole wake it only to
     /// compare counts.
     async fn moved(&mut self) {
+        // Subscribed before the counts are compared: a change before this shows in the
+        // counts, one after wakes a receiver.
+        let mut signals: Vec<watch::Receiver<u64>> = self
+            .topics
+            .iter()
+            .filter(|(_, whole)| *whole)
+            .map(|(t, _)| t.subscribe_appends())
+            .chain(
+                self.partitions()
+                    .filter(|(_, _, own)| *own)
+                    .map(|(p, _, _)| p.subscribe_appends()),
+            )
+            .collect();
         loop {
-            if self.signals.is_empty() {
+            if self.partitions().any(|(p, n, _)| p.changes() != n) {
+                return;
+            }
+            if signals.is_empty() {
                 return std::future::pending().await;
             }
-            let mut changes: Vec<_> = self
-                .signals
-                .iter_mut()
-                .map(|r| Box::pin(r.changed()))
-                .collect();
+            let mut changes: Vec<_> = signals.iter_mut().map(|r| Box::pin(r.changed())).collect();
             let closed = std::future::poll_fn(|cx| {
                 for c in &mut changes {
                     if let Poll::Ready(r) = c.as_mut().poll(cx) {
@@ -327,8 +355,7 @@ impl Parked {
                 Poll::Pending
             })
             .await;
-            drop(changes);
-            if closed || self.seen.iter().any(|(p, n)| p.append_count() != *n) {
+            if closed {
                 return;
             }
         }
@@ -341,23 +368,22 @@ impl Parked {
 /// their files (see `pieces.rs`).
 pub async fn handle(
     ctx: &Ctx<'_>,
-    mut req: FetchRequest,
+    req: FetchRequest,
     zero_copy: bool,
 ) -> (FetchResponse, Held, Vec<FileRange>) {
     let sessions = &ctx.broker.fetch_sessions;
-    let opened = match sessions.open(&mut req, ctx.version >= 13, std::time::Instant::now()) {
-        Ok(o) => o,
+    let plan = match sessions.open(&req, ctx.version >= 13, std::time::Instant::now()) {
+        Ok(p) => p,
         Err(e) => {
             let r = FetchResponse::default().with_error_code(e);
             return (r, ctx.broker.limits.memory.take_up_to(0), Vec::new());
         }
     };
+    let read_committed = req.isolation_level == 1;
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let allowed = ctx.broker.limits.fetch_budget(req.max_bytes);
     loop {
-        // Noted again on every round, so a topic recreated meanwhile is followed too.
-        let mut parked = Parked::note(ctx, &req);
         // Twice the records: they are copied once more when the response is encoded. The
         // caller gives back the copy's half once encoding is done.
         let mut room = ctx
@@ -366,10 +392,18 @@ pub async fn handle(
             .memory
             .take_up_to(allowed.saturating_mul(2));
         // File ranges (zero copy) take no room: under memory pressure they still fill what
-        // the client may be sent.
-        let g = gather(ctx, &req, allowed, room.bytes() / 2, zero_copy);
+        // the client may be sent. Looked up again on every round, so a topic recreated
+        // meanwhile is followed too.
+        let g = gather(
+            ctx,
+            &plan,
+            read_committed,
+            allowed,
+            room.bytes() / 2,
+            zero_copy,
+        );
         // As Kafka: a fetch naming no partition (a session being closed) is answered at once.
-        let nothing_asked = req.topics.is_empty();
+        let nothing_asked = plan.topics.is_empty();
         if g.errors
             || nothing_asked
             || g.bytes >= req.min_bytes.max(1) as usize
@@ -378,10 +412,11 @@ pub async fn handle(
             room.shrink_to(g.in_memory.saturating_mul(2));
             g.count();
             let mut resp = g.resp;
-            sessions.close(opened, &mut resp);
+            sessions.close(&plan, &g.seen, &mut resp);
             return (resp, room, g.files);
         }
         drop(room);
+        let mut parked = g.parked;
         tokio::select! {
             _ = parked.moved() => {}
             _ = tokio::time::sleep_until(deadline) => {}

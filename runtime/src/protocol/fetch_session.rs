@@ -3,10 +3,17 @@
 //! carries only the partitions that have something to say. Without them a consumer of 1,000
 //! partitions sends and receives 1,000 entries on every fetch, most of them empty.
 //!
-//! I/O-free: [`Sessions::open`] turns a request into the full partition list to read (and
-//! says which session the answer belongs to); [`Sessions::close`] trims the answer and
-//! remembers what it told the client. The fetch itself (`fetch.rs`) reads as for any full
-//! request.
+//! I/O-free: [`Sessions::open`] turns a request into a [`Plan`], the partitions to read in
+//! answer order, each with what the session last told the client of it; the fetch
+//! (`fetch.rs`) reads them, leaving out what [`Plan::shows`] says the client already has,
+//! and [`Sessions::close`] remembers what the answer told.
+//!
+//! What an incremental fetch costs grows with the partitions that have news, not with the
+//! session: a partition is not even looked at when the client asks from its high watermark
+//! and its change count (`Partition::changes`, bumped after anything that moves its
+//! watermarks, readable without the log's lock) is the one noted before the watermarks the
+//! session last sent were read. A session keeps its partitions in a slab in rotation order,
+//! so a request rebuilds nothing and an answer updates its partitions by index.
 //!
 //! Invariants:
 //! - A session answers an incremental request only at the epoch it expects next, so a
@@ -16,6 +23,11 @@
 //!   error, and its high watermark, last stable offset and log start offset are the ones the
 //!   session last sent. Partitions with records are never dropped, so the file ranges that
 //!   stand for records (`pieces.rs`) keep their order.
+//! - What a session remembers of a partition was sent to the client: an answer updates the
+//!   session only if no other request of the session was opened since its own (a client
+//!   that sends the next epoch before the answer arrives gets answers that show more, never
+//!   less). Watermarks only move forward, so an older memory can only make an answer show
+//!   more.
 //! - The cache holds at most [`MAX_SESSIONS`]. As in Kafka, a new session takes the place of
 //!   one idle for [`EVICTION_AFTER`], else of an older one with fewer partitions; failing
 //!   both it is not made and the answer is sessionless. A busy consumer's session is never
@@ -23,14 +35,14 @@
 //!   otherwise flush everyone's). An evicted session's next request gets
 //!   FETCH_SESSION_ID_NOT_FOUND and the client starts again with a full request: a round
 //!   trip, never records.
-//! - Nothing cached points into a request's buffer (decoded names and tagged fields do), so a
-//!   session holds only its own bytes.
+//! - Nothing cached points into a request's buffer (decoded names do), so a session holds
+//!   only its own bytes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -47,26 +59,162 @@ pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 /// A session made with topic ids used by a request naming topics, or the other way round.
 pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
-/// A topic in a session: (topic id, topic name). Requests from v13 on name topics by id
-/// (the name is empty), older ones by name (the id is nil). Partitions hang below it, so an
-/// answer's partitions are found without a string per partition.
+/// A topic as requests name it: (topic id, topic name). Requests from v13 on name topics by
+/// id (the name is empty), older ones by name (the id is nil).
 type TopicKey = (Uuid, String);
 
+/// A session's own copy of a topic's id and name, shared by its partitions' entries.
+type SessionTopic = Arc<(Uuid, TopicName)>;
+
+/// What one fetch reads: its topics in answer order (a topic appears again wherever
+/// another's partition came between, as in Kafka's answers, so the rotation holds across
+/// topics too), each with the partitions to read.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub topics: Vec<PlanTopic>,
+    /// An incremental request: what the client already has is left out of the answer.
+    pub trim: bool,
+    session: Option<PlanSession>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PlanSession {
+    id: i32,
+    /// The session's generation when this plan was made (see [`Sessions::close`]).
+    generation: u64,
+}
+
+#[derive(Debug)]
+pub struct PlanTopic {
+    pub id: Uuid,
+    pub name: TopicName,
+    pub partitions: Vec<Want>,
+}
+
+/// A partition to read.
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    pub partition: i32,
+    pub fetch_offset: i64,
+    pub max_bytes: i32,
+    /// What the session last told the client of it (None: nothing yet, or an error).
+    pub sent: Option<Sent>,
+    /// Its place in the session's slab.
+    slot: u32,
+}
+
+/// A partition's state as an answer told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub high: i64,
+    pub stable: i64,
+    pub log_start: i64,
+    /// The partition's change count, read before those watermarks were.
+    pub changes: u64,
+    /// The id of the topic it belonged to (a topic recreated under its name is another).
+    pub topic: Uuid,
+}
+
+impl Sent {
+    fn same_state(&self, other: &Sent) -> bool {
+        (self.high, self.stable, self.log_start, self.topic)
+            == (other.high, other.stable, other.log_start, other.topic)
+    }
+}
+
+/// What a fetch found of one planned partition.
+#[derive(Debug, Clone, Copy)]
+pub enum Seen {
+    /// Not read: [`Want::unchanged`].
+    Unchanged,
+    /// Answered with an error code.
+    Error,
+    /// Read: its state, and whether records went with it.
+    Read { sent: Sent, records: bool },
+}
+
+impl Want {
+    /// Whether the partition may be left unread: the client asks from the high watermark it
+    /// was last told, and nothing has changed since (same topic, same change count), so an
+    /// incremental answer would leave it out anyway.
+    pub fn unchanged(&self, topic: Uuid, changes: u64) -> bool {
+        self.sent.is_some_and(|s| {
+            s.topic == topic && s.changes == changes && self.fetch_offset == s.high
+        })
+    }
+}
+
+impl Plan {
+    /// A full request read as it is, with no session.
+    fn whole(req: &FetchRequest) -> Plan {
+        Plan {
+            topics: req
+                .topics
+                .iter()
+                .map(|t| PlanTopic {
+                    id: t.topic_id,
+                    name: t.topic.clone(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| Want {
+                            partition: p.partition,
+                            fetch_offset: p.fetch_offset,
+                            max_bytes: p.partition_max_bytes,
+                            sent: None,
+                            slot: 0,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            trim: false,
+            session: None,
+        }
+    }
+
+    /// Whether the answer for `want` belongs in the response: always in a full one; in an
+    /// incremental one when it carries records or an error, or a state the client was not
+    /// last told.
+    pub fn shows(&self, want: &Want, seen: &Seen) -> bool {
+        if !self.trim {
+            return true;
+        }
+        match seen {
+            Seen::Unchanged => false,
+            Seen::Error => true,
+            Seen::Read { sent, records } => {
+                *records || !want.sent.is_some_and(|w| w.same_state(sent))
+            }
+        }
+    }
+
+    /// The partitions in order.
+    pub fn wants(&self) -> impl Iterator<Item = &Want> {
+        self.topics.iter().flat_map(|t| t.partitions.iter())
+    }
+}
+
 struct Entry {
-    /// Order in the next read: a partition that returned records goes to the back, so under
-    /// a byte limit the others get their turn (as Kafka does).
-    rank: u64,
-    wanted: FetchPartition,
-    /// What the session last told the client (-1: nothing yet).
-    high_watermark: i64,
-    last_stable_offset: i64,
-    log_start_offset: i64,
+    topic: SessionTopic,
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: i32,
+    sent: Option<Sent>,
+    /// False once forgotten (its slot is free).
+    live: bool,
 }
 
 struct Session {
-    /// Never holds a topic without partitions.
-    parts: HashMap<TopicKey, HashMap<i32, Entry>>,
-    next_rank: u64,
+    /// Partitions by slot; forgotten ones leave a free slot.
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+    /// Live slots in the order of the next read: a partition that returned records goes to
+    /// the back, so under a byte limit the others get their turn (as Kafka does).
+    order: Vec<u32>,
+    /// Slots by topic and partition. Never holds a topic without partitions.
+    index: HashMap<TopicKey, (SessionTopic, HashMap<i32, u32>)>,
+    /// Bumped by every request opened in the session.
+    generation: u64,
     /// The epoch the next incremental request must carry.
     next_epoch: i32,
     /// Whether its requests name topics by id (Fetch v13 on).
@@ -78,8 +226,11 @@ struct Session {
 impl Session {
     fn new(by_id: bool, now: Instant) -> Session {
         Session {
-            parts: HashMap::new(),
-            next_rank: 0,
+            entries: Vec::new(),
+            free: Vec::new(),
+            order: Vec::new(),
+            index: HashMap::new(),
+            generation: 0,
             next_epoch: 1,
             by_id,
             created: now,
@@ -88,7 +239,7 @@ impl Session {
     }
 
     fn count(&self) -> usize {
-        self.parts.values().map(HashMap::len).sum()
+        self.order.len()
     }
 
     /// Adds or updates the partitions a request names (keeping what was last sent of
@@ -98,72 +249,102 @@ impl Session {
             if t.partitions.is_empty() {
                 continue;
             }
-            let topic = self
-                .parts
+            let (arc, slots) = self
+                .index
                 .entry((t.topic_id, t.topic.0.to_string()))
-                .or_default();
+                .or_insert_with(|| {
+                    // An owned name: the request's points into its buffer.
+                    let name = TopicName(StrBytes::from_string(t.topic.0.to_string()));
+                    (Arc::new((t.topic_id, name)), HashMap::new())
+                });
             for p in &t.partitions {
-                // Tagged fields are slices of the request's buffer.
-                let mut wanted = p.clone();
-                wanted.unknown_tagged_fields.clear();
-                match topic.get_mut(&p.partition) {
-                    Some(e) => e.wanted = wanted,
-                    None => {
-                        topic.insert(
-                            p.partition,
-                            Entry {
-                                rank: self.next_rank,
-                                wanted,
-                                high_watermark: -1,
-                                last_stable_offset: -1,
-                                log_start_offset: -1,
-                            },
-                        );
-                        self.next_rank += 1;
+                if let Some(&slot) = slots.get(&p.partition) {
+                    let e = &mut self.entries[slot as usize];
+                    e.fetch_offset = p.fetch_offset;
+                    e.max_bytes = p.partition_max_bytes;
+                    continue;
+                }
+                let entry = Entry {
+                    topic: arc.clone(),
+                    partition: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes,
+                    sent: None,
+                    live: true,
+                };
+                let slot = match self.free.pop() {
+                    Some(s) => {
+                        self.entries[s as usize] = entry;
+                        s
                     }
+                    None => {
+                        self.entries.push(entry);
+                        (self.entries.len() - 1) as u32
+                    }
+                };
+                slots.insert(p.partition, slot);
+                self.order.push(slot);
+            }
+        }
+    }
+
+    fn forget(&mut self, forgotten: &[ForgottenTopic]) {
+        let mut any = false;
+        for f in forgotten {
+            let key = (f.topic_id, f.topic.0.to_string());
+            let Some((_, slots)) = self.index.get_mut(&key) else {
+                continue;
+            };
+            for p in &f.partitions {
+                if let Some(slot) = slots.remove(p) {
+                    self.entries[slot as usize].live = false;
+                    self.free.push(slot);
+                    any = true;
                 }
             }
+            if slots.is_empty() {
+                self.index.remove(&key);
+            }
+        }
+        if any {
+            let entries = &self.entries;
+            self.order.retain(|s| entries[*s as usize].live);
         }
     }
 
-    /// Every partition of the session, as a full request's topic list, in rank order: a
-    /// topic appears again wherever another's partition came between (Kafka's answers do
-    /// the same), so the rotation holds across topics too.
-    fn topics(&self) -> Vec<FetchTopic> {
-        let mut entries: Vec<(&TopicKey, &Entry)> = self
-            .parts
-            .iter()
-            .flat_map(|(k, ps)| ps.values().map(move |e| (k, e)))
-            .collect();
-        entries.sort_by_key(|(_, e)| e.rank);
-        let mut out: Vec<FetchTopic> = Vec::new();
-        for ((id, name), e) in entries {
-            let same = out
-                .last()
-                .is_some_and(|t| t.topic_id == *id && t.topic.0.as_str() == name.as_str());
-            if !same {
-                // An owned name: the request's points into its buffer.
-                let topic = TopicName(StrBytes::from_string(name.clone()));
-                out.push(FetchTopic::default().with_topic(topic).with_topic_id(*id));
+    /// Every partition of the session, in rotation order.
+    fn plan(&self, id: i32, trim: bool) -> Plan {
+        let mut topics: Vec<PlanTopic> = Vec::new();
+        let mut last: Option<&SessionTopic> = None;
+        for &slot in &self.order {
+            let e = &self.entries[slot as usize];
+            if !last.is_some_and(|l| Arc::ptr_eq(l, &e.topic)) {
+                topics.push(PlanTopic {
+                    id: e.topic.0,
+                    name: e.topic.1.clone(),
+                    partitions: Vec::new(),
+                });
+                last = Some(&e.topic);
             }
-            if let Some(t) = out.last_mut() {
-                t.partitions.push(e.wanted.clone());
+            if let Some(t) = topics.last_mut() {
+                t.partitions.push(Want {
+                    partition: e.partition,
+                    fetch_offset: e.fetch_offset,
+                    max_bytes: e.max_bytes,
+                    sent: e.sent,
+                    slot,
+                });
             }
         }
-        out
+        Plan {
+            topics,
+            trim,
+            session: Some(PlanSession {
+                id,
+                generation: self.generation,
+            }),
+        }
     }
-}
-
-/// Which session an answer belongs to, from [`Sessions::open`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opened {
-    /// No session (epoch -1, or versions before 7): the answer is full, session id 0.
-    None,
-    /// A session made by this full request (a full cache with nothing evictable answers
-    /// [`Opened::None`] instead).
-    New(i32),
-    /// An incremental request in session `id`: the answer is trimmed.
-    Incremental(i32),
 }
 
 #[derive(Default)]
@@ -190,25 +371,25 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// Resolves `req`'s session (`by_id`: the request names topics by id, v13 on). For an
-    /// incremental request, `req.topics` becomes the session's whole partition list; a full
-    /// request is left as it is. Err: the top-level error code to answer with
+    /// Resolves `req`'s session (`by_id`: the request names topics by id, v13 on) into what
+    /// to read: for an incremental request, the session's whole partition list; for a full
+    /// one, what it names. Err: the top-level error code to answer with
     /// (FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH,
     /// FETCH_SESSION_TOPIC_ID_ERROR).
-    pub fn open(&self, req: &mut FetchRequest, by_id: bool, now: Instant) -> Result<Opened, i16> {
+    pub fn open(&self, req: &FetchRequest, by_id: bool, now: Instant) -> Result<Plan, i16> {
         let mut sessions = self.lock();
         let (id, epoch) = (req.session_id, req.session_epoch);
         match epoch {
             FINAL_EPOCH => {
                 // Closing a session (or never having one): a full, sessionless fetch.
                 sessions.remove(&id);
-                Ok(Opened::None)
+                Ok(Plan::whole(req))
             }
             INITIAL_EPOCH => {
                 sessions.remove(&id);
                 let size = req.topics.iter().map(|t| t.partitions.len()).sum();
                 if sessions.len() >= MAX_SESSIONS && !evict_for(&mut sessions, size, now) {
-                    return Ok(Opened::None);
+                    return Ok(Plan::whole(req));
                 }
                 let id = loop {
                     let candidate = (Uuid::new_v4().as_u128() as i32) & i32::MAX;
@@ -218,8 +399,9 @@ impl Sessions {
                 };
                 let mut s = Session::new(by_id, now);
                 s.apply(&req.topics);
+                let plan = s.plan(id, false);
                 sessions.insert(id, s);
-                Ok(Opened::New(id))
+                Ok(plan)
             }
             _ if epoch < 0 => Err(INVALID_FETCH_SESSION_EPOCH),
             _ => {
@@ -232,78 +414,61 @@ impl Sessions {
                 }
                 s.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
                 s.used = now;
+                s.generation += 1;
                 s.apply(&req.topics);
-                for f in &req.forgotten_topics_data {
-                    let key = (f.topic_id, f.topic.0.to_string());
-                    if let Some(t) = s.parts.get_mut(&key) {
-                        for p in &f.partitions {
-                            t.remove(p);
-                        }
-                        if t.is_empty() {
-                            s.parts.remove(&key);
-                        }
-                    }
-                }
-                if s.parts.is_empty() {
-                    // As Kafka: a session left with nothing is closed, the answer sessionless.
+                s.forget(&req.forgotten_topics_data);
+                if s.order.is_empty() {
+                    // As Kafka: a session left with nothing is closed, the answer sessionless
+                    // (and empty).
                     sessions.remove(&id);
-                    req.topics.clear();
-                    return Ok(Opened::None);
+                    return Ok(Plan::default());
                 }
-                req.topics = s.topics();
-                Ok(Opened::Incremental(id))
+                Ok(s.plan(id, true))
             }
         }
     }
 
-    /// Sets the answer's session id, remembers what it tells the client and, for an
-    /// incremental request, leaves out the partitions with nothing new.
-    pub fn close(&self, opened: Opened, resp: &mut FetchResponse) {
-        let id = match opened {
-            Opened::None => {
-                resp.session_id = 0;
-                return;
-            }
-            Opened::New(id) | Opened::Incremental(id) => id,
-        };
-        resp.session_id = id;
-        let mut sessions = self.lock();
-        // Evicted meanwhile: the answer stays full; the next request learns the session is
-        // gone.
-        let Some(s) = sessions.get_mut(&id) else {
+    /// Sets the answer's session id and remembers what the answer told of each partition
+    /// (`seen`: one per partition of `plan`, in order).
+    pub fn close(&self, plan: &Plan, seen: &[Seen], resp: &mut FetchResponse) {
+        let Some(ps) = plan.session else {
+            resp.session_id = 0;
             return;
         };
-        let trim = matches!(opened, Opened::Incremental(_));
-        let next_rank = &mut s.next_rank;
-        for t in &mut resp.responses {
-            let Some(cached) = s.parts.get_mut(&(t.topic_id, t.topic.0.to_string())) else {
+        resp.session_id = ps.id;
+        let mut sessions = self.lock();
+        // Evicted meanwhile: the next request learns the session is gone. Opened again
+        // meanwhile: that request's answer updates it.
+        let Some(s) = sessions.get_mut(&ps.id) else {
+            return;
+        };
+        if s.generation != ps.generation {
+            return;
+        }
+        let mut moved = Vec::new();
+        for (want, seen) in plan.wants().zip(seen) {
+            let Some(e) = s.entries.get_mut(want.slot as usize) else {
                 continue;
             };
-            t.partitions.retain(|p| {
-                let has_records = p.records.as_ref().is_some_and(|r| !r.is_empty());
-                let Some(e) = cached.get_mut(&p.partition_index) else {
-                    return true;
-                };
-                let changed = e.high_watermark != p.high_watermark
-                    || e.last_stable_offset != p.last_stable_offset
-                    || e.log_start_offset != p.log_start_offset;
+            match seen {
+                Seen::Unchanged => {}
                 // After an error the next answer shows the partition again, as in Kafka.
-                e.high_watermark = if p.error_code != 0 {
-                    -1
-                } else {
-                    p.high_watermark
-                };
-                e.last_stable_offset = p.last_stable_offset;
-                e.log_start_offset = p.log_start_offset;
-                if has_records {
-                    e.rank = *next_rank;
-                    *next_rank += 1;
+                Seen::Error => e.sent = None,
+                Seen::Read { sent, records } => {
+                    e.sent = Some(*sent);
+                    if *records {
+                        moved.push(want.slot);
+                    }
                 }
-                !trim || has_records || changed || p.error_code != 0
-            });
+            }
         }
-        if trim {
-            resp.responses.retain(|t| !t.partitions.is_empty());
+        if !moved.is_empty() {
+            let mut back = vec![false; s.entries.len()];
+            for m in &moved {
+                back[*m as usize] = true;
+            }
+            s.order.retain(|x| !back[*x as usize]);
+            s.order.extend(moved);
         }
     }
 }
@@ -331,10 +496,7 @@ fn evict_for(sessions: &mut HashMap<i32, Session>, size: usize, now: Instant) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use kafka_protocol::messages::fetch_request::ForgottenTopic;
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::fetch_request::FetchPartition;
 
     fn name(s: &str) -> TopicName {
         TopicName(StrBytes::from_string(s.to_string()))
@@ -362,169 +524,227 @@ mod tests {
             .with_topics(topics)
     }
 
-    /// What the fetch would answer for `req`: every partition at high watermark `hw`, with
-    /// one record's worth of bytes for those in `with_records`.
-    fn answer(req: &FetchRequest, hw: i64, with_records: &[(&str, i32)]) -> FetchResponse {
-        let mut r = FetchResponse::default();
-        for t in &req.topics {
-            let mut tr = FetchableTopicResponse::default().with_topic(t.topic.clone());
-            for p in &t.partitions {
-                let records = with_records
-                    .contains(&(t.topic.0.as_str(), p.partition))
-                    .then(|| Bytes::from_static(b"x"))
-                    .or(Some(Bytes::new()));
-                tr.partitions.push(
-                    PartitionData::default()
-                        .with_partition_index(p.partition)
-                        .with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
-                        .with_log_start_offset(0)
-                        .with_records(records),
-                );
+    /// What a fetch would find for `plan` with every partition at high watermark `hw` (its
+    /// change count too), records in those of `with_records`, as `fetch.rs` reads: a
+    /// partition it may leave unread is left unread.
+    fn answer(plan: &Plan, hw: i64, with_records: &[(&str, i32)]) -> Vec<Seen> {
+        let mut seen = Vec::new();
+        for t in &plan.topics {
+            for w in &t.partitions {
+                if w.unchanged(t.id, hw as u64) {
+                    seen.push(Seen::Unchanged);
+                    continue;
+                }
+                let sent = Sent {
+                    high: hw,
+                    stable: hw,
+                    log_start: 0,
+                    changes: hw as u64,
+                    topic: t.id,
+                };
+                let records = with_records.contains(&(t.name.0.as_str(), w.partition));
+                seen.push(Seen::Read { sent, records });
             }
-            r.responses.push(tr);
         }
-        r
+        seen
     }
 
-    fn listed(r: &FetchResponse) -> Vec<(String, i32)> {
-        r.responses
+    /// The partitions the answer shows.
+    fn listed(plan: &Plan, seen: &[Seen]) -> Vec<(String, i32)> {
+        plan.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |w| (t, w)))
+            .zip(seen)
+            .filter(|((_, w), s)| plan.shows(w, s))
+            .map(|((t, w), _)| (t.name.0.to_string(), w.partition))
+            .collect()
+    }
+
+    fn fetched(plan: &Plan) -> Vec<(String, i32, i64)> {
+        plan.topics
             .iter()
             .flat_map(|t| {
                 t.partitions
                     .iter()
-                    .map(move |p| (t.topic.0.to_string(), p.partition_index))
+                    .map(move |w| (t.name.0.to_string(), w.partition, w.fetch_offset))
             })
             .collect()
     }
 
-    fn fetched(req: &FetchRequest) -> Vec<(String, i32, i64)> {
-        req.topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(move |p| (t.topic.0.to_string(), p.partition, p.fetch_offset))
-            })
-            .collect()
+    /// Opens `req`, answers it as [`answer`] does and closes it: what the answer listed, and
+    /// its session id.
+    fn round(
+        s: &Sessions,
+        req: &FetchRequest,
+        hw: i64,
+        with_records: &[(&str, i32)],
+    ) -> (Vec<(String, i32)>, i32) {
+        let plan = s.open(req, false, Instant::now()).unwrap();
+        let seen = answer(&plan, hw, with_records);
+        let mut r = FetchResponse::default().with_session_id(99);
+        s.close(&plan, &seen, &mut r);
+        (listed(&plan, &seen), r.session_id)
     }
 
     #[test]
     fn sessionless_requests_are_answered_whole_with_session_id_zero() {
         let s = Sessions::default();
-        let mut req = request(0, FINAL_EPOCH, &[("a", 0, 0), ("a", 1, 0)]);
-        let opened = s.open(&mut req, false, Instant::now()).unwrap();
-        assert_eq!(opened, Opened::None);
-        let mut r = answer(&req, 5, &[]);
-        r.session_id = 99;
-        s.close(opened, &mut r);
-        assert_eq!(r.session_id, 0);
-        assert_eq!(listed(&r).len(), 2);
+        let req = request(0, FINAL_EPOCH, &[("a", 0, 0), ("a", 1, 0)]);
+        let (shown, id) = round(&s, &req, 5, &[]);
+        assert_eq!(id, 0);
+        assert_eq!(shown.len(), 2);
         assert!(s.is_empty());
     }
 
     #[test]
     fn an_incremental_answer_carries_only_what_changed() {
         let s = Sessions::default();
-        let now = Instant::now();
-        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0), ("b", 0, 0)]);
-        let opened = s.open(&mut req, false, now).unwrap();
-        let Opened::New(id) = opened else {
-            panic!("{opened:?}")
-        };
+        let req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0), ("b", 0, 0)]);
+        let (first, id) = round(&s, &req, 5, &[("a", 0)]);
         assert_ne!(id, 0);
-        let mut r = answer(&req, 5, &[("a", 0)]);
-        s.close(opened, &mut r);
-        assert_eq!(r.session_id, id);
-        assert_eq!(listed(&r).len(), 3, "the first answer is full");
+        assert_eq!(first.len(), 3, "the first answer is full");
 
         // Only a-0 moved on; nothing changed anywhere.
-        let mut req = request(id, 1, &[("a", 0, 5)]);
-        let opened = s.open(&mut req, false, now).unwrap();
-        assert_eq!(opened, Opened::Incremental(id));
+        let req = request(id, 1, &[("a", 0, 5)]);
+        let plan = s.open(&req, false, Instant::now()).unwrap();
+        assert!(plan.trim);
         // The whole session is read, a-0 (which returned records) last, at its new offset.
         assert_eq!(
-            fetched(&req),
+            fetched(&plan),
             vec![("a".into(), 1, 0), ("b".into(), 0, 0), ("a".into(), 0, 5)]
         );
-        let mut r = answer(&req, 5, &[]);
-        s.close(opened, &mut r);
+        let seen = answer(&plan, 5, &[]);
+        let mut r = FetchResponse::default();
+        s.close(&plan, &seen, &mut r);
         assert_eq!(r.session_id, id);
-        assert!(r.responses.is_empty(), "{:?}", listed(&r));
+        assert!(listed(&plan, &seen).is_empty());
 
         // b-0 gets records, and a new high watermark shows on every partition.
-        let mut req = request(id, 2, &[]);
-        let opened = s.open(&mut req, false, now).unwrap();
-        let mut r = answer(&req, 6, &[("b", 0)]);
-        s.close(opened, &mut r);
-        assert_eq!(listed(&r).len(), 3);
-        // Then only b-0, with records again; an error always shows.
-        let mut req = request(id, 3, &[("b", 0, 6)]);
-        let opened = s.open(&mut req, false, now).unwrap();
-        let mut r = answer(&req, 6, &[("b", 0)]);
-        r.responses[0].partitions[0].error_code = 1;
-        s.close(opened, &mut r);
-        let mut got = listed(&r);
+        let (got, _) = round(&s, &request(id, 2, &[]), 6, &[("b", 0)]);
+        assert_eq!(got.len(), 3);
+        // Then only b-0, with records again (it asks from below the high watermark); an
+        // error always shows.
+        let req = request(id, 3, &[("b", 0, 5)]);
+        let plan = s.open(&req, false, Instant::now()).unwrap();
+        let mut seen = answer(&plan, 6, &[("b", 0)]);
+        let a1 = fetched(&plan).iter().position(|p| p.0 == "a" && p.1 == 1);
+        seen[a1.unwrap()] = Seen::Error;
+        s.close(&plan, &seen, &mut FetchResponse::default());
+        let mut got = listed(&plan, &seen);
         got.sort();
         assert_eq!(got, vec![("a".into(), 1), ("b".into(), 0)]);
+        // After the error a-1 is read and shown again though nothing changed.
+        let plan = s
+            .open(&request(id, 4, &[("b", 0, 6)]), false, Instant::now())
+            .unwrap();
+        let seen = answer(&plan, 6, &[]);
+        assert_eq!(listed(&plan, &seen), vec![("a".into(), 1)]);
+    }
+
+    /// A caught-up partition whose change count has not moved is not read at all; one that
+    /// is behind its high watermark, or whose count moved, is.
+    #[test]
+    fn partitions_with_nothing_new_are_left_unread() {
+        let s = Sessions::default();
+        let req = request(0, INITIAL_EPOCH, &[("a", 0, 5), ("a", 1, 3)]);
+        let (_, id) = round(&s, &req, 5, &[("a", 1)]);
+        let plan = s
+            .open(&request(id, 1, &[("a", 1, 4)]), false, Instant::now())
+            .unwrap();
+        let unread = |plan: &Plan, changes: u64| -> Vec<bool> {
+            plan.topics[0]
+                .partitions
+                .iter()
+                .map(|w| w.unchanged(Uuid::nil(), changes))
+                .collect()
+        };
+        // a-0 asks from 5, its high watermark: unread. a-1 asks from 4, below it: read.
+        assert_eq!(fetched(&plan)[0].1, 0);
+        assert_eq!(unread(&plan, 5), vec![true, false]);
+        assert_eq!(unread(&plan, 6), vec![false, false], "its count moved");
+        // The same name under another topic id is another topic.
+        assert!(!plan.topics[0].partitions[0].unchanged(Uuid::from_u128(1), 5));
+    }
+
+    /// An answer to a request that another request of the session overtook leaves the
+    /// session alone: what it remembers was sent by the later answer.
+    #[test]
+    fn an_overtaken_answer_does_not_update_the_session() {
+        let s = Sessions::default();
+        let (_, id) = round(&s, &request(0, INITIAL_EPOCH, &[("a", 0, 0)]), 5, &[]);
+        let first = s.open(&request(id, 1, &[]), false, Instant::now()).unwrap();
+        let (listed2, _) = round(&s, &request(id, 2, &[]), 5, &[]);
+        assert!(listed2.is_empty());
+        // The first answer (at a newer high watermark) arrives late: not remembered, so
+        // the next answer shows the partition.
+        s.close(
+            &first,
+            &answer(&first, 7, &[]),
+            &mut FetchResponse::default(),
+        );
+        let (listed3, _) = round(&s, &request(id, 3, &[]), 7, &[]);
+        assert_eq!(listed3, vec![("a".into(), 0)]);
     }
 
     #[test]
     fn forgotten_partitions_leave_the_session_and_new_ones_join_it() {
         let s = Sessions::default();
         let now = Instant::now();
-        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0)]);
-        let Ok(Opened::New(id)) = s.open(&mut req, false, now) else {
-            panic!()
-        };
-        let mut req = request(id, 1, &[("c", 3, 7)]).with_forgotten_topics_data(vec![
+        let req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0)]);
+        let id = s.open(&req, false, now).unwrap().session.unwrap().id;
+        let req = request(id, 1, &[("c", 3, 7)]).with_forgotten_topics_data(vec![
             ForgottenTopic::default()
                 .with_topic(name("a"))
                 .with_partitions(vec![0]),
         ]);
-        s.open(&mut req, false, now).unwrap();
-        assert_eq!(fetched(&req), vec![("a".into(), 1, 0), ("c".into(), 3, 7)]);
+        let plan = s.open(&req, false, now).unwrap();
+        assert_eq!(fetched(&plan), vec![("a".into(), 1, 0), ("c".into(), 3, 7)]);
+        // a-0 comes back in the slot it left, at the back of the rotation.
+        let req = request(id, 2, &[("a", 0, 2)]);
+        let plan = s.open(&req, false, now).unwrap();
+        assert_eq!(
+            fetched(&plan),
+            vec![("a".into(), 1, 0), ("c".into(), 3, 7), ("a".into(), 0, 2)]
+        );
+        assert_eq!(s.partitions(), 3);
     }
 
     #[test]
     fn wrong_epochs_and_unknown_sessions_are_refused() {
         let s = Sessions::default();
         let now = Instant::now();
-        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
-        let Ok(Opened::New(id)) = s.open(&mut req, false, now) else {
-            panic!()
-        };
+        let req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
+        let id = s.open(&req, false, now).unwrap().session.unwrap().id;
+        let code = |r: Result<Plan, i16>| r.err();
         assert_eq!(
-            s.open(&mut request(id, 2, &[]), false, now),
-            Err(INVALID_FETCH_SESSION_EPOCH)
+            code(s.open(&request(id, 2, &[]), false, now)),
+            Some(INVALID_FETCH_SESSION_EPOCH)
         );
         assert_eq!(
-            s.open(&mut request(id ^ 1, 1, &[]), false, now),
-            Err(FETCH_SESSION_ID_NOT_FOUND)
+            code(s.open(&request(id ^ 1, 1, &[]), false, now)),
+            Some(FETCH_SESSION_ID_NOT_FOUND)
         );
         assert_eq!(
-            s.open(&mut request(0, 1, &[]), false, now),
-            Err(FETCH_SESSION_ID_NOT_FOUND)
+            code(s.open(&request(0, 1, &[]), false, now)),
+            Some(FETCH_SESSION_ID_NOT_FOUND)
         );
         // A session made naming topics cannot go on by topic id, nor the other way round.
         assert_eq!(
-            s.open(&mut request(id, 1, &[]), true, now),
-            Err(FETCH_SESSION_TOPIC_ID_ERROR)
+            code(s.open(&request(id, 1, &[]), true, now)),
+            Some(FETCH_SESSION_TOPIC_ID_ERROR)
         );
         // The right epoch still works once, then not again.
-        assert!(s.open(&mut request(id, 1, &[]), false, now).is_ok());
+        assert!(s.open(&request(id, 1, &[]), false, now).is_ok());
         assert_eq!(
-            s.open(&mut request(id, 1, &[]), false, now),
-            Err(INVALID_FETCH_SESSION_EPOCH)
+            code(s.open(&request(id, 1, &[]), false, now)),
+            Some(INVALID_FETCH_SESSION_EPOCH)
         );
         // Epoch -1 closes it.
+        let closing = s.open(&request(id, FINAL_EPOCH, &[]), false, now).unwrap();
+        assert!(closing.session.is_none());
         assert_eq!(
-            s.open(&mut request(id, FINAL_EPOCH, &[]), false, now),
-            Ok(Opened::None)
-        );
-        assert_eq!(
-            s.open(&mut request(id, 2, &[]), false, now),
-            Err(FETCH_SESSION_ID_NOT_FOUND)
+            code(s.open(&request(id, 2, &[]), false, now)),
+            Some(FETCH_SESSION_ID_NOT_FOUND)
         );
     }
 
@@ -532,21 +752,19 @@ mod tests {
     fn a_session_left_without_partitions_is_closed() {
         let s = Sessions::default();
         let now = Instant::now();
-        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
-        let Ok(Opened::New(id)) = s.open(&mut req, false, now) else {
-            panic!()
-        };
-        let mut req =
-            request(id, 1, &[]).with_forgotten_topics_data(vec![ForgottenTopic::default()
-                .with_topic(name("a"))
-                .with_partitions(vec![0])]);
-        assert_eq!(s.open(&mut req, false, now), Ok(Opened::None));
-        assert!(req.topics.is_empty());
+        let req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
+        let id = s.open(&req, false, now).unwrap().session.unwrap().id;
+        let req = request(id, 1, &[]).with_forgotten_topics_data(vec![ForgottenTopic::default()
+            .with_topic(name("a"))
+            .with_partitions(vec![0])]);
+        let plan = s.open(&req, false, now).unwrap();
+        assert!(plan.session.is_none());
+        assert!(plan.topics.is_empty());
         assert!(s.is_empty());
     }
 
-    /// Sessions by topic id (v13 on) are keyed and forgotten by id, and their rebuilt
-    /// requests carry no name.
+    /// Sessions by topic id (v13 on) are keyed and forgotten by id, and their plans carry no
+    /// name.
     #[test]
     fn sessions_by_topic_id_forget_by_id() {
         let s = Sessions::default();
@@ -559,22 +777,21 @@ mod tests {
                     .with_partition(p)
                     .with_partition_max_bytes(1 << 20)])
         };
-        let mut req = FetchRequest::default()
+        let req = FetchRequest::default()
             .with_session_epoch(INITIAL_EPOCH)
             .with_topics(vec![by_id(x, 0), by_id(y, 0)]);
-        let Ok(Opened::New(id)) = s.open(&mut req, true, now) else {
-            panic!()
-        };
-        let mut req = FetchRequest::default()
+        let id = s.open(&req, true, now).unwrap().session.unwrap().id;
+        let req = FetchRequest::default()
             .with_session_id(id)
             .with_session_epoch(1)
             .with_forgotten_topics_data(vec![ForgottenTopic::default()
                 .with_topic_id(x)
                 .with_partitions(vec![0])]);
-        assert_eq!(s.open(&mut req, true, now), Ok(Opened::Incremental(id)));
-        assert_eq!(req.topics.len(), 1);
-        assert_eq!(req.topics[0].topic_id, y);
-        assert!(req.topics[0].topic.0.is_empty());
+        let plan = s.open(&req, true, now).unwrap();
+        assert!(plan.trim);
+        assert_eq!(plan.topics.len(), 1);
+        assert_eq!(plan.topics[0].id, y);
+        assert!(plan.topics[0].name.0.is_empty());
         assert_eq!(s.partitions(), 1);
     }
 
@@ -584,39 +801,38 @@ mod tests {
     fn a_full_cache_keeps_busy_sessions() {
         let s = Sessions::default();
         let start = Instant::now();
+        let opened = |req: &FetchRequest, at: Instant| {
+            s.open(req, false, at)
+                .map(|p| p.session.map(|ps| ps.id))
+                .ok()
+                .flatten()
+        };
         let mut ids = Vec::new();
         for i in 0..MAX_SESSIONS {
-            let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0)]);
+            let req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0)]);
             let at = start + Duration::from_millis(i as u64);
-            let Ok(Opened::New(id)) = s.open(&mut req, false, at) else {
-                panic!()
-            };
-            ids.push(id);
+            ids.push(opened(&req, at).unwrap());
         }
         let soon = start + Duration::from_secs(10);
-        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0), ("a", 2, 0)]);
-        assert_eq!(
-            s.open(&mut req, false, soon),
-            Ok(Opened::None),
-            "nobody is evictable yet"
-        );
+        let req = request(0, INITIAL_EPOCH, &[("a", 0, 0), ("a", 1, 0), ("a", 2, 0)]);
+        assert_eq!(opened(&req, soon), None, "nobody is evictable yet");
         // Past two minutes everyone but session 0 (used again) is stale; the least recently
         // used of them, session 1, goes.
         let later = start + EVICTION_AFTER + Duration::from_secs(1);
         s.open(
-            &mut request(ids[0], 1, &[]),
+            &request(ids[0], 1, &[]),
             false,
             later - Duration::from_millis(500),
         )
         .unwrap();
-        let mut req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
-        assert!(matches!(s.open(&mut req, false, later), Ok(Opened::New(_))));
+        let req = request(0, INITIAL_EPOCH, &[("a", 0, 0)]);
+        assert!(opened(&req, later).is_some());
         assert_eq!(s.len(), MAX_SESSIONS);
-        assert!(s.open(&mut request(ids[0], 2, &[]), false, later).is_ok());
+        assert!(s.open(&request(ids[0], 2, &[]), false, later).is_ok());
         assert_eq!(
-            s.open(&mut request(ids[1], 1, &[]), false, later),
-            Err(FETCH_SESSION_ID_NOT_FOUND)
+            s.open(&request(ids[1], 1, &[]), false, later).err(),
+            Some(FETCH_SESSION_ID_NOT_FOUND)
         );
-        assert!(s.open(&mut request(ids[2], 1, &[]), false, later).is_ok());
+        assert!(s.open(&request(ids[2], 1, &[]), false, later).is_ok());
     }
 }
