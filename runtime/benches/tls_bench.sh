@@ -8,7 +8,7 @@
 #
 #   bash runtime/benches/tls_bench.sh
 #
-# Knobs: N [1000000], SIZE [1024], RUNS [2] (the best of), BUILD [1], KEEP [0], PIN [0]: 1
+# Knobs: N [1000000], SIZE [1024], RUNS [2] (rounds, plaintext and TLS in turn; the best of), BUILD [1], KEEP [0], PIN [0]: 1
 # pins the broker to CPU 0 and the client to CPU 1 (taskset), so each has a core of its own
 # and the client's encryption no longer takes the broker's CPU. CLIENT [kcat]: franz runs
 # runtime/benches/franz instead (franz-go, Go's crypto/tls; needs Go and the module proxy the
@@ -88,45 +88,54 @@ franz() { # $1 produce|consume, $2 bootstrap, $3 topic, rest: franz settings
     "${CLIENT[@]}" "$FRANZ" -mode "$mode" -bootstrap "$boot" -topic "$topic" -n "$N" -size "$SIZE" "$@"
 }
 
-run() { # $1 name, $2 bootstrap, rest: client settings (kcat's, or franz-go's)
-    local name=$1 boot=$2 best_p=0 best_c=0 t0 t1 t2 p c got k0 k1 k2 secs
-    shift 2
-    for r in $(seq 1 "$RUNS"); do
-        local topic="tls-bench-$name-$r"
-        create_topic "$topic" 1
-        if [[ $CLIENT_KIND == franz ]]; then
-            k0=$(cpu_ticks)
-            secs=$(franz produce "$boot" "$topic" "$@")
-            k1=$(cpu_ticks)
-            p=$(rate 0 "$secs")
-            secs=$(franz consume "$boot" "$topic" "$@")
-            k2=$(cpu_ticks)
-            c=$(rate 0 "$secs")
-        else
-            k0=$(cpu_ticks)
-            t0=$(now)
-            "${CLIENT[@]}" kcat -P -b "$boot" "$@" -t "$topic" -X linger.ms=5 -X batch.size=1000000 -l "$INPUT"
-            t1=$(now)
-            k1=$(cpu_ticks)
-            got=$("${CLIENT[@]}" kcat -C -b "$boot" "$@" -t "$topic" -o beginning -e -q -X fetch.max.bytes=52428800 | wc -l)
-            t2=$(now)
-            k2=$(cpu_ticks)
-            [[ $got == "$N" ]] || { echo "$name: read $got of $N" >&2; exit 1; }
-            p=$(rate "$t0" "$t1"); c=$(rate "$t1" "$t2")
-        fi
-        log "$name run $r: produce $p MB/s (broker $(cpu_per_gb "$k0" "$k1") CPU s/GB), consume $c MB/s (broker $(cpu_per_gb "$k1" "$k2") CPU s/GB)"
-        best_p=$(awk -v a="$best_p" -v b="$p" 'BEGIN { print (b > a) ? b : a }')
-        best_c=$(awk -v a="$best_c" -v b="$c" 'BEGIN { print (b > a) ? b : a }')
-    done
-    echo "$best_p $best_c"
+# One round on one listener: produce N records to a fresh topic, read them back, delete it
+# (so the gigabytes written do not crowd the page cache and make later rounds pay for
+# writeback). Prints "produce_MBps consume_MBps".
+round() { # $1 name, $2 round, $3 bootstrap, rest: client settings (kcat's, or franz-go's)
+    local name=$1 r=$2 boot=$3 t0 t1 t2 p c got k0 k1 k2 secs
+    shift 3
+    local topic="tls-bench-$name-$r"
+    create_topic "$topic" 1
+    if [[ $CLIENT_KIND == franz ]]; then
+        k0=$(cpu_ticks)
+        secs=$(franz produce "$boot" "$topic" "$@")
+        k1=$(cpu_ticks)
+        p=$(rate 0 "$secs")
+        secs=$(franz consume "$boot" "$topic" "$@")
+        k2=$(cpu_ticks)
+        c=$(rate 0 "$secs")
+    else
+        k0=$(cpu_ticks)
+        t0=$(now)
+        "${CLIENT[@]}" kcat -P -b "$boot" "$@" -t "$topic" -X linger.ms=5 -X batch.size=1000000 -l "$INPUT"
+        t1=$(now)
+        k1=$(cpu_ticks)
+        got=$("${CLIENT[@]}" kcat -C -b "$boot" "$@" -t "$topic" -o beginning -e -q -X fetch.max.bytes=52428800 | wc -l)
+        t2=$(now)
+        k2=$(cpu_ticks)
+        [[ $got == "$N" ]] || { echo "$name: read $got of $N" >&2; exit 1; }
+        p=$(rate "$t0" "$t1"); c=$(rate "$t1" "$t2")
+    fi
+    delete_topic "$topic"
+    log "$name round $r: produce $p MB/s (broker $(cpu_per_gb "$k0" "$k1") CPU s/GB), consume $c MB/s (broker $(cpu_per_gb "$k1" "$k2") CPU s/GB)"
+    echo "$p $c"
 }
 
-read -r PP PC < <(run plaintext "$BOOTSTRAP")
 if [[ $CLIENT_KIND == franz ]]; then
-    read -r SP SC < <(run ssl "127.0.0.1:$SSL_PORT" -ca "$C/ca.pem")
+    SSL_ARGS=(-ca "$C/ca.pem")
 else
-    read -r SP SC < <(run ssl "127.0.0.1:$SSL_PORT" -X security.protocol=SSL -X "ssl.ca.location=$C/ca.pem")
+    SSL_ARGS=(-X security.protocol=SSL -X "ssl.ca.location=$C/ca.pem")
 fi
+# Plaintext and TLS take turns, so both see the machine in the same state; the best round
+# of each is kept.
+PP=0 PC=0 SP=0 SC=0
+best() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > a) ? b : a }'; }
+for r in $(seq 1 "$RUNS"); do
+    read -r p c < <(round plaintext "$r" "$BOOTSTRAP")
+    PP=$(best "$PP" "$p"); PC=$(best "$PC" "$c")
+    read -r p c < <(round ssl "$r" "127.0.0.1:$SSL_PORT" "${SSL_ARGS[@]}")
+    SP=$(best "$SP" "$p"); SC=$(best "$SC" "$c")
+done
 printf '\n%-10s %14s %14s   (%s records of %s B, %s, best of %s)\n' "" "produce MB/s" "consume MB/s" "$N" "$SIZE" "$CLIENT_KIND" "$RUNS"
 printf '%-10s %14s %14s\n' plaintext "$PP" "$PC" ssl "$SP" "$SC"
 printf '%-10s %13s%% %13s%%\n' "ssl/plain" "$(awk -v a="$SP" -v b="$PP" 'BEGIN { printf "%.0f", 100 * a / b }')" \
