@@ -213,7 +213,7 @@ struct Session {
     order: Vec<u32>,
     /// Slots by topic and partition. Never holds a topic without partitions.
     index: HashMap<TopicKey, (SessionTopic, HashMap<i32, u32>)>,
-    /// Bumped by every request opened in the session.
+    /// Changed by every request opened in the session (see [`Sessions::close`]).
     generation: u64,
     /// The epoch the next incremental request must carry.
     next_epoch: i32,
@@ -224,13 +224,13 @@ struct Session {
 }
 
 impl Session {
-    fn new(by_id: bool, now: Instant) -> Session {
+    fn new(by_id: bool, now: Instant, generation: u64) -> Session {
         Session {
             entries: Vec::new(),
             free: Vec::new(),
             order: Vec::new(),
             index: HashMap::new(),
-            generation: 0,
+            generation,
             next_epoch: 1,
             by_id,
             created: now,
@@ -347,24 +347,42 @@ impl Session {
     }
 }
 
+/// The cache: a map of sessions, each behind a lock of its own, so the map's lock is held
+/// only to find, add or drop one, never while a session's partitions are walked (which, for
+/// a consumer of thousands of partitions, is the long part of a fetch).
 #[derive(Default)]
 pub struct Sessions {
-    sessions: Mutex<HashMap<i32, Session>>,
+    sessions: Mutex<HashMap<i32, Shared>>,
+    /// Generations are unique across sessions, so a plan never updates a session that
+    /// took the id of the one it was made for.
+    generations: std::sync::atomic::AtomicU64,
+}
+
+type Shared = Arc<Mutex<Session>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Session>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    fn next_generation(&self) -> u64 {
+        self.generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn get(&self, id: i32) -> Option<Shared> {
+        lock(&self.sessions).get(&id).cloned()
     }
 
     /// How many sessions are cached.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        lock(&self.sessions).len()
     }
 
     /// How many partitions the cached sessions hold, all told.
     pub fn partitions(&self) -> usize {
-        self.lock().values().map(Session::count).sum()
+        let all: Vec<Shared> = lock(&self.sessions).values().cloned().collect();
+        all.iter().map(|s| lock(s).count()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -377,17 +395,20 @@ impl Sessions {
     /// (FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH,
     /// FETCH_SESSION_TOPIC_ID_ERROR).
     pub fn open(&self, req: &FetchRequest, by_id: bool, now: Instant) -> Result<Plan, i16> {
-        let mut sessions = self.lock();
         let (id, epoch) = (req.session_id, req.session_epoch);
         match epoch {
             FINAL_EPOCH => {
                 // Closing a session (or never having one): a full, sessionless fetch.
-                sessions.remove(&id);
+                lock(&self.sessions).remove(&id);
                 Ok(Plan::whole(req))
             }
             INITIAL_EPOCH => {
+                // Made before the map is locked; its id is settled under the lock.
+                let mut s = Session::new(by_id, now, self.next_generation());
+                s.apply(&req.topics);
+                let size = s.count();
+                let mut sessions = lock(&self.sessions);
                 sessions.remove(&id);
-                let size = req.topics.iter().map(|t| t.partitions.len()).sum();
                 if sessions.len() >= MAX_SESSIONS && !evict_for(&mut sessions, size, now) {
                     return Ok(Plan::whole(req));
                 }
@@ -397,15 +418,14 @@ impl Sessions {
                         break candidate;
                     }
                 };
-                let mut s = Session::new(by_id, now);
-                s.apply(&req.topics);
                 let plan = s.plan(id, false);
-                sessions.insert(id, s);
+                sessions.insert(id, Arc::new(Mutex::new(s)));
                 Ok(plan)
             }
             _ if epoch < 0 => Err(INVALID_FETCH_SESSION_EPOCH),
             _ => {
-                let s = sessions.get_mut(&id).ok_or(FETCH_SESSION_ID_NOT_FOUND)?;
+                let shared = self.get(id).ok_or(FETCH_SESSION_ID_NOT_FOUND)?;
+                let mut s = lock(&shared);
                 if s.by_id != by_id {
                     return Err(FETCH_SESSION_TOPIC_ID_ERROR);
                 }
@@ -414,13 +434,17 @@ impl Sessions {
                 }
                 s.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
                 s.used = now;
-                s.generation += 1;
+                s.generation = self.next_generation();
                 s.apply(&req.topics);
                 s.forget(&req.forgotten_topics_data);
                 if s.order.is_empty() {
                     // As Kafka: a session left with nothing is closed, the answer sessionless
                     // (and empty).
-                    sessions.remove(&id);
+                    drop(s);
+                    let mut sessions = lock(&self.sessions);
+                    if sessions.get(&id).is_some_and(|x| Arc::ptr_eq(x, &shared)) {
+                        sessions.remove(&id);
+                    }
                     return Ok(Plan::default());
                 }
                 Ok(s.plan(id, true))
@@ -436,12 +460,13 @@ impl Sessions {
             return;
         };
         resp.session_id = ps.id;
-        let mut sessions = self.lock();
-        // Evicted meanwhile: the next request learns the session is gone. Opened again
-        // meanwhile: that request's answer updates it.
-        let Some(s) = sessions.get_mut(&ps.id) else {
+        // Evicted meanwhile: the next request learns the session is gone.
+        let Some(shared) = self.get(ps.id) else {
             return;
         };
+        let mut s = lock(&shared);
+        // Opened again meanwhile, or another session under the same id: the answer to that
+        // request updates it.
         if s.generation != ps.generation {
             return;
         }
@@ -476,19 +501,26 @@ impl Sessions {
 /// Makes room for a new session of `size` partitions in a full cache, as Kafka does: the
 /// least recently used session if it has been idle for [`EVICTION_AFTER`], else the smallest
 /// session older than that if it is smaller than the new one. False: nothing may go.
-fn evict_for(sessions: &mut HashMap<i32, Session>, size: usize, now: Instant) -> bool {
+fn evict_for(sessions: &mut HashMap<i32, Shared>, size: usize, now: Instant) -> bool {
     let aged = |t: Instant| now.saturating_duration_since(t) >= EVICTION_AFTER;
-    let stale = sessions
+    // (id, last used, made, partitions): each session locked once, briefly.
+    let all: Vec<(i32, Instant, Instant, usize)> = sessions
         .iter()
-        .filter(|(_, s)| aged(s.used))
-        .min_by_key(|(_, s)| s.used)
-        .map(|(k, _)| *k);
+        .map(|(k, s)| {
+            let s = lock(s);
+            (*k, s.used, s.created, s.count())
+        })
+        .collect();
+    let stale = all
+        .iter()
+        .filter(|(_, used, _, _)| aged(*used))
+        .min_by_key(|(_, used, _, _)| *used)
+        .map(|(k, ..)| *k);
     let victim = stale.or_else(|| {
-        sessions
-            .iter()
-            .filter(|(_, s)| aged(s.created) && s.count() < size)
-            .min_by_key(|(_, s)| s.count())
-            .map(|(k, _)| *k)
+        all.iter()
+            .filter(|(_, _, created, n)| aged(*created) && *n < size)
+            .min_by_key(|(.., n)| *n)
+            .map(|(k, ..)| *k)
     });
     victim.is_some_and(|k| sessions.remove(&k).is_some())
 }
