@@ -19,9 +19,13 @@ Checks:
   (AlterUserScramCredentials), who then logs in; alice, not a super user, is refused with
   CLUSTER_AUTHORIZATION_FAILED; describe lists the users and mechanisms;
 - a raw socket that sends Metadata before authenticating, or a 1 MB frame, is disconnected;
+- batches far over 16 KiB, fetched over TLS from their segment files (read a megabyte at a
+  time as they are written), reach confluent-kafka and kafka-python byte for byte, with large
+  and small fetch limits, and the broker counts the bytes it sent from files;
 - a replaced certificate is served to new connections without a restart.
 """
 
+import hashlib
 import os
 import shutil
 import socket
@@ -110,6 +114,87 @@ def kafka_python_round_trips():
         check_eq(vals, [f"{mech}-{i}".encode() for i in range(5)], f"kafka-python {mech} over {proto}")
         out.append(mech)
     return out
+
+
+def large_batches_over_tls():
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    parts = 3
+    topic = unique("tls-files")
+    conf = confluent("SCRAM-SHA-256", "admin", "adminpw")
+    admin = AdminClient(conf)
+    admin.create_topics([NewTopic(topic, parts, 1)])[topic].result(30)
+    before = metric("sluice_fetch_sendfile_bytes_total")
+    p = Producer({**conf, "linger.ms": 200, "batch.size": 1000000, "compression.type": "none"})
+    sent = set()
+    failed = []
+
+    def delivered(err, _msg):
+        if err:
+            failed.append(err)
+
+    for i in range(1500):
+        # Incompressible-looking, 2-8 KiB, self-describing.
+        seed = hashlib.sha256(f"tls-{i}".encode()).digest()
+        size = 2048 + (i * 977) % 6144
+        v = f"tls-{i}|".encode() + (seed * (size // len(seed) + 1))[:size]
+        p.produce(topic, v, partition=i % parts, on_delivery=delivered)
+        sent.add(v)
+        if i % 300 == 0:
+            p.poll(0)
+    check_eq(p.flush(30), 0, "records left undelivered over SASL_SSL")
+    check(not failed, f"{len(failed)} records refused over SASL_SSL, e.g. {failed[:1]}")
+
+    def confluent_read(extra):
+        c = Consumer({**conf, "group.id": unique("tf"), "enable.auto.commit": False, **extra})
+        c.assign([TopicPartition(topic, q, 0) for q in range(parts)])
+        got = []
+        deadline = time.time() + 60
+        while len(got) < len(sent) and time.time() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    fail(f"confluent-kafka over TLS: {m.error()}")
+                got.append(m.value())
+        c.close()
+        return got
+
+    def kafka_python_read(max_partition_fetch_bytes):
+        c = KafkaConsumer(
+            bootstrap_servers=A.sasl_ssl,
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-256",
+            sasl_plain_username="admin",
+            sasl_plain_password="adminpw",
+            ssl_cafile=CA,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
+        )
+        c.assign([KTP(topic, q) for q in range(parts)])
+        c.seek_to_beginning()
+        got = []
+        deadline = time.time() + 60
+        while len(got) < len(sent) and time.time() < deadline:
+            for recs in c.poll(timeout_ms=500, max_records=1000).values():
+                got.extend(r.value for r in recs)
+        c.close()
+        return got
+
+    reads = [
+        ("confluent-kafka", confluent_read({})),
+        ("confluent-kafka, small fetches", confluent_read({"fetch.message.max.bytes": 40000, "fetch.max.bytes": 100000, "message.max.bytes": 100000})),
+        ("kafka-python", kafka_python_read(1048576)),
+    ]
+    for who, got in reads:
+        check_eq(len(got), len(sent), f"{who}: records read over TLS")
+        check(set(got) == sent, f"{who}: records changed on the way over TLS")
+    from_files = metric("sluice_fetch_sendfile_bytes_total") - before
+    total = sum(len(v) for v in sent)
+    check(from_files >= len(reads) * total, f"only {from_files:.0f} bytes went out from files for {len(reads)} reads of {total}")
+    return f"{len(sent)} records in large batches read back {len(reads)} ways over TLS, {from_files / 1e6:.1f} MB from files"
 
 
 def bad_credentials_fail():
@@ -246,10 +331,12 @@ def body():
     bad = bad_credentials_fail()
     su = certificate_principal_is_a_super_user()
     cut = unauthenticated_requests_are_cut_off()
+    large = large_batches_over_tls()
     rl = certificate_reload()
     return (
         f"{n} records over SASL_SSL with {auths} authentications on {conns} connections; "
-        f"kafka-python {kp}; bad credentials {bad}; {su}; unauthenticated {cut}; certificate {rl}"
+        f"kafka-python {kp}; bad credentials {bad}; {su}; unauthenticated {cut}; {large}; "
+        f"certificate {rl}"
     )
 
 

@@ -300,7 +300,7 @@ pub fn render(broker: &Broker) -> String {
         &mut out,
         "sluice_fetch_sendfile_bytes_total",
         "counter",
-        "Fetched record bytes sent straight from the segment files (sendfile), not copied.",
+        "Fetched record bytes sent from the segment files, never held in memory whole (sendfile on plaintext, read a megabyte at a time over TLS).",
         m.fetch_sendfile_bytes.load(Ordering::Relaxed),
     );
     scalar(
