@@ -150,7 +150,7 @@ fn gather(
     let mut errors = false;
     let mut files = Vec::new();
     let mut read = Vec::new();
-    let mut seen = Vec::with_capacity(plan.wants().size_hint().0);
+    let mut seen = Vec::with_capacity(plan.topics.iter().map(|t| t.partitions.len()).sum());
     let mut parked = Parked::default();
     let mut resp = FetchResponse::default();
     for pt in &plan.topics {
