@@ -504,13 +504,8 @@ fn raise_open_file_limit() {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let s = settings(args)?;
-    // Keep freed fetch and request buffers (up to 32 MiB each) in the heap for reuse instead
-    // of returning them to the kernel and faulting fresh pages in for the next request.
-    // SAFETY: mallopt only tunes glibc's allocator; it has no memory-safety preconditions.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-    }
+    // The allocator was tuned for a broker's buffers before anything started
+    // (`alloc::tune_system_allocator`, from main).
     raise_open_file_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

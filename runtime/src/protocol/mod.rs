@@ -1102,7 +1102,7 @@ mod tests {
                 .with_fetch_offset(offset)
                 .with_partition_max_bytes(1 << 20)
         };
-        let fetch = |id: i32, epoch: i32, parts: Vec<FetchPartition>| {
+        let fetch = |id: i32, epoch: i32, parts: Vec<FetchPartition>, wait_ms: i32| {
             let b = b.clone();
             let topics = if parts.is_empty() {
                 vec![]
@@ -1112,7 +1112,7 @@ mod tests {
                     .with_partitions(parts)]
             };
             let req = FetchRequest::default()
-                .with_max_wait_ms(0)
+                .with_max_wait_ms(wait_ms)
                 .with_min_bytes(1)
                 .with_max_bytes(50 << 20)
                 .with_session_id(id)
@@ -1130,7 +1130,7 @@ mod tests {
                 })
                 .collect()
         };
-        let full = fetch(0, 0, vec![part(0, 0), part(1, 0), part(2, 0)]).await;
+        let full = fetch(0, 0, vec![part(0, 0), part(1, 0), part(2, 0)], 0).await;
         let id = full.session_id;
         assert_ne!(id, 0, "a session is opened");
         assert_eq!(listed(&full).len(), 3);
@@ -1138,17 +1138,43 @@ mod tests {
         b.topic("s").unwrap().partitions[1]
             .append(&batch, 1 << 20, None)
             .unwrap();
-        let news = fetch(id, 1, vec![]).await;
+        let news = fetch(id, 1, vec![], 0).await;
         assert_eq!(news.error_code, 0);
         assert_eq!(news.session_id, id);
         let got = listed(&news);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!((got[0].0, got[0].1), (1, 2));
         assert!(got[0].2 > 0, "with its records");
-        let quiet = fetch(id, 2, vec![part(1, 2)]).await;
+        let quiet = fetch(id, 2, vec![part(1, 2)], 0).await;
         assert_eq!((quiet.error_code, listed(&quiet)), (0, vec![]));
-        assert_eq!(fetch(id, 2, vec![]).await.error_code, 71);
-        assert_eq!(fetch(id + 1, 1, vec![]).await.error_code, 70);
+        // Caught up everywhere, the next fetch parks until its deadline; DeleteRecords moving
+        // partition 1's log start meanwhile (no append, so no records: as in Kafka, not
+        // enough to answer early) shows in the answer, though nothing was appended.
+        let parked = tokio::spawn(fetch(id, 3, vec![], 1500));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!parked.is_finished(), "answered with nothing new");
+        assert_eq!(
+            b.topic("s").unwrap().partitions[1]
+                .delete_records(1)
+                .unwrap(),
+            Some(1)
+        );
+        let moved = tokio::time::timeout(std::time::Duration::from_secs(5), parked)
+            .await
+            .expect("answered at its deadline")
+            .unwrap();
+        let shown: Vec<(i32, i64, bool)> = moved
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| {
+                let records = p.records.as_ref().is_some_and(|r| !r.is_empty());
+                (p.partition_index, p.log_start_offset, records)
+            })
+            .collect();
+        assert_eq!(shown, vec![(1, 1, false)]);
+        assert_eq!(fetch(id, 3, vec![], 0).await.error_code, 71);
+        assert_eq!(fetch(id + 1, 1, vec![], 0).await.error_code, 70);
         assert_eq!(b.fetch_sessions.len(), 1);
     }
 
