@@ -115,8 +115,9 @@ pub struct BrokerConfig {
     pub transaction_version: i16,
     /// `durability = "fsync"`: the offsets and transaction logs fsync every write.
     pub durable_internal_logs: bool,
-    /// Fetches on plaintext connections send records from their segment files with
-    /// `sendfile` (see `protocol/pieces.rs`).
+    /// Fetches send records from their segment files: with `sendfile` on plaintext
+    /// connections, read a megabyte at a time as they are written over TLS (see
+    /// `protocol/pieces.rs`).
     pub fetch_sendfile: bool,
     pub groups: crate::group::state::GroupConfig,
     /// Connections and response sizes (see `limits.rs`).
