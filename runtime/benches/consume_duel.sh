@@ -33,13 +33,7 @@ SHAPES=${SHAPES:-"1:100:2000000 64:100:2000000 64:1024:500000 1000:100:2000000"}
 build_rdkafka_performance
 build_broker
 make_work_dir
-start_broker
-S_PID=$BROKER_PID S_BOOT=$BOOTSTRAP
-# cleanup() stops BROKER_PID (Kafka's, next) and every BG_PIDS.
-BG_PIDS+=("$S_PID")
-start_kafka
-K_PID=$BROKER_PID K_BOOT=$BOOTSTRAP
-log "sluice pid $S_PID on $S_BOOT, Kafka pid $K_PID on $K_BOOT"
+start_both_brokers
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 

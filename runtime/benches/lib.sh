@@ -202,6 +202,18 @@ start_kafka() {
     BOOTSTRAP=127.0.0.1:$((base + 1))
 }
 
+# sluice and Apache Kafka up at once (for benchmarks whose runs take turns): sets S_PID and
+# S_BOOT, K_PID and K_BOOT.
+start_both_brokers() {
+    start_broker
+    S_PID=$BROKER_PID S_BOOT=$BOOTSTRAP
+    # cleanup() stops BROKER_PID (Kafka's, next) and every BG_PIDS.
+    BG_PIDS+=("$S_PID")
+    start_kafka
+    K_PID=$BROKER_PID K_BOOT=$BOOTSTRAP
+    log "sluice pid $S_PID on $S_BOOT, Kafka pid $K_PID on $K_BOOT"
+}
+
 kafka_version() {
     sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/tests/kafka/pom.xml"
 }

@@ -25,14 +25,8 @@ ROUNDS=${ROUNDS:-2}
 build_rdkafka_performance
 build_broker
 make_work_dir
-start_broker
-S_PID=$BROKER_PID S_BOOT=$BOOTSTRAP
-# cleanup() stops BROKER_PID (Kafka's, next) and every BG_PIDS.
-BG_PIDS+=("$S_PID")
-start_kafka
-K_PID=$BROKER_PID K_BOOT=$BOOTSTRAP
+start_both_brokers
 JARS="$ROOT/tests/kafka/target/dependency/*"
-log "sluice pid $S_PID on $S_BOOT, Kafka pid $K_PID on $K_BOOT"
 for boot in "$S_BOOT" "$K_BOOT"; do
     "$SLUICE" topic create trickle --partitions "$PARTITIONS" --bootstrap "$boot" >/dev/null
 done
