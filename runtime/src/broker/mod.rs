@@ -161,11 +161,11 @@ pub struct TopicStats {
 pub struct Partition {
     pub index: i32,
     log: Mutex<PartitionLog>,
-    /// Bumped after every append to this partition, for readers that wait on one partition
-    /// (plugin tasks) and should not wake for every append anywhere. Its value is the
-    /// partition's append count.
+    /// Signalled after every change (see `appended`), for readers that wait on one
+    /// partition (plugin tasks, small fetches) and should not wake for every append
+    /// anywhere. Only the signal counts; the count to compare is `changes`.
     appends: watch::Sender<u64>,
-    /// See [`Partition::changes`]: beside `appends`, whose value sits behind a lock.
+    /// See [`Partition::changes`]: an atomic, readable without the watch's lock.
     changes: std::sync::atomic::AtomicU64,
     /// The topic's own signal, bumped after every append to any of its partitions (see
     /// [`Topic::subscribe_appends`]).

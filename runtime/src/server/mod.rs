@@ -84,8 +84,12 @@ async fn accepted(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpo
         endpoint.listener.clone(),
         &broker.config.auth.sasl_mechanisms,
     );
+    // Records go out from their files: with sendfile on plaintext, and over TLS read a
+    // megabyte at a time as they are written, so a fetch never holds its records in memory
+    // whatever the client asks (over TLS a 50 MB read into a fresh block had the kernel
+    // fault in and zero every page, half the broker's time on a TLS consume).
+    session.zero_copy = broker.config.fetch_sendfile;
     let Some(tls) = &endpoint.tls else {
-        session.zero_copy = broker.config.fetch_sendfile;
         let (rd, wr) = sock.into_split();
         return connection(rd, wr, peer, broker, session).await;
     };
@@ -119,11 +123,6 @@ async fn accepted(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpo
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(crate::auth::tls::certificate_principal);
-    // Records go out from their files here too, read a megabyte at a time as they are
-    // written: a fetch then never holds its records in memory, whatever the client asks
-    // (a 50 MB read into a fresh block had the kernel fault in and zero every page, half
-    // the broker's time on a TLS consume).
-    session.zero_copy = broker.config.fetch_sendfile;
     let (rd, wr) = tokio::io::split(tls);
     connection(rd, wr, peer, broker, session).await
 }
