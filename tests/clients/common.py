@@ -93,6 +93,57 @@ def login_refused(conf, what):
     p.purge()
 
 
+
+def varied_value(tag, i):
+    """A record value of 2-8 KiB, incompressible-looking and self-describing: large
+    uncompressed batches of them reach the fetch path that sends records from their files."""
+    import hashlib
+
+    size = 2048 + (i * 977) % 6144
+    seed = hashlib.sha256(f"{tag}-{i}".encode()).digest()
+    return f"{tag}-{i}|".encode() + (seed * (size // len(seed) + 1))[:size]
+
+
+def confluent_read_all(conf, topic, parts, want, timeout=60):
+    """confluent-kafka reads `topic`'s `parts` partitions from offset 0 until `want` records
+    came (or `timeout` s passed), then 1.5 s more so anything beyond `want` shows too."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"group.id": unique("read"), "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, **conf})
+    c.assign([TopicPartition(topic, p, 0) for p in range(parts)])
+    got = []
+    deadline = time.time() + timeout
+    while len(got) < want and time.time() < deadline:
+        for m in c.consume(1000, 0.5):
+            if m.error():
+                fail(f"confluent-kafka: {m.error()}")
+            got.append(m.value())
+    end = time.time() + 1.5
+    while time.time() < end:
+        for m in c.consume(1000, 0.2):
+            if not m.error():
+                got.append(m.value())
+    c.close()
+    return got
+
+
+def kafka_python_read_all(kw, topic, parts, want, timeout=60):
+    """kafka-python (KafkaConsumer settings `kw`) reads `topic`'s `parts` partitions from the
+    beginning until `want` records came or `timeout` s passed."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(enable_auto_commit=False, consumer_timeout_ms=3000, **kw)
+    c.assign([TopicPartition(topic, p) for p in range(parts)])
+    c.seek_to_beginning()
+    got = []
+    deadline = time.time() + timeout
+    while len(got) < want and time.time() < deadline:
+        for recs in c.poll(timeout_ms=500, max_records=1000).values():
+            got.extend(r.value for r in recs)
+    c.close()
+    return got
+
 def main(body):
     """Run body(); turn a Failure (or any crash) into a clear message and exit status 1."""
     name = os.path.basename(sys.argv[0])

@@ -25,7 +25,6 @@ Checks:
 - a replaced certificate is served to new connections without a restart.
 """
 
-import hashlib
 import os
 import shutil
 import socket
@@ -35,7 +34,8 @@ import subprocess
 import time
 
 import common
-from common import args, check, check_eq, fail, login_refused, main, trickle, unique
+from common import (args, check, check_eq, confluent_read_all, fail, kafka_python_read_all,
+                    login_refused, main, trickle, unique, varied_value)
 
 A = args(
     __doc__,
@@ -117,10 +117,7 @@ def kafka_python_round_trips():
 
 
 def large_batches_over_tls():
-    from confluent_kafka import Consumer, Producer, TopicPartition
-    from kafka import KafkaConsumer
-    from kafka import TopicPartition as KTP
-
+    from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
     parts = 3
@@ -138,10 +135,7 @@ def large_batches_over_tls():
             failed.append(err)
 
     for i in range(1500):
-        # Incompressible-looking, 2-8 KiB, self-describing.
-        seed = hashlib.sha256(f"tls-{i}".encode()).digest()
-        size = 2048 + (i * 977) % 6144
-        v = f"tls-{i}|".encode() + (seed * (size // len(seed) + 1))[:size]
+        v = varied_value("tls", i)
         p.produce(topic, v, partition=i % parts, on_delivery=delivered)
         sent.add(v)
         if i % 300 == 0:
@@ -149,44 +143,20 @@ def large_batches_over_tls():
     check_eq(p.flush(30), 0, "records left undelivered over SASL_SSL")
     check(not failed, f"{len(failed)} records refused over SASL_SSL, e.g. {failed[:1]}")
 
-    def confluent_read(extra):
-        c = Consumer({**conf, "group.id": unique("tf"), "enable.auto.commit": False, **extra})
-        c.assign([TopicPartition(topic, q, 0) for q in range(parts)])
-        got = []
-        deadline = time.time() + 60
-        while len(got) < len(sent) and time.time() < deadline:
-            for m in c.consume(1000, 0.5):
-                if m.error():
-                    fail(f"confluent-kafka over TLS: {m.error()}")
-                got.append(m.value())
-        c.close()
-        return got
-
-    def kafka_python_read(max_partition_fetch_bytes):
-        c = KafkaConsumer(
-            bootstrap_servers=A.sasl_ssl,
-            security_protocol="SASL_SSL",
-            sasl_mechanism="SCRAM-SHA-256",
-            sasl_plain_username="admin",
-            sasl_plain_password="adminpw",
-            ssl_cafile=CA,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=max_partition_fetch_bytes,
-        )
-        c.assign([KTP(topic, q) for q in range(parts)])
-        c.seek_to_beginning()
-        got = []
-        deadline = time.time() + 60
-        while len(got) < len(sent) and time.time() < deadline:
-            for recs in c.poll(timeout_ms=500, max_records=1000).values():
-                got.extend(r.value for r in recs)
-        c.close()
-        return got
-
+    small = {"fetch.message.max.bytes": 40000, "fetch.max.bytes": 100000, "message.max.bytes": 100000}
+    kafka_python = dict(
+        bootstrap_servers=A.sasl_ssl,
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_plain_username="admin",
+        sasl_plain_password="adminpw",
+        ssl_cafile=CA,
+        max_partition_fetch_bytes=1048576,
+    )
     reads = [
-        ("confluent-kafka", confluent_read({})),
-        ("confluent-kafka, small fetches", confluent_read({"fetch.message.max.bytes": 40000, "fetch.max.bytes": 100000, "message.max.bytes": 100000})),
-        ("kafka-python", kafka_python_read(1048576)),
+        ("confluent-kafka", confluent_read_all(conf, topic, parts, len(sent))),
+        ("confluent-kafka, small fetches", confluent_read_all({**conf, **small}, topic, parts, len(sent))),
+        ("kafka-python", kafka_python_read_all(kafka_python, topic, parts, len(sent))),
     ]
     for who, got in reads:
         check_eq(len(got), len(sent), f"{who}: records read over TLS")

@@ -15,32 +15,20 @@ three partitions; then:
 usage: sendfile_fetch.py --bootstrap HOST:PORT --admin HOST:PORT
 """
 
-import hashlib
-import time
-
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from kafka import KafkaConsumer
-from kafka import TopicPartition as KTP
 
-from common import args, check, check_eq, fail, main, metric, unique
+from common import (args, check, check_eq, confluent_read_all, kafka_python_read_all, main,
+                    metric, unique, varied_value)
 
 a = args(__doc__, lambda p: p.add_argument("--admin", required=True))
 PARTS = 3
 
 
-def value(tag, i):
-    # Incompressible-looking, of varying length, and self-describing.
-    size = 2048 + (i * 977) % 6144
-    seed = hashlib.sha256(f"{tag}-{i}".encode()).digest()
-    body = (seed * (size // len(seed) + 1))[:size]
-    return f"{tag}-{i}|".encode() + body
-
-
 def produce(p, topic, tag, n, **kw):
     sent = {}
     for i in range(n):
-        v = value(tag, i)
+        v = varied_value(tag, i)
         p.produce(topic, v, key=f"k{i}".encode(), partition=i % PARTS, **kw)
         sent[v] = i
         if i % 500 == 0:
@@ -49,40 +37,14 @@ def produce(p, topic, tag, n, **kw):
 
 
 def confluent_read(topic, want, conf=None, timeout=60):
-    c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": unique("sf"),
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  **(conf or {})})
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTS)])
-    got = []
-    deadline = time.time() + timeout
-    while len(got) < want and time.time() < deadline:
-        for m in c.consume(1000, 0.5):
-            if m.error():
-                fail(f"confluent-kafka: {m.error()}")
-            got.append(m.value())
-    # Anything beyond `want` would arrive now.
-    end = time.time() + 1.5
-    while time.time() < end:
-        for m in c.consume(1000, 0.2):
-            if not m.error():
-                got.append(m.value())
-    c.close()
-    return got
+    return confluent_read_all({"bootstrap.servers": a.bootstrap, **(conf or {})}, topic, PARTS,
+                              want, timeout)
 
 
 def kafka_python_read(topic, want, max_partition_fetch_bytes):
-    c = KafkaConsumer(bootstrap_servers=a.bootstrap, enable_auto_commit=False,
-                      consumer_timeout_ms=3000,
-                      max_partition_fetch_bytes=max_partition_fetch_bytes)
-    c.assign([KTP(topic, p) for p in range(PARTS)])
-    c.seek_to_beginning()
-    got = []
-    deadline = time.time() + 60
-    while len(got) < want and time.time() < deadline:
-        for recs in c.poll(timeout_ms=500, max_records=1000).values():
-            got.extend(r.value for r in recs)
-    c.close()
-    return got
+    return kafka_python_read_all({"bootstrap_servers": a.bootstrap,
+                                  "max_partition_fetch_bytes": max_partition_fetch_bytes},
+                                 topic, PARTS, want)
 
 
 def same_records(got, sent, who):
