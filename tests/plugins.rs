@@ -1134,6 +1134,37 @@ fn a_pipeline_reads_only_committed_transactions() {
     );
 }
 
+/// Event time's idle timeout counts only time a task spent caught up with its input: records
+/// on their way (a transaction held open past the timeout, then aborted) are not silence,
+/// or the watermark would jump past the next record the producer sends (it would be late).
+#[test]
+fn a_partition_whose_records_were_on_their_way_was_not_idle() {
+    support::require_python_modules(&["confluent_kafka"]);
+    let b = Broker::start();
+    deploy(
+        &b,
+        "shout",
+        "upper",
+        "inputs = [\"evin\"]\noutput = \"evin-out\"\n[event_time]\nlateness_ms = 500\n\
+         idle_timeout_ms = 3000\nlate_topic = \"evin-late\"\n",
+    );
+    wait_running(&b, "shout", None);
+    support::run_ok(
+        &b,
+        "python3",
+        "txn_abort_not_idle.py",
+        &[
+            "--topic",
+            "evin",
+            "--output",
+            "evin-out",
+            "--late",
+            "evin-late",
+        ],
+        WAIT,
+    );
+}
+
 /// The admin API can reset pipelines, so: with `admin_token` set it answers only requests
 /// that carry the token (the `sluice plugin` commands send it), it refuses to start on a
 /// non-loopback address without one, and the `--metrics` listener serves metrics only.

@@ -273,7 +273,12 @@ struct Incarnation {
     topology_generation: u64,
     /// Read everything there was at the last look.
     caught_up: bool,
-    /// Last time a record arrived (or the incarnation started): for `idle_timeout_ms`.
+    /// Since when the input has been silent, for `idle_timeout_ms`: the last time a record
+    /// arrived, the incarnation started, or the task was found behind its input's end. Only
+    /// time spent caught up counts: an input that cannot be read (its leader gone) or whose
+    /// records are still on their way is not silent, and a task that called it idle the
+    /// moment its leader came back would let its watermark pass the records a producer still
+    /// holds for it (they would arrive late).
     last_data: Instant,
     last_silence_check: Instant,
     /// What was last announced downstream (watermark, idle) and when.
@@ -420,6 +425,9 @@ impl Incarnation {
         self.progress(high);
         if items.is_empty() {
             self.caught_up = self.next >= high && hold.is_none();
+            if !self.caught_up {
+                self.last_data = Instant::now();
+            }
             self.when_caught_up()?;
             self.announce()?;
             if self.dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
