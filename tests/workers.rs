@@ -355,6 +355,97 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
     assert_counted_once(&out, keys, (total / keys) as u64);
 }
 
+/// A task's changelog partition is shared with other tasks, and a read_committed reader sees
+/// nothing past the oldest transaction still open there. A task that commits checkpoints
+/// while another's transaction is open (here a client's, standing in for a worker killed in
+/// the middle of a commit) and then moves must be restored from its last checkpoint, not
+/// from the last one before that transaction: the new owner waits for it to end. Restoring
+/// the older one would count the input in between twice.
+#[test]
+fn a_restore_waits_for_transactions_open_on_the_changelog() {
+    require_kcat();
+    support::require_python_modules(&["confluent_kafka"]);
+    let b = Broker::start_with_config(
+        "group_consumer_session_timeout_ms = 6000\ngroup_consumer_heartbeat_interval_ms = 1000\n",
+    );
+    counter();
+    cli(&b, &["topic", "create", "clicks", "--partitions", "1"]);
+    let keys = 10;
+    let per_round = 500;
+    let batch = |from: usize| -> Vec<String> {
+        (from..from + per_round)
+            .map(|i| format!("k{}:v{i}", i % keys))
+            .collect()
+    };
+    let mut w1 = Worker::start(&b.bootstrap(), "g");
+    w1.deploy("count", MANIFEST);
+    produce(&b, "clicks", &batch(0));
+    let logs = |ws: &[&Worker]| {
+        let l: Vec<String> = ws.iter().map(|w| w.log()).collect();
+        format!("{}\n{}", l.join("\n----\n"), b.log_tail())
+    };
+    let within = Duration::from_secs(120);
+    wait_outputs(&b, "counts", per_round, within, || logs(&[&w1]));
+    let ready = b.scratch().join("held-open");
+    let release = b.scratch().join("release");
+    // On every changelog partition: whichever the task's key maps to.
+    let holder = support::Script::spawn(
+        &b,
+        "python3",
+        "txn_hold_open.py",
+        &[
+            "--topic",
+            "g.count-changelog",
+            "--ready",
+            ready.to_str().unwrap(),
+            "--release",
+            release.to_str().unwrap(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the transaction was not opened");
+        sleep(Duration::from_millis(100));
+    }
+    // Checkpoints committed past the open transaction's first record.
+    produce(&b, "clicks", &batch(per_round));
+    wait_outputs(&b, "counts", 2 * per_round, within, || logs(&[&w1]));
+    w1.kill9();
+    let w2 = Worker::start(&b.bootstrap(), "g");
+    w2.deploy("count", MANIFEST);
+    produce(&b, "clicks", &batch(2 * per_round));
+    let full_log = || fs::read_to_string(w2.dir.path().join("worker.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !full_log().contains("task assigned to this worker") {
+        assert!(
+            Instant::now() < deadline,
+            "no task for the new worker\n{}",
+            logs(&[&w2])
+        );
+        sleep(Duration::from_millis(200));
+    }
+    // Time enough for the new owner to restore and replay, had it not waited.
+    sleep(Duration::from_secs(5));
+    assert!(
+        full_log().contains("waiting for the transactions open on the changelog to end"),
+        "the new owner did not wait for the open transaction\n{}",
+        logs(&[&w2])
+    );
+    fs::write(&release, b"").unwrap();
+    let held = holder.finish(Duration::from_secs(60));
+    assert!(held.success(), "{}", held.report());
+    wait_outputs(&b, "counts", 3 * per_round, within, || logs(&[&w2]));
+    // A little longer: anything beyond would be input counted twice.
+    sleep(Duration::from_secs(3));
+    let out = read_committed(&b, "counts");
+    assert_eq!(
+        out.len(),
+        3 * per_round,
+        "every input exactly once in the output"
+    );
+    assert_counted_once(&out, keys, (3 * per_round / keys) as u64);
+}
+
 #[test]
 fn plugin_deploy_reaches_every_worker_and_a_broken_version_is_refused_everywhere() {
     require_kcat();

@@ -47,6 +47,9 @@ pub const MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// After being fenced, wait this long (a few heartbeats) for the membership to tell whether
 /// the task is still ours before taking it back.
 const FENCED_PAUSE: Duration = Duration::from_secs(6);
+/// How long a restore waits for the transactions open on its changelog partition to end:
+/// past the tasks' `transaction.timeout.ms` (60 s), after which the coordinator aborts them.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// What every task of one pipeline in this worker shares.
 pub struct Shared {
@@ -253,9 +256,7 @@ impl ClusterIo {
             .filter(|_| cached.is_some());
         let cp = self.changelog_partition();
         let probe: BaseConsumer = self.consumer_config().create().map_err(err)?;
-        let (low, high) = probe
-            .fetch_watermarks(&self.shared.changelog, cp, OP_TIMEOUT)
-            .map_err(err)?;
+        let (low, high) = self.settled_end(&probe, cp)?;
         let start = from.map_or(low, |f| f.clamp(low, high));
         if start >= high {
             // Nothing committed since the cache: its chunks are live if the head kept beside
@@ -278,6 +279,56 @@ impl ClusterIo {
         match read {
             Some((c, head)) => Ok((Some(c), Some(head.keys(&self.key())))),
             None => Ok((cached, None)),
+        }
+    }
+
+    /// Where changelog partition `cp` starts and, once every transaction open on it when
+    /// asked has ended, where its committed records end.
+    ///
+    /// The partition is shared by many tasks, and a read_committed consumer reads only up to
+    /// the last stable offset: the first record of the oldest transaction still open there.
+    /// A task's last checkpoint, committed after another task's transaction began writing to
+    /// the same partition, sits past that offset until that transaction ends, and is
+    /// invisible. Restoring then would take an older checkpoint and process again input whose
+    /// output is already committed: counted twice downstream. The blocking transaction is
+    /// typically a dead worker's, killed in the middle of a commit; it ends when its task
+    /// starts elsewhere (its new owner's `init_transactions` aborts it) or at its timeout.
+    /// Waiting until the stable offset reaches the high watermark read now (this task's own
+    /// transactions are settled: `init_transactions` came first) makes every checkpoint it
+    /// ever committed readable.
+    fn settled_end(&self, committed: &BaseConsumer, cp: i32) -> Result<(i64, i64), String> {
+        let changelog = &self.shared.changelog;
+        let uncommitted: BaseConsumer = self
+            .consumer_config()
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(err)?;
+        let (_, high) = uncommitted
+            .fetch_watermarks(changelog, cp, OP_TIMEOUT)
+            .map_err(err)?;
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let mut said = false;
+        loop {
+            let (low, stable) = committed
+                .fetch_watermarks(changelog, cp, OP_TIMEOUT)
+                .map_err(err)?;
+            if stable >= high {
+                return Ok((low, stable));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "changelog {changelog}-{cp}: a transaction open before offset {high} has not ended in {} s (stable offset {stable})",
+                    SETTLE_TIMEOUT.as_secs()
+                ));
+            }
+            if !said {
+                tracing::info!(topic = %self.topic, partition = self.partition, changelog = %changelog, changelog_partition = cp, stable, high, "waiting for the transactions open on the changelog to end before restoring");
+                said = true;
+            }
+            if self.revoked.load(Ordering::Acquire) {
+                return Err("the task moved to another worker".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
