@@ -203,7 +203,14 @@ if [ "$rc" = 0 ]; then
     say "OK: every final count equals the ground truth"
 else
     say "FAILED (logs in $DIR)"
-    tail -n 40 "$DIR"/worker*/worker.log
+    # The workers' own warnings and errors (librdkafka's connection noise left out), then the
+    # verdict again: a CI log shows only its tail.
+    for n in 1 2 3; do
+        echo "-- worker $n"
+        grep -E ' (WARN|ERROR) sluice' "$DIR/worker$n/worker.log" | tail -n 12 || true
+    done
+    echo "-- check.py"
+    cat "$DIR/check.log"
     KEEP=1
 fi
 exit "$rc"
