@@ -1112,25 +1112,24 @@ fn an_undecodable_input_batch_is_dead_lettered_and_the_pipeline_goes_on() {
     );
 }
 
+/// The upper-casing plugin deployed with `manifest` on a fresh broker, then a Python client
+/// scenario against it.
+fn upper_case_pipeline_then(manifest: &str, script: &str, args: &[&str]) {
+    support::require_python_modules(&["confluent_kafka"]);
+    let b = Broker::start();
+    deploy(&b, "shout", "upper", manifest);
+    wait_running(&b, "shout", None);
+    support::run_ok(&b, "python3", script, args, WAIT);
+}
+
 /// A pipeline reads its input as a read_committed consumer would: records of an aborted
 /// transaction never reach the plugin, and records of an open one only once it commits.
 #[test]
 fn a_pipeline_reads_only_committed_transactions() {
-    support::require_python_modules(&["confluent_kafka"]);
-    let b = Broker::start();
-    deploy(
-        &b,
-        "shout",
-        "upper",
+    upper_case_pipeline_then(
         "inputs = [\"txin\"]\noutput = \"txin-out\"\n",
-    );
-    wait_running(&b, "shout", None);
-    support::run_ok(
-        &b,
-        "python3",
         "txn_pipeline_input.py",
         &["--topic", "txin", "--output", "txin-out"],
-        WAIT,
     );
 }
 
@@ -1139,19 +1138,9 @@ fn a_pipeline_reads_only_committed_transactions() {
 /// or the watermark would jump past the next record the producer sends (it would be late).
 #[test]
 fn a_partition_whose_records_were_on_their_way_was_not_idle() {
-    support::require_python_modules(&["confluent_kafka"]);
-    let b = Broker::start();
-    deploy(
-        &b,
-        "shout",
-        "upper",
+    upper_case_pipeline_then(
         "inputs = [\"evin\"]\noutput = \"evin-out\"\n[event_time]\nlateness_ms = 500\n\
          idle_timeout_ms = 3000\nlate_topic = \"evin-late\"\n",
-    );
-    wait_running(&b, "shout", None);
-    support::run_ok(
-        &b,
-        "python3",
         "txn_abort_not_idle.py",
         &[
             "--topic",
@@ -1161,7 +1150,6 @@ fn a_partition_whose_records_were_on_their_way_was_not_idle() {
             "--late",
             "evin-late",
         ],
-        WAIT,
     );
 }
 

@@ -13,9 +13,9 @@ have called the partition idle right after the abort and moved its watermark ~6 
 
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
-from common import args, check_eq, main
+from common import args, check_eq, confluent_read_all, main
 
 
 def add_args(p):
@@ -25,23 +25,8 @@ def add_args(p):
 
 
 def values(bootstrap, topic, want, wait):
-    """The values in partition 0 of `topic` once `want` are there (or `wait` s passed), then
-    a second more: anything beyond `want` shows."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, 0, 0)])
-    got = []
-    deadline = time.time() + wait
-    while time.time() < deadline and len(got) < want:
-        m = c.poll(0.2)
-        if m is not None and not m.error():
-            got.append(m.value().decode())
-    end = time.time() + 1
-    while time.time() < end:
-        m = c.poll(0.2)
-        if m is not None and not m.error():
-            got.append(m.value().decode())
-    c.close()
-    return got
+    """The values in `topic` once `want` are there (or `wait` s passed), and any beyond."""
+    return [v.decode() for v in confluent_read_all({"bootstrap.servers": bootstrap}, topic, 1, want, wait)]
 
 
 def run(a):
@@ -62,7 +47,9 @@ def run(a):
     time.sleep(1.5)
     txn("second", t0 + 100, lambda: p.commit_transaction(30))
     check_eq(values(a.bootstrap, a.output, 2, 20), ["FIRST", "SECOND"], "pipeline output after the second record")
-    check_eq(values(a.bootstrap, a.late, 1, 3), [], "records set apart as late")
+    # The late topic is made when the first late record is routed there.
+    if a.late in p.list_topics(timeout=15).topics:
+        check_eq(values(a.bootstrap, a.late, 1, 3), [], "records set apart as late")
     return "a partition behind its end for 5 s was not called idle when the transaction was aborted"
 
 

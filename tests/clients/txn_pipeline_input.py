@@ -9,9 +9,9 @@ exactly A1, A2 (nothing aborted, nothing uncommitted); after its commit, A1, A2,
 
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
-from common import args, check_eq, main
+from common import args, check_eq, confluent_read_all, main
 
 
 def add_args(p):
@@ -20,22 +20,7 @@ def add_args(p):
 
 
 def out_values(bootstrap, topic, want, wait):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, 0, 0)])
-    got = []
-    deadline = time.time() + wait
-    while time.time() < deadline and len(got) < want:
-        m = c.poll(0.2)
-        if m is not None and not m.error():
-            got.append(m.value().decode())
-    # Anything beyond `want` would be a bug: look a little longer.
-    end = time.time() + 1
-    while time.time() < end:
-        m = c.poll(0.2)
-        if m is not None and not m.error():
-            got.append(m.value().decode())
-    c.close()
-    return got
+    return [v.decode() for v in confluent_read_all({"bootstrap.servers": bootstrap}, topic, 1, want, wait)]
 
 
 def run(a):
