@@ -102,8 +102,12 @@ impl Worker {
         }
     }
 
+    fn full_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+    }
+
     fn log(&self) -> String {
-        let log = fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default();
+        let log = self.full_log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
@@ -182,6 +186,12 @@ fn read_committed(b: &Broker, topic: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The workers' log tails and the broker's, for a failure message.
+fn logs(b: &Broker, workers: &[&Worker]) -> String {
+    let l: Vec<String> = workers.iter().map(|w| w.log()).collect();
+    format!("{}\n{}", l.join("\n----\n"), b.log_tail())
+}
+
 /// Waits until a read_committed reader sees `n` records in `topic`; past `within`, fails
 /// with `logs()` (the workers' and the broker's).
 fn wait_outputs(b: &Broker, topic: &str, n: usize, within: Duration, logs: impl Fn() -> String) {
@@ -251,8 +261,7 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
     produce(&b, "clicks", &batch(0, per_round));
     let wait_for = |n: usize, workers: &[&Worker]| {
         wait_outputs(&b, "counts", n, Duration::from_secs(120), || {
-            let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
-            format!("{}\n{}", logs.join("\n----\n"), b.log_tail())
+            logs(&b, workers)
         })
     };
     wait_for(per_round, &[&w1, &w2]);
@@ -380,12 +389,8 @@ fn a_restore_waits_for_transactions_open_on_the_changelog() {
     let mut w1 = Worker::start(&b.bootstrap(), "g");
     w1.deploy("count", MANIFEST);
     produce(&b, "clicks", &batch(0));
-    let logs = |ws: &[&Worker]| {
-        let l: Vec<String> = ws.iter().map(|w| w.log()).collect();
-        format!("{}\n{}", l.join("\n----\n"), b.log_tail())
-    };
     let within = Duration::from_secs(120);
-    wait_outputs(&b, "counts", per_round, within, || logs(&[&w1]));
+    wait_outputs(&b, "counts", per_round, within, || logs(&b, &[&w1]));
     let ready = b.scratch().join("held-open");
     let release = b.scratch().join("release");
     // On every changelog partition: whichever the task's key maps to.
@@ -409,32 +414,32 @@ fn a_restore_waits_for_transactions_open_on_the_changelog() {
     }
     // Checkpoints committed past the open transaction's first record.
     produce(&b, "clicks", &batch(per_round));
-    wait_outputs(&b, "counts", 2 * per_round, within, || logs(&[&w1]));
+    wait_outputs(&b, "counts", 2 * per_round, within, || logs(&b, &[&w1]));
     w1.kill9();
     let w2 = Worker::start(&b.bootstrap(), "g");
     w2.deploy("count", MANIFEST);
     produce(&b, "clicks", &batch(2 * per_round));
-    let full_log = || fs::read_to_string(w2.dir.path().join("worker.log")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !full_log().contains("task assigned to this worker") {
+    while !w2.full_log().contains("task assigned to this worker") {
         assert!(
             Instant::now() < deadline,
             "no task for the new worker\n{}",
-            logs(&[&w2])
+            logs(&b, &[&w2])
         );
         sleep(Duration::from_millis(200));
     }
     // Time enough for the new owner to restore and replay, had it not waited.
     sleep(Duration::from_secs(5));
     assert!(
-        full_log().contains("waiting for the transactions open on the changelog to end"),
+        w2.full_log()
+            .contains("waiting for the transactions open on the changelog to end"),
         "the new owner did not wait for the open transaction\n{}",
-        logs(&[&w2])
+        logs(&b, &[&w2])
     );
     fs::write(&release, b"").unwrap();
     let held = holder.finish(Duration::from_secs(60));
     assert!(held.success(), "{}", held.report());
-    wait_outputs(&b, "counts", 3 * per_round, within, || logs(&[&w2]));
+    wait_outputs(&b, "counts", 3 * per_round, within, || logs(&b, &[&w2]));
     // A little longer: anything beyond would be input counted twice.
     sleep(Duration::from_secs(3));
     let out = read_committed(&b, "counts");

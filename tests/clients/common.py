@@ -128,6 +128,12 @@ def confluent_read_all(conf, topic, parts, want, timeout=60):
     return got
 
 
+def confluent_values(bootstrap, topic, want, wait):
+    """The values (text) in partition 0 of `topic` once `want` are there (or `wait` s passed),
+    and any beyond (see confluent_read_all)."""
+    return [v.decode() for v in confluent_read_all({"bootstrap.servers": bootstrap}, topic, 1, want, wait)]
+
+
 def kafka_python_read_all(kw, topic, parts, want, timeout=60):
     """kafka-python (KafkaConsumer settings `kw`) reads `topic`'s `parts` partitions from the
     beginning until `want` records came or `timeout` s passed."""

@@ -15,18 +15,13 @@ import time
 
 from confluent_kafka import Producer
 
-from common import args, check_eq, confluent_read_all, main
+from common import args, check_eq, confluent_values, main
 
 
 def add_args(p):
     p.add_argument("--topic", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--late", required=True)
-
-
-def values(bootstrap, topic, want, wait):
-    """The values in `topic` once `want` are there (or `wait` s passed), and any beyond."""
-    return [v.decode() for v in confluent_read_all({"bootstrap.servers": bootstrap}, topic, 1, want, wait)]
 
 
 def run(a):
@@ -41,15 +36,15 @@ def run(a):
         then()
 
     txn("first", t0, lambda: p.commit_transaction(30))
-    check_eq(values(a.bootstrap, a.output, 1, 20), ["FIRST"], "pipeline output after the first record")
+    check_eq(confluent_values(a.bootstrap, a.output, 1, 20), ["FIRST"], "pipeline output after the first record")
     txn("held", t0 + 50, lambda: time.sleep(5))
     p.abort_transaction(30)
     time.sleep(1.5)
     txn("second", t0 + 100, lambda: p.commit_transaction(30))
-    check_eq(values(a.bootstrap, a.output, 2, 20), ["FIRST", "SECOND"], "pipeline output after the second record")
+    check_eq(confluent_values(a.bootstrap, a.output, 2, 20), ["FIRST", "SECOND"], "pipeline output after the second record")
     # The late topic is made when the first late record is routed there.
     if a.late in p.list_topics(timeout=15).topics:
-        check_eq(values(a.bootstrap, a.late, 1, 3), [], "records set apart as late")
+        check_eq(confluent_values(a.bootstrap, a.late, 1, 3), [], "records set apart as late")
     return "a partition behind its end for 5 s was not called idle when the transaction was aborted"
 
 

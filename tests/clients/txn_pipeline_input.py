@@ -11,16 +11,12 @@ import time
 
 from confluent_kafka import Producer
 
-from common import args, check_eq, confluent_read_all, main
+from common import args, check_eq, confluent_values, main
 
 
 def add_args(p):
     p.add_argument("--topic", required=True)
     p.add_argument("--output", required=True)
-
-
-def out_values(bootstrap, topic, want, wait):
-    return [v.decode() for v in confluent_read_all({"bootstrap.servers": bootstrap}, topic, 1, want, wait)]
 
 
 def run(a):
@@ -36,9 +32,9 @@ def run(a):
         elif commit is False:
             p.abort_transaction(30)
     time.sleep(3)
-    check_eq(out_values(a.bootstrap, a.output, 2, 20), ["A1", "A2"], "pipeline output with c1's transaction open")
+    check_eq(confluent_values(a.bootstrap, a.output, 2, 20), ["A1", "A2"], "pipeline output with c1's transaction open")
     p.commit_transaction(30)
-    check_eq(out_values(a.bootstrap, a.output, 3, 20), ["A1", "A2", "C1"], "pipeline output after the commit")
+    check_eq(confluent_values(a.bootstrap, a.output, 3, 20), ["A1", "A2", "C1"], "pipeline output after the commit")
     return "the pipeline skipped the aborted record and waited for the open transaction"
 
 
