@@ -279,6 +279,15 @@ fn broker_settings(b: &Broker) -> Vec<Described> {
             doc: "Partitions of an auto-created topic.",
         },
         Described {
+            // Tools read it to create topics "with the broker's default" (kafkajs' admin
+            // tests, `kafka-topics` without --replication-factor): one node, one replica.
+            key: "default.replication.factor".into(),
+            value: "1".into(),
+            source: SOURCE_STATIC_BROKER,
+            long: true,
+            doc: "Replicas of a topic created without a replication factor.",
+        },
+        Described {
             key: "broker.id".into(),
             value: c.node_id.to_string(),
             source: SOURCE_STATIC_BROKER,

@@ -21,6 +21,7 @@ mod init_producer_id;
 mod legacy;
 mod list_offsets;
 mod metadata;
+mod nulls;
 mod offset_for_leader_epoch;
 mod offsets;
 pub mod pieces;
@@ -44,6 +45,7 @@ use crate::auth::sasl::Gate;
 use crate::auth::Session;
 use crate::broker::Broker;
 use crate::limits::quotas::Key;
+use nulls::NullMessages;
 
 /// Why a connection must be closed: the request could not be understood well enough to answer.
 #[derive(Debug, Error)]
@@ -434,7 +436,8 @@ pub async fn handle_pieces(
     );
     match api {
         ApiKey::SaslHandshake => {
-            let r = sasl::handshake(session, version, decode(api, version, &mut frame)?);
+            let mut r = sasl::handshake(session, version, decode(api, version, &mut frame)?);
+            r.null_empty_messages();
             return Ok(one(Some(encode_response(
                 api,
                 version,
@@ -443,7 +446,8 @@ pub async fn handle_pieces(
             )?)));
         }
         ApiKey::SaslAuthenticate => {
-            let r = sasl::authenticate(broker, session, decode(api, version, &mut frame)?);
+            let mut r = sasl::authenticate(broker, session, decode(api, version, &mut frame)?);
+            r.null_empty_messages();
             return Ok(one(Some(encode_response(
                 api,
                 version,
@@ -486,11 +490,13 @@ pub async fn handle_pieces(
     // Every API: decode the body at the request's version, handle it, encode the answer.
     macro_rules! answer {
         ($handler:path) => {{
-            let r = $handler(&ctx, decode(api, version, body)?);
+            let mut r = $handler(&ctx, decode(api, version, body)?);
+            NullMessages::null_empty_messages(&mut r);
             Some(encode_response(api, version, correlation_id, &r)?)
         }};
         ($handler:path, await) => {{
-            let r = $handler(&ctx, decode(api, version, body)?).await;
+            let mut r = $handler(&ctx, decode(api, version, body)?).await;
+            NullMessages::null_empty_messages(&mut r);
             Some(encode_response(api, version, correlation_id, &r)?)
         }};
         // Handlers that create, fsync or delete files run on the blocking pool, not on an
@@ -499,7 +505,7 @@ pub async fn handle_pieces(
             let req = decode(api, version, body)?;
             let (b, client, from) = (broker.clone(), client_id.clone(), peer.to_string());
             let (listener, who) = (session.listener.clone(), principal.clone());
-            let r = tokio::task::spawn_blocking(move || {
+            let mut r = tokio::task::spawn_blocking(move || {
                 let ctx = Ctx {
                     broker: &b,
                     version,
@@ -516,6 +522,7 @@ pub async fn handle_pieces(
                 version,
                 reason: format!("handler failed: {e}"),
             })?;
+            NullMessages::null_empty_messages(&mut r);
             Some(encode_response(api, version, correlation_id, &r)?)
         }};
     }
