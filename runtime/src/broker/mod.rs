@@ -164,12 +164,12 @@ pub struct Partition {
     /// Signalled after every change (see `appended`), for readers that wait on one
     /// partition (plugin tasks, small fetches) and should not wake for every append
     /// anywhere. Only the signal counts; the count to compare is `changes`.
-    appends: watch::Sender<u64>,
+    appends: watch::Sender<()>,
     /// See [`Partition::changes`]: an atomic, readable without the watch's lock.
     changes: std::sync::atomic::AtomicU64,
     /// The topic's own signal, bumped after every append to any of its partitions (see
     /// [`Topic::subscribe_appends`]).
-    topic_appends: Arc<watch::Sender<u64>>,
+    topic_appends: Arc<watch::Sender<()>>,
     /// Durable mode's fsyncs (see `durable.rs`).
     sync: durable::SyncGate,
     /// Held by a DeleteRecords for its whole length.
@@ -396,7 +396,7 @@ pub struct Topic {
     /// Bumped after every append to any partition (and when the topic is deleted):
     /// what a fetch parked on many partitions waits on, one signal per topic rather than one
     /// per partition. Shared with the partitions, and kept when the topic grows.
-    appends: Arc<watch::Sender<u64>>,
+    appends: Arc<watch::Sender<()>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -445,7 +445,7 @@ pub struct Broker {
     pub cluster_id: String,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Bumped after every append, so long-polling fetches wake up and look again.
-    appended: watch::Sender<u64>,
+    appended: watch::Sender<()>,
     pub metrics: Metrics,
     /// Admission of connections and the caps on responses (see `limits.rs`).
     pub limits: Arc<crate::limits::Connections>,
@@ -605,8 +605,8 @@ impl Partition {
     fn appended(&self) {
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.appends.send_modify(|v| *v = v.wrapping_add(1));
-        self.topic_appends.send_modify(|v| *v = v.wrapping_add(1));
+        self.appends.send_replace(());
+        self.topic_appends.send_replace(());
     }
 
     /// How many times the partition's watermarks may have changed since it was opened:
@@ -618,7 +618,7 @@ impl Partition {
     }
 
     /// Changes after every append to this partition.
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+    pub fn subscribe_appends(&self) -> watch::Receiver<()> {
         self.appends.subscribe()
     }
 
@@ -830,7 +830,7 @@ impl Partition {
 impl Topic {
     /// Changes after every append to any of the topic's partitions, and when the topic is
     /// deleted. Which partition moved, [`Partition::changes`] tells.
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+    pub fn subscribe_appends(&self) -> watch::Receiver<()> {
         self.appends.subscribe()
     }
 
@@ -951,7 +951,7 @@ impl Broker {
             data_dir = %config.data_dir.display(),
             "broker state loaded"
         );
-        let (appended, _) = watch::channel(0);
+        let (appended, _) = watch::channel(());
         let producer_ids = producer_ids::ProducerIds::open(&config.data_dir)?;
         let groups = crate::group::Coordinator::open(
             &config.data_dir.join("internal").join("consumer-offsets"),
@@ -1007,7 +1007,7 @@ impl Broker {
         clean: bool,
     ) -> Result<Topic, BrokerError> {
         let log_config = meta.config.log_config(defaults);
-        let appends = Arc::new(watch::channel(0).0);
+        let appends = Arc::new(watch::channel(()).0);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
             partitions.push(Arc::new(Self::open_partition(
@@ -1039,7 +1039,7 @@ impl Broker {
         log_config: &crate::log::LogConfig,
         clean: bool,
         limits: &crate::limits::Limits,
-        topic_appends: &Arc<watch::Sender<u64>>,
+        topic_appends: &Arc<watch::Sender<()>>,
     ) -> Result<Partition, BrokerError> {
         let log = PartitionLog::open(
             &dir.join(index.to_string()),
@@ -1051,7 +1051,7 @@ impl Broker {
         Ok(Partition {
             index,
             log: Mutex::new(log),
-            appends: watch::channel(0).0,
+            appends: watch::channel(()).0,
             changes: std::sync::atomic::AtomicU64::new(0),
             topic_appends: topic_appends.clone(),
             sync: durable::SyncGate::new(durable),
@@ -1194,7 +1194,7 @@ impl Broker {
                 produce_limits: Arc::default(),
                 dir,
                 stats: Arc::default(),
-                appends: Arc::new(watch::channel(0).0),
+                appends: Arc::new(watch::channel(()).0),
             }));
         }
         // The files (thousands, each fsynced, for a large topic) are made without the topics
@@ -1403,10 +1403,10 @@ impl Broker {
     }
 
     pub fn notify_appended(&self) {
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        self.appended.send_replace(());
     }
 
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+    pub fn subscribe_appends(&self) -> watch::Receiver<()> {
         self.appended.subscribe()
     }
 

@@ -124,7 +124,7 @@ pub struct LocalIo {
     /// Starts at the first `open`.
     writer: Option<Writer>,
     /// Changes on every append to the input partition.
-    appended: Option<tokio::sync::watch::Receiver<u64>>,
+    appended: Option<tokio::sync::watch::Receiver<()>>,
 }
 
 impl LocalIo {
@@ -146,7 +146,7 @@ impl LocalIo {
         }
     }
 
-    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<()>> {
         let t = self.broker.topic(&self.topic)?;
         Some(t.partition(self.partition)?.subscribe_appends())
     }

@@ -327,7 +327,7 @@ impl Parked {
     async fn moved(&mut self) {
         // Subscribed before the counts are compared: a change before this shows in the
         // counts, one after wakes a receiver.
-        let mut signals: Vec<watch::Receiver<u64>> = self
+        let mut signals: Vec<watch::Receiver<()>> = self
             .topics
             .iter()
             .filter(|(_, whole)| *whole)

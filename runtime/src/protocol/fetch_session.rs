@@ -42,6 +42,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -62,6 +63,17 @@ pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 /// A topic as requests name it: (topic id, topic name). Requests from v13 on name topics by
 /// id (the name is empty), older ones by name (the id is nil).
 type TopicKey = (Uuid, String);
+
+/// A [`TopicKey`] borrowed from a request, so looking a topic up allocates nothing. Hashes
+/// as the tuple does (a `&str` hashes as a `String`).
+#[derive(Hash)]
+struct TopicRef<'a>(Uuid, &'a str);
+
+impl indexmap::Equivalent<TopicKey> for TopicRef<'_> {
+    fn equivalent(&self, key: &TopicKey) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
 
 /// A session's own copy of a topic's id and name, shared by its partitions' entries.
 type SessionTopic = Arc<(Uuid, TopicName)>;
@@ -212,7 +224,7 @@ struct Session {
     /// the back, so under a byte limit the others get their turn (as Kafka does).
     order: Vec<u32>,
     /// Slots by topic and partition. Never holds a topic without partitions.
-    index: HashMap<TopicKey, (SessionTopic, HashMap<i32, u32>)>,
+    index: IndexMap<TopicKey, (SessionTopic, HashMap<i32, u32>)>,
     /// Changed by every request opened in the session (see [`Sessions::close`]).
     generation: u64,
     /// The epoch the next incremental request must carry.
@@ -229,7 +241,7 @@ impl Session {
             entries: Vec::new(),
             free: Vec::new(),
             order: Vec::new(),
-            index: HashMap::new(),
+            index: IndexMap::new(),
             generation,
             next_epoch: 1,
             by_id,
@@ -249,14 +261,18 @@ impl Session {
             if t.partitions.is_empty() {
                 continue;
             }
-            let (arc, slots) = self
-                .index
-                .entry((t.topic_id, t.topic.0.to_string()))
-                .or_insert_with(|| {
+            let key = TopicRef(t.topic_id, t.topic.0.as_str());
+            let at = match self.index.get_index_of(&key) {
+                Some(at) => at,
+                None => {
                     // An owned name: the request's points into its buffer.
                     let name = TopicName(StrBytes::from_string(t.topic.0.to_string()));
-                    (Arc::new((t.topic_id, name)), HashMap::new())
-                });
+                    let topic = Arc::new((t.topic_id, name));
+                    let key = (t.topic_id, t.topic.0.to_string());
+                    self.index.insert_full(key, (topic, HashMap::new())).0
+                }
+            };
+            let (arc, slots) = &mut self.index[at];
             for p in &t.partitions {
                 if let Some(&slot) = slots.get(&p.partition) {
                     let e = &mut self.entries[slot as usize];
@@ -291,7 +307,7 @@ impl Session {
     fn forget(&mut self, forgotten: &[ForgottenTopic]) {
         let mut any = false;
         for f in forgotten {
-            let key = (f.topic_id, f.topic.0.to_string());
+            let key = TopicRef(f.topic_id, f.topic.0.as_str());
             let Some((_, slots)) = self.index.get_mut(&key) else {
                 continue;
             };
@@ -303,7 +319,7 @@ impl Session {
                 }
             }
             if slots.is_empty() {
-                self.index.remove(&key);
+                self.index.swap_remove(&key);
             }
         }
         if any {
