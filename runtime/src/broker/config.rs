@@ -183,6 +183,20 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         Kind::Long(0),
         "Accepted for compatibility.",
     ),
+    // Kafka 3.x topic configs that Kafka 4 removed (KIP-937, KIP-724): clients and tools
+    // written for 3.x still set them when they create topics.
+    (
+        "message.timestamp.difference.max.ms",
+        "9223372036854775807",
+        Kind::Long(0),
+        "Accepted for compatibility with Kafka 3.x clients (removed in Kafka 4).",
+    ),
+    (
+        "message.format.version",
+        "3.0-IV1",
+        Kind::Any,
+        "Accepted for compatibility with Kafka 3.x clients (removed in Kafka 4); batches are always v2.",
+    ),
     (
         "local.retention.ms",
         "-2",

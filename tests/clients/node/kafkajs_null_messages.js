@@ -4,7 +4,8 @@
 // nothing went wrong Kafka sends a null error message, and kafkajs hands it on as `null`
 // (its suite's CreateTopics, AlterConfigs, DescribeConfigs and ACL tests assert exactly that).
 // sluice used to send "" in each of these. Also: the broker's DescribeConfigs lists
-// `default.replication.factor`, which kafkajs' createTopics test reads.
+// `default.replication.factor`, which kafkajs' createTopics test reads, and topics take the
+// Kafka 3.x configs its produce tests set.
 // Needs a broker with ACLs on and ANONYMOUS a super user (see tests/clients.rs).
 
 const { Kafka, ConfigResourceTypes, AclResourceTypes, AclOperationTypes, AclPermissionTypes, ResourcePatternTypes, logLevel } = require('kafkajs')
@@ -43,16 +44,32 @@ async function main () {
   const topic = `kjs-null-${process.pid}-${Date.now() % 1e9}`
   let checked = 0
 
-  checked += allNull('CreateTopics validateOnly', await broker.createTopics({ topics: [{ topic, numPartitions: 1 }], validateOnly: true }))
-  checked += allNull('CreateTopics', await broker.createTopics({ topics: [{ topic, numPartitions: 1 }] }))
+  // Two Kafka 3.x topic configs that Kafka 4 dropped: 3.x clients (kafkajs' produce tests)
+  // still create topics with them.
+  const configEntries = [
+    { name: 'message.timestamp.difference.max.ms', value: '86400000' },
+    { name: 'message.format.version', value: '2.4-IV1' }
+  ]
+  checked += allNull('CreateTopics validateOnly', await broker.createTopics({ topics: [{ topic, numPartitions: 1, configEntries }], validateOnly: true }))
+  checked += allNull('CreateTopics', await broker.createTopics({ topics: [{ topic, numPartitions: 1, configEntries }] }))
   const dup = await broker.createTopics({ topics: [{ topic, numPartitions: 1 }] }).catch(e => e)
   // An error still carries its message: kafkajs gathers each topic's error in `errors`.
   const why = (dup.errors || [dup])[0]
   check(why.type === 'TOPIC_ALREADY_EXISTS' && /exists/i.test(why.message), `second CreateTopics: ${dup} ${why && why.type}`)
 
   const res = { type: ConfigResourceTypes.TOPIC, name: topic }
+  const configs = async names => {
+    const d = await admin.describeConfigs({ resources: [{ ...res, configNames: names }], includeSynonyms: false })
+    checked += allNull('DescribeConfigs', d)
+    return d.resources[0].configEntries.map(e => `${e.configName}=${e.configValue}`).sort()
+  }
+  const created = await configs(['message.timestamp.difference.max.ms'])
+  check(JSON.stringify(created) === '["message.timestamp.difference.max.ms=86400000"]', `topic configs after create: ${JSON.stringify(created)}`)
   checked += allNull('AlterConfigs', await admin.alterConfigs({ resources: [{ ...res, configEntries: [{ name: 'retention.ms', value: '3600000' }] }] }))
-  checked += allNull('DescribeConfigs', await admin.describeConfigs({ resources: [{ ...res, configNames: ['retention.ms'] }], includeSynonyms: false }))
+  // AlterConfigs (not the incremental one) replaces the whole set, as Kafka's does.
+  const altered = await configs(['retention.ms', 'message.timestamp.difference.max.ms'])
+  check(JSON.stringify(altered) === JSON.stringify(['message.timestamp.difference.max.ms=9223372036854775807', 'retention.ms=3600000']),
+    `topic configs after AlterConfigs: ${JSON.stringify(altered)}`)
 
   // The broker's view: kafkajs' createTopics test asks for both of these.
   const { brokers } = await admin.describeCluster()
