@@ -325,6 +325,16 @@ fn retention_and_configs_survive_restart() {
     );
 }
 
+/// Record create times are checked against the broker's clock as Kafka 4 checks them
+/// (`message.timestamp.after.max.ms`, an hour by default, and `before.max.ms`): a record out
+/// of bounds gets INVALID_TIMESTAMP at confluent-kafka and is not stored.
+#[test]
+fn record_timestamps_out_of_bounds_are_refused() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    run_ok(&broker, "python3", "timestamp_bounds.py", &[], LIMIT);
+}
+
 /// The `sluice` CLI (topic commands, murmur2 keyed produce, key-less spreading, consume) checked
 /// with confluent-kafka, and the Prometheus endpoint's figures.
 #[test]

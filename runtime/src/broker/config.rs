@@ -33,6 +33,12 @@ enum Kind {
     /// An integer no smaller than the bound.
     Long(i64),
     OneOf(&'static [&'static str]),
+    /// A compression level: `default`, or an integer from `min` to `max`.
+    Level {
+        min: i64,
+        max: i64,
+        default: i64,
+    },
     /// Accepted and stored, not interpreted by a single-node broker.
     Any,
 }
@@ -175,12 +181,56 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         "message.timestamp.before.max.ms",
         "9223372036854775807",
         Kind::Long(0),
-        "Accepted for compatibility.",
+        "With CreateTime, a batch holding a record stamped more than this before the broker's clock is refused (INVALID_TIMESTAMP).",
     ),
     (
+        // Kafka 4's default (KIP-1030): a record from more than an hour ahead would hold
+        // its segment back from time-based retention.
         "message.timestamp.after.max.ms",
-        "9223372036854775807",
+        "3600000",
         Kind::Long(0),
+        "With CreateTime, a batch holding a record stamped more than this after the broker's clock is refused (INVALID_TIMESTAMP).",
+    ),
+    (
+        "compression.gzip.level",
+        "-1",
+        Kind::Level {
+            min: 1,
+            max: 9,
+            default: -1,
+        },
+        "Accepted for compatibility; batches are kept as the producer compressed them.",
+    ),
+    (
+        "compression.lz4.level",
+        "9",
+        Kind::Level {
+            min: 1,
+            max: 17,
+            default: 9,
+        },
+        "Accepted for compatibility; batches are kept as the producer compressed them.",
+    ),
+    (
+        "compression.zstd.level",
+        "3",
+        Kind::Level {
+            min: -131072,
+            max: 22,
+            default: 3,
+        },
+        "Accepted for compatibility; batches are kept as the producer compressed them.",
+    ),
+    (
+        "max.decompressed.message.bytes",
+        "2147483639",
+        Kind::Long(0),
+        "Accepted for compatibility; the broker's own allowance of decompressed bytes per request applies.",
+    ),
+    (
+        "errors.deadletterqueue.group.enable",
+        "false",
+        Kind::OneOf(&["true", "false"]),
         "Accepted for compatibility.",
     ),
     // Kafka 3.x topic configs that Kafka 4 removed (KIP-937, KIP-724): clients and tools
@@ -216,6 +266,30 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         "Accepted for compatibility.",
     ),
     (
+        "remote.copy.lag.ms",
+        "0",
+        Kind::Long(0),
+        "Accepted for compatibility.",
+    ),
+    (
+        "remote.copy.lag.bytes",
+        "-1",
+        Kind::Long(-1),
+        "Accepted for compatibility.",
+    ),
+    (
+        "remote.log.copy.disable",
+        "false",
+        Kind::OneOf(&["true", "false"]),
+        "Accepted for compatibility.",
+    ),
+    (
+        "remote.log.delete.on.disable",
+        "false",
+        Kind::OneOf(&["true", "false"]),
+        "Accepted for compatibility.",
+    ),
+    (
         "follower.replication.throttled.replicas",
         "",
         Kind::Any,
@@ -239,6 +313,43 @@ pub struct TopicConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Defaults {
     pub values: BTreeMap<String, String>,
+}
+
+/// See [`TopicConfig::timestamp_bounds`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimestampBounds {
+    pub before_ms: Option<i64>,
+    pub after_ms: Option<i64>,
+}
+
+impl TimestampBounds {
+    pub fn any(&self) -> bool {
+        self.before_ms.is_some() || self.after_ms.is_some()
+    }
+
+    /// Whether a record stamped `ts` is refused at broker time `now` (a record without a
+    /// timestamp, -1, never is).
+    pub fn refuses(&self, ts: i64, now: i64) -> bool {
+        ts != NO_TIMESTAMP
+            && (self.before_ms.is_some_and(|b| ts < now.saturating_sub(b))
+                || self.after_ms.is_some_and(|a| ts > now.saturating_add(a)))
+    }
+
+    /// The range Kafka names in its refusal: `[now - before, now + after]`.
+    pub fn range(&self, now: i64) -> (i64, i64) {
+        (
+            self.before_ms.map_or(i64::MIN, |b| now.saturating_sub(b)),
+            self.after_ms.map_or(i64::MAX, |a| now.saturating_add(a)),
+        )
+    }
+}
+
+/// Kafka's `RecordBatch.NO_TIMESTAMP`.
+const NO_TIMESTAMP: i64 = -1;
+
+/// The built-in default of a known topic key.
+pub fn default_of(key: &str) -> Option<&'static str> {
+    KEYS.iter().find(|(k, ..)| *k == key).map(|(_, d, ..)| *d)
 }
 
 pub struct Entry {
@@ -269,6 +380,12 @@ pub fn validate(key: &str, value: &str) -> Result<(), ConfigError> {
         Kind::OneOf(choices) => {
             if !choices.contains(&value) {
                 return Err(bad("not one of the allowed values"));
+            }
+        }
+        Kind::Level { min, max, default } => {
+            let v: i64 = value.trim().parse().map_err(|_| bad("not an integer"))?;
+            if v != default && !(min..=max).contains(&v) {
+                return Err(bad("not a level of that codec"));
             }
         }
         Kind::Any => {}
@@ -330,7 +447,7 @@ impl TopicConfig {
                 value: self.get(defaults, key),
                 is_default: !self.overrides.contains_key(key),
                 doc,
-                is_long: matches!(kind, Kind::Long(_)),
+                is_long: matches!(kind, Kind::Long(_) | Kind::Level { .. }),
             })
             .collect()
     }
@@ -349,6 +466,20 @@ impl TopicConfig {
 
     pub fn log_append_time(&self, defaults: &Defaults) -> bool {
         self.get(defaults, "message.timestamp.type") == "LogAppendTime"
+    }
+
+    /// How far before and after the broker's clock a record's create time may be
+    /// (`message.timestamp.before/after.max.ms`); `None` where there is no bound, and for
+    /// LogAppendTime topics, whose records take the broker's time.
+    pub fn timestamp_bounds(&self, defaults: &Defaults) -> TimestampBounds {
+        if self.log_append_time(defaults) {
+            return TimestampBounds::default();
+        }
+        let bound = |key| Some(self.long(defaults, key)).filter(|&v| v < i64::MAX);
+        TimestampBounds {
+            before_ms: bound("message.timestamp.before.max.ms"),
+            after_ms: bound("message.timestamp.after.max.ms"),
+        }
     }
 
     /// How the log cleaner treats this topic; `None` unless `cleanup.policy` includes compact.
@@ -417,6 +548,51 @@ mod tests {
             TopicConfig::from_pairs([("segment.bytes", "10")]),
             Err(ConfigError::InvalidValue { .. })
         ));
+    }
+
+    #[test]
+    fn compression_levels_take_their_codecs_range_or_the_default() {
+        for (key, ok, bad) in [
+            ("compression.gzip.level", ["-1", "1", "9"], ["0", "10"]),
+            ("compression.lz4.level", ["9", "1", "17"], ["0", "18"]),
+            (
+                "compression.zstd.level",
+                ["3", "-131072", "22"],
+                ["-131073", "23"],
+            ),
+        ] {
+            for v in ok {
+                assert_eq!(validate(key, v), Ok(()), "{key}={v}");
+            }
+            for v in bad {
+                assert!(validate(key, v).is_err(), "{key}={v}");
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_are_bounded_as_in_kafka_4_unless_the_broker_stamps_them() {
+        let d = Defaults::default();
+        let b = TopicConfig::default().timestamp_bounds(&d);
+        assert_eq!(b.before_ms, None);
+        assert_eq!(b.after_ms, Some(3_600_000));
+        let now = 1_800_000_000_000;
+        assert!(!b.refuses(now + 3_600_000, now));
+        assert!(b.refuses(now + 3_600_001, now));
+        assert!(!b.refuses(0, now));
+        assert!(!b.refuses(-1, now), "a record without a timestamp");
+        let both = TopicConfig::from_pairs([
+            ("message.timestamp.before.max.ms", "1000"),
+            ("message.timestamp.after.max.ms", "9223372036854775807"),
+        ])
+        .unwrap()
+        .timestamp_bounds(&d);
+        assert!(both.refuses(now - 1001, now));
+        assert!(!both.refuses(i64::MAX, now));
+        let stamped = TopicConfig::from_pairs([("message.timestamp.type", "LogAppendTime")])
+            .unwrap()
+            .timestamp_bounds(&d);
+        assert!(!stamped.any());
     }
 
     #[test]

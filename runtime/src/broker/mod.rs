@@ -406,13 +406,29 @@ struct TopicMeta {
     config: TopicConfig,
 }
 
-#[derive(Default)]
 struct ProduceLimits {
     max_message_bytes: std::sync::atomic::AtomicUsize,
     log_append_time: std::sync::atomic::AtomicBool,
     compacted: std::sync::atomic::AtomicBool,
+    /// `message.timestamp.before/after.max.ms`, `i64::MAX` for no bound.
+    timestamp_before_ms: std::sync::atomic::AtomicI64,
+    timestamp_after_ms: std::sync::atomic::AtomicI64,
     /// `flush.ms` is set: the background flush looks at this topic's partitions.
     timed_flush: std::sync::atomic::AtomicBool,
+}
+
+impl Default for ProduceLimits {
+    fn default() -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
+        ProduceLimits {
+            max_message_bytes: AtomicUsize::new(0),
+            log_append_time: AtomicBool::new(false),
+            compacted: AtomicBool::new(false),
+            timestamp_before_ms: AtomicI64::new(i64::MAX),
+            timestamp_after_ms: AtomicI64::new(i64::MAX),
+            timed_flush: AtomicBool::new(false),
+        }
+    }
 }
 
 impl ProduceLimits {
@@ -422,6 +438,11 @@ impl ProduceLimits {
             .store(c.max_message_bytes(d), Relaxed);
         self.log_append_time.store(c.log_append_time(d), Relaxed);
         self.compacted.store(c.compacted(d), Relaxed);
+        let bounds = c.timestamp_bounds(d);
+        self.timestamp_before_ms
+            .store(bounds.before_ms.unwrap_or(i64::MAX), Relaxed);
+        self.timestamp_after_ms
+            .store(bounds.after_ms.unwrap_or(i64::MAX), Relaxed);
         self.timed_flush
             .store(c.log_config(d).flush_ms < i64::MAX, Relaxed);
     }
@@ -862,6 +883,16 @@ impl Topic {
         self.produce_limits
             .compacted
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How far from the broker's clock a record's create time may be.
+    pub fn timestamp_bounds(&self) -> config::TimestampBounds {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bound = |v: i64| Some(v).filter(|&v| v < i64::MAX);
+        config::TimestampBounds {
+            before_ms: bound(self.produce_limits.timestamp_before_ms.load(Relaxed)),
+            after_ms: bound(self.produce_limits.timestamp_after_ms.load(Relaxed)),
+        }
     }
 
     /// Whether the broker stamps batches (`message.timestamp.type=LogAppendTime`).

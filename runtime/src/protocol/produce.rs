@@ -11,6 +11,7 @@ use kafka_protocol::ResponseError;
 
 use super::{code, sb, Ctx};
 use crate::auth::acl::{Operation, Resource};
+use crate::broker::config::TimestampBounds;
 use crate::broker::{now_ms, AppendError};
 use crate::log::batch::BatchError;
 use crate::txn::state::TxnError;
@@ -34,21 +35,76 @@ fn error_for(e: &AppendError) -> ResponseError {
 /// the per-batch limit must not cost minutes of CPU.
 const MAX_DECOMPRESSED_PER_REQUEST: usize = crate::records::MAX_DECOMPRESSED;
 
-/// Indexes (within their batch, as Kafka reports them) of records without a key, or `None` if
-/// every record has one; `Err` for a batch that cannot be read or inflates past what is left
-/// of the request's allowance (`left`). Malformed framing is left to the append's validation.
-fn keyless_records(records: &Bytes, left: &mut usize) -> Result<Option<Vec<i32>>, String> {
+/// Why a partition's records are refused before anything is written: Kafka's record
+/// validation (its LogValidator), record by record.
+struct Refusal {
+    error: ResponseError,
+    message: String,
+    /// Each refused record's index within its batch, as Kafka reports them, and why.
+    records: Vec<(i32, String)>,
+}
+
+/// Looks into the records only where a topic's settings ask it to: keys on a compacted
+/// topic, create times against `message.timestamp.before/after.max.ms` (a batch whose header
+/// puts its newest record in range is not opened unless a `before` bound is set: a record
+/// may be older than the batch's base timestamp). `Err` for a batch that cannot be read or
+/// inflates past what is left of the request's allowance (`left`). Malformed framing is left
+/// to the append's validation.
+fn refused_records(
+    records: &Bytes,
+    partition: (&str, i32),
+    compacted: bool,
+    bounds: TimestampBounds,
+    now: i64,
+    left: &mut usize,
+) -> Result<Option<Refusal>, String> {
+    if !compacted && !bounds.any() {
+        return Ok(None);
+    }
     let Ok(batches) = crate::log::batch::split_batches(records) else {
         return Ok(None);
     };
-    let mut bad = Vec::new();
+    let (low, high) = bounds.range(now);
+    let keyless = format!(
+        "Compacted topic cannot accept message without key in topic partition {}-{}.",
+        partition.0, partition.1
+    );
+    let mut refused = Vec::new();
+    let mut bad_time = false;
     for (pos, h) in batches {
-        bad.extend(
-            crate::records::keyless_records(&records[pos..pos + h.size], left)
-                .map_err(|e| e.to_string())?,
-        );
+        let times = bounds.before_ms.is_some() || h.max_timestamp > high;
+        if !compacted && !times {
+            continue;
+        }
+        crate::records::peek_records(&records[pos..pos + h.size], left, |i, p| {
+            if compacted && p.keyless {
+                refused.push((i, keyless.clone()));
+            } else if times && bounds.refuses(p.timestamp, now) {
+                bad_time = true;
+                refused.push((
+                    i,
+                    format!(
+                        "Timestamp {} of message with offset {i} is out of range. The timestamp should be within [{low}, {high}]",
+                        p.timestamp
+                    ),
+                ));
+            }
+        })
+        .map_err(|e| e.to_string())?;
     }
-    Ok((!bad.is_empty()).then_some(bad))
+    Ok(match refused.first() {
+        None => None,
+        Some(_) if bad_time => Some(Refusal {
+            error: ResponseError::InvalidTimestamp,
+            message: "One or more records have been rejected due to invalid timestamp".into(),
+            records: refused,
+        }),
+        Some(_) => Some(Refusal {
+            error: ResponseError::InvalidRecord,
+            message: keyless,
+            records: refused,
+        }),
+    })
 }
 
 /// Whether any v2 batch in `records` is a control batch. Only the broker writes those
@@ -167,40 +223,43 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
                 tr.partition_responses.push(pr);
                 continue;
             }
-            if topic.compacted() {
-                let errors = match keyless_records(&records, &mut decompress_left) {
-                    Ok(e) => e,
-                    Err(why) => {
-                        tracing::info!(topic = %name, partition = pd.index, error = %why, "produce refused: records unreadable");
-                        pr.error_code = code(ResponseError::InvalidRecord);
-                        if ctx.version >= 8 {
-                            pr.error_message = Some(sb(why));
-                        }
-                        tr.partition_responses.push(pr);
-                        continue;
-                    }
-                };
-                if let Some(errors) = errors {
-                    tracing::debug!(topic = %name, partition = pd.index, "keyless record refused on a compacted topic");
+            let checked = refused_records(
+                &records,
+                (&name, pd.index),
+                topic.compacted(),
+                topic.timestamp_bounds(),
+                now_ms(),
+                &mut decompress_left,
+            );
+            let refusal = match checked {
+                Ok(r) => r,
+                Err(why) => {
+                    tracing::info!(topic = %name, partition = pd.index, error = %why, "produce refused: records unreadable");
                     pr.error_code = code(ResponseError::InvalidRecord);
                     if ctx.version >= 8 {
-                        let msg = format!(
-                            "Compacted topic cannot accept message without key in topic partition {name}-{}.",
-                            pd.index
-                        );
-                        pr.error_message = Some(sb(msg.clone()));
-                        pr.record_errors = errors
-                            .into_iter()
-                            .map(|i| {
-                                BatchIndexAndErrorMessage::default()
-                                    .with_batch_index(i)
-                                    .with_batch_index_error_message(Some(sb(msg.clone())))
-                            })
-                            .collect();
+                        pr.error_message = Some(sb(why));
                     }
                     tr.partition_responses.push(pr);
                     continue;
                 }
+            };
+            if let Some(r) = refusal {
+                tracing::debug!(topic = %name, partition = pd.index, client = ?ctx.client_id, error = ?r.error, records = r.records.len(), "produce refused: {}", r.records[0].1);
+                pr.error_code = code(r.error);
+                if ctx.version >= 8 {
+                    pr.error_message = Some(sb(r.message));
+                    pr.record_errors = r
+                        .records
+                        .into_iter()
+                        .map(|(i, why)| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(i)
+                                .with_batch_index_error_message(Some(sb(why)))
+                        })
+                        .collect();
+                }
+                tr.partition_responses.push(pr);
+                continue;
             }
             let max = topic.max_message_bytes();
             let stamp = topic.log_append_time().then(now_ms);
@@ -312,6 +371,86 @@ pub async fn finish_durable(resp: &mut ProduceResponse, waits: Vec<DurableWait>)
 mod tests {
     use super::*;
     use crate::records::{encode_batch, encode_control_batch, Compression, Record};
+
+    fn batch(records: &[(Option<&'static str>, i64)], c: Compression) -> Bytes {
+        let records: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, &(key, timestamp))| Record {
+                offset: i as i64,
+                timestamp,
+                key: key.map(|k| Bytes::from_static(k.as_bytes())),
+                value: Some(Bytes::from_static(b"v")),
+                ..Default::default()
+            })
+            .collect();
+        encode_batch(&records, c).unwrap()
+    }
+
+    #[test]
+    fn records_out_of_the_time_bounds_are_refused_one_by_one() {
+        let now = 1_800_000_000_000;
+        let hour = 3_600_000;
+        let kafka4 = TimestampBounds {
+            before_ms: None,
+            after_ms: Some(hour),
+        };
+        let check = |b: &Bytes, compacted, bounds| {
+            let mut left = MAX_DECOMPRESSED_PER_REQUEST;
+            refused_records(b, ("t", 0), compacted, bounds, now, &mut left).unwrap()
+        };
+        // In range, or without a timestamp: not refused; a topic without bounds looks at nothing.
+        let fine = batch(
+            &[(Some("k"), now + hour), (Some("k"), -1)],
+            Compression::None,
+        );
+        assert!(check(&fine, false, kafka4).is_none());
+        let late = batch(
+            &[
+                (Some("k"), now),
+                (Some("k"), now + hour + 1),
+                (None, now + 2 * hour),
+            ],
+            Compression::Lz4,
+        );
+        assert!(check(&late, false, TimestampBounds::default()).is_none());
+        let r = check(&late, false, kafka4).unwrap();
+        assert_eq!(r.error, ResponseError::InvalidTimestamp);
+        assert_eq!(
+            r.records.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(
+            r.records[0].1,
+            format!(
+                "Timestamp {} of message with offset 1 is out of range. The timestamp should be within [{}, {}]",
+                now + hour + 1,
+                i64::MIN,
+                now + hour
+            )
+        );
+        // On a compacted topic a keyless record is refused for its key, the others for
+        // their time, and the answer is Kafka's: INVALID_TIMESTAMP if any time is wrong.
+        let r = check(&late, true, kafka4).unwrap();
+        assert_eq!(r.error, ResponseError::InvalidTimestamp);
+        assert!(r.records[1].1.starts_with("Compacted topic cannot accept"));
+        let keyless = batch(&[(None, now)], Compression::Gzip);
+        assert_eq!(
+            check(&keyless, true, kafka4).unwrap().error,
+            ResponseError::InvalidRecord
+        );
+        // A record older than its batch's base timestamp (a negative delta) is found too.
+        let old = batch(
+            &[(Some("k"), now), (Some("k"), now - 5_000)],
+            Compression::None,
+        );
+        let before = TimestampBounds {
+            before_ms: Some(1_000),
+            after_ms: None,
+        };
+        let r = check(&old, false, before).unwrap();
+        assert_eq!(r.records.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1]);
+    }
 
     #[test]
     fn control_batches_are_spotted_among_data_batches() {

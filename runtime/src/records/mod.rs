@@ -267,12 +267,36 @@ fn stream_varlong(r: &mut impl Read) -> std::io::Result<(i64, usize)> {
     ))
 }
 
+/// What the broker looks at in a record it is asked to store: see [`peek_records`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peek {
+    /// The record's create time (the batch's base timestamp plus the record's delta).
+    pub timestamp: i64,
+    pub keyless: bool,
+}
+
 /// The indexes of the records without a key in one whole batch `b` (a compacted topic refuses
-/// them), found while decompressing as a stream: only a record's first bytes are looked at and
-/// the rest is skipped, so a batch that inflates to hundreds of megabytes costs CPU but no
+/// them). See [`peek_records`].
+pub fn keyless_records(b: &[u8], left: &mut usize) -> Result<Vec<i32>, RecordsError> {
+    let mut keyless = Vec::new();
+    peek_records(b, left, |i, p| {
+        if p.keyless {
+            keyless.push(i)
+        }
+    })?;
+    Ok(keyless)
+}
+
+/// Calls `each` with the index and the [`Peek`] of every record of one whole batch `b`,
+/// found while decompressing as a stream: only a record's first bytes are looked at and the
+/// rest is skipped, so a batch that inflates to hundreds of megabytes costs CPU but no
 /// memory. At most `left` decompressed bytes are read (what is left of the request's
 /// allowance, reduced by what this batch used); a batch that needs more is refused.
-pub fn keyless_records(b: &[u8], left: &mut usize) -> Result<Vec<i32>, RecordsError> {
+pub fn peek_records(
+    b: &[u8],
+    left: &mut usize,
+    mut each: impl FnMut(i32, Peek),
+) -> Result<(), RecordsError> {
     use std::io::BufReader;
     let h = crate::log::batch::parse_header(b).map_err(|e| RecordsError::Decode(e.to_string()))?;
     let body = b
@@ -305,13 +329,12 @@ pub fn keyless_records(b: &[u8], left: &mut usize) -> Result<Vec<i32>, RecordsEr
             RecordsError::Decode(format!("truncated or malformed record: {e}"))
         }
     };
-    let mut keyless = Vec::new();
     for i in 0..h.records_count.max(0) {
-        let step = |r: &mut BufReader<_>| -> std::io::Result<bool> {
+        let step = |r: &mut BufReader<_>| -> std::io::Result<Peek> {
             let (len, _) = stream_varlong(r)?;
             let mut attributes = [0u8; 1];
             r.read_exact(&mut attributes)?;
-            let (_, a) = stream_varlong(r)?; // timestamp delta
+            let (delta, a) = stream_varlong(r)?;
             let (_, b) = stream_varlong(r)?; // offset delta
             let (key_len, c) = stream_varlong(r)?;
             let used = (1 + a + b + c) as i64;
@@ -325,17 +348,19 @@ pub fn keyless_records(b: &[u8], left: &mut usize) -> Result<Vec<i32>, RecordsEr
             if std::io::copy(&mut r.by_ref().take(rest), &mut std::io::sink())? < rest {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            Ok(key_len < 0)
+            Ok(Peek {
+                timestamp: h.base_timestamp.wrapping_add(delta),
+                keyless: key_len < 0,
+            })
         };
         match step(&mut r) {
-            Ok(true) => keyless.push(i),
-            Ok(false) => {}
+            Ok(p) => each(i, p),
             Err(e) => return Err(fail(e, over(&r))),
         }
     }
     let used = allowance - r.get_ref().limit() as usize - r.buffer().len();
     *left -= used.min(*left);
-    Ok(keyless)
+    Ok(())
 }
 
 /// Decodes every record of every batch in `data`. A trailing partial batch (fetch responses
