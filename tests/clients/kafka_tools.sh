@@ -409,6 +409,17 @@ kt ConfigCommand --describe --entity-type brokers --entity-name "$bid" --all
 show=("$work/out" "$work/err")
 check kafka-configs broker-dynamic-alter "want this broker's log.retention.bytes=987654321 over the default" \
   eval 'has "^ +log.retention.bytes=987654321 .*DYNAMIC_BROKER_CONFIG"'
+# Where each value comes from, line for line as Kafka 4.4 prints it for the same settings:
+# the topic's own value, then this broker's, the cluster default, the built-in default (under
+# the broker's name; none for segment.ms, whose built-in default Kafka keeps in log.roll.hours).
+kt ConfigCommand --describe --entity-type topics --entity-name "$T" --all
+show=("$work/out" "$work/err")
+check kafka-configs synonyms "sources or synonyms differ from Kafka's" \
+  eval 'has "^  retention.bytes=987654321 sensitive=false synonyms=\{DYNAMIC_BROKER_CONFIG:log.retention.bytes=987654321, DYNAMIC_DEFAULT_BROKER_CONFIG:log.retention.bytes=123456789, DEFAULT_CONFIG:log.retention.bytes=-1\}$" &&
+    has "^  retention.ms=3600000 sensitive=false synonyms=\{DYNAMIC_TOPIC_CONFIG:retention.ms=3600000\}$" &&
+    has "^  segment.ms=604800000 sensitive=false synonyms=\{\}$" &&
+    has "^  max.message.bytes=1048588 sensitive=false synonyms=\{DEFAULT_CONFIG:message.max.bytes=1048588\}$" &&
+    has "^  message.timestamp.after.max.ms=3600000 sensitive=false synonyms=\{DEFAULT_CONFIG:log.message.timestamp.after.max.ms=3600000\}$"'
 kt ConfigCommand --alter --entity-type brokers --entity-default --add-config log.cleaner.threads=2
 show=("$work/out" "$work/err")
 check kafka-configs broker-static-refused "a setting sluice cannot change while running was accepted" \

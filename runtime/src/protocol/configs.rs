@@ -43,7 +43,12 @@ struct Described {
     source: i8,
     long: bool,
     doc: &'static str,
+    /// Where the value could come from, in precedence order; `None`: only the entry itself.
+    synonyms: Option<Vec<Synonym>>,
 }
+
+/// One of a config's synonyms: (name, value, source).
+type Synonym = (&'static str, String, i8);
 
 /// The broker-level names of topic configs (Kafka's `log.*` and friends): the broker view
 /// shows the defaults every topic inherits under the names Kafka's tools expect there.
@@ -70,11 +75,100 @@ const TOPIC_DEFAULTS_AS_BROKER: &[(&str, &str)] = &[
     ("segment.bytes", "log.segment.bytes"),
     ("segment.index.bytes", "log.index.size.max.bytes"),
     ("segment.ms", "log.roll.ms"),
+    ("segment.jitter.ms", "log.roll.jitter.ms"),
     (
         "unclean.leader.election.enable",
         "unclean.leader.election.enable",
     ),
+    (
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+    ),
+    (
+        "message.timestamp.after.max.ms",
+        "log.message.timestamp.after.max.ms",
+    ),
+    ("compression.gzip.level", "compression.gzip.level"),
+    ("compression.lz4.level", "compression.lz4.level"),
+    ("compression.zstd.level", "compression.zstd.level"),
+    (
+        "max.decompressed.message.bytes",
+        "max.decompressed.message.bytes",
+    ),
+    ("local.retention.ms", "log.local.retention.ms"),
+    ("local.retention.bytes", "log.local.retention.bytes"),
+    ("remote.copy.lag.ms", "log.remote.copy.lag.ms"),
+    ("remote.copy.lag.bytes", "log.remote.copy.lag.bytes"),
 ];
+
+/// Broker names whose built-in default Kafka keeps under another name (in hours, or the flush
+/// scheduler's interval), so that at the built-in level they have no synonym of their own.
+const DEFAULT_UNDER_ANOTHER_NAME: &[(&str, &str, &str)] = &[
+    ("log.retention.ms", "log.retention.hours", "168"),
+    ("log.roll.ms", "log.roll.hours", "168"),
+    ("log.roll.jitter.ms", "log.roll.jitter.hours", "0"),
+    (
+        "log.flush.interval.ms",
+        "log.flush.scheduler.interval.ms",
+        "9223372036854775807",
+    ),
+];
+
+/// Where a topic key's value comes from when the topic does not set it, as Kafka's
+/// DescribeConfigs lists it (ConfigHelper's synonyms): under the broker-level name, this
+/// broker's dynamic value, the cluster's dynamic default, the config file's, then the
+/// built-in default; everything before the first entry under that exact name is left out
+/// (a built-in default kept in hours names no synonym of `log.retention.ms`). Empty for a
+/// key with no broker-level name.
+fn broker_synonyms(b: &Broker, dynamic: &dynamic::DynamicConfigs, topic_key: &str) -> Vec<Synonym> {
+    let Some(&(_, name)) = TOPIC_DEFAULTS_AS_BROKER
+        .iter()
+        .find(|(t, _)| *t == topic_key)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (level, source) in [
+        (&dynamic.broker, SOURCE_DYNAMIC_BROKER),
+        (&dynamic.cluster, SOURCE_DYNAMIC_DEFAULT_BROKER),
+        (&b.config.defaults.values, SOURCE_STATIC_BROKER),
+    ] {
+        if let Some(v) = level.get(topic_key) {
+            out.push((name, v.clone(), source));
+        }
+    }
+    match DEFAULT_UNDER_ANOTHER_NAME.iter().find(|(n, ..)| *n == name) {
+        Some(&(_, other, value)) => out.push((other, value.to_string(), SOURCE_DEFAULT)),
+        None => {
+            if let Some(v) = crate::broker::config::default_of(topic_key) {
+                out.push((name, v.to_string(), SOURCE_DEFAULT));
+            }
+        }
+    }
+    let first = out.iter().position(|s| s.0 == name).unwrap_or(out.len());
+    out.split_off(first)
+}
+
+/// A topic's config as Kafka describes it: the topic's own value first, then
+/// [`broker_synonyms`]; the source is the first synonym's.
+fn topic_entry(
+    b: &Broker,
+    dynamic: &dynamic::DynamicConfigs,
+    e: crate::broker::config::Entry,
+) -> Described {
+    let mut synonyms = broker_synonyms(b, dynamic, e.key);
+    if !e.is_default {
+        synonyms.insert(0, (e.key, e.value.clone(), SOURCE_TOPIC));
+    }
+    Described {
+        key: e.key.to_string(),
+        value: e.value,
+        source: synonyms.first().map_or(SOURCE_DEFAULT, |s| s.2),
+        long: e.is_long,
+        doc: e.doc,
+        synonyms: Some(synonyms),
+    }
+}
 
 /// What a group may override (Kafka's GroupConfig), each at the group's own value if it has
 /// one (`group/configs.rs`), else the coordinator's.
@@ -95,6 +189,7 @@ fn group_configs(b: &Broker, group: &str) -> Vec<Described> {
                 source: source(SESSION_TIMEOUT),
                 long: true,
                 doc: "How long a KIP-848 member may go without a heartbeat.",
+                synonyms: None,
             },
             Described {
                 key: HEARTBEAT_INTERVAL.into(),
@@ -102,6 +197,7 @@ fn group_configs(b: &Broker, group: &str) -> Vec<Described> {
                 source: source(HEARTBEAT_INTERVAL),
                 long: true,
                 doc: "How often KIP-848 members heartbeat.",
+                synonyms: None,
             },
             Described {
                 key: SHARE_OFFSET_RESET.into(),
@@ -114,6 +210,7 @@ fn group_configs(b: &Broker, group: &str) -> Vec<Described> {
                 source: source(SHARE_OFFSET_RESET),
                 long: false,
                 doc: "Where a share group new to a partition starts.",
+                synonyms: None,
             },
         ]
     })
@@ -156,6 +253,7 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
         long: kind == InertKind::Long,
         doc: "Kafka's setting for GSSAPI (Kerberos), which sluice does not offer: kept and \
               reported, no effect.",
+        synonyms: None,
     };
     if name.is_empty() {
         // Kafka's answer for the cluster default: only what is set there.
@@ -170,6 +268,7 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
                     source: SOURCE_DYNAMIC_DEFAULT_BROKER,
                     long: e.is_long,
                     doc: e.doc,
+                    synonyms: None,
                 })
             })
             .collect();
@@ -186,6 +285,7 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
                     source: SOURCE_DYNAMIC_DEFAULT_BROKER,
                     long: true,
                     doc: CLEANER_BACKOFF_DOC,
+                    synonyms: None,
                 });
             }
         }
@@ -198,6 +298,7 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
         source: source("log.cleaner.backoff.ms", SOURCE_STATIC_BROKER),
         long: true,
         doc: CLEANER_BACKOFF_DOC,
+        synonyms: None,
     });
     out.push(Described {
         key: "log.cleaner.dedupe.buffer.size".into(),
@@ -205,6 +306,7 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
         source: SOURCE_STATIC_BROKER,
         long: true,
         doc: "Memory of the log cleaner's key map (about 48 bytes per key).",
+        synonyms: None,
     });
     for &(key, _, kind) in dynamic::INERT {
         let value = dynamic.inert_value(key).unwrap_or_default();
@@ -212,12 +314,14 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
     }
     for &(topic_key, broker_key) in TOPIC_DEFAULTS_AS_BROKER {
         if let Some(e) = topic_defaults.iter().find(|e| e.key == topic_key) {
+            let synonyms = broker_synonyms(b, &dynamic, topic_key);
             out.push(Described {
                 key: broker_key.into(),
                 value: e.value.clone(),
-                source: source(topic_key, SOURCE_STATIC_BROKER),
+                source: synonyms.first().map_or(SOURCE_DEFAULT, |s| s.2),
                 long: e.is_long,
                 doc: e.doc,
+                synonyms: Some(synonyms),
             });
         }
     }
@@ -255,6 +359,7 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
             source: SOURCE_STATIC_BROKER,
             long: true,
             doc,
+            synonyms: None,
         });
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -270,6 +375,7 @@ fn broker_settings(b: &Broker) -> Vec<Described> {
             source: SOURCE_STATIC_BROKER,
             long: false,
             doc: "Create topics on first use.",
+            synonyms: None,
         },
         Described {
             key: "num.partitions".into(),
@@ -277,6 +383,7 @@ fn broker_settings(b: &Broker) -> Vec<Described> {
             source: SOURCE_STATIC_BROKER,
             long: true,
             doc: "Partitions of an auto-created topic.",
+            synonyms: None,
         },
         Described {
             // Tools read it to create topics "with the broker's default" (kafkajs' admin
@@ -286,6 +393,7 @@ fn broker_settings(b: &Broker) -> Vec<Described> {
             source: SOURCE_STATIC_BROKER,
             long: true,
             doc: "Replicas of a topic created without a replication factor.",
+            synonyms: None,
         },
         Described {
             key: "broker.id".into(),
@@ -293,6 +401,7 @@ fn broker_settings(b: &Broker) -> Vec<Described> {
             source: SOURCE_STATIC_BROKER,
             long: true,
             doc: "This broker's node id.",
+            synonyms: None,
         },
     ]
 }
@@ -336,22 +445,14 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
         }
         let entries = match res.resource_type {
             TOPIC => match b.topic(res.resource_name.as_str()) {
-                Some(t) => t
-                    .config()
-                    .entries(&b.defaults())
-                    .into_iter()
-                    .map(|e| Described {
-                        key: e.key.to_string(),
-                        value: e.value,
-                        source: if e.is_default {
-                            SOURCE_DEFAULT
-                        } else {
-                            SOURCE_TOPIC
-                        },
-                        long: e.is_long,
-                        doc: e.doc,
-                    })
-                    .collect(),
+                Some(t) => {
+                    let dynamic = b.dynamic_configs();
+                    t.config()
+                        .entries(&b.defaults())
+                        .into_iter()
+                        .map(|e| topic_entry(b, &dynamic, e))
+                        .collect()
+                }
                 None => {
                     r.error_code = code(ResponseError::UnknownTopicOrPartition);
                     r.error_message = Some(sb(format!(
@@ -384,6 +485,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                         source: SOURCE_BROKER_LOGGER,
                         long: false,
                         doc: "A logger (a tracing target, or root for every other) and its level.",
+                        synonyms: None,
                     })
                     .collect(),
                 Err(msg) => {
@@ -422,10 +524,21 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                     })
                     .with_config_source(e.source);
                 if req.include_synonyms {
-                    c.synonyms = vec![DescribeConfigsSynonym::default()
-                        .with_name(sb(e.key.clone()))
-                        .with_value(Some(sb(e.value.clone())))
-                        .with_source(e.source)];
+                    c.synonyms = match &e.synonyms {
+                        Some(list) => list
+                            .iter()
+                            .map(|(name, value, source)| {
+                                DescribeConfigsSynonym::default()
+                                    .with_name(sb(*name))
+                                    .with_value(Some(sb(value.clone())))
+                                    .with_source(*source)
+                            })
+                            .collect(),
+                        None => vec![DescribeConfigsSynonym::default()
+                            .with_name(sb(e.key.clone()))
+                            .with_value(Some(sb(e.value.clone())))
+                            .with_source(e.source)],
+                    };
                 }
                 if ctx.version >= 3 {
                     c.config_type = if e.long { TYPE_LONG } else { TYPE_STRING };
@@ -823,4 +936,80 @@ fn alter_broker<'a>(
         tracing::warn!(configs = ?inert_set, "Kafka's Kerberos settings set: sluice offers no GSSAPI, so they are kept and reported but change nothing");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+
+    fn names(list: &[Synonym]) -> Vec<(&str, &str, i8)> {
+        list.iter().map(|(n, v, s)| (*n, v.as_str(), *s)).collect()
+    }
+
+    /// The chains Kafka 4.4 describes for the same settings (checked against it with
+    /// kafka-configs --describe --all; tests/clients/kafka_tools.sh keeps checking a few).
+    #[test]
+    fn synonyms_follow_kafkas_precedence_and_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig::with_defaults(dir.path().to_path_buf());
+        config
+            .defaults
+            .values
+            .insert("segment.bytes".into(), "4000000".into());
+        let b = Broker::open(config).unwrap();
+        b.alter_dynamic_configs(false, |d| {
+            d.set(Level::Cluster, "retention.ms", "86400000")?;
+            d.set(Level::Cluster, "segment.bytes", "3000000")?;
+            d.set(Level::Broker, "segment.bytes", "2000000")
+        })
+        .unwrap();
+        let d = b.dynamic_configs();
+        let chain = |k| broker_synonyms(&b, &d, k);
+        assert_eq!(
+            names(&chain("segment.bytes")),
+            [
+                ("log.segment.bytes", "2000000", SOURCE_DYNAMIC_BROKER),
+                (
+                    "log.segment.bytes",
+                    "3000000",
+                    SOURCE_DYNAMIC_DEFAULT_BROKER
+                ),
+                ("log.segment.bytes", "4000000", SOURCE_STATIC_BROKER),
+                ("log.segment.bytes", "1073741824", SOURCE_DEFAULT),
+            ]
+        );
+        // Kafka keeps these built-in defaults in hours: set nowhere, they have no synonym.
+        assert_eq!(
+            names(&chain("retention.ms")),
+            [
+                (
+                    "log.retention.ms",
+                    "86400000",
+                    SOURCE_DYNAMIC_DEFAULT_BROKER
+                ),
+                ("log.retention.hours", "168", SOURCE_DEFAULT),
+            ]
+        );
+        assert!(chain("segment.ms").is_empty());
+        assert_eq!(
+            names(&chain("max.message.bytes")),
+            [("message.max.bytes", "1048588", SOURCE_DEFAULT)]
+        );
+        assert!(chain("remote.storage.enable").is_empty());
+        // A topic's own value comes first and is the source.
+        let t = crate::broker::config::TopicConfig::from_pairs([("segment.ms", "1000")]).unwrap();
+        let entry = |k: &str| {
+            let e = t.entries(&b.defaults()).into_iter().find(|e| e.key == k);
+            topic_entry(&b, &d, e.unwrap())
+        };
+        let seg = entry("segment.ms");
+        assert_eq!(seg.source, SOURCE_TOPIC);
+        assert_eq!(
+            names(seg.synonyms.as_deref().unwrap()),
+            [("segment.ms", "1000", SOURCE_TOPIC)]
+        );
+        assert_eq!(entry("segment.bytes").source, SOURCE_DYNAMIC_BROKER);
+        assert_eq!(entry("segment.jitter.ms").source, SOURCE_DEFAULT);
+    }
 }
