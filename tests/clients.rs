@@ -325,6 +325,23 @@ fn retention_and_configs_survive_restart() {
     );
 }
 
+/// A topic's compression.type is how its batches are stored, as on Kafka: an lz4 producer's
+/// batches land in the segment files as zstd, gzip, uncompressed or lz4 (`producer`), and a
+/// change applies to what is produced next; every record reads back as sent.
+#[test]
+fn topic_compression_type_recompresses_batches() {
+    require_python_modules(&["confluent_kafka"]);
+    let broker = Broker::start();
+    let data = broker.data_dir.path().display().to_string();
+    run_ok(
+        &broker,
+        "python3",
+        "topic_compression.py",
+        &["--data-dir", &data],
+        LIMIT,
+    );
+}
+
 /// Record create times are checked against the broker's clock as Kafka 4 checks them
 /// (`message.timestamp.after.max.ms`, an hour by default, and `before.max.ms`): a record out
 /// of bounds gets INVALID_TIMESTAMP at confluent-kafka and is not stored.

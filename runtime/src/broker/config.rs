@@ -97,7 +97,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         "compression.type",
         "producer",
         Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
-        "Batches are kept as the producer compressed them.",
+        "The codec batches are stored with: producer keeps each as the producer compressed it; any other is what the broker recompresses to (uncompressed: none).",
     ),
     (
         "message.timestamp.type",
@@ -199,7 +199,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
             max: 9,
             default: -1,
         },
-        "Accepted for compatibility; batches are kept as the producer compressed them.",
+        "Accepted for compatibility; the broker recompresses at the codec's default level.",
     ),
     (
         "compression.lz4.level",
@@ -209,7 +209,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
             max: 17,
             default: 9,
         },
-        "Accepted for compatibility; batches are kept as the producer compressed them.",
+        "Accepted for compatibility; the broker recompresses at the codec's default level.",
     ),
     (
         "compression.zstd.level",
@@ -219,7 +219,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
             max: 22,
             default: 3,
         },
-        "Accepted for compatibility; batches are kept as the producer compressed them.",
+        "Accepted for compatibility; the broker recompresses at the codec's default level.",
     ),
     (
         "max.decompressed.message.bytes",
@@ -466,6 +466,15 @@ impl TopicConfig {
 
     pub fn log_append_time(&self, defaults: &Defaults) -> bool {
         self.get(defaults, "message.timestamp.type") == "LogAppendTime"
+    }
+
+    /// The codec the broker recompresses produced batches to (`compression.type`); `None`
+    /// keeps the producer's.
+    pub fn target_compression(&self, defaults: &Defaults) -> Option<crate::records::Compression> {
+        match self.get(defaults, "compression.type").as_str() {
+            "uncompressed" => Some(crate::records::Compression::None),
+            other => crate::records::parse_compression(other).filter(|_| other != "none"),
+        }
     }
 
     /// How far before and after the broker's clock a record's create time may be

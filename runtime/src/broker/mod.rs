@@ -413,9 +413,14 @@ struct ProduceLimits {
     /// `message.timestamp.before/after.max.ms`, `i64::MAX` for no bound.
     timestamp_before_ms: std::sync::atomic::AtomicI64,
     timestamp_after_ms: std::sync::atomic::AtomicI64,
+    /// `compression.type` as a codec number; [`KEEP_CODEC`] for `producer`.
+    target_codec: std::sync::atomic::AtomicU8,
     /// `flush.ms` is set: the background flush looks at this topic's partitions.
     timed_flush: std::sync::atomic::AtomicBool,
 }
+
+/// [`ProduceLimits::target_codec`] when batches are kept as the producer compressed them.
+const KEEP_CODEC: u8 = u8::MAX;
 
 impl Default for ProduceLimits {
     fn default() -> Self {
@@ -426,6 +431,7 @@ impl Default for ProduceLimits {
             compacted: AtomicBool::new(false),
             timestamp_before_ms: AtomicI64::new(i64::MAX),
             timestamp_after_ms: AtomicI64::new(i64::MAX),
+            target_codec: std::sync::atomic::AtomicU8::new(KEEP_CODEC),
             timed_flush: AtomicBool::new(false),
         }
     }
@@ -438,6 +444,10 @@ impl ProduceLimits {
             .store(c.max_message_bytes(d), Relaxed);
         self.log_append_time.store(c.log_append_time(d), Relaxed);
         self.compacted.store(c.compacted(d), Relaxed);
+        self.target_codec.store(
+            c.target_compression(d).map_or(KEEP_CODEC, |c| c as u8),
+            Relaxed,
+        );
         let bounds = c.timestamp_bounds(d);
         self.timestamp_before_ms
             .store(bounds.before_ms.unwrap_or(i64::MAX), Relaxed);
@@ -883,6 +893,24 @@ impl Topic {
         self.produce_limits
             .compacted
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The codec produced batches are recompressed to (`compression.type`), if any.
+    pub fn target_compression(&self) -> Option<crate::records::Compression> {
+        use crate::records::Compression;
+        let codec = self
+            .produce_limits
+            .target_codec
+            .load(std::sync::atomic::Ordering::Relaxed);
+        [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ]
+        .into_iter()
+        .find(|c| *c as u8 == codec)
     }
 
     /// How far from the broker's clock a record's create time may be.

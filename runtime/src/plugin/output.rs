@@ -329,7 +329,7 @@ impl Writer {
             }
             let batch = records::encode_batch_as(
                 &recs[start..end],
-                Compression::None,
+                topic.target_compression().unwrap_or(Compression::None),
                 Some(ProducerFields {
                     producer_id: self.producer_id,
                     epoch: 0,

@@ -61,9 +61,6 @@ fn refused_records(
     if !compacted && !bounds.any() {
         return Ok(None);
     }
-    let Ok(batches) = crate::log::batch::split_batches(records) else {
-        return Ok(None);
-    };
     let (low, high) = bounds.range(now);
     let keyless = format!(
         "Compacted topic cannot accept message without key in topic partition {}-{}.",
@@ -71,12 +68,27 @@ fn refused_records(
     );
     let mut refused = Vec::new();
     let mut bad_time = false;
-    for (pos, h) in batches {
+    // Headers only (no CRC) on the way: a produce's CRCs are checked once, by the append,
+    // and a batch is checked here only if it is to be opened.
+    let mut at = 0;
+    while at < records.len() {
+        let Ok(h) = crate::log::batch::parse_header(&records[at..]) else {
+            break;
+        };
+        let pos = at;
+        at += h.size;
         let times = bounds.before_ms.is_some() || h.max_timestamp > high;
         if !compacted && !times {
             continue;
         }
-        crate::records::peek_records(&records[pos..pos + h.size], left, |i, p| {
+        let Some(batch) = records.get(pos..at) else {
+            break;
+        };
+        if crate::log::batch::validate(batch).is_err() {
+            // Corrupt: the append refuses it with Kafka's code.
+            return Ok(None);
+        }
+        crate::records::peek_records(batch, left, |i, p| {
             if compacted && p.keyless {
                 refused.push((i, keyless.clone()));
             } else if times && bounds.refuses(p.timestamp, now) {
@@ -105,6 +117,38 @@ fn refused_records(
             records: refused,
         }),
     })
+}
+
+/// `records` with every batch not already in codec `to` recompressed to it (a topic's
+/// `compression.type`). Batches that fail validation, or are larger than `max` as sent, are
+/// left for the append to refuse with the error Kafka gives.
+fn recompressed(
+    records: Bytes,
+    to: crate::records::Compression,
+    max: usize,
+    left: &mut usize,
+) -> Result<Bytes, String> {
+    let Ok(batches) = crate::log::batch::split_batches(&records) else {
+        return Ok(records);
+    };
+    if batches
+        .iter()
+        .all(|(_, h)| h.compression() == to as u8 || h.size > max)
+    {
+        return Ok(records);
+    }
+    let mut out = bytes::BytesMut::with_capacity(records.len());
+    for (pos, h) in batches {
+        let b = records.slice(pos..pos + h.size);
+        if h.compression() == to as u8 || h.size > max {
+            out.extend_from_slice(&b);
+        } else {
+            out.extend_from_slice(
+                &crate::records::recompress(&b, &h, to, left).map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// Whether any v2 batch in `records` is a control batch. Only the broker writes those
@@ -262,6 +306,21 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
                 continue;
             }
             let max = topic.max_message_bytes();
+            let records = match topic.target_compression() {
+                None => records,
+                Some(to) => match recompressed(records, to, max, &mut decompress_left) {
+                    Ok(r) => r,
+                    Err(why) => {
+                        tracing::info!(topic = %name, partition = pd.index, error = %why, "produce refused: records unreadable");
+                        pr.error_code = code(ResponseError::InvalidRecord);
+                        if ctx.version >= 8 {
+                            pr.error_message = Some(sb(why));
+                        }
+                        tr.partition_responses.push(pr);
+                        continue;
+                    }
+                },
+            };
             let stamp = topic.log_append_time().then(now_ms);
             let appended = match transactional_producer(&records) {
                 Err(()) => {

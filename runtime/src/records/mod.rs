@@ -631,6 +631,49 @@ pub fn encode_retained(
     )
 }
 
+/// A producer's batch (whole, its CRC checked) rewritten with codec `to`, as Kafka's broker
+/// recompresses for a topic's `compression.type`: the same base offset, records, timestamps,
+/// producer fields and attributes other than the codec, so idempotence and transactions see
+/// the batch they were sent. `left`: what is left of the request's allowance of decompressed
+/// bytes, reduced by this batch's; a batch that needs more than is left is refused.
+pub fn recompress(
+    b: &Bytes,
+    h: &crate::log::batch::BatchHeader,
+    to: Compression,
+    left: &mut usize,
+) -> Result<Bytes, RecordsError> {
+    if *left == 0 {
+        return Err(RecordsError::Decode(
+            "the request decompresses to more than is allowed".into(),
+        ));
+    }
+    let mut records = Vec::new();
+    decode_one(b.clone(), &mut records, false)?;
+    let body = records_body(&records, h.base_offset, h.base_timestamp);
+    if body.len() > *left {
+        return Err(RecordsError::Decode(format!(
+            "batch decompresses to more than the {left} bytes allowed"
+        )));
+    }
+    *left -= body.len();
+    frame(
+        &Frame {
+            base_offset: h.base_offset,
+            attributes: (h.attributes & !0x07) | to as i16,
+            last_offset_delta: h.last_offset_delta,
+            base_ts: h.base_timestamp,
+            max_ts: h.max_timestamp,
+            producer: (h.producer_id >= 0).then_some(ProducerFields {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                base_sequence: h.base_sequence,
+            }),
+        },
+        records.len(),
+        body,
+    )
+}
+
 /// Parses a codec name as Kafka's `compression.type` spells it.
 pub fn parse_compression(name: &str) -> Option<Compression> {
     Some(match name {
@@ -724,6 +767,39 @@ mod tests {
                 prop_assert_eq!(a.offset, b.offset);
                 prop_assert_eq!(&a.headers, &b.headers);
             }
+        }
+
+        /// A batch recompressed to any codec holds the same records, and keeps its header:
+        /// producer fields, transactional flag, offsets and timestamps; only the codec moves.
+        #[test]
+        fn recompression_changes_only_the_codec(
+            vals in proptest::collection::vec(
+                (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+                 -5_000i64..5_000), 1..20),
+            from in 0usize..5,
+            to in 0usize..5,
+        ) {
+            let codecs = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+            let recs: Vec<Record> = vals.into_iter().enumerate()
+                .map(|(i, (k, v, dt))| record(i as i64, k, v, 1_700_000_000_000 + dt)).collect();
+            let producer = ProducerFields { producer_id: 7, epoch: 2, base_sequence: 40 };
+            let b = encode(&recs, codecs[from], Some(producer), 0x10).unwrap();
+            let h = crate::log::batch::validate(&b).unwrap();
+            let mut left = MAX_DECOMPRESSED;
+            let r = recompress(&b, &h, codecs[to], &mut left).unwrap();
+            let rh = crate::log::batch::validate(&r).unwrap();
+            prop_assert_eq!(rh.compression(), codecs[to] as u8);
+            prop_assert_eq!(rh.attributes & !7, h.attributes & !7);
+            prop_assert_eq!(
+                (rh.base_offset, rh.last_offset_delta, rh.base_timestamp, rh.max_timestamp, rh.records_count),
+                (h.base_offset, h.last_offset_delta, h.base_timestamp, h.max_timestamp, h.records_count));
+            prop_assert_eq!(
+                (rh.producer_id, rh.producer_epoch, rh.base_sequence),
+                (h.producer_id, h.producer_epoch, h.base_sequence));
+            prop_assert!(left < MAX_DECOMPRESSED);
+            let (back, want) = (decode_batches(r).unwrap(), decode_batches(b).unwrap());
+            prop_assert_eq!(back, want);
         }
 
         /// The streaming key check finds exactly the records the full decoder finds keyless,
