@@ -78,9 +78,12 @@ for crate in dead-letter-router salted-aggregate; do
 done
 
 say "creating the topics"
-create_topic() { # name partitions
-  local err
-  if err=$("$SLUICE" topic create "$1" --partitions "$2" --bootstrap "$BOOTSTRAP" 2>&1); then
+create_topic() { # name partitions [KEY=VALUE config...]
+  local err name=$1 parts=$2 configs=()
+  shift 2
+  for c in "$@"; do configs+=(--config "$c"); done
+  set -- "$name" "$parts"
+  if err=$("$SLUICE" topic create "$1" --partitions "$2" "${configs[@]}" --bootstrap "$BOOTSTRAP" 2>&1); then
     echo "$err"
     return
   fi
@@ -91,14 +94,17 @@ create_topic() { # name partitions
     die "topic $1 exists with $have partitions, not $2: delete it (sluice topic delete $1) or use a fresh broker"
   echo "topic $1 exists with $2 partitions"
 }
-create_topic clicks "$PARTITIONS"          # raw clicks, keyed adN#salt
+# The clicks carry their event time as their timestamp, and a replay (OFFSET_MS, SPEED) may
+# run ahead of the wall clock: more than the hour Kafka 4 (and sluice) accept by default.
+ahead=message.timestamp.after.max.ms=9223372036854775807
+create_topic clicks "$PARTITIONS" "$ahead" # raw clicks, keyed adN#salt
 create_topic clicks-valid "$PARTITIONS"    # stage 1's output, keyed alike
 create_topic clicks-partials 1             # stage 2's partials, in order
 create_topic ad-counts 1                   # stage 3's final counts, keyed by ad
 create_topic clicks-invalid 1              # stage 1's dead letters
 create_topic clicks-late 1                 # late clicks (stage 1), bad keys (stage 2)
 create_topic ad-counts-late 1              # stage 3's dead letters
-create_topic clicks-unsalted "$PARTITIONS" # the comparison run: read by no pipeline
+create_topic clicks-unsalted "$PARTITIONS" "$ahead" # the comparison run: read by no pipeline
 
 say "deploying the pipelines"
 for m in click-validate click-partials click-merge; do

@@ -119,6 +119,37 @@ fn refused_records(
     })
 }
 
+/// The records as they are to be appended (recompressed to the topic's codec), or why the
+/// partition is refused before anything is written (an unreadable batch: no record errors).
+fn prepared(
+    records: Bytes,
+    topic: &crate::broker::Topic,
+    partition: (&str, i32),
+    left: &mut usize,
+) -> Result<Bytes, Refusal> {
+    let unreadable = |why| Refusal {
+        error: ResponseError::InvalidRecord,
+        message: why,
+        records: Vec::new(),
+    };
+    let bounds = topic.timestamp_bounds();
+    let refused = refused_records(
+        &records,
+        partition,
+        topic.compacted(),
+        bounds,
+        now_ms(),
+        left,
+    );
+    if let Some(r) = refused.map_err(unreadable)? {
+        return Err(r);
+    }
+    match topic.target_compression() {
+        None => Ok(records),
+        Some(to) => recompressed(records, to, topic.max_message_bytes(), left).map_err(unreadable),
+    }
+}
+
 /// `records` with every batch not already in codec `to` recompressed to it (a topic's
 /// `compression.type`). Batches that fail validation, or are larger than `max` as sent, are
 /// left for the append to refuse with the error Kafka gives.
@@ -267,60 +298,37 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
                 tr.partition_responses.push(pr);
                 continue;
             }
-            let checked = refused_records(
-                &records,
-                (&name, pd.index),
-                topic.compacted(),
-                topic.timestamp_bounds(),
-                now_ms(),
-                &mut decompress_left,
-            );
-            let refusal = match checked {
+            // Bytes in, as Kafka counts them: as they came over the wire.
+            let wire_bytes = records.len() as u64;
+            let records = match prepared(records, topic, (&name, pd.index), &mut decompress_left) {
                 Ok(r) => r,
-                Err(why) => {
-                    tracing::info!(topic = %name, partition = pd.index, error = %why, "produce refused: records unreadable");
-                    pr.error_code = code(ResponseError::InvalidRecord);
+                Err(r) => {
+                    match r.records.first() {
+                        None => {
+                            tracing::info!(topic = %name, partition = pd.index, error = %r.message, "produce refused: records unreadable")
+                        }
+                        Some((_, why)) => {
+                            tracing::debug!(topic = %name, partition = pd.index, client = ?ctx.client_id, error = ?r.error, records = r.records.len(), "produce refused: {why}")
+                        }
+                    }
+                    pr.error_code = code(r.error);
                     if ctx.version >= 8 {
-                        pr.error_message = Some(sb(why));
+                        pr.error_message = Some(sb(r.message));
+                        pr.record_errors = r
+                            .records
+                            .into_iter()
+                            .map(|(i, why)| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(i)
+                                    .with_batch_index_error_message(Some(sb(why)))
+                            })
+                            .collect();
                     }
                     tr.partition_responses.push(pr);
                     continue;
                 }
             };
-            if let Some(r) = refusal {
-                tracing::debug!(topic = %name, partition = pd.index, client = ?ctx.client_id, error = ?r.error, records = r.records.len(), "produce refused: {}", r.records[0].1);
-                pr.error_code = code(r.error);
-                if ctx.version >= 8 {
-                    pr.error_message = Some(sb(r.message));
-                    pr.record_errors = r
-                        .records
-                        .into_iter()
-                        .map(|(i, why)| {
-                            BatchIndexAndErrorMessage::default()
-                                .with_batch_index(i)
-                                .with_batch_index_error_message(Some(sb(why)))
-                        })
-                        .collect();
-                }
-                tr.partition_responses.push(pr);
-                continue;
-            }
             let max = topic.max_message_bytes();
-            let records = match topic.target_compression() {
-                None => records,
-                Some(to) => match recompressed(records, to, max, &mut decompress_left) {
-                    Ok(r) => r,
-                    Err(why) => {
-                        tracing::info!(topic = %name, partition = pd.index, error = %why, "produce refused: records unreadable");
-                        pr.error_code = code(ResponseError::InvalidRecord);
-                        if ctx.version >= 8 {
-                            pr.error_message = Some(sb(why));
-                        }
-                        tr.partition_responses.push(pr);
-                        continue;
-                    }
-                },
-            };
             let stamp = topic.log_append_time().then(now_ms);
             let appended = match transactional_producer(&records) {
                 Err(()) => {
@@ -363,7 +371,7 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
                     topic
                         .stats
                         .bytes_in
-                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                        .fetch_add(wire_bytes, Ordering::Relaxed);
                     topic.stats.records_in.fetch_add(
                         (at.last_offset - at.base_offset + 1) as u64,
                         Ordering::Relaxed,
