@@ -6,7 +6,9 @@ seen through confluent-kafka and the segment files on disk:
     (zstd, gzip, uncompressed, producer) and to a zstd topic changed to snappy halfway;
   - every record reads back as sent (key, value, headers, timestamp, offset);
   - the data batches in the partition's segment files carry the topic's codec (lz4 where it
-    is `producer`; lz4 then snappy for the changed topic) — read from --data-dir.
+    is `producer`; lz4 then snappy for the changed topic) — read from --data-dir;
+  - compression.gzip.level and compression.zstd.level are applied: the same records take
+    less room at level 9 (gzip) and 19 (zstd) than at level 1.
 """
 
 import glob
@@ -62,8 +64,8 @@ def read_back(bootstrap, topic, n):
         c.close()
 
 
-def stored_codecs(data_dir, topic):
-    """The codec of each data batch in partition 0's segment files, in order."""
+def stored_codecs(data_dir, topic, sizes=False):
+    """The codec (or size) of each data batch in partition 0's segment files, in order."""
     out = []
     for path in sorted(glob.glob(os.path.join(data_dir, "topics", topic, "0", "*.log"))):
         b = open(path, "rb").read()
@@ -72,7 +74,7 @@ def stored_codecs(data_dir, topic):
             (length,) = struct.unpack(">i", b[at + 8:at + 12])
             (attributes,) = struct.unpack(">h", b[at + 21:at + 23])
             if not attributes & 0x20:  # not a control batch
-                out.append(CODECS[attributes & 7])
+                out.append(12 + length if sizes else CODECS[attributes & 7])
             at += 12 + length
     return out
 
@@ -105,8 +107,20 @@ def body(a):
     check(first_snappy > 0 and set(codecs[:first_snappy]) == {"zstd"}
           and set(codecs[first_snappy:]) == {"snappy"},
           f"want zstd batches, then snappy after the change; got {codecs}")
+    sizes = {}
+    for codec, level in [("gzip", 1), ("gzip", 9), ("zstd", 1), ("zstd", 19)]:
+        t = unique(f"cmp-{codec}{level}")
+        admin.create_topics([NewTopic(t, 1, 1, config={
+            "compression.type": codec, f"compression.{codec}.level": str(level)})])[t].result(timeout=10)
+        produce(a.bootstrap, t, 0, N)
+        read_back(a.bootstrap, t, N)
+        check_eq(set(stored_codecs(a.data_dir, t)), {codec}, f"codec of {t}")
+        sizes[(codec, level)] = sum(stored_codecs(a.data_dir, t, sizes=True))
+    check(sizes[("gzip", 9)] < sizes[("gzip", 1)] and sizes[("zstd", 19)] < sizes[("zstd", 1)],
+          f"stored bytes by level do not shrink: {sizes}")
     return f"{N} records per topic stored in the topic's codec: " + ", ".join(
-        f"{k}->{v}" for k, v in want.items())
+        f"{k}->{v}" for k, v in want.items()) + "; bytes by level: " + ", ".join(
+        f"{c} {l}: {n}" for (c, l), n in sizes.items())
 
 
 if __name__ == "__main__":

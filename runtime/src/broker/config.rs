@@ -199,7 +199,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
             max: 9,
             default: -1,
         },
-        "Accepted for compatibility; the broker recompresses at the codec's default level.",
+        "The level the broker recompresses at (compression.type); -1: the codec's default.",
     ),
     (
         "compression.lz4.level",
@@ -209,7 +209,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
             max: 17,
             default: 9,
         },
-        "Accepted for compatibility; the broker recompresses at the codec's default level.",
+        "Accepted for compatibility: the broker's lz4 has one level.",
     ),
     (
         "compression.zstd.level",
@@ -219,7 +219,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
             max: 22,
             default: 3,
         },
-        "Accepted for compatibility; the broker recompresses at the codec's default level.",
+        "The level the broker recompresses at (compression.type).",
     ),
     (
         "max.decompressed.message.bytes",
@@ -468,13 +468,29 @@ impl TopicConfig {
         self.get(defaults, "message.timestamp.type") == "LogAppendTime"
     }
 
-    /// The codec the broker recompresses produced batches to (`compression.type`); `None`
+    /// The codec the broker recompresses produced batches to (`compression.type`), with the
+    /// level its `compression.*.level` sets (gzip and zstd; lz4_flex has one level); `None`
     /// keeps the producer's.
-    pub fn target_compression(&self, defaults: &Defaults) -> Option<crate::records::Compression> {
-        match self.get(defaults, "compression.type").as_str() {
-            "uncompressed" => Some(crate::records::Compression::None),
-            other => crate::records::parse_compression(other).filter(|_| other != "none"),
-        }
+    pub fn target_compression(
+        &self,
+        defaults: &Defaults,
+    ) -> Option<(crate::records::Compression, Option<i32>)> {
+        use crate::records::Compression;
+        let codec = match self.get(defaults, "compression.type").as_str() {
+            "uncompressed" => Compression::None,
+            "none" => return None,
+            other => crate::records::parse_compression(other)?,
+        };
+        let level = |key| {
+            let v = self.long(defaults, key);
+            i32::try_from(v).ok()
+        };
+        let level = match codec {
+            Compression::Gzip => level("compression.gzip.level").filter(|&l| l != -1),
+            Compression::Zstd => level("compression.zstd.level"),
+            _ => None,
+        };
+        Some((codec, level))
     }
 
     /// How far before and after the broker's clock a record's create time may be

@@ -415,6 +415,8 @@ struct ProduceLimits {
     timestamp_after_ms: std::sync::atomic::AtomicI64,
     /// `compression.type` as a codec number; [`KEEP_CODEC`] for `producer`.
     target_codec: std::sync::atomic::AtomicU8,
+    /// Its level; `i32::MIN` for the codec's default.
+    target_level: std::sync::atomic::AtomicI32,
     /// `flush.ms` is set: the background flush looks at this topic's partitions.
     timed_flush: std::sync::atomic::AtomicBool,
 }
@@ -432,6 +434,7 @@ impl Default for ProduceLimits {
             timestamp_before_ms: AtomicI64::new(i64::MAX),
             timestamp_after_ms: AtomicI64::new(i64::MAX),
             target_codec: std::sync::atomic::AtomicU8::new(KEEP_CODEC),
+            target_level: std::sync::atomic::AtomicI32::new(i32::MIN),
             timed_flush: AtomicBool::new(false),
         }
     }
@@ -444,10 +447,11 @@ impl ProduceLimits {
             .store(c.max_message_bytes(d), Relaxed);
         self.log_append_time.store(c.log_append_time(d), Relaxed);
         self.compacted.store(c.compacted(d), Relaxed);
-        self.target_codec.store(
-            c.target_compression(d).map_or(KEEP_CODEC, |c| c as u8),
-            Relaxed,
-        );
+        let target = c.target_compression(d);
+        self.target_level
+            .store(target.and_then(|(_, l)| l).unwrap_or(i32::MIN), Relaxed);
+        self.target_codec
+            .store(target.map_or(KEEP_CODEC, |(c, _)| c as u8), Relaxed);
         let bounds = c.timestamp_bounds(d);
         self.timestamp_before_ms
             .store(bounds.before_ms.unwrap_or(i64::MAX), Relaxed);
@@ -895,13 +899,13 @@ impl Topic {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The codec produced batches are recompressed to (`compression.type`), if any.
-    pub fn target_compression(&self) -> Option<crate::records::Compression> {
+    /// The codec (and level) produced batches are recompressed to (`compression.type`), if
+    /// any.
+    pub fn target_compression(&self) -> Option<(crate::records::Compression, Option<i32>)> {
         use crate::records::Compression;
-        let codec = self
-            .produce_limits
-            .target_codec
-            .load(std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        let codec = self.produce_limits.target_codec.load(Relaxed);
+        let level = Some(self.produce_limits.target_level.load(Relaxed)).filter(|&l| l != i32::MIN);
         [
             Compression::None,
             Compression::Gzip,
@@ -911,6 +915,7 @@ impl Topic {
         ]
         .into_iter()
         .find(|c| *c as u8 == codec)
+        .map(|c| (c, level))
     }
 
     /// How far from the broker's clock a record's create time may be.

@@ -329,7 +329,10 @@ impl Writer {
             }
             let batch = records::encode_batch_as(
                 &recs[start..end],
-                topic.target_compression().unwrap_or(Compression::None),
+                // Its codec, at the codec's default level.
+                topic
+                    .target_compression()
+                    .map_or(Compression::None, |(c, _)| c),
                 Some(ProducerFields {
                     producer_id: self.producer_id,
                     epoch: 0,

@@ -155,7 +155,7 @@ fn prepared(
 /// left for the append to refuse with the error Kafka gives.
 fn recompressed(
     records: Bytes,
-    to: crate::records::Compression,
+    (to, level): (crate::records::Compression, Option<i32>),
     max: usize,
     left: &mut usize,
 ) -> Result<Bytes, String> {
@@ -175,7 +175,8 @@ fn recompressed(
             out.extend_from_slice(&b);
         } else {
             out.extend_from_slice(
-                &crate::records::recompress(&b, &h, to, left).map_err(|e| e.to_string())?,
+                &crate::records::recompress(&b, &h, (to, level), left)
+                    .map_err(|e| e.to_string())?,
             );
         }
     }

@@ -213,7 +213,7 @@ pub fn encode_message_set(
         Compression::Zstd => return Err(RecordsError::Encode("zstd needs v2 batches".into())),
     };
     let mut packed = BytesMut::new();
-    super::compress(&mut inner, &mut packed, compression)
+    super::compress(&mut inner, &mut packed, compression, None)
         .map_err(|e| RecordsError::Encode(format!("{e:#}")))?;
     let wrapper = Record {
         offset: records.len().saturating_sub(1) as i64,

@@ -90,8 +90,29 @@ fn decompress_snappy(buf: &[u8]) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-fn compress(input: &mut BytesMut, out: &mut BytesMut, c: Compression) -> anyhow::Result<()> {
+/// Compresses `input` into `out` with codec `c`, at `level` where the codec takes one
+/// (gzip 1-9, zstd -131072-22; lz4_flex has only its one level, snappy none).
+fn compress(
+    input: &mut BytesMut,
+    out: &mut BytesMut,
+    c: Compression,
+    level: Option<i32>,
+) -> anyhow::Result<()> {
     use std::io::Write;
+    match (c, level) {
+        (Compression::Gzip, Some(l)) if (1..=9).contains(&l) => {
+            let mut e =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(l as u32));
+            e.write_all(input)?;
+            out.extend_from_slice(&e.finish()?);
+            return Ok(());
+        }
+        (Compression::Zstd, Some(l)) => {
+            out.extend_from_slice(&zstd::bulk::compress(input, l)?);
+            return Ok(());
+        }
+        _ => {}
+    }
     match c {
         Compression::None => out.extend_from_slice(input),
         Compression::Gzip => Gzip::compress(out, |b: &mut BytesMut| {
@@ -524,6 +545,8 @@ fn records_body(records: &[Record], base_offset: i64, base_ts: i64) -> BytesMut 
 
 /// The header fields of a batch being written.
 struct Frame {
+    /// The codec's level (see [`compress`]); `None`: its default.
+    level: Option<i32>,
     base_offset: i64,
     attributes: i16,
     last_offset_delta: i32,
@@ -534,7 +557,7 @@ struct Frame {
 
 fn frame(f: &Frame, count: usize, mut body: BytesMut) -> Result<Bytes, RecordsError> {
     let mut payload = BytesMut::new();
-    compress(&mut body, &mut payload, codec_of(f.attributes)?)
+    compress(&mut body, &mut payload, codec_of(f.attributes)?, f.level)
         .map_err(|e| RecordsError::Encode(format!("{e:#}")))?;
     let header_len = crate::log::batch::HEADER_LEN;
     let mut b = BytesMut::with_capacity(header_len + payload.len());
@@ -587,6 +610,7 @@ fn encode(
     let body = records_body(&relative, base_offset, base_ts);
     frame(
         &Frame {
+            level: None,
             base_offset: 0,
             attributes: compression as i16 | attributes,
             last_offset_delta: records.len().saturating_sub(1) as i32,
@@ -615,6 +639,7 @@ pub fn encode_retained(
     let body = records_body(kept, h.base_offset, base_ts);
     frame(
         &Frame {
+            level: None,
             base_offset: h.base_offset,
             attributes,
             last_offset_delta: h.last_offset_delta,
@@ -639,7 +664,7 @@ pub fn encode_retained(
 pub fn recompress(
     b: &Bytes,
     h: &crate::log::batch::BatchHeader,
-    to: Compression,
+    (to, level): (Compression, Option<i32>),
     left: &mut usize,
 ) -> Result<Bytes, RecordsError> {
     if *left == 0 {
@@ -658,6 +683,7 @@ pub fn recompress(
     *left -= body.len();
     frame(
         &Frame {
+            level,
             base_offset: h.base_offset,
             attributes: (h.attributes & !0x07) | to as i16,
             last_offset_delta: h.last_offset_delta,
@@ -741,7 +767,7 @@ mod tests {
         assert_eq!(decompress_snappy(&raw_ok).unwrap(), data);
         let mut input = BytesMut::from(&data[..]);
         let mut framed_ok = BytesMut::new();
-        compress(&mut input, &mut framed_ok, Compression::Snappy).unwrap();
+        compress(&mut input, &mut framed_ok, Compression::Snappy, None).unwrap();
         assert_eq!(decompress_snappy(&framed_ok).unwrap(), data);
     }
 
@@ -787,7 +813,8 @@ mod tests {
             let b = encode(&recs, codecs[from], Some(producer), 0x10).unwrap();
             let h = crate::log::batch::validate(&b).unwrap();
             let mut left = MAX_DECOMPRESSED;
-            let r = recompress(&b, &h, codecs[to], &mut left).unwrap();
+            let level = [None, Some(1), None, None, Some(-5)][to];
+            let r = recompress(&b, &h, (codecs[to], level), &mut left).unwrap();
             let rh = crate::log::batch::validate(&r).unwrap();
             prop_assert_eq!(rh.compression(), codecs[to] as u8);
             prop_assert_eq!(rh.attributes & !7, h.attributes & !7);
