@@ -81,11 +81,20 @@ pub fn request(data: &[u8]) {
     });
 }
 
-/// Record batches through header validation and record decoding with every codec, and the
-/// same bytes as an old client's message set (magic 0 and 1) and as batches to convert down.
+/// Record batches through header validation and record decoding with every codec, the
+/// produce path's record peek (keys, timestamps) and recompression, and the same bytes as an
+/// old client's message set (magic 0 and 1) and as batches to convert down.
 pub fn records(data: &[u8]) {
-    let _ = crate::log::batch::split_batches(data);
     let b = bytes::Bytes::copy_from_slice(data);
+    if let Ok(batches) = crate::log::batch::split_batches(data) {
+        for (pos, h) in batches {
+            let one = b.slice(pos..pos + h.size);
+            let mut left = 1 << 20;
+            let _ = crate::records::peek_records(&one, &mut left, |_, _| {});
+            let to = (crate::records::Compression::Zstd, Some(1));
+            let _ = crate::records::recompress(&one, &h, to, &mut left);
+        }
+    }
     let _ = crate::records::decode_batches(b.clone());
     let _ = crate::records::legacy::up_convert(b.clone(), 0);
     let _ = crate::records::legacy::down_convert(b, 1);

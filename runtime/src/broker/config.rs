@@ -335,11 +335,12 @@ impl TimestampBounds {
                 || self.after_ms.is_some_and(|a| ts > now.saturating_add(a)))
     }
 
-    /// The range Kafka names in its refusal: `[now - before, now + after]`.
+    /// The range Kafka names in its refusal: `[now - before, now + after]`, an unbounded side
+    /// as `i64::MAX` ms away.
     pub fn range(&self, now: i64) -> (i64, i64) {
         (
-            self.before_ms.map_or(i64::MIN, |b| now.saturating_sub(b)),
-            self.after_ms.map_or(i64::MAX, |a| now.saturating_add(a)),
+            now.saturating_sub(self.before_ms.unwrap_or(i64::MAX)),
+            now.saturating_add(self.after_ms.unwrap_or(i64::MAX)),
         )
     }
 }

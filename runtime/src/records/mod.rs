@@ -27,26 +27,36 @@ pub enum RecordsError {
     Encode(String),
 }
 
-fn read_bounded(mut r: impl Read) -> anyhow::Result<Bytes> {
+fn read_bounded(mut r: impl Read, cap: usize) -> anyhow::Result<Bytes> {
     let mut out = Vec::new();
-    let n = r
-        .by_ref()
-        .take(MAX_DECOMPRESSED as u64 + 1)
-        .read_to_end(&mut out)?;
-    if n > MAX_DECOMPRESSED {
-        anyhow::bail!("decompressed batch exceeds {MAX_DECOMPRESSED} bytes");
+    let n = r.by_ref().take(cap as u64 + 1).read_to_end(&mut out)?;
+    if n > cap {
+        anyhow::bail!("decompressed batch exceeds {cap} bytes");
     }
     Ok(Bytes::from(out))
 }
 
 fn decompress(buf: &mut Bytes, c: Compression) -> anyhow::Result<Bytes> {
-    match c {
-        Compression::None => Ok(std::mem::take(buf)),
-        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(&buf[..])),
-        Compression::Snappy => decompress_snappy(buf),
-        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(&buf[..])),
-        Compression::Zstd => read_bounded(zstd::stream::read::Decoder::new(&buf[..])?),
+    decompress_capped(buf, c, MAX_DECOMPRESSED)
+}
+
+/// [`decompress`], refusing a body that inflates past `cap` (at most [`MAX_DECOMPRESSED`])
+/// before more than that is held.
+fn decompress_capped(buf: &mut Bytes, c: Compression, cap: usize) -> anyhow::Result<Bytes> {
+    let cap = cap.min(MAX_DECOMPRESSED);
+    let body = match c {
+        Compression::None => std::mem::take(buf),
+        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(&buf[..]), cap)?,
+        Compression::Snappy => decompress_snappy(buf)?,
+        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(&buf[..]), cap)?,
+        Compression::Zstd => read_bounded(zstd::stream::read::Decoder::new(&buf[..])?, cap)?,
+    };
+    // Snappy's blocks are bounded by their ratio to the input, and an uncompressed body by
+    // the request: checked after.
+    if body.len() > cap {
+        anyhow::bail!("decompressed batch exceeds {cap} bytes");
     }
+    Ok(body)
 }
 
 /// The xerial framing Java and other clients wrap snappy blocks in; without it, the data is
@@ -207,14 +217,26 @@ fn codec_of(attributes: i16) -> Result<Compression, RecordsError> {
 /// Decodes the records of one whole batch (CRC not checked here; the log did that). Control
 /// batches are skipped unless `control`.
 fn decode_one(batch: Bytes, out: &mut Vec<Record>, control: bool) -> Result<(), RecordsError> {
+    decode_capped(batch, out, control, MAX_DECOMPRESSED).map(|_| ())
+}
+
+/// [`decode_one`] with at most `cap` bytes decompressed; returns how many were, and how many
+/// of those the records did not take (a producer's batch has none left over).
+fn decode_capped(
+    batch: Bytes,
+    out: &mut Vec<Record>,
+    control: bool,
+    cap: usize,
+) -> Result<(usize, usize), RecordsError> {
     let h =
         crate::log::batch::parse_header(&batch).map_err(|e| RecordsError::Decode(e.to_string()))?;
     if h.is_control() && !control {
-        return Ok(());
+        return Ok((0, 0));
     }
     let mut body = batch.slice(crate::log::batch::HEADER_LEN..h.size);
-    let body = decompress(&mut body, codec_of(h.attributes)?)
+    let body = decompress_capped(&mut body, codec_of(h.attributes)?, cap)
         .map_err(|e| RecordsError::Decode(format!("{e:#}")))?;
+    let inflated = body.len();
     // Seven bytes is the smallest possible record: this bounds the count before any reserve.
     let count = h.records_count as usize;
     if count > body.len() / 7 {
@@ -268,7 +290,7 @@ fn decode_one(batch: Bytes, out: &mut Vec<Record>, control: bool) -> Result<(), 
             headers,
         });
     }
-    Ok(())
+    Ok((inflated, r.buf.len()))
 }
 
 /// Reads a zigzag varlong from a stream, with the number of bytes it took.
@@ -514,8 +536,9 @@ fn records_body(records: &[Record], base_offset: i64, base_ts: i64) -> BytesMut 
     for r in records {
         one.clear();
         one.put_u8(0);
-        write_varlong(&mut one, r.timestamp - base_ts);
-        write_varlong(&mut one, r.offset - base_offset);
+        // Wrapping, as the decoder adds them: a client's base values may sit at the ends of i64.
+        write_varlong(&mut one, r.timestamp.wrapping_sub(base_ts));
+        write_varlong(&mut one, r.offset.wrapping_sub(base_offset));
         for f in [&r.key, &r.value] {
             match f {
                 None => write_varlong(&mut one, -1),
@@ -667,20 +690,16 @@ pub fn recompress(
     (to, level): (Compression, Option<i32>),
     left: &mut usize,
 ) -> Result<Bytes, RecordsError> {
-    if *left == 0 {
-        return Err(RecordsError::Decode(
-            "the request decompresses to more than is allowed".into(),
-        ));
-    }
     let mut records = Vec::new();
-    decode_one(b.clone(), &mut records, false)?;
-    let body = records_body(&records, h.base_offset, h.base_timestamp);
-    if body.len() > *left {
+    let (inflated, spare) = decode_capped(b.clone(), &mut records, false, *left)?;
+    *left -= inflated.min(*left);
+    if spare > 0 {
         return Err(RecordsError::Decode(format!(
-            "batch decompresses to more than the {left} bytes allowed"
+            "{spare} bytes follow the batch's {} records",
+            records.len()
         )));
     }
-    *left -= body.len();
+    let body = records_body(&records, h.base_offset, h.base_timestamp);
     frame(
         &Frame {
             level,
@@ -769,6 +788,33 @@ mod tests {
         let mut framed_ok = BytesMut::new();
         compress(&mut input, &mut framed_ok, Compression::Snappy, None).unwrap();
         assert_eq!(decompress_snappy(&framed_ok).unwrap(), data);
+    }
+
+    /// Recompression decompresses no more than the request has left, and refuses bytes
+    /// after a batch's last record (a bomb of zeros behind one small record).
+    #[test]
+    fn recompression_is_bounded_and_refuses_trailing_bytes() {
+        let recs = [record(0, Some(b"k".to_vec()), Some(vec![7; 5000]), 1)];
+        let b = encode_batch(&recs, Compression::Gzip).unwrap();
+        let h = crate::log::batch::validate(&b).unwrap();
+        let mut left = 1000;
+        assert!(recompress(&b, &h, (Compression::Zstd, None), &mut left).is_err());
+        let mut left = MAX_DECOMPRESSED;
+        assert!(recompress(&b, &h, (Compression::Zstd, None), &mut left).is_ok());
+        assert!(MAX_DECOMPRESSED - left >= 5000, "charged what was inflated");
+
+        let plain = encode_batch(&recs, Compression::None).unwrap();
+        let mut padded = plain.to_vec();
+        padded.extend_from_slice(&[0; 64]);
+        let len = (padded.len() - 12) as i32;
+        padded[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&padded[21..]);
+        padded[17..21].copy_from_slice(&crc.to_be_bytes());
+        let padded = Bytes::from(padded);
+        let h = crate::log::batch::validate(&padded).unwrap();
+        let mut left = MAX_DECOMPRESSED;
+        let e = recompress(&padded, &h, (Compression::Zstd, None), &mut left).unwrap_err();
+        assert!(e.to_string().contains("64 bytes follow"), "{e}");
     }
 
     proptest! {
