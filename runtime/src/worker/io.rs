@@ -489,7 +489,17 @@ impl TaskIo for ClusterIo {
         if !aborted {
             self.start_producer()?;
             // Only now, with any earlier owner fenced, is the changelog final for this task.
-            (self.committed, self.live) = self.restore()?;
+            match self.restore() {
+                Ok(restored) => (self.committed, self.live) = restored,
+                Err(e) => {
+                    // The next open must restore again: with the producer kept, it would take
+                    // the task's state as never checkpointed and start its input afresh (a
+                    // Kafka node dying during a failover's restore did that: the input
+                    // since the last checkpoint counted twice).
+                    self.producer = None;
+                    return Err(e);
+                }
+            }
         }
         let ckpt = match self.committed.clone() {
             Some(c) => c,
