@@ -479,7 +479,6 @@ impl TopicConfig {
         use crate::records::Compression;
         let codec = match self.get(defaults, "compression.type").as_str() {
             "uncompressed" => Compression::None,
-            "none" => return None,
             other => crate::records::parse_compression(other)?,
         };
         let level = |key| {
