@@ -902,20 +902,12 @@ impl Topic {
     /// The codec (and level) produced batches are recompressed to (`compression.type`), if
     /// any.
     pub fn target_compression(&self) -> Option<(crate::records::Compression, Option<i32>)> {
-        use crate::records::Compression;
         use std::sync::atomic::Ordering::Relaxed;
         let codec = self.produce_limits.target_codec.load(Relaxed);
         let level = Some(self.produce_limits.target_level.load(Relaxed)).filter(|&l| l != i32::MIN);
-        [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ]
-        .into_iter()
-        .find(|c| *c as u8 == codec)
-        .map(|c| (c, level))
+        // KEEP_CODEC is no codec number.
+        let codec = crate::records::codec_of(i16::from(codec)).ok()?;
+        Some((codec, level))
     }
 
     /// How far from the broker's clock a record's create time may be.

@@ -50,9 +50,9 @@ struct Refusal {
 /// may be older than the batch's base timestamp). Unlike Kafka, which reads every record and
 /// rewrites the header's max timestamp, the header is trusted for `after`: it is what this
 /// broker's time index and time-based retention go by, the things a record from the future
-/// would hold back, so a header that understates its records misleads only its own reader. `Err` for a batch that cannot be read or
-/// inflates past what is left of the request's allowance (`left`). Malformed framing is left
-/// to the append's validation.
+/// would hold back, so a header that understates its records misleads only its own reader.
+/// `Err` for a batch that cannot be read or inflates past what is left of the request's
+/// allowance (`left`). Malformed framing is left to the append's validation.
 fn refused_records(
     records: &Bytes,
     partition: (&str, i32),

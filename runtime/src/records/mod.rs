@@ -199,7 +199,8 @@ fn write_varlong(out: &mut BytesMut, v: i64) {
     out.put_u8(z as u8);
 }
 
-fn codec_of(attributes: i16) -> Result<Compression, RecordsError> {
+/// The codec named by a batch's attributes (their low three bits).
+pub(crate) fn codec_of(attributes: i16) -> Result<Compression, RecordsError> {
     Ok(match attributes & 0x07 {
         0 => Compression::None,
         1 => Compression::Gzip,
