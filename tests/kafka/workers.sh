@@ -18,7 +18,8 @@
 # confluent-kafka, the wasm32 toolchain (plugins/install-toolchain.sh), a built sluice.
 # Knobs: CLICKS [75000], RATE [3000] clicks/s, BROKER_SESSION_MS [3000] (Kafka's fencing
 # of a dead node, see below), GROUP_PROTOCOL [auto: KIP-848 where offered], consumer or classic, SLUICE [target/debug/sluice], DIR
-# [/tmp/sluice-kafka-workers], KEEP=1 leaves the cluster and logs. Exits non-zero on any
+# [/tmp/sluice-kafka-workers], KEEP=1 leaves the cluster and logs, STACKS=1 saves the live
+# workers' thread stacks (gdb) on failure. Exits non-zero on any
 # difference.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -203,6 +204,12 @@ if [ "$rc" = 0 ]; then
     say "OK: every final count equals the ground truth"
 else
     say "FAILED (logs in $DIR)"
+    if [ "${STACKS:-0}" = 1 ] && command -v gdb >/dev/null; then
+        # Where each live worker's threads are, for a stall.
+        for p in $(pgrep -f -- "--plugins-dir $DIR/worker" || true); do
+            gdb -p "$p" -batch -ex "thread apply all bt" >"$DIR/stacks-$p.txt" 2>&1 || true
+        done
+    fi
     # The workers' own warnings and errors (librdkafka's connection noise left out), then the
     # verdict again: a CI log shows only its tail.
     for n in 1 2 3; do

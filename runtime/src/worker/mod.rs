@@ -143,6 +143,40 @@ pub struct Worker {
     /// A client kept for metadata (topics and their partition counts), asked at every
     /// rescan: one connection, not one per rescan.
     metadata: Option<BaseConsumer>,
+    /// Partition counts as last seen in the metadata (see [`merge_partition_counts`]).
+    known_partitions: Mutex<HashMap<String, i32>>,
+}
+
+/// The partition counts to go by after a metadata fetch: `fetched` is each topic of a
+/// successful answer with its count (None for a topic the answer gave an error for), None
+/// for a failed fetch.
+///
+/// What was known is kept through a failed fetch and through a topic's error, and counts
+/// only grow (as Kafka's do): the counts say which upstream tasks each task must hear from
+/// before its event time moves on, and a watermark never goes back. When a Kafka node died,
+/// one failed fetch made every worker forget every writer for a second, and a merge task
+/// took the watermark of the writers it had heard from for the whole: it closed windows
+/// without the partials of a writer that was moving between workers, which then came late.
+/// A topic missing from a successful answer is gone (deleted).
+fn merge_partition_counts(
+    known: &HashMap<String, i32>,
+    fetched: Option<Vec<(String, Option<i32>)>>,
+) -> HashMap<String, i32> {
+    let Some(fetched) = fetched else {
+        return known.clone();
+    };
+    fetched
+        .into_iter()
+        .filter_map(|(t, n)| {
+            let old = known.get(&t).copied();
+            let n = match (n, old) {
+                (Some(n), old) => n.max(old.unwrap_or(0)),
+                (None, Some(o)) => o,
+                (None, None) => return None,
+            };
+            Some((t, n))
+        })
+        .collect()
 }
 
 impl Worker {
@@ -157,6 +191,7 @@ impl Worker {
             deployed_dir,
             status: Arc::default(),
             metadata,
+            known_partitions: Mutex::new(HashMap::new()),
             cfg,
             engine,
             rt,
@@ -199,19 +234,32 @@ impl Worker {
     }
 
     fn partitions(&self) -> impl Fn(&str) -> Option<i32> {
-        let md = self
+        let fetched = self
             .metadata
             .as_ref()
-            .and_then(|c| c.fetch_metadata(None, METADATA_TIMEOUT).ok());
-        let counts: HashMap<String, i32> = md
-            .map(|md| {
+            .map(|c| c.fetch_metadata(None, METADATA_TIMEOUT));
+        let fetched = match fetched {
+            Some(Ok(md)) => Some(
                 md.topics()
                     .iter()
-                    .filter(|t| t.error().is_none())
-                    .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-                    .collect()
-            })
-            .unwrap_or_default();
+                    .map(|t| {
+                        let n = t.error().is_none().then_some(t.partitions().len() as i32);
+                        (t.name().to_string(), n)
+                    })
+                    .collect(),
+            ),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "metadata; going by the partition counts last seen");
+                None
+            }
+            None => None,
+        };
+        let mut known = self
+            .known_partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *known = merge_partition_counts(&known, fetched);
+        let counts = known.clone();
         move |t: &str| counts.get(t).copied()
     }
 
@@ -617,5 +665,41 @@ impl ConsumerContext for MemberContext {
                 self.start_task(e.topic().to_string(), e.partition());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(pairs: &[(&str, i32)]) -> HashMap<String, i32> {
+        pairs.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn partition_counts_survive_failed_fetches_and_only_grow() {
+        let known = counts(&[("clicks", 6), ("clicks-valid", 6)]);
+        assert_eq!(
+            merge_partition_counts(&known, None),
+            known,
+            "a failed fetch forgets nothing"
+        );
+        let fetched = vec![
+            ("clicks".to_string(), None),
+            ("clicks-valid".to_string(), Some(3)),
+            ("ad-counts".to_string(), Some(1)),
+            ("broken".to_string(), None),
+        ];
+        assert_eq!(
+            merge_partition_counts(&known, Some(fetched)),
+            counts(&[("clicks", 6), ("clicks-valid", 6), ("ad-counts", 1)]),
+            "a topic's error keeps its count; a smaller count is not believed; an unknown topic in error is left out"
+        );
+        let fetched = vec![("clicks".to_string(), Some(8))];
+        assert_eq!(
+            merge_partition_counts(&known, Some(fetched)),
+            counts(&[("clicks", 8)]),
+            "growth is taken; a topic a successful answer leaves out is gone"
+        );
     }
 }
