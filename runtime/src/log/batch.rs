@@ -105,6 +105,19 @@ pub fn framed_size(b: &[u8]) -> Option<usize> {
     Some(LOG_OVERHEAD + len as usize)
 }
 
+/// The headers of the batches framed one after another in `b`, each with where it starts, up
+/// to the first that cannot be parsed. No CRC is checked: these are cheap walks over a
+/// produce's batches, which the append then validates in full.
+pub fn headers(b: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let h = parse_header(b.get(at..)?).ok()?;
+        let pos = at;
+        at += h.size;
+        Some((pos, h))
+    })
+}
+
 /// Parses the header of the batch at the start of `b` without checking the CRC.
 /// `b` may extend past the batch; it must hold at least the header.
 pub fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchError> {
@@ -343,7 +356,25 @@ mod tests {
         assert_eq!(h.base_offset, 1234);
     }
 
+    #[test]
+    fn header_walk_stops_at_the_first_unparsable_batch() {
+        let (a, b) = (batch(&[b"a"], 1), batch(&[b"bc", b"d"], 2));
+        let mut all = [a.clone(), b.clone()].concat();
+        let got: Vec<(usize, i32)> = headers(&all).map(|(p, h)| (p, h.records_count)).collect();
+        assert_eq!(got, vec![(0, 1), (a.len(), 2)]);
+        // A v1 batch in the middle ends the walk; so does a header cut short.
+        all.extend_from_slice(&a);
+        all[a.len() + 16] = 1;
+        assert_eq!(headers(&all).count(), 1);
+        assert_eq!(headers(&a[..HEADER_LEN - 1]).count(), 0);
+    }
+
     proptest! {
+        #[test]
+        fn header_walk_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = headers(&data).count();
+        }
+
         #[test]
         fn split_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = split_batches(&data);

@@ -349,17 +349,10 @@ fn aborted_batches(
     data: &[u8],
     aborted: impl FnOnce() -> Vec<crate::broker::producers::AbortedTxn>,
 ) -> Vec<i64> {
-    let mut txn = Vec::new();
-    let mut at = 0;
-    while let Ok(h) = crate::log::batch::parse_header(&data[at..]) {
-        if h.is_transactional() && !h.is_control() {
-            txn.push((h.producer_id, h.base_offset));
-        }
-        at += h.size;
-        if at >= data.len() {
-            break;
-        }
-    }
+    let txn: Vec<(i64, i64)> = crate::log::batch::headers(data)
+        .filter(|(_, h)| h.is_transactional() && !h.is_control())
+        .map(|(_, h)| (h.producer_id, h.base_offset))
+        .collect();
     if txn.is_empty() {
         return Vec::new();
     }

@@ -75,13 +75,8 @@ fn refused_records(
     let mut bad_time = false;
     // Headers only (no CRC) on the way: a produce's CRCs are checked once, by the append,
     // and a batch is checked here only if it is to be opened.
-    let mut at = 0;
-    while at < records.len() {
-        let Ok(h) = crate::log::batch::parse_header(&records[at..]) else {
-            break;
-        };
-        let pos = at;
-        at += h.size;
+    for (pos, h) in crate::log::batch::headers(records) {
+        let at = pos + h.size;
         let times = bounds.before_ms.is_some() || h.max_timestamp > high;
         if !compacted && !times {
             continue;
@@ -170,15 +165,8 @@ fn recompressed(
     left: &mut usize,
 ) -> Result<Bytes, String> {
     // Headers first (no CRC): batches already in the codec cost nothing more.
-    let mut at = 0;
-    let mut keep = true;
-    while at < records.len() {
-        let Ok(h) = crate::log::batch::parse_header(&records[at..]) else {
-            break;
-        };
-        keep &= h.compression() == to as u8 || h.size > max;
-        at += h.size;
-    }
+    let keep = crate::log::batch::headers(&records)
+        .all(|(_, h)| h.compression() == to as u8 || h.size > max);
     if keep {
         return Ok(records);
     }
@@ -200,33 +188,20 @@ fn recompressed(
     Ok(out.freeze())
 }
 
-/// Whether any v2 batch in `records` is a control batch. Only the broker writes those
+/// Whether any batch in `records` is a control batch. Only the broker writes those
 /// (transaction markers, watermark announcements): a client's would be trusted by readers.
+/// The walk stops at a batch it cannot parse, which the append refuses anyway.
 fn has_control_batch(records: &[u8]) -> bool {
-    let mut at = 0;
-    while let Some(size) = crate::log::batch::framed_size(&records[at..]) {
-        // magic at byte 16, attributes (bit 5: control) at 21..23, in v2 batches only.
-        if let Some(b) = records.get(at..at + 23) {
-            if b[16] == 2 && i16::from_be_bytes([b[21], b[22]]) & 0x20 != 0 {
-                return true;
-            }
-        }
-        at += size;
-        if at >= records.len() {
-            break;
-        }
-    }
-    false
+    crate::log::batch::headers(records).any(|(_, h)| h.is_control())
 }
 
 /// The producer id and epoch of the transactional batches in `records`, which must be
 /// checked with the transaction coordinator before they are written. `Err` when batches of
 /// several producers are mixed (no client does that; one could slip an unchecked batch in).
 fn transactional_producer(records: &[u8]) -> Result<Option<(i64, i16)>, ()> {
-    let mut at = 0;
     let mut found = None;
     let mut plain = false;
-    while let Ok(h) = crate::log::batch::parse_header(&records[at..]) {
+    for (_, h) in crate::log::batch::headers(records) {
         if h.is_transactional() {
             let this = (h.producer_id, h.producer_epoch);
             if plain || found.is_some_and(|f| f != this) {
@@ -237,10 +212,6 @@ fn transactional_producer(records: &[u8]) -> Result<Option<(i64, i16)>, ()> {
             return Err(());
         } else {
             plain = true;
-        }
-        at += h.size;
-        if at >= records.len() {
-            break;
         }
     }
     Ok(found)
