@@ -352,6 +352,10 @@ impl ClusterIo {
         }
         let deadline = Instant::now() + OP_TIMEOUT * 2;
         loop {
+            // A rebalance waits for the task to stop: not for a whole read it no longer needs.
+            if self.revoked.load(Ordering::Acquire) {
+                return Err("the task moved to another worker".into());
+            }
             if Instant::now() > deadline {
                 return Err(format!(
                     "changelog {}-{cp}: could not read up to offset {high}",
@@ -446,10 +450,23 @@ impl ClusterIo {
         if let Some(v) = r.value.as_deref() {
             rec = rec.payload(v);
         }
+        // A full queue drains as the cluster acknowledges; one that does not (its partitions'
+        // leaders gone, the producer in error) would hold the task here until librdkafka's
+        // message timeout, 5 minutes, and with it the rebalance waiting for the task to stop.
+        let deadline = Instant::now() + OP_TIMEOUT;
         loop {
             match p.send(rec) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    if self.revoked.load(Ordering::Acquire) {
+                        return Err("the task moved to another worker".into());
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "cannot produce to {topic}-{partition}: the producer's queue stayed full for {} s",
+                            OP_TIMEOUT.as_secs()
+                        ));
+                    }
                     rec = back;
                     p.poll(Duration::from_millis(50));
                 }
