@@ -414,12 +414,14 @@ fn compaction_keeps_the_latest_value_per_key() {
 /// cleaner: 200,000 keyed updates (20% of them deletes, compressed with zstd) over 40,000
 /// keys into a compacted topic with 256 KB segments; after the cleaner's passes a consumer
 /// reads the topic back and the tool checks, key by key, that the latest value (or the
-/// deletion) of every key survived. The reduction it reports shows the cleaner ran.
+/// deletion) of every key survived. The reduction it reports shows the cleaner ran. Three
+/// topics and three cleaner threads (`log.cleaner.threads`), so partitions are cleaned at
+/// the same time.
 #[test]
 fn kafka_log_compaction_tester() {
     require_java_clients();
     let broker = Broker::start_with_config(
-        "log_cleaner_backoff_ms = 200\nsegment_bytes_min = 1024\n[topic_defaults]\n\"segment.bytes\" = \"262144\"\n",
+        "log_cleaner_backoff_ms = 200\nlog_cleaner_threads = 3\nsegment_bytes_min = 1024\n[topic_defaults]\n\"segment.bytes\" = \"262144\"\n",
     );
     let out = run_java_ok(
         &broker,
@@ -435,6 +437,8 @@ fn kafka_log_compaction_tester() {
             "20",
             "--compression-type",
             "zstd",
+            "--topics",
+            "3",
             // Seconds, whatever its help says.
             "--sleep",
             "5",

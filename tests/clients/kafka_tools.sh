@@ -420,7 +420,7 @@ check kafka-configs synonyms "sources or synonyms differ from Kafka's" \
     has "^  segment.ms=604800000 sensitive=false synonyms=\{\}$" &&
     has "^  max.message.bytes=1048588 sensitive=false synonyms=\{DEFAULT_CONFIG:message.max.bytes=1048588\}$" &&
     has "^  message.timestamp.after.max.ms=3600000 sensitive=false synonyms=\{DEFAULT_CONFIG:log.message.timestamp.after.max.ms=3600000\}$"'
-kt ConfigCommand --alter --entity-type brokers --entity-default --add-config log.cleaner.threads=2
+kt ConfigCommand --alter --entity-type brokers --entity-default --add-config log.dirs=/elsewhere
 show=("$work/out" "$work/err")
 check kafka-configs broker-static-refused "a setting sluice cannot change while running was accepted" \
   eval '[ $rc != 0 ] && has "InvalidRequestException" "$work/err"'

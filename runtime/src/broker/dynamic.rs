@@ -62,7 +62,7 @@ pub fn inert(key: &str) -> Option<&'static (&'static str, &'static str, InertKin
 
 /// Settings of the broker's own (not topic defaults) that it applies while it runs, under
 /// Kafka's names, with Kafka's floor (its dynamic log cleaner configs).
-pub const BROKER_OWN: &[(&str, i64)] = &[("log.cleaner.backoff.ms", 0)];
+pub const BROKER_OWN: &[(&str, i64)] = &[("log.cleaner.backoff.ms", 0), ("log.cleaner.threads", 1)];
 
 /// A [`BROKER_OWN`] setting: its name and floor.
 pub fn broker_own(key: &str) -> Option<&'static (&'static str, i64)> {

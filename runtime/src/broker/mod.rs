@@ -107,7 +107,10 @@ pub struct BrokerConfig {
     pub defaults: Defaults,
     pub retention_check_ms: u64,
     pub cleaner_backoff_ms: u64,
-    /// Memory for the cleaner's key map (Kafka's log.cleaner.dedupe.buffer.size).
+    /// Threads cleaning compacted partitions at once (Kafka's log.cleaner.threads).
+    pub cleaner_threads: usize,
+    /// Memory for the cleaner's key map (Kafka's log.cleaner.dedupe.buffer.size), shared by
+    /// its threads.
     pub cleaner_dedupe_buffer_bytes: usize,
     /// The cleaner's I/O limit (Kafka's log.cleaner.io.max.bytes.per.second); None: none.
     pub cleaner_io_bytes_per_sec: Option<u64>,
@@ -137,6 +140,7 @@ impl BrokerConfig {
             defaults: Defaults::default(),
             retention_check_ms: 1000,
             cleaner_backoff_ms: 1000,
+            cleaner_threads: 1,
             cleaner_dedupe_buffer_bytes: 1 << 20,
             cleaner_io_bytes_per_sec: None,
             transaction_version: 2,
@@ -470,6 +474,9 @@ pub struct Watermarks {
     /// The last stable offset: the first offset of the oldest open transaction, or `high`.
     pub stable: i64,
 }
+
+/// The most cleaner threads: each holds a key map and a partition's worth of I/O.
+pub const MAX_CLEANER_THREADS: usize = 64;
 
 /// The log cleaner's shortest pause. Kafka takes a `log.cleaner.backoff.ms` of 0; below this
 /// a pass over logs with nothing to clean would keep a core busy.
@@ -1380,6 +1387,16 @@ impl Broker {
             .max(MIN_CLEANER_PAUSE_MS)
     }
 
+    /// How many compacted partitions the log cleaner cleans at once: `log.cleaner.threads`
+    /// if set while the broker runs, else the config file's `log_cleaner_threads`.
+    pub fn cleaner_threads(&self) -> usize {
+        lock(&self.dynamic)
+            .broker_own("log.cleaner.threads")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(self.config.cleaner_threads)
+            .clamp(1, MAX_CLEANER_THREADS)
+    }
+
     /// Changes the dynamic broker configs (`change` gets a copy; all of it applies or none),
     /// persists them and applies the new defaults to every topic's logs.
     pub fn alter_dynamic_configs(
@@ -1471,30 +1488,53 @@ impl Broker {
     pub fn clean_logs(&self) {
         self.groups.compact_offsets();
         self.txns.compact_log();
+        // Kafka's dedupe buffer and I/O limit are the cleaner's in total, shared by its
+        // threads.
+        let threads = self.cleaner_threads();
+        let mut work = Vec::new();
         for t in self.topics() {
             let Some(mut cfg) = t.config().clean_config(&self.defaults()) else {
                 continue;
             };
             cfg.map_keys = (self.config.cleaner_dedupe_buffer_bytes
+                / threads
                 / crate::log::cleaner::MAP_BYTES_PER_KEY)
                 .max(1);
-            cfg.io_bytes_per_sec = self.config.cleaner_io_bytes_per_sec;
+            cfg.io_bytes_per_sec = self
+                .config
+                .cleaner_io_bytes_per_sec
+                .map(|r| (r / threads as u64).max(1));
             for p in &t.partitions {
-                match p.clean(&cfg) {
-                    Ok(Some((before, after))) => tracing::info!(
-                        topic = %t.name,
-                        partition = p.index,
-                        bytes_before = before,
-                        bytes_after = after,
-                        "compacted"
-                    ),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(topic = %t.name, partition = p.index, error = %e, "compaction failed")
-                    }
-                }
+                work.push((t.clone(), p.clone(), cfg.clone()));
             }
         }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let clean = || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((t, p, cfg)) = work.get(i) else {
+                return;
+            };
+            match p.clean(cfg) {
+                Ok(Some((before, after))) => tracing::info!(
+                    topic = %t.name,
+                    partition = p.index,
+                    bytes_before = before,
+                    bytes_after = after,
+                    "compacted"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(topic = %t.name, partition = p.index, error = %e, "compaction failed")
+                }
+            }
+        };
+        let helpers = threads.min(work.len()).saturating_sub(1);
+        std::thread::scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(clean);
+            }
+            clean();
+        });
     }
 
     /// Clean shutdown: every partition's log is fsynced and closed to writes, and a marker

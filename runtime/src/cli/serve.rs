@@ -67,6 +67,8 @@ struct FileConfig {
     retention_check_ms: Option<u64>,
     /// Kafka's log.cleaner.backoff.ms: how often the log cleaner looks for work.
     log_cleaner_backoff_ms: Option<u64>,
+    /// Kafka's log.cleaner.threads: compacted partitions cleaned at once.
+    log_cleaner_threads: Option<usize>,
     /// Kafka's log.cleaner.dedupe.buffer.size: memory for the cleaner's key map, in bytes.
     log_cleaner_dedupe_buffer_size: Option<usize>,
     /// Kafka's log.cleaner.io.max.bytes.per.second (default: no limit).
@@ -330,6 +332,10 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             retention_check_ms: file.retention_check_ms.unwrap_or(30_000).max(10),
             // Floored where it is read (`Broker::cleaner_backoff_ms`), with the dynamic value.
             cleaner_backoff_ms: file.log_cleaner_backoff_ms.unwrap_or(15_000),
+            cleaner_threads: file
+                .log_cleaner_threads
+                .unwrap_or(1)
+                .clamp(1, crate::broker::MAX_CLEANER_THREADS),
             cleaner_dedupe_buffer_bytes: file
                 .log_cleaner_dedupe_buffer_size
                 .unwrap_or(64 << 20)

@@ -234,6 +234,30 @@ fn dynamic_level(b: &Broker, name: &str) -> Result<Level, String> {
     }
 }
 
+const CLEANER_THREADS: &str = "log.cleaner.threads";
+
+/// Kafka's limits on changing the cleaner's threads while it runs: at most double, at least
+/// half the current count, per change.
+fn cleaner_threads_step(current: usize, value: &str) -> Result<(), String> {
+    let Ok(n) = value.trim().parse::<usize>() else {
+        return Ok(()); // refused as not an integer by the dynamic configs' own check
+    };
+    if n < current / 2 {
+        return Err(format!(
+            "Log cleaner threads cannot be reduced to less than half the current value {current}"
+        ));
+    }
+    if n > current * 2 {
+        return Err(format!(
+            "Log cleaner threads cannot be increased to more than double the current value {current}"
+        ));
+    }
+    Ok(())
+}
+
+const CLEANER_THREADS_DOC: &str = "Compacted partitions the log cleaner cleans at once (each \
+     thread takes its share of the key map and of the I/O limit).";
+
 const CLEANER_BACKOFF_DOC: &str =
     "How long the log cleaner rests between passes over the compacted topics.";
 
@@ -284,7 +308,11 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
                     value: v.clone(),
                     source: SOURCE_DYNAMIC_DEFAULT_BROKER,
                     long: true,
-                    doc: CLEANER_BACKOFF_DOC,
+                    doc: if key == CLEANER_THREADS {
+                        CLEANER_THREADS_DOC
+                    } else {
+                        CLEANER_BACKOFF_DOC
+                    },
                     synonyms: None,
                 });
             }
@@ -298,6 +326,14 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
         source: source("log.cleaner.backoff.ms", SOURCE_STATIC_BROKER),
         long: true,
         doc: CLEANER_BACKOFF_DOC,
+        synonyms: None,
+    });
+    out.push(Described {
+        key: CLEANER_THREADS.into(),
+        value: b.cleaner_threads().to_string(),
+        source: source(CLEANER_THREADS, SOURCE_STATIC_BROKER),
+        long: true,
+        doc: CLEANER_THREADS_DOC,
         synonyms: None,
     });
     out.push(Described {
@@ -910,6 +946,10 @@ fn alter_broker<'a>(
                 ResponseError::InvalidConfig,
                 format!("APPEND and SUBTRACT apply to list configs; '{key}' is not one"),
             ));
+        }
+        if let (CLEANER_THREADS, Change::Set(v)) = (key, &value) {
+            cleaner_threads_step(b.cleaner_threads(), v)
+                .map_err(|m| (ResponseError::InvalidConfig, m))?;
         }
         mapped.push((topic_key, value));
     }

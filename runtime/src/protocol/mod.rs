@@ -1490,8 +1490,51 @@ mod tests {
         let (code, _) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("soon"))]).await;
         assert_ne!(code, 0, "a value of the wrong type is refused");
         let (code, _) =
-            alter_incrementally(&b, BROKER, "1", &[("log.cleaner.threads", 0, Some("2"))]).await;
+            alter_incrementally(&b, BROKER, "1", &[("log.dirs", 0, Some("/elsewhere"))]).await;
         assert_eq!(code, 42, "other static settings are still refused");
+    }
+
+    /// `log.cleaner.threads` changes while the broker runs, within Kafka's steps (at most
+    /// double, at least half the current count).
+    #[tokio::test]
+    async fn cleaner_threads_change_while_running_within_kafkas_steps() {
+        const BROKER: i8 = 4;
+        let key = "log.cleaner.threads";
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let value = |d: &[(String, String, i8)]| {
+            d.iter()
+                .find(|(k, ..)| k == key)
+                .map(|(_, v, src)| (v.clone(), *src))
+        };
+        assert_eq!(
+            value(&described(&b, BROKER, "1").await),
+            Some(("1".into(), 4))
+        );
+        let (code, msg) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("2"))]).await;
+        assert_eq!(code, 0, "{msg:?}");
+        assert_eq!(b.cleaner_threads(), 2);
+        assert_eq!(
+            value(&described(&b, BROKER, "1").await),
+            Some(("2".into(), 2))
+        );
+        let (code, msg) = alter_incrementally(&b, BROKER, "", &[(key, 0, Some("5"))]).await;
+        assert_eq!(code, 40, "more than double: INVALID_CONFIG");
+        assert!(
+            msg.as_deref()
+                .is_some_and(|m| m.contains("more than double the current value 2")),
+            "{msg:?}"
+        );
+        let (code, _) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("0"))]).await;
+        assert_ne!(code, 0, "at least one thread");
+        assert_eq!(b.cleaner_threads(), 2, "refused changes change nothing");
+        let (code, msg) = alter_incrementally(&b, BROKER, "1", &[(key, 1, None)]).await;
+        assert_eq!(code, 0, "{msg:?}");
+        assert_eq!(
+            b.cleaner_threads(),
+            1,
+            "deleted: the config file's count again"
+        );
     }
 
     #[tokio::test]
