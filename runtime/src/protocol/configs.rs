@@ -949,7 +949,8 @@ fn alter_broker<'a>(
         }
         if let (CLEANER_THREADS, Change::Set(v)) = (key, &value) {
             cleaner_threads_step(b.cleaner_threads(), v)
-                .map_err(|m| (ResponseError::InvalidConfig, m))?;
+                // Kafka 4.4 answers INVALID_REQUEST here, as for any refused dynamic value.
+                .map_err(|m| (ResponseError::InvalidRequest, m))?;
         }
         mapped.push((topic_key, value));
     }

@@ -1519,7 +1519,7 @@ mod tests {
             Some(("2".into(), 2))
         );
         let (code, msg) = alter_incrementally(&b, BROKER, "", &[(key, 0, Some("5"))]).await;
-        assert_eq!(code, 40, "more than double: INVALID_CONFIG");
+        assert_eq!(code, 42, "more than double: INVALID_REQUEST, as Kafka 4.4 answers");
         assert!(
             msg.as_deref()
                 .is_some_and(|m| m.contains("more than double the current value 2")),
