@@ -1488,25 +1488,31 @@ impl Broker {
     pub fn clean_logs(&self) {
         self.groups.compact_offsets();
         self.txns.compact_log();
-        // Kafka's dedupe buffer and I/O limit are the cleaner's in total, shared by its
-        // threads.
-        let threads = self.cleaner_threads();
+        let defaults = self.defaults();
         let mut work = Vec::new();
         for t in self.topics() {
-            let Some(mut cfg) = t.config().clean_config(&self.defaults()) else {
+            let Some(cfg) = t.config().clean_config(&defaults) else {
                 continue;
             };
-            cfg.map_keys = (self.config.cleaner_dedupe_buffer_bytes
-                / threads
-                / crate::log::cleaner::MAP_BYTES_PER_KEY)
-                .max(1);
-            cfg.io_bytes_per_sec = self
-                .config
-                .cleaner_io_bytes_per_sec
-                .map(|r| (r / threads as u64).max(1));
             for p in &t.partitions {
                 work.push((t.clone(), p.clone(), cfg.clone()));
             }
+        }
+        // Kafka's dedupe buffer and I/O limit are the cleaner's in total, shared by the
+        // threads that run (0 is no limit, as in the file).
+        let threads = self.cleaner_threads().min(work.len()).max(1);
+        let map_keys = (self.config.cleaner_dedupe_buffer_bytes
+            / threads
+            / crate::log::cleaner::MAP_BYTES_PER_KEY)
+            .max(1);
+        let io = self
+            .config
+            .cleaner_io_bytes_per_sec
+            .filter(|&r| r > 0)
+            .map(|r| (r / threads as u64).max(1));
+        for (_, _, cfg) in &mut work {
+            cfg.map_keys = map_keys;
+            cfg.io_bytes_per_sec = io;
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let clean = || loop {
@@ -1528,7 +1534,7 @@ impl Broker {
                 }
             }
         };
-        let helpers = threads.min(work.len()).saturating_sub(1);
+        let helpers = threads - 1;
         std::thread::scope(|s| {
             for _ in 0..helpers {
                 s.spawn(clean);

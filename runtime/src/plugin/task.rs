@@ -207,6 +207,14 @@ impl Task {
     }
 
     fn failed(&mut self, e: Restart) -> Step {
+        if let Restart::Error(why) = &e {
+            if self.io().revoked() {
+                // On its way to another worker (a worker's rebalance waits for it to stop):
+                // what it did not commit, its next owner does again from the last checkpoint.
+                tracing::info!(pipeline = %self.spec.pipeline.manifest.name, topic = %self.spec.topic, partition = self.spec.partition, error = %why, "task stopped on its way to another worker");
+                return Step::Done;
+            }
+        }
         let spec = &self.spec;
         let name = &spec.pipeline.manifest.name;
         match e {

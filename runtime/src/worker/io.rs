@@ -270,7 +270,7 @@ impl ClusterIo {
         let read = self.read_changelog(&probe, cp, start, high, cached.as_ref());
         let read = match read {
             // A chunk the cache did not have and that was written before `start`: all of it.
-            Err(e) if start > low => {
+            Err(e) if start > low && !self.revoked.load(Ordering::Acquire) => {
                 tracing::info!(error = %e, "changelog read from the cache's position fell short; reading all of it");
                 self.read_changelog(&probe, cp, low, high, None)
             }
@@ -452,15 +452,13 @@ impl ClusterIo {
         }
         // A full queue drains as the cluster acknowledges; one that does not (its partitions'
         // leaders gone, the producer in error) would hold the task here until librdkafka's
-        // message timeout, 5 minutes, and with it the rebalance waiting for the task to stop.
+        // message timeout, 5 minutes, and with it the rebalance waiting for the task to stop
+        // (a moved task's last commit comes through here too, so it is not cut short).
         let deadline = Instant::now() + OP_TIMEOUT;
         loop {
             match p.send(rec) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    if self.revoked.load(Ordering::Acquire) {
-                        return Err("the task moved to another worker".into());
-                    }
                     if Instant::now() > deadline {
                         return Err(format!(
                             "cannot produce to {topic}-{partition}: the producer's queue stayed full for {} s",
