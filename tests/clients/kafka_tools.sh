@@ -389,8 +389,10 @@ check kafka-configs topic-invalid-value-refused "retention.ms=abc was not refuse
   eval '[ $rc != 0 ] && has "InvalidConfigurationException|InvalidRequestException" "$work/err"'
 kt ConfigCommand --describe --entity-type brokers --all
 show=("$work/out" "$work/err")
-check kafka-configs broker-describe-all "want 'All configs for broker' with a broker.id" \
-  eval 'has "^All configs for broker [0-9]+ are:" && has "^ +broker.id=[0-9]+ " && has "^ +log.retention.ms=[0-9]+ "'
+# log.retention.ms and log.roll.ms set nowhere are null, as Kafka 4.4 says (it goes by
+# log.retention.hours and log.roll.hours).
+check kafka-configs broker-describe-all "want 'All configs for broker' with a broker.id, log.retention.ms and log.roll.ms null" \
+  eval 'has "^All configs for broker [0-9]+ are:" && has "^ +broker.id=[0-9]+ " && has "^ +log.retention.ms=null sensitive=false synonyms=\{\}$" && has "^ +log.roll.ms=null sensitive=false synonyms=\{\}$"'
 # The node id, for the broker loggers below.
 bid=$(grep -m1 -oE '^ +broker.id=[0-9]+' "$work/out" | grep -oE '[0-9]+$' || echo 1)
 # Dynamic broker configs: a cluster-wide default, then this broker's own value over it, both

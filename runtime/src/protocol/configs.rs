@@ -442,6 +442,19 @@ fn broker_settings(b: &Broker) -> Vec<Described> {
     ]
 }
 
+/// Whether Kafka 4.4 describes this broker setting as null (and without synonyms): one set
+/// nowhere whose default Kafka keeps under another name (`log.roll.ms` goes by
+/// `log.roll.hours`), or whose default is null (Kerberos' service name). The value sluice
+/// goes by is the same; only the answer is as Kafka gives it.
+fn kafka_says_null(e: &Described) -> bool {
+    match &e.synonyms {
+        Some(s) => s.is_empty() && DEFAULT_UNDER_ANOTHER_NAME.iter().any(|(n, ..)| *n == e.key),
+        None => {
+            e.value.is_empty() && e.source == SOURCE_DEFAULT && dynamic::inert(&e.key).is_some()
+        }
+    }
+}
+
 /// Topic configs take (DESCRIBE|ALTER)_CONFIGS on the topic, broker configs on the cluster.
 fn config_denied(
     ctx: &Ctx<'_>,
@@ -546,9 +559,10 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.key))
             })
             .map(|e| {
+                let null = res.resource_type == BROKER && kafka_says_null(&e);
                 let mut c = DescribeConfigsResourceResult::default()
                     .with_name(sb(e.key.clone()))
-                    .with_value(Some(sb(e.value.clone())))
+                    .with_value((!null).then(|| sb(e.value.clone())))
                     .with_read_only(match res.resource_type {
                         TOPIC | BROKER_LOGGER | GROUP => false,
                         BROKER => {
@@ -559,7 +573,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                         _ => true,
                     })
                     .with_config_source(e.source);
-                if req.include_synonyms {
+                if req.include_synonyms && !null {
                     c.synonyms = match &e.synonyms {
                         Some(list) => list
                             .iter()
