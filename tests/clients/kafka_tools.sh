@@ -422,6 +422,13 @@ check kafka-configs synonyms "sources or synonyms differ from Kafka's" \
     has "^  segment.ms=604800000 sensitive=false synonyms=\{\}$" &&
     has "^  max.message.bytes=1048588 sensitive=false synonyms=\{DEFAULT_CONFIG:message.max.bytes=1048588\}$" &&
     has "^  message.timestamp.after.max.ms=3600000 sensitive=false synonyms=\{DEFAULT_CONFIG:log.message.timestamp.after.max.ms=3600000\}$"'
+# log.cleaner.threads changes while the broker runs, and is described as Kafka 4.4 does.
+kt ConfigCommand --alter --entity-type brokers --entity-default --add-config log.cleaner.threads=2
+kt ConfigCommand --describe --entity-type brokers --entity-name "$bid" --all
+show=("$work/out" "$work/err")
+check kafka-configs broker-cleaner-threads "want log.cleaner.threads=2 from the cluster default" \
+  eval 'has "^  log.cleaner.threads=2 sensitive=false synonyms=\{DYNAMIC_DEFAULT_BROKER_CONFIG:log.cleaner.threads=2, DEFAULT_CONFIG:log.cleaner.threads=1\}$"'
+kt ConfigCommand --alter --entity-type brokers --entity-default --delete-config log.cleaner.threads
 kt ConfigCommand --alter --entity-type brokers --entity-default --add-config log.dirs=/elsewhere
 show=("$work/out" "$work/err")
 check kafka-configs broker-static-refused "a setting sluice cannot change while running was accepted" \

@@ -475,6 +475,11 @@ pub struct Watermarks {
     pub stable: i64,
 }
 
+/// The config file's defaults for the cleaner (`log_cleaner_backoff_ms`,
+/// `log_cleaner_dedupe_buffer_size`), which DescribeConfigs reports as the built-in ones.
+pub const DEFAULT_CLEANER_BACKOFF_MS: u64 = 15_000;
+pub const DEFAULT_CLEANER_DEDUPE_BYTES: usize = 64 << 20;
+
 /// The most cleaner threads: each holds a key map and a partition's worth of I/O.
 pub const MAX_CLEANER_THREADS: usize = 64;
 

@@ -331,14 +331,16 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             defaults,
             retention_check_ms: file.retention_check_ms.unwrap_or(30_000).max(10),
             // Floored where it is read (`Broker::cleaner_backoff_ms`), with the dynamic value.
-            cleaner_backoff_ms: file.log_cleaner_backoff_ms.unwrap_or(15_000),
+            cleaner_backoff_ms: file
+                .log_cleaner_backoff_ms
+                .unwrap_or(crate::broker::DEFAULT_CLEANER_BACKOFF_MS),
             cleaner_threads: file
                 .log_cleaner_threads
                 .unwrap_or(1)
                 .clamp(1, crate::broker::MAX_CLEANER_THREADS),
             cleaner_dedupe_buffer_bytes: file
                 .log_cleaner_dedupe_buffer_size
-                .unwrap_or(64 << 20)
+                .unwrap_or(crate::broker::DEFAULT_CLEANER_DEDUPE_BYTES)
                 .max(1 << 20),
             cleaner_io_bytes_per_sec: file.log_cleaner_io_max_bytes_per_second,
             transaction_version: file.transaction_version.unwrap_or(2).clamp(1, 2),

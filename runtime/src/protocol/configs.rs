@@ -319,31 +319,7 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
         }
         return out;
     }
-    let mut out = broker_settings(b);
-    out.push(Described {
-        key: "log.cleaner.backoff.ms".into(),
-        value: b.cleaner_backoff_ms().to_string(),
-        source: source("log.cleaner.backoff.ms", SOURCE_STATIC_BROKER),
-        long: true,
-        doc: CLEANER_BACKOFF_DOC,
-        synonyms: None,
-    });
-    out.push(Described {
-        key: CLEANER_THREADS.into(),
-        value: b.cleaner_threads().to_string(),
-        source: source(CLEANER_THREADS, SOURCE_STATIC_BROKER),
-        long: true,
-        doc: CLEANER_THREADS_DOC,
-        synonyms: None,
-    });
-    out.push(Described {
-        key: "log.cleaner.dedupe.buffer.size".into(),
-        value: b.config.cleaner_dedupe_buffer_bytes.to_string(),
-        source: SOURCE_STATIC_BROKER,
-        long: true,
-        doc: "Memory of the log cleaner's key map (about 48 bytes per key).",
-        synonyms: None,
-    });
+    let mut out = broker_settings(b, &dynamic);
     for &(key, _, kind) in dynamic::INERT {
         let value = dynamic.inert_value(key).unwrap_or_default();
         out.push(inert(key, value, source(key, SOURCE_DEFAULT), kind));
@@ -361,85 +337,134 @@ fn broker_configs(b: &Broker, name: &str) -> Vec<Described> {
             });
         }
     }
-    let g = &b.groups.config;
-    for (key, value, doc) in [
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// A setting of the broker's own as Kafka describes it: its synonyms are its dynamic values
+/// (this broker's, then the cluster default; for the settings that change while it runs),
+/// the config file's, then the built-in default, and its value and source are the first's.
+/// sluice keeps the file's values, not which keys the file named: a file value equal to the
+/// built-in default shows as the default (Kafka would list both).
+fn own_setting(
+    dynamic: &dynamic::DynamicConfigs,
+    key: &'static str,
+    file: String,
+    builtin: &str,
+    doc: &'static str,
+) -> Described {
+    let mut synonyms: Vec<Synonym> = Vec::new();
+    if dynamic::broker_own(key).is_some() {
+        if let Some(v) = dynamic.broker.get(key) {
+            synonyms.push((key, v.clone(), SOURCE_DYNAMIC_BROKER));
+        }
+        if let Some(v) = dynamic.cluster.get(key) {
+            synonyms.push((key, v.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER));
+        }
+    }
+    if file != builtin {
+        synonyms.push((key, file, SOURCE_STATIC_BROKER));
+    }
+    synonyms.push((key, builtin.to_string(), SOURCE_DEFAULT));
+    Described {
+        key: key.into(),
+        value: synonyms[0].1.clone(),
+        source: synonyms[0].2,
+        long: true,
+        doc,
+        synonyms: Some(synonyms),
+    }
+}
+
+fn broker_settings(b: &Broker, dynamic: &dynamic::DynamicConfigs) -> Vec<Described> {
+    let c = &b.config;
+    let g = &c.groups;
+    let d = crate::group::state::GroupConfig::default();
+    let own =
+        |key, file: String, builtin: String, doc| own_setting(dynamic, key, file, &builtin, doc);
+    let mut out = vec![
+        own(
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+            "true".into(),
+            "Create topics on first use.",
+        ),
+        own(
+            "num.partitions",
+            c.default_partitions.to_string(),
+            "1".into(),
+            "Partitions of an auto-created topic.",
+        ),
+        // Tools read it to create topics "with the broker's default" (kafkajs' admin tests,
+        // `kafka-topics` without --replication-factor): one node, one replica.
+        own(
+            "default.replication.factor",
+            "1".into(),
+            "1".into(),
+            "Replicas of a topic created without a replication factor.",
+        ),
+        // Kafka's built-in -1: no id of its own until the file gives one.
+        own(
+            "broker.id",
+            c.node_id.to_string(),
+            "-1".into(),
+            "This broker's node id.",
+        ),
+        own(
+            "log.cleaner.backoff.ms",
+            c.cleaner_backoff_ms.to_string(),
+            crate::broker::DEFAULT_CLEANER_BACKOFF_MS.to_string(),
+            CLEANER_BACKOFF_DOC,
+        ),
+        own(
+            CLEANER_THREADS,
+            c.cleaner_threads.to_string(),
+            "1".into(),
+            CLEANER_THREADS_DOC,
+        ),
+        own(
+            "log.cleaner.dedupe.buffer.size",
+            c.cleaner_dedupe_buffer_bytes.to_string(),
+            crate::broker::DEFAULT_CLEANER_DEDUPE_BYTES.to_string(),
+            "Memory of the log cleaner's key map (about 48 bytes per key), shared by its threads.",
+        ),
+    ];
+    for (key, value, builtin, doc) in [
         (
             "group.consumer.session.timeout.ms",
             g.consumer_session_timeout_ms,
+            d.consumer_session_timeout_ms,
             "KIP-848 groups: how long a member may go without a heartbeat.",
         ),
         (
             "group.consumer.heartbeat.interval.ms",
             g.consumer_heartbeat_interval_ms.into(),
+            d.consumer_heartbeat_interval_ms.into(),
             "KIP-848 groups: how often members heartbeat.",
         ),
         (
             "group.min.session.timeout.ms",
             g.min_session_timeout_ms.into(),
+            d.min_session_timeout_ms.into(),
             "Classic groups: the shortest session timeout a member may ask for.",
         ),
         (
             "group.max.session.timeout.ms",
             g.max_session_timeout_ms.into(),
+            d.max_session_timeout_ms.into(),
             "Classic groups: the longest session timeout a member may ask for.",
         ),
         (
             "group.initial.rebalance.delay.ms",
             g.initial_rebalance_delay_ms,
+            d.initial_rebalance_delay_ms,
             "Classic groups: how long a first rebalance waits for more members.",
         ),
     ] {
-        out.push(Described {
-            key: key.into(),
-            value: value.to_string(),
-            source: SOURCE_STATIC_BROKER,
-            long: true,
-            doc,
-            synonyms: None,
-        });
+        let (value, builtin): (i64, i64) = (value, builtin);
+        out.push(own(key, value.to_string(), builtin.to_string(), doc));
     }
-    out.sort_by(|a, b| a.key.cmp(&b.key));
     out
-}
-
-fn broker_settings(b: &Broker) -> Vec<Described> {
-    let c = &b.config;
-    vec![
-        Described {
-            key: "auto.create.topics.enable".into(),
-            value: c.auto_create_topics.to_string(),
-            source: SOURCE_STATIC_BROKER,
-            long: false,
-            doc: "Create topics on first use.",
-            synonyms: None,
-        },
-        Described {
-            key: "num.partitions".into(),
-            value: c.default_partitions.to_string(),
-            source: SOURCE_STATIC_BROKER,
-            long: true,
-            doc: "Partitions of an auto-created topic.",
-            synonyms: None,
-        },
-        Described {
-            // Tools read it to create topics "with the broker's default" (kafkajs' admin
-            // tests, `kafka-topics` without --replication-factor): one node, one replica.
-            key: "default.replication.factor".into(),
-            value: "1".into(),
-            source: SOURCE_STATIC_BROKER,
-            long: true,
-            doc: "Replicas of a topic created without a replication factor.",
-            synonyms: None,
-        },
-        Described {
-            key: "broker.id".into(),
-            value: c.node_id.to_string(),
-            source: SOURCE_STATIC_BROKER,
-            long: true,
-            doc: "This broker's node id.",
-            synonyms: None,
-        },
-    ]
 }
 
 /// Whether Kafka 4.4 describes this broker setting as null (and without synonyms): one set

@@ -1509,7 +1509,7 @@ mod tests {
         };
         assert_eq!(
             value(&described(&b, BROKER, "1").await),
-            Some(("1".into(), 4))
+            Some(("1".into(), 5))
         );
         let (code, msg) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("2"))]).await;
         assert_eq!(code, 0, "{msg:?}");
@@ -1519,7 +1519,10 @@ mod tests {
             Some(("2".into(), 2))
         );
         let (code, msg) = alter_incrementally(&b, BROKER, "", &[(key, 0, Some("5"))]).await;
-        assert_eq!(code, 42, "more than double: INVALID_REQUEST, as Kafka 4.4 answers");
+        assert_eq!(
+            code, 42,
+            "more than double: INVALID_REQUEST, as Kafka 4.4 answers"
+        );
         assert!(
             msg.as_deref()
                 .is_some_and(|m| m.contains("more than double the current value 2")),
