@@ -1435,7 +1435,6 @@ mod tests {
     /// topic's, starting from the value the level has or inherits; other configs refuse them.
     #[tokio::test]
     async fn broker_list_configs_take_append_and_subtract() {
-        const BROKER: i8 = 4;
         let (append, subtract) = (2, 3);
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
@@ -1464,29 +1463,29 @@ mod tests {
         assert_eq!(code, 40, "not a list: INVALID_CONFIG");
     }
 
+    /// DescribeConfigs resource type of a broker.
+    const BROKER: i8 = 4;
+
+    /// Broker 1's `key` as DescribeConfigs gives it: value and source.
+    async fn broker_config(b: &Arc<Broker>, key: &str) -> Option<(String, i8)> {
+        described(b, BROKER, "1")
+            .await
+            .into_iter()
+            .find(|(k, ..)| k == key)
+            .map(|(_, v, src)| (v, src))
+    }
+
     /// Kafka's Kerberos settings, which Kafka takes at run time (librdkafka's 0081 sets one):
     /// kept, typed and reported as this broker's dynamic value, never a topic default.
     #[tokio::test]
     async fn kafkas_kerberos_broker_settings_are_kept_and_reported() {
-        const BROKER: i8 = 4;
         let key = "sasl.kerberos.min.time.before.relogin";
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let value = |d: &[(String, String, i8)]| {
-            d.iter()
-                .find(|(k, ..)| k == key)
-                .map(|(_, v, src)| (v.clone(), *src))
-        };
-        assert_eq!(
-            value(&described(&b, BROKER, "1").await),
-            Some(("60000".into(), 5))
-        );
+        assert_eq!(broker_config(&b, key).await, Some(("60000".into(), 5)));
         let (code, msg) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("58000"))]).await;
         assert_eq!(code, 0, "{msg:?}");
-        assert_eq!(
-            value(&described(&b, BROKER, "1").await),
-            Some(("58000".into(), 2))
-        );
+        assert_eq!(broker_config(&b, key).await, Some(("58000".into(), 2)));
         let (code, _) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("soon"))]).await;
         assert_ne!(code, 0, "a value of the wrong type is refused");
         let (code, _) =
@@ -1498,26 +1497,14 @@ mod tests {
     /// double, at least half the current count).
     #[tokio::test]
     async fn cleaner_threads_change_while_running_within_kafkas_steps() {
-        const BROKER: i8 = 4;
         let key = "log.cleaner.threads";
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let value = |d: &[(String, String, i8)]| {
-            d.iter()
-                .find(|(k, ..)| k == key)
-                .map(|(_, v, src)| (v.clone(), *src))
-        };
-        assert_eq!(
-            value(&described(&b, BROKER, "1").await),
-            Some(("1".into(), 5))
-        );
+        assert_eq!(broker_config(&b, key).await, Some(("1".into(), 5)));
         let (code, msg) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("2"))]).await;
         assert_eq!(code, 0, "{msg:?}");
         assert_eq!(b.cleaner_threads(), 2);
-        assert_eq!(
-            value(&described(&b, BROKER, "1").await),
-            Some(("2".into(), 2))
-        );
+        assert_eq!(broker_config(&b, key).await, Some(("2".into(), 2)));
         let (code, msg) = alter_incrementally(&b, BROKER, "", &[(key, 0, Some("5"))]).await;
         assert_eq!(
             code, 42,
