@@ -18,6 +18,9 @@ pub enum ConfigError {
         value: String,
         why: &'static str,
     },
+    /// Kafka's steps for `log.cleaner.threads` while the broker runs.
+    #[error("Log cleaner threads cannot be {}", if wanted < current { format!("reduced to less than half the current value {current}") } else { format!("increased to more than double the current value {current}") })]
+    CleanerThreadsStep { current: usize, wanted: usize },
     #[error("invalid value {value} for '{key}': below this broker's floor of {floor} (its {setting} setting)")]
     BelowFloor {
         key: &'static str,

@@ -1412,6 +1412,22 @@ impl Broker {
         let mut current = lock(&self.dynamic);
         let mut next = current.clone();
         change(&mut next).map_err(BrokerError::Config)?;
+        // Kafka checks the cleaner's thread count as it results from the whole change
+        // (set, deleted, or a level replaced), against the count in force.
+        let threads = |d: &dynamic::DynamicConfigs| {
+            d.broker_own("log.cleaner.threads")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(self.config.cleaner_threads)
+        };
+        let (was, wanted) = (threads(&current), threads(&next));
+        if wanted != was && (wanted < was / 2 || wanted > was.saturating_mul(2)) {
+            return Err(BrokerError::Config(
+                config::ConfigError::CleanerThreadsStep {
+                    current: was,
+                    wanted,
+                },
+            ));
+        }
         let defaults = next.over(&self.config.defaults);
         check_segment_floors(
             &TopicConfig::default().log_config(&defaults),

@@ -25,6 +25,10 @@ pub(super) fn broker_error_code(e: &BrokerError) -> ResponseError {
         BrokerError::InvalidPartitions(_) | BrokerError::InvalidPartitionIncrease { .. } => {
             ResponseError::InvalidPartitions
         }
+        // Kafka 4.4 answers a refused dynamic thread count so.
+        BrokerError::Config(crate::broker::config::ConfigError::CleanerThreadsStep { .. }) => {
+            ResponseError::InvalidRequest
+        }
         BrokerError::Config(_) => ResponseError::InvalidConfig,
         BrokerError::Log(_) | BrokerError::Io { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::UnknownServerError,

@@ -236,25 +236,6 @@ fn dynamic_level(b: &Broker, name: &str) -> Result<Level, String> {
 
 const CLEANER_THREADS: &str = "log.cleaner.threads";
 
-/// Kafka's limits on changing the cleaner's threads while it runs: at most double, at least
-/// half the current count, per change.
-fn cleaner_threads_step(current: usize, value: &str) -> Result<(), String> {
-    let Ok(n) = value.trim().parse::<usize>() else {
-        return Ok(()); // refused as not an integer by the dynamic configs' own check
-    };
-    if n < current / 2 {
-        return Err(format!(
-            "Log cleaner threads cannot be reduced to less than half the current value {current}"
-        ));
-    }
-    if n > current * 2 {
-        return Err(format!(
-            "Log cleaner threads cannot be increased to more than double the current value {current}"
-        ));
-    }
-    Ok(())
-}
-
 const CLEANER_THREADS_DOC: &str = "Compacted partitions the log cleaner cleans at once (each \
      thread takes its share of the key map and of the I/O limit).";
 
@@ -985,11 +966,6 @@ fn alter_broker<'a>(
                 ResponseError::InvalidConfig,
                 format!("APPEND and SUBTRACT apply to list configs; '{key}' is not one"),
             ));
-        }
-        if let (CLEANER_THREADS, Change::Set(v)) = (key, &value) {
-            cleaner_threads_step(b.cleaner_threads(), v)
-                // Kafka 4.4 answers INVALID_REQUEST here, as for any refused dynamic value.
-                .map_err(|m| (ResponseError::InvalidRequest, m))?;
         }
         mapped.push((topic_key, value));
     }

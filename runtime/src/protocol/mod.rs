@@ -1505,7 +1505,13 @@ mod tests {
         assert_eq!(code, 0, "{msg:?}");
         assert_eq!(b.cleaner_threads(), 2);
         assert_eq!(broker_config(&b, key).await, Some(("2".into(), 2)));
+        // Set at the cluster default, 5 is taken: this broker's own 2 stands over it.
         let (code, msg) = alter_incrementally(&b, BROKER, "", &[(key, 0, Some("5"))]).await;
+        assert_eq!(code, 0, "{msg:?}");
+        assert_eq!(b.cleaner_threads(), 2);
+        let (code, msg) = alter_incrementally(&b, BROKER, "", &[(key, 1, None)]).await;
+        assert_eq!(code, 0, "{msg:?}");
+        let (code, msg) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some("5"))]).await;
         assert_eq!(
             code, 42,
             "more than double: INVALID_REQUEST, as Kafka 4.4 answers"
@@ -1525,6 +1531,20 @@ mod tests {
             1,
             "deleted: the config file's count again"
         );
+        // The step is checked on the count that results, whichever way: 4 deleted back to 1
+        // is less than half.
+        for v in ["2", "4"] {
+            let (code, msg) = alter_incrementally(&b, BROKER, "1", &[(key, 0, Some(v))]).await;
+            assert_eq!(code, 0, "{msg:?}");
+        }
+        let (code, msg) = alter_incrementally(&b, BROKER, "1", &[(key, 1, None)]).await;
+        assert_eq!(code, 42, "{msg:?}");
+        assert!(
+            msg.as_deref()
+                .is_some_and(|m| m.contains("less than half the current value 4")),
+            "{msg:?}"
+        );
+        assert_eq!(b.cleaner_threads(), 4);
     }
 
     #[tokio::test]
