@@ -476,9 +476,12 @@ pub struct Watermarks {
 }
 
 /// The config file's defaults for the cleaner (`log_cleaner_backoff_ms`,
-/// `log_cleaner_dedupe_buffer_size`), which DescribeConfigs reports as the built-in ones.
+/// `log_cleaner_dedupe_buffer_size`, `log_cleaner_threads`), which DescribeConfigs reports as
+/// the built-in ones.
 pub const DEFAULT_CLEANER_BACKOFF_MS: u64 = 15_000;
 pub const DEFAULT_CLEANER_DEDUPE_BYTES: usize = 64 << 20;
+/// Kafka's default `log.cleaner.threads`, the file's `log_cleaner_threads` when unset.
+pub const DEFAULT_CLEANER_THREADS: usize = 1;
 
 /// The most cleaner threads: each holds a key map and a partition's worth of I/O.
 pub const MAX_CLEANER_THREADS: usize = 64;
@@ -1395,11 +1398,15 @@ impl Broker {
     /// How many compacted partitions the log cleaner cleans at once: `log.cleaner.threads`
     /// if set while the broker runs, else the config file's `log_cleaner_threads`.
     pub fn cleaner_threads(&self) -> usize {
-        lock(&self.dynamic)
-            .broker_own("log.cleaner.threads")
+        self.cleaner_threads_in(&lock(&self.dynamic))
+            .clamp(1, MAX_CLEANER_THREADS)
+    }
+
+    /// The cleaner's thread count as `d` sets it, unbounded (what Kafka's steps compare).
+    fn cleaner_threads_in(&self, d: &dynamic::DynamicConfigs) -> usize {
+        d.broker_own("log.cleaner.threads")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(self.config.cleaner_threads)
-            .clamp(1, MAX_CLEANER_THREADS)
     }
 
     /// Changes the dynamic broker configs (`change` gets a copy; all of it applies or none),
@@ -1414,12 +1421,10 @@ impl Broker {
         change(&mut next).map_err(BrokerError::Config)?;
         // Kafka checks the cleaner's thread count as it results from the whole change
         // (set, deleted, or a level replaced), against the count in force.
-        let threads = |d: &dynamic::DynamicConfigs| {
-            d.broker_own("log.cleaner.threads")
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(self.config.cleaner_threads)
-        };
-        let (was, wanted) = (threads(&current), threads(&next));
+        let (was, wanted) = (
+            self.cleaner_threads_in(&current),
+            self.cleaner_threads_in(&next),
+        );
         if wanted != was && (wanted < was / 2 || wanted > was.saturating_mul(2)) {
             return Err(BrokerError::Config(
                 config::ConfigError::CleanerThreadsStep {

@@ -336,7 +336,7 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                 .unwrap_or(crate::broker::DEFAULT_CLEANER_BACKOFF_MS),
             cleaner_threads: file
                 .log_cleaner_threads
-                .unwrap_or(1)
+                .unwrap_or(crate::broker::DEFAULT_CLEANER_THREADS)
                 .clamp(1, crate::broker::MAX_CLEANER_THREADS),
             cleaner_dedupe_buffer_bytes: file
                 .log_cleaner_dedupe_buffer_size

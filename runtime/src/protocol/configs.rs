@@ -400,7 +400,7 @@ fn broker_settings(b: &Broker, dynamic: &dynamic::DynamicConfigs) -> Vec<Describ
         own(
             CLEANER_THREADS,
             c.cleaner_threads.to_string(),
-            "1".into(),
+            crate::broker::DEFAULT_CLEANER_THREADS.to_string(),
             CLEANER_THREADS_DOC,
         ),
         own(
