@@ -84,6 +84,9 @@ pub struct ClusterIo {
     live: Option<BTreeSet<String>>,
     in_txn: bool,
     fenced: bool,
+    /// A commit failed: whether its transaction ended committed is not known here (see
+    /// [`TaskIo::open`]).
+    commit_unsettled: bool,
     topics: HashMap<String, Arc<Dest>>,
     created: usize,
     written: BTreeSet<String>,
@@ -141,6 +144,7 @@ impl ClusterIo {
             live: None,
             in_txn: false,
             fenced: false,
+            commit_unsettled: false,
             topics: HashMap::new(),
             created: 0,
             written: BTreeSet::new(),
@@ -272,7 +276,20 @@ impl ClusterIo {
             // A chunk the cache did not have and that was written before `start`: all of it.
             Err(e) if start > low && !self.revoked.load(Ordering::Acquire) => {
                 tracing::info!(error = %e, "changelog read from the cache's position fell short; reading all of it");
-                self.read_changelog(&probe, cp, low, high, None)
+                // A consumer of its own: the probe's position stays the first read's (at or
+                // past `high`) until its fetch has stopped, and read_changelog takes such a
+                // position for the end, so the second read could end at once with nothing
+                // read and hand back the stale cache. And this read must find a head: the
+                // first one failed on a chunk a head after `start` named.
+                let fresh: BaseConsumer = self.consumer_config().create().map_err(err)?;
+                match self.read_changelog(&fresh, cp, low, high, None) {
+                    Ok(None) => Err(format!(
+                        "changelog {}-{cp}: no checkpoint of the task in offsets {low}..{high}, \
+                         although one after {start} named a missing chunk",
+                        self.shared.changelog
+                    )),
+                    r => r,
+                }
             }
             r => r,
         }?;
@@ -496,6 +513,12 @@ impl TaskIo for ClusterIo {
             self.producer = None;
         }
         let aborted = match &self.producer {
+            // After a failed commit the transaction may have committed all the same (an
+            // abort that bumps the producer's epoch reports success once InitProducerId
+            // answers, and the coordinator may have finished the commit before that): the
+            // checkpoint held here could be one behind the changelog's, and going on from it
+            // would process one commit's input twice. The changelog says which.
+            Some(_) if self.commit_unsettled => false,
             Some(p) if self.in_txn => p.abort_transaction(OP_TIMEOUT).is_ok(),
             Some(_) => true,
             None => false,
@@ -505,7 +528,10 @@ impl TaskIo for ClusterIo {
             self.start_producer()?;
             // Only now, with any earlier owner fenced, is the changelog final for this task.
             match self.restore() {
-                Ok(restored) => (self.committed, self.live) = restored,
+                Ok(restored) => {
+                    (self.committed, self.live) = restored;
+                    self.commit_unsettled = false;
+                }
                 Err(e) => {
                     // The next open must restore again: with the producer kept, it would take
                     // the task's state as never checkpointed and start its input afresh (a
@@ -539,7 +565,12 @@ impl TaskIo for ClusterIo {
             }
         };
         self.open_consumer(ckpt.next_offset)?;
-        self.begin()?;
+        if let Err(e) = self.begin() {
+            // A producer that cannot begin (fatal error, fenced) would fail every open from
+            // here on: the next one makes a new one, and restores.
+            self.producer = None;
+            return Err(e);
+        }
         Ok(ckpt)
     }
 
@@ -738,6 +769,7 @@ impl TaskIo for ClusterIo {
         // by the task's own transactional.id, not by the group generation.
         let p = self.producer()?;
         if let Err(e) = p.commit_transaction(OP_TIMEOUT) {
+            self.commit_unsettled = true;
             return Err(self.fail(e));
         }
         self.in_txn = false;
