@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ pub struct ClusterIo {
     topic: String,
     partition: i32,
     revoked: Arc<AtomicBool>,
-    producer: Option<BaseProducer>,
+    producer: Option<BaseProducer<Delivered>>,
     consumer: Option<BaseConsumer>,
     /// Input read and not yet behind the task's position.
     buffer: VecDeque<Item>,
@@ -197,7 +197,7 @@ impl ClusterIo {
             .join(format!("{}.ckpt", self.partition))
     }
 
-    fn producer(&self) -> Result<&BaseProducer, String> {
+    fn producer(&self) -> Result<&BaseProducer<Delivered>, String> {
         self.producer
             .as_ref()
             .ok_or_else(|| "the task's producer is not open".to_string())
@@ -211,7 +211,7 @@ impl ClusterIo {
             "{}{}-{}",
             self.shared.txn_prefix, self.topic, self.partition
         );
-        let p: BaseProducer = self
+        let p: BaseProducer<Delivered> = self
             .shared
             .client
             .clone()
@@ -221,7 +221,11 @@ impl ClusterIo {
             .set("linger.ms", "5")
             .set("transaction.timeout.ms", "60000")
             .set("queue.buffering.max.kbytes", "65536")
-            .create()
+            .create_with_context(Delivered {
+                changelog: self.shared.changelog.clone(),
+                partition: self.changelog_partition(),
+                last: AtomicI64::new(-1),
+            })
             .map_err(err)?;
         p.init_transactions(OP_TIMEOUT).map_err(err)?;
         self.producer = Some(p);
@@ -664,7 +668,7 @@ impl TaskIo for ClusterIo {
             return Err(format!("'{name}' is not a valid output topic name"));
         }
         let producer = self.producer()?;
-        let partitions = |producer: &BaseProducer| -> Result<usize, String> {
+        let partitions = |producer: &BaseProducer<Delivered>| -> Result<usize, String> {
             let md = producer
                 .client()
                 .fetch_metadata(Some(name), OP_TIMEOUT)
@@ -750,6 +754,7 @@ impl TaskIo for ClusterIo {
         let id = uuid::Uuid::new_v4().as_u64_pair().0;
         let (entries, head) = changelog::encode(&key, id, &c, self.live.as_ref())?;
         let changelog = self.shared.changelog.clone();
+        self.producer()?.context().last.store(-1, Ordering::Relaxed);
         for (k, v) in &entries {
             let r = Record {
                 offset: 0,
@@ -780,22 +785,17 @@ impl TaskIo for ClusterIo {
             .insert((self.topic.clone(), self.partition), c.next_offset);
         self.live = Some(head.keys(&key));
         // The cache: the checkpoint, its head, then where the changelog is to be read from
-        // next time.
-        let high = self
-            .consumer
-            .as_ref()
-            .and_then(|c| {
-                c.fetch_watermarks(&changelog, cp, Duration::from_secs(5))
-                    .ok()
-            })
-            .map(|(_, h)| h);
+        // next time: past this commit's head (sent last, its offset from the delivery reports
+        // commit_transaction's flush served) and its marker. Nothing of this task's can be
+        // there: a later owner writes only once this transaction has ended, so past the
+        // marker, at head + 2 or later. (It was the partition's end asked after the commit,
+        // which a new owner, after a lost assignment, could already have written past.)
+        let head_at = self.producer()?.context().last.load(Ordering::Relaxed);
         let path = self.cache_path();
         let saved = c.save(&path).is_ok()
             && std::fs::write(path.with_extension("head"), head.to_bytes()).is_ok();
-        if saved {
-            if let Some(h) = high {
-                let _ = std::fs::write(path.with_extension("from"), h.to_string());
-            }
+        if saved && head_at >= 0 {
+            let _ = std::fs::write(path.with_extension("from"), (head_at + 2).to_string());
         }
         self.committed = Some(c);
         self.begin()
@@ -803,6 +803,27 @@ impl TaskIo for ClusterIo {
 
     fn revoked(&self) -> bool {
         self.revoked.load(Ordering::Acquire)
+    }
+}
+
+/// A task producer's context: the offset of the last changelog record it had acknowledged
+/// (the task's changelog partition), which places the next restore's read.
+struct Delivered {
+    changelog: String,
+    partition: i32,
+    last: AtomicI64,
+}
+
+impl rdkafka::ClientContext for Delivered {}
+
+impl rdkafka::producer::ProducerContext for Delivered {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Ok(m) = r {
+            if m.partition() == self.partition && m.topic() == self.changelog {
+                self.last.fetch_max(m.offset(), Ordering::Relaxed);
+            }
+        }
     }
 }
 
