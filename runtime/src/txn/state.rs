@@ -210,8 +210,9 @@ pub fn init(
     }
     let (abort_first, epoch) = if t.phase == Phase::Ongoing {
         let a = t.fence(now);
-        let e = a.epoch;
-        (Some(a), Some(e))
+        // An abort at the epoch no client holds: the new instance moves to a new producer id.
+        let e = (a.epoch < i16::MAX).then_some(a.epoch);
+        (Some(a), e)
     } else {
         (None, bumped(t.epoch))
     };
@@ -445,11 +446,14 @@ impl Txn {
     }
 
     /// Aborts the open transaction with a bumped epoch, fencing the instance that opened it
-    /// (InitProducerId of a new instance, or the transaction timed out). The epoch stays put
-    /// when it is exhausted; the next InitProducerId moves to a new producer id.
+    /// (InitProducerId of a new instance, or the transaction timed out). From the last epoch
+    /// a client is handed (`i16::MAX - 1`) the abort goes to `i16::MAX`, which only fencing
+    /// uses, as in Kafka: kept at the same epoch, the abort's markers would not fence the
+    /// old instance at the partitions, and it could go on writing into the new instance's
+    /// transactions. The next InitProducerId moves to a new producer id.
     pub fn fence(&self, now: i64) -> Txn {
         let mut t = self.clone();
-        t.epoch = bumped(t.epoch).unwrap_or(t.epoch);
+        t.epoch = t.epoch.saturating_add(1);
         t.phase = Phase::PrepareAbort;
         t.updated_ms = now;
         t
@@ -657,6 +661,32 @@ mod tests {
     }
 
     #[test]
+    fn fencing_at_the_last_epoch_fences_and_moves_to_a_new_producer_id() {
+        let mut t = init(None, (-1, -1), 1000, 0, || 1).unwrap().then;
+        t.epoch = i16::MAX - 1;
+        let t = t
+            .add_partitions(1, i16::MAX - 1, &[p("t", 0)], 5)
+            .unwrap()
+            .unwrap();
+        let plan = init(Some(&t), (-1, -1), 1000, 10, || 2).unwrap();
+        let abort = plan
+            .abort_first
+            .expect("the open transaction is aborted first");
+        assert_eq!(
+            (abort.producer_id, abort.epoch, abort.phase),
+            (1, i16::MAX, Phase::PrepareAbort),
+            "the markers carry an epoch above the old instance's"
+        );
+        assert_eq!((plan.then.producer_id, plan.then.epoch), (2, 0));
+        // The old instance is refused by the coordinator, and its timeout goes the same way.
+        assert!(plan
+            .then
+            .add_partitions(1, i16::MAX - 1, &[p("t", 1)], 20)
+            .is_err());
+        assert_eq!(t.fence(30).epoch, i16::MAX);
+    }
+
+    #[test]
     fn an_exhausted_epoch_moves_to_a_new_producer_id() {
         let mut t = init(None, (-1, -1), 1000, 0, || 1).unwrap().then;
         t.epoch = i16::MAX - 1;
@@ -716,7 +746,7 @@ mod tests {
                     Op::Init => {
                         let plan = init(Some(&cur), (-1, -1), 100, now, || { next_id += 1; next_id }).unwrap();
                         if let Some(a) = &plan.abort_first {
-                            prop_assert!(a.epoch > cur.epoch || a.epoch == i16::MAX - 1);
+                            prop_assert!(a.epoch > cur.epoch);
                             prop_assert_eq!(a.completed(now).phase, Phase::CompleteAbort);
                         }
                         Some(plan.then)
