@@ -79,6 +79,14 @@ where
             retention_bytes: -1,
             ..LogConfig::default()
         };
+        // Durably: the directory of an internal log (transactions, offsets), made at a first
+        // start and lost in a power cut, would take every fsynced record in it along. A
+        // no-op once it exists. (A topic's partition directories are covered by the sync of
+        // topic.json, once per topic.)
+        crate::disk::create_dir_all_durably(dir).map_err(|e| LogError::Io {
+            path: dir.to_path_buf(),
+            error: e,
+        })?;
         let log = Log::open(dir, config)?;
         let mut map = BTreeMap::new();
         let mut next = log.log_start_offset();

@@ -263,10 +263,7 @@ impl Log {
             path: dir.to_path_buf(),
             error: e,
         };
-        // Durably: an internal log's directory (the transaction and offsets logs) made at a
-        // first start and lost in a power cut takes every fsynced record inside with it. A
-        // no-op when the directory exists.
-        disk::create_dir_all_durably(dir).map_err(io)?;
+        disk::create_dir_all(dir).map_err(io)?;
         cleaner::recover(dir);
         let bases = segment_bases(dir)?;
         let recovery_point = match flush::read_recovery_point(dir).filter(|_| !bases.is_empty()) {

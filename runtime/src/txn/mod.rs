@@ -162,13 +162,14 @@ impl Coordinator {
                 tracing::error!(txn = txn_id, topic, partition, error = %e, "cannot write a transaction marker; will retry");
                 return Err(STORAGE_ERROR);
             }
-            // Durable mode (flush.messages): the marker is on disk before `Complete*` is.
+            // Durable mode (`durability = "fsync"`, whose requests run on the blocking pool;
+            // flush.messages due): the marker is on disk before `Complete*` is.
             // Persisted without it, a power cut would leave a committed transaction open at
             // the partition, its last stable offset stuck for good (nothing revisits a
             // complete transaction), or an aborted one to merge with the producer's next,
             // whose commit would show the aborted records. `Prepare*` left last is finished
             // at start-up instead, markers and all.
-            if part.flush_due() {
+            if broker.config.durable_internal_logs && part.flush_due() {
                 if let Err(e) = part.sync_now() {
                     tracing::error!(txn = txn_id, topic, partition, error = %e, "cannot make a transaction marker durable; will retry");
                     return Err(STORAGE_ERROR);

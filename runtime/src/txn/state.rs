@@ -163,7 +163,7 @@ pub enum EndPlan {
 
 /// The epoch after `epoch`, or `None` when it is exhausted and a new producer id is due.
 fn bumped(epoch: i16) -> Option<i16> {
-    (epoch < i16::MAX - 1).then_some(epoch + 1)
+    (epoch < i16::MAX - 1).then(|| epoch + 1)
 }
 
 /// InitProducerId for a transactional id. `existing` is its current value, `req` the
@@ -228,7 +228,9 @@ impl Txn {
         if producer_id != self.producer_id {
             return Err(TxnError::InvalidProducerIdMapping);
         }
-        if epoch != self.epoch {
+        // i16::MAX is the fencing epoch: no client is handed it, so whoever sends it is not
+        // the current instance (after a fence there, the next InitProducerId moves the id on).
+        if epoch != self.epoch || epoch == i16::MAX {
             return Err(TxnError::ProducerFenced);
         }
         if self.phase.is_prepared() {
@@ -721,7 +723,11 @@ mod tests {
         /// ever accepted, a `Prepare*` value always completes to the matching `Complete*`,
         /// and a transaction's partitions only grow while it is open.
         #[test]
-        fn epochs_only_grow_and_zombies_are_refused(ops in proptest::collection::vec((op(), any::<bool>()), 1..60)) {
+        fn epochs_only_grow_and_zombies_are_refused(
+            ops in proptest::collection::vec((op(), any::<bool>()), 1..60),
+            // Near the end of the epochs too, where fencing moves to a new producer id.
+            first_epoch in prop_oneof![Just(0i16), (i16::MAX - 4)..i16::MAX],
+        ) {
             let mut next_id = 0i64;
             let mut t: Option<Txn> = None;
             let mut now = 0i64;
@@ -738,15 +744,26 @@ mod tests {
                     continue;
                 }
                 let Some(cur) = t.clone() else {
-                    t = Some(init(None, (-1, -1), 100, now, || { next_id += 1; next_id }).unwrap().then);
+                    let mut first = init(None, (-1, -1), 100, now, || { next_id += 1; next_id }).unwrap().then;
+                    first.epoch = first_epoch.min(i16::MAX - 1);
+                    t = Some(first);
                     continue;
                 };
-                let epoch = if zombie { cur.epoch - 1 } else { cur.epoch };
+                // Fenced at the last epoch, the id has no current instance until the next
+                // InitProducerId: a client sending that epoch is a zombie too.
+                let fenced_for_good = cur.epoch == i16::MAX;
+                let zombie = zombie || fenced_for_good;
+                let epoch = if zombie && !fenced_for_good { cur.epoch - 1 } else { cur.epoch };
                 let next = match op {
                     Op::Init => {
                         let plan = init(Some(&cur), (-1, -1), 100, now, || { next_id += 1; next_id }).unwrap();
                         if let Some(a) = &plan.abort_first {
                             prop_assert!(a.epoch > cur.epoch);
+                            if a.epoch == i16::MAX {
+                                prop_assert_ne!(plan.then.producer_id, cur.producer_id, "the new instance shares the fenced one's id");
+                            } else {
+                                prop_assert_eq!((plan.then.producer_id, plan.then.epoch), (cur.producer_id, a.epoch));
+                            }
                             prop_assert_eq!(a.completed(now).phase, Phase::CompleteAbort);
                         }
                         Some(plan.then)

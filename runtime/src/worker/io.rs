@@ -532,8 +532,16 @@ impl TaskIo for ClusterIo {
             self.start_producer()?;
             // Only now, with any earlier owner fenced, is the changelog final for this task.
             match self.restore() {
-                Ok(restored) => {
-                    (self.committed, self.live) = restored;
+                Ok((restored, live)) => {
+                    // No checkpoint in the changelog: none was ever committed (the restore
+                    // waited for every transaction on it to settle), so one held here is the
+                    // task's fresh start, which a restart must keep: taken again, "latest"
+                    // would move to today's end and skip the input since.
+                    if restored.is_some() {
+                        (self.committed, self.live) = (restored, live);
+                    } else {
+                        self.live = None;
+                    }
                     self.commit_unsettled = false;
                 }
                 Err(e) => {
