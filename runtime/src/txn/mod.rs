@@ -318,12 +318,19 @@ impl Coordinator {
             cur.end(pid, epoch, commit, now_ms())?
         };
         if let EndPlan::Prepare(t) = plan {
-            self.complete(broker, txn_id, &mut slot, t)?;
-            if v2 && exhausted {
-                let fresh = broker.producer_ids.next().map_err(|e| {
+            // The new producer id is taken before anything is written: failing after the
+            // markers, the end would stand complete and the client's retry be answered as
+            // done, leaving it on the spent epoch.
+            let fresh = if v2 && exhausted {
+                Some(broker.producer_ids.next().map_err(|e| {
                     tracing::error!(error = %e, "cannot allocate a producer id");
                     STORAGE_ERROR
-                })?;
+                })?)
+            } else {
+                None
+            };
+            self.complete(broker, txn_id, &mut slot, t)?;
+            if let Some(fresh) = fresh {
                 if let Some(mut t) = slot.clone() {
                     t.producer_id = fresh;
                     t.epoch = 0;

@@ -456,6 +456,9 @@ impl Txn {
     pub fn fence(&self, now: i64) -> Txn {
         let mut t = self.clone();
         t.epoch = t.epoch.saturating_add(1);
+        // A retry of the fenced instance's last EndTxn (version 2) is no longer answered as
+        // done: that answer hands out the current epoch, the fencing one.
+        t.previous = None;
         t.phase = Phase::PrepareAbort;
         t.updated_ms = now;
         t
@@ -686,6 +689,23 @@ mod tests {
             .add_partitions(1, i16::MAX - 1, &[p("t", 1)], 20)
             .is_err());
         assert_eq!(t.fence(30).epoch, i16::MAX);
+    }
+
+    /// Version 2: after the coordinator fences a transaction (its timeout), a retry of the
+    /// fenced instance's last EndTxn is refused, not answered as done with the fencing epoch.
+    #[test]
+    fn a_fence_ends_version_2_retries() {
+        let t = init(None, (-1, -1), 1000, 0, || 5).unwrap().then;
+        let t = t.add_partitions(5, 0, &[p("t", 0)], 1).unwrap().unwrap();
+        let EndPlan::Prepare(prep) = t.end_v2(5, 0, false, 2).unwrap() else {
+            panic!("not prepared")
+        };
+        let done = prep.completed(3);
+        assert_eq!(done.end_v2(5, 0, false, 4), Ok(EndPlan::AlreadyDone));
+        let open = done.add_partitions(5, 1, &[p("t", 0)], 5).unwrap().unwrap();
+        let fenced = open.fence(6).completed(6);
+        assert_eq!(fenced.epoch, 2);
+        assert!(fenced.end_v2(5, 0, false, 7).is_err());
     }
 
     #[test]
