@@ -336,7 +336,9 @@ impl Txn {
         if producer_id != self.producer_id {
             return Err(TxnError::InvalidProducerIdMapping);
         }
-        if epoch != self.epoch {
+        // Not `check`: a retried end of a prepared transaction is answered below. The
+        // fencing epoch is refused all the same (see `check`).
+        if epoch != self.epoch || epoch == i16::MAX {
             return Err(TxnError::ProducerFenced);
         }
         match (self.phase, commit) {
@@ -387,7 +389,12 @@ impl Txn {
             self.phase,
             Phase::Empty | Phase::CompleteCommit | Phase::CompleteAbort
         );
-        if !commit && nothing_open && producer_id == self.producer_id && epoch == self.epoch {
+        if !commit
+            && nothing_open
+            && producer_id == self.producer_id
+            && epoch == self.epoch
+            && epoch < i16::MAX
+        {
             let mut t = self.clone();
             t.phase = Phase::PrepareAbort;
             t.partitions.clear();
@@ -706,6 +713,13 @@ mod tests {
         let fenced = open.fence(6).completed(6);
         assert_eq!(fenced.epoch, 2);
         assert!(fenced.end_v2(5, 0, false, 7).is_err());
+        // Nor is the fencing epoch taken for an abort with nothing open.
+        let mut last = fenced.clone();
+        last.epoch = i16::MAX;
+        assert_eq!(
+            last.end_v2(5, i16::MAX, false, 8),
+            Err(TxnError::ProducerFenced)
+        );
     }
 
     #[test]
