@@ -1654,6 +1654,26 @@ pub(crate) mod testing {
             .to_vec()
     }
 
+    /// Produces one transactional record from `pid` at `epoch` (sequence `seq`) to
+    /// `topic`-`p`, as the produce path does: only if the coordinator takes it.
+    pub fn txn_produce(
+        b: &Broker,
+        topic: &str,
+        p: i32,
+        pid: i64,
+        epoch: i16,
+        seq: i32,
+    ) -> Result<(), crate::txn::state::TxnError> {
+        let batch = txn_batch(pid, epoch, seq, 1);
+        let part = b.topic(topic).unwrap().partitions[p as usize].clone();
+        b.txns
+            .verify_and(pid, epoch, &(topic.to_string(), p), false, || {
+                part.append(&batch, 1 << 20, None)
+            })?
+            .unwrap();
+        Ok(())
+    }
+
     /// A transactional batch of `n` records from `pid` at `epoch`, first sequence `seq`.
     pub fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
         let keys: Vec<Option<String>> = vec![None; n];

@@ -301,13 +301,7 @@ fn a_committed_transaction_survives_power_cuts_whole() {
         b.txns
             .add_partitions("x", pid, epoch, &[("t".to_string(), 0)])
             .unwrap();
-        let batch = super::testing::txn_batch(pid, epoch, 0, 1);
-        b.txns
-            .verify_and(pid, epoch, &("t".to_string(), 0), false, || {
-                p.append(&batch, 1 << 20, None)
-            })
-            .unwrap()
-            .unwrap();
+        super::testing::txn_produce(&b, "t", 0, pid, epoch, 0).unwrap();
         // Acknowledged as a durable produce is: once synced.
         p.sync_now().unwrap();
         b.txns.end(&b, "x", pid, epoch, true, false).unwrap();

@@ -488,25 +488,7 @@ impl Coordinator {
 mod tests {
     use super::*;
     use crate::broker::config::TopicConfig;
-    use crate::broker::testing::{open, txn_batch};
-
-    fn produce(
-        b: &Broker,
-        topic: &str,
-        p: i32,
-        pid: i64,
-        epoch: i16,
-        seq: i32,
-    ) -> Result<(), TxnError> {
-        let batch = txn_batch(pid, epoch, seq, 1);
-        let part = b.topic(topic).unwrap().partitions[p as usize].clone();
-        b.txns
-            .verify_and(pid, epoch, &(topic.to_string(), p), false, || {
-                part.append(&batch, 1 << 20, None)
-            })?
-            .unwrap();
-        Ok(())
-    }
+    use crate::broker::testing::{open, txn_produce as produce};
 
     /// Transaction "x" adds group "g" and stages its offset 42 of input partition in-0.
     fn stage_input_offset(b: &Broker, pid: i64, epoch: i16) {

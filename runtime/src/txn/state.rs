@@ -161,9 +161,14 @@ pub enum EndPlan {
     Prepare(Txn),
 }
 
+/// The epoch only fencing uses: no client is handed it (a fence from the last epoch goes
+/// there, and the next InitProducerId moves to a new producer id), so whoever sends it is not
+/// the current instance.
+const FENCING_EPOCH: i16 = i16::MAX;
+
 /// The epoch after `epoch`, or `None` when it is exhausted and a new producer id is due.
 fn bumped(epoch: i16) -> Option<i16> {
-    (epoch < i16::MAX - 1).then(|| epoch + 1)
+    (epoch < FENCING_EPOCH - 1).then(|| epoch + 1)
 }
 
 /// InitProducerId for a transactional id. `existing` is its current value, `req` the
@@ -210,8 +215,8 @@ pub fn init(
     }
     let (abort_first, epoch) = if t.phase == Phase::Ongoing {
         let a = t.fence(now);
-        // An abort at the epoch no client holds: the new instance moves to a new producer id.
-        let e = (a.epoch < i16::MAX).then_some(a.epoch);
+        // An abort at the fencing epoch: the new instance moves to a new producer id.
+        let e = (a.epoch != FENCING_EPOCH).then_some(a.epoch);
         (Some(a), e)
     } else {
         (None, bumped(t.epoch))
@@ -224,13 +229,16 @@ pub fn init(
 }
 
 impl Txn {
+    /// Whether a client sending `epoch` is the current instance.
+    fn holds(&self, epoch: i16) -> bool {
+        epoch == self.epoch && epoch != FENCING_EPOCH
+    }
+
     fn check(&self, producer_id: i64, epoch: i16) -> Result<(), TxnError> {
         if producer_id != self.producer_id {
             return Err(TxnError::InvalidProducerIdMapping);
         }
-        // i16::MAX is the fencing epoch: no client is handed it, so whoever sends it is not
-        // the current instance (after a fence there, the next InitProducerId moves the id on).
-        if epoch != self.epoch || epoch == i16::MAX {
+        if !self.holds(epoch) {
             return Err(TxnError::ProducerFenced);
         }
         if self.phase.is_prepared() {
@@ -336,9 +344,8 @@ impl Txn {
         if producer_id != self.producer_id {
             return Err(TxnError::InvalidProducerIdMapping);
         }
-        // Not `check`: a retried end of a prepared transaction is answered below. The
-        // fencing epoch is refused all the same (see `check`).
-        if epoch != self.epoch || epoch == i16::MAX {
+        // Not `check`: a retried end of a prepared transaction is answered below.
+        if !self.holds(epoch) {
             return Err(TxnError::ProducerFenced);
         }
         match (self.phase, commit) {
@@ -389,12 +396,7 @@ impl Txn {
             self.phase,
             Phase::Empty | Phase::CompleteCommit | Phase::CompleteAbort
         );
-        if !commit
-            && nothing_open
-            && producer_id == self.producer_id
-            && epoch == self.epoch
-            && epoch < i16::MAX
-        {
+        if !commit && nothing_open && producer_id == self.producer_id && self.holds(epoch) {
             let mut t = self.clone();
             t.phase = Phase::PrepareAbort;
             t.partitions.clear();
@@ -456,10 +458,10 @@ impl Txn {
 
     /// Aborts the open transaction with a bumped epoch, fencing the instance that opened it
     /// (InitProducerId of a new instance, or the transaction timed out). From the last epoch
-    /// a client is handed (`i16::MAX - 1`) the abort goes to `i16::MAX`, which only fencing
-    /// uses, as in Kafka: kept at the same epoch, the abort's markers would not fence the
-    /// old instance at the partitions, and it could go on writing into the new instance's
-    /// transactions. The next InitProducerId moves to a new producer id.
+    /// a client is handed the abort goes to [`FENCING_EPOCH`], as in Kafka: kept at the same
+    /// epoch, the abort's markers would not fence the old instance at the partitions, and it
+    /// could go on writing into the new instance's transactions. The next InitProducerId
+    /// moves to a new producer id.
     pub fn fence(&self, now: i64) -> Txn {
         let mut t = self.clone();
         t.epoch = t.epoch.saturating_add(1);
