@@ -74,7 +74,7 @@ pub struct ClusterIo {
     topic: String,
     partition: i32,
     revoked: Arc<AtomicBool>,
-    producer: Option<BaseProducer<Delivered>>,
+    producer: Option<BaseProducer<ChangelogAcks>>,
     consumer: Option<BaseConsumer>,
     /// Input read and not yet behind the task's position.
     buffer: VecDeque<Item>,
@@ -197,7 +197,7 @@ impl ClusterIo {
             .join(format!("{}.ckpt", self.partition))
     }
 
-    fn producer(&self) -> Result<&BaseProducer<Delivered>, String> {
+    fn producer(&self) -> Result<&BaseProducer<ChangelogAcks>, String> {
         self.producer
             .as_ref()
             .ok_or_else(|| "the task's producer is not open".to_string())
@@ -211,7 +211,7 @@ impl ClusterIo {
             "{}{}-{}",
             self.shared.txn_prefix, self.topic, self.partition
         );
-        let p: BaseProducer<Delivered> = self
+        let p: BaseProducer<ChangelogAcks> = self
             .shared
             .client
             .clone()
@@ -221,7 +221,7 @@ impl ClusterIo {
             .set("linger.ms", "5")
             .set("transaction.timeout.ms", "60000")
             .set("queue.buffering.max.kbytes", "65536")
-            .create_with_context(Delivered {
+            .create_with_context(ChangelogAcks {
                 changelog: self.shared.changelog.clone(),
                 partition: self.changelog_partition(),
                 last: AtomicI64::new(-1),
@@ -676,7 +676,7 @@ impl TaskIo for ClusterIo {
             return Err(format!("'{name}' is not a valid output topic name"));
         }
         let producer = self.producer()?;
-        let partitions = |producer: &BaseProducer<Delivered>| -> Result<usize, String> {
+        let partitions = |producer: &BaseProducer<ChangelogAcks>| -> Result<usize, String> {
             let md = producer
                 .client()
                 .fetch_metadata(Some(name), OP_TIMEOUT)
@@ -816,15 +816,15 @@ impl TaskIo for ClusterIo {
 
 /// A task producer's context: the offset of the last changelog record it had acknowledged
 /// (the task's changelog partition), which places the next restore's read.
-struct Delivered {
+struct ChangelogAcks {
     changelog: String,
     partition: i32,
     last: AtomicI64,
 }
 
-impl rdkafka::ClientContext for Delivered {}
+impl rdkafka::ClientContext for ChangelogAcks {}
 
-impl rdkafka::producer::ProducerContext for Delivered {
+impl rdkafka::producer::ProducerContext for ChangelogAcks {
     type DeliveryOpaque = ();
     fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
         if let Ok(m) = r {
