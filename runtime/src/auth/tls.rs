@@ -144,7 +144,7 @@ pub struct Tls {
 }
 
 struct CaState {
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<rustls::ServerConfig>,
     stamp: Option<SystemTime>,
     checked: Instant,
 }
@@ -161,23 +161,23 @@ impl Tls {
             }),
         });
         let stamp = files.client_ca.as_deref().and_then(mtime);
-        let acceptor = build(files, &resolver)?;
+        let config = build(files, &resolver)?;
         Ok(Tls {
             files: files.clone(),
             resolver,
             state: Mutex::new(CaState {
-                acceptor,
+                config,
                 stamp,
                 checked: Instant::now(),
             }),
         })
     }
 
-    /// The acceptor for a new connection.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+    /// The settings for a new connection's handshake.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(ca) = self.files.client_ca.as_deref() else {
-            return st.acceptor.clone();
+            return st.config.clone();
         };
         if self.files.client_auth != ClientAuth::None && st.checked.elapsed() >= RELOAD_CHECK {
             st.checked = Instant::now();
@@ -186,7 +186,7 @@ impl Tls {
                 match build(&self.files, &self.resolver) {
                     Ok(a) => {
                         tracing::info!(client_ca = %ca.display(), "reloaded the client CA");
-                        st.acceptor = a;
+                        st.config = a;
                         st.stamp = stamp;
                     }
                     Err(e) => {
@@ -195,19 +195,19 @@ impl Tls {
                 }
             }
         }
-        st.acceptor.clone()
+        st.config.clone()
     }
 }
 
 fn build(
     files: &TlsFiles,
     resolver: &Arc<Reloading>,
-) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let resolver = resolver.clone();
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let config = match (files.client_auth, &files.client_ca) {
+    let mut config = match (files.client_auth, &files.client_ca) {
         (ClientAuth::None, _) => builder.with_no_client_auth().with_cert_resolver(resolver),
         (_, None) => {
             return Err(TlsError::Config(
@@ -231,7 +231,10 @@ fn build(
                 .with_cert_resolver(resolver)
         }
     };
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    // Records are carried by `server::tls`, which takes the traffic keys from rustls once
+    // the handshake is done.
+    config.enable_secret_extraction = true;
+    Ok(Arc::new(config))
 }
 
 /// The principal of a verified client certificate: its subject as an RFC 4514 string

@@ -4,6 +4,7 @@
 //! [`Session`].
 
 mod frame;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -93,11 +94,8 @@ async fn accepted(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpo
         let (rd, wr) = sock.into_split();
         return connection(rd, wr, peer, broker, session).await;
     };
-    // rustls reads the socket 4 KiB at a time; a buffer underneath turns that into one
-    // syscall per 64 KiB (writes pass straight through).
-    let sock = tokio::io::BufReader::with_capacity(64 * 1024, sock);
-    let acceptor = tls.acceptor();
-    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+    let accepted = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls::accept(tls.config(), sock));
+    let tls = match accepted.await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             broker
@@ -118,13 +116,10 @@ async fn accepted(sock: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpo
     };
     // Only certificates the verifier accepted get here: their subject is the principal.
     session.tls_subject = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
+        .peer_certificate
+        .as_ref()
         .and_then(crate::auth::tls::certificate_principal);
-    let (rd, wr) = tokio::io::split(tls);
-    connection(rd, wr, peer, broker, session).await
+    connection(tls.reader, tls.writer, peer, broker, session).await
 }
 
 /// Where a connection writes its answers.
@@ -141,7 +136,7 @@ impl Out for tokio::net::tcp::OwnedWriteHalf {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite> Out for tokio::io::WriteHalf<T> {}
+impl Out for tls::TlsWriter {}
 
 async fn connection<R, W>(
     rd: R,

@@ -1,0 +1,1041 @@
+//! TLS on a listener: rustls negotiates the session, and this module carries the records.
+//!
+//! rustls' own stream copies every byte a client sends three times before the request sees
+//! it (into its deframer buffer, the decrypted record into a fresh `Vec`, that into the
+//! reader's buffer), and on a TLS produce those copies and the small reads between them were
+//! most of what TLS cost the broker beyond AES itself. So the handshake runs on rustls'
+//! unbuffered API, and once it is done the connection is handed over as rustls hands it to
+//! kTLS (`rustls::kernel`; this kernel has no kTLS): the traffic keys and a
+//! [`KernelConnection`] that computes the next keys on a KeyUpdate. Records are then read
+//! into one buffer, each decrypted with ring where it lies and moved down over the record
+//! headers in the same pass, and copied once, into the request; responses are sealed in
+//! place in the buffer they are written to.
+//!
+//! What rustls would otherwise enforce after the handshake is enforced here: records no
+//! longer than the version allows, the sequence numbers, TLS 1.3's inner content type and
+//! padding, alerts (close_notify ends the stream, any other ends the connection),
+//! KeyUpdate (answered with ours when the peer asks), no renegotiation, and fresh keys
+//! before AES-GCM's confidentiality limit.
+
+use std::io;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use ring::aead;
+use rustls::kernel::KernelConnection;
+use rustls::pki_types::CertificateDer;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError};
+use rustls::{ConnectionTrafficSecrets, ProtocolVersion, ServerConfig};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// A record's header: content type, legacy version, length.
+const HEADER: usize = 5;
+/// The AEAD tag closing every record (AES-GCM and ChaCha20-Poly1305 alike).
+const TAG: usize = 16;
+/// TLS 1.2 AES-GCM's explicit nonce, leading each record's payload.
+const EXPLICIT_NONCE: usize = 8;
+/// Most plaintext a record carries (2^14).
+const MAX_PLAIN: usize = 16 * 1024;
+/// Most ciphertext a record may carry: plaintext plus 2048 in TLS 1.2, 256 in TLS 1.3.
+const MAX_CIPHER_12: usize = MAX_PLAIN + 2048;
+const MAX_CIPHER_13: usize = MAX_PLAIN + 256;
+/// The read buffer: a few records per read (one syscall per 64 KiB, as the buffered reader
+/// under rustls gave before), always room for the largest record after compaction.
+const READ_BUF: usize = 64 * 1024;
+/// Sealed bytes a writer holds before it makes the caller wait for the socket.
+const WRITE_MAX: usize = 64 * 1024;
+/// A writer's buffer is given back after a flush when larger than this, so an idle
+/// connection does not keep its largest response's worth (as rustls' own buffers did not).
+const WRITE_KEEP: usize = 16 * 1024;
+/// Handshake bytes buffered at most (rustls' own limit for handshake messages).
+const HANDSHAKE_MAX: usize = 64 * 1024;
+/// Application data sent with the client's Finished that rustls decrypted before handing
+/// the connection over; more than a read buffer's worth is not a client.
+const EARLY_MAX: usize = READ_BUF;
+/// TLS 1.3 records sealed under one key before the writer moves to the next: well inside
+/// AES-GCM's confidentiality limit (RFC 8446 §5.5: 2^24.5 records).
+const RECORDS_PER_KEY: u64 = 1 << 23;
+
+const CHANGE_CIPHER_SPEC: u8 = 20;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+const APPLICATION_DATA: u8 = 23;
+const KEY_UPDATE: u8 = 24;
+const CLOSE_NOTIFY: u8 = 0;
+const USER_CANCELED: u8 = 90;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("the client closed the connection during the handshake")]
+    Closed,
+    #[error("{0}")]
+    Refused(&'static str),
+}
+
+/// A connection whose handshake is done: its two directions, and the certificate the
+/// client presented (already verified, if the listener asks for one).
+pub struct Accepted {
+    pub reader: TlsReader,
+    pub writer: TlsWriter,
+    pub peer_certificate: Option<CertificateDer<'static>>,
+}
+
+/// Runs the server side of a handshake on `sock` and hands the connection over.
+pub async fn accept(
+    config: Arc<ServerConfig>,
+    mut sock: TcpStream,
+) -> Result<Accepted, HandshakeError> {
+    let mut conn = UnbufferedServerConnection::new(config)?;
+    let mut incoming = vec![0u8; 16 * 1024];
+    let mut used = 0;
+    let mut outgoing = vec![0u8; 16 * 1024];
+    let mut out_used = 0;
+    let mut early = Vec::new();
+    loop {
+        let status = conn.process_tls_records(&mut incoming[..used]);
+        let mut discard = status.discard;
+        let state = match status.state {
+            Ok(s) => s,
+            Err(e) => {
+                // The alert rustls queued for the client says why (a missing certificate,
+                // no common cipher suite): best effort, the connection is over anyway.
+                let _ = send_alerts(&mut conn, &mut sock).await;
+                return Err(e.into());
+            }
+        };
+        let mut read_more = false;
+        match state {
+            ConnectionState::ReadTraffic(mut r) => {
+                while let Some(rec) = r.next_record() {
+                    let rec = rec?;
+                    discard += rec.discard;
+                    if early.len() + rec.payload.len() > EARLY_MAX {
+                        return Err(HandshakeError::Refused(
+                            "too much data sent with the handshake",
+                        ));
+                    }
+                    early.extend_from_slice(rec.payload);
+                }
+            }
+            ConnectionState::EncodeTlsData(mut e) => loop {
+                match e.encode(&mut outgoing[out_used..]) {
+                    Ok(n) => {
+                        out_used += n;
+                        break;
+                    }
+                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                        outgoing.resize(out_used + required_size, 0)
+                    }
+                    Err(_) => {
+                        return Err(HandshakeError::Refused("cannot encode a handshake record"))
+                    }
+                }
+            },
+            ConnectionState::TransmitTlsData(t) => {
+                sock.write_all(&outgoing[..out_used]).await?;
+                out_used = 0;
+                t.done();
+            }
+            ConnectionState::BlockedHandshake => read_more = true,
+            ConnectionState::WriteTraffic(_) => {
+                incoming.copy_within(discard..used, 0);
+                used -= discard;
+                break;
+            }
+            ConnectionState::PeerClosed | ConnectionState::Closed => {
+                return Err(HandshakeError::Closed)
+            }
+            _ => return Err(HandshakeError::Refused("unexpected handshake state")),
+        }
+        incoming.copy_within(discard..used, 0);
+        used -= discard;
+        if read_more {
+            if used == incoming.len() {
+                if incoming.len() >= HANDSHAKE_MAX {
+                    return Err(HandshakeError::Refused("handshake message too large"));
+                }
+                incoming.resize(incoming.len() * 2, 0);
+            }
+            let n = sock.read(&mut incoming[used..]).await?;
+            if n == 0 {
+                return Err(HandshakeError::Closed);
+            }
+            used += n;
+        }
+    }
+    if out_used > 0 {
+        sock.write_all(&outgoing[..out_used]).await?;
+    }
+    let peer_certificate = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    let version = match conn.protocol_version() {
+        Some(ProtocolVersion::TLSv1_3) => Version::Tls13,
+        Some(ProtocolVersion::TLSv1_2) => Version::Tls12,
+        _ => {
+            return Err(HandshakeError::Refused(
+                "TLS version other than 1.2 and 1.3",
+            ))
+        }
+    };
+    let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+    let rx = Cipher::new(version, secrets.rx)?;
+    let tx = Cipher::new(version, secrets.tx)?;
+    let shared = Arc::new(Shared {
+        kernel: Mutex::new(kernel),
+        key_update_asked: AtomicBool::new(false),
+    });
+    let (rd, wr) = sock.into_split();
+    let mut buf = vec![0u8; READ_BUF];
+    // Whatever followed the handshake: records not yet decrypted.
+    buf[..used].copy_from_slice(&incoming[..used]);
+    Ok(Accepted {
+        reader: TlsReader {
+            sock: rd,
+            rx,
+            shared: shared.clone(),
+            early,
+            buf,
+            plain: (0, 0),
+            raw: (0, used),
+            closed: false,
+        },
+        writer: TlsWriter {
+            sock: wr,
+            tx,
+            shared,
+            out: Vec::new(),
+            written: 0,
+            closing: false,
+        },
+        peer_certificate,
+    })
+}
+
+/// Writes whatever alerts rustls queued after a failed handshake.
+async fn send_alerts(
+    conn: &mut UnbufferedServerConnection,
+    sock: &mut TcpStream,
+) -> io::Result<()> {
+    let mut out = vec![0u8; 512];
+    let mut used = 0;
+    for _ in 0..4 {
+        let status = conn.process_tls_records(&mut []);
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut e)) => match e.encode(&mut out[used..]) {
+                Ok(n) => used += n,
+                Err(_) => break,
+            },
+            _ => break,
+        }
+    }
+    if used > 0 {
+        sock.write_all(&out[..used]).await?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    Tls12,
+    Tls13,
+}
+
+/// What both directions of one connection share: the key schedule, and whether the peer
+/// asked for our next key with its KeyUpdate.
+struct Shared {
+    kernel: Mutex<KernelConnection<ServerConnectionData>>,
+    key_update_asked: AtomicBool,
+}
+
+impl Shared {
+    fn kernel(&self) -> std::sync::MutexGuard<'_, KernelConnection<ServerConnectionData>> {
+        self.kernel.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn bad(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+/// One direction's key, its nonce base and the sequence number of its next record.
+struct Cipher {
+    key: aead::LessSafeKey,
+    iv: [u8; aead::NONCE_LEN],
+    seq: u64,
+    version: Version,
+    /// TLS 1.2 AES-GCM: an explicit nonce leads each record.
+    explicit: bool,
+}
+
+impl Cipher {
+    fn new(
+        version: Version,
+        (seq, secrets): (u64, ConnectionTrafficSecrets),
+    ) -> io::Result<Cipher> {
+        let (alg, key, iv, gcm) = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv, true),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv, true),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv, false)
+            }
+            _ => return Err(bad("a cipher suite this listener cannot carry")),
+        };
+        let iv = iv.as_ref().try_into().map_err(|_| bad("bad traffic IV"))?;
+        Cipher::from_parts(alg, key.as_ref(), iv, seq, version, gcm)
+    }
+
+    fn from_parts(
+        alg: &'static aead::Algorithm,
+        key: &[u8],
+        iv: [u8; aead::NONCE_LEN],
+        seq: u64,
+        version: Version,
+        gcm: bool,
+    ) -> io::Result<Cipher> {
+        let key = aead::UnboundKey::new(alg, key).map_err(|_| bad("bad traffic key"))?;
+        Ok(Cipher {
+            key: aead::LessSafeKey::new(key),
+            iv,
+            seq,
+            version,
+            explicit: gcm && version == Version::Tls12,
+        })
+    }
+
+    /// The IV with the sequence number mixed into its last eight bytes (TLS 1.3, ChaCha in
+    /// TLS 1.2, and rustls' choice of explicit nonce for TLS 1.2 AES-GCM).
+    fn nonce(&self) -> [u8; aead::NONCE_LEN] {
+        let mut n = self.iv;
+        for (a, b) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *a ^= b;
+        }
+        n
+    }
+
+    fn advance(&mut self) -> io::Result<()> {
+        self.seq = self
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| bad("TLS sequence numbers exhausted"))?;
+        Ok(())
+    }
+
+    /// TLS 1.2's additional data: sequence number, content type, version, plaintext length.
+    fn aad12(&self, typ: u8, version: [u8; 2], plain_len: usize) -> aead::Aad<[u8; 13]> {
+        let mut aad = [0u8; 13];
+        aad[..8].copy_from_slice(&self.seq.to_be_bytes());
+        aad[8] = typ;
+        aad[9..11].copy_from_slice(&version);
+        aad[11..].copy_from_slice(&(plain_len as u16).to_be_bytes());
+        aead::Aad::from(aad)
+    }
+
+    /// Decrypts the record whose header is at `buf[rec..]` and whose payload ends at `end`,
+    /// writing its plaintext at `buf[dst..]` (`dst <= rec`, so it moves down over the
+    /// headers in the same pass). The record's content type and plaintext length.
+    fn open(
+        &mut self,
+        buf: &mut [u8],
+        dst: usize,
+        rec: usize,
+        end: usize,
+    ) -> io::Result<(u8, usize)> {
+        let mut header = [0u8; HEADER];
+        header.copy_from_slice(&buf[rec..rec + HEADER]);
+        let body = rec + HEADER;
+        let len = end - body;
+        match self.version {
+            Version::Tls13 => {
+                if header[0] != APPLICATION_DATA {
+                    return Err(bad(format!(
+                        "TLS 1.3 record of outer type {} after the handshake",
+                        header[0]
+                    )));
+                }
+                if !(TAG + 1..=MAX_CIPHER_13).contains(&len) {
+                    return Err(bad(format!("TLS 1.3 record of {len} bytes")));
+                }
+                let nonce = aead::Nonce::assume_unique_for_key(self.nonce());
+                let plain = self
+                    .key
+                    .open_within(
+                        nonce,
+                        aead::Aad::from(header),
+                        &mut buf[dst..end],
+                        body - dst..,
+                    )
+                    .map_err(|_| bad("TLS record failed authentication"))?;
+                // TLSInnerPlaintext: content, its type, then zeros.
+                let typed = plain
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .ok_or_else(|| bad("TLS 1.3 record without a content type"))?;
+                let typ = plain[typed];
+                self.advance()?;
+                Ok((typ, typed))
+            }
+            Version::Tls12 => {
+                let (nonce, cipher_at) = if self.explicit {
+                    if len < EXPLICIT_NONCE + TAG {
+                        return Err(bad(format!("TLS 1.2 record of {len} bytes")));
+                    }
+                    let mut n = [0u8; aead::NONCE_LEN];
+                    n[..4].copy_from_slice(&self.iv[..4]);
+                    n[4..].copy_from_slice(&buf[body..body + EXPLICIT_NONCE]);
+                    (n, body + EXPLICIT_NONCE)
+                } else {
+                    if len < TAG {
+                        return Err(bad(format!("TLS 1.2 record of {len} bytes")));
+                    }
+                    (self.nonce(), body)
+                };
+                let plain_len = end - cipher_at - TAG;
+                if len > MAX_CIPHER_12 || plain_len > MAX_PLAIN {
+                    return Err(bad(format!("TLS 1.2 record of {len} bytes")));
+                }
+                let aad = self.aad12(header[0], [header[1], header[2]], plain_len);
+                self.key
+                    .open_within(
+                        aead::Nonce::assume_unique_for_key(nonce),
+                        aad,
+                        &mut buf[dst..end],
+                        cipher_at - dst..,
+                    )
+                    .map_err(|_| bad("TLS record failed authentication"))?;
+                self.advance()?;
+                Ok((header[0], plain_len))
+            }
+        }
+    }
+
+    /// The bytes in front of a record's plaintext: header, and TLS 1.2 AES-GCM's nonce.
+    fn prefix(&self) -> usize {
+        if self.explicit {
+            HEADER + EXPLICIT_NONCE
+        } else {
+            HEADER
+        }
+    }
+
+    /// Seals the record that starts at `out[start..]`: `prefix()` bytes reserved, then its
+    /// plaintext up to the end of `out`. Fills in the header, encrypts in place, appends the
+    /// tag (and, in TLS 1.3, the real content type before it).
+    fn seal(&mut self, out: &mut Vec<u8>, start: usize, typ: u8) -> io::Result<()> {
+        let body = start + HEADER;
+        let outer = match self.version {
+            Version::Tls13 => {
+                out.push(typ);
+                let len = out.len() - body + TAG;
+                let header = header(APPLICATION_DATA, len);
+                out[start..body].copy_from_slice(&header);
+                let nonce = aead::Nonce::assume_unique_for_key(self.nonce());
+                self.key.seal_in_place_separate_tag(
+                    nonce,
+                    aead::Aad::from(header),
+                    &mut out[body..],
+                )
+            }
+            Version::Tls12 => {
+                let nonce = self.nonce();
+                let plain_at = start + self.prefix();
+                let plain_len = out.len() - plain_at;
+                let len = out.len() - body + TAG;
+                out[start..body].copy_from_slice(&header(typ, len));
+                if self.explicit {
+                    out[body..plain_at].copy_from_slice(&nonce[4..]);
+                }
+                let aad = self.aad12(typ, [3, 3], plain_len);
+                self.key.seal_in_place_separate_tag(
+                    aead::Nonce::assume_unique_for_key(nonce),
+                    aad,
+                    &mut out[plain_at..],
+                )
+            }
+        }
+        .map_err(|_| bad("TLS record could not be sealed"))?;
+        out.extend_from_slice(outer.as_ref());
+        self.advance()
+    }
+}
+
+fn header(typ: u8, len: usize) -> [u8; HEADER] {
+    let [hi, lo] = (len as u16).to_be_bytes();
+    [typ, 3, 3, hi, lo]
+}
+
+/// The reading half: records in, plaintext out.
+pub struct TlsReader {
+    sock: OwnedReadHalf,
+    rx: Cipher,
+    shared: Arc<Shared>,
+    /// Plaintext rustls decrypted during the handshake, served first.
+    early: Vec<u8>,
+    buf: Vec<u8>,
+    /// Decrypted bytes not yet read: `buf[plain.0..plain.1]`.
+    plain: (usize, usize),
+    /// Received bytes not yet decrypted: `buf[raw.0..raw.1]`, after `plain`.
+    raw: (usize, usize),
+    /// The peer sent close_notify: the stream has ended.
+    closed: bool,
+}
+
+impl TlsReader {
+    /// Decrypts every whole record received, into `plain`.
+    fn decrypt(&mut self) -> io::Result<()> {
+        self.plain = (self.raw.0, self.raw.0);
+        while !self.closed {
+            let (at, end) = self.raw;
+            if end - at < HEADER {
+                return Ok(());
+            }
+            let len = usize::from(u16::from_be_bytes([self.buf[at + 3], self.buf[at + 4]]));
+            if len > MAX_CIPHER_12 {
+                return Err(bad(format!("TLS record of {len} bytes")));
+            }
+            if end - at < HEADER + len {
+                return Ok(());
+            }
+            let dst = self.plain.1;
+            let (typ, n) = self.rx.open(&mut self.buf, dst, at, at + HEADER + len)?;
+            self.raw.0 = at + HEADER + len;
+            match typ {
+                APPLICATION_DATA => self.plain.1 += n,
+                ALERT => self.alert(dst, n)?,
+                HANDSHAKE if self.rx.version == Version::Tls13 => self.key_update(dst, n)?,
+                HANDSHAKE => return Err(bad("TLS renegotiation is not supported")),
+                CHANGE_CIPHER_SPEC => return Err(bad("ChangeCipherSpec after the handshake")),
+                t => return Err(bad(format!("TLS record of content type {t}"))),
+            }
+        }
+        Ok(())
+    }
+
+    fn alert(&mut self, at: usize, n: usize) -> io::Result<()> {
+        if n != 2 {
+            return Err(bad("malformed TLS alert"));
+        }
+        match self.buf[at + 1] {
+            CLOSE_NOTIFY => {
+                self.closed = true;
+                Ok(())
+            }
+            // Followed by close_notify; not an error in itself.
+            USER_CANCELED => Ok(()),
+            d => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the client sent TLS alert {d}"),
+            )),
+        }
+    }
+
+    /// TLS 1.3 handshake messages after the handshake: a client may send only KeyUpdate,
+    /// which ends its record (RFC 8446 §5.1: handshake messages must not span key changes).
+    fn key_update(&mut self, at: usize, n: usize) -> io::Result<()> {
+        let m = &self.buf[at..at + n];
+        if n != 5 || m[0] != KEY_UPDATE || m[1..4] != [0, 0, 1] || m[4] > 1 {
+            return Err(bad("unexpected TLS handshake message after the handshake"));
+        }
+        let asked = m[4] == 1;
+        let next = self
+            .shared
+            .kernel()
+            .update_rx_secret()
+            .map_err(|e| bad(format!("KeyUpdate: {e}")))?;
+        self.rx = Cipher::new(Version::Tls13, next)?;
+        if asked {
+            self.shared.key_update_asked.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for TlsReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.early.is_empty() {
+            let n = this.early.len().min(out.remaining());
+            out.put_slice(&this.early[..n]);
+            this.early.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            let (from, to) = this.plain;
+            if from < to {
+                let n = (to - from).min(out.remaining());
+                out.put_slice(&this.buf[from..from + n]);
+                this.plain.0 += n;
+                return Poll::Ready(Ok(()));
+            }
+            if this.closed {
+                return Poll::Ready(Ok(()));
+            }
+            this.decrypt()?;
+            if this.plain.0 < this.plain.1 || this.closed {
+                continue;
+            }
+            // Nothing whole left: move the partial record to the front and read more.
+            let (at, end) = this.raw;
+            this.buf.copy_within(at..end, 0);
+            this.raw = (0, end - at);
+            this.plain = (0, 0);
+            let mut rb = ReadBuf::new(&mut this.buf[this.raw.1..]);
+            ready!(Pin::new(&mut this.sock).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            if n == 0 {
+                // Many clients close without close_notify; between records that is the end
+                // of the stream, inside one it is a truncation.
+                return Poll::Ready(if this.raw.1 == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed inside a TLS record",
+                    ))
+                });
+            }
+            this.raw.1 += n;
+        }
+    }
+}
+
+/// The writing half: plaintext in, sealed records out (on flush, or once `WRITE_MAX` is
+/// held).
+pub struct TlsWriter {
+    sock: OwnedWriteHalf,
+    tx: Cipher,
+    shared: Arc<Shared>,
+    out: Vec<u8>,
+    /// How much of `out` the socket has taken.
+    written: usize,
+    /// close_notify is sealed: nothing more may be.
+    closing: bool,
+}
+
+impl TlsWriter {
+    /// Seals one record of `typ` holding `data`.
+    fn record(&mut self, typ: u8, data: &[u8]) -> io::Result<()> {
+        let start = self.out.len();
+        self.out.resize(start + self.tx.prefix(), 0);
+        self.out.extend_from_slice(data);
+        self.tx.seal(&mut self.out, start, typ)
+    }
+
+    /// Before application data: our KeyUpdate, when the peer asked for it or the key has
+    /// sealed its share of records (TLS 1.3; TLS 1.2 has no key update and runs out of
+    /// sequence numbers only after 2^64 records).
+    fn rekey_if_due(&mut self) -> io::Result<()> {
+        if self.tx.version != Version::Tls13 {
+            return Ok(());
+        }
+        let asked = self.shared.key_update_asked.swap(false, Ordering::AcqRel);
+        if !asked && self.tx.seq < RECORDS_PER_KEY {
+            return Ok(());
+        }
+        self.record(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0])?;
+        let next = self
+            .shared
+            .kernel()
+            .update_tx_secret()
+            .map_err(|e| bad(format!("KeyUpdate: {e}")))?;
+        self.tx = Cipher::new(Version::Tls13, next)?;
+        Ok(())
+    }
+
+    /// Seals up to `WRITE_MAX` bytes of `bufs` into records; how many were taken.
+    fn seal(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.closing {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "TLS stream closed",
+            ));
+        }
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(WRITE_MAX);
+        let mut taken = 0;
+        let mut pieces = bufs.iter().map(|b| &b[..]).filter(|b| !b.is_empty());
+        let mut piece: &[u8] = &[];
+        while taken < total {
+            self.rekey_if_due()?;
+            let n = MAX_PLAIN.min(total - taken);
+            let start = self.out.len();
+            self.out.resize(start + self.tx.prefix(), 0);
+            let mut left = n;
+            while left > 0 {
+                if piece.is_empty() {
+                    piece = pieces.next().unwrap_or_default();
+                    if piece.is_empty() {
+                        break;
+                    }
+                }
+                let k = left.min(piece.len());
+                self.out.extend_from_slice(&piece[..k]);
+                piece = &piece[k..];
+                left -= k;
+            }
+            self.tx.seal(&mut self.out, start, APPLICATION_DATA)?;
+            taken += n;
+        }
+        Ok(taken)
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.sock).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.out.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for TlsWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.out.len() - this.written >= WRITE_MAX {
+            ready!(this.poll_drain(cx))?;
+        }
+        Poll::Ready(this.seal(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        ready!(this.poll_drain(cx))?;
+        if this.out.capacity() > WRITE_KEEP {
+            this.out = Vec::new();
+        }
+        Pin::new(&mut this.sock).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.closing {
+            this.record(ALERT, &[1, CLOSE_NOTIFY])?;
+            this.closing = true;
+        }
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.sock).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::tls::{ClientAuth, Tls, TlsFiles};
+    use proptest::prelude::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::SupportedCipherSuite;
+    use std::path::Path;
+    use tokio::net::TcpListener;
+
+    /// Every suite the listener offers that an ECDSA certificate can serve (the record
+    /// layer is the same for TLS 1.2's RSA twins).
+    fn suites() -> Vec<SupportedCipherSuite> {
+        let suites: Vec<_> = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .into_iter()
+            .filter(|s| !format!("{:?}", s.suite()).contains("_RSA_"))
+            .collect();
+        let tls13 = suites
+            .iter()
+            .filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
+        assert_eq!((tls13.count(), suites.len()), (3, 6), "{suites:?}");
+        suites
+    }
+
+    const SUITES: [(&aead::Algorithm, bool); 3] = [
+        (&aead::AES_128_GCM, true),
+        (&aead::AES_256_GCM, true),
+        (&aead::CHACHA20_POLY1305, false),
+    ];
+
+    fn pair(suite: usize, version: Version, seq: u64) -> (Cipher, Cipher) {
+        let (alg, gcm) = SUITES[suite];
+        let key = [7u8; 32];
+        let iv = [9u8; aead::NONCE_LEN];
+        let make =
+            || Cipher::from_parts(alg, &key[..alg.key_len()], iv, seq, version, gcm).unwrap();
+        (make(), make())
+    }
+
+    /// Opens every record in `wire`, in the same buffer, the way the reader does.
+    fn open_all(rx: &mut Cipher, wire: &mut [u8]) -> io::Result<Vec<(u8, Vec<u8>)>> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at < wire.len() {
+            if wire.len() - at < HEADER {
+                return Err(bad("short"));
+            }
+            let len = usize::from(u16::from_be_bytes([wire[at + 3], wire[at + 4]]));
+            if wire.len() - at < HEADER + len {
+                return Err(bad("short"));
+            }
+            // Plaintext lands over the record's own header, as in the reader.
+            let (typ, n) = rx.open(wire, at, at, at + HEADER + len)?;
+            out.push((typ, wire[at..at + n].to_vec()));
+            at += HEADER + len;
+        }
+        Ok(out)
+    }
+
+    proptest! {
+        #[test]
+        fn sealed_records_open_and_any_flipped_bit_is_refused(
+            suite in 0usize..3,
+            tls13 in any::<bool>(),
+            seq in prop_oneof![Just(0u64), any::<u64>().prop_map(|s| s >> 1)],
+            records in proptest::collection::vec(
+                (prop_oneof![Just(APPLICATION_DATA), Just(ALERT)],
+                 proptest::collection::vec(any::<u8>(), 0..2000)),
+                1..5),
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let version = if tls13 { Version::Tls13 } else { Version::Tls12 };
+            let (mut tx, mut rx) = pair(suite, version, seq);
+            let mut wire = Vec::new();
+            for (typ, data) in &records {
+                let start = wire.len();
+                wire.resize(start + tx.prefix(), 0);
+                wire.extend_from_slice(data);
+                tx.seal(&mut wire, start, *typ).unwrap();
+            }
+            let mut tampered = wire.clone();
+            let got = open_all(&mut rx, &mut wire).unwrap();
+            prop_assert_eq!(&got, &records);
+            prop_assert_eq!(rx.seq, seq + records.len() as u64);
+            let i = flip.index(tampered.len());
+            tampered[i] ^= 1 << bit;
+            let (_, mut rx) = pair(suite, version, seq);
+            prop_assert!(open_all(&mut rx, &mut tampered).is_err());
+        }
+
+        #[test]
+        fn records_out_of_order_are_refused(suite in 0usize..3, tls13 in any::<bool>()) {
+            let version = if tls13 { Version::Tls13 } else { Version::Tls12 };
+            let (mut tx, mut rx) = pair(suite, version, 0);
+            let mut first = vec![0; tx.prefix()];
+            first.extend_from_slice(b"one");
+            tx.seal(&mut first, 0, APPLICATION_DATA).unwrap();
+            let mut second = vec![0; tx.prefix()];
+            second.extend_from_slice(b"two");
+            tx.seal(&mut second, 0, APPLICATION_DATA).unwrap();
+            // A replayed or reordered record is sealed under another sequence number.
+            prop_assert!(open_all(&mut rx, &mut second).is_err());
+        }
+    }
+
+    fn certificate(dir: &Path) -> TlsFiles {
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TlsFiles {
+            cert,
+            key,
+            client_ca: None,
+            client_auth: ClientAuth::None,
+        }
+    }
+
+    /// A broker-side echo: every byte read is written back; the error that ended it, if any.
+    async fn echo(config: Arc<ServerConfig>, listener: TcpListener) -> io::Result<()> {
+        let (sock, _) = listener.accept().await?;
+        let Accepted {
+            mut reader,
+            mut writer,
+            ..
+        } = accept(config, sock).await.map_err(|e| bad(e.to_string()))?;
+        let mut buf = vec![0u8; 7000];
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                writer.shutdown().await?;
+                return Ok(());
+            }
+            writer.write_all(&buf[..n]).await?;
+            writer.flush().await?;
+        }
+    }
+
+    fn client(files: &TlsFiles, suite: SupportedCipherSuite) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&files.cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: vec![suite],
+            ..rustls::crypto::ring::default_provider()
+        };
+        let version = match suite {
+            SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+            SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    async fn start(
+        files: &TlsFiles,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        let config = Tls::new(files).unwrap().config();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (addr, tokio::spawn(echo(config, listener)))
+    }
+
+    /// Sends `total` bytes in writes of uneven sizes, reading each one's echo back before
+    /// the next (and asking for new keys after every other one, with `rekey`), then closes.
+    async fn exchange(
+        mut tls: tokio_rustls::client::TlsStream<TcpStream>,
+        total: usize,
+        rekey: bool,
+    ) {
+        let data: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
+        let mut back = vec![0u8; 70_000];
+        let (mut at, mut step) = (0, 0);
+        while at < total {
+            let n = [1, 5000, 16384, 16385, 70000, 300][step % 6].min(total - at);
+            tls.write_all(&data[at..at + n]).await.unwrap();
+            tls.flush().await.unwrap();
+            tls.read_exact(&mut back[..n]).await.unwrap();
+            assert!(back[..n] == data[at..at + n], "the echo differs at {at}");
+            at += n;
+            step += 1;
+            if rekey && step % 2 == 0 {
+                tls.get_mut().1.refresh_traffic_keys().unwrap();
+            }
+        }
+        tls.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        // An error here is an end without close_notify.
+        tls.read_to_end(&mut rest)
+            .await
+            .expect("a clean end, with close_notify");
+        assert!(rest.is_empty());
+    }
+
+    async fn connect(
+        files: &TlsFiles,
+        suite: SupportedCipherSuite,
+        addr: std::net::SocketAddr,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        client(files, suite).connect(name, tcp).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn rustls_clients_of_every_version_and_suite_are_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = certificate(dir.path());
+        for suite in suites() {
+            let (addr, server) = start(&files).await;
+            exchange(connect(&files, suite, addr).await, 300_000, false).await;
+            server
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{suite:?}: {e}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn key_updates_are_followed_and_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = certificate(dir.path());
+        for suite in suites() {
+            if matches!(suite, SupportedCipherSuite::Tls13(_)) {
+                let (addr, server) = start(&files).await;
+                exchange(connect(&files, suite, addr).await, 200_000, true).await;
+                server
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{suite:?}: {e}"));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_records_end_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = certificate(dir.path());
+        for suite in suites() {
+            let (addr, server) = start(&files).await;
+            let mut tls = connect(&files, suite, addr).await;
+            tls.write_all(b"fine").await.unwrap();
+            tls.flush().await.unwrap();
+            let mut four = [0u8; 4];
+            tls.read_exact(&mut four).await.unwrap();
+            // Straight onto the socket: a record header and bytes no key sealed.
+            let tcp = tls.get_mut().0;
+            tcp.write_all(&[APPLICATION_DATA, 3, 3, 0, 40])
+                .await
+                .unwrap();
+            tcp.write_all(&[0x55; 40]).await.unwrap();
+            let e = server.await.unwrap().expect_err("forged record accepted");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        }
+    }
+}
