@@ -100,6 +100,12 @@ pub fn records(data: &[u8]) {
     let _ = crate::records::legacy::down_convert(b, 1);
 }
 
+/// TLS records after the handshake, through the record layer's reader: see
+/// `server::tls::fuzz_records` for the script the bytes are read as.
+pub fn tls_records(data: &[u8]) {
+    crate::server::tls::fuzz_records(data);
+}
+
 /// Plugin manifests (written by users) and checkpoints (on disk, possibly damaged).
 pub fn plugin_files(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -348,6 +354,7 @@ mod tests {
                 Some("records") => super::records,
                 Some("request") => super::request,
                 Some("plugin_files") => super::plugin_files,
+                Some("tls_records") => super::tls_records,
                 _ => panic!("{name}: no target named by its prefix"),
             };
             target(&data);
@@ -370,5 +377,22 @@ mod tests {
         seg.extend_from_slice(&(b.len() as u16).to_be_bytes());
         seg.extend_from_slice(&b);
         run("segments", &[seg], budget, super::segments);
+        // Records sealed under TLS 1.3 and 1.2: data, then close_notify or a KeyUpdate.
+        let tls = |first: u8, last: (u8, &[u8])| {
+            let mut s = vec![first];
+            for (op, body) in [(23u8, &b"request bytes"[..]), (23, &[0x42; 300][..]), last] {
+                s.push(op);
+                s.extend_from_slice(&(body.len() as u16).to_be_bytes());
+                s.extend_from_slice(body);
+            }
+            s
+        };
+        let close: (u8, &[u8]) = (21, &[1, 0]);
+        let seeds = [
+            tls(4 | 1 << 3, close),
+            tls(2, close),
+            tls(5 | 2 << 3, (22, &[24, 0, 0, 1, 1])),
+        ];
+        run("tls_records", &seeds, budget, super::tls_records);
     }
 }

@@ -9,7 +9,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RUNS=${RUNS:-10000000}
-TARGETS=${TARGETS:-"records plugin_files request segments"}
+TARGETS=${TARGETS:-"records plugin_files request segments tls_records"}
 LOGS=${LOGS:-${TMPDIR:-/tmp}}
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 cd "$ROOT/runtime/fuzz"

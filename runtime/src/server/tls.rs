@@ -199,7 +199,7 @@ pub async fn accept(
     let rx = Cipher::new(version, secrets.rx)?;
     let tx = Cipher::new(version, secrets.tx)?;
     let shared = Arc::new(Shared {
-        kernel: Mutex::new(kernel),
+        kernel: Some(Mutex::new(kernel)),
         key_update_asked: AtomicBool::new(false),
     });
     let (rd, wr) = sock.into_split();
@@ -262,13 +262,22 @@ enum Version {
 /// What both directions of one connection share: the key schedule, and whether the peer
 /// asked for our next key with its KeyUpdate.
 struct Shared {
-    kernel: Mutex<KernelConnection<ServerConnectionData>>,
+    /// None only for the fuzz target's reader, which has no handshake behind it.
+    kernel: Option<Mutex<KernelConnection<ServerConnectionData>>>,
     key_update_asked: AtomicBool,
 }
 
 impl Shared {
-    fn kernel(&self) -> std::sync::MutexGuard<'_, KernelConnection<ServerConnectionData>> {
-        self.kernel.lock().unwrap_or_else(|p| p.into_inner())
+    /// The next key for one direction (TLS 1.3).
+    fn next_key(&self, rx: bool) -> io::Result<(u64, ConnectionTrafficSecrets)> {
+        let kernel = self.kernel.as_ref().ok_or_else(|| bad("no key schedule"))?;
+        let mut kernel = kernel.lock().unwrap_or_else(|p| p.into_inner());
+        if rx {
+            kernel.update_rx_secret()
+        } else {
+            kernel.update_tx_secret()
+        }
+        .map_err(|e| bad(format!("KeyUpdate: {e}")))
     }
 }
 
@@ -483,8 +492,8 @@ fn header(typ: u8, len: usize) -> [u8; HEADER] {
 }
 
 /// The reading half: records in, plaintext out.
-pub struct TlsReader {
-    sock: OwnedReadHalf,
+pub struct TlsReader<R = OwnedReadHalf> {
+    sock: R,
     rx: Cipher,
     shared: Arc<Shared>,
     /// Plaintext rustls decrypted during the handshake, served first.
@@ -500,7 +509,7 @@ pub struct TlsReader {
     last_read: usize,
 }
 
-impl TlsReader {
+impl<R> TlsReader<R> {
     /// Decrypts every whole record received, into `plain`.
     fn decrypt(&mut self) -> io::Result<()> {
         self.plain = (self.raw.0, self.raw.0);
@@ -557,11 +566,7 @@ impl TlsReader {
             return Err(bad("unexpected TLS handshake message after the handshake"));
         }
         let asked = m[4] == 1;
-        let next = self
-            .shared
-            .kernel()
-            .update_rx_secret()
-            .map_err(|e| bad(format!("KeyUpdate: {e}")))?;
+        let next = self.shared.next_key(true)?;
         self.rx = Cipher::new(Version::Tls13, next)?;
         if asked {
             self.shared.key_update_asked.store(true, Ordering::Release);
@@ -570,7 +575,7 @@ impl TlsReader {
     }
 }
 
-impl AsyncRead for TlsReader {
+impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -665,11 +670,7 @@ impl TlsWriter {
             return Ok(());
         }
         self.record(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0])?;
-        let next = self
-            .shared
-            .kernel()
-            .update_tx_secret()
-            .map_err(|e| bad(format!("KeyUpdate: {e}")))?;
+        let next = self.shared.next_key(false)?;
         self.tx = Cipher::new(Version::Tls13, next)?;
         Ok(())
     }
@@ -767,6 +768,91 @@ impl AsyncWrite for TlsWriter {
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.sock).poll_shutdown(cx)
     }
+}
+
+/// The fuzz target's body (`runtime/fuzz`, `crate::fuzzing::tls_records`): a script of
+/// records, each sealed under a fixed key or put on the wire as raw bytes, read back through
+/// the reader a little at a time. Whatever the bytes, the reader must return data, an end or
+/// an error, never panic or loop. The script: one byte choosing suite and version, then
+/// pieces of `op` (high bit: raw bytes; else the content type to seal), a 2-byte length and
+/// the bytes.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_records(data: &[u8]) {
+    let Some((&first, mut rest)) = data.split_first() else {
+        return;
+    };
+    let version = if first & 4 != 0 {
+        Version::Tls13
+    } else {
+        Version::Tls12
+    };
+    let (alg, gcm) = [
+        (&aead::AES_128_GCM, true),
+        (&aead::AES_256_GCM, true),
+        (&aead::CHACHA20_POLY1305, false),
+    ][usize::from(first % 3)];
+    let make = || Cipher::from_parts(alg, &[7u8; 32][..alg.key_len()], [9; 12], 0, version, gcm);
+    let (Ok(mut tx), Ok(rx)) = (make(), make()) else {
+        return;
+    };
+    let mut wire = Vec::new();
+    while rest.len() >= 3 && wire.len() < 1 << 20 {
+        let op = rest[0];
+        let n = (usize::from(rest[1]) << 8 | usize::from(rest[2])).min(rest.len() - 3);
+        let body = &rest[3..3 + n];
+        rest = &rest[3 + n..];
+        if op & 0x80 != 0 {
+            wire.extend_from_slice(body);
+        } else {
+            let start = wire.len();
+            wire.resize(start + tx.prefix(), 0);
+            wire.extend_from_slice(&body[..n.min(MAX_PLAIN)]);
+            if tx.seal(&mut wire, start, op & 0x1f).is_err() {
+                return;
+            }
+        }
+    }
+    /// Hands out at most `step` bytes per read.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self.0.len().min(self.1).min(out.remaining());
+            out.put_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Poll::Ready(Ok(()))
+        }
+    }
+    let step = [1, 7, 5000, 70_000, usize::MAX][usize::from(first >> 3) % 5];
+    let mut reader = TlsReader {
+        sock: Trickle(&wire, step),
+        rx,
+        shared: Arc::new(Shared {
+            kernel: None,
+            key_update_asked: AtomicBool::new(false),
+        }),
+        early: Vec::new(),
+        buf: vec![0; READ_MIN],
+        plain: (0, 0),
+        raw: (0, 0),
+        closed: false,
+        last_read: 0,
+    };
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut out = [0u8; 1000];
+    // Every read makes progress on a finite wire: bounded by its length.
+    for _ in 0..=wire.len() + 1 {
+        let mut rb = ReadBuf::new(&mut out);
+        match Pin::new(&mut reader).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => return,
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) | Poll::Pending => return,
+        }
+    }
+    panic!("the reader kept returning data past the end of its input");
 }
 
 #[cfg(test)]
