@@ -58,14 +58,23 @@ const WRITE_MAX: usize = 64 * 1024;
 /// A writer's buffer is given back after a flush when larger than this, so an idle
 /// connection does not keep its largest response's worth (as rustls' own buffers did not).
 const WRITE_KEEP: usize = 16 * 1024;
-/// Handshake bytes buffered at most (rustls' own limit for handshake messages).
-const HANDSHAKE_MAX: usize = 64 * 1024;
+/// Handshake bytes buffered at most: rustls' own limit for a handshake message (64 KiB, a
+/// long client certificate chain) and the record headers around it.
+const HANDSHAKE_MAX: usize = 80 * 1024;
 /// Application data sent with the client's Finished that rustls decrypted before handing
 /// the connection over; more than a read buffer's worth is not a client.
 const EARLY_MAX: usize = READ_MIN;
 /// TLS 1.3 records sealed under one key before the writer moves to the next: well inside
 /// AES-GCM's confidentiality limit (RFC 8446 §5.5: 2^24.5 records).
 const RECORDS_PER_KEY: u64 = 1 << 23;
+/// TLS 1.2 has no key update: past this many records under AES-GCM the connection ends, as
+/// rustls ends it (its `confidentiality_limit` for those suites), and the client reconnects.
+const TLS12_GCM_RECORDS: u64 = 1 << 24;
+/// What a peer may send between two records of application data: empty records, KeyUpdates
+/// (each costs a key derivation) and warning alerts, rustls' own limits.
+const MAX_EMPTY_RECORDS: u8 = 32;
+const MAX_KEY_UPDATES: u8 = 32;
+const MAX_WARNINGS: u8 = 4;
 
 const CHANGE_CIPHER_SPEC: u8 = 20;
 const ALERT: u8 = 21;
@@ -108,7 +117,13 @@ pub async fn accept(
     let mut out_used = 0;
     let mut early = Vec::new();
     loop {
-        let status = conn.process_tls_records(&mut incoming[..used]);
+        // Records after the handshake are ours: rustls sees none once it is done. (A
+        // KeyUpdate sent with the client's Finished, taken by rustls, would switch its keys
+        // behind our back.) The call that takes the client's Finished ends on the records it
+        // has to send back (TLS 1.3's session tickets, `auth::tls::build` makes sure of
+        // them; TLS 1.2's Finished), so it never reads past it.
+        let lim = if conn.is_handshaking() { used } else { 0 };
+        let status = conn.process_tls_records(&mut incoming[..lim]);
         let mut discard = status.discard;
         let state = match status.state {
             Ok(s) => s,
@@ -119,7 +134,7 @@ pub async fn accept(
                 return Err(e.into());
             }
         };
-        let mut read_more = false;
+        let (mut read_more, mut done) = (false, false);
         match state {
             ConnectionState::ReadTraffic(mut r) => {
                 while let Some(rec) = r.next_record() {
@@ -153,11 +168,7 @@ pub async fn accept(
                 t.done();
             }
             ConnectionState::BlockedHandshake => read_more = true,
-            ConnectionState::WriteTraffic(_) => {
-                incoming.copy_within(discard..used, 0);
-                used -= discard;
-                break;
-            }
+            ConnectionState::WriteTraffic(_) => done = true,
             ConnectionState::PeerClosed | ConnectionState::Closed => {
                 return Err(HandshakeError::Closed)
             }
@@ -165,12 +176,21 @@ pub async fn accept(
         }
         incoming.copy_within(discard..used, 0);
         used -= discard;
+        if done {
+            // Only with half-RTT data, which the listener's settings leave off.
+            if conn.is_handshaking() {
+                return Err(HandshakeError::Refused(
+                    "traffic before the handshake ended",
+                ));
+            }
+            break;
+        }
         if read_more {
             if used == incoming.len() {
                 if incoming.len() >= HANDSHAKE_MAX {
                     return Err(HandshakeError::Refused("handshake message too large"));
                 }
-                incoming.resize(incoming.len() * 2, 0);
+                incoming.resize((incoming.len() * 2).min(HANDSHAKE_MAX), 0);
             }
             let n = sock.read(&mut incoming[used..]).await?;
             if n == 0 {
@@ -203,7 +223,7 @@ pub async fn accept(
         key_update_asked: AtomicBool::new(false),
     });
     let (rd, wr) = sock.into_split();
-    let mut buf = vec![0u8; READ_MIN];
+    let mut buf = vec![0u8; READ_MIN.max(used)];
     // Whatever followed the handshake: records not yet decrypted.
     buf[..used].copy_from_slice(&incoming[..used]);
     Ok(Accepted {
@@ -217,6 +237,8 @@ pub async fn accept(
             raw: (0, used),
             closed: false,
             last_read: 0,
+            since_data: [0; 3],
+            failed: false,
         },
         writer: TlsWriter {
             sock: wr,
@@ -225,6 +247,7 @@ pub async fn accept(
             out: Vec::new(),
             written: 0,
             closing: false,
+            failed: false,
         },
         peer_certificate,
     })
@@ -393,6 +416,9 @@ impl Cipher {
                         body - dst..,
                     )
                     .map_err(|_| bad("TLS record failed authentication"))?;
+                if plain.len() > MAX_PLAIN + 1 {
+                    return Err(bad("TLS 1.3 record over 2^14 + 1 bytes of plaintext"));
+                }
                 // TLSInnerPlaintext: content, its type, then zeros.
                 let typed = plain
                     .iter()
@@ -449,6 +475,11 @@ impl Cipher {
     /// plaintext up to the end of `out`. Fills in the header, encrypts in place, appends the
     /// tag (and, in TLS 1.3, the real content type before it).
     fn seal(&mut self, out: &mut Vec<u8>, start: usize, typ: u8) -> io::Result<()> {
+        // Never a nonce twice: the last sequence number is not used.
+        if self.seq == u64::MAX {
+            out.truncate(start);
+            return Err(bad("TLS sequence numbers exhausted"));
+        }
         let body = start + HEADER;
         let outer = match self.version {
             Version::Tls13 => {
@@ -480,8 +511,15 @@ impl Cipher {
                 )
             }
         }
-        .map_err(|_| bad("TLS record could not be sealed"))?;
-        out.extend_from_slice(outer.as_ref());
+        .map_err(|_| bad("TLS record could not be sealed"));
+        match outer {
+            Ok(tag) => out.extend_from_slice(tag.as_ref()),
+            Err(e) => {
+                // Whatever was put there is plaintext: it must not go out.
+                out.truncate(start);
+                return Err(e);
+            }
+        }
         self.advance()
     }
 }
@@ -507,6 +545,11 @@ pub struct TlsReader<R = OwnedReadHalf> {
     closed: bool,
     /// Bytes the last socket read gave.
     last_read: usize,
+    /// Empty records, KeyUpdates and warning alerts since the last record of data.
+    since_data: [u8; 3],
+    /// An error was returned: the stream gives nothing more (its buffer may hold a record
+    /// that failed to open).
+    failed: bool,
 }
 
 impl<R> TlsReader<R> {
@@ -529,13 +572,29 @@ impl<R> TlsReader<R> {
             let (typ, n) = self.rx.open(&mut self.buf, dst, at, at + HEADER + len)?;
             self.raw.0 = at + HEADER + len;
             match typ {
-                APPLICATION_DATA => self.plain.1 += n,
+                APPLICATION_DATA if n > 0 => {
+                    self.plain.1 += n;
+                    self.since_data = [0; 3];
+                }
+                APPLICATION_DATA => self.count(0, MAX_EMPTY_RECORDS, "empty records")?,
                 ALERT => self.alert(dst, n)?,
-                HANDSHAKE if self.rx.version == Version::Tls13 => self.key_update(dst, n)?,
+                HANDSHAKE if self.rx.version == Version::Tls13 => {
+                    self.count(1, MAX_KEY_UPDATES, "KeyUpdates")?;
+                    self.key_update(dst, n)?
+                }
                 HANDSHAKE => return Err(bad("TLS renegotiation is not supported")),
                 CHANGE_CIPHER_SPEC => return Err(bad("ChangeCipherSpec after the handshake")),
                 t => return Err(bad(format!("TLS record of content type {t}"))),
             }
+        }
+        Ok(())
+    }
+
+    /// Counts one of what a peer may send only so many of between records of data.
+    fn count(&mut self, what: usize, max: u8, name: &str) -> io::Result<()> {
+        self.since_data[what] += 1;
+        if self.since_data[what] > max {
+            return Err(bad(format!("over {max} TLS {name} in a row")));
         }
         Ok(())
     }
@@ -550,7 +609,7 @@ impl<R> TlsReader<R> {
                 Ok(())
             }
             // Followed by close_notify; not an error in itself.
-            USER_CANCELED => Ok(()),
+            USER_CANCELED => self.count(2, MAX_WARNINGS, "warning alerts"),
             d => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 format!("the client sent TLS alert {d}"),
@@ -582,6 +641,20 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(Err(bad("the TLS stream failed")));
+        }
+        let r = this.read_some(cx, out);
+        if let Poll::Ready(Err(_)) = r {
+            this.failed = true;
+        }
+        r
+    }
+}
+
+impl<R: AsyncRead + Unpin> TlsReader<R> {
+    fn read_some(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self;
         if !this.early.is_empty() {
             let n = this.early.len().min(out.remaining());
             out.put_slice(&this.early[..n]);
@@ -647,6 +720,8 @@ pub struct TlsWriter {
     written: usize,
     /// close_notify is sealed: nothing more may be.
     closing: bool,
+    /// Sealing failed: nothing more is sealed.
+    failed: bool,
 }
 
 impl TlsWriter {
@@ -659,10 +734,15 @@ impl TlsWriter {
     }
 
     /// Before application data: our KeyUpdate, when the peer asked for it or the key has
-    /// sealed its share of records (TLS 1.3; TLS 1.2 has no key update and runs out of
-    /// sequence numbers only after 2^64 records).
+    /// sealed its share of records (TLS 1.3; TLS 1.2 has no key update, so its AES-GCM
+    /// connections end at their limit instead).
     fn rekey_if_due(&mut self) -> io::Result<()> {
         if self.tx.version != Version::Tls13 {
+            if self.tx.explicit && self.tx.seq >= TLS12_GCM_RECORDS {
+                return Err(bad(
+                    "TLS 1.2 AES-GCM key used up: the client is to reconnect",
+                ));
+            }
             return Ok(());
         }
         let asked = self.shared.key_update_asked.swap(false, Ordering::AcqRel);
@@ -740,10 +820,15 @@ impl AsyncWrite for TlsWriter {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(Err(bad("the TLS stream failed")));
+        }
         if this.out.len() - this.written >= WRITE_MAX {
             ready!(this.poll_drain(cx))?;
         }
-        Poll::Ready(this.seal(bufs))
+        let sealed = this.seal(bufs);
+        this.failed = sealed.is_err();
+        Poll::Ready(sealed)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -767,6 +852,27 @@ impl AsyncWrite for TlsWriter {
         }
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.sock).poll_shutdown(cx)
+    }
+}
+
+/// A reader with no handshake behind it (so no KeyUpdate), for the fuzz target and tests.
+#[cfg(any(test, feature = "fuzzing"))]
+fn reader_over<R>(sock: R, rx: Cipher) -> TlsReader<R> {
+    TlsReader {
+        sock,
+        rx,
+        shared: Arc::new(Shared {
+            kernel: None,
+            key_update_asked: AtomicBool::new(false),
+        }),
+        early: Vec::new(),
+        buf: vec![0; READ_MIN],
+        plain: (0, 0),
+        raw: (0, 0),
+        closed: false,
+        last_read: 0,
+        since_data: [0; 3],
+        failed: false,
     }
 }
 
@@ -827,20 +933,7 @@ pub fn fuzz_records(data: &[u8]) {
         }
     }
     let step = [1, 7, 5000, 70_000, usize::MAX][usize::from(first >> 3) % 5];
-    let mut reader = TlsReader {
-        sock: Trickle(&wire, step),
-        rx,
-        shared: Arc::new(Shared {
-            kernel: None,
-            key_update_asked: AtomicBool::new(false),
-        }),
-        early: Vec::new(),
-        buf: vec![0; READ_MIN],
-        plain: (0, 0),
-        raw: (0, 0),
-        closed: false,
-        last_read: 0,
-    };
+    let mut reader = reader_over(Trickle(&wire, step), rx);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut out = [0u8; 1000];
     // Every read makes progress on a finite wire: bounded by its length.
@@ -1115,6 +1208,108 @@ mod tests {
                     .unwrap()
                     .unwrap_or_else(|e| panic!("{suite:?}: {e}"));
             }
+        }
+    }
+
+    /// A client whose Finished, a KeyUpdate asking for ours and its first request leave in
+    /// one write: rustls must not take the KeyUpdate (it would switch the keys it hands
+    /// over), and the echo must come back under our next key.
+    #[tokio::test]
+    async fn a_key_update_sent_with_the_finished_is_answered() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let files = certificate(dir.path());
+        let (addr, server) = start(&files).await;
+        let suite = suites()[0];
+        assert!(matches!(suite, SupportedCipherSuite::Tls13(_)));
+        let connector = client(&files, suite);
+        let echoed = tokio::task::spawn_blocking(move || {
+            let mut sock = std::net::TcpStream::connect(addr).unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut conn = rustls::ClientConnection::new(connector.config().clone(), name).unwrap();
+            while conn.is_handshaking() {
+                while conn.wants_write() {
+                    conn.write_tls(&mut sock).unwrap();
+                }
+                if conn.is_handshaking() {
+                    conn.read_tls(&mut sock).unwrap();
+                    conn.process_new_packets().unwrap();
+                }
+            }
+            // The Finished is still queued: the KeyUpdate and the data go with it.
+            conn.refresh_traffic_keys().unwrap();
+            conn.writer().write_all(b"hello").unwrap();
+            let mut all = Vec::new();
+            while conn.wants_write() {
+                conn.write_tls(&mut all).unwrap();
+            }
+            sock.write_all(&all).unwrap();
+            sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let mut got = Vec::new();
+            while got.len() < 5 {
+                assert!(
+                    conn.read_tls(&mut sock).unwrap() > 0,
+                    "closed before the echo"
+                );
+                conn.process_new_packets().expect("the echo opens");
+                let mut b = [0u8; 16];
+                if let Ok(n) = conn.reader().read(&mut b) {
+                    got.extend_from_slice(&b[..n]);
+                }
+            }
+            conn.send_close_notify();
+            while conn.wants_write() {
+                conn.write_tls(&mut sock).unwrap();
+            }
+            got
+        })
+        .await
+        .unwrap();
+        assert_eq!(echoed, b"hello");
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn floods_of_key_updates_are_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = certificate(dir.path());
+        let (addr, server) = start(&files).await;
+        let mut tls = connect(&files, suites()[0], addr).await;
+        // Far more KeyUpdates than anyone sends, each a key derivation, no data between.
+        for _ in 0..40 {
+            tls.get_mut().1.refresh_traffic_keys().unwrap();
+            tls.flush().await.unwrap();
+        }
+        let _ = tls.write_all(b"x").await;
+        let _ = tls.flush().await;
+        let e = server
+            .await
+            .unwrap()
+            .expect_err("40 KeyUpdates in a row accepted");
+        assert!(e.to_string().contains("KeyUpdates"), "{e}");
+    }
+
+    /// Reads everything `wire` holds through a reader with `rx`'s key: the data, or the error.
+    async fn read_wire(wire: &[u8], rx: Cipher) -> io::Result<Vec<u8>> {
+        let mut reader = reader_over(wire, rx);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.map(|_| got)
+    }
+
+    #[tokio::test]
+    async fn runs_of_empty_records_are_cut_off() {
+        for (empties, ok) in [(MAX_EMPTY_RECORDS, true), (MAX_EMPTY_RECORDS + 1, false)] {
+            let (mut tx, rx) = pair(0, Version::Tls13, 0);
+            let mut wire = Vec::new();
+            for data in std::iter::repeat_n(&b""[..], usize::from(empties)).chain([&b"x"[..]]) {
+                let start = wire.len();
+                wire.resize(start + tx.prefix(), 0);
+                wire.extend_from_slice(data);
+                tx.seal(&mut wire, start, APPLICATION_DATA).unwrap();
+            }
+            let got = read_wire(&wire, rx).await;
+            assert_eq!(got.is_ok(), ok, "{empties} empty records: {got:?}");
         }
     }
 
