@@ -1313,6 +1313,52 @@ mod tests {
         }
     }
 
+    /// A 1 MB request over TLS in pieces with pauses, read by the frame reader as the
+    /// broker reads it.
+    #[tokio::test]
+    async fn a_large_frame_over_tls_arrives_whole() {
+        use super::super::frame::{FrameReader, MAX_REQUEST_BYTES};
+        let dir = tempfile::tempdir().unwrap();
+        let files = certificate(dir.path());
+        let config = Tls::new(&files).unwrap().config();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let len = 1_000_003usize;
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut wire = (len as i32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&body);
+        wire.extend_from_slice(&10i32.to_be_bytes());
+        wire.extend_from_slice(&[7; 10]);
+        for suite in suites() {
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let (files, wire) = (files.clone(), wire.clone());
+            let client = tokio::spawn(async move {
+                let mut tls = connect(&files, suite, addr).await;
+                for piece in wire.chunks(70_001) {
+                    tls.write_all(piece).await.unwrap();
+                    tls.flush().await.unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+                }
+                // Open until the frames are read: they must not need the end of the stream.
+                let _ = done_rx.await;
+            });
+            let (sock, _) = listener.accept().await.unwrap();
+            let accepted = accept(config.clone(), sock).await.unwrap();
+            let mut r = FrameReader::new(accepted.reader, MAX_REQUEST_BYTES);
+            let within = std::time::Duration::from_secs(10);
+            let f = tokio::time::timeout(within, r.next())
+                .await
+                .expect("the frame never came");
+            assert!(f.unwrap().unwrap() == body, "{suite:?}: the frame differs");
+            let g = tokio::time::timeout(within, r.next())
+                .await
+                .expect("the next never came");
+            assert_eq!(&g.unwrap().unwrap()[..], &[7; 10]);
+            done_tx.send(()).unwrap();
+            client.await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn bytes_that_are_not_records_end_the_connection() {
         let dir = tempfile::tempdir().unwrap();
