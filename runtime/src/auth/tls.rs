@@ -234,10 +234,6 @@ fn build(
     // Records are carried by `server::tls`, which takes the traffic keys from rustls once
     // the handshake is done.
     config.enable_secret_extraction = true;
-    // TLS 1.3's handshake must end on records for the server to send (its session
-    // tickets), so that rustls stops right after the client's Finished and leaves the
-    // records behind it to `server::tls` (rustls' default is 2).
-    config.send_tls13_tickets = config.send_tls13_tickets.max(1);
     Ok(Arc::new(config))
 }
 

@@ -61,9 +61,6 @@ const WRITE_KEEP: usize = 16 * 1024;
 /// Handshake bytes buffered at most: rustls' own limit for a handshake message (64 KiB, a
 /// long client certificate chain) and the record headers around it.
 const HANDSHAKE_MAX: usize = 80 * 1024;
-/// Application data sent with the client's Finished that rustls decrypted before handing
-/// the connection over; more than a read buffer's worth is not a client.
-const EARLY_MAX: usize = READ_MIN;
 /// TLS 1.3 records sealed under one key before the writer moves to the next: well inside
 /// AES-GCM's confidentiality limit (RFC 8446 §5.5: 2^24.5 records).
 const RECORDS_PER_KEY: u64 = 1 << 23;
@@ -115,16 +112,14 @@ pub async fn accept(
     let mut used = 0;
     let mut outgoing = vec![0u8; 16 * 1024];
     let mut out_used = 0;
-    let mut early = Vec::new();
+    // Bytes offered to rustls: whole records, one more each time it has taken them all, so
+    // it never sees the record after the client's Finished. Records after the handshake are
+    // ours: a KeyUpdate sent with the Finished, taken by rustls, would switch the keys it
+    // hands over, and its answer would never be sent.
+    let mut fed = 0;
     loop {
-        // Records after the handshake are ours: rustls sees none once it is done. (A
-        // KeyUpdate sent with the client's Finished, taken by rustls, would switch its keys
-        // behind our back.) The call that takes the client's Finished ends on the records it
-        // has to send back (TLS 1.3's session tickets, `auth::tls::build` makes sure of
-        // them; TLS 1.2's Finished), so it never reads past it.
-        let lim = if conn.is_handshaking() { used } else { 0 };
-        let status = conn.process_tls_records(&mut incoming[..lim]);
-        let mut discard = status.discard;
+        let status = conn.process_tls_records(&mut incoming[..fed]);
+        let discard = status.discard;
         let state = match status.state {
             Ok(s) => s,
             Err(e) => {
@@ -136,17 +131,10 @@ pub async fn accept(
         };
         let (mut read_more, mut done) = (false, false);
         match state {
-            ConnectionState::ReadTraffic(mut r) => {
-                while let Some(rec) = r.next_record() {
-                    let rec = rec?;
-                    discard += rec.discard;
-                    if early.len() + rec.payload.len() > EARLY_MAX {
-                        return Err(HandshakeError::Refused(
-                            "too much data sent with the handshake",
-                        ));
-                    }
-                    early.extend_from_slice(rec.payload);
-                }
+            ConnectionState::ReadTraffic(_) => {
+                return Err(HandshakeError::Refused(
+                    "application data inside the handshake",
+                ))
             }
             ConnectionState::EncodeTlsData(mut e) => loop {
                 match e.encode(&mut outgoing[out_used..]) {
@@ -176,6 +164,7 @@ pub async fn accept(
         }
         incoming.copy_within(discard..used, 0);
         used -= discard;
+        fed -= discard;
         if done {
             // Only with half-RTT data, which the listener's settings leave off.
             if conn.is_handshaking() {
@@ -186,6 +175,19 @@ pub async fn accept(
             break;
         }
         if read_more {
+            // rustls has taken every whole record offered: offer the next, if it is here.
+            if used - fed >= HEADER {
+                let len = usize::from(u16::from_be_bytes([incoming[fed + 3], incoming[fed + 4]]));
+                if len > MAX_CIPHER_12 {
+                    // rustls refuses it, with the alert.
+                    fed = used;
+                    continue;
+                }
+                if used - fed >= HEADER + len {
+                    fed += HEADER + len;
+                    continue;
+                }
+            }
             if used == incoming.len() {
                 if incoming.len() >= HANDSHAKE_MAX {
                     return Err(HandshakeError::Refused("handshake message too large"));
@@ -231,7 +233,6 @@ pub async fn accept(
             sock: rd,
             rx,
             shared: shared.clone(),
-            early,
             buf,
             plain: (0, 0),
             raw: (0, used),
@@ -534,8 +535,6 @@ pub struct TlsReader<R = OwnedReadHalf> {
     sock: R,
     rx: Cipher,
     shared: Arc<Shared>,
-    /// Plaintext rustls decrypted during the handshake, served first.
-    early: Vec<u8>,
     buf: Vec<u8>,
     /// Decrypted bytes not yet read: `buf[plain.0..plain.1]`.
     plain: (usize, usize),
@@ -609,7 +608,7 @@ impl<R> TlsReader<R> {
                 Ok(())
             }
             // Followed by close_notify; not an error in itself.
-            USER_CANCELED => self.count(2, MAX_WARNINGS, "warning alerts"),
+            USER_CANCELED if self.buf[at] == 1 => self.count(2, MAX_WARNINGS, "warning alerts"),
             d => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 format!("the client sent TLS alert {d}"),
@@ -655,12 +654,6 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
 impl<R: AsyncRead + Unpin> TlsReader<R> {
     fn read_some(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self;
-        if !this.early.is_empty() {
-            let n = this.early.len().min(out.remaining());
-            out.put_slice(&this.early[..n]);
-            this.early.drain(..n);
-            return Poll::Ready(Ok(()));
-        }
         loop {
             let (from, to) = this.plain;
             if from < to {
@@ -755,8 +748,18 @@ impl TlsWriter {
         Ok(())
     }
 
-    /// Seals up to `WRITE_MAX` bytes of `bufs` into records; how many were taken.
+    /// Seals up to `WRITE_MAX` bytes of `bufs` into records; how many were taken. On an
+    /// error none were: what this call sealed is taken back out.
     fn seal(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let before = self.out.len();
+        let sealed = self.seal_records(bufs);
+        if sealed.is_err() {
+            self.out.truncate(before);
+        }
+        sealed
+    }
+
+    fn seal_records(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if self.closing {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -846,7 +849,8 @@ impl AsyncWrite for TlsWriter {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !this.closing {
+        // A failed writer seals nothing more, close_notify included.
+        if !this.closing && !this.failed {
             this.record(ALERT, &[1, CLOSE_NOTIFY])?;
             this.closing = true;
         }
@@ -865,7 +869,6 @@ fn reader_over<R>(sock: R, rx: Cipher) -> TlsReader<R> {
             kernel: None,
             key_update_asked: AtomicBool::new(false),
         }),
-        early: Vec::new(),
         buf: vec![0; READ_MIN],
         plain: (0, 0),
         raw: (0, 0),
@@ -1134,7 +1137,15 @@ mod tests {
         std::net::SocketAddr,
         tokio::task::JoinHandle<io::Result<()>>,
     ) {
-        let config = Tls::new(files).unwrap().config();
+        start_with(Tls::new(files).unwrap().config()).await
+    }
+
+    async fn start_with(
+        config: Arc<ServerConfig>,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         (addr, tokio::spawn(echo(config, listener)))
@@ -1213,16 +1224,26 @@ mod tests {
 
     /// A client whose Finished, a KeyUpdate asking for ours and its first request leave in
     /// one write: rustls must not take the KeyUpdate (it would switch the keys it hands
-    /// over), and the echo must come back under our next key.
+    /// over), and the echo must come back under our next key. With session tickets (rustls
+    /// then stops after the Finished to send them) and without (a client that offers no
+    /// resumption, as Go's by default, gets none).
     #[tokio::test]
     async fn a_key_update_sent_with_the_finished_is_answered() {
-        use std::io::{Read, Write};
         let dir = tempfile::tempdir().unwrap();
         let files = certificate(dir.path());
-        let (addr, server) = start(&files).await;
+        for tickets in [2, 0] {
+            let mut config = (*Tls::new(&files).unwrap().config()).clone();
+            config.send_tls13_tickets = tickets;
+            key_update_with_the_finished(&files, Arc::new(config)).await;
+        }
+    }
+
+    async fn key_update_with_the_finished(files: &TlsFiles, config: Arc<ServerConfig>) {
+        use std::io::{Read, Write};
+        let (addr, server) = start_with(config).await;
         let suite = suites()[0];
         assert!(matches!(suite, SupportedCipherSuite::Tls13(_)));
-        let connector = client(&files, suite);
+        let connector = client(files, suite);
         let echoed = tokio::task::spawn_blocking(move || {
             let mut sock = std::net::TcpStream::connect(addr).unwrap();
             let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
