@@ -30,14 +30,7 @@ FRANZ=$ROOT/target/bench/franz-bench
 
 make_work_dir
 C=$WORK/certs
-mkdir -p "$C"
-(
-    cd "$C"
-    printf 'subjectAltName=IP:127.0.0.1\n' >san.ext
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca.key -out ca.pem -subj /CN=bench-ca
-    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=127.0.0.1
-    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out broker.pem -extfile san.ext
-) >/dev/null 2>&1
+make_certs "$C"
 HZ=$(getconf CLK_TCK)
 GB=$(awk -v n="$N" -v s="$SIZE" 'BEGIN { print n * s / 1e9 }')
 per_gb() { awk -v t="$1" -v hz="$HZ" -v gb="$GB" 'BEGIN { printf "%.2f", t / hz / gb }'; }

@@ -130,6 +130,19 @@ make_work_dir() {
     TMP_DIRS+=("$WORK")
 }
 
+# make_certs DIR: a CA (ca.pem) and a broker certificate for 127.0.0.1 signed by it
+# (broker.pem, broker.key), for an SSL listener.
+make_certs() {
+    mkdir -p "$1"
+    (
+        cd "$1"
+        printf 'subjectAltName=IP:127.0.0.1\n' >san.ext
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca.key -out ca.pem -subj /CN=bench-ca
+        openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=127.0.0.1
+        openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out broker.pem -extfile san.ext
+    ) >/dev/null 2>&1
+}
+
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Prints a port nobody listens on now (empty after 20 tries), for an extra listener.
 pick_port() {

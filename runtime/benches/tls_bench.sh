@@ -37,14 +37,7 @@ command -v openssl >/dev/null || { echo "openssl is needed" >&2; exit 1; }
 build_broker
 make_work_dir
 C=$WORK/certs
-mkdir -p "$C"
-(
-    cd "$C"
-    printf 'subjectAltName=IP:127.0.0.1\n' >san.ext
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca.key -out ca.pem -subj /CN=bench-ca
-    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=127.0.0.1
-    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out broker.pem -extfile san.ext
-) >/dev/null 2>&1
+make_certs "$C"
 SSL_PORT=$(pick_port)
 [[ -n $SSL_PORT ]] || { echo "no free port for the second listener" >&2; exit 1; }
 BROKER_CONFIG=$WORK/sluice.toml
