@@ -50,7 +50,8 @@ const MAX_CIPHER_13: usize = MAX_PLAIN + 256;
 /// compaction. An idle connection keeps `READ_MIN` (what the buffered reader under rustls
 /// took before); one whose reads fill the buffer (a producer streaming) reads `READ_MAX` at
 /// a time, a quarter of the syscalls, wake-ups and ACKs per byte (broker CPU per GB of TLS
-/// produce 0.71 to 0.65 with it, /tmp/ab.sh, 3 rounds), until its reads come back small.
+/// produce 0.78/0.78/0.65 to 0.62/0.62/0.61 with it, runtime/benches/ab_bench.sh), until its
+/// reads come back small.
 const READ_MIN: usize = 64 * 1024;
 const READ_MAX: usize = 256 * 1024;
 /// Sealed bytes a writer holds before it makes the caller wait for the socket.
@@ -177,7 +178,7 @@ pub async fn accept(
         if read_more {
             // rustls has taken every whole record offered: offer the next, if it is here.
             if used - fed >= HEADER {
-                let len = usize::from(u16::from_be_bytes([incoming[fed + 3], incoming[fed + 4]]));
+                let len = record_len(&incoming[fed..]);
                 if len > MAX_CIPHER_12 {
                     // rustls refuses it, with the alert.
                     fed = used;
@@ -225,22 +226,11 @@ pub async fn accept(
         key_update_asked: AtomicBool::new(false),
     });
     let (rd, wr) = sock.into_split();
-    let mut buf = vec![0u8; READ_MIN.max(used)];
-    // Whatever followed the handshake: records not yet decrypted.
-    buf[..used].copy_from_slice(&incoming[..used]);
+    // The handshake's buffer becomes the reader's, with whatever followed the handshake in
+    // it: records not yet decrypted.
+    incoming.resize(READ_MIN.max(used), 0);
     Ok(Accepted {
-        reader: TlsReader {
-            sock: rd,
-            rx,
-            shared: shared.clone(),
-            buf,
-            plain: (0, 0),
-            raw: (0, used),
-            closed: false,
-            last_read: 0,
-            since_data: [0; 3],
-            failed: false,
-        },
+        reader: TlsReader::new(rd, rx, shared.clone(), incoming, used),
         writer: TlsWriter {
             sock: wr,
             tx,
@@ -525,6 +515,11 @@ impl Cipher {
     }
 }
 
+/// The length a record's header (at least `HEADER` bytes) gives its payload.
+fn record_len(header: &[u8]) -> usize {
+    usize::from(u16::from_be_bytes([header[3], header[4]]))
+}
+
 fn header(typ: u8, len: usize) -> [u8; HEADER] {
     let [hi, lo] = (len as u16).to_be_bytes();
     [typ, 3, 3, hi, lo]
@@ -552,6 +547,22 @@ pub struct TlsReader<R = OwnedReadHalf> {
 }
 
 impl<R> TlsReader<R> {
+    /// A reader whose `buf` holds `raw` received bytes not yet decrypted.
+    fn new(sock: R, rx: Cipher, shared: Arc<Shared>, buf: Vec<u8>, raw: usize) -> Self {
+        TlsReader {
+            sock,
+            rx,
+            shared,
+            buf,
+            plain: (0, 0),
+            raw: (0, raw),
+            closed: false,
+            last_read: 0,
+            since_data: [0; 3],
+            failed: false,
+        }
+    }
+
     /// Decrypts every whole record received, into `plain`.
     fn decrypt(&mut self) -> io::Result<()> {
         self.plain = (self.raw.0, self.raw.0);
@@ -560,7 +571,7 @@ impl<R> TlsReader<R> {
             if end - at < HEADER {
                 return Ok(());
             }
-            let len = usize::from(u16::from_be_bytes([self.buf[at + 3], self.buf[at + 4]]));
+            let len = record_len(&self.buf[at..]);
             if len > MAX_CIPHER_12 {
                 return Err(bad(format!("TLS record of {len} bytes")));
             }
@@ -862,21 +873,27 @@ impl AsyncWrite for TlsWriter {
 /// A reader with no handshake behind it (so no KeyUpdate), for the fuzz target and tests.
 #[cfg(any(test, feature = "fuzzing"))]
 fn reader_over<R>(sock: R, rx: Cipher) -> TlsReader<R> {
-    TlsReader {
-        sock,
-        rx,
-        shared: Arc::new(Shared {
-            kernel: None,
-            key_update_asked: AtomicBool::new(false),
-        }),
-        buf: vec![0; READ_MIN],
-        plain: (0, 0),
-        raw: (0, 0),
-        closed: false,
-        last_read: 0,
-        since_data: [0; 3],
-        failed: false,
-    }
+    let shared = Arc::new(Shared {
+        kernel: None,
+        key_update_asked: AtomicBool::new(false),
+    });
+    TlsReader::new(sock, rx, shared, vec![0; READ_MIN], 0)
+}
+
+/// Two ciphers under one fixed key (suite 0: AES-128-GCM, 1: AES-256-GCM, 2: ChaCha20-
+/// Poly1305): one seals what the other opens, for the fuzz target and tests.
+#[cfg(any(test, feature = "fuzzing"))]
+fn fixed_pair(suite: usize, version: Version, seq: u64) -> (Cipher, Cipher) {
+    let (alg, gcm) = [
+        (&aead::AES_128_GCM, true),
+        (&aead::AES_256_GCM, true),
+        (&aead::CHACHA20_POLY1305, false),
+    ][suite];
+    let make = || {
+        Cipher::from_parts(alg, &[7u8; 32][..alg.key_len()], [9; 12], seq, version, gcm)
+            .expect("a valid key for the suite")
+    };
+    (make(), make())
 }
 
 /// The fuzz target's body (`runtime/fuzz`, `crate::fuzzing::tls_records`): a script of
@@ -895,15 +912,7 @@ pub fn fuzz_records(data: &[u8]) {
     } else {
         Version::Tls12
     };
-    let (alg, gcm) = [
-        (&aead::AES_128_GCM, true),
-        (&aead::AES_256_GCM, true),
-        (&aead::CHACHA20_POLY1305, false),
-    ][usize::from(first % 3)];
-    let make = || Cipher::from_parts(alg, &[7u8; 32][..alg.key_len()], [9; 12], 0, version, gcm);
-    let (Ok(mut tx), Ok(rx)) = (make(), make()) else {
-        return;
-    };
+    let (mut tx, rx) = fixed_pair(usize::from(first % 3), version, 0);
     let mut wire = Vec::new();
     while rest.len() >= 3 && wire.len() < 1 << 20 {
         let op = rest[0];
@@ -976,21 +985,6 @@ mod tests {
         suites
     }
 
-    const SUITES: [(&aead::Algorithm, bool); 3] = [
-        (&aead::AES_128_GCM, true),
-        (&aead::AES_256_GCM, true),
-        (&aead::CHACHA20_POLY1305, false),
-    ];
-
-    fn pair(suite: usize, version: Version, seq: u64) -> (Cipher, Cipher) {
-        let (alg, gcm) = SUITES[suite];
-        let key = [7u8; 32];
-        let iv = [9u8; aead::NONCE_LEN];
-        let make =
-            || Cipher::from_parts(alg, &key[..alg.key_len()], iv, seq, version, gcm).unwrap();
-        (make(), make())
-    }
-
     /// Opens every record in `wire`, in the same buffer, the way the reader does.
     fn open_all(rx: &mut Cipher, wire: &mut [u8]) -> io::Result<Vec<(u8, Vec<u8>)>> {
         let mut at = 0;
@@ -999,7 +993,7 @@ mod tests {
             if wire.len() - at < HEADER {
                 return Err(bad("short"));
             }
-            let len = usize::from(u16::from_be_bytes([wire[at + 3], wire[at + 4]]));
+            let len = record_len(&wire[at..]);
             if wire.len() - at < HEADER + len {
                 return Err(bad("short"));
             }
@@ -1025,7 +1019,7 @@ mod tests {
             bit in 0u8..8,
         ) {
             let version = if tls13 { Version::Tls13 } else { Version::Tls12 };
-            let (mut tx, mut rx) = pair(suite, version, seq);
+            let (mut tx, mut rx) = fixed_pair(suite, version, seq);
             let mut wire = Vec::new();
             for (typ, data) in &records {
                 let start = wire.len();
@@ -1039,14 +1033,14 @@ mod tests {
             prop_assert_eq!(rx.seq, seq + records.len() as u64);
             let i = flip.index(tampered.len());
             tampered[i] ^= 1 << bit;
-            let (_, mut rx) = pair(suite, version, seq);
+            let (_, mut rx) = fixed_pair(suite, version, seq);
             prop_assert!(open_all(&mut rx, &mut tampered).is_err());
         }
 
         #[test]
         fn records_out_of_order_are_refused(suite in 0usize..3, tls13 in any::<bool>()) {
             let version = if tls13 { Version::Tls13 } else { Version::Tls12 };
-            let (mut tx, mut rx) = pair(suite, version, 0);
+            let (mut tx, mut rx) = fixed_pair(suite, version, 0);
             let mut first = vec![0; tx.prefix()];
             first.extend_from_slice(b"one");
             tx.seal(&mut first, 0, APPLICATION_DATA).unwrap();
@@ -1321,7 +1315,7 @@ mod tests {
     #[tokio::test]
     async fn runs_of_empty_records_are_cut_off() {
         for (empties, ok) in [(MAX_EMPTY_RECORDS, true), (MAX_EMPTY_RECORDS + 1, false)] {
-            let (mut tx, rx) = pair(0, Version::Tls13, 0);
+            let (mut tx, rx) = fixed_pair(0, Version::Tls13, 0);
             let mut wire = Vec::new();
             for data in std::iter::repeat_n(&b""[..], usize::from(empties)).chain([&b"x"[..]]) {
                 let start = wire.len();
