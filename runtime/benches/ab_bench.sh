@@ -39,16 +39,7 @@ mbps() { awk -v s="$1" -v gb="$GB" 'BEGIN { printf "%.0f", gb * 1000 / s }'; }
 for r in $(seq 1 "$ROUNDS"); do
     for side in A B; do
         SLUICE=${!side}
-        SSL_PORT=$(pick_port)
-        BROKER_CONFIG=$WORK/sluice.toml
-        cat >"$BROKER_CONFIG" <<CONF
-[[listeners]]
-name = "SSL"
-address = "127.0.0.1:$SSL_PORT"
-security = "SSL"
-cert = "$C/broker.pem"
-key = "$C/broker.key"
-CONF
+        ssl_listener "$C"
         start_broker
         for mode in $MODES; do
             boot=$BOOTSTRAP ca=()

@@ -143,6 +143,22 @@ make_certs() {
     ) >/dev/null 2>&1
 }
 
+# ssl_listener DIR: a broker config (BROKER_CONFIG, for start_broker) with an SSL listener
+# on a free port (SSL_PORT) serving the certificate make_certs left in DIR.
+ssl_listener() {
+    SSL_PORT=$(pick_port)
+    [[ -n $SSL_PORT ]] || { echo "no free port for the SSL listener" >&2; exit 1; }
+    BROKER_CONFIG=$WORK/sluice.toml
+    cat >"$BROKER_CONFIG" <<CONF
+[[listeners]]
+name = "SSL"
+address = "127.0.0.1:$SSL_PORT"
+security = "SSL"
+cert = "$1/broker.pem"
+key = "$1/broker.key"
+CONF
+}
+
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Prints a port nobody listens on now (empty after 20 tries), for an extra listener.
 pick_port() {

@@ -38,17 +38,7 @@ build_broker
 make_work_dir
 C=$WORK/certs
 make_certs "$C"
-SSL_PORT=$(pick_port)
-[[ -n $SSL_PORT ]] || { echo "no free port for the second listener" >&2; exit 1; }
-BROKER_CONFIG=$WORK/sluice.toml
-cat >"$BROKER_CONFIG" <<CONF
-[[listeners]]
-name = "SSL"
-address = "127.0.0.1:$SSL_PORT"
-security = "SSL"
-cert = "$C/broker.pem"
-key = "$C/broker.key"
-CONF
+ssl_listener "$C"
 start_broker
 log "broker pid $BROKER_PID: PLAINTEXT $BOOTSTRAP, SSL 127.0.0.1:$SSL_PORT"
 CLIENT=()
