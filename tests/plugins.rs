@@ -489,6 +489,60 @@ fn state_survives_a_restart_and_reset_replays() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("yesterday"));
 }
 
+/// `plugin reset --downstream`: the stage after the one named is reset in the same step, with
+/// its state emptied, to the end of the topic the first stage rewrites: it sees the replay's
+/// output once, and nothing of the live run twice.
+#[test]
+fn a_downstream_reset_replays_a_chain_once() {
+    require_kcat();
+    let b = Broker::start();
+    deploy(
+        &b,
+        "count",
+        "counter",
+        "inputs = [\"clicks\"]\noutput = \"counts\"\n",
+    );
+    deploy(
+        &b,
+        "recount",
+        "counter",
+        "inputs = [\"counts\"]\noutput = \"recounts\"\n",
+    );
+    wait_running(&b, "count", None);
+    wait_running(&b, "recount", None);
+    produce(&b, "clicks", &lines(&["a:1", "b:1", "a:2"]), true);
+    assert_eq!(
+        values(&wait_records(&b, "recounts", 3)),
+        ["a=1", "b=1", "a=2"]
+    );
+    let o = sluice()
+        .args([
+            "plugin",
+            "reset",
+            "count",
+            "--to",
+            "earliest",
+            "--downstream",
+            "--admin",
+            &b.admin(),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        said.contains("pipeline count reset: clicks to earliest")
+            && said.contains("pipeline recount reset: counts to latest"),
+        "{said}"
+    );
+    // Fresh state downstream, fed only the replay: the same counts again, not a=3, b=2, a=4.
+    let replayed = wait_records(&b, "recounts", 6);
+    assert_eq!(values(&replayed[3..]), ["a=1", "b=1", "a=2"]);
+    sleep(Duration::from_millis(500));
+    assert_eq!(read_all(&b, "recounts").len(), 6, "nothing counted twice");
+    assert_eq!(read_all(&b, "counts").len(), 6);
+}
+
 #[test]
 fn hot_reload_switches_mid_stream_without_loss_and_rejects_broken_versions() {
     require_kcat();

@@ -1,10 +1,11 @@
 """Reprocess the click example's aggregation from the start and compare with the live run.
 
-Reads every final count in ad-counts (the live run's), then rewinds the aggregation:
-click-merge to the end of clicks-partials (so it sees only what the replay emits) and
-click-partials to the earliest offset of clicks-valid, both with their state emptied, as a
-user would with `sluice plugin reset`. Waits for the replay's finals and checks that they are
-the live run's exactly: same ads, windows and counts, each once.
+Reads every final count in ad-counts (the live run's), then rewinds the aggregation in one
+step, as a user would with `sluice plugin reset click-partials --to earliest --downstream`:
+click-partials to the earliest offset of clicks-valid and click-merge to the end of
+clicks-partials (so it sees only what the replay emits), both with their state emptied. Waits
+for the replay's finals and checks that they are the live run's exactly: same ads, windows
+and counts, each once. On a mismatch, prints what went to the late topics.
 
 usage: replay_compare.py BOOTSTRAP ADMIN SLUICE_BINARY
 """
@@ -43,16 +44,22 @@ def finals(start=0):
         c.close()
 
 
-def reset(name, to):
-    subprocess.run([sluice, "plugin", "reset", name, "--to", to, "--admin", admin], check=True)
+def count(topic):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "replay-compare"})
+    try:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        return hi - lo
+    finally:
+        c.close()
 
 
 end, live = finals()
 if not live:
     sys.exit("replay_compare: no final counts in ad-counts")
 print(f"live run: {len(live)} final counts in ad-counts (offsets below {end})", flush=True)
-reset("click-merge", "latest")
-reset("click-partials", "earliest")
+late_before = {t: count(t) for t in ("clicks-late", "ad-counts-late")}
+subprocess.run([sluice, "plugin", "reset", "click-partials", "--to", "earliest", "--downstream",
+                "--admin", admin], check=True)
 t0 = time.time()
 replay = []
 while time.time() - t0 < 180:
@@ -67,7 +74,9 @@ a, b = collections.Counter(live), collections.Counter(replay)
 if a != b:
     only_live = sorted((a - b).elements())[:10]
     only_replay = sorted((b - a).elements())[:10]
-    sys.exit(f"replay_compare: FAIL: only live: {only_live}; only in the replay: {only_replay}")
+    late = {t: count(t) - n for t, n in late_before.items()}
+    sys.exit(f"replay_compare: FAIL: only live: {only_live}; only in the replay: {only_replay}; "
+             f"records (or control records) added to the late topics during the replay: {late}")
 dups = [k for k, n in b.items() if n > 1]
 if dups:
     sys.exit(f"replay_compare: FAIL: doubled in both: {dups[:10]}")

@@ -163,24 +163,52 @@ pub fn list(admin: &AdminConn, out: super::Output) -> Result<()> {
     Ok(())
 }
 
-pub fn reset(admin: &AdminConn, name: &str, to: &str, keep_state: bool) -> Result<()> {
+pub fn reset(
+    admin: &AdminConn,
+    name: &str,
+    to: &str,
+    keep_state: bool,
+    downstream: bool,
+) -> Result<()> {
     // Checked here too, so a typo gets a local message without a round trip.
-    crate::plugin::host::parse_reset_to(to).map_err(|e| anyhow::anyhow!(e))?;
+    crate::plugin::reset::parse_reset_to(to).map_err(|e| anyhow::anyhow!(e))?;
     let path = format!(
-        "/v1/pipelines/{name}/reset?to={}&keep_state={keep_state}",
+        "/v1/pipelines/{name}/reset?to={}&keep_state={keep_state}&downstream={downstream}",
         to.replace('+', "%2B")
     );
     let (status, body) = request(admin, "POST", &path)?;
     if status != 200 {
         bail!("{}", error_of(&body));
     }
-    println!(
-        "pipeline {name} reset to {to}{}",
-        if keep_state {
-            " (state kept)"
-        } else {
-            " (state emptied)"
-        }
-    );
+    let state = if keep_state {
+        "state kept"
+    } else {
+        "state emptied"
+    };
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let moves = reply["reset"].as_array().cloned().unwrap_or_default();
+    if moves.is_empty() {
+        // A broker from before downstream resets answers `{}`.
+        println!("pipeline {name} reset to {to} ({state})");
+    }
+    for m in moves {
+        let inputs: Vec<String> = m["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                format!(
+                    "{} to {}",
+                    i[0].as_str().unwrap_or("?"),
+                    i[1].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        println!(
+            "pipeline {} reset: {} ({state})",
+            m["pipeline"].as_str().unwrap_or("?"),
+            inputs.join(", ")
+        );
+    }
     Ok(())
 }

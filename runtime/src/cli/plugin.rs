@@ -77,15 +77,22 @@ pub enum PluginCmd {
         #[command(flatten)]
         conn: super::Conn,
     },
-    /// Move a pipeline's input position (its state is emptied unless --keep-state)
+    /// Move a pipeline's input position (its state is emptied unless --keep-state), and with
+    /// --downstream those of the pipelines after it
     Reset {
         name: String,
         /// earliest, latest, an offset, @MILLISECONDS or a UTC time (2026-11-26T04:00:00Z)
         #[arg(long)]
         to: String,
-        /// Keep the plugin's state instead of starting from an empty one
+        /// Keep the plugins' state instead of starting from an empty one
         #[arg(long)]
         keep_state: bool,
+        /// Also reset every pipeline reading what NAME writes (transitively), in the same
+        /// step: each reads the topics the chain rewrites from their end, so it sees exactly
+        /// the replay, and its other inputs from --to. Rewinding a chain one pipeline at a
+        /// time while it runs lets the downstream one take in the live run in between
+        #[arg(long)]
+        downstream: bool,
         #[command(flatten)]
         admin: AdminConn,
     },
@@ -153,8 +160,9 @@ pub fn run(cmd: PluginCmd) -> Result<()> {
             name,
             to,
             keep_state,
+            downstream,
             admin,
-        } => super::admin::reset(&admin, &name, &to, keep_state),
+        } => super::admin::reset(&admin, &name, &to, keep_state, downstream),
     }
 }
 

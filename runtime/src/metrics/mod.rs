@@ -541,7 +541,7 @@ pub type Router = dyn Fn(&str, &str, &str) -> (&'static str, &'static str, Strin
 
 /// Serves `/metrics` and, when a plugin host runs and `access` allows, the admin API that
 /// `sluice plugin` uses: `GET /v1/pipelines` and
-/// `POST /v1/pipelines/NAME/reset?to=...&keep_state=true`.
+/// `POST /v1/pipelines/NAME/reset?to=...&keep_state=true&downstream=true`.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
@@ -732,15 +732,19 @@ fn pipelines(
         ("POST", Some((name, "reset"))) => {
             let to = match param("to")
                 .as_deref()
-                .map(crate::plugin::host::parse_reset_to)
+                .map(crate::plugin::reset::parse_reset_to)
             {
                 Some(Ok(t)) => t,
                 Some(Err(e)) => return json_err("400 Bad Request", e),
                 None => return json_err("400 Bad Request", "missing 'to'".into()),
             };
-            let keep = param("keep_state").is_some_and(|v| v == "true" || v == "1");
-            match h.reset(name, to, keep) {
-                Ok(()) => ("200 OK", JSON, "{}".into()),
+            let flag = |k: &str| param(k).is_some_and(|v| v == "true" || v == "1");
+            match h.reset(name, to, flag("keep_state"), flag("downstream")) {
+                Ok(moves) => (
+                    "200 OK",
+                    JSON,
+                    serde_json::json!({ "reset": moves }).to_string(),
+                ),
                 Err(e) => json_err("409 Conflict", e),
             }
         }

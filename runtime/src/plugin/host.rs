@@ -20,6 +20,7 @@ use super::manifest::{Manifest, ManifestError, Partitioning};
 use super::output::ensure_topic;
 use super::pipeline::{Deployed, Pipeline, Stats, Topology};
 use super::pool::{Finished, Pool};
+use super::reset::{Flow, Move, ResetTo};
 use super::task::{Kind, Task, TaskSpec};
 use crate::broker::Broker;
 
@@ -123,65 +124,6 @@ struct Running {
     /// Partitions left without a task for want of budget at the last look (logged when it
     /// changes, not at every rescan).
     over_budget: usize,
-}
-
-/// Where a reset moves a pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetTo {
-    Earliest,
-    Latest,
-    Offset(i64),
-    Timestamp(i64),
-}
-
-/// Parses `earliest`, `latest`, an offset, or a time: milliseconds since the epoch written
-/// `@MS`, or an RFC 3339 UTC time such as `2026-11-26T04:00:00Z`.
-pub fn parse_reset_to(s: &str) -> Result<ResetTo, String> {
-    match s {
-        "earliest" => return Ok(ResetTo::Earliest),
-        "latest" => return Ok(ResetTo::Latest),
-        _ => {}
-    }
-    if let Some(ms) = s.strip_prefix('@') {
-        return ms
-            .parse()
-            .map(ResetTo::Timestamp)
-            .map_err(|_| format!("'{s}': expected @MILLISECONDS"));
-    }
-    if let Ok(o) = s.parse::<i64>() {
-        return if o >= 0 {
-            Ok(ResetTo::Offset(o))
-        } else {
-            Err(format!("'{s}': an offset cannot be negative"))
-        };
-    }
-    parse_rfc3339_utc(s)
-        .map(ResetTo::Timestamp)
-        .ok_or_else(|| format!("'{s}' is not earliest, latest, an offset, @MILLISECONDS or a UTC time like 2026-11-26T04:00:00Z"))
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` to milliseconds since the epoch.
-fn parse_rfc3339_utc(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
-    let (date, time) = s.split_once(['T', ' '])?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, mo, da) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>());
-    let (h, mi, se) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms)
 }
 
 #[derive(Debug, Serialize)]
@@ -637,40 +579,81 @@ impl PluginHost {
             .join(format!("{partition}.ckpt"))
     }
 
-    /// Rewinds (or fast-forwards) a pipeline's inputs; its state is emptied unless kept.
-    pub fn reset(&self, name: &str, to: ResetTo, keep_state: bool) -> Result<(), String> {
+    /// Rewinds (or fast-forwards) a pipeline's inputs, and with `downstream` those of every
+    /// pipeline reading what it writes (see [`super::reset`]); their state is emptied unless
+    /// kept. Every pipeline of the plan is stopped before any position is taken, so none
+    /// writes in between, and all start again after.
+    pub fn reset(
+        &self,
+        name: &str,
+        to: ResetTo,
+        keep_state: bool,
+        downstream: bool,
+    ) -> Result<Vec<Move>, String> {
         let _g = lock(&self.reconcile_lock);
-        let (r, stats) = {
+        let (plan, taken) = {
             let mut entries = lock(&self.entries);
-            let entry = entries
-                .get_mut(name)
-                .ok_or_else(|| format!("no pipeline named '{name}'"))?;
-            let r = entry
-                .running
-                .take()
-                .ok_or_else(|| format!("pipeline '{name}' is not running"))?;
-            (r, entry.stats.clone())
-        };
-        let manifest = r.pipeline.manifest.clone();
-        let deployed = r.pipeline.deployed();
-        // Not under the entries lock (see reconcile_one).
-        stop(r);
-        let mut result = Ok(());
-        for t in &manifest.inputs {
-            let Some(topic) = self.broker.topic(t) else {
-                continue;
-            };
-            for part in &topic.partitions {
-                let path = self.checkpoint_path(name, t, part.index);
-                if let Err(e) = self.reset_one(&path, part, to, keep_state) {
-                    result = Err(e);
+            if !entries.contains_key(name) {
+                return Err(format!("no pipeline named '{name}'"));
+            }
+            let flows: BTreeMap<String, Flow> = entries
+                .iter()
+                .filter_map(|(n, e)| {
+                    let m = &e.running.as_ref()?.pipeline.manifest;
+                    Some((
+                        n.clone(),
+                        Flow {
+                            inputs: m.inputs.clone(),
+                            output: m.output.clone(),
+                        },
+                    ))
+                })
+                .collect();
+            if !flows.contains_key(name) {
+                return Err(format!("pipeline '{name}' is not running"));
+            }
+            let plan = super::reset::plan(&flows, name, to, downstream)?;
+            let mut taken = Vec::with_capacity(plan.len());
+            for m in &plan {
+                let Some(entry) = entries.get_mut(&m.pipeline) else {
+                    continue;
+                };
+                if let Some(r) = entry.running.take() {
+                    taken.push((m.clone(), r, entry.stats.clone()));
                 }
             }
+            (plan, taken)
+        };
+        let mut stopped = Vec::with_capacity(taken.len());
+        for (m, r, stats) in taken {
+            let manifest = r.pipeline.manifest.clone();
+            let deployed = r.pipeline.deployed();
+            // Not under the entries lock (see reconcile_one).
+            stop(r);
+            stopped.push((m, manifest, deployed, stats));
         }
-        tracing::info!(pipeline = name, ?to, keep_state, "pipeline reset");
-        let started = self.start(manifest, deployed, stats);
-        self.install(name, started)?;
-        result
+        let mut result = Ok(());
+        for (m, _, _, _) in &stopped {
+            for (t, to) in &m.inputs {
+                let Some(topic) = self.broker.topic(t) else {
+                    continue;
+                };
+                for part in &topic.partitions {
+                    let path = self.checkpoint_path(&m.pipeline, t, part.index);
+                    if let Err(e) = self.reset_one(&path, part, *to, keep_state) {
+                        result = Err(e);
+                    }
+                }
+            }
+            tracing::info!(pipeline = %m.pipeline, inputs = ?m.inputs, keep_state, "pipeline reset");
+        }
+        for (m, manifest, deployed, stats) in stopped {
+            let started = self.start(manifest, deployed, stats);
+            if let Err(e) = self.install(&m.pipeline, started) {
+                result = Err(e);
+            }
+        }
+        result.map(|()| plan)
     }
 
     /// Puts a pipeline started without the entries lock into its entry (or stops it if the
@@ -1004,27 +987,5 @@ mod tests {
         ))));
         assert!(!only_read(&EventKind::Create(CreateKind::File)));
         assert!(!only_read(&EventKind::Modify(ModifyKind::Any)));
-    }
-
-    #[test]
-    fn reset_targets() {
-        assert_eq!(parse_reset_to("earliest"), Ok(ResetTo::Earliest));
-        assert_eq!(parse_reset_to("latest"), Ok(ResetTo::Latest));
-        assert_eq!(parse_reset_to("42"), Ok(ResetTo::Offset(42)));
-        assert_eq!(
-            parse_reset_to("@1700000000000"),
-            Ok(ResetTo::Timestamp(1_700_000_000_000))
-        );
-        assert_eq!(
-            parse_reset_to("2023-11-14T22:13:20Z"),
-            Ok(ResetTo::Timestamp(1_700_000_000_000))
-        );
-        assert_eq!(
-            parse_reset_to("1970-01-01T00:00:01.5Z"),
-            Ok(ResetTo::Timestamp(1500))
-        );
-        assert!(parse_reset_to("-3").is_err());
-        assert!(parse_reset_to("yesterday").is_err());
-        assert!(parse_reset_to("2023-13-01T00:00:00Z").is_err());
     }
 }

@@ -12,7 +12,9 @@ pub mod manifest;
 pub mod output;
 pub mod pipeline;
 pub mod pool;
+pub mod reset;
 pub mod task;
 pub mod watermark;
 
-pub use host::{PluginHost, ResetTo};
+pub use host::PluginHost;
+pub use reset::ResetTo;
