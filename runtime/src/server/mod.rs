@@ -138,9 +138,29 @@ impl Out for tokio::net::tcp::OwnedWriteHalf {
 
 impl Out for tls::TlsWriter {}
 
+/// How long a closing connection may take to hand the peer its last bytes (TLS: the alert or
+/// close_notify) before it is dropped anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 async fn connection<R, W>(
     rd: R,
     mut wr: W,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    session: Session,
+) where
+    R: AsyncRead + Unpin,
+    W: Out,
+{
+    requests(rd, &mut wr, peer, broker, session).await;
+    // However it ended: a TLS connection ends with close_notify, or with the fatal alert its
+    // reader's failure calls for (RFC 8446 §6); a plaintext one with its FIN.
+    let _ = tokio::time::timeout(CLOSE_WAIT, wr.shutdown()).await;
+}
+
+async fn requests<R, W>(
+    rd: R,
+    wr: &mut W,
     peer: SocketAddr,
     broker: &Arc<Broker>,
     mut session: Session,
@@ -177,7 +197,7 @@ async fn connection<R, W>(
             Ok(Some((head, rest))) => {
                 // flush: a TLS stream holds written bytes until flushed.
                 if let Err(e) = async {
-                    write_pieces(&mut wr, &head, &rest).await?;
+                    write_pieces(wr, &head, &rest).await?;
                     wr.flush().await
                 }
                 .await
@@ -197,7 +217,6 @@ async fn connection<R, W>(
             }
         }
         if session.close_after_response {
-            let _ = wr.shutdown().await;
             return;
         }
         if !session.mute.is_zero() {

@@ -15,12 +15,14 @@
 //! longer than the version allows, the sequence numbers, TLS 1.3's inner content type and
 //! padding, alerts (close_notify ends the stream, any other ends the connection),
 //! KeyUpdate (answered with ours when the peer asks), no renegotiation, and fresh keys
-//! before AES-GCM's confidentiality limit.
+//! before AES-GCM's confidentiality limit. A connection ends as RFC 8446 §6 asks: with
+//! close_notify, or with the fatal alert that names what the peer got wrong
+//! (bad_record_mac, record_overflow, unexpected_message, ...).
 
 use std::io;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -81,6 +83,20 @@ const APPLICATION_DATA: u8 = 23;
 const KEY_UPDATE: u8 = 24;
 const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
+/// Alert levels, and the fatal alerts a reader's failure is answered with (RFC 8446 §6.2,
+/// RFC 5246 §7.2.2).
+const WARNING: u8 = 1;
+const FATAL: u8 = 2;
+const UNEXPECTED_MESSAGE: u8 = 10;
+const BAD_RECORD_MAC: u8 = 20;
+const RECORD_OVERFLOW: u8 = 22;
+const ILLEGAL_PARAMETER: u8 = 47;
+const DECODE_ERROR: u8 = 50;
+const INTERNAL_ERROR: u8 = 80;
+/// In `Shared::alert`: no failure, so the connection ends with close_notify; or nothing is
+/// to be sent (the peer ended it with an alert of its own, or the socket failed).
+const END_WITH_CLOSE_NOTIFY: u8 = 0;
+const END_SILENTLY: u8 = 255;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -224,6 +240,7 @@ pub async fn accept(
     let shared = Arc::new(Shared {
         kernel: Some(Mutex::new(kernel)),
         key_update_asked: AtomicBool::new(false),
+        alert: AtomicU8::new(END_WITH_CLOSE_NOTIFY),
     });
     let (rd, wr) = sock.into_split();
     // The handshake's buffer becomes the reader's, with whatever followed the handshake in
@@ -279,6 +296,9 @@ struct Shared {
     /// None only for the fuzz target's reader, which has no handshake behind it.
     kernel: Option<Mutex<KernelConnection<ServerConnectionData>>>,
     key_update_asked: AtomicBool,
+    /// How the writer ends the connection: the fatal alert the reader's failure calls for,
+    /// or `END_WITH_CLOSE_NOTIFY`, or `END_SILENTLY`.
+    alert: AtomicU8,
 }
 
 impl Shared {
@@ -297,6 +317,34 @@ impl Shared {
 
 fn bad(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+/// A peer's fault, and the alert that tells it which.
+#[derive(Debug, Error)]
+#[error("{why}")]
+struct Fatal {
+    alert: u8,
+    why: String,
+}
+
+fn fatal(alert: u8, why: impl Into<String>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        Fatal {
+            alert,
+            why: why.into(),
+        },
+    )
+}
+
+/// The alert that answers a reader's error: the one it names; internal_error for other
+/// broken data; none for the socket's own errors or the peer's alert (it has gone).
+fn alert_for(e: &io::Error) -> u8 {
+    match e.get_ref().and_then(|i| i.downcast_ref::<Fatal>()) {
+        Some(f) => f.alert,
+        None if e.kind() == io::ErrorKind::InvalidData => INTERNAL_ERROR,
+        None => END_SILENTLY,
+    }
 }
 
 /// One direction's key, its nonce base and the sequence number of its next record.
@@ -389,13 +437,25 @@ impl Cipher {
         match self.version {
             Version::Tls13 => {
                 if header[0] != APPLICATION_DATA {
-                    return Err(bad(format!(
-                        "TLS 1.3 record of outer type {} after the handshake",
-                        header[0]
-                    )));
+                    return Err(fatal(
+                        UNEXPECTED_MESSAGE,
+                        format!(
+                            "TLS 1.3 record of outer type {} after the handshake",
+                            header[0]
+                        ),
+                    ));
                 }
-                if !(TAG + 1..=MAX_CIPHER_13).contains(&len) {
-                    return Err(bad(format!("TLS 1.3 record of {len} bytes")));
+                if len > MAX_CIPHER_13 {
+                    return Err(fatal(
+                        RECORD_OVERFLOW,
+                        format!("TLS 1.3 record of {len} bytes"),
+                    ));
+                }
+                if len <= TAG {
+                    return Err(fatal(
+                        BAD_RECORD_MAC,
+                        format!("TLS 1.3 record of {len} bytes"),
+                    ));
                 }
                 let nonce = aead::Nonce::assume_unique_for_key(self.nonce());
                 let plain = self
@@ -406,15 +466,17 @@ impl Cipher {
                         &mut buf[dst..end],
                         body - dst..,
                     )
-                    .map_err(|_| bad("TLS record failed authentication"))?;
+                    .map_err(|_| fatal(BAD_RECORD_MAC, "TLS record failed authentication"))?;
                 if plain.len() > MAX_PLAIN + 1 {
-                    return Err(bad("TLS 1.3 record over 2^14 + 1 bytes of plaintext"));
+                    return Err(fatal(
+                        RECORD_OVERFLOW,
+                        "TLS 1.3 record over 2^14 + 1 bytes of plaintext",
+                    ));
                 }
                 // TLSInnerPlaintext: content, its type, then zeros.
-                let typed = plain
-                    .iter()
-                    .rposition(|&b| b != 0)
-                    .ok_or_else(|| bad("TLS 1.3 record without a content type"))?;
+                let typed = plain.iter().rposition(|&b| b != 0).ok_or_else(|| {
+                    fatal(UNEXPECTED_MESSAGE, "TLS 1.3 record without a content type")
+                })?;
                 let typ = plain[typed];
                 self.advance()?;
                 Ok((typ, typed))
@@ -422,7 +484,10 @@ impl Cipher {
             Version::Tls12 => {
                 let (nonce, cipher_at) = if self.explicit {
                     if len < EXPLICIT_NONCE + TAG {
-                        return Err(bad(format!("TLS 1.2 record of {len} bytes")));
+                        return Err(fatal(
+                            BAD_RECORD_MAC,
+                            format!("TLS 1.2 record of {len} bytes"),
+                        ));
                     }
                     let mut n = [0u8; aead::NONCE_LEN];
                     n[..4].copy_from_slice(&self.iv[..4]);
@@ -430,13 +495,19 @@ impl Cipher {
                     (n, body + EXPLICIT_NONCE)
                 } else {
                     if len < TAG {
-                        return Err(bad(format!("TLS 1.2 record of {len} bytes")));
+                        return Err(fatal(
+                            BAD_RECORD_MAC,
+                            format!("TLS 1.2 record of {len} bytes"),
+                        ));
                     }
                     (self.nonce(), body)
                 };
                 let plain_len = end - cipher_at - TAG;
                 if len > MAX_CIPHER_12 || plain_len > MAX_PLAIN {
-                    return Err(bad(format!("TLS 1.2 record of {len} bytes")));
+                    return Err(fatal(
+                        RECORD_OVERFLOW,
+                        format!("TLS 1.2 record of {len} bytes"),
+                    ));
                 }
                 let aad = self.aad12(header[0], [header[1], header[2]], plain_len);
                 self.key
@@ -446,7 +517,7 @@ impl Cipher {
                         &mut buf[dst..end],
                         cipher_at - dst..,
                     )
-                    .map_err(|_| bad("TLS record failed authentication"))?;
+                    .map_err(|_| fatal(BAD_RECORD_MAC, "TLS record failed authentication"))?;
                 self.advance()?;
                 Ok((header[0], plain_len))
             }
@@ -573,7 +644,7 @@ impl<R> TlsReader<R> {
             }
             let len = record_len(&self.buf[at..]);
             if len > MAX_CIPHER_12 {
-                return Err(bad(format!("TLS record of {len} bytes")));
+                return Err(fatal(RECORD_OVERFLOW, format!("TLS record of {len} bytes")));
             }
             if end - at < HEADER + len {
                 return Ok(());
@@ -592,9 +663,24 @@ impl<R> TlsReader<R> {
                     self.count(1, MAX_KEY_UPDATES, "KeyUpdates")?;
                     self.key_update(dst, n)?
                 }
-                HANDSHAKE => return Err(bad("TLS renegotiation is not supported")),
-                CHANGE_CIPHER_SPEC => return Err(bad("ChangeCipherSpec after the handshake")),
-                t => return Err(bad(format!("TLS record of content type {t}"))),
+                HANDSHAKE => {
+                    return Err(fatal(
+                        UNEXPECTED_MESSAGE,
+                        "TLS renegotiation is not supported",
+                    ))
+                }
+                CHANGE_CIPHER_SPEC => {
+                    return Err(fatal(
+                        UNEXPECTED_MESSAGE,
+                        "ChangeCipherSpec after the handshake",
+                    ))
+                }
+                t => {
+                    return Err(fatal(
+                        UNEXPECTED_MESSAGE,
+                        format!("TLS record of content type {t}"),
+                    ))
+                }
             }
         }
         Ok(())
@@ -604,14 +690,17 @@ impl<R> TlsReader<R> {
     fn count(&mut self, what: usize, max: u8, name: &str) -> io::Result<()> {
         self.since_data[what] += 1;
         if self.since_data[what] > max {
-            return Err(bad(format!("over {max} TLS {name} in a row")));
+            return Err(fatal(
+                UNEXPECTED_MESSAGE,
+                format!("over {max} TLS {name} in a row"),
+            ));
         }
         Ok(())
     }
 
     fn alert(&mut self, at: usize, n: usize) -> io::Result<()> {
         if n != 2 {
-            return Err(bad("malformed TLS alert"));
+            return Err(fatal(DECODE_ERROR, "malformed TLS alert"));
         }
         match self.buf[at + 1] {
             CLOSE_NOTIFY => {
@@ -619,7 +708,9 @@ impl<R> TlsReader<R> {
                 Ok(())
             }
             // Followed by close_notify; not an error in itself.
-            USER_CANCELED if self.buf[at] == 1 => self.count(2, MAX_WARNINGS, "warning alerts"),
+            USER_CANCELED if self.buf[at] == WARNING => {
+                self.count(2, MAX_WARNINGS, "warning alerts")
+            }
             d => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 format!("the client sent TLS alert {d}"),
@@ -631,8 +722,17 @@ impl<R> TlsReader<R> {
     /// which ends its record (RFC 8446 §5.1: handshake messages must not span key changes).
     fn key_update(&mut self, at: usize, n: usize) -> io::Result<()> {
         let m = &self.buf[at..at + n];
-        if n != 5 || m[0] != KEY_UPDATE || m[1..4] != [0, 0, 1] || m[4] > 1 {
-            return Err(bad("unexpected TLS handshake message after the handshake"));
+        if n == 0 || m[0] != KEY_UPDATE {
+            return Err(fatal(
+                UNEXPECTED_MESSAGE,
+                "unexpected TLS handshake message after the handshake",
+            ));
+        }
+        if n != 5 || m[1..4] != [0, 0, 1] {
+            return Err(fatal(DECODE_ERROR, "malformed TLS KeyUpdate"));
+        }
+        if m[4] > 1 {
+            return Err(fatal(ILLEGAL_PARAMETER, "TLS KeyUpdate asking for neither"));
         }
         let asked = m[4] == 1;
         let next = self.shared.next_key(true)?;
@@ -655,8 +755,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
             return Poll::Ready(Err(bad("the TLS stream failed")));
         }
         let r = this.read_some(cx, out);
-        if let Poll::Ready(Err(_)) = r {
+        if let Poll::Ready(Err(e)) = &r {
             this.failed = true;
+            this.shared.alert.store(alert_for(e), Ordering::Release);
         }
         r
     }
@@ -858,12 +959,19 @@ impl AsyncWrite for TlsWriter {
         Pin::new(&mut this.sock).poll_flush(cx)
     }
 
+    /// Ends the connection as TLS asks (RFC 8446 §6): with the fatal alert the reader's
+    /// failure calls for, else with close_notify; then the socket's write side.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         // A failed writer seals nothing more, close_notify included.
         if !this.closing && !this.failed {
-            this.record(ALERT, &[1, CLOSE_NOTIFY])?;
             this.closing = true;
+            // What was sealed and not yet sent goes first: the alert follows it.
+            match this.shared.alert.load(Ordering::Acquire) {
+                END_SILENTLY => {}
+                END_WITH_CLOSE_NOTIFY => this.record(ALERT, &[WARNING, CLOSE_NOTIFY])?,
+                d => this.record(ALERT, &[FATAL, d])?,
+            }
         }
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.sock).poll_shutdown(cx)
@@ -876,6 +984,7 @@ fn reader_over<R>(sock: R, rx: Cipher) -> TlsReader<R> {
     let shared = Arc::new(Shared {
         kernel: None,
         key_update_asked: AtomicBool::new(false),
+        alert: AtomicU8::new(END_WITH_CLOSE_NOTIFY),
     });
     TlsReader::new(sock, rx, shared, vec![0; READ_MIN], 0)
 }
@@ -1094,7 +1203,15 @@ mod tests {
         } = accept(config, sock).await.map_err(|e| bad(e.to_string()))?;
         let mut buf = vec![0u8; 7000];
         loop {
-            let n = reader.read(&mut buf).await?;
+            // As the broker's connections end: a failed read still shuts the writer down,
+            // which tells the peer why.
+            let n = match reader.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.shutdown().await;
+                    return Err(e);
+                }
+            };
             if n == 0 {
                 writer.shutdown().await?;
                 return Ok(());
@@ -1393,6 +1510,63 @@ mod tests {
             tcp.write_all(&[0x55; 40]).await.unwrap();
             let e = server.await.unwrap().expect_err("forged record accepted");
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+            // The client is told, with the alert RFC 8446 §5.2 asks for.
+            let said = tls.read(&mut four).await.expect_err("no alert");
+            let alert = said
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>());
+            assert!(
+                matches!(
+                    alert,
+                    Some(rustls::Error::AlertReceived(
+                        rustls::AlertDescription::BadRecordMac
+                    ))
+                ),
+                "{suite:?}: {said:?}"
+            );
         }
+    }
+
+    /// Each failure is answered with its own alert, sealed under the current key.
+    #[tokio::test]
+    async fn a_failed_read_ends_with_the_alert_that_names_it() {
+        let cases: [(&[u8], u8); 5] = [
+            // An alert of three bytes.
+            (&[ALERT, 1, 0, 0], DECODE_ERROR),
+            // A handshake message other than KeyUpdate.
+            (&[HANDSHAKE, 1, 0, 0, 0], UNEXPECTED_MESSAGE),
+            // A KeyUpdate asking for neither.
+            (&[HANDSHAKE, KEY_UPDATE, 0, 0, 1, 7], ILLEGAL_PARAMETER),
+            // A record of an unknown content type.
+            (&[99, 1], UNEXPECTED_MESSAGE),
+            // No content type at all: zeros only.
+            (&[0], UNEXPECTED_MESSAGE),
+        ];
+        for (record, want) in cases {
+            let (mut tx, rx) = fixed_pair(0, Version::Tls13, 0);
+            let mut wire = Vec::new();
+            let (typ, body) = (record[0], &record[1..]);
+            wire.resize(tx.prefix(), 0);
+            wire.extend_from_slice(body);
+            tx.seal(&mut wire, 0, typ).unwrap();
+            let e = read_wire(&wire, rx).await.expect_err("accepted");
+            assert_eq!(alert_for(&e), want, "{record:?}: {e}");
+        }
+        // Forged, too long, and the socket's own end.
+        let (_, rx) = fixed_pair(0, Version::Tls13, 0);
+        let mut forged = header(APPLICATION_DATA, 40).to_vec();
+        forged.extend_from_slice(&[0x55; 40]);
+        let e = read_wire(&forged, rx).await.unwrap_err();
+        assert_eq!(alert_for(&e), BAD_RECORD_MAC, "{e}");
+        let (_, rx) = fixed_pair(0, Version::Tls13, 0);
+        let e = read_wire(&header(APPLICATION_DATA, MAX_CIPHER_12 + 1), rx)
+            .await
+            .unwrap_err();
+        assert_eq!(alert_for(&e), RECORD_OVERFLOW, "{e}");
+        let (_, rx) = fixed_pair(0, Version::Tls13, 0);
+        let e = read_wire(&header(APPLICATION_DATA, 100), rx)
+            .await
+            .unwrap_err();
+        assert_eq!(alert_for(&e), END_SILENTLY, "{e}");
     }
 }
