@@ -388,10 +388,14 @@ mod tests {
             s
         };
         let close: (u8, &[u8]) = (21, &[1, 0]);
+        // Bit 6 of the first byte: reads too small to open records in the caller's buffer.
         let seeds = [
             tls(4 | 1 << 3, close),
+            tls(4 | 1 << 3 | 0x40, close),
             tls(2, close),
+            tls(2 | 3 << 3, close),
             tls(5 | 2 << 3, (22, &[24, 0, 0, 1, 1])),
+            tls(5 | 2 << 3 | 0x40, (22, &[24, 0, 0, 1, 1])),
         ];
         run("tls_records", &seeds, budget, super::tls_records);
     }

@@ -56,6 +56,10 @@ const MAX_CIPHER_13: usize = MAX_PLAIN + 256;
 /// reads come back small.
 const READ_MIN: usize = 64 * 1024;
 const READ_MAX: usize = 256 * 1024;
+/// A caller with this much room takes the records into its own buffer, where they are
+/// opened, rather than their plaintext copied out of the reader's (the request reader asks
+/// for at least 64 KiB while a produce request streams in).
+const DIRECT_MIN: usize = 32 * 1024;
 /// Sealed bytes a writer holds before it makes the caller wait for the socket.
 const WRITE_MAX: usize = 64 * 1024;
 /// A writer's buffer is given back after a flush when larger than this, so an idle
@@ -636,32 +640,48 @@ impl<R> TlsReader<R> {
 
     /// Decrypts every whole record received, into `plain`.
     fn decrypt(&mut self) -> io::Result<()> {
-        self.plain = (self.raw.0, self.raw.0);
+        let mut buf = std::mem::take(&mut self.buf);
+        let opened = self.open_records(&mut buf, self.raw.0, self.raw.1);
+        self.buf = buf;
+        let (plain_end, raw_at) = opened?;
+        self.plain = (self.raw.0, plain_end);
+        self.raw.0 = raw_at;
+        Ok(())
+    }
+
+    /// Opens every whole record in `buf[at..end]`, moving the plaintext of each down to
+    /// follow the last's from `at` on (in the reader's buffer or in the caller's). Where
+    /// the plaintext ends, and where the first record not yet whole begins.
+    fn open_records(
+        &mut self,
+        buf: &mut [u8],
+        mut at: usize,
+        end: usize,
+    ) -> io::Result<(usize, usize)> {
+        let mut dst = at;
         while !self.closed {
-            let (at, end) = self.raw;
             if end - at < HEADER {
-                return Ok(());
+                break;
             }
-            let len = record_len(&self.buf[at..]);
+            let len = record_len(&buf[at..]);
             if len > MAX_CIPHER_12 {
                 return Err(fatal(RECORD_OVERFLOW, format!("TLS record of {len} bytes")));
             }
             if end - at < HEADER + len {
-                return Ok(());
+                break;
             }
-            let dst = self.plain.1;
-            let (typ, n) = self.rx.open(&mut self.buf, dst, at, at + HEADER + len)?;
-            self.raw.0 = at + HEADER + len;
+            let (typ, n) = self.rx.open(buf, dst, at, at + HEADER + len)?;
+            at += HEADER + len;
             match typ {
                 APPLICATION_DATA if n > 0 => {
-                    self.plain.1 += n;
+                    dst += n;
                     self.since_data = [0; 3];
                 }
                 APPLICATION_DATA => self.count(0, MAX_EMPTY_RECORDS, "empty records")?,
-                ALERT => self.alert(dst, n)?,
+                ALERT => self.alert(&buf[dst..dst + n])?,
                 HANDSHAKE if self.rx.version == Version::Tls13 => {
                     self.count(1, MAX_KEY_UPDATES, "KeyUpdates")?;
-                    self.key_update(dst, n)?
+                    self.key_update(&buf[dst..dst + n])?
                 }
                 HANDSHAKE => {
                     return Err(fatal(
@@ -683,7 +703,7 @@ impl<R> TlsReader<R> {
                 }
             }
         }
-        Ok(())
+        Ok((dst, at))
     }
 
     /// Counts one of what a peer may send only so many of between records of data.
@@ -698,19 +718,17 @@ impl<R> TlsReader<R> {
         Ok(())
     }
 
-    fn alert(&mut self, at: usize, n: usize) -> io::Result<()> {
-        if n != 2 {
+    fn alert(&mut self, m: &[u8]) -> io::Result<()> {
+        let &[level, description] = m else {
             return Err(fatal(DECODE_ERROR, "malformed TLS alert"));
-        }
-        match self.buf[at + 1] {
+        };
+        match description {
             CLOSE_NOTIFY => {
                 self.closed = true;
                 Ok(())
             }
             // Followed by close_notify; not an error in itself.
-            USER_CANCELED if self.buf[at] == WARNING => {
-                self.count(2, MAX_WARNINGS, "warning alerts")
-            }
+            USER_CANCELED if level == WARNING => self.count(2, MAX_WARNINGS, "warning alerts"),
             d => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 format!("the client sent TLS alert {d}"),
@@ -720,8 +738,8 @@ impl<R> TlsReader<R> {
 
     /// TLS 1.3 handshake messages after the handshake: a client may send only KeyUpdate,
     /// which ends its record (RFC 8446 §5.1: handshake messages must not span key changes).
-    fn key_update(&mut self, at: usize, n: usize) -> io::Result<()> {
-        let m = &self.buf[at..at + n];
+    fn key_update(&mut self, m: &[u8]) -> io::Result<()> {
+        let n = m.len();
         if n == 0 || m[0] != KEY_UPDATE {
             return Err(fatal(
                 UNEXPECTED_MESSAGE,
@@ -781,6 +799,12 @@ impl<R: AsyncRead + Unpin> TlsReader<R> {
             if this.plain.0 < this.plain.1 || this.closed {
                 continue;
             }
+            if out.remaining() >= DIRECT_MIN {
+                if ready!(this.read_direct(cx, out))? {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
             // Nothing whole left: move the partial record to the front and read more.
             let (at, end) = this.raw;
             this.buf.copy_within(at..end, 0);
@@ -811,6 +835,50 @@ impl<R: AsyncRead + Unpin> TlsReader<R> {
             }
             this.raw.1 += n;
         }
+    }
+}
+
+impl<R: AsyncRead + Unpin> TlsReader<R> {
+    /// Reads the socket straight into the caller's buffer (after the partial record this
+    /// reader holds) and opens the records there, so their plaintext is never copied; only
+    /// an incomplete record at the end comes back into the reader's buffer. Whether it gave
+    /// the caller anything, or the stream ended.
+    fn read_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<bool>> {
+        let (at, end) = self.raw;
+        // SAFETY: the region is written only through `sub`, which records how much of it
+        // holds initialized bytes, and nothing uninitialized is read: only `sub.filled()`.
+        let mut sub = ReadBuf::uninit(unsafe { out.unfilled_mut() });
+        sub.put_slice(&self.buf[at..end]);
+        // Pending leaves the partial record where it was: nothing is consumed.
+        ready!(Pin::new(&mut self.sock).poll_read(cx, &mut sub))?;
+        let filled = sub.filled().len();
+        self.last_read = filled - (end - at);
+        if self.last_read == 0 {
+            return Poll::Ready(if end == at {
+                Ok(true)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a TLS record",
+                ))
+            });
+        }
+        self.plain = (0, 0);
+        self.raw = (0, 0);
+        let (plain, next) = self.open_records(sub.filled_mut(), 0, filled)?;
+        let tail = &sub.filled()[next..filled];
+        // Shorter than a record, which the reader's buffer always has room for.
+        self.buf[..tail.len()].copy_from_slice(tail);
+        self.raw = (0, tail.len());
+        // SAFETY: `sub` wrote (and so initialized) the first `filled >= plain` bytes of the
+        // caller's unfilled region, and they now hold `plain` bytes of plaintext.
+        unsafe { out.assume_init(plain) };
+        out.advance(plain);
+        Poll::Ready(Ok(plain > 0 || self.closed))
     }
 }
 
@@ -1008,7 +1076,9 @@ fn fixed_pair(suite: usize, version: Version, seq: u64) -> (Cipher, Cipher) {
 /// The fuzz target's body (`runtime/fuzz`, `crate::fuzzing::tls_records`): a script of
 /// records, each sealed under a fixed key or put on the wire as raw bytes, read back through
 /// the reader a little at a time. Whatever the bytes, the reader must return data, an end or
-/// an error, never panic or loop. The script: one byte choosing suite and version, then
+/// an error, never panic or loop. The script: one byte choosing suite and version (bits 0-2),
+/// how much the socket gives per read (bits 3-5) and whether the reads are small enough to
+/// be served from the reader's buffer (bit 6) rather than opened in the caller's, then
 /// pieces of `op` (high bit: raw bytes; else the content type to seal), a 2-byte length and
 /// the bytes.
 #[cfg(any(test, feature = "fuzzing"))]
@@ -1056,7 +1126,15 @@ pub fn fuzz_records(data: &[u8]) {
     let step = [1, 7, 5000, 70_000, usize::MAX][usize::from(first >> 3) % 5];
     let mut reader = reader_over(Trickle(&wire, step), rx);
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    let mut out = [0u8; 1000];
+    // Reads served from the reader's buffer, and reads whose records are opened in ours.
+    let mut out = vec![
+        0u8;
+        if first & 0x40 != 0 {
+            1000
+        } else {
+            DIRECT_MIN + 1000
+        }
+    ];
     // Every read makes progress on a finite wire: bounded by its length.
     for _ in 0..=wire.len() + 1 {
         let mut rb = ReadBuf::new(&mut out);
@@ -1201,11 +1279,16 @@ mod tests {
             mut writer,
             ..
         } = accept(config, sock).await.map_err(|e| bad(e.to_string()))?;
-        let mut buf = vec![0u8; 7000];
+        let mut buf = vec![0u8; 70_000];
+        let mut reads = 0usize;
         loop {
+            // Reads small enough to be served from the reader's buffer, and large enough
+            // for the records to be opened in ours, in turn.
+            let room = if reads.is_multiple_of(2) { 7000 } else { buf.len() };
+            reads += 1;
             // As the broker's connections end: a failed read still shuts the writer down,
             // which tells the peer why.
-            let n = match reader.read(&mut buf).await {
+            let n = match reader.read(&mut buf[..room]).await {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = writer.shutdown().await;
