@@ -746,6 +746,13 @@ impl<R> TlsReader<R> {
                 "unexpected TLS handshake message after the handshake",
             ));
         }
+        if n > 5 && m[1..4] == [0, 0, 1] {
+            // RFC 8446 §5.1: a message before a key change must end its record.
+            return Err(fatal(
+                UNEXPECTED_MESSAGE,
+                "data after a TLS KeyUpdate in its record",
+            ));
+        }
         if n != 5 || m[1..4] != [0, 0, 1] {
             return Err(fatal(DECODE_ERROR, "malformed TLS KeyUpdate"));
         }
@@ -870,10 +877,17 @@ impl<R: AsyncRead + Unpin> TlsReader<R> {
         self.plain = (0, 0);
         self.raw = (0, 0);
         let (plain, next) = self.open_records(sub.filled_mut(), 0, filled)?;
-        let tail = &sub.filled()[next..filled];
-        // Shorter than a record, which the reader's buffer always has room for.
-        self.buf[..tail.len()].copy_from_slice(tail);
-        self.raw = (0, tail.len());
+        // After close_notify the rest is ignored (RFC 8446 §6.1), however long; before it,
+        // what is left is shorter than a record, which the reader's buffer has room for.
+        if !self.closed {
+            let tail = &sub.filled()[next..filled];
+            let room = self
+                .buf
+                .get_mut(..tail.len())
+                .ok_or_else(|| bad("TLS record tail larger than the read buffer"))?;
+            room.copy_from_slice(tail);
+            self.raw = (0, tail.len());
+        }
         // SAFETY: `sub` wrote (and so initialized) the first `filled >= plain` bytes of the
         // caller's unfilled region, and they now hold `plain` bytes of plaintext.
         unsafe { out.assume_init(plain) };
@@ -1126,25 +1140,25 @@ pub fn fuzz_records(data: &[u8]) {
     let step = [1, 7, 5000, 70_000, usize::MAX][usize::from(first >> 3) % 5];
     let mut reader = reader_over(Trickle(&wire, step), rx);
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    // Reads served from the reader's buffer, and reads whose records are opened in ours.
-    let mut out = vec![
-        0u8;
-        if first & 0x40 != 0 {
-            1000
-        } else {
-            DIRECT_MIN + 1000
-        }
-    ];
-    // Every read makes progress on a finite wire: bounded by its length.
-    for _ in 0..=wire.len() + 1 {
-        let mut rb = ReadBuf::new(&mut out);
-        match Pin::new(&mut reader).poll_read(&mut cx, &mut rb) {
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => return,
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) | Poll::Pending => return,
-        }
+    // Reads served from the reader's buffer, and reads whose records are opened in ours,
+    // with more room than the reader's buffer has (the request reader may offer that).
+    // Kept across inputs: zeroing it for each would cost more than the input.
+    thread_local! {
+        static OUT: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_MAX + 1000]);
     }
-    panic!("the reader kept returning data past the end of its input");
+    OUT.with_borrow_mut(|out| {
+        let room = if first & 0x40 != 0 { 1000 } else { out.len() };
+        // Every read makes progress on a finite wire: bounded by its length.
+        for _ in 0..=wire.len() + 1 {
+            let mut rb = ReadBuf::new(&mut out[..room]);
+            match Pin::new(&mut reader).poll_read(&mut cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return,
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) | Poll::Pending => return,
+            }
+        }
+        panic!("the reader kept returning data past the end of its input");
+    })
 }
 
 #[cfg(test)]
@@ -1284,7 +1298,11 @@ mod tests {
         loop {
             // Reads small enough to be served from the reader's buffer, and large enough
             // for the records to be opened in ours, in turn.
-            let room = if reads.is_multiple_of(2) { 7000 } else { buf.len() };
+            let room = if reads.is_multiple_of(2) {
+                7000
+            } else {
+                buf.len()
+            };
             reads += 1;
             // As the broker's connections end: a failed read still shuts the writer down,
             // which tells the peer why.
@@ -1608,6 +1626,26 @@ mod tests {
                 "{suite:?}: {said:?}"
             );
         }
+    }
+
+    /// Whatever follows close_notify is ignored, however much of it one read brings into a
+    /// caller's buffer larger than the reader's own (it once overran the reader's buffer).
+    #[tokio::test]
+    async fn bytes_after_close_notify_are_ignored_in_a_large_read() {
+        let (mut tx, rx) = fixed_pair(0, Version::Tls13, 0);
+        let mut wire = Vec::new();
+        for (typ, body) in [(APPLICATION_DATA, &b"last words"[..]), (ALERT, &[1, 0][..])] {
+            let start = wire.len();
+            wire.resize(start + tx.prefix(), 0);
+            wire.extend_from_slice(body);
+            tx.seal(&mut wire, start, typ).unwrap();
+        }
+        wire.extend(std::iter::repeat_n(0x17, 2 * READ_MAX));
+        let mut reader = reader_over(&wire[..], rx);
+        let mut out = vec![0u8; 3 * READ_MAX];
+        let n = reader.read(&mut out).await.unwrap();
+        assert_eq!(&out[..n], b"last words");
+        assert_eq!(reader.read(&mut out).await.unwrap(), 0, "the end");
     }
 
     /// Each failure is answered with its own alert, sealed under the current key.
