@@ -13,7 +13,8 @@
 //!
 //! What rustls would otherwise enforce after the handshake is enforced here: records no
 //! longer than the version allows, the sequence numbers, TLS 1.3's inner content type and
-//! padding, alerts (close_notify ends the stream, any other ends the connection),
+//! padding, alerts (close_notify ends the stream; TLS 1.2 warnings and user_canceled pass, a
+//! few in a row; any other ends the connection),
 //! KeyUpdate (answered with ours when the peer asks), no renegotiation, and fresh keys
 //! before AES-GCM's confidentiality limit. A connection ends as RFC 8446 §6 asks: with
 //! close_notify, or with the fatal alert that names what the peer got wrong
@@ -729,6 +730,11 @@ impl<R> TlsReader<R> {
             }
             // Followed by close_notify; not an error in itself.
             USER_CANCELED if level == WARNING => self.count(2, MAX_WARNINGS, "warning alerts"),
+            // TLS 1.2 leaves the level to the sender (RFC 5246 §7.2): a warning is only
+            // that. TLS 1.3 makes every other alert fatal whatever its level (RFC 8446 §6).
+            _ if level == WARNING && self.rx.version == Version::Tls12 => {
+                self.count(2, MAX_WARNINGS, "warning alerts")
+            }
             d => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 format!("the client sent TLS alert {d}"),
@@ -1625,6 +1631,39 @@ mod tests {
                 ),
                 "{suite:?}: {said:?}"
             );
+        }
+    }
+
+    /// TLS 1.2 warnings are passed over, a few in a row; in TLS 1.3 the same alert ends the
+    /// connection.
+    #[tokio::test]
+    async fn tls12_warnings_pass_and_tls13_alerts_end() {
+        const NO_RENEGOTIATION: u8 = 100;
+        for version in [Version::Tls12, Version::Tls13] {
+            let wire = |warnings: usize| {
+                let (mut tx, rx) = fixed_pair(0, version, 0);
+                let mut wire = Vec::new();
+                let mut records = vec![(ALERT, &[WARNING, NO_RENEGOTIATION][..]); warnings];
+                records.push((APPLICATION_DATA, b"data"));
+                for (typ, body) in records {
+                    let start = wire.len();
+                    wire.resize(start + tx.prefix(), 0);
+                    wire.extend_from_slice(body);
+                    tx.seal(&mut wire, start, typ).unwrap();
+                }
+                (wire, rx)
+            };
+            let (one, rx) = wire(1);
+            let got = read_wire(&one, rx).await;
+            let (many, rx) = wire(usize::from(MAX_WARNINGS) + 1);
+            let too_many = read_wire(&many, rx).await;
+            if version == Version::Tls12 {
+                assert_eq!(got.unwrap(), b"data");
+                assert!(too_many.is_err(), "a run of warnings is cut off");
+            } else {
+                let e = got.unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
+            }
         }
     }
 
