@@ -543,6 +543,14 @@ pub fn check_segment_floors(
         ),
     ] {
         if value < floor {
+            crate::limits::CONFIG_FLOORS_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                key,
+                value,
+                floor,
+                setting,
+                "topic config refused: below the broker's floor"
+            );
             return Err(config::ConfigError::BelowFloor {
                 key,
                 value,
@@ -1716,7 +1724,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = Broker::open(BrokerConfig::with_defaults(dir.path().to_path_buf())).unwrap();
         let tiny = TopicConfig::from_pairs([("segment.bytes", "1024")]).unwrap();
+        let refused =
+            || crate::limits::CONFIG_FLOORS_REFUSED.load(std::sync::atomic::Ordering::Relaxed);
+        let before = refused();
         let e = b.create_topic("t", 1, tiny.clone(), false).err().unwrap();
+        assert!(
+            refused() > before,
+            "counted in sluice_config_floors_refused_total"
+        );
         assert!(e.to_string().contains("segment_bytes_min"), "{e}");
         let fast = TopicConfig::from_pairs([("segment.ms", "10")]).unwrap();
         assert!(b.create_topic("t", 1, fast, false).is_err());

@@ -39,6 +39,8 @@ enum Parked {
 
 /// New groups refused by `max_groups`, for `/metrics`.
 pub static GROUPS_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Groups forgotten by the cleanup (no members, no committed offsets), for `/metrics`.
+pub static GROUPS_EXPIRED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static GROUPS_LAST_LOG_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 struct Inner {
@@ -506,6 +508,7 @@ impl Coordinator {
             .retain(|id, g| !g.members.is_empty() || with_offsets.contains(id));
         let forgotten = before - inner.groups.len() - inner.consumer_groups.len();
         if forgotten > 0 {
+            GROUPS_EXPIRED.fetch_add(forgotten as u64, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(groups = forgotten, "forgot empty groups without offsets");
         }
     }
@@ -979,7 +982,13 @@ mod tests {
             err::NONE
         );
         assert_eq!(c.list().len(), 101);
+        let expired = || GROUPS_EXPIRED.load(std::sync::atomic::Ordering::Relaxed);
+        let before = expired();
         c.expire_offsets();
+        assert!(
+            expired() >= before + 100,
+            "counted in sluice_groups_expired_total"
+        );
         let left: Vec<String> = c.list().into_iter().map(|g| g.id).collect();
         assert_eq!(left, vec!["kept".to_string()]);
         assert_eq!(c.committed("kept", "t", 0).map(|o| o.offset), Some(5));

@@ -13,12 +13,12 @@
 //! | request size | 100 MiB (`server::MAX_REQUEST_BYTES`) | the connection is closed (`sluice_protocol_errors_total`) |
 //! | request time | 60 s (`server::FRAME_DEADLINE`) | a request that has begun must arrive whole within it, or the connection is closed: a stalled request would hold its reservation below forever |
 //! | `max_in_flight_bytes` | 512 MiB | one budget for large requests (over 64 KiB) being read and handled and for fetch responses until written (`memory.rs`; records a plaintext fetch sends from their files take none): a large request waits for room before more of it is read (`sluice_memory_waits_total`), a fetch gets a smaller response, down to one batch (`sluice_fetch_shrunk_total`) |
-//! | decompressed batch | 256 MiB, 32x its compressed size for snappy (`records.rs`) | the batch is refused as corrupt |
-//! | `segment_bytes_min` | 1 MiB, as Kafka 4 | a topic config (`segment.bytes`, at creation or altered, or a broker default) below it is refused with `INVALID_CONFIG` naming the floor: tiny segments would cost three open files each |
+//! | decompressed batch | 256 MiB per request, 32x its compressed size for snappy (`records/mod.rs`) | the batch is refused as corrupt (`sluice_decompression_refused_total`) |
+//! | `segment_bytes_min` | 1 MiB, as Kafka 4 | a topic config (`segment.bytes`, at creation or altered, or a broker default) below it is refused with `INVALID_CONFIG` naming the floor (`sluice_config_floors_refused_total`): tiny segments would cost three open files each |
 //! | `max_producer_ids_per_partition` | 10000 | a partition remembering more idempotent producers forgets the least recently seen (never one inside a transaction), as Redpanda's `max_concurrent_producer_ids` does: a forgotten producer's next batch is taken at any sequence, like one whose state expired (`sluice_producer_ids_forgotten_total`). Memory per partition stays near 2 MB whatever ids clients make up |
 //! | `segment_ms_min` | 60000 | the same for `segment.ms`: a segment per produce would exhaust file descriptors |
 //! | client quotas | none | `producer_byte_rate`, `consumer_byte_rate`, `request_percentage` per user / client id (`quotas.rs`, set with AlterClientQuotas): the response carries `throttle_time_ms` and the connection is muted that long (`sluice_quota_throttled_total{key}`) |
-//! | groups | — | a group with no members and no committed offsets is forgotten at the next cleanup (every minute), so group ids named once do not pile up (`group/mod.rs`) |
+//! | groups | — | a group with no members and no committed offsets is forgotten at the next cleanup (every minute), so group ids named once do not pile up (`group/mod.rs`, `sluice_groups_expired_total`) |
 //! | `max_groups` | 100000 | classic and KIP-848 groups kept (a group with committed offsets stays until `offsets.retention`): JoinGroup, OffsetCommit or ConsumerGroupHeartbeat for one more gets `COORDINATOR_NOT_AVAILABLE`, which clients retry (`sluice_groups_refused_total`) |
 
 pub mod memory;
@@ -73,6 +73,27 @@ pub fn producer_ids_forgotten(n: usize, dir: &std::path::Path) {
             "too many idempotent producers on one partition: the least recently seen are forgotten");
     }
 }
+
+/// Batches refused because they inflate past the decompression cap, for `/metrics`.
+pub static DECOMPRESSION_REFUSED: AtomicU64 = AtomicU64::new(0);
+static DECOMPRESSION_LAST_LOG_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Counts a batch refused by the decompression cap (`cap` bytes), with a log line at most once
+/// a second; the error the produce answers with.
+pub fn decompression_refused(cap: usize) -> anyhow::Error {
+    let total = DECOMPRESSION_REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+    if log_due(&DECOMPRESSION_LAST_LOG_MS) {
+        tracing::warn!(
+            cap,
+            refused_so_far = total,
+            "a batch inflates past the decompression cap: refused as corrupt"
+        );
+    }
+    anyhow::anyhow!("decompressed batch exceeds {cap} bytes")
+}
+
+/// Topic configs refused by `segment_bytes_min` / `segment_ms_min`, for `/metrics`.
+pub static CONFIG_FLOORS_REFUSED: AtomicU64 = AtomicU64::new(0);
 
 /// Whether a log line is due for a limit last logged at `last` (at most one per second).
 pub(crate) fn log_due(last_log_ms: &AtomicI64) -> bool {

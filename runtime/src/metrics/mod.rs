@@ -284,6 +284,27 @@ pub fn render(broker: &Broker) -> String {
     );
     scalar(
         &mut out,
+        "sluice_decompression_refused_total",
+        "counter",
+        "Batches refused because they inflate past the decompression cap.",
+        crate::limits::DECOMPRESSION_REFUSED.load(Ordering::Relaxed),
+    );
+    scalar(
+        &mut out,
+        "sluice_config_floors_refused_total",
+        "counter",
+        "Topic configs refused for a segment.bytes or segment.ms below the broker's floor.",
+        crate::limits::CONFIG_FLOORS_REFUSED.load(Ordering::Relaxed),
+    );
+    scalar(
+        &mut out,
+        "sluice_groups_expired_total",
+        "counter",
+        "Groups forgotten for having no members and no committed offsets.",
+        crate::group::GROUPS_EXPIRED.load(Ordering::Relaxed),
+    );
+    scalar(
+        &mut out,
         "sluice_durable_fsyncs_total",
         "counter",
         "Fsyncs run so that produces to durable topics (flush.messages) could be acknowledged.",

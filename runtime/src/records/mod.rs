@@ -31,7 +31,7 @@ fn read_bounded(mut r: impl Read, cap: usize) -> anyhow::Result<Bytes> {
     let mut out = Vec::new();
     let n = r.by_ref().take(cap as u64 + 1).read_to_end(&mut out)?;
     if n > cap {
-        anyhow::bail!("decompressed batch exceeds {cap} bytes");
+        return Err(crate::limits::decompression_refused(cap));
     }
     Ok(Bytes::from(out))
 }
@@ -54,7 +54,7 @@ fn decompress_capped(buf: &mut Bytes, c: Compression, cap: usize) -> anyhow::Res
     // Snappy's blocks are bounded by their ratio to the input, and an uncompressed body by
     // the request: checked after.
     if body.len() > cap {
-        anyhow::bail!("decompressed batch exceeds {cap} bytes");
+        return Err(crate::limits::decompression_refused(cap));
     }
     Ok(body)
 }
@@ -74,7 +74,10 @@ fn decompress_snappy(buf: &[u8]) -> anyhow::Result<Bytes> {
     let block = |b: &[u8], out: &mut Vec<u8>| -> anyhow::Result<()> {
         let claimed = snap::raw::decompress_len(b)?;
         let left = MAX_DECOMPRESSED - out.len();
-        if claimed > left || claimed > b.len().saturating_mul(SNAPPY_MAX_RATIO) + 32 {
+        if claimed > left {
+            return Err(crate::limits::decompression_refused(MAX_DECOMPRESSED));
+        }
+        if claimed > b.len().saturating_mul(SNAPPY_MAX_RATIO) + 32 {
             anyhow::bail!("snappy block claims {claimed} bytes from {}", b.len());
         }
         let at = out.len();
@@ -799,7 +802,14 @@ mod tests {
         let b = encode_batch(&recs, Compression::Gzip).unwrap();
         let h = crate::log::batch::validate(&b).unwrap();
         let mut left = 1000;
+        let counted =
+            || crate::limits::DECOMPRESSION_REFUSED.load(std::sync::atomic::Ordering::Relaxed);
+        let before = counted();
         assert!(recompress(&b, &h, (Compression::Zstd, None), &mut left).is_err());
+        assert!(
+            counted() > before,
+            "counted in sluice_decompression_refused_total"
+        );
         let mut left = MAX_DECOMPRESSED;
         assert!(recompress(&b, &h, (Compression::Zstd, None), &mut left).is_ok());
         assert!(MAX_DECOMPRESSED - left >= 5000, "charged what was inflated");
