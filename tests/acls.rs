@@ -137,6 +137,45 @@ fn one_record() -> bytes::Bytes {
     sluice::records::encode_batch(&[rec], sluice::records::Compression::None).expect("batch")
 }
 
+/// Grants alice `operation` (Kafka's code: 3 READ, 4 WRITE) on a resource (2 topic, 3
+/// group), as the super user: for the cases whose API needs a second ACL besides the one
+/// under test, so that only that one decides.
+async fn admin_grants_alice(addr: &str, resource_type: i8, name: &str, operation: i8) {
+    let admin = Security {
+        tls: None,
+        sasl: Some(SaslLogin {
+            mechanism: Mech::Scram(Mechanism::Sha256),
+            username: "admin".into(),
+            password: "adminpw".into(),
+        }),
+    };
+    let mut a = Client::connect_secured(addr, &admin).await.unwrap();
+    let r = a
+        .call(
+            &CreateAclsRequest::default().with_creations(vec![
+                create_acls_request::AclCreation::default()
+                    .with_resource_type(resource_type)
+                    .with_resource_name(sb(name))
+                    .with_resource_pattern_type(3)
+                    .with_principal(sb("User:alice"))
+                    .with_host(sb("*"))
+                    .with_operation(operation)
+                    .with_permission_type(3),
+            ]),
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.results[0].error_code, 0,
+        "granting alice {operation} on {name}"
+    );
+}
+
+/// An idempotent producer id to name in transactional requests: refused or not by the ACLs
+/// before the coordinator looks it up.
+const SOME_PRODUCER: i64 = 4242;
+
 /// (what, error when refused, `sluice acl add` arguments granting it ({} is the case's
 /// resource name), the request returning its error code).
 fn cases() -> Vec<(&'static str, i16, &'static str, Call)> {
@@ -597,6 +636,220 @@ fn cases() -> Vec<(&'static str, i16, &'static str, Call)> {
             }),
         ),
         (
+            // A member id is asked for first (KIP-394): past the ACL, not refused by it.
+            "JoinGroup",
+            GROUP_AUTH,
+            "--operation Read --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &JoinGroupRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_session_timeout_ms(10_000)
+                            .with_rebalance_timeout_ms(10_000)
+                            .with_member_id(sb(""))
+                            .with_protocol_type(sb("consumer"))
+                            .with_protocols(vec![
+                                join_group_request::JoinGroupRequestProtocol::default()
+                                    .with_name(sb("range"))
+                                    .with_metadata(bytes::Bytes::new()),
+                            ]),
+                        5,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "SyncGroup",
+            GROUP_AUTH,
+            "--operation Read --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &SyncGroupRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_generation_id(1)
+                            .with_member_id(sb("m")),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            // The topic is readable; the group decides.
+            "OffsetCommit",
+            GROUP_AUTH,
+            "--operation Read --group {}",
+            call!(|c, n| {
+                admin_grants_alice(&c.addr, 2, n, 3).await;
+                let r = c
+                    .call(
+                        &OffsetCommitRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_generation_id_or_member_epoch(-1)
+                            .with_member_id(sb(""))
+                            .with_topics(vec![
+                                offset_commit_request::OffsetCommitRequestTopic::default()
+                                    .with_name(topic(n))
+                                    .with_partitions(vec![
+                                    offset_commit_request::OffsetCommitRequestPartition::default()
+                                        .with_partition_index(0)
+                                        .with_committed_offset(0),
+                                ]),
+                            ]),
+                        8,
+                    )
+                    .await
+                    .unwrap();
+                r.topics[0].partitions[0].error_code
+            }),
+        ),
+        (
+            // Authorized operations reported truthfully: DESCRIBE (8) alone, as granted.
+            "DescribeGroups",
+            GROUP_AUTH,
+            "--operation Describe --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &DescribeGroupsRequest::default()
+                            .with_groups(vec![GroupId(sb(n))])
+                            .with_include_authorized_operations(true),
+                        5,
+                    )
+                    .await
+                    .unwrap();
+                let g = &r.groups[0];
+                if g.error_code == 0 {
+                    assert_eq!(g.authorized_operations, 1 << 8, "DescribeGroups: {g:?}");
+                }
+                g.error_code
+            }),
+        ),
+        (
+            "ConsumerGroupHeartbeat",
+            GROUP_AUTH,
+            "--operation Read --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &ConsumerGroupHeartbeatRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_member_id(sb("AAAAAAAAAAAAAAAAAAAAAA"))
+                            .with_member_epoch(0)
+                            .with_rebalance_timeout_ms(10_000)
+                            .with_subscribed_topic_names(Some(vec![]))
+                            .with_topic_partitions(Some(vec![])),
+                        0,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            // The topic is writable; the transactional id decides.
+            "AddPartitionsToTxn",
+            TXN_AUTH,
+            "--operation Write --transactional-id {}",
+            call!(|c, n| {
+                admin_grants_alice(&c.addr, 2, n, 4).await;
+                let r = c
+                    .call(
+                        &AddPartitionsToTxnRequest::default()
+                            .with_v3_and_below_transactional_id(TransactionalId(sb(n)))
+                            .with_v3_and_below_producer_id(ProducerId(SOME_PRODUCER))
+                            .with_v3_and_below_producer_epoch(0)
+                            .with_v3_and_below_topics(vec![
+                                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                                    .with_name(topic(n))
+                                    .with_partitions(vec![0]),
+                            ]),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+            }),
+        ),
+        (
+            // The group is readable; the transactional id decides.
+            "AddOffsetsToTxn",
+            TXN_AUTH,
+            "--operation Write --transactional-id {}",
+            call!(|c, n| {
+                admin_grants_alice(&c.addr, 3, n, 3).await;
+                let r = c
+                    .call(
+                        &AddOffsetsToTxnRequest::default()
+                            .with_transactional_id(TransactionalId(sb(n)))
+                            .with_producer_id(ProducerId(SOME_PRODUCER))
+                            .with_producer_epoch(0)
+                            .with_group_id(GroupId(sb(n))),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            // Group and topic are readable; the transactional id decides.
+            "TxnOffsetCommit",
+            TXN_AUTH,
+            "--operation Write --transactional-id {}",
+            call!(|c, n| {
+                admin_grants_alice(&c.addr, 3, n, 3).await;
+                admin_grants_alice(&c.addr, 2, n, 3).await;
+                let r = c
+                    .call(
+                        &TxnOffsetCommitRequest::default()
+                            .with_transactional_id(TransactionalId(sb(n)))
+                            .with_group_id(GroupId(sb(n)))
+                            .with_producer_id(ProducerId(SOME_PRODUCER))
+                            .with_producer_epoch(0)
+                            .with_generation_id(-1)
+                            .with_member_id(sb(""))
+                            .with_topics(vec![
+                                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                                    .with_name(topic(n))
+                                    .with_partitions(vec![
+                                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                            .with_partition_index(0)
+                                            .with_committed_offset(0),
+                                    ]),
+                            ]),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.topics[0].partitions[0].error_code
+            }),
+        ),
+        (
+            "EndTxn",
+            TXN_AUTH,
+            "--operation Write --transactional-id {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &EndTxnRequest::default()
+                            .with_transactional_id(TransactionalId(sb(n)))
+                            .with_producer_id(ProducerId(SOME_PRODUCER))
+                            .with_producer_epoch(0)
+                            .with_committed(true),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
             "CreateAcls",
             CLUSTER_AUTH,
             "--operation Alter --cluster",
@@ -739,6 +992,44 @@ fn each_api_refuses_an_unauthorised_principal_and_serves_an_authorised_one() {
         );
         // acl0 exists, but alice holds no ACL on it.
         assert!(!names.contains(&"acl0".to_string()), "{names:?}");
+        // Authorized operations, truthfully: ALL by the prefix gives every topic operation
+        // (READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8, DESCRIBE_CONFIGS 10,
+        // ALTER_CONFIGS 11); the DENY takes READ away from pre-secret only.
+        let every: i32 = [3, 4, 5, 6, 7, 8, 10, 11].iter().map(|b| 1 << b).sum();
+        let r = alice
+            .call(
+                &MetadataRequest::default()
+                    .with_topics(Some(
+                        ["pre-open", "pre-secret"]
+                            .map(|n| {
+                                metadata_request::MetadataRequestTopic::default()
+                                    .with_name(Some(topic(n)))
+                            })
+                            .to_vec(),
+                    ))
+                    .with_include_topic_authorized_operations(true),
+                12,
+            )
+            .await
+            .unwrap();
+        let ops: Vec<(String, i32)> = r
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_ref().unwrap().0.to_string(),
+                    t.topic_authorized_operations,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("pre-open".to_string(), every),
+                ("pre-secret".to_string(), every & !(1 << 3))
+            ],
+            "topic_authorized_operations"
+        );
     });
     // Metadata asked to create a missing topic: with CREATE (the prefixed ALL) the topic is
     // made and answered LEADER_NOT_AVAILABLE; with DESCRIBE alone the answer is
