@@ -13,7 +13,8 @@ Users: admin (SCRAM-SHA-256, super user), alice (SCRAM-SHA-512). connections_max
 Checks:
 - confluent-kafka produces and consumes over SASL_SSL with SCRAM-SHA-256 for 8 s, across
   several session lifetimes, on the same connections (re-authentication, counted in metrics);
-- kafka-python round-trips with SCRAM-SHA-512 over SASL_SSL and PLAIN over SASL_PLAINTEXT;
+- kafka-python round-trips with SCRAM-SHA-512 over SASL_SSL and PLAIN over SASL_PLAINTEXT,
+  confluent-kafka with PLAIN over SASL_SSL;
 - a wrong password and an unknown user fail with an authentication error, not a hang;
 - the client-certificate principal is a super user: over mTLS, AdminClient creates user carol
   (AlterUserScramCredentials), who then logs in; alice, not a super user, is refused with
@@ -114,6 +115,22 @@ def kafka_python_round_trips():
         check_eq(vals, [f"{mech}-{i}".encode() for i in range(5)], f"kafka-python {mech} over {proto}")
         out.append(mech)
     return out
+
+
+def confluent_plain_over_ssl():
+    """PLAIN is only safe over TLS: confluent-kafka's SASL_SSL with PLAIN, as alice."""
+    from confluent_kafka import Producer
+
+    topic = unique("plain")
+    conf = confluent("PLAIN", "alice", "alicepw")
+    p = Producer(conf)
+    sent = [f"plain-{i}".encode() for i in range(5)]
+    for v in sent:
+        p.produce(topic, v, partition=0)
+    check(p.flush(20) == 0, "confluent-kafka PLAIN over SASL_SSL: records not acknowledged")
+    got = confluent_read_all(conf, topic, 1, len(sent))
+    check_eq(got, sent, "confluent-kafka PLAIN over SASL_SSL")
+    return "PLAIN over SASL_SSL"
 
 
 def large_batches_over_tls():
@@ -298,6 +315,7 @@ def certificate_reload():
 def body():
     n, conns, auths = round_trip_with_reauthentication()
     kp = kafka_python_round_trips()
+    plain = confluent_plain_over_ssl()
     bad = bad_credentials_fail()
     su = certificate_principal_is_a_super_user()
     cut = unauthenticated_requests_are_cut_off()
@@ -305,7 +323,7 @@ def body():
     rl = certificate_reload()
     return (
         f"{n} records over SASL_SSL with {auths} authentications on {conns} connections; "
-        f"kafka-python {kp}; bad credentials {bad}; {su}; unauthenticated {cut}; {large}; "
+        f"kafka-python {kp}; confluent-kafka {plain}; bad credentials {bad}; {su}; unauthenticated {cut}; {large}; "
         f"certificate {rl}"
     )
 
