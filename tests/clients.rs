@@ -393,19 +393,10 @@ fn admin_partitions_and_group_offsets() {
 /// counted while the admitted ones keep working, every place freed is given back, and a fetch
 /// that asks for 100 MB gets at most `fetch_max_bytes` (plus, KIP-74, never less than one
 /// whole batch).
-#[test]
-fn limits_refuse_excess_connections_and_cap_fetches() {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, ProduceRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
+/// Opens `n` connections and holds them: the streams, and how many the broker closed at once.
+fn hold_connections(broker: &Broker, n: usize) -> (Vec<std::net::TcpStream>, usize) {
     use std::io::Read;
-
-    let broker = Broker::start_with_config(
-        "max_connections_per_ip = 40\nfetch_max_bytes = 1048576\ndefault_partitions = 4\n",
-    );
-    // 200 connections held open: 40 admitted, the rest closed by the broker at once.
-    let conns: Vec<std::net::TcpStream> = (0..200)
+    let conns: Vec<std::net::TcpStream> = (0..n)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap())
         .collect();
     sleep(Duration::from_millis(500));
@@ -426,14 +417,48 @@ fn limits_refuse_excess_connections_and_cap_fetches() {
             }
         })
         .count();
-    assert_eq!(closed, 160, "connections past the per-IP limit are closed");
+    (conns, closed)
+}
+
+/// `sluice_connections_refused_total{reason}` as the broker reports it.
+fn refusals(broker: &Broker, reason: &str) -> u64 {
     let metrics = broker.admin_get("/metrics");
-    let refused: u64 = metrics
+    let prefix = format!("sluice_connections_refused_total{{reason=\"{reason}\"}} ");
+    metrics
         .lines()
-        .find_map(|l| l.strip_prefix("sluice_connections_refused_total{reason=\"per_ip\"} "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no per-IP refusals in\n{metrics}"));
-    assert!(refused >= 160, "{refused} refusals counted");
+        .unwrap_or_else(|| panic!("no {reason} refusals in\n{metrics}"))
+}
+
+/// `max_connections` counts every address: past it a new connection is closed at once, and
+/// one closed gives its place back.
+#[test]
+fn the_total_connection_cap_closes_the_excess() {
+    let broker = Broker::start_with_config("max_connections = 30\n");
+    let (conns, closed) = hold_connections(&broker, 100);
+    assert_eq!(closed, 70, "connections past max_connections are closed");
+    assert!(refusals(&broker, "total") >= 70, "refusals counted");
+    drop(conns);
+    sleep(Duration::from_millis(300));
+    let (_again, closed) = hold_connections(&broker, 30);
+    assert_eq!(closed, 0, "the places are given back");
+}
+
+#[test]
+fn limits_refuse_excess_connections_and_cap_fetches() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let broker = Broker::start_with_config(
+        "max_connections_per_ip = 40\nfetch_max_bytes = 1048576\ndefault_partitions = 4\n",
+    );
+    // 200 connections held open: 40 admitted, the rest closed by the broker at once.
+    let (conns, closed) = hold_connections(&broker, 200);
+    assert_eq!(closed, 160, "connections past the per-IP limit are closed");
+    assert!(refusals(&broker, "per_ip") >= 160, "refusals counted");
     drop(conns);
     sleep(Duration::from_millis(300));
 
