@@ -410,6 +410,16 @@ fn client_quotas_set_with_kafka_configs_throttle_clients() {
         described.contains("producer_byte_rate=200000"),
         "{described}"
     );
+    // request_percentage: 0.01% of a handler thread's time per second (100 µs).
+    configs(&[
+        "--alter",
+        "--entity-type",
+        "clients",
+        "--entity-name",
+        "busy",
+        "--add-config",
+        "request_percentage=0.01",
+    ]);
     let admin = broker.admin();
     run_ok(&broker, "python3", "quotas.py", &["--admin", &admin], LIMIT);
     // Removed, the quota no longer applies.
