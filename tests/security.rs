@@ -566,8 +566,10 @@ fn the_cli_sets_lists_and_deletes_client_quotas() {
         "--client-id",
         "app",
         "producer_byte_rate=4096",
+        "producer_ids_rate=5",
     ]);
     let all = ok(&["list"]);
+    assert!(all.contains("producer_ids_rate=5"), "{all}");
     assert!(
         all.contains("user=alice ") && all.contains("producer_byte_rate=1048576"),
         "{all}"

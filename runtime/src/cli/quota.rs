@@ -18,7 +18,7 @@ use crate::limits::quotas::Key;
 #[derive(clap::Subcommand, Debug)]
 pub enum QuotaCmd {
     /// Set quotas of an entity: KEY=VALUE ... (producer_byte_rate, consumer_byte_rate,
-    /// request_percentage)
+    /// request_percentage, producer_ids_rate)
     Set {
         #[command(flatten)]
         entity: EntityArgs,
@@ -87,7 +87,7 @@ fn sb(s: &str) -> StrBytes {
 
 fn key(name: &str) -> Result<Key> {
     Key::from_name(name).with_context(|| {
-            format!("unknown quota '{name}': use producer_byte_rate, consumer_byte_rate or request_percentage")
+            format!("unknown quota '{name}': use producer_byte_rate, consumer_byte_rate, request_percentage or producer_ids_rate")
         })
 }
 

@@ -32,13 +32,18 @@ pub enum Key {
     ProducerByteRate,
     ConsumerByteRate,
     RequestPercentage,
+    /// Producer ids a client may have the broker mint per second (KIP-936's name): each
+    /// InitProducerId that allocates one counts 1, so one client churning ids is throttled
+    /// on its own, before it makes the partitions' per-partition cap forget other clients'.
+    ProducerIdsRate,
 }
 
 impl Key {
-    pub const ALL: [Key; 3] = [
+    pub const ALL: [Key; 4] = [
         Key::ProducerByteRate,
         Key::ConsumerByteRate,
         Key::RequestPercentage,
+        Key::ProducerIdsRate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Key {
             Key::ProducerByteRate => "producer_byte_rate",
             Key::ConsumerByteRate => "consumer_byte_rate",
             Key::RequestPercentage => "request_percentage",
+            Key::ProducerIdsRate => "producer_ids_rate",
         }
     }
 

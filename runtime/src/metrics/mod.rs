@@ -35,7 +35,7 @@ pub struct Metrics {
     /// failed TLS handshakes.
     pub authentications: AtomicU64,
     /// Requests throttled by a client quota, per quota key.
-    quota_throttled: [AtomicU64; 3],
+    quota_throttled: [AtomicU64; crate::limits::quotas::Key::ALL.len()],
     quota_last_log_ms: AtomicU64,
     pub authentication_failures: AtomicU64,
     pub tls_handshake_failures: AtomicU64,

@@ -666,7 +666,12 @@ pub async fn handle_pieces(
     let took = started.elapsed();
     broker.metrics.observe_request(raw_key, took);
     // Fractions of a microsecond count: a quick request still uses its share.
-    let for_time = charge(Key::RequestPercentage, took.as_secs_f64() * 1e6);
+    let mut for_time = charge(Key::RequestPercentage, took.as_secs_f64() * 1e6);
+    if api == ApiKey::InitProducerId && resp.is_some() {
+        // Every InitProducerId answered may have minted an id (or bumped an epoch, which
+        // costs the same state): counted whether or not it did, so an error is no way around.
+        for_time = for_time.max(charge(Key::ProducerIdsRate, 1.0));
+    }
     if !for_time.is_zero() {
         if let Some(r) = resp.as_mut() {
             let ms = i32::try_from(for_time.as_millis()).unwrap_or(i32::MAX);
@@ -832,6 +837,61 @@ mod tests {
             assert!(!session.mute.is_zero(), "the connection is muted too");
         }
         assert!(throttles.iter().all(|&t| t > 0), "{throttles:?}");
+    }
+
+    /// producer_ids_rate (KIP-936's quota): InitProducerId past the rate is answered with a
+    /// throttle and mutes the connection; other clients are not charged for it.
+    #[tokio::test]
+    async fn producer_ids_rate_throttles_a_client_minting_ids() {
+        use crate::limits::quotas::{Entity, Key};
+        use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let churner = Entity {
+            user: None,
+            client_id: Some(Some("churner".into())),
+        };
+        b.quotas
+            .alter(&[(churner, Key::ProducerIdsRate, Some(2.0))])
+            .unwrap();
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let mut body = BytesMut::new();
+        req.encode(&mut body, 4).unwrap();
+        let init = |client: &'static str| {
+            let b = b.clone();
+            let body = body.clone();
+            async move {
+                let mut session = Session::plaintext("test");
+                let mut f = BytesMut::new();
+                f.put_i16(22);
+                f.put_i16(4);
+                f.put_i32(7);
+                f.put_i16(client.len() as i16);
+                f.put_slice(client.as_bytes());
+                f.put_u8(0);
+                f.put_slice(&body);
+                let mut r = handle(&b, &mut session, f.freeze()).await.unwrap().unwrap();
+                // Length, correlation id, the flexible header's tagged fields.
+                let mut r = r.split_off(9).freeze();
+                let r = InitProducerIdResponse::decode(&mut r, 4).unwrap();
+                assert_eq!(r.error_code, 0);
+                (r.throttle_time_ms, !session.mute.is_zero())
+            }
+        };
+        // A burst of one second's worth, then throttled.
+        assert_eq!(init("churner").await, (0, false));
+        assert_eq!(init("churner").await, (0, false));
+        let (ms, muted) = init("churner").await;
+        assert!(
+            ms > 0 && muted,
+            "the third id in a second: {ms} ms, muted {muted}"
+        );
+        // Another client is not.
+        assert_eq!(init("honest").await, (0, false));
     }
 
     /// Produces six batches to partition 0 of topic "big", batch `i` of `records(i)` records

@@ -133,7 +133,7 @@ pub fn alter(ctx: &Ctx, req: AlterClientQuotasRequest) -> AlterClientQuotasRespo
                         (
                             ResponseError::InvalidRequest,
                             format!(
-                                "unsupported quota key {} (producer_byte_rate, consumer_byte_rate and request_percentage are)",
+                                "unsupported quota key {} (producer_byte_rate, consumer_byte_rate, request_percentage and producer_ids_rate are)",
                                 op.key.as_str()
                             ),
                         )
