@@ -59,7 +59,7 @@ security = "SASL_PLAINTEXT"
     );
     let broker = Broker::start_prepared(&toml, |data| {
         let d = data.to_str().unwrap();
-        for (u, p) in [("admin", "adminpw"), ("alice", "alicepw")] {
+        for (u, p) in [("admin", "adminpw"), ("alice", "alicepw"), ("bob", "bobpw")] {
             sluice_ok(&["user", "create", u, "--password", p, "--data-dir", d]);
         }
     });
@@ -625,14 +625,30 @@ fn cases() -> Vec<(&'static str, i16, &'static str, Call)> {
             }),
         ),
         (
-            "DescribeCluster",
+            // The brokers' batched form (v4+) and its verify_only probe: CLUSTER_ACTION.
+            "AddPartitionsToTxn(v4)",
             CLUSTER_AUTH,
-            "--operation Describe --cluster",
-            call!(|c, _n| {
-                c.call(&DescribeClusterRequest::default(), 1)
+            "--operation ClusterAction --cluster",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &AddPartitionsToTxnRequest::default().with_transactions(vec![
+                            add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                                .with_transactional_id(TransactionalId(sb(n)))
+                                .with_producer_id(ProducerId(SOME_PRODUCER))
+                                .with_producer_epoch(0)
+                                .with_verify_only(true)
+                                .with_topics(vec![
+                                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                                        .with_name(topic(n))
+                                        .with_partitions(vec![0]),
+                                ]),
+                        ]),
+                        4,
+                    )
                     .await
-                    .unwrap()
-                    .error_code
+                    .unwrap();
+                r.error_code
             }),
         ),
         (
@@ -912,6 +928,60 @@ fn each_api_refuses_an_unauthorised_principal_and_serves_an_authorised_one() {
             report.push(format!("{what}: {denied} -> {after}"));
         }
         println!("{}", report.join("\n"));
+        // DescribeCluster needs no ACL on a broker (Kafka's controller asks for ALTER):
+        // without DESCRIBE, bob learns he may do nothing to the cluster.
+        let mut bob = s.client("bob", "bobpw").await;
+        let r = bob
+            .call(
+                &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!((r.error_code, r.cluster_authorized_operations), (0, 0));
+        // Transactional records need a transactional id, whatever ACLs allow: else a
+        // principal allowed to write the topic could write into another's transaction.
+        // alice may write acl3: the table's Produce case granted it.
+        let mut batch = sluice::records::encode_batch_as(
+            &[sluice::records::Record {
+                value: Some(bytes::Bytes::from_static(b"v")),
+                ..Default::default()
+            }],
+            sluice::records::Compression::None,
+            Some(sluice::records::ProducerFields {
+                producer_id: SOME_PRODUCER,
+                epoch: 0,
+                base_sequence: 0,
+            }),
+        )
+        .unwrap()
+        .to_vec();
+        // attributes: bit 4 is "transactional"; the CRC covers them.
+        batch[22] |= 0x10;
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let mut alice = s.client("alice", "alicepw").await;
+        let r = alice
+            .call(
+                &ProduceRequest::default()
+                    .with_transactional_id(None)
+                    .with_acks(1)
+                    .with_timeout_ms(5000)
+                    .with_topic_data(vec![produce_request::TopicProduceData::default()
+                        .with_name(topic("acl3"))
+                        .with_partition_data(vec![
+                            produce_request::PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(bytes::Bytes::from(batch))),
+                        ])]),
+                9,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, TXN_AUTH,
+            "transactional records without a transactional id"
+        );
     });
     // A DENY beats an ALLOW, and a prefixed ALLOW covers every matching name.
     s.admin_cli(&[

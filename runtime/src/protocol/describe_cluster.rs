@@ -17,11 +17,19 @@ pub mod operations {
 pub fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let b = ctx.broker;
     let node = b.config.node_id;
-    if !ctx.may_cluster(Operation::Describe) {
-        return DescribeClusterResponse::default().with_error_code(super::code(
-            kafka_protocol::ResponseError::ClusterAuthorizationFailed,
-        ));
-    }
+    // Any client may describe the cluster, as on a Kafka broker (its controller asks for
+    // ALTER); without DESCRIBE it is told it may do nothing to it.
+    let operations = if ctx.may_cluster(Operation::Describe) {
+        ctx.operations(
+            req.include_cluster_authorized_operations,
+            Resource::Cluster,
+            "kafka-cluster",
+        )
+    } else if req.include_cluster_authorized_operations {
+        0
+    } else {
+        operations::NOT_REQUESTED
+    };
     DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(sb(b.cluster_id.clone()))
@@ -30,11 +38,7 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResp
             .with_broker_id(BrokerId(node))
             .with_host(sb(ctx.listener.advertised_host.clone()))
             .with_port(ctx.listener.advertised_port)])
-        .with_cluster_authorized_operations(ctx.operations(
-            req.include_cluster_authorized_operations,
-            Resource::Cluster,
-            "kafka-cluster",
-        ))
+        .with_cluster_authorized_operations(operations)
 }
 
 #[cfg(test)]

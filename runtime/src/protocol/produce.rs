@@ -238,6 +238,10 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
         .transactional_id
         .as_ref()
         .is_some_and(|t| !ctx.allowed(Operation::Write, Resource::TransactionalId, t));
+    // Transactional batches come with the transactional id they are written for, which the
+    // check above authorized (as Kafka's handleProduceRequest requires): without one, a
+    // principal allowed to write the topic could write into another's open transaction.
+    let no_txn_id = req.transactional_id.is_none();
     for td in req.topic_data {
         let name = td.name.0.as_str().to_string();
         let denied = if txn_denied {
@@ -326,6 +330,16 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
                     continue;
                 }
                 Ok(None) => Ok(part.append(&records, max, stamp)),
+                Ok(Some(_)) if no_txn_id => {
+                    pr.error_code = code(ResponseError::TransactionalIdAuthorizationFailed);
+                    if ctx.version >= 8 {
+                        pr.error_message = Some(sb(
+                            "transactional records need a transactional id".to_string(),
+                        ));
+                    }
+                    tr.partition_responses.push(pr);
+                    continue;
+                }
                 Ok(Some((pid, epoch))) => {
                     b.txns
                         // Produce v12+ comes from clients on transactions version 2: the

@@ -149,6 +149,12 @@ pub fn add_partitions(ctx: &Ctx<'_>, req: AddPartitionsToTxnRequest) -> AddParti
         );
         return r;
     }
+    // v4+ is the brokers' batched form (and its verify_only probe): CLUSTER_ACTION, as Kafka.
+    if !ctx.may_cluster(crate::auth::acl::Operation::ClusterAction) {
+        return r.with_error_code(super::code(
+            kafka_protocol::ResponseError::ClusterAuthorizationFailed,
+        ));
+    }
     r.results_by_transaction = req
         .transactions
         .iter()
