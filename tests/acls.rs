@@ -939,6 +939,65 @@ fn each_api_refuses_an_unauthorised_principal_and_serves_an_authorised_one() {
             .await
             .unwrap();
         assert_eq!((r.error_code, r.cluster_authorized_operations), (0, 0));
+        // A commit on a topic alice may not describe: refused per partition, and nothing of
+        // it shown (its metadata, its leader epoch).
+        let admin = Security {
+            tls: None,
+            sasl: Some(SaslLogin {
+                mechanism: Mech::Scram(Mechanism::Sha256),
+                username: "admin".into(),
+                password: "adminpw".into(),
+            }),
+        };
+        let mut a = Client::connect_secured(&s.sasl, &admin).await.unwrap();
+        let committed = a
+            .call(
+                &OffsetCommitRequest::default()
+                    .with_group_id(GroupId(sb("leaky")))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_member_id(sb(""))
+                    .with_topics(vec![
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(topic("acl0"))
+                            .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(1)
+                                    .with_committed_leader_epoch(7)
+                                    .with_committed_metadata(Some(sb("secret"))),
+                            ]),
+                    ]),
+                8,
+            )
+            .await
+            .unwrap();
+        assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+        admin_grants_alice(&s.sasl, 3, "leaky", 8).await;
+        let mut alice = s.client("alice", "alicepw").await;
+        let r = alice
+            .call(
+                &OffsetFetchRequest::default()
+                    .with_group_id(GroupId(sb("leaky")))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(topic("acl0"))
+                            .with_partition_indexes(vec![0]),
+                    ])),
+                7,
+            )
+            .await
+            .unwrap();
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(
+            (
+                p.error_code,
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.metadata.as_ref().map(|m| m.to_string())
+            ),
+            (TOPIC_AUTH, -1, -1, Some(String::new())),
+            "a refused partition's commit"
+        );
         // Transactional records need a transactional id, whatever ACLs allow: else a
         // principal allowed to write the topic could write into another's transaction.
         // alice may write acl3: the table's Produce case granted it.

@@ -152,6 +152,16 @@ fn fetch_group(ctx: &Ctx<'_>, group: &str, topics: Option<Vec<(String, Vec<i32>)
     }
 }
 
+/// A partition refused (a topic the caller may not describe, an unstable offset) tells
+/// nothing of its commit: no metadata and no leader epoch either, as Kafka answers.
+fn hidden_unless_ok(err: i16, epoch: i32, metadata: String) -> (i32, String) {
+    if err == 0 {
+        (epoch, metadata)
+    } else {
+        (-1, String::new())
+    }
+}
+
 pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
     let mut r = OffsetFetchResponse::default();
     if ctx.version >= 8 {
@@ -176,6 +186,7 @@ pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
                         .into_iter()
                         .map(|(p, o, e, m)| {
                             let err = row_error(ctx, req.require_stable, &group, &t, p);
+                            let (e, m) = hidden_unless_ok(err, e, m);
                             OffsetFetchResponsePartitions::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(if err == 0 { o } else { -1 })
@@ -215,6 +226,7 @@ pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
                     rows.into_iter()
                         .map(|(p, o, e, m)| {
                             let err = row_error(ctx, require_stable, &group, &t2, p);
+                            let (e, m) = hidden_unless_ok(err, e, m);
                             let mut pr = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(if err == 0 { o } else { -1 })
