@@ -437,7 +437,12 @@ fn refusals(broker: &Broker, reason: &str) -> u64 {
 fn the_total_connection_cap_closes_the_excess() {
     let broker = Broker::start_with_config("max_connections = 30\n");
     let (conns, closed) = hold_connections(&broker, 100);
-    assert_eq!(closed, 70, "connections past max_connections are closed");
+    // 70, or 71 when the harness's readiness probe (connected and dropped just before) is
+    // still counted: the broker frees a place when it sees the close.
+    assert!(
+        (70..=71).contains(&closed),
+        "{closed} closed: connections past max_connections are closed"
+    );
     assert!(refusals(&broker, "total") >= 70, "refusals counted");
     drop(conns);
     sleep(Duration::from_millis(300));
