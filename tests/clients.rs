@@ -462,7 +462,7 @@ fn limits_refuse_excess_connections_and_cap_fetches() {
     );
     // 200 connections held open: 40 admitted, the rest closed by the broker at once.
     let (conns, closed) = hold_connections(&broker, 200);
-    // 160, or 161 with the harness's readiness probe still counted (see below).
+    // 160, or 161 with the harness's readiness probe still counted (as in the test above).
     assert!(
         (160..=161).contains(&closed),
         "{closed} closed: connections past the per-IP limit are closed"
