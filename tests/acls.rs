@@ -137,10 +137,8 @@ fn one_record() -> bytes::Bytes {
     sluice::records::encode_batch(&[rec], sluice::records::Compression::None).expect("batch")
 }
 
-/// Grants alice `operation` (Kafka's code: 3 READ, 4 WRITE) on a resource (2 topic, 3
-/// group), as the super user: for the cases whose API needs a second ACL besides the one
-/// under test, so that only that one decides.
-async fn admin_grants_alice(addr: &str, resource_type: i8, name: &str, operation: i8) {
+/// A connection of the super user.
+async fn as_admin(addr: &str) -> Client {
     let admin = Security {
         tls: None,
         sasl: Some(SaslLogin {
@@ -149,7 +147,14 @@ async fn admin_grants_alice(addr: &str, resource_type: i8, name: &str, operation
             password: "adminpw".into(),
         }),
     };
-    let mut a = Client::connect_secured(addr, &admin).await.unwrap();
+    Client::connect_secured(addr, &admin).await.unwrap()
+}
+
+/// Grants alice `operation` (Kafka's code: 3 READ, 4 WRITE) on a resource (2 topic, 3
+/// group), as the super user: for the cases whose API needs a second ACL besides the one
+/// under test, so that only that one decides.
+async fn admin_grants_alice(addr: &str, resource_type: i8, name: &str, operation: i8) {
+    let mut a = as_admin(addr).await;
     let r = a
         .call(
             &CreateAclsRequest::default().with_creations(vec![
@@ -351,15 +356,7 @@ fn cases() -> Vec<(&'static str, i16, &'static str, Call)> {
             GROUP_AUTH,
             "--operation Read --group {}",
             call!(|c, n| {
-                let admin = Security {
-                    tls: None,
-                    sasl: Some(SaslLogin {
-                        mechanism: Mech::Scram(Mechanism::Sha256),
-                        username: "admin".into(),
-                        password: "adminpw".into(),
-                    }),
-                };
-                let mut a = Client::connect_secured(&c.addr, &admin).await.unwrap();
+                let mut a = as_admin(&c.addr).await;
                 let md = a
                     .call(
                         &MetadataRequest::default().with_topics(Some(vec![
@@ -941,15 +938,7 @@ fn each_api_refuses_an_unauthorised_principal_and_serves_an_authorised_one() {
         assert_eq!((r.error_code, r.cluster_authorized_operations), (0, 0));
         // A commit on a topic alice may not describe: refused per partition, and nothing of
         // it shown (its metadata, its leader epoch).
-        let admin = Security {
-            tls: None,
-            sasl: Some(SaslLogin {
-                mechanism: Mech::Scram(Mechanism::Sha256),
-                username: "admin".into(),
-                password: "adminpw".into(),
-            }),
-        };
-        let mut a = Client::connect_secured(&s.sasl, &admin).await.unwrap();
+        let mut a = as_admin(&s.sasl).await;
         let committed = a
             .call(
                 &OffsetCommitRequest::default()
