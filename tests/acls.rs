@@ -1303,3 +1303,270 @@ fn kafka_acls_tool_manages_acls() {
         "{after}"
     );
 }
+
+/// An abort marker for a partition that does not exist: past the ACL check, the answer is
+/// UNKNOWN_TOPIC_OR_PARTITION.
+fn abort_marker() -> WriteTxnMarkersRequest {
+    WriteTxnMarkersRequest::default().with_markers(vec![
+        write_txn_markers_request::WritableTxnMarker::default()
+            .with_producer_id(ProducerId(SOME_PRODUCER))
+            .with_producer_epoch(0)
+            .with_transaction_result(false)
+            .with_topics(vec![
+                write_txn_markers_request::WritableTxnMarkerTopic::default()
+                    .with_name(topic("no-such-topic"))
+                    .with_partition_indexes(vec![0]),
+            ]),
+    ])
+}
+
+fn end_of_epoch_0(name: &str) -> OffsetForLeaderEpochRequest {
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(topic(name))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(-1)
+                        .with_leader_epoch(0),
+                ]),
+        ])
+}
+
+fn share_fetch(group: &str, epoch: i32, topic_id: Option<uuid::Uuid>) -> ShareFetchRequest {
+    ShareFetchRequest::default()
+        .with_group_id(Some(GroupId(sb(group))))
+        .with_member_id(Some(sb("member-1")))
+        .with_share_session_epoch(epoch)
+        .with_max_wait_ms(0)
+        .with_max_records(10)
+        .with_topics(
+            topic_id
+                .map(|id| {
+                    share_fetch_request::FetchTopic::default()
+                        .with_topic_id(id)
+                        .with_partitions(vec![
+                            share_fetch_request::FetchPartition::default().with_partition_index(0)
+                        ])
+                })
+                .into_iter()
+                .collect(),
+        )
+}
+
+/// What a refusal says, beyond its code, as Kafka says it: the right checked before the
+/// topic's existence, a topic id refused as such, refused groups without operations, the
+/// administrators' grants Kafka also accepts (ALTER for markers, CLUSTER_ACTION for leader
+/// epochs), per-partition errors where the Java AdminClient reads them, READ re-checked on
+/// a share session's partitions, and a group described only with its members' topics.
+#[test]
+fn refusals_follow_kafka_in_their_details() {
+    let s = start();
+    for t in ["hidden", "shared-t"] {
+        s.admin_cli(&["topic", "create", t, "--partitions", "1"]);
+    }
+    let acl = |verb: &str, args: &[&str]| {
+        let mut a = vec!["acl", verb, "--principal", "User:bob"];
+        a.extend(args);
+        s.admin_cli(&a);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shared_id = rt.block_on(async {
+        let mut admin = as_admin(&s.sasl).await;
+        let md = admin
+            .call(
+                &MetadataRequest::default().with_topics(Some(
+                    ["hidden", "shared-t"]
+                        .map(|n| {
+                            metadata_request::MetadataRequestTopic::default()
+                                .with_name(Some(topic(n)))
+                        })
+                        .to_vec(),
+                )),
+                12,
+            )
+            .await
+            .unwrap();
+        // A KIP-848 member (the super user) subscribed to the topic bob may not describe.
+        let hb = admin
+            .call(
+                &ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(GroupId(sb("theirs")))
+                    .with_member_id(sb("AAAAAAAAAAAAAAAAAAAAAA"))
+                    .with_member_epoch(0)
+                    .with_rebalance_timeout_ms(10_000)
+                    .with_subscribed_topic_names(Some(vec![topic("hidden")]))
+                    .with_topic_partitions(Some(vec![])),
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(hb.error_code, 0, "the super user joins 'theirs'");
+        let mut bob = s.client("bob", "bobpw").await;
+
+        // Metadata by id: the id is not secret, the refusal is TOPIC_AUTHORIZATION_FAILED.
+        let r = bob
+            .call(
+                &MetadataRequest::default().with_topics(Some(vec![
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(None)
+                        .with_topic_id(md.topics[0].topic_id),
+                ])),
+                12,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.topics[0].error_code, r.topics[0].name.is_none()),
+            (TOPIC_AUTH, true),
+            "Metadata by the id of a topic bob may not describe"
+        );
+
+        // AlterPartitionReassignments: the error at the top and on every partition.
+        let r = bob
+            .call(
+                &AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(topic("hidden"))
+                        .with_partitions(vec![
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(vec![BrokerId(1)])),
+                        ]),
+                ]),
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.error_code, r.responses[0].partitions[0].error_code),
+            (CLUSTER_AUTH, CLUSTER_AUTH),
+            "refused reassignment"
+        );
+
+        // A group bob may not describe: refused, and no operations reported for it.
+        let r = bob
+            .call(
+                &DescribeGroupsRequest::default()
+                    .with_groups(vec![GroupId(sb("theirs"))])
+                    .with_include_authorized_operations(true),
+                5,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.groups[0].error_code, r.groups[0].authorized_operations),
+            (GROUP_AUTH, i32::MIN),
+            "DescribeGroups of a refused group"
+        );
+
+        let r = bob.call(&abort_marker(), 1).await.unwrap();
+        assert_eq!(
+            r.markers[0].topics[0].partitions[0].error_code, CLUSTER_AUTH,
+            "markers without a grant"
+        );
+        let r = bob.call(&end_of_epoch_0("hidden"), 4).await.unwrap();
+        assert_eq!(r.topics[0].partitions[0].error_code, TOPIC_AUTH);
+        md.topics[1].topic_id
+    });
+
+    acl(
+        "add",
+        &["--operation", "Describe", "--topic", "t-", "--prefixed"],
+    );
+    // KIP-664: ALTER on the cluster is how an administrator aborts a hanging transaction.
+    acl("add", &["--operation", "Alter", "--cluster"]);
+    acl("add", &["--operation", "ClusterAction", "--cluster"]);
+    acl("add", &["--operation", "Describe", "--group", "theirs"]);
+    acl("add", &["--operation", "Read", "--group", "sg"]);
+    acl("add", &["--operation", "Read", "--topic", "shared-t"]);
+    rt.block_on(async {
+        let mut bob = s.client("bob", "bobpw").await;
+        // With DESCRIBE but not DELETE on a missing name, the missing right is reported,
+        // not the missing topic.
+        let r = bob
+            .call(
+                &DeleteTopicsRequest::default()
+                    .with_topic_names(vec![topic("t-missing")])
+                    .with_timeout_ms(5000),
+                5,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.responses[0].error_code, TOPIC_AUTH, "DeleteTopics");
+        let r = bob.call(&abort_marker(), 1).await.unwrap();
+        assert_eq!(
+            r.markers[0].topics[0].partitions[0].error_code, 3,
+            "markers with ALTER on the cluster get past the check"
+        );
+        let r = bob.call(&end_of_epoch_0("hidden"), 4).await.unwrap();
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, 0,
+            "OffsetForLeaderEpoch with CLUSTER_ACTION"
+        );
+        // bob may describe the group, but its member reads a topic bob may not describe.
+        let r = bob
+            .call(
+                &ConsumerGroupDescribeRequest::default()
+                    .with_group_ids(vec![GroupId(sb("theirs"))])
+                    .with_include_authorized_operations(true),
+                0,
+            )
+            .await
+            .unwrap();
+        let g = &r.groups[0];
+        assert_eq!(
+            (g.error_code, g.members.len(), g.authorized_operations),
+            (TOPIC_AUTH, 0, i32::MIN),
+            "ConsumerGroupDescribe hiding its members' topics: {g:?}"
+        );
+        // A share session on a readable topic.
+        let hb = bob
+            .call(
+                &ShareGroupHeartbeatRequest::default()
+                    .with_group_id(GroupId(sb("sg")))
+                    .with_member_id(sb("member-1"))
+                    .with_member_epoch(0)
+                    .with_subscribed_topic_names(Some(vec![topic("shared-t")])),
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(hb.error_code, 0, "{hb:?}");
+        let r = bob
+            .call(&share_fetch("sg", 0, Some(shared_id)), 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.error_code, r.responses[0].partitions[0].error_code),
+            (0, 0),
+            "the session's first fetch: {r:?}"
+        );
+    });
+    acl("remove", &["--operation", "Read", "--topic", "shared-t"]);
+    rt.block_on(async {
+        let mut bob = s.client("bob", "bobpw").await;
+        // The next fetch of the session names no topic: the session's partition is checked.
+        let r = bob.call(&share_fetch("sg", 1, None), 1).await.unwrap();
+        assert_eq!(r.error_code, 0, "{r:?}");
+        let parts: Vec<(uuid::Uuid, i32, i16)> = r
+            .responses
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.topic_id, p.partition_index, p.error_code))
+            })
+            .collect();
+        assert_eq!(
+            parts,
+            [(shared_id, 0, TOPIC_AUTH)],
+            "READ revoked mid-session"
+        );
+    });
+}

@@ -447,22 +447,38 @@ impl Acls {
             return true;
         }
         let all = self.bindings.read().unwrap_or_else(|e| e.into_inner());
-        let allowed = all.iter().any(|b| {
-            b.resource == resource
-                && b.permission == Permission::Allow
-                && b.applies_to(principal, host)
-                && b.operation.implies(op)
-        });
+        let mine = || {
+            all.iter().filter(move |b| {
+                b.resource == resource
+                    && b.applies_to(principal, host)
+                    && (b.operation == op || b.operation == Operation::All)
+            })
+        };
+        let denies: Vec<&Binding> = mine()
+            .filter(|b| b.permission == Permission::Deny)
+            .collect();
         // A literal wildcard deny takes every resource of the type away.
-        let denied = all.iter().any(|b| {
-            b.resource == resource
-                && b.permission == Permission::Deny
-                && b.pattern == Pattern::Literal
-                && b.name == "*"
-                && b.applies_to(principal, host)
-                && (b.operation == op || b.operation == Operation::All)
-        });
-        allowed && !denied
+        if denies
+            .iter()
+            .any(|b| b.pattern == Pattern::Literal && b.name == "*")
+        {
+            return false;
+        }
+        // An allow counts unless a deny covers everything it names: a literal deny of the
+        // same name, or a prefixed deny of a prefix of it (which also covers every name an
+        // allowed prefix could match). A deny of one topic leaves the others allowed.
+        let dominated = |name: &str| {
+            denies.iter().any(|d| match d.pattern {
+                Pattern::Literal => d.name == name,
+                Pattern::Prefixed => name.starts_with(d.name.as_str()),
+            })
+        };
+        let allowed = mine()
+            .filter(|b| b.permission == Permission::Allow)
+            .any(|b| (b.pattern == Pattern::Literal && b.name == "*") || !dominated(&b.name));
+        allowed
+            || (self.config.allow_everyone_if_no_acl_found
+                && !all.iter().any(|b| b.resource == resource))
     }
 
     /// The authorized-operations bitfield (bit n for operation code n) for a resource.
@@ -624,6 +640,64 @@ mod tests {
         );
         assert!(a.allowed_on_any("User:alice", "h", Write, Topic));
         assert!(!a.allowed_on_any("User:bob", "h", Write, Topic));
+    }
+
+    /// KIP-679's "some resource of the type" rule, as Kafka's authorizeByResourceType: an
+    /// allow counts unless a deny covers all it names.
+    #[test]
+    fn allowed_on_any_weighs_denies_against_what_each_allow_names() {
+        use Operation::*;
+        use Pattern::*;
+        use Permission::*;
+        use Resource::*;
+        let case = |bindings: &[Binding], allow_if_none: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let a = acls(dir.path(), allow_if_none);
+            a.create(bindings).unwrap();
+            a.allowed_on_any("User:u", "h", Write, Topic)
+        };
+        let allow = |name: &str, p| b(Topic, name, p, "User:u", Write, Allow);
+        let deny = |name: &str, p| b(Topic, name, p, "User:u", Write, Deny);
+        assert!(case(&[allow("a", Literal), deny("b", Literal)], false));
+        assert!(
+            case(
+                &[allow("a", Literal), allow("b", Literal), deny("a", Literal)],
+                false
+            ),
+            "a deny of one topic leaves the other allow"
+        );
+        assert!(!case(&[allow("a", Literal), deny("a", Literal)], false));
+        assert!(!case(&[allow("ab", Literal), deny("a", Prefixed)], false));
+        assert!(!case(&[allow("ab", Prefixed), deny("a", Prefixed)], false));
+        assert!(
+            case(&[allow("a", Prefixed), deny("ab", Prefixed)], false),
+            "the allowed prefix still names topics outside the denied one"
+        );
+        assert!(!case(&[allow("*", Literal), deny("*", Literal)], false));
+        assert!(case(&[allow("*", Literal), deny("a", Literal)], false));
+        assert!(
+            !case(&[b(Topic, "a", Literal, "User:u", Read, Allow)], false),
+            "READ is not WRITE"
+        );
+        assert!(case(&[b(Topic, "a", Literal, "User:u", All, Allow)], false));
+        assert!(
+            !case(
+                &[
+                    allow("a", Literal),
+                    b(Topic, "a", Literal, "User:u", All, Deny)
+                ],
+                false
+            ),
+            "a deny of ALL denies WRITE"
+        );
+        assert!(
+            case(&[b(Group, "g", Literal, "User:x", Read, Allow)], true),
+            "no topic ACL at all, and everyone allowed if none is found"
+        );
+        assert!(!case(
+            &[b(Topic, "t", Literal, "User:x", Write, Allow)],
+            true
+        ));
     }
 
     #[test]

@@ -208,14 +208,12 @@ pub fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsRes
             .with_topic_id(id);
         let may_delete = |n: &str| ctx.may(Operation::Delete, n);
         match topic {
-            // Without DESCRIBE a caller cannot tell a missing topic from a forbidden one.
             Some(t) if !may_delete(&t.name) => {
                 r.error_code = code(ResponseError::TopicAuthorizationFailed);
             }
-            None if name
-                .as_ref()
-                .is_some_and(|n| !ctx.may(Operation::Describe, n.0.as_str())) =>
-            {
+            // As Kafka, the right is checked before existence: a caller that may not delete a
+            // name learns nothing about whether it exists.
+            None if name.as_ref().is_some_and(|n| !may_delete(n.0.as_str())) => {
                 r.error_code = code(ResponseError::TopicAuthorizationFailed);
             }
             None => {

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{
     ConsumerGroupHeartbeatResponse, TopicName,
 };
 
+use super::describe_cluster::operations::NOT_REQUESTED;
 use super::{code, sb, Ctx};
 use crate::auth::acl::{Operation, Resource};
 use crate::group::consumer::Heartbeat;
@@ -104,6 +105,7 @@ pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGro
                 gid.0.as_str(),
             ));
         if !ctx.allowed(Operation::Describe, Resource::Group, gid.0.as_str()) {
+            d.authorized_operations = NOT_REQUESTED;
             d.error_code = code(ResponseError::GroupAuthorizationFailed);
             r.groups.push(d);
             continue;
@@ -163,6 +165,29 @@ pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGro
                             .with_target_assignment(partitions(x.target))
                     })
                     .collect();
+                // As Kafka: the members' topics are part of the answer, so every one of them
+                // must be describable, or the group is refused whole.
+                let hidden = d.members.iter().any(|m| {
+                    let assigned = m
+                        .assignment
+                        .topic_partitions
+                        .iter()
+                        .chain(&m.target_assignment.topic_partitions)
+                        .map(|t| &t.topic_name);
+                    m.subscribed_topic_names
+                        .iter()
+                        .chain(assigned)
+                        .any(|t| !ctx.may(Operation::Describe, t.0.as_str()))
+                });
+                if hidden {
+                    d = describe::DescribedGroup::default()
+                        .with_group_id(gid.clone())
+                        .with_authorized_operations(NOT_REQUESTED)
+                        .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                        .with_error_message(Some(sb(
+                            "the group's members use topics the caller may not describe",
+                        )));
+                }
             }
             _ => {
                 d.error_code = GROUP_ID_NOT_FOUND;

@@ -304,6 +304,8 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResp
                 gid.0.as_str(),
             ));
         if !ctx.allowed(Operation::Describe, Resource::Group, gid.0.as_str()) {
+            // Kafka's error answer leaves the operations at their default.
+            d.authorized_operations = super::describe_cluster::operations::NOT_REQUESTED;
             d.error_code = code(ResponseError::GroupAuthorizationFailed);
             r.groups.push(d);
             continue;

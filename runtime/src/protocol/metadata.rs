@@ -108,9 +108,17 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                             None => None,
                         }
                     }
-                    None => b
-                        .topic_by_id(want.topic_id)
-                        .filter(|t| ctx.may(Operation::Describe, &t.name)),
+                    None => match b.topic_by_id(want.topic_id) {
+                        // As Kafka: an id is not secret, so a topic the caller may not
+                        // describe is refused by id, without its name.
+                        Some(t) if !ctx.may(Operation::Describe, &t.name) => {
+                            return MetadataResponseTopic::default()
+                                .with_name(None)
+                                .with_topic_id(want.topic_id)
+                                .with_error_code(code(ResponseError::TopicAuthorizationFailed));
+                        }
+                        found => found,
+                    },
                 };
                 match found {
                     Some(t) => {

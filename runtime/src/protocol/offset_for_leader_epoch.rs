@@ -17,8 +17,10 @@ const EPOCH: i32 = 0;
 
 pub fn handle(ctx: &Ctx<'_>, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
     let mut resp = OffsetForLeaderEpochResponse::default();
+    // Followers ask with CLUSTER_ACTION; consumers need DESCRIBE on each topic.
+    let cluster = ctx.may_cluster(Operation::ClusterAction);
     for t in req.topics {
-        let denied = !ctx.may(Operation::Describe, t.topic.0.as_str());
+        let denied = !cluster && !ctx.may(Operation::Describe, t.topic.0.as_str());
         let topic = ctx.broker.topic(t.topic.0.as_str());
         let mut tr = OffsetForLeaderTopicResult::default().with_topic(t.topic.clone());
         for p in t.partitions {

@@ -20,9 +20,11 @@ pub fn alter(
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
     let mut resp = AlterPartitionReassignmentsResponse::default();
-    if !ctx.may_cluster(Operation::Alter) {
+    // Refused, every partition repeats the error as Kafka's error response does: the Java
+    // AdminClient reads the per-partition codes, and finding none it reports an unknown error.
+    let denied = !ctx.may_cluster(Operation::Alter);
+    if denied {
         resp.error_code = code(ResponseError::ClusterAuthorizationFailed);
-        return resp;
     }
     let node = ctx.broker.config.node_id;
     for t in req.topics {
@@ -30,6 +32,7 @@ pub fn alter(
         let mut tr = ReassignableTopicResponse::default().with_name(t.name.clone());
         for p in t.partitions {
             let (error, message) = match (&topic, &p.replicas) {
+                _ if denied => (Some(ResponseError::ClusterAuthorizationFailed), None),
                 (None, _) => (Some(ResponseError::UnknownTopicOrPartition), None),
                 (Some(tp), _) if tp.partition(p.partition_index).is_none() => {
                     (Some(ResponseError::UnknownTopicOrPartition), None)

@@ -385,6 +385,9 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
             return r;
         }
     };
+    // As Kafka, READ is checked on every partition of the session, not only on those this
+    // request names: a grant revoked mid-session stops the deliveries at the next fetch.
+    let revoked = unreadable_topics(ctx, parts.iter().map(|&(t, _)| t));
     let closing = req.share_session_epoch == -1;
     let max_records = if req.max_records > 0 {
         req.max_records as usize
@@ -412,6 +415,11 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
                 .with_records(Some(Bytes::new()));
             if let Some(&(_, e)) = ack_errors.iter().find(|(k, _)| *k == (tid, p)) {
                 pd.acknowledge_error_code = e;
+            }
+            if revoked.contains(&tid) {
+                pd.error_code = code(ResponseError::TopicAuthorizationFailed);
+                by_topic.entry(tid).or_default().push(pd);
+                continue;
             }
             let topic = ctx.broker.topic_by_id(tid);
             let part = topic.as_ref().and_then(|t| t.partition(p).cloned());
@@ -487,15 +495,17 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
         }
     }
     for t in req.topics.iter().filter(|t| denied.contains(&t.topic_id)) {
-        by_topic
-            .entry(t.topic_id)
-            .or_default()
-            .extend(t.partitions.iter().map(|p| {
-                PartitionData::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(code(ResponseError::TopicAuthorizationFailed))
-                    .with_records(Some(Bytes::new()))
-            }));
+        by_topic.entry(t.topic_id).or_default().extend(
+            t.partitions
+                .iter()
+                .filter(|p| !parts.contains(&(t.topic_id, p.partition_index)))
+                .map(|p| {
+                    PartitionData::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                        .with_records(Some(Bytes::new()))
+                }),
+        );
     }
     r.responses = by_topic
         .into_iter()

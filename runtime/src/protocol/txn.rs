@@ -465,6 +465,9 @@ pub fn describe_producers(
 /// administrators' abort of a hanging transaction (`kafka-transactions.sh abort`,
 /// `sluice txn abort`): a partition holding a transaction no coordinator will end.
 pub fn write_markers(ctx: &Ctx<'_>, req: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    // KIP-664: ALTER on the cluster is the administrators' grant for the abort; brokers hold
+    // CLUSTER_ACTION.
+    let denied = !ctx.may_cluster(Operation::Alter) && !ctx.may_cluster(Operation::ClusterAction);
     let markers = req
         .markers
         .into_iter()
@@ -479,7 +482,7 @@ pub fn write_markers(ctx: &Ctx<'_>, req: WriteTxnMarkersRequest) -> WriteTxnMark
                         .into_iter()
                         .map(|p| {
                             let e = match topic.as_ref().and_then(|t| t.partition(p)) {
-                                _ if !ctx.may_cluster(Operation::ClusterAction) => {
+                                _ if denied => {
                                     code(ResponseError::ClusterAuthorizationFailed)
                                 }
                                 None => code(ResponseError::UnknownTopicOrPartition),
