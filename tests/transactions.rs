@@ -299,11 +299,21 @@ fn sluice(broker: &Broker, args: &[&str]) -> (String, String) {
 /// `describe` and is not hanging (its coordinator will time it out). With the coordinator's
 /// state lost (its directory deleted while the broker is down), the partition's open
 /// transaction is hanging: `hanging` finds it, `abort` ends it, and read_committed readers
-/// move past it.
+/// move past it. A second one, in another topic, is ended by Kafka's own
+/// `kafka-transactions.sh abort` (TransactionsCommand: DescribeProducers, then
+/// WriteTxnMarkers).
 #[test]
 fn txn_cli_lists_and_aborts_hanging_transactions() {
     require_python_modules(&["confluent_kafka"]);
+    require_java_clients();
     let mut broker = Broker::start();
+    run_ok(
+        &broker,
+        "python3",
+        "transactions.py",
+        &["open", "--src", "left-java"],
+        LIMIT,
+    );
     let out = run_ok(
         &broker,
         "python3",
@@ -348,7 +358,7 @@ fn txn_cli_lists_and_aborts_hanging_transactions() {
     fs::remove_dir_all(broker.data_dir.path().join("internal/transactions")).unwrap();
     broker.restart();
     let (hanging, summary) = sluice(&broker, &["txn", "hanging"]);
-    assert!(summary.contains("1 hanging"), "{hanging}{summary}");
+    assert!(summary.contains("2 hanging"), "{hanging}{summary}");
     let row = hanging
         .lines()
         .find(|l| l.starts_with("left-open "))
@@ -373,14 +383,35 @@ fn txn_cli_lists_and_aborts_hanging_transactions() {
     );
     assert!(aborted.contains("aborted"), "{aborted}");
     let (_, summary) = sluice(&broker, &["txn", "hanging"]);
-    assert!(summary.contains("0 hanging"), "{summary}");
-    run_ok(
+    assert!(summary.contains("1 hanging"), "{summary}");
+    // The open transaction's first record is the topic's first.
+    run_java_ok(
         &broker,
-        "python3",
-        "transactions.py",
-        &["stable", "--src", "left-open"],
-        LIMIT,
+        "org.apache.kafka.tools.TransactionsCommand",
+        &[
+            "--bootstrap-server",
+            &broker.bootstrap(),
+            "abort",
+            "--topic",
+            "left-java",
+            "--partition",
+            "0",
+            "--start-offset",
+            "0",
+        ],
+        Duration::from_secs(60),
     );
+    let (_, summary) = sluice(&broker, &["txn", "hanging"]);
+    assert!(summary.contains("0 hanging"), "{summary}");
+    for topic in ["left-open", "left-java"] {
+        run_ok(
+            &broker,
+            "python3",
+            "transactions.py",
+            &["stable", "--src", topic],
+            LIMIT,
+        );
+    }
 }
 
 /// Log compaction (a topic with cleanup.policy=compact): 6000 updates over 20 keys and two
