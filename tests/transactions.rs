@@ -631,6 +631,45 @@ fn kafka_tools_transactional_copier_and_transactions_command() {
     );
 }
 
+/// Kafka Connect 4.4 in distributed mode (sluice.ConnectEos): its compacted config, offset and
+/// status topics, its workers' group, and exactly-once source support (KIP-618: transactional
+/// producers per task, zombies fenced, offsets read read_committed). A source counts to 30,000
+/// into a topic and a sink appends what it reads to a file; the worker is killed with kill -9
+/// mid-stream and a new one takes over: read_committed readers see every number exactly once,
+/// the sink's file holds each.
+#[test]
+fn kafka_connect_exactly_once_source_survives_kill_9_of_its_worker() {
+    require_java_clients();
+    let broker = Broker::start();
+    let (bootstrap, port) = (broker.bootstrap(), support::free_port().to_string());
+    let sink = broker.scratch().join("connect-sink.txt");
+    let (sink, count) = (sink.to_str().unwrap(), "30000");
+    let worker =
+        || Script::spawn_java(&broker, "sluice.ConnectEos", &["worker", &bootstrap, &port]);
+    let first = worker();
+    let limit = Duration::from_secs(150);
+    run_java_ok(
+        &broker,
+        "sluice.ConnectEos",
+        &["start", &bootstrap, &port, count, sink],
+        limit,
+    );
+    // kill -9 (a Script's finish past its limit), while the source is still counting.
+    let killed = first.finish(Duration::ZERO);
+    assert!(
+        killed.status.is_none(),
+        "the first worker had exited: {}",
+        killed.report()
+    );
+    let _second = worker();
+    run_java_ok(
+        &broker,
+        "sluice.ConnectEos",
+        &["verify", &bootstrap, &port, count, sink],
+        limit,
+    );
+}
+
 /// kafkajs 2.2.4: a transactional producer's commit and abort under kafkajs' read_committed
 /// consumer, and sendOffsets committed with a transaction.
 #[test]
