@@ -75,6 +75,11 @@ pub struct AuthConfig {
     pub acl: acl::AclConfig,
     /// OAUTHBEARER's token validation, when configured.
     pub oauth: Option<Arc<oauth::OAuth>>,
+    /// Topics whose records command the broker (the plugin host's deployments topic: a
+    /// manifest names the principal its pipeline acts as). With ACLs on, writing them takes
+    /// ALTER on the cluster besides WRITE on the topic, so only operators deploy, as only
+    /// they may grant ACLs.
+    pub operator_topics: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -85,6 +90,7 @@ impl Default for AuthConfig {
             super_users: Vec::new(),
             acl: Default::default(),
             oauth: None,
+            operator_topics: Vec::new(),
         }
     }
 }

@@ -284,6 +284,11 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
     if !loopback && admin_token.is_none() {
         bail!("the admin API on {admin} would be open to the network: set admin_token (or --admin-token / SLUICE_ADMIN_TOKEN), or bind it to a loopback address");
     }
+    let deployments_group = match args.deployments_group.or(file.deployments_group) {
+        None => Some(crate::plugin::deployments::BROKER_GROUP.to_string()),
+        Some(g) if g.is_empty() => None,
+        Some(g) => Some(g),
+    };
     Ok(Settings {
         listeners,
         metrics: args.metrics.or(file.metrics),
@@ -293,11 +298,7 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
             .plugins_dir
             .or(file.plugins_dir)
             .unwrap_or_else(|| PathBuf::from("./plugins")),
-        deployments_group: match args.deployments_group.or(file.deployments_group) {
-            None => Some(crate::plugin::deployments::BROKER_GROUP.to_string()),
-            Some(g) if g.is_empty() => None,
-            Some(g) => Some(g),
-        },
+        deployments_group: deployments_group.clone(),
         plugin_threads: args
             .plugin_threads
             .or(file.plugin_threads)
@@ -313,6 +314,11 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                 oauth,
                 max_reauth_ms: file.connections_max_reauth_ms.unwrap_or(0),
                 super_users: file.super_users,
+                operator_topics: deployments_group
+                    .as_deref()
+                    .map(crate::plugin::deployments::topic)
+                    .into_iter()
+                    .collect(),
                 acl: crate::auth::acl::AclConfig {
                     enabled: match file.authorizer.as_deref() {
                         None | Some("none") => false,

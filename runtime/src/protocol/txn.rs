@@ -54,15 +54,18 @@ fn add_partitions_one(
     epoch: i16,
     topics: &[AddPartitionsToTxnTopic],
     verify_only: bool,
+    from_broker: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let b = ctx.broker;
     let mut parts = Vec::new();
     let mut unknown = Vec::new();
     let mut forbidden = Vec::new();
-    let txn_denied = !may_write_txn(ctx, txn_id);
+    // A broker's request (v4+) was authorized by its CLUSTER_ACTION, as Kafka does: the
+    // producer's own rights were checked when it produced.
+    let txn_denied = !from_broker && !may_write_txn(ctx, txn_id);
     for t in topics {
         let topic = b.topic(t.name.0.as_str());
-        let denied = !ctx.may(Operation::Write, t.name.0.as_str());
+        let denied = !from_broker && !ctx.may(Operation::Write, t.name.0.as_str());
         for &p in &t.partitions {
             let key = (t.name.0.to_string(), p);
             if txn_denied || denied {
@@ -146,6 +149,7 @@ pub fn add_partitions(ctx: &Ctx<'_>, req: AddPartitionsToTxnRequest) -> AddParti
             req.v3_and_below_producer_epoch,
             &req.v3_and_below_topics,
             false,
+            false,
         );
         return r;
     }
@@ -168,6 +172,7 @@ pub fn add_partitions(ctx: &Ctx<'_>, req: AddPartitionsToTxnRequest) -> AddParti
                     t.producer_epoch,
                     &t.topics,
                     t.verify_only,
+                    true,
                 ))
         })
         .collect();
