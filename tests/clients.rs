@@ -395,29 +395,28 @@ fn admin_partitions_and_group_offsets() {
 /// whole batch).
 /// Opens `n` connections and holds them: the streams, and how many the broker closed at once.
 fn hold_connections(broker: &Broker, n: usize) -> (Vec<std::net::TcpStream>, usize) {
-    use std::io::Read;
     let conns: Vec<std::net::TcpStream> = (0..n)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap())
         .collect();
     sleep(Duration::from_millis(500));
-    let closed = conns
-        .iter()
-        .filter(|s| {
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let mut b = [0u8; 1];
-            // Closed: end of stream (or a reset); admitted: nothing to read, so a timeout.
-            match (&mut &**s).read(&mut b) {
-                Ok(0) => true,
-                Ok(_) => false,
-                Err(e) => !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ),
-            }
-        })
-        .count();
+    let closed = conns.iter().filter(|s| is_closed(s)).count();
     (conns, closed)
+}
+
+/// Whether the broker closed the connection: end of stream (or a reset). One it keeps has
+/// nothing to read, so the read times out.
+fn is_closed(s: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    match (&mut &*s).read(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
 }
 
 /// `sluice_connections_refused_total{reason}` as the broker reports it.
@@ -448,6 +447,69 @@ fn the_total_connection_cap_closes_the_excess() {
     sleep(Duration::from_millis(300));
     let (_again, closed) = hold_connections(&broker, 30);
     assert_eq!(closed, 0, "the places are given back");
+}
+
+fn metric(broker: &Broker, name: &str) -> u64 {
+    let metrics = broker.admin_get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+/// `connections_max_idle_ms` (Kafka's connections.max.idle.ms): a connection silent that long
+/// is closed, one in use is not, and librdkafka reconnects by itself after it. A SASL
+/// connection that has not authenticated gets no longer (10 s at most).
+#[test]
+fn silent_connections_are_closed_and_clients_carry_on() {
+    require_python_modules(&["confluent_kafka"]);
+    let sasl = support::free_port();
+    let broker = Broker::start_with_config(&format!(
+        "connections_max_idle_ms = 1500\n[[listeners]]\nname = \"SASL\"\naddress = \"127.0.0.1:{sasl}\"\nsecurity = \"SASL_PLAINTEXT\"\n"
+    ));
+    let (idle, _) = hold_connections(&broker, 5);
+    let unauthenticated: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", sasl)).unwrap())
+        .collect();
+    // Meanwhile a producer writes, waits past the limit, and writes again.
+    let script = format!(
+        r#"
+import time
+from confluent_kafka import Producer
+p = Producer({{"bootstrap.servers": "{}"}})
+for v in (b"before", b"after"):
+    p.produce("idle-t", v)
+    assert p.flush(15) == 0, "unflushed"
+    time.sleep(2.5)
+print("both delivered")
+"#,
+        broker.bootstrap()
+    );
+    let out = support::command("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let closed = |conns: &[std::net::TcpStream]| conns.iter().filter(|s| is_closed(s)).count();
+    assert_eq!(closed(&idle), 5, "idle plaintext connections closed");
+    assert_eq!(
+        closed(&unauthenticated),
+        3,
+        "unauthenticated connections closed"
+    );
+    assert!(metric(&broker, "sluice_connections_idle_closed_total") >= 5);
+    assert!(metric(&broker, "sluice_connections_unauthenticated_closed_total") >= 3);
+    let (_fresh, closed_now) = hold_connections(&broker, 3);
+    assert_eq!(
+        closed_now, 0,
+        "a fresh connection is not closed before its time"
+    );
 }
 
 #[test]

@@ -1271,28 +1271,26 @@ fn the_admin_api_needs_its_token_and_the_metrics_listener_serves_only_metrics() 
 }
 
 /// With ACLs on, a pipeline acts as its manifest's principal: refused (and reported) until
-/// it may read its inputs and write its outputs, started by the rescan once `sluice acl add`
-/// grants that, and stopped when the grant is taken back.
+/// it may read its inputs, write its outputs and create the topics it needs, started by the
+/// rescan once `sluice acl add` grants that, and stopped when the grant is taken back. A
+/// plugin routing records to topics it names at run time writes only where its principal
+/// may: elsewhere the record is dead-lettered with the reason.
 #[test]
 fn a_pipeline_acts_as_its_principal_under_acls() {
     require_kcat();
     // The plaintext listener's anonymous clients (kcat, the CLI) are super users here; the
     // pipeline is not.
     let b = Broker::start_with_config("authorizer = \"acl\"\nsuper_users = [\"User:ANONYMOUS\"]\n");
-    let acl = |args: &[&str]| {
+    let acl_for = |principal: &str, args: &[&str]| {
         let o = sluice()
             .args(["acl"])
             .args(args)
-            .args([
-                "--principal",
-                "User:evens-app",
-                "--bootstrap",
-                &b.bootstrap(),
-            ])
+            .args(["--principal", principal, "--bootstrap", &b.bootstrap()])
             .output()
             .unwrap();
         assert!(o.status.success(), "sluice acl {args:?}: {o:?}");
     };
+    let acl = |args: &[&str]| acl_for("User:evens-app", args);
     let refused = |why: &str| {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -1331,11 +1329,54 @@ fn a_pipeline_acts_as_its_principal_under_acls() {
         "evens.",
         "--prefixed",
     ]);
+    // The topics do not exist yet: the pipeline would create them.
+    refused("create topic numbers");
+    acl(&["add", "--operation", "Create", "--cluster"]);
     wait_running(&b, "evens", None);
     produce(&b, "numbers", &lines(&["1", "2", "3", "4"]), false);
     assert_eq!(values(&wait_records(&b, "evens-out", 2)), ["2", "4"]);
     acl(&["remove", "--operation", "Write", "--topic", "evens-out"]);
     refused("write topic evens-out");
+
+    // A router may write topic-a (which it may create) but not topic-b.
+    for t in ["mixed", "other", "topic-b"] {
+        let o = sluice()
+            .args(["topic", "create", t, "--bootstrap", &b.bootstrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "topic create {t}: {o:?}");
+    }
+    let router = |args: &[&str]| acl_for("User:router-app", args);
+    router(&["add", "--operation", "Read", "--topic", "mixed"]);
+    for t in ["other", "topic-a"] {
+        router(&["add", "--operation", "Write", "--topic", t]);
+    }
+    router(&["add", "--operation", "Create", "--topic", "topic-a"]);
+    router(&[
+        "add",
+        "--operation",
+        "All",
+        "--topic",
+        "route.",
+        "--prefixed",
+    ]);
+    deploy(
+        &b,
+        "route",
+        "router",
+        "inputs = [\"mixed\"]\noutput = \"other\"\nprincipal = \"User:router-app\"\n[config]\na = \"topic-a\"\nb = \"topic-b\"\n",
+    );
+    wait_running(&b, "route", None);
+    produce(&b, "mixed", &lines(&["a:1", "b:2", "c:3"]), false);
+    assert_eq!(values(&wait_records(&b, "topic-a", 1)), ["a:1"]);
+    assert_eq!(values(&wait_records(&b, "other", 1)), ["c:3"]);
+    let dlq = wait_records(&b, "route.dlq", 1);
+    assert_eq!(values(&dlq), ["b:2"]);
+    let reason = &dlq[0].headers["sluice.dlq.reason"];
+    assert!(
+        reason.contains("User:router-app may not write topic topic-b"),
+        "{reason}"
+    );
 }
 
 /// `sluice plugin deploy` with no --workers reaches the broker's own plugin host through its

@@ -111,6 +111,10 @@ pub struct Session {
     /// Set by a handler whose answer must be the connection's last (a failed SASL
     /// authentication).
     pub close_after_response: bool,
+    /// How long the answer waits before it is sent: a failed authentication's, as Kafka's
+    /// `connection.failed.authentication.delay.ms`, so guessing passwords one connection at
+    /// a time is slow.
+    pub delay_response: std::time::Duration,
     /// A quota's throttle: the connection reads nothing more for this long after the
     /// response (KIP-219).
     pub mute: std::time::Duration,
@@ -134,6 +138,7 @@ impl Session {
             tls_subject: None,
             sasl,
             close_after_response: false,
+            delay_response: std::time::Duration::ZERO,
             mute: std::time::Duration::ZERO,
             response_memory: Default::default(),
             zero_copy: false,

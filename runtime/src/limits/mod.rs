@@ -11,6 +11,7 @@
 //! | `max_connections_per_ip` | 2000 | the same, for one address (`reason="per_ip"`) |
 //! | `fetch_max_bytes` | 55 MiB, as Kafka | a fetch's (or share fetch's) response stops there, whatever the client asked (`sluice_fetch_capped_total`); the first batch still goes whole (KIP-74) |
 //! | request size | 100 MiB (`server::MAX_REQUEST_BYTES`) | the connection is closed (`sluice_protocol_errors_total`) |
+//! | `connections_max_idle_ms` | 600000, as Kafka | a connection that sends no request for this long is closed (`sluice_connections_idle_closed_total`); a SASL connection that has not authenticated, after 10 s without a request (`UNAUTHENTICATED_IDLE_MS`, `sluice_connections_unauthenticated_closed_total`) |
 //! | request time | 60 s (`server::FRAME_DEADLINE`) | a request that has begun must arrive whole within it, or the connection is closed: a stalled request would hold its reservation below forever |
 //! | `max_in_flight_bytes` | 512 MiB | one budget for large requests (over 64 KiB) being read and handled and for fetch responses until written (`memory.rs`; records a plaintext fetch sends from their files take none): a large request waits for room before more of it is read (`sluice_memory_waits_total`), a fetch gets a smaller response, down to one batch (`sluice_fetch_shrunk_total`) |
 //! | decompressed batch | 256 MiB per request, 32x its compressed size for snappy (`records/mod.rs`) | the batch is refused as corrupt (`sluice_decompression_refused_total`) |
@@ -43,7 +44,16 @@ pub struct Limits {
     pub max_producer_ids_per_partition: usize,
     /// The budget of `memory.rs`.
     pub max_in_flight_bytes: usize,
+    /// Kafka's `connections.max.idle.ms`: a connection with no request for this long is
+    /// closed.
+    pub connections_max_idle_ms: u64,
 }
+
+/// Before it has authenticated, a SASL connection may wait this long between requests (or
+/// `connections_max_idle_ms` if shorter; its
+/// handshake takes a few round trips at once): without a bound, idle unauthenticated sockets
+/// would hold the connection caps' places for `connections_max_idle_ms`.
+pub const UNAUTHENTICATED_IDLE_MS: u64 = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -55,6 +65,7 @@ impl Default for Limits {
             segment_ms_min: 60_000,
             max_producer_ids_per_partition: 10_000,
             max_in_flight_bytes: 512 << 20,
+            connections_max_idle_ms: 600_000,
         }
     }
 }
@@ -71,6 +82,26 @@ pub fn producer_ids_forgotten(n: usize, dir: &std::path::Path) {
         tracing::warn!(partition = %dir.display(), forgotten = n, forgotten_so_far = total,
             setting = "max_producer_ids_per_partition",
             "too many idempotent producers on one partition: the least recently seen are forgotten");
+    }
+}
+
+/// Connections closed for their silence, for `/metrics`: idle past `connections_max_idle_ms`,
+/// and SASL connections that did not authenticate in time.
+pub static IDLE_CLOSED: AtomicU64 = AtomicU64::new(0);
+pub static UNAUTHENTICATED_CLOSED: AtomicU64 = AtomicU64::new(0);
+static IDLE_LAST_LOG_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Counts a connection closed for its silence, with a log line at most once a second.
+pub fn idle_closed(peer: std::net::SocketAddr, authenticated: bool, after: std::time::Duration) {
+    let (counter, setting) = if authenticated {
+        (&IDLE_CLOSED, "connections_max_idle_ms")
+    } else {
+        (&UNAUTHENTICATED_CLOSED, "UNAUTHENTICATED_IDLE_MS")
+    };
+    let total = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    if log_due(&IDLE_LAST_LOG_MS) {
+        tracing::info!(%peer, authenticated, idle = ?after, closed_so_far = total, setting,
+            "closing a silent connection");
     }
 }
 

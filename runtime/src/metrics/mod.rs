@@ -284,6 +284,20 @@ pub fn render(broker: &Broker) -> String {
     );
     scalar(
         &mut out,
+        "sluice_connections_idle_closed_total",
+        "counter",
+        "Connections closed after connections_max_idle_ms without a request.",
+        crate::limits::IDLE_CLOSED.load(Ordering::Relaxed),
+    );
+    scalar(
+        &mut out,
+        "sluice_connections_unauthenticated_closed_total",
+        "counter",
+        "SASL connections closed for not authenticating in time.",
+        crate::limits::UNAUTHENTICATED_CLOSED.load(Ordering::Relaxed),
+    );
+    scalar(
+        &mut out,
         "sluice_decompression_refused_total",
         "counter",
         "Batches refused because they inflate past the decompression cap.",

@@ -364,8 +364,15 @@ impl PluginHost {
                             .as_deref()
                             .is_some_and(|x| x.starts_with(NOT_AUTHORIZED)) =>
                         {
-                            let allowed = parsed.as_ref().is_ok_and(|m| self.authorize(m).is_ok());
-                            if !allowed {
+                            let Ok(m) = parsed.as_ref() else { return };
+                            if let Err(why) = self.authorize(m) {
+                                // Still refused; said again only when the reason changes
+                                // (one grant of several given, say).
+                                if e.error.as_deref() != Some(why.as_str()) {
+                                    tracing::error!(pipeline = name, error = %why, "pipeline rejected");
+                                    e.stats.error(why.clone());
+                                    e.error = Some(why);
+                                }
                                 return;
                             }
                         }
@@ -440,8 +447,8 @@ impl PluginHost {
     }
 
     /// With ACLs on, a pipeline acts as its principal, like any client: it must be allowed to
-    /// read its inputs and retry topic and to write its output, retry, dead-letter and late
-    /// topics. Checked at every (re)deploy and at every rescan of the plugins directory, so
+    /// read its inputs and retry topic, to write its output, retry, dead-letter and late
+    /// topics, and to create those of them that do not exist yet. Checked at every (re)deploy and at every rescan of the plugins directory, so
     /// a revoked ACL stops the pipeline (at a checkpoint) and a granted one starts it.
     fn authorize(&self, m: &Manifest) -> Result<(), String> {
         use crate::auth::acl::{Operation, Resource};
@@ -469,6 +476,29 @@ impl PluginHost {
                         m.principal, m.principal
                     ));
                 }
+            }
+        }
+        // The host creates the topics the manifest names, as a client's produce would: that
+        // takes CREATE, on the topic or the cluster.
+        let named = m
+            .inputs
+            .iter()
+            .chain(m.output.iter())
+            .chain([&m.dead_letter, &m.retry_topic]);
+        for t in named.filter(|t| self.broker.topic(t).is_none()) {
+            if !acls.allowed(&m.principal, host, Operation::Create, Resource::Topic, t)
+                && !acls.allowed(
+                    &m.principal,
+                    host,
+                    Operation::Create,
+                    Resource::Cluster,
+                    "kafka-cluster",
+                )
+            {
+                return Err(format!(
+                    "{NOT_AUTHORIZED} {} may not create topic {t} (create it first, or grant it with: sluice acl add --principal {} --operation Create --topic {t})",
+                    m.principal, m.principal
+                ));
             }
         }
         Ok(())
@@ -535,13 +565,16 @@ impl PluginHost {
                 over_budget += 1;
                 continue;
             };
-            let io = Box::new(LocalIo::new(
-                self.broker.clone(),
-                topic.clone(),
-                partition,
-                self.checkpoint_path(&m.name, &topic, partition),
-                self.rt.clone(),
-            ));
+            let io = Box::new(
+                LocalIo::new(
+                    self.broker.clone(),
+                    topic.clone(),
+                    partition,
+                    self.checkpoint_path(&m.name, &topic, partition),
+                    self.rt.clone(),
+                )
+                .acting_as(&m.principal),
+            );
             let spec = TaskSpec {
                 engine: self.engine.clone(),
                 pipeline: r.pipeline.clone(),

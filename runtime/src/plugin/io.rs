@@ -8,7 +8,7 @@
 //! - `worker::ClusterIo`: in a `sluice worker` on any Kafka cluster. Reads with a
 //!   read_committed consumer; outputs, state and input offsets go in one transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,7 +125,14 @@ pub struct LocalIo {
     writer: Option<Writer>,
     /// Changes on every append to the input partition.
     appended: Option<tokio::sync::watch::Receiver<()>>,
+    /// The pipeline's principal, whose ACLs bound the topics a plugin names at run time.
+    principal: Option<String>,
+    /// Topics found writable, and when: checked again after [`ACL_RECHECK`], so a revoked
+    /// grant takes effect without an ACL lookup per record.
+    writable: HashMap<String, std::time::Instant>,
 }
+
+const ACL_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl LocalIo {
     pub fn new(
@@ -143,7 +150,51 @@ impl LocalIo {
             rt,
             writer: None,
             appended: None,
+            principal: None,
+            writable: HashMap::new(),
         }
+    }
+
+    /// Output goes only to topics `principal` may write (and create, if they are new), when
+    /// ACLs are on: a plugin names its output topics at run time, and the host's check of the
+    /// manifest covers only the topics the manifest names.
+    pub fn acting_as(mut self, principal: &str) -> LocalIo {
+        self.principal = Some(principal.to_string());
+        self
+    }
+
+    fn may_write(&mut self, name: &str) -> Result<(), String> {
+        use crate::auth::acl::{Operation, Resource};
+        let acls = &self.broker.acls;
+        let Some(principal) = self.principal.as_ref().filter(|_| acls.enabled()) else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        if self
+            .writable
+            .get(name)
+            .is_some_and(|at| now.duration_since(*at) < ACL_RECHECK)
+        {
+            return Ok(());
+        }
+        // Pipelines run inside the broker: their host is the loopback address.
+        let may =
+            |op, resource, name: &str| acls.allowed(principal, "127.0.0.1", op, resource, name);
+        if !may(Operation::Write, Resource::Topic, name) {
+            return Err(format!(
+                "not authorized: {principal} may not write topic {name}"
+            ));
+        }
+        if self.broker.topic(name).is_none()
+            && !may(Operation::Create, Resource::Topic, name)
+            && !may(Operation::Create, Resource::Cluster, "kafka-cluster")
+        {
+            return Err(format!(
+                "not authorized: {principal} may not create topic {name}"
+            ));
+        }
+        self.writable.insert(name.to_string(), now);
+        Ok(())
     }
 
     fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<()>> {
@@ -308,6 +359,7 @@ impl TaskIo for LocalIo {
     }
 
     fn topic(&mut self, name: &str) -> Result<Arc<Dest>, String> {
+        self.may_write(name)?;
         self.writer()?.topic(name)
     }
 

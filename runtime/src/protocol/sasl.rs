@@ -25,6 +25,9 @@ use crate::auth::users::Change;
 use crate::auth::Session;
 use crate::broker::Broker;
 
+/// Kafka's `connection.failed.authentication.delay.ms` default.
+const FAILED_AUTHENTICATION_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub fn handshake(
     session: &mut Session,
     version: i16,
@@ -105,6 +108,7 @@ pub fn authenticate(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(peer = %session.peer, listener = %session.listener.name, reason = %message, "SASL authentication failed");
             session.close_after_response = true;
+            session.delay_response = FAILED_AUTHENTICATION_DELAY;
             SaslAuthenticateResponse::default()
                 .with_error_code(code)
                 .with_error_message(Some(sb(message)))

@@ -177,7 +177,21 @@ async fn requests<R, W>(
             MAX_UNAUTHENTICATED_FRAME
         });
         frames.set_bare_token(session.sasl.as_ref().is_some_and(|s| s.expects_raw_token()));
-        let frame = match frames.next().await {
+        let authenticated = session.authenticated(Instant::now());
+        let max_idle = broker.config.limits.connections_max_idle_ms;
+        let idle = Duration::from_millis(if authenticated {
+            max_idle
+        } else {
+            max_idle.min(crate::limits::UNAUTHENTICATED_IDLE_MS)
+        });
+        let next = match tokio::time::timeout(idle, frames.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                crate::limits::idle_closed(peer, authenticated, idle);
+                return;
+            }
+        };
+        let frame = match next {
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
@@ -193,6 +207,9 @@ async fn requests<R, W>(
         let _request_memory = frames.take_held();
         let answer = protocol::handle_pieces(broker, &mut session, frame).await;
         let _response_memory = std::mem::take(&mut session.response_memory);
+        if !session.delay_response.is_zero() {
+            tokio::time::sleep(std::mem::take(&mut session.delay_response)).await;
+        }
         match answer {
             Ok(Some((head, rest))) => {
                 // flush: a TLS stream holds written bytes until flushed.
