@@ -871,6 +871,160 @@ fn cases() -> Vec<(&'static str, i16, &'static str, Call)> {
             }),
         ),
         (
+            "LeaveGroup",
+            GROUP_AUTH,
+            "--operation Read --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &LeaveGroupRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_members(vec![leave_group_request::MemberIdentity::default()
+                                .with_member_id(sb("someone"))]),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "OffsetDelete",
+            GROUP_AUTH,
+            "--operation Delete --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &OffsetDeleteRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_topics(vec![
+                                offset_delete_request::OffsetDeleteRequestTopic::default()
+                                    .with_name(topic(n))
+                                    .with_partitions(vec![
+                                        offset_delete_request::OffsetDeleteRequestPartition::default()
+                                            .with_partition_index(0),
+                                    ]),
+                            ]),
+                        0,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "DescribeConfigs(group)",
+            GROUP_AUTH,
+            "--operation DescribeConfigs --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &DescribeConfigsRequest::default().with_resources(vec![
+                            describe_configs_request::DescribeConfigsResource::default()
+                                .with_resource_type(32)
+                                .with_resource_name(sb(n))
+                                .with_configuration_keys(None),
+                        ]),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                r.results[0].error_code
+            }),
+        ),
+        (
+            "IncrementalAlterConfigs(group)",
+            GROUP_AUTH,
+            "--operation AlterConfigs --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                            incremental_alter_configs_request::AlterConfigsResource::default()
+                                .with_resource_type(32)
+                                .with_resource_name(sb(n))
+                                .with_configs(vec![]),
+                        ]),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                r.responses[0].error_code
+            }),
+        ),
+        (
+            "DescribeTransactions",
+            TXN_AUTH,
+            "--operation Describe --transactional-id {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &DescribeTransactionsRequest::default()
+                            .with_transactional_ids(vec![TransactionalId(sb(n))]),
+                        0,
+                    )
+                    .await
+                    .unwrap();
+                r.transaction_states[0].error_code
+            }),
+        ),
+        (
+            "DescribeProducers",
+            TOPIC_AUTH,
+            "--operation Read --topic {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &DescribeProducersRequest::default().with_topics(vec![
+                            describe_producers_request::TopicRequest::default()
+                                .with_name(topic(n))
+                                .with_partition_indexes(vec![0]),
+                        ]),
+                        0,
+                    )
+                    .await
+                    .unwrap();
+                r.topics[0].partitions[0].error_code
+            }),
+        ),
+        (
+            "ShareGroupHeartbeat",
+            GROUP_AUTH,
+            "--operation Read --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &ShareGroupHeartbeatRequest::default()
+                            .with_group_id(GroupId(sb(n)))
+                            .with_member_id(sb("member-1"))
+                            .with_member_epoch(0)
+                            .with_subscribed_topic_names(Some(vec![])),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "ShareAcknowledge",
+            GROUP_AUTH,
+            "--operation Read --group {}",
+            call!(|c, n| {
+                let r = c
+                    .call(
+                        &ShareAcknowledgeRequest::default()
+                            .with_group_id(Some(GroupId(sb(n))))
+                            .with_member_id(Some(sb("member-1")))
+                            .with_share_session_epoch(1),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
             "CreateAcls",
             CLUSTER_AUTH,
             "--operation Alter --cluster",
@@ -1424,6 +1578,27 @@ fn refusals_follow_kafka_in_their_details() {
         assert_eq!(hb.error_code, 0, "the super user joins 'theirs'");
         let mut bob = s.client("bob", "bobpw").await;
 
+        // A wrong password is answered after Kafka's connection.failed.authentication.delay.ms.
+        let asked = std::time::Instant::now();
+        let wrong = Client::connect_secured(
+            &s.sasl,
+            &Security {
+                tls: None,
+                sasl: Some(SaslLogin {
+                    mechanism: Mech::Scram(Mechanism::Sha256),
+                    username: "bob".into(),
+                    password: "guess".into(),
+                }),
+            },
+        )
+        .await;
+        assert!(wrong.is_err(), "a wrong password is refused");
+        assert!(
+            asked.elapsed() >= Duration::from_millis(100),
+            "refused after {:?}",
+            asked.elapsed()
+        );
+
         // Metadata by id: the id is not secret, the refusal is TOPIC_AUTHORIZATION_FAILED.
         let r = bob
             .call(
@@ -1594,4 +1769,265 @@ fn refusals_follow_kafka_in_their_details() {
             "READ revoked mid-session"
         );
     });
+}
+
+/// The cluster's APIs, as (what, `sluice acl add` arguments granting what Kafka requires, the
+/// request returning its error code). Each runs as a principal of its own: the cluster is
+/// one resource, so grants for one case would let the next through.
+fn cluster_cases() -> Vec<(&'static str, &'static str, Call)> {
+    // The broker's node id, as DescribeConfigs names it.
+    const BROKER: &str = "1";
+    vec![
+        (
+            "DescribeLogDirs",
+            "--operation Describe --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(&DescribeLogDirsRequest::default().with_topics(None), 4)
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "ListPartitionReassignments",
+            "--operation Describe --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &ListPartitionReassignmentsRequest::default().with_timeout_ms(5000),
+                        0,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "DescribeAcls",
+            "--operation Describe --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &DescribeAclsRequest::default()
+                            .with_resource_type_filter(1)
+                            .with_pattern_type_filter(1)
+                            .with_operation(1)
+                            .with_permission_type(1),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "DescribeUserScramCredentials",
+            "--operation Describe --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(&DescribeUserScramCredentialsRequest::default(), 0)
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "DescribeClientQuotas",
+            "--operation DescribeConfigs --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(&DescribeClientQuotasRequest::default(), 1)
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "DescribeConfigs(broker)",
+            "--operation DescribeConfigs --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &DescribeConfigsRequest::default().with_resources(vec![
+                            describe_configs_request::DescribeConfigsResource::default()
+                                .with_resource_type(4)
+                                .with_resource_name(sb(BROKER))
+                                .with_configuration_keys(None),
+                        ]),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                r.results[0].error_code
+            }),
+        ),
+        (
+            "AlterConfigs(broker)",
+            "--operation AlterConfigs --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &AlterConfigsRequest::default().with_resources(vec![
+                            alter_configs_request::AlterConfigsResource::default()
+                                .with_resource_type(4)
+                                .with_resource_name(sb(BROKER))
+                                .with_configs(vec![]),
+                        ]),
+                        2,
+                    )
+                    .await
+                    .unwrap();
+                r.responses[0].error_code
+            }),
+        ),
+        (
+            "IncrementalAlterConfigs(broker)",
+            "--operation AlterConfigs --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                            incremental_alter_configs_request::AlterConfigsResource::default()
+                                .with_resource_type(4)
+                                .with_resource_name(sb(BROKER))
+                                .with_configs(vec![]),
+                        ]),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                r.responses[0].error_code
+            }),
+        ),
+        (
+            "AlterClientQuotas",
+            "--operation AlterConfigs --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &AlterClientQuotasRequest::default().with_entries(vec![
+                            alter_client_quotas_request::EntryData::default()
+                                .with_entity(vec![
+                                    alter_client_quotas_request::EntityData::default()
+                                        .with_entity_type(sb("client-id"))
+                                        .with_entity_name(Some(sb("someone"))),
+                                ])
+                                .with_ops(vec![alter_client_quotas_request::OpData::default()
+                                    .with_key(sb("producer_byte_rate"))
+                                    .with_value(1e6)]),
+                        ]),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                r.entries[0].error_code
+            }),
+        ),
+        (
+            "ElectLeaders",
+            "--operation Alter --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &ElectLeadersRequest::default()
+                            .with_topic_partitions(None)
+                            .with_timeout_ms(5000),
+                        2,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "UpdateFeatures",
+            "--operation Alter --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &UpdateFeaturesRequest::default()
+                            .with_timeout_ms(5000)
+                            .with_feature_updates(vec![]),
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                r.error_code
+            }),
+        ),
+        (
+            "DeleteAcls",
+            "--operation Alter --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &DeleteAclsRequest::default().with_filters(vec![
+                            delete_acls_request::DeleteAclsFilter::default()
+                                .with_resource_type_filter(2)
+                                .with_resource_name_filter(Some(sb("nothing-here")))
+                                .with_pattern_type_filter(3)
+                                .with_operation(1)
+                                .with_permission_type(1),
+                        ]),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                r.filter_results[0].error_code
+            }),
+        ),
+        (
+            "AlterUserScramCredentials",
+            "--operation Alter --cluster",
+            call!(|c, _n| {
+                let r = c
+                    .call(
+                        &AlterUserScramCredentialsRequest::default().with_deletions(vec![
+                            alter_user_scram_credentials_request::ScramCredentialDeletion::default(
+                            )
+                            .with_name(sb("nobody"))
+                            .with_mechanism(1),
+                        ]),
+                        0,
+                    )
+                    .await
+                    .unwrap();
+                r.results[0].error_code
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn each_cluster_api_refuses_a_principal_without_its_cluster_acl() {
+    let s = start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut report = Vec::new();
+    for (i, (what, grant, call)) in cluster_cases().into_iter().enumerate() {
+        let user = format!("ops{i}");
+        s.admin_cli(&["user", "create", &user, "--password", "opspw"]);
+        let principal = format!("User:{user}");
+        let before = rt.block_on(async {
+            let mut c = s.client(&user, "opspw").await;
+            call(&mut c, "").await
+        });
+        assert_eq!(before, CLUSTER_AUTH, "{what} by {principal} without ACLs");
+        let mut args = vec!["acl", "add", "--principal", &principal];
+        args.extend(grant.split(' '));
+        s.admin_cli(&args);
+        let after = rt.block_on(async {
+            let mut c = s.client(&user, "opspw").await;
+            call(&mut c, "").await
+        });
+        assert!(
+            ![CLUSTER_AUTH, TOPIC_AUTH, GROUP_AUTH, TXN_AUTH].contains(&after),
+            "{what} by {principal} after `{grant}`: error {after}"
+        );
+        report.push(format!("{what}: {before} -> {after}"));
+    }
+    println!("{}", report.join("\n"));
 }
