@@ -1526,7 +1526,7 @@ fn share_fetch(group: &str, epoch: i32, topic_id: Option<uuid::Uuid>) -> ShareFe
 #[test]
 fn refusals_follow_kafka_in_their_details() {
     let s = start();
-    for t in ["hidden", "shared-t", "sluice.deployments"] {
+    for t in ["hidden", "shared-t", "sluice.deployments", "t-kept"] {
         s.admin_cli(&["topic", "create", t, "--partitions", "1"]);
     }
     let acl = |verb: &str, args: &[&str]| {
@@ -1693,6 +1693,36 @@ fn refusals_follow_kafka_in_their_details() {
             .await
             .unwrap();
         assert_eq!(r.responses[0].error_code, TOPIC_AUTH, "DeleteTopics");
+        // By id, a topic bob may see but not delete: refused, with its name.
+        let md = bob
+            .call(
+                &MetadataRequest::default()
+                    .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                    )
+                    .with_name(Some(topic("t-kept")))])),
+                12,
+            )
+            .await
+            .unwrap();
+        let r = bob
+            .call(
+                &DeleteTopicsRequest::default()
+                    .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                        .with_name(None)
+                        .with_topic_id(md.topics[0].topic_id)])
+                    .with_timeout_ms(5000),
+                6,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                r.responses[0].error_code,
+                r.responses[0].name.as_ref().map(|n| n.0.to_string())
+            ),
+            (TOPIC_AUTH, Some("t-kept".to_string())),
+            "DeleteTopics by id"
+        );
         let r = bob.call(&abort_marker(), 1).await.unwrap();
         assert_eq!(
             r.markers[0].topics[0].partitions[0].error_code, 3,

@@ -209,6 +209,10 @@ pub fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsRes
         let may_delete = |n: &str| ctx.may(Operation::Delete, n);
         match topic {
             Some(t) if !may_delete(&t.name) => {
+                // Asked by id, the name is told to a caller that may see the topic (Kafka).
+                if ctx.may(Operation::Describe, &t.name) {
+                    r.name = Some(TopicName(sb(t.name.clone())));
+                }
                 r.error_code = code(ResponseError::TopicAuthorizationFailed);
             }
             // As Kafka, the right is checked before existence: a caller that may not delete a
