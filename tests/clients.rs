@@ -466,7 +466,7 @@ fn silent_connections_are_closed_and_clients_carry_on() {
     require_python_modules(&["confluent_kafka"]);
     let sasl = support::free_port();
     let broker = Broker::start_with_config(&format!(
-        "connections_max_idle_ms = 1500\n[[listeners]]\nname = \"SASL\"\naddress = \"127.0.0.1:{sasl}\"\nsecurity = \"SASL_PLAINTEXT\"\n"
+        "connections_max_idle_ms = 3000\n[[listeners]]\nname = \"SASL\"\naddress = \"127.0.0.1:{sasl}\"\nsecurity = \"SASL_PLAINTEXT\"\n"
     ));
     let (idle, _) = hold_connections(&broker, 5);
     let unauthenticated: Vec<std::net::TcpStream> = (0..3)
@@ -481,7 +481,7 @@ p = Producer({{"bootstrap.servers": "{}"}})
 for v in (b"before", b"after"):
     p.produce("idle-t", v)
     assert p.flush(15) == 0, "unflushed"
-    time.sleep(2.5)
+    time.sleep(4)
 print("both delivered")
 "#,
         broker.bootstrap()

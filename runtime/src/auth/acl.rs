@@ -446,6 +446,11 @@ impl Acls {
         if !self.config.enabled || self.is_super_user(principal) {
             return true;
         }
+        // As Kafka: first a name no one would write an ACL for, which settles the case when a
+        // wildcard grants it, or when no ACL covers it and everyone is allowed then.
+        if self.allowed(principal, host, op, resource, "hardcode") {
+            return true;
+        }
         let all = self.bindings.read().unwrap_or_else(|e| e.into_inner());
         let mine = || {
             all.iter().filter(move |b| {
@@ -465,20 +470,18 @@ impl Acls {
             return false;
         }
         // An allow counts unless a deny covers everything it names: a literal deny of the
-        // same name, or a prefixed deny of a prefix of it (which also covers every name an
-        // allowed prefix could match). A deny of one topic leaves the others allowed.
-        let dominated = |name: &str| {
+        // same literal name, or a prefixed deny of a prefix of it (which also covers every
+        // name an allowed prefix could match). A deny of one topic leaves the others allowed,
+        // and a literal deny leaves the rest of an allowed prefix.
+        let dominated = |b: &Binding| {
             denies.iter().any(|d| match d.pattern {
-                Pattern::Literal => d.name == name,
-                Pattern::Prefixed => name.starts_with(d.name.as_str()),
+                Pattern::Literal => b.pattern == Pattern::Literal && d.name == b.name,
+                Pattern::Prefixed => b.name.starts_with(d.name.as_str()),
             })
         };
-        let allowed = mine()
+        mine()
             .filter(|b| b.permission == Permission::Allow)
-            .any(|b| (b.pattern == Pattern::Literal && b.name == "*") || !dominated(&b.name));
-        allowed
-            || (self.config.allow_everyone_if_no_acl_found
-                && !all.iter().any(|b| b.resource == resource))
+            .any(|b| (b.pattern == Pattern::Literal && b.name == "*") || !dominated(b))
     }
 
     /// The authorized-operations bitfield (bit n for operation code n) for a resource.
@@ -694,10 +697,14 @@ mod tests {
             case(&[b(Group, "g", Literal, "User:x", Read, Allow)], true),
             "no topic ACL at all, and everyone allowed if none is found"
         );
-        assert!(!case(
-            &[b(Topic, "t", Literal, "User:x", Write, Allow)],
-            true
-        ));
+        assert!(
+            case(&[b(Topic, "t", Literal, "User:x", Write, Allow)], true),
+            "ACLs of others on other topics do not matter: Kafka probes a name none covers"
+        );
+        assert!(
+            case(&[allow("a", Prefixed), deny("a", Literal)], false),
+            "a literal deny leaves the rest of an allowed prefix"
+        );
     }
 
     #[test]

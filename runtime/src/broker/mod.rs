@@ -1206,6 +1206,24 @@ impl Broker {
             .cloned()
     }
 
+    /// Whether `principal` may write records into topic `name`: WRITE on it, and for a topic
+    /// whose records command the broker (`auth.operator_topics`, the deployments topic: a
+    /// manifest names the principal its pipeline acts as) ALTER on the cluster too, so only
+    /// operators, who may grant ACLs anyway, deploy. Produce and the plugins' outputs alike.
+    pub fn may_write_topic(&self, principal: &str, host: &str, name: &str) -> bool {
+        use crate::auth::acl::{Operation, Resource};
+        self.acls
+            .allowed(principal, host, Operation::Write, Resource::Topic, name)
+            && (!self.config.auth.operator_topics.iter().any(|t| t == name)
+                || self.acls.allowed(
+                    principal,
+                    host,
+                    Operation::Alter,
+                    Resource::Cluster,
+                    "kafka-cluster",
+                ))
+    }
+
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         self.topics
             .read()

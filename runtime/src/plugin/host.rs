@@ -470,7 +470,11 @@ impl PluginHost {
             (Operation::Write, "write", writes.collect::<Vec<_>>()),
         ] {
             for t in topics {
-                if !acls.allowed(&m.principal, host, op, Resource::Topic, t) {
+                let allowed = match op {
+                    Operation::Write => self.broker.may_write_topic(&m.principal, host, t),
+                    _ => acls.allowed(&m.principal, host, op, Resource::Topic, t),
+                };
+                if !allowed {
                     return Err(format!(
                         "{NOT_AUTHORIZED} {} may not {verb} topic {t} (grant it with: sluice acl add --principal {} --operation {op:?} --topic {t})",
                         m.principal, m.principal
@@ -484,7 +488,8 @@ impl PluginHost {
             .inputs
             .iter()
             .chain(m.output.iter())
-            .chain([&m.dead_letter, &m.retry_topic]);
+            .chain([&m.dead_letter, &m.retry_topic])
+            .chain(m.event_time.as_ref().map(|e| &e.late_topic));
         for t in named.filter(|t| self.broker.topic(t).is_none()) {
             if !acls.allowed(&m.principal, host, Operation::Create, Resource::Topic, t)
                 && !acls.allowed(

@@ -163,11 +163,12 @@ impl LocalIo {
         self
     }
 
-    fn may_write(&mut self, name: &str) -> Result<(), String> {
+    /// `Ok(true)`: checked just now (and allowed), to be remembered once the writer takes it.
+    fn may_write(&mut self, name: &str) -> Result<bool, String> {
         use crate::auth::acl::{Operation, Resource};
         let acls = &self.broker.acls;
         let Some(principal) = self.principal.as_ref().filter(|_| acls.enabled()) else {
-            return Ok(());
+            return Ok(false);
         };
         let now = std::time::Instant::now();
         if self
@@ -175,12 +176,12 @@ impl LocalIo {
             .get(name)
             .is_some_and(|at| now.duration_since(*at) < ACL_RECHECK)
         {
-            return Ok(());
+            return Ok(false);
         }
         // Pipelines run inside the broker: their host is the loopback address.
         let may =
             |op, resource, name: &str| acls.allowed(principal, "127.0.0.1", op, resource, name);
-        if !may(Operation::Write, Resource::Topic, name) {
+        if !self.broker.may_write_topic(principal, "127.0.0.1", name) {
             return Err(format!(
                 "not authorized: {principal} may not write topic {name}"
             ));
@@ -193,8 +194,7 @@ impl LocalIo {
                 "not authorized: {principal} may not create topic {name}"
             ));
         }
-        self.writable.insert(name.to_string(), now);
-        Ok(())
+        Ok(true)
     }
 
     fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<()>> {
@@ -359,8 +359,18 @@ impl TaskIo for LocalIo {
     }
 
     fn topic(&mut self, name: &str) -> Result<Arc<Dest>, String> {
-        self.may_write(name)?;
-        self.writer()?.topic(name)
+        let checked = self.may_write(name)?;
+        let dest = self.writer()?.topic(name)?;
+        if checked {
+            // Only names the writer took (valid, within its allowance of new topics) are
+            // remembered; stale entries go when there are many.
+            if self.writable.len() >= 1024 {
+                self.writable.retain(|_, at| at.elapsed() < ACL_RECHECK);
+            }
+            self.writable
+                .insert(name.to_string(), std::time::Instant::now());
+        }
+        Ok(dest)
     }
 
     fn write(&mut self, out: Vec<Routed>) -> Result<(), String> {

@@ -215,9 +215,12 @@ pub fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsRes
                 }
                 r.error_code = code(ResponseError::TopicAuthorizationFailed);
             }
-            // As Kafka, the right is checked before existence: a caller that may not delete a
-            // name learns nothing about whether it exists.
-            None if name.as_ref().is_some_and(|n| !may_delete(n.0.as_str())) => {
+            // As Kafka's controller: without DESCRIBE a caller cannot tell a missing topic
+            // from a forbidden one; with it, a missing topic is reported before DELETE.
+            None if name
+                .as_ref()
+                .is_some_and(|n| !ctx.may(Operation::Describe, n.0.as_str())) =>
+            {
                 r.error_code = code(ResponseError::TopicAuthorizationFailed);
             }
             None => {

@@ -165,19 +165,14 @@ pub fn describe(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGro
                             .with_target_assignment(partitions(x.target))
                     })
                     .collect();
-                // As Kafka: the members' topics are part of the answer, so every one of them
-                // must be describable, or the group is refused whole.
+                // As Kafka: the members' assigned topics are part of the answer, so every one
+                // of them must be describable, or the group is refused whole.
                 let hidden = d.members.iter().any(|m| {
-                    let assigned = m
-                        .assignment
+                    m.assignment
                         .topic_partitions
                         .iter()
                         .chain(&m.target_assignment.topic_partitions)
-                        .map(|t| &t.topic_name);
-                    m.subscribed_topic_names
-                        .iter()
-                        .chain(assigned)
-                        .any(|t| !ctx.may(Operation::Describe, t.0.as_str()))
+                        .any(|t| !ctx.may(Operation::Describe, t.topic_name.0.as_str()))
                 });
                 if hidden {
                     d = describe::DescribedGroup::default()

@@ -246,9 +246,7 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
         let name = td.name.0.as_str().to_string();
         let denied = if txn_denied {
             Some(ResponseError::TransactionalIdAuthorizationFailed)
-        } else if !ctx.may(Operation::Write, &name)
-            || (b.config.auth.operator_topics.contains(&name) && !ctx.may_cluster(Operation::Alter))
-        {
+        } else if !b.may_write_topic(ctx.principal, ctx.peer, &name) {
             Some(ResponseError::TopicAuthorizationFailed)
         } else {
             None

@@ -418,7 +418,19 @@ pub async fn fetch(ctx: &Ctx<'_>, req: ShareFetchRequest) -> ShareFetchResponse 
             }
             if revoked.contains(&tid) {
                 pd.error_code = code(ResponseError::TopicAuthorizationFailed);
+                // Its acknowledgements were not applied: the client must not take them as done.
+                let acked = req.topics.iter().any(|t| {
+                    t.topic_id == tid
+                        && t.partitions.iter().any(|x| {
+                            x.partition_index == p && !x.acknowledgement_batches.is_empty()
+                        })
+                });
+                if acked {
+                    pd.acknowledge_error_code = code(ResponseError::TopicAuthorizationFailed);
+                }
                 by_topic.entry(tid).or_default().push(pd);
+                // An error to tell: answered now, not after the long poll.
+                any = true;
                 continue;
             }
             let topic = ctx.broker.topic_by_id(tid);
