@@ -50,9 +50,9 @@ pub struct Limits {
 }
 
 /// Before it has authenticated, a SASL connection may wait this long between requests (or
-/// `connections_max_idle_ms` if shorter; its
-/// handshake takes a few round trips at once): without a bound, idle unauthenticated sockets
-/// would hold the connection caps' places for `connections_max_idle_ms`.
+/// `connections_max_idle_ms`, if shorter). Its handshake is a few quick round trips; without
+/// a bound, idle unauthenticated sockets would hold the connection caps' places for
+/// `connections_max_idle_ms`.
 pub const UNAUTHENTICATED_IDLE_MS: u64 = 10_000;
 
 impl Default for Limits {

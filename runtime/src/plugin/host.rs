@@ -448,8 +448,9 @@ impl PluginHost {
 
     /// With ACLs on, a pipeline acts as its principal, like any client: it must be allowed to
     /// read its inputs and retry topic, to write its output, retry, dead-letter and late
-    /// topics, and to create those of them that do not exist yet. Checked at every (re)deploy and at every rescan of the plugins directory, so
-    /// a revoked ACL stops the pipeline (at a checkpoint) and a granted one starts it.
+    /// topics, and to create those of them that do not exist yet. Checked at every (re)deploy
+    /// and at every rescan of the plugins directory, so a revoked ACL stops the pipeline (at a
+    /// checkpoint) and a granted one starts it.
     fn authorize(&self, m: &Manifest) -> Result<(), String> {
         use crate::auth::acl::{Operation, Resource};
         let acls = &self.broker.acls;

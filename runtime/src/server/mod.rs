@@ -177,6 +177,8 @@ async fn requests<R, W>(
             MAX_UNAUTHENTICATED_FRAME
         });
         frames.set_bare_token(session.sasl.as_ref().is_some_and(|s| s.expects_raw_token()));
+        // The idle clock runs only while waiting for the next request: a long-poll being
+        // answered, or a throttle's mute, is not silence.
         let authenticated = session.authenticated(Instant::now());
         let max_idle = broker.config.limits.connections_max_idle_ms;
         let idle = Duration::from_millis(if authenticated {
