@@ -421,13 +421,10 @@ fn is_closed(s: &std::net::TcpStream) -> bool {
 
 /// `sluice_connections_refused_total{reason}` as the broker reports it.
 fn refusals(broker: &Broker, reason: &str) -> u64 {
-    let metrics = broker.admin_get("/metrics");
-    let prefix = format!("sluice_connections_refused_total{{reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {reason} refusals in\n{metrics}"))
+    metric(
+        broker,
+        &format!("sluice_connections_refused_total{{reason=\"{reason}\"}}"),
+    )
 }
 
 /// `max_connections` counts every address: past it a new connection is closed at once, and
@@ -449,6 +446,7 @@ fn the_total_connection_cap_closes_the_excess() {
     assert_eq!(closed, 0, "the places are given back");
 }
 
+/// The value of the series `name` (labels included) in the broker's /metrics.
 fn metric(broker: &Broker, name: &str) -> u64 {
     let metrics = broker.admin_get("/metrics");
     metrics

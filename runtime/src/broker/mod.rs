@@ -1224,6 +1224,22 @@ impl Broker {
                 ))
     }
 
+    /// Whether `principal` may create topic `name`: CREATE on the topic or on the cluster, as
+    /// Kafka asks of CreateTopics and of auto-creation (Produce, Metadata, a pipeline's
+    /// outputs).
+    pub fn may_create_topic(&self, principal: &str, host: &str, name: &str) -> bool {
+        use crate::auth::acl::{Operation, Resource};
+        self.acls
+            .allowed(principal, host, Operation::Create, Resource::Topic, name)
+            || self.acls.allowed(
+                principal,
+                host,
+                Operation::Create,
+                Resource::Cluster,
+                "kafka-cluster",
+            )
+    }
+
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         self.topics
             .read()

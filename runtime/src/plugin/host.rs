@@ -457,8 +457,7 @@ impl PluginHost {
         if !acls.enabled() {
             return Ok(());
         }
-        // Pipelines run inside the broker: their host is the loopback address.
-        let host = "127.0.0.1";
+        let host = super::PIPELINE_HOST;
         let reads = m.inputs.iter().chain(std::iter::once(&m.retry_topic));
         let late = m.event_time.as_ref().map(|e| &e.late_topic);
         let writes = m
@@ -492,15 +491,7 @@ impl PluginHost {
             .chain([&m.dead_letter, &m.retry_topic])
             .chain(m.event_time.as_ref().map(|e| &e.late_topic));
         for t in named.filter(|t| self.broker.topic(t).is_none()) {
-            if !acls.allowed(&m.principal, host, Operation::Create, Resource::Topic, t)
-                && !acls.allowed(
-                    &m.principal,
-                    host,
-                    Operation::Create,
-                    Resource::Cluster,
-                    "kafka-cluster",
-                )
-            {
+            if !self.broker.may_create_topic(&m.principal, host, t) {
                 return Err(format!(
                     "{NOT_AUTHORIZED} {} may not create topic {t} (create it first, or grant it with: sluice acl add --principal {} --operation Create --topic {t})",
                     m.principal, m.principal

@@ -165,7 +165,7 @@ impl LocalIo {
 
     /// `Ok(true)`: checked just now (and allowed), to be remembered once the writer takes it.
     fn may_write(&mut self, name: &str) -> Result<bool, String> {
-        use crate::auth::acl::{Operation, Resource};
+        use super::PIPELINE_HOST;
         let acls = &self.broker.acls;
         let Some(principal) = self.principal.as_ref().filter(|_| acls.enabled()) else {
             return Ok(false);
@@ -178,17 +178,13 @@ impl LocalIo {
         {
             return Ok(false);
         }
-        // Pipelines run inside the broker: their host is the loopback address.
-        let may =
-            |op, resource, name: &str| acls.allowed(principal, "127.0.0.1", op, resource, name);
-        if !self.broker.may_write_topic(principal, "127.0.0.1", name) {
+        if !self.broker.may_write_topic(principal, PIPELINE_HOST, name) {
             return Err(format!(
                 "not authorized: {principal} may not write topic {name}"
             ));
         }
         if self.broker.topic(name).is_none()
-            && !may(Operation::Create, Resource::Topic, name)
-            && !may(Operation::Create, Resource::Cluster, "kafka-cluster")
+            && !self.broker.may_create_topic(principal, PIPELINE_HOST, name)
         {
             return Err(format!(
                 "not authorized: {principal} may not create topic {name}"

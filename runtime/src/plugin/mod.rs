@@ -2,6 +2,10 @@
 //! others, deployed by dropping files into a directory.
 
 pub mod build;
+
+/// The host pipelines act from under ACLs: they run inside the broker.
+pub const PIPELINE_HOST: &str = "127.0.0.1";
+
 pub mod checkpoint;
 pub mod deployments;
 pub mod engine;

@@ -84,7 +84,7 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
             .with_num_partitions(-1)
             .with_replication_factor(-1);
         let outcome = (|| {
-            if !ctx.may_cluster(Operation::Create) && !ctx.may(Operation::Create, &name) {
+            if !ctx.broker.may_create_topic(ctx.principal, ctx.peer, &name) {
                 return Err((
                     ResponseError::TopicAuthorizationFailed,
                     "Authorization failed.".to_string(),

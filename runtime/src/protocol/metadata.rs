@@ -82,8 +82,7 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                                 .with_name(Some(TopicName(sb(name))))
                                 .with_error_code(code(ResponseError::TopicAuthorizationFailed));
                         }
-                        let may_create =
-                            ctx.may_cluster(Operation::Create) || ctx.may(Operation::Create, name);
+                        let may_create = b.may_create_topic(ctx.principal, ctx.peer, name);
                         match b.topic(name) {
                             Some(t) => Some(t),
                             // As Kafka: asked to create a topic it may see but not create,

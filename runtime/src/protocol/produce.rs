@@ -252,8 +252,7 @@ pub fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> (Option<ProduceResponse>, V
             None
         };
         // Auto-creation on produce needs CREATE too (on the topic or the cluster).
-        let create = denied.is_none()
-            && (ctx.may(Operation::Create, &name) || ctx.may_cluster(Operation::Create));
+        let create = denied.is_none() && b.may_create_topic(ctx.principal, ctx.peer, &name);
         let topic = match denied {
             Some(_) => None,
             None => b.topic_or_create(&name, create),

@@ -171,7 +171,8 @@ async fn requests<R, W>(
     let mut frames =
         FrameReader::new(rd, MAX_REQUEST_BYTES).with_pool(broker.limits.memory.clone());
     loop {
-        frames.set_max(if session.authenticated(Instant::now()) {
+        let authenticated = session.authenticated(Instant::now());
+        frames.set_max(if authenticated {
             MAX_REQUEST_BYTES
         } else {
             MAX_UNAUTHENTICATED_FRAME
@@ -179,7 +180,6 @@ async fn requests<R, W>(
         frames.set_bare_token(session.sasl.as_ref().is_some_and(|s| s.expects_raw_token()));
         // The idle clock runs only while waiting for the next request: a long-poll being
         // answered, or a throttle's mute, is not silence.
-        let authenticated = session.authenticated(Instant::now());
         let max_idle = broker.config.limits.connections_max_idle_ms;
         let idle = Duration::from_millis(if authenticated {
             max_idle
