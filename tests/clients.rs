@@ -508,6 +508,65 @@ print("both delivered")
         closed_now, 0,
         "a fresh connection is not closed before its time"
     );
+    // A long-poll longer than the limit is not silence: it is answered when its wait ends,
+    // and the connection serves on.
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, MetadataRequest, TopicName};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = sluice::client::Client::connect(&broker.bootstrap())
+            .await
+            .unwrap();
+        let end = {
+            use kafka_protocol::messages::list_offsets_request::{
+                ListOffsetsPartition, ListOffsetsTopic,
+            };
+            let r = c
+                .call(
+                    &kafka_protocol::messages::ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![ListOffsetsTopic::default()
+                            .with_name(TopicName(
+                                kafka_protocol::protocol::StrBytes::from_static_str("idle-t"),
+                            ))
+                            .with_partitions(vec![ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_timestamp(-1)])]),
+                    c.version(ApiKey::ListOffsets, 7).unwrap(),
+                )
+                .await
+                .unwrap();
+            r.topics[0].partitions[0].offset
+        };
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(4500)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str("idle-t"),
+                ))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    // At the partition's end: nothing to answer with.
+                    .with_fetch_offset(end)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let asked = Instant::now();
+        let r = c
+            .call(&req, c.version(ApiKey::Fetch, 12).unwrap())
+            .await
+            .expect("a long-poll past the idle limit is answered");
+        assert!(
+            asked.elapsed() >= Duration::from_secs(4),
+            "answered after {:?}: {r:?}",
+            asked.elapsed()
+        );
+        c.call(&MetadataRequest::default(), 12)
+            .await
+            .expect("the connection serves on after the long-poll");
+    });
 }
 
 #[test]

@@ -34,6 +34,8 @@ pub enum FrameError {
     Truncated,
     #[error("request not complete {0:?} after it began")]
     TooSlow(Duration),
+    #[error("no request for {0:?}")]
+    Idle(Duration),
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -118,7 +120,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// The next request frame (without its length prefix), or `None` at a clean end of stream.
+    #[cfg(test)]
     pub async fn next(&mut self) -> Result<Option<Bytes>, FrameError> {
+        self.next_within(None).await
+    }
+
+    /// [`next`](Self::next), failing with [`FrameError::Idle`] if no byte of the frame has
+    /// come within `idle`. Only the wait for a frame's first byte counts: once a request
+    /// has begun, a slow upload or a wait for the memory pool is the frame deadline's
+    /// business, not silence.
+    pub async fn next_within(
+        &mut self,
+        idle: Option<Duration>,
+    ) -> Result<Option<Bytes>, FrameError> {
         // The previous frame's reservation, if nobody took it.
         self.held = Held::default();
         // Bytes of the next frame may already be buffered: its clock starts now.
@@ -142,7 +156,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         .await
                         .map_err(|_| FrameError::TooSlow(self.deadline))??
                 }
-                None => self.inner.read_buf(&mut self.buf).await?,
+                None => match idle {
+                    Some(idle) => tokio::time::timeout(idle, self.inner.read_buf(&mut self.buf))
+                        .await
+                        .map_err(|_| FrameError::Idle(idle))??,
+                    None => self.inner.read_buf(&mut self.buf).await?,
+                },
             };
             if read == 0 {
                 return if self.buf.is_empty() {
@@ -240,6 +259,30 @@ mod tests {
             .with_deadline(std::time::Duration::from_millis(100));
         assert!(matches!(r.next().await, Err(FrameError::TooSlow(_))));
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn only_the_wait_for_a_first_byte_is_idle() {
+        use tokio::io::AsyncWriteExt;
+        let idle = std::time::Duration::from_millis(150);
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut r = FrameReader::new(server, MAX_REQUEST_BYTES);
+        // A request uploaded slowly, over three times the idle limit, but begun within it.
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            for b in [0u8, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8] {
+                client.write_all(&[b]).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+            }
+            client
+        });
+        assert_eq!(r.next_within(Some(idle)).await.unwrap().unwrap().len(), 8);
+        let _client = writer.await.unwrap();
+        // Then silence.
+        assert!(matches!(
+            r.next_within(Some(idle)).await,
+            Err(FrameError::Idle(d)) if d == idle
+        ));
     }
 
     #[tokio::test]

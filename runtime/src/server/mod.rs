@@ -186,16 +186,13 @@ async fn requests<R, W>(
         } else {
             max_idle.min(crate::limits::UNAUTHENTICATED_IDLE_MS)
         });
-        let next = match tokio::time::timeout(idle, frames.next()).await {
-            Ok(next) => next,
-            Err(_) => {
+        let frame = match frames.next_within(Some(idle)).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(FrameError::Idle(idle)) => {
                 crate::limits::idle_closed(peer, authenticated, idle);
                 return;
             }
-        };
-        let frame = match next {
-            Ok(Some(f)) => f,
-            Ok(None) => return,
             Err(e) => {
                 broker
                     .metrics
