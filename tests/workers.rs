@@ -362,6 +362,40 @@ fn workers_share_a_stateful_pipeline_exactly_once_across_kill9_and_new_workers()
     let out = read_committed(&b, "counts");
     assert_eq!(out.len(), total, "every input exactly once in the output");
     assert_counted_once(&out, keys, (total / keys) as u64);
+    // The input positions went to the pipeline's group in the tasks' transactions (nothing
+    // else commits them): every input read, no lag.
+    let committed = |b: &Broker| -> Vec<(i64, i64)> {
+        let o = sluice()
+            .args(["plugin", "list", "--workers", "g", "--format", "json"])
+            .args(["--bootstrap", &b.bootstrap()])
+            .output()
+            .unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["pipeline"] == "count" && r["topic"] == "clicks")
+            .map(|r| {
+                (
+                    r["committed"].as_i64().unwrap_or(-1),
+                    r["lag"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect()
+    };
+    let mut rows = committed(&b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows.iter().map(|r| r.0).sum::<i64>() != total as i64 && Instant::now() < deadline {
+        sleep(Duration::from_millis(200));
+        rows = committed(&b);
+    }
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(
+        rows.iter().map(|r| r.0).sum::<i64>(),
+        total as i64,
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|r| r.1 == 0), "{rows:?}");
 }
 
 /// A task's changelog partition is shared with other tasks, and a read_committed reader sees

@@ -1,19 +1,25 @@
 //! A task's I/O in a `sluice worker`: any Kafka cluster with transactions.
 //!
-//! Each task has its own transactional producer, `transactional.id` = the task's name, so the
-//! worker that takes a task over fences the one that had it (its open transaction is aborted
-//! at once, not at the transaction timeout). A commit puts in one transaction:
-//! the output since the last commit and the task's checkpoint (input position, plugin state,
-//! watermarks) as [`super::changelog`] records. The input position lives in the checkpoint,
-//! so it is in the transaction; the pipeline's consumer group gets it afterwards, for lag
-//! only. On any failure the transaction is aborted and the task starts again from its last
-//! committed checkpoint: nothing it wrote since is seen by read_committed readers, so output,
-//! state and position stay exactly once.
+//! Each task runs on a thread of its own with its own transactional producer (one producer
+//! per worker thread, as in Kafka Streams' EOS v2). A commit puts in one transaction:
+//! the output since the last commit, the task's checkpoint (input position, plugin state,
+//! watermarks) as [`super::changelog`] records, and the input position as the pipeline
+//! group's offset (`send_offsets_to_transaction` with the membership's group metadata,
+//! KIP-447). On any failure the transaction is aborted and the task starts again from its
+//! last committed checkpoint: nothing it wrote since is seen by read_committed readers, so
+//! output, state and position stay exactly once.
+//!
+//! Zombies are fenced twice. The group fences a worker that lost the task in a rebalance:
+//! its offset commit carries a generation the coordinator no longer accepts, and the
+//! transaction is aborted. And the producer's `transactional.id` is the task's name, so the
+//! worker that takes a task over fences the one that had it at once, even one the group has
+//! not yet noticed is gone (its open transaction is aborted then, not at the transaction
+//! timeout, which lets the new owner's restore read the changelog to its end).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,6 +56,13 @@ const FENCED_PAUSE: Duration = Duration::from_secs(6);
 /// How long a restore waits for the transactions open on its changelog partition to end:
 /// past the tasks' `transaction.timeout.ms` (60 s), after which the coordinator aborts them.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// The time `send_offsets_to_transaction` is given, and how much longer it is waited for
+/// (see [`ClusterIo::send_offsets`]). A coordinator's failover on a Kafka cluster (a node's
+/// session timing out, a new leader for its `__consumer_offsets` partition) fits in it.
+const SEND_OFFSETS_TIMEOUT: Duration = Duration::from_secs(20);
+const SEND_OFFSETS_GRACE: Duration = Duration::from_secs(5);
+
+type TaskProducer = BaseProducer<ChangelogAcks>;
 
 /// What every task of one pipeline in this worker shares.
 pub struct Shared {
@@ -61,9 +74,9 @@ pub struct Shared {
     pub txn_prefix: String,
     pub changelog: String,
     pub changelog_partitions: i32,
-    /// Each task's committed input position, which the membership consumer commits to
-    /// `group` now and then (see `commit`).
-    pub positions: Mutex<HashMap<(String, i32), i64>>,
+    /// The worker's member of `group`, whose group metadata each commit carries. Weak: the
+    /// membership thread owns it, and dropping it leaves the group.
+    pub(super) membership: OnceLock<Weak<BaseConsumer<super::MemberContext>>>,
     /// Where checkpoints are cached, so a restart does not read the whole changelog.
     pub cache_dir: PathBuf,
     pub rt: tokio::runtime::Handle,
@@ -74,7 +87,8 @@ pub struct ClusterIo {
     topic: String,
     partition: i32,
     revoked: Arc<AtomicBool>,
-    producer: Option<BaseProducer<ChangelogAcks>>,
+    /// Shared only with a `send_offsets_to_transaction` call that may outlive its wait.
+    producer: Option<Arc<TaskProducer>>,
     consumer: Option<BaseConsumer>,
     /// Input read and not yet behind the task's position.
     buffer: VecDeque<Item>,
@@ -111,6 +125,10 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// Whether someone else holds the task's `transactional.id` now. A group generation
+/// refused (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID: a rebalance in between) is not that: the
+/// producer is sound, the transaction is aborted and the task goes on from its checkpoint,
+/// and if the task moved, the membership says so.
 fn is_fenced(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
@@ -119,8 +137,6 @@ fn is_fenced(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidProducerEpoch
                 | RDKafkaErrorCode::Fenced
                 | RDKafkaErrorCode::FencedInstanceId
-                | RDKafkaErrorCode::UnknownMemberId
-                | RDKafkaErrorCode::IllegalGeneration
         )
     ) || matches!(e, KafkaError::Transaction(t) if t.is_fatal())
 }
@@ -197,9 +213,9 @@ impl ClusterIo {
             .join(format!("{}.ckpt", self.partition))
     }
 
-    fn producer(&self) -> Result<&BaseProducer<ChangelogAcks>, String> {
+    fn producer(&self) -> Result<&TaskProducer, String> {
         self.producer
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| "the task's producer is not open".to_string())
     }
 
@@ -211,7 +227,7 @@ impl ClusterIo {
             "{}{}-{}",
             self.shared.txn_prefix, self.topic, self.partition
         );
-        let p: BaseProducer<ChangelogAcks> = self
+        let p: TaskProducer = self
             .shared
             .client
             .clone()
@@ -228,7 +244,7 @@ impl ClusterIo {
             })
             .map_err(err)?;
         p.init_transactions(OP_TIMEOUT).map_err(err)?;
-        self.producer = Some(p);
+        self.producer = Some(Arc::new(p));
         Ok(())
     }
 
@@ -494,6 +510,53 @@ impl ClusterIo {
         }
     }
 
+    /// Adds the input position `next` to the transaction as the pipeline group's offset,
+    /// with the worker's current group metadata.
+    ///
+    /// librdkafka's `send_offsets_to_transaction` can wait for ever, past its timeout, when
+    /// the group coordinator's node dies (librdkafka #5456: the timeout is never checked;
+    /// #5511: a coordinator whose broker left the metadata is never looked up again), which
+    /// froze tasks when a Kafka node was killed. So it runs on a thread of its own, and if it
+    /// has not answered by its timeout and a grace, the task gives its producer up to that
+    /// thread and fails the commit: its next open makes a new producer with the same
+    /// `transactional.id`, which fences the stuck one (anything it still sends is refused
+    /// for its old epoch) and aborts its transaction, and restores from the changelog. The
+    /// stuck thread frees the old producer whenever librdkafka lets it return.
+    fn send_offsets(&mut self, next: i64) -> Result<(), String> {
+        let cgm = self
+            .shared
+            .membership
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|c| c.group_metadata())
+            .ok_or_else(|| "the worker is not in the pipeline's group".to_string())?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next))
+            .map_err(err)?;
+        let producer = self
+            .producer
+            .clone()
+            .ok_or_else(|| "the task's producer is not open".to_string())?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(format!("{}-{}:offsets", self.topic, self.partition))
+            .spawn(move || {
+                let r = producer.send_offsets_to_transaction(&tpl, &cgm, SEND_OFFSETS_TIMEOUT);
+                let _ = tx.send(r);
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        match rx.recv_timeout(SEND_OFFSETS_TIMEOUT + SEND_OFFSETS_GRACE) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.fail(e)),
+            Err(_) => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, "send_offsets_to_transaction did not return in {} s (librdkafka #5456/#5511); replacing the task's producer", (SEND_OFFSETS_TIMEOUT + SEND_OFFSETS_GRACE).as_secs());
+                self.producer = None;
+                self.in_txn = false;
+                Err("the offsets could not be added to the transaction in time".into())
+            }
+        }
+    }
+
     fn fail(&mut self, e: KafkaError) -> String {
         if is_fenced(&e) {
             self.fenced = true;
@@ -676,7 +739,7 @@ impl TaskIo for ClusterIo {
             return Err(format!("'{name}' is not a valid output topic name"));
         }
         let producer = self.producer()?;
-        let partitions = |producer: &BaseProducer<ChangelogAcks>| -> Result<usize, String> {
+        let partitions = |producer: &TaskProducer| -> Result<usize, String> {
             let md = producer
                 .client()
                 .fetch_metadata(Some(name), OP_TIMEOUT)
@@ -773,24 +836,17 @@ impl TaskIo for ClusterIo {
             };
             self.send(&changelog, cp, &r)?;
         }
-        // The input position is in the checkpoint, so in this transaction: a restart takes
-        // it from the changelog, never from the group's committed offsets. Those are only
-        // for lag (`plugin list --workers`, any Kafka tool) and are committed outside the
-        // transaction by the membership consumer. Not with send_offsets_to_transaction:
-        // librdkafka's can block for good when the group coordinator dies (librdkafka
-        // #5456, #5511), which froze tasks when a Kafka node was killed; zombies are fenced
-        // by the task's own transactional.id, not by the group generation.
+        // The position is also in the checkpoint, which is what a restart reads (a task's
+        // state and position must come from one commit); the group's offset is the same
+        // number, for lag (`plugin list --workers`, any Kafka tool) and for the group's
+        // fencing of a worker that lost the task.
+        self.send_offsets(c.next_offset)?;
         let p = self.producer()?;
         if let Err(e) = p.commit_transaction(OP_TIMEOUT) {
             self.commit_unsettled = true;
             return Err(self.fail(e));
         }
         self.in_txn = false;
-        self.shared
-            .positions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((self.topic.clone(), self.partition), c.next_offset);
         self.live = Some(head.keys(&key));
         // The cache: the checkpoint, its head, then where the changelog is to be read from
         // next time: past this commit's head (sent last, its offset from the delivery reports

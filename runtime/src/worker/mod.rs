@@ -428,7 +428,7 @@ impl Worker {
             txn_prefix: format!("{group}."),
             changelog,
             changelog_partitions,
-            positions: Mutex::new(HashMap::new()),
+            membership: std::sync::OnceLock::new(),
             cache_dir: self.cfg.state_dir.join("pipelines").join(&name),
             rt: self.rt.clone(),
         });
@@ -468,9 +468,13 @@ impl Worker {
             topology: self.topology.clone(),
             rt: self.rt.clone(),
         };
-        let consumer: BaseConsumer<MemberContext> = consumer_cfg
-            .create_with_context(ctx)
-            .map_err(|e| e.to_string())?;
+        let consumer: Arc<BaseConsumer<MemberContext>> = Arc::new(
+            consumer_cfg
+                .create_with_context(ctx)
+                .map_err(|e| e.to_string())?,
+        );
+        // The tasks' commits carry the membership's group metadata (see `io::ClusterIo::commit`).
+        let _ = shared.membership.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = subscribed.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| e.to_string())?;
         tracing::info!(pipeline = %name, group = %group, inputs = ?subscribed, "pipeline deployed; joining its group");
@@ -502,8 +506,7 @@ fn stop_member(name: &str, m: Member) {
 
 /// Keeps the worker in the pipeline's group until `stop`; the rebalance callbacks start and
 /// stop tasks.
-fn membership(consumer: BaseConsumer<MemberContext>, stop: &AtomicBool) {
-    let mut last_commit = std::time::Instant::now();
+fn membership(consumer: Arc<BaseConsumer<MemberContext>>, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         // Assigned partitions are paused: nothing is fetched here, the tasks read.
         if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
@@ -511,19 +514,10 @@ fn membership(consumer: BaseConsumer<MemberContext>, stop: &AtomicBool) {
             // Errors come back at once: no spinning on them.
             std::thread::sleep(Duration::from_millis(100));
         }
-        if last_commit.elapsed() >= POSITIONS_EVERY {
-            consumer.context().commit_positions(&consumer);
-            last_commit = std::time::Instant::now();
-        }
     }
     consumer.context().stop_all(|_| true);
-    consumer.context().commit_positions(&consumer);
-    // Leaves the group on drop.
+    // Leaves the group when dropped: the tasks, stopped, hold no strong reference to it.
 }
-
-/// How often the tasks' positions are committed to the pipeline's group (for lag only): as
-/// often as tasks commit, one asynchronous OffsetCommit per pipeline and worker.
-const POSITIONS_EVERY: Duration = Duration::from_secs(1);
 
 struct TaskHandle {
     revoked: Arc<AtomicBool>,
@@ -542,35 +536,6 @@ struct MemberContext {
 impl ClientContext for MemberContext {}
 
 impl MemberContext {
-    /// Commits the committed input positions of the tasks this worker holds to the
-    /// pipeline's group, without waiting: they only show lag.
-    fn commit_positions(&self, consumer: &BaseConsumer<MemberContext>) {
-        let Ok(held) = consumer.assignment() else {
-            return;
-        };
-        let positions = self
-            .shared
-            .positions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for e in held.elements() {
-            if let Some(at) = positions.get(&(e.topic().to_string(), e.partition())) {
-                let _ = tpl.add_partition_offset(
-                    e.topic(),
-                    e.partition(),
-                    rdkafka::Offset::Offset(*at),
-                );
-            }
-        }
-        if tpl.count() > 0 {
-            if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
-                tracing::debug!(error = %e, "committing positions for lag");
-            }
-        }
-    }
-
     /// Stops (each at a commit) and joins the tasks `which` selects.
     fn stop_all(&self, which: impl Fn(&(String, i32)) -> bool) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -648,11 +613,8 @@ impl ConsumerContext for MemberContext {
                 .map(|e| (e.topic().to_string(), e.partition()))
                 .collect();
             tracing::info!(pipeline = %self.pipeline.manifest.name, tasks = gone.len(), lost = consumer.assignment_lost(), "tasks leaving this worker");
+            // Each commits on its way out, its input position in its transaction.
             self.stop_all(|k| gone.contains(k));
-            // Their last positions, while they are still this worker's to commit.
-            if !consumer.assignment_lost() {
-                self.commit_positions(consumer);
-            }
         }
     }
 
