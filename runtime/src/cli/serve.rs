@@ -107,8 +107,8 @@ struct FileConfig {
     max_producer_ids_per_partition: Option<usize>,
     /// Large requests and fetch responses held at once (see `limits/memory.rs`).
     max_in_flight_bytes: Option<usize>,
-    /// Kafka's `connections.max.idle.ms` (see `limits/mod.rs`).
-    connections_max_idle_ms: Option<u64>,
+    /// Kafka's `connections.max.idle.ms` (see `limits/mod.rs`); -1 turns it off, as Kafka's.
+    connections_max_idle_ms: Option<i64>,
     /// Named listeners, each with its security protocol (see [`ListenerConfig`]).
     #[serde(default)]
     listeners: Vec<ListenerConfig>,
@@ -380,10 +380,11 @@ pub fn settings(args: ServeArgs) -> Result<Settings> {
                         .unwrap_or(d.max_in_flight_bytes)
                         .max(16 << 20),
                     // Under a second, a client between two requests would be cut off.
-                    connections_max_idle_ms: file
-                        .connections_max_idle_ms
-                        .unwrap_or(d.connections_max_idle_ms)
-                        .max(1000),
+                    connections_max_idle_ms: match file.connections_max_idle_ms {
+                        None => d.connections_max_idle_ms,
+                        Some(ms) if ms < 0 => u64::MAX,
+                        Some(ms) => ms.unsigned_abs().max(1000),
+                    },
                 }
             },
             groups: {
