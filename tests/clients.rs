@@ -470,6 +470,22 @@ fn silent_connections_are_closed_and_clients_carry_on() {
     let unauthenticated: Vec<std::net::TcpStream> = (0..3)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", sasl)).unwrap())
         .collect();
+    // And one that is never silent but never finishes its first request: a byte of it every
+    // 200 ms. Before authentication a request must come whole within the same limit.
+    let trickle = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+        let began = Instant::now();
+        let mut frame = vec![0u8, 0, 0, 200];
+        frame.resize(204, 1);
+        for b in frame {
+            if s.write_all(&[b]).is_err() {
+                break;
+            }
+            sleep(Duration::from_millis(200));
+        }
+        (began.elapsed(), s)
+    });
     // Meanwhile a producer writes, waits past the limit, and writes again.
     let script = format!(
         r#"
@@ -500,6 +516,11 @@ print("both delivered")
         closed(&unauthenticated),
         3,
         "unauthenticated connections closed"
+    );
+    let (trickled, trickler) = trickle.join().unwrap();
+    assert!(
+        is_closed(&trickler) && trickled < Duration::from_secs(20),
+        "a request trickled in before authentication is cut off (after {trickled:?})"
     );
     assert!(metric(&broker, "sluice_connections_idle_closed_total") >= 5);
     assert!(metric(&broker, "sluice_connections_unauthenticated_closed_total") >= 3);

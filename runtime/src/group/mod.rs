@@ -571,14 +571,29 @@ impl Coordinator {
     }
 
     /// KIP-447: whether a transactional producer may stage offsets for `group_id` on behalf
-    /// of this member (a generation of -1 skips the check, as for clients that send no group
-    /// metadata).
+    /// of this member.
+    ///
+    /// As Kafka's coordinator: a commit with neither member nor generation (a producer that
+    /// sends no group metadata, the old `sendOffsetsToTransaction(offsets, groupId)`) passes
+    /// into a classic group whatever its state, but not into a KIP-848 group with members. A
+    /// member id with generation -1 is checked like any other: librdkafka sends that after
+    /// its member lost the generation, which is what a zombie looks like.
     pub fn check_txn_commit(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
-        if generation < 0 {
+        let mut inner = self.lock();
+        let consumer_active = inner
+            .consumer_groups
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty());
+        if generation < 0 && member_id.is_empty() && !consumer_active {
             return err::NONE;
         }
-        let mut inner = self.lock();
-        Self::check_commit(&mut inner, group_id, member_id, generation, now_ms())
+        match Self::check_commit(&mut inner, group_id, member_id, generation, now_ms()) {
+            // Kafka answers a transactional commit's stale member epoch with
+            // ILLEGAL_GENERATION, which transactional clients abort on; the Java producer
+            // takes any code it does not expect there (STALE_MEMBER_EPOCH) as fatal.
+            consumer::err::STALE_MEMBER_EPOCH => err::ILLEGAL_GENERATION,
+            e => e,
+        }
     }
 
     /// Stores offsets without a membership check: a committed transaction's, checked when
@@ -949,6 +964,58 @@ mod tests {
         assert_eq!(join.error, COORDINATOR_NOT_AVAILABLE);
         assert_eq!(c.delete("b"), err::NONE);
         assert_eq!(commit("d"), err::NONE, "room again once a group is deleted");
+    }
+
+    /// Transactional commits (KIP-447) are refused to members the group does not know at
+    /// that generation, with the codes Kafka gives, and let through without group metadata
+    /// only where Kafka lets them.
+    #[test]
+    fn transactional_commits_are_checked_as_kafka_checks_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::open(dir.path(), GroupConfig::default(), false).unwrap();
+        assert_eq!(
+            c.check_txn_commit("classic", "", -1),
+            err::NONE,
+            "no group metadata, a classic (here empty) group"
+        );
+        let topics = consumer::TopicInfo::from([("t".to_string(), (uuid::Uuid::from_u128(7), 2))]);
+        let joined = c.consumer_heartbeat(
+            consumer::Heartbeat {
+                group_id: "g".into(),
+                member_id: "m1".into(),
+                member_epoch: 0,
+                instance_id: None,
+                rebalance_timeout_ms: 1000,
+                subscribed: Some(vec!["t".into()]),
+                subscribed_regex: None,
+                owned: Some(Default::default()),
+                client_id: "c".into(),
+                client_host: "h".into(),
+                principal: "User:ANONYMOUS".into(),
+            },
+            &topics,
+            &|_, _, _| true,
+        );
+        assert_eq!(joined.error, err::NONE);
+        let epoch = joined.member_epoch;
+        assert!(epoch > 0);
+        assert_eq!(c.check_txn_commit("g", "m1", epoch), err::NONE);
+        assert_eq!(
+            c.check_txn_commit("g", "m1", epoch + 5),
+            err::ILLEGAL_GENERATION,
+            "a stale epoch is answered as Kafka answers a transactional commit"
+        );
+        assert_eq!(
+            c.check_txn_commit("g", "m1", -1),
+            err::ILLEGAL_GENERATION,
+            "a member that lost its generation"
+        );
+        assert_eq!(
+            c.check_txn_commit("g", "", -1),
+            err::UNKNOWN_MEMBER_ID,
+            "no group metadata, a KIP-848 group with members"
+        );
+        assert_eq!(c.check_txn_commit("g", "m2", epoch), err::UNKNOWN_MEMBER_ID);
     }
 
     /// Group ids named once (even in a refused heartbeat) do not stay in memory: the periodic

@@ -76,6 +76,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self
     }
 
+    /// How long a frame may take from its first byte to its last, from the next frame on.
+    pub fn set_deadline(&mut self, deadline: Duration) {
+        self.deadline = deadline;
+    }
+
     /// The reservation of the frame [`next`](Self::next) returned last, to be dropped once
     /// the request is handled and answered.
     pub fn take_held(&mut self) -> Held {

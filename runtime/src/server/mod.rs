@@ -19,7 +19,7 @@ use crate::auth::{Listener, Session};
 use crate::broker::Broker;
 use crate::protocol;
 use crate::protocol::pieces::{FileRange, Piece};
-pub use frame::{FrameError, FrameReader, MAX_REQUEST_BYTES};
+pub use frame::{FrameError, FrameReader, FRAME_DEADLINE, MAX_REQUEST_BYTES};
 
 /// A TLS handshake must finish within this, so half-open handshakes cannot pile up.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -185,6 +185,13 @@ async fn requests<R, W>(
             max_idle
         } else {
             max_idle.min(crate::limits::UNAUTHENTICATED_IDLE_MS)
+        });
+        // Before authentication a request, too, must come whole within that cap: a
+        // handshake is small, and trickling one in must not hold a place for a minute.
+        frames.set_deadline(if authenticated {
+            FRAME_DEADLINE
+        } else {
+            FRAME_DEADLINE.min(idle)
         });
         let frame = match frames.next_within(Some(idle)).await {
             Ok(Some(f)) => f,

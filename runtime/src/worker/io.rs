@@ -9,12 +9,13 @@
 //! last committed checkpoint: nothing it wrote since is seen by read_committed readers, so
 //! output, state and position stay exactly once.
 //!
-//! Zombies are fenced twice. The group fences a worker that lost the task in a rebalance:
-//! its offset commit carries a generation the coordinator no longer accepts, and the
-//! transaction is aborted. And the producer's `transactional.id` is the task's name, so the
+//! Zombies are fenced by the producer's `transactional.id`, which is the task's name: the
 //! worker that takes a task over fences the one that had it at once, even one the group has
 //! not yet noticed is gone (its open transaction is aborted then, not at the transaction
-//! timeout, which lets the new owner's restore read the changelog to its end).
+//! timeout, which lets the new owner's restore read the changelog to its end). The group's
+//! check of the offsets' generation refuses, besides, a member that lost its generation in
+//! a rebalance (not one whose member id librdkafka has already reset: the coordinator takes
+//! a commit with neither member nor generation, as from a producer without group metadata).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::changelog::{self, Restore};
@@ -63,6 +64,10 @@ const SEND_OFFSETS_TIMEOUT: Duration = Duration::from_secs(20);
 const SEND_OFFSETS_GRACE: Duration = Duration::from_secs(5);
 
 type TaskProducer = BaseProducer<ChangelogAcks>;
+
+/// Producers given up with a `send_offsets_to_transaction` that has not returned (see
+/// [`ClusterIo::send_offsets`]): each holds its librdkafka threads and sockets until it does.
+static STUCK_PRODUCERS: AtomicI64 = AtomicI64::new(0);
 
 /// What every task of one pipeline in this worker shares.
 pub struct Shared {
@@ -523,13 +528,18 @@ impl ClusterIo {
     /// for its old epoch) and aborts its transaction, and restores from the changelog. The
     /// stuck thread frees the old producer whenever librdkafka lets it return.
     fn send_offsets(&mut self, next: i64) -> Result<(), String> {
-        let cgm = self
+        let Some(cgm) = self
             .shared
             .membership
             .get()
             .and_then(Weak::upgrade)
             .and_then(|c| c.group_metadata())
-            .ok_or_else(|| "the worker is not in the pipeline's group".to_string())?;
+        else {
+            // The membership is gone (its thread ended): so is this worker's claim on the
+            // task. Retrying could only fail again.
+            self.revoked.store(true, Ordering::Release);
+            return Err("the worker is no longer in the pipeline's group".into());
+        };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next))
             .map_err(err)?;
@@ -538,19 +548,52 @@ impl ClusterIo {
             .clone()
             .ok_or_else(|| "the task's producer is not open".to_string())?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // 0: running, 1: returned, 2: given up on. Whoever comes second settles the count.
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let (topic, partition, theirs) = (self.topic.clone(), self.partition, state.clone());
         std::thread::Builder::new()
             .name(format!("{}-{}:offsets", self.topic, self.partition))
             .spawn(move || {
-                let r = producer.send_offsets_to_transaction(&tpl, &cgm, SEND_OFFSETS_TIMEOUT);
-                let _ = tx.send(r);
+                let _ = tx.send(producer.send_offsets_to_transaction(
+                    &tpl,
+                    &cgm,
+                    SEND_OFFSETS_TIMEOUT,
+                ));
+                if theirs.swap(1, Ordering::AcqRel) == 2 {
+                    // Given up on: the producer goes with this thread.
+                    let left = STUCK_PRODUCERS.fetch_sub(1, Ordering::Relaxed) - 1;
+                    tracing::info!(%topic, partition, stuck_producers = left, "a send_offsets_to_transaction given up on returned at last; its producer is freed");
+                }
             })
             .map_err(|e| format!("cannot start a thread: {e}"))?;
-        match rx.recv_timeout(SEND_OFFSETS_TIMEOUT + SEND_OFFSETS_GRACE) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.fail(e)),
-            Err(_) => {
-                tracing::warn!(topic = %self.topic, partition = self.partition, "send_offsets_to_transaction did not return in {} s (librdkafka #5456/#5511); replacing the task's producer", (SEND_OFFSETS_TIMEOUT + SEND_OFFSETS_GRACE).as_secs());
+        let answer = match rx.recv_timeout(SEND_OFFSETS_TIMEOUT + SEND_OFFSETS_GRACE) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                STUCK_PRODUCERS.fetch_add(1, Ordering::Relaxed);
+                if state.swap(2, Ordering::AcqRel) == 1 {
+                    // It returned just now after all.
+                    STUCK_PRODUCERS.fetch_sub(1, Ordering::Relaxed);
+                    rx.try_recv().ok()
+                } else {
+                    None
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 self.producer = None;
+                self.in_txn = false;
+                return Err("send_offsets_to_transaction's thread panicked".into());
+            }
+            Ok(r) => Some(r),
+        };
+        match answer {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(self.fail(e)),
+            None => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, stuck_producers = STUCK_PRODUCERS.load(Ordering::Relaxed), "send_offsets_to_transaction did not return in {} s (librdkafka #5456/#5511); replacing the task's producer", (SEND_OFFSETS_TIMEOUT + SEND_OFFSETS_GRACE).as_secs());
+                if let Some(p) = self.producer.take() {
+                    // What it still holds is aborted output: its queue need not wait for the
+                    // stuck thread to let it go.
+                    p.purge(PurgeConfig::default().queue().inflight().non_blocking());
+                }
                 self.in_txn = false;
                 Err("the offsets could not be added to the transaction in time".into())
             }
