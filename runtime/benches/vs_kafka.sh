@@ -15,8 +15,8 @@
 # each partition count (LAT_FRACTIONS; Kafka gets the same absolute rates), WIDE=1000
 # partitions, IDLE=500 idle connections beside the load.
 # Each broker's own table and log stay in target/bench/vs-kafka/. Then (DUEL=1, default)
-# consume_duel.sh compares the consume rows again with both brokers up at once, taking
-# turns: a table of its own, the one to read for consume.
+# produce_duel.sh and consume_duel.sh compare the produce and consume rows again with both
+# brokers up at once, taking turns: tables of their own, the ones to read on this VM.
 #
 # JAVA=1 (default) adds the Java client's own kafka-producer-perf-test and
 # kafka-consumer-perf-test rows.
@@ -80,13 +80,16 @@ awk -F'|' '
         }
     }' "$OUT/sluice.txt" "$OUT/kafka.txt"
 
-# The consume rows above ran 15 minutes apart, and a consume's speed here swings with the
-# machine's state: consume_duel.sh runs them again with both brokers up, taking turns.
+# The rows above ran 15 minutes apart, and a consume's speed here swings with the machine's
+# state, a produce's with its page cache: consume_duel.sh and produce_duel.sh run them again
+# with both brokers up, taking turns.
 if [[ ${DUEL:-1} == 1 ]]; then
-    echo "== consume_duel.sh (log: $OUT/duel.log)" >&2
-    BUILD=0 bash "$ROOT/runtime/benches/consume_duel.sh" >"$OUT/duel.txt" 2>"$OUT/duel.log" || {
-        tail -n 30 "$OUT/duel.log" >&2
-        exit 1
-    }
-    cat "$OUT/duel.txt"
+    for duel in produce consume; do
+        echo "== ${duel}_duel.sh (log: $OUT/$duel-duel.log)" >&2
+        BUILD=0 bash "$ROOT/runtime/benches/${duel}_duel.sh" >"$OUT/$duel-duel.txt" 2>"$OUT/$duel-duel.log" || {
+            tail -n 30 "$OUT/$duel-duel.log" >&2
+            exit 1
+        }
+        cat "$OUT/$duel-duel.txt"
+    done
 fi

@@ -14,7 +14,8 @@
 # BASE_PORT+100+N for the controller quorum), HEAP [512m] per node, BROKER_SESSION_MS
 # [9000, Kafka's default]: how long the controller waits for a silent broker before it
 # fences it and moves its partitions' leadership (a dead node's partitions have no
-# leader until then; heartbeats go at a third of it, at most Kafka's default 2 s).
+# leader until then; heartbeats go at a third of it, at most Kafka's default 2 s),
+# EXTRA_PROPS: lines added to every node's server.properties.
 # JVM settings per node: -Xms/-Xmx HEAP, G1, as Kafka's own kafka-server-start.sh sets them
 # (its default heap is 1 GB; three nodes share this 2-core machine with the tests).
 set -euo pipefail
@@ -73,6 +74,7 @@ group.consumer.min.session.timeout.ms=6000
 group.consumer.session.timeout.ms=10000
 group.consumer.min.heartbeat.interval.ms=1000
 group.consumer.heartbeat.interval.ms=2000
+${EXTRA_PROPS:-}
 PROPS
     cat >"$DIR/log4j2.properties" <<PROPS
 rootLogger.level=WARN

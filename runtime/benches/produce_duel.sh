@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The produce rows of vs_kafka.sh, with sluice and Apache Kafka running at once and their
+# produces taking turns, each into a topic of its own made for it and deleted after it:
+# rdkafka_performance produces the same records to each, ROUNDS times, alternating which
+# broker goes first, and the median of each is compared.
+#
+# A benchmark, not a test: it asserts nothing.
+#
+#   bash runtime/benches/produce_duel.sh
+#
+# Why: in vs_kafka.sh the two brokers' runs are 15 minutes apart, and a produce's cost here
+# depends on the machine's page cache more than on the broker: past about 2.5 GB written in
+# a run, the guest's fresh page-cache pages each cost the host a fault on first touch (it
+# takes back the memory the guest frees), and a 1 KiB produce costs either broker about
+# 3 CPU seconds per million records instead of 0.4. Which rows that hits shifts from run to
+# run. Taking turns, with every produce into fresh files and the previous produce's files
+# deleted (by either broker at once, waited for), gives both brokers the same machine.
+# Without that wait, the run after sluice's deletion got the pages it freed and ran up to
+# 3.5 times faster than the run after Kafka's (which deletes a minute later), whichever
+# broker it was.
+#
+# Knobs: ROUNDS [4: each broker first in half of them]; SHAPES ["1:100:2000000:1 64:100:2000000:1 64:100:2000000:all
+# 64:1024:500000:1 64:1024:500000:all 1:1024:500000:all"], each
+# PARTITIONS:RECORD_BYTES:RECORDS:ACKS; BUILD [1] (0: use the release binary as it is);
+# KAFKA_HEAP [1g]; QUIET_WAIT (see lib.sh).
+#
+# Columns: median records/s of each broker (and the range over the rounds), sluice / Kafka,
+# broker CPU seconds per million records (median) and Kafka / sluice, client CPU (user +
+# system seconds per run, median).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=runtime/benches/lib.sh
+source "$ROOT/runtime/benches/lib.sh"
+
+ROUNDS=${ROUNDS:-4}
+SHAPES=${SHAPES:-"1:100:2000000:1 64:100:2000000:1 64:100:2000000:all 64:1024:500000:1 64:1024:500000:all 1:1024:500000:all"}
+# kafka_bench.sh's producer settings: big batches and a deep local queue, so the broker
+# (or the CPU), not the producer's defaults, sets the pace.
+PRODUCE_OPTS=(
+    -X linger.ms=50
+    -X batch.size=1000000
+    -X batch.num.messages=1000000
+    -X queue.buffering.max.messages=4000000
+    -X queue.buffering.max.kbytes=4194304
+)
+
+build_rdkafka_performance
+build_broker
+make_work_dir
+# start_both_brokers, keeping each one's data directory.
+start_broker
+S_PID=$BROKER_PID S_BOOT=$BOOTSTRAP S_DATA=$DATA
+BG_PIDS+=("$S_PID")
+# Kafka deletes a deleted topic's files a minute later (log.segment.delete.delay.ms),
+# sluice at once: the pages they free would go to whichever produce ran then.
+export EXTRA_PROPS=log.segment.delete.delay.ms=0
+start_kafka
+unset EXTRA_PROPS
+K_PID=$BROKER_PID K_BOOT=$BOOTSTRAP K_DATA=$DATA/kafka
+log "sluice pid $S_PID on $S_BOOT, Kafka pid $K_PID on $K_BOOT"
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# one TARGET ROW TOPIC PARTS SIZE COUNT ACKS: one produce into a new topic, deleted after;
+# appends "records/s cpu_s_per_M client_s" to $WORK/TARGET.ROW.
+one() {
+    local target=$1 row=$2 topic=$3 parts=$4 size=$5 count=$6 acks=$7 pid
+    if [[ $target == sluice ]]; then
+        pid=$S_PID BOOTSTRAP=$S_BOOT BROKER_PID=$S_PID
+    else
+        pid=$K_PID BOOTSTRAP=$K_BOOT BROKER_PID=$K_PID
+    fi
+    kill -0 "$pid" 2>/dev/null || { echo "the $target broker is gone" >&2; exit 1; }
+    TARGET=$target create_topic "$topic" "$parts"
+    settle
+    local t0 t1 out=$WORK/out.$target ack_arg=$acks
+    [[ $acks == all ]] && ack_arg=-1
+    t0=$(cpu_ticks "$pid")
+    local TIMEFORMAT='%3U %3S'
+    { time "$RDKPERF" -b "$BOOTSTRAP" -P -t "$topic" -s "$size" -a "$ack_arg" -c "$count" \
+        "${PRODUCE_OPTS[@]}" >"$out" 2>&1; } 2>"$out.time" || {
+        echo "$target $topic: rdkafka_performance failed:" >&2
+        tail -n 20 "$out" >&2
+        exit 1
+    }
+    t1=$(cpu_ticks "$pid")
+    # "% N messages produced (B bytes), D delivered (offset O, F failed) in T ms: R msgs/s ..."
+    local line rps delivered client
+    line=$(grep -E '^% [0-9]+ messages produced' "$out" | tail -n1)
+    read -r delivered rps < <(awk '{ print $7, $15 }' <<<"$line")
+    [[ $delivered == "$count" ]] || echo "WARNING: $target $topic: $line" >&2
+    client=$(awk '{ print $1 + $2 }' "$out.time")
+    echo "$rps $(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$count" 'BEGIN { printf "%.3f", t / hz / (n / 1e6) }') $client" \
+        >>"$WORK/$target.$row"
+    log "$target $topic: $rps records/s, broker $((t1 - t0)) ticks, client ${client} s"
+    delete_topic "$topic"
+    # Every produce starts with the previous one's files deleted.
+    local dir=$S_DATA i
+    [[ $target == kafka ]] && dir=$K_DATA
+    for ((i = 0; i < 300; i++)); do
+        [[ -z $(find "$dir" -name "$topic*" -print -quit) ]] && break
+        sleep 0.1
+    done
+    [[ -z $(find "$dir" -name "$topic*" -print -quit) ]] || echo "WARNING: $target kept $topic's files" >&2
+    # cleanup() stops BROKER_PID, Kafka's (sluice's is in BG_PIDS).
+    BROKER_PID=$K_PID
+}
+
+ROWS=()
+for shape in $SHAPES; do
+    IFS=: read -r parts size count acks <<<"$shape"
+    row="p$parts-s$size-acks$acks"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if ((r % 2)); then order="sluice kafka"; else order="kafka sluice"; fi
+        for target in $order; do one "$target" "$row" "duel-$row-r$r" "$parts" "$size" "$count" "$acks"; done
+    done
+    s_rps=$(cut -d' ' -f1 "$WORK/sluice.$row" | median)
+    k_rps=$(cut -d' ' -f1 "$WORK/kafka.$row" | median)
+    s_range="$(cut -d' ' -f1 "$WORK/sluice.$row" | sort -n | sed -n '1p;$p' | paste -sd-)"
+    k_range="$(cut -d' ' -f1 "$WORK/kafka.$row" | sort -n | sed -n '1p;$p' | paste -sd-)"
+    s_cpu=$(cut -d' ' -f2 "$WORK/sluice.$row" | median)
+    k_cpu=$(cut -d' ' -f2 "$WORK/kafka.$row" | median)
+    ROWS+=("$(printf '%-24s %5s | %9s %-19s %9s %-19s %5.2f | %7s %7s %6s | %6s %6s' \
+        "produce ${size}B acks=$acks" "$parts" "$s_rps" "($s_range)" "$k_rps" "($k_range)" \
+        "$(awk -v a="$s_rps" -v b="$k_rps" 'BEGIN { print a / b }')" \
+        "$s_cpu" "$k_cpu" "$(awk -v a="$k_cpu" -v b="$s_cpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
+        "$(cut -d' ' -f3 "$WORK/sluice.$row" | median)" "$(cut -d' ' -f3 "$WORK/kafka.$row" | median)")")
+done
+
+echo
+echo "produce, sluice $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') and Apache Kafka $(kafka_version) running at once, taking turns"
+echo "($ROUNDS rounds each, order alternating, a fresh topic each; $(librdkafka_version); medians, ranges in brackets)"
+printf '%-24s %5s | %9s %-19s %9s %-19s %5s | %7s %7s %6s | %6s %6s\n' scenario parts "sluice r/s" "(range)" \
+    "kafka r/s" "(range)" ratio "cpu s/M" kafka x "client" kafka
+printf '%s\n' "${ROWS[@]}"
