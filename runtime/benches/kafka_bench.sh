@@ -83,17 +83,7 @@ CONSUME_RUNS=${CONSUME_RUNS:-3}
 # Scenarios
 # ---------------------------------------------------------------------------------------
 
-# Producer settings: big batches and a deep local queue, so the client always has a full
-# batch ready and throughput is limited by the broker (or the CPU), not by the producer's
-# defaults (queue.buffering.max.messages is 100000 by default). batch.size stays at 1 MB
-# because the broker, like Kafka, refuses batches over max.message.bytes (1048588).
-PRODUCE_OPTS=(
-    -X linger.ms=50
-    -X batch.size=1000000
-    -X batch.num.messages=1000000
-    -X queue.buffering.max.messages=4000000
-    -X queue.buffering.max.kbytes=4194304
-)
+# Producer settings: lib.sh's PRODUCE_OPTS.
 [[ $COMPRESSION != none ]] && PRODUCE_OPTS+=(-z "$COMPRESSION")
 # Consumer settings: librdkafka's defaults (1 MB per partition per fetch, 50 MB per fetch);
 # rdkafka_performance already asks for 1M pre-fetched messages (queued.min.messages).

@@ -33,6 +33,19 @@ ensure_toolchain() {
     fi
 }
 
+# rdkafka_performance's producer settings for every benchmark: big batches and a deep local
+# queue, so the client always has a full batch ready and throughput is limited by the broker
+# (or the CPU), not by the producer's defaults (queue.buffering.max.messages is 100000 by
+# default). batch.size stays at 1 MB because the broker, like Kafka, refuses batches over
+# max.message.bytes (1048588).
+PRODUCE_OPTS=(
+    -X linger.ms=50
+    -X batch.size=1000000
+    -X batch.num.messages=1000000
+    -X queue.buffering.max.messages=4000000
+    -X queue.buffering.max.kbytes=4194304
+)
+
 # Sets RDKPERF (the tool) and LIBRDKAFKA (the built source tree: src/librdkafka.a, src/rdkafka.h).
 build_rdkafka_performance() {
     # `cargo fetch` on the helper crate puts rdkafka-sys (and with it librdkafka's C

@@ -69,16 +69,6 @@ RELOAD_PARTITIONS=${RELOAD_PARTITIONS:-1}
 RELOAD_WINDOW_MS=${RELOAD_WINDOW_MS:-2000}
 STALL_SECS=${STALL_SECS:-60}
 
-# The same producer settings as kafka_bench.sh: the fill is limited by the broker or the CPU,
-# not by the client's defaults.
-PRODUCE_OPTS=(
-    -X linger.ms=50
-    -X batch.size=1000000
-    -X batch.num.messages=1000000
-    -X queue.buffering.max.messages=4000000
-    -X queue.buffering.max.kbytes=4194304
-)
-
 # ---------------------------------------------------------------------------------------
 # Builds: the baseline client and the plugin
 # ---------------------------------------------------------------------------------------

@@ -35,15 +35,6 @@ source "$ROOT/runtime/benches/lib.sh"
 
 ROUNDS=${ROUNDS:-4}
 SHAPES=${SHAPES:-"1:100:2000000:1 64:100:2000000:1 64:100:2000000:all 64:1024:500000:1 64:1024:500000:all 1:1024:500000:all"}
-# kafka_bench.sh's producer settings: big batches and a deep local queue, so the broker
-# (or the CPU), not the producer's defaults, sets the pace.
-PRODUCE_OPTS=(
-    -X linger.ms=50
-    -X batch.size=1000000
-    -X batch.num.messages=1000000
-    -X queue.buffering.max.messages=4000000
-    -X queue.buffering.max.kbytes=4194304
-)
 
 build_rdkafka_performance
 build_broker

@@ -114,17 +114,10 @@ SHARED_OUT_PARTITIONS=${SHARED_OUT_PARTITIONS:-10}
 PLUGIN=${PLUGIN:-poison}
 PLUGIN_WASM=${PLUGIN_WASM:-}
 
-# As kafka_bench.sh and pipeline_bench.sh produce, except that every record goes to a random
-# partition (librdkafka's sticky partitioner would otherwise fill one partition per linger
-# interval, and 1M records would reach only a few hundred partitions).
-PRODUCE_OPTS=(
-    -X linger.ms=50
-    -X batch.size=1000000
-    -X batch.num.messages=1000000
-    -X queue.buffering.max.messages=4000000
-    -X queue.buffering.max.kbytes=4194304
-    -X sticky.partitioning.linger.ms=0
-)
+# lib.sh's producer settings, except that every record goes to a random partition
+# (librdkafka's sticky partitioner would otherwise fill one partition per linger interval,
+# and 1M records would reach only a few hundred partitions).
+PRODUCE_OPTS+=(-X sticky.partitioning.linger.ms=0)
 
 exec {NAP_FD}<> <(:)
 nap() { read -r -t "$1" -u "$NAP_FD" _ || true; }
