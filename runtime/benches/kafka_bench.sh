@@ -373,38 +373,6 @@ latency_phase() {
     delete_topic "$topic"
 }
 
-# Idle connections: each sends ApiVersions v0 once and then only stays open, as the pooled
-# connections of a fleet of mostly quiet clients do.
-IDLE_PID=
-start_idle() {
-    log "opening $IDLE idle connections"
-    python3 - "$BOOTSTRAP" "$IDLE" <<'PY' &
-import socket, struct, sys, time
-host, port = sys.argv[1].rsplit(":", 1)
-socks = []
-for i in range(int(sys.argv[2])):
-    s = socket.create_connection((host, int(port)))
-    client = b"idle"
-    body = struct.pack(">hhih", 18, 0, i, len(client)) + client
-    s.sendall(struct.pack(">i", len(body)) + body)
-    size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
-    s.recv(size, socket.MSG_WAITALL)
-    socks.append(s)
-print("idle connections open:", len(socks), file=sys.stderr, flush=True)
-time.sleep(1e6)
-PY
-    IDLE_PID=$!
-    BG_PIDS+=("$IDLE_PID")
-    sleep 3
-    kill -0 "$IDLE_PID" || { echo "the idle connections failed" >&2; exit 1; }
-}
-stop_idle() {
-    [[ -n $IDLE_PID ]] || return 0
-    kill "$IDLE_PID" 2>/dev/null || true
-    wait "$IDLE_PID" 2>/dev/null || true
-    IDLE_PID=
-}
-
 main() {
     build_rdkafka_performance
     build_broker # the CLI makes the topics, whichever the broker
@@ -480,7 +448,7 @@ main() {
         fi
 
         if ((IDLE > 0)) && [[ $p == "${PARTITIONS%% *}" ]]; then
-            start_idle
+            start_idle "$IDLE"
             create_topic "p$p-s100-idle" "$p"
             run_phase "produce 100B acks=1 +${IDLE} idle" "$p" produce "$N_SMALL" 1 -- \
                 -P -t "p$p-s100-idle" -s 100 -a 1 "${PRODUCE_OPTS[@]}"

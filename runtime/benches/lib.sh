@@ -321,6 +321,39 @@ delete_topic() {
     "$SLUICE" topic delete "$1" --bootstrap "$BOOTSTRAP" >/dev/null
 }
 
+# Idle connections: each sends ApiVersions v0 once and then only stays open, as the pooled
+# connections of a fleet of mostly quiet clients do.
+IDLE_PID=
+# start_idle N: N of them to $BOOTSTRAP, held until stop_idle.
+start_idle() {
+    log "opening $1 idle connections"
+    python3 - "$BOOTSTRAP" "$1" <<'PY' &
+import socket, struct, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+socks = []
+for i in range(int(sys.argv[2])):
+    s = socket.create_connection((host, int(port)))
+    client = b"idle"
+    body = struct.pack(">hhih", 18, 0, i, len(client)) + client
+    s.sendall(struct.pack(">i", len(body)) + body)
+    size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+    s.recv(size, socket.MSG_WAITALL)
+    socks.append(s)
+print("idle connections open:", len(socks), file=sys.stderr, flush=True)
+time.sleep(1e6)
+PY
+    IDLE_PID=$!
+    BG_PIDS+=("$IDLE_PID")
+    sleep 3
+    kill -0 "$IDLE_PID" || { echo "the idle connections failed" >&2; exit 1; }
+}
+stop_idle() {
+    [[ -n $IDLE_PID ]] || return 0
+    kill "$IDLE_PID" 2>/dev/null || true
+    wait "$IDLE_PID" 2>/dev/null || true
+    IDLE_PID=
+}
+
 # ---------------------------------------------------------------------------------------
 # CPU, memory, a quiet machine
 # ---------------------------------------------------------------------------------------

@@ -19,9 +19,10 @@
 # 3.5 times faster than the run after Kafka's (which deletes a minute later), whichever
 # broker it was.
 #
-# Knobs: ROUNDS [4: each broker first in half of them]; SHAPES ["1:100:2000000:1 64:100:2000000:1 64:100:2000000:all
-# 64:1024:500000:1 64:1024:500000:all 1:1024:500000:all"], each
-# PARTITIONS:RECORD_BYTES:RECORDS:ACKS; BUILD [1] (0: use the release binary as it is);
+# Knobs: ROUNDS [4: each broker first in half of them]; SHAPES ["1:100:2000000:1
+# 1:100:2000000:1:500 64:100:2000000:1 64:100:2000000:all 64:1024:500000:1
+# 64:1024:500000:all 1:1024:500000:all"], each PARTITIONS:RECORD_BYTES:RECORDS:ACKS[:IDLE],
+# IDLE connections held open beside the produce (lib.sh's start_idle); BUILD [1] (0: use the release binary as it is);
 # KAFKA_HEAP [1g]; QUIET_WAIT (see lib.sh).
 #
 # Columns: median records/s of each broker (and the range over the rounds), sluice / Kafka,
@@ -34,7 +35,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$ROOT/runtime/benches/lib.sh"
 
 ROUNDS=${ROUNDS:-4}
-SHAPES=${SHAPES:-"1:100:2000000:1 64:100:2000000:1 64:100:2000000:all 64:1024:500000:1 64:1024:500000:all 1:1024:500000:all"}
+SHAPES=${SHAPES:-"1:100:2000000:1 1:100:2000000:1:500 64:100:2000000:1 64:100:2000000:all 64:1024:500000:1 64:1024:500000:all 1:1024:500000:all"}
 
 build_rdkafka_performance
 build_broker
@@ -53,10 +54,11 @@ log "sluice pid $S_PID on $S_BOOT, Kafka pid $K_PID on $K_BOOT"
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# one TARGET ROW TOPIC PARTS SIZE COUNT ACKS: one produce into a new topic, deleted after;
-# appends "records/s cpu_s_per_M client_s" to $WORK/TARGET.ROW.
+# one TARGET ROW TOPIC PARTS SIZE COUNT ACKS IDLE: one produce into a new topic, deleted
+# after, beside IDLE idle connections; appends "records/s cpu_s_per_M client_s" to
+# $WORK/TARGET.ROW.
 one() {
-    local target=$1 row=$2 topic=$3 parts=$4 size=$5 count=$6 acks=$7 pid
+    local target=$1 row=$2 topic=$3 parts=$4 size=$5 count=$6 acks=$7 idle=$8 pid
     if [[ $target == sluice ]]; then
         pid=$S_PID BOOTSTRAP=$S_BOOT BROKER_PID=$S_PID
     else
@@ -64,6 +66,7 @@ one() {
     fi
     kill -0 "$pid" 2>/dev/null || { echo "the $target broker is gone" >&2; exit 1; }
     TARGET=$target create_topic "$topic" "$parts"
+    ((idle > 0)) && start_idle "$idle"
     settle
     local t0 t1 out=$WORK/out.$target ack_arg=$acks
     [[ $acks == all ]] && ack_arg=-1
@@ -76,6 +79,7 @@ one() {
         exit 1
     }
     t1=$(cpu_ticks "$pid")
+    stop_idle
     # "% N messages produced (B bytes), D delivered (offset O, F failed) in T ms: R msgs/s ..."
     local line rps delivered client
     line=$(grep -E '^% [0-9]+ messages produced' "$out" | tail -n1)
@@ -100,11 +104,12 @@ one() {
 
 ROWS=()
 for shape in $SHAPES; do
-    IFS=: read -r parts size count acks <<<"$shape"
-    row="p$parts-s$size-acks$acks"
+    IFS=: read -r parts size count acks idle <<<"$shape"
+    idle=${idle:-0}
+    row="p$parts-s$size-acks$acks-idle$idle"
     for ((r = 1; r <= ROUNDS; r++)); do
         if ((r % 2)); then order="sluice kafka"; else order="kafka sluice"; fi
-        for target in $order; do one "$target" "$row" "duel-$row-r$r" "$parts" "$size" "$count" "$acks"; done
+        for target in $order; do one "$target" "$row" "duel-$row-r$r" "$parts" "$size" "$count" "$acks" "$idle"; done
     done
     s_rps=$(cut -d' ' -f1 "$WORK/sluice.$row" | median)
     k_rps=$(cut -d' ' -f1 "$WORK/kafka.$row" | median)
@@ -112,8 +117,8 @@ for shape in $SHAPES; do
     k_range="$(cut -d' ' -f1 "$WORK/kafka.$row" | sort -n | sed -n '1p;$p' | paste -sd-)"
     s_cpu=$(cut -d' ' -f2 "$WORK/sluice.$row" | median)
     k_cpu=$(cut -d' ' -f2 "$WORK/kafka.$row" | median)
-    ROWS+=("$(printf '%-24s %5s | %9s %-19s %9s %-19s %5.2f | %7s %7s %6s | %6s %6s' \
-        "produce ${size}B acks=$acks" "$parts" "$s_rps" "($s_range)" "$k_rps" "($k_range)" \
+    ROWS+=("$(printf '%-30s %5s | %9s %-19s %9s %-19s %5.2f | %7s %7s %6s | %6s %6s' \
+        "produce ${size}B acks=$acks$( ((idle > 0)) && echo " +$idle idle")" "$parts" "$s_rps" "($s_range)" "$k_rps" "($k_range)" \
         "$(awk -v a="$s_rps" -v b="$k_rps" 'BEGIN { print a / b }')" \
         "$s_cpu" "$k_cpu" "$(awk -v a="$k_cpu" -v b="$s_cpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
         "$(cut -d' ' -f3 "$WORK/sluice.$row" | median)" "$(cut -d' ' -f3 "$WORK/kafka.$row" | median)")")
@@ -122,6 +127,6 @@ done
 echo
 echo "produce, sluice $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') and Apache Kafka $(kafka_version) running at once, taking turns"
 echo "($ROUNDS rounds each, order alternating, a fresh topic each; $(librdkafka_version); medians, ranges in brackets)"
-printf '%-24s %5s | %9s %-19s %9s %-19s %5s | %7s %7s %6s | %6s %6s\n' scenario parts "sluice r/s" "(range)" \
+printf '%-30s %5s | %9s %-19s %9s %-19s %5s | %7s %7s %6s | %6s %6s\n' scenario parts "sluice r/s" "(range)" \
     "kafka r/s" "(range)" ratio "cpu s/M" kafka x "client" kafka
 printf '%s\n' "${ROWS[@]}"
