@@ -17,7 +17,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use sluice::auth::sasl::Mech;
 use sluice::auth::scram::Mechanism;
-use sluice::client::{Client, SaslLogin, Security};
+use sluice::client::{Client, ClientError, SaslLogin, Security};
 use support::{free_port, require_java_clients, Broker, Script};
 
 fn sb(s: &str) -> StrBytes {
@@ -93,6 +93,11 @@ impl Setup {
     }
 
     async fn client(&self, user: &str, password: &str) -> Client {
+        self.login(user, password).await.expect("connect")
+    }
+
+    /// A SCRAM-SHA-256 login on the SASL listener.
+    async fn login(&self, user: &str, password: &str) -> Result<Client, ClientError> {
         Client::connect_secured(
             &self.sasl,
             &Security {
@@ -105,7 +110,6 @@ impl Setup {
             },
         )
         .await
-        .expect("connect")
     }
 }
 
@@ -1582,22 +1586,11 @@ fn refusals_follow_kafka_in_their_details() {
         // (100 ms). A login's own cost (SCRAM's key derivation, a debug build) is of the same
         // order, so the refusals are timed against right logins: the fastest of each.
         let login = |password: &'static str| {
-            let sasl = s.sasl.clone();
+            let s = &s;
             async move {
                 let asked = std::time::Instant::now();
-                let r = Client::connect_secured(
-                    &sasl,
-                    &Security {
-                        tls: None,
-                        sasl: Some(SaslLogin {
-                            mechanism: Mech::Scram(Mechanism::Sha256),
-                            username: "bob".into(),
-                            password: password.into(),
-                        }),
-                    },
-                )
-                .await;
-                (r.is_ok(), asked.elapsed())
+                let ok = s.login("bob", password).await.is_ok();
+                (ok, asked.elapsed())
             }
         };
         let (mut right, mut wrong) = (Duration::MAX, Duration::MAX);

@@ -244,15 +244,15 @@ start_kafka() {
     BOOTSTRAP=127.0.0.1:$((base + 1))
 }
 
-# sluice and Apache Kafka up at once (for benchmarks whose runs take turns): sets S_PID and
-# S_BOOT, K_PID and K_BOOT.
+# sluice and Apache Kafka up at once (for benchmarks whose runs take turns): sets S_PID,
+# S_BOOT and S_DATA, K_PID, K_BOOT and K_DATA (Kafka's log directory).
 start_both_brokers() {
     start_broker
-    S_PID=$BROKER_PID S_BOOT=$BOOTSTRAP
+    S_PID=$BROKER_PID S_BOOT=$BOOTSTRAP S_DATA=$DATA
     # cleanup() stops BROKER_PID (Kafka's, next) and every BG_PIDS.
     BG_PIDS+=("$S_PID")
     start_kafka
-    K_PID=$BROKER_PID K_BOOT=$BOOTSTRAP
+    K_PID=$BROKER_PID K_BOOT=$BOOTSTRAP K_DATA=$DATA/kafka
     log "sluice pid $S_PID on $S_BOOT, Kafka pid $K_PID on $K_BOOT"
 }
 

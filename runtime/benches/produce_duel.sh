@@ -40,17 +40,11 @@ SHAPES=${SHAPES:-"1:100:2000000:1 1:100:2000000:1:500 64:100:2000000:1 64:100:20
 build_rdkafka_performance
 build_broker
 make_work_dir
-# start_both_brokers, keeping each one's data directory.
-start_broker
-S_PID=$BROKER_PID S_BOOT=$BOOTSTRAP S_DATA=$DATA
-BG_PIDS+=("$S_PID")
 # Kafka deletes a deleted topic's files a minute later (log.segment.delete.delay.ms),
 # sluice at once: the pages they free would go to whichever produce ran then.
 export EXTRA_PROPS=log.segment.delete.delay.ms=0
-start_kafka
+start_both_brokers
 unset EXTRA_PROPS
-K_PID=$BROKER_PID K_BOOT=$BOOTSTRAP K_DATA=$DATA/kafka
-log "sluice pid $S_PID on $S_BOOT, Kafka pid $K_PID on $K_BOOT"
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 

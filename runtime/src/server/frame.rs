@@ -70,12 +70,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self
     }
 
-    #[cfg(test)]
-    fn with_deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
     /// How long a frame may take from its first byte to its last, from the next frame on.
     pub fn set_deadline(&mut self, deadline: Duration) {
         self.deadline = deadline;
@@ -260,8 +254,8 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         use tokio::io::AsyncWriteExt;
         client.write_all(&[0, 0, 0, 20, 1, 2, 3]).await.unwrap();
-        let mut r = FrameReader::new(server, MAX_REQUEST_BYTES)
-            .with_deadline(std::time::Duration::from_millis(100));
+        let mut r = FrameReader::new(server, MAX_REQUEST_BYTES);
+        r.set_deadline(std::time::Duration::from_millis(100));
         assert!(matches!(r.next().await, Err(FrameError::TooSlow(_))));
         drop(client);
     }
