@@ -99,6 +99,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.min = if bare { 0 } else { MIN_REQUEST_BYTES };
     }
 
+    /// Whether a whole, acceptable frame is already buffered, so that the next
+    /// [`next_within`](Self::next_within) returns it without reading the socket.
+    pub fn frame_ready(&self) -> bool {
+        self.claimed()
+            .is_some_and(|len| len >= self.min && len <= self.max && self.buf.len() >= 4 + len)
+    }
+
     /// Checks the buffer for a whole frame; `Ok(None)` when more bytes are needed.
     fn parse(&mut self) -> Result<Option<Bytes>, FrameError> {
         if self.buf.len() < 4 {

@@ -1,7 +1,8 @@
-//! The Kafka listeners: one task per connection, requests answered in order, as Kafka does
-//! (a connection's next request is read only after the previous response is written). A
-//! listener is plaintext or TLS; SASL happens inside the protocol, on the connection's
-//! [`Session`].
+//! The Kafka listeners: one task per connection, requests handled and answered one at a
+//! time, in order, as Kafka does. Answers to requests that came in one read (a producer
+//! pipelining small requests) go out together, in one write, unless a request among them
+//! waits (a long poll): what is answered goes out before that wait. A listener is plaintext
+//! or TLS; SASL happens inside the protocol, on the connection's [`Session`].
 
 mod frame;
 pub mod tls;
@@ -170,6 +171,7 @@ async fn requests<R, W>(
 {
     let mut frames =
         FrameReader::new(rd, MAX_REQUEST_BYTES).with_pool(broker.limits.memory.clone());
+    let mut answered = Answered::default();
     loop {
         let authenticated = session.authenticated(Instant::now());
         frames.set_max(if authenticated {
@@ -193,6 +195,15 @@ async fn requests<R, W>(
         } else {
             FRAME_DEADLINE.min(idle)
         });
+        // Answers wait while the next request is already here (a producer pipelining
+        // small requests): one write then carries them all, rather than a packet and a
+        // wake-up of the client each. Before the socket is read, everything goes out.
+        if !frames.frame_ready() {
+            if let Err(e) = answered.send(wr).await {
+                tracing::debug!(%peer, error = %e, "write failed");
+                return;
+            }
+        }
         let frame = match frames.next_within(Some(idle)).await {
             Ok(Some(f)) => f,
             Ok(None) => return,
@@ -210,32 +221,54 @@ async fn requests<R, W>(
             }
         };
         // Held until the request is handled and answered (see `limits/memory.rs`).
-        let _request_memory = frames.take_held();
-        let answer = protocol::handle_pieces(broker, &mut session, frame).await;
-        let _response_memory = std::mem::take(&mut session.response_memory);
+        let request_memory = frames.take_held();
+        let answer = {
+            let handled = protocol::handle_pieces(broker, &mut session, frame);
+            tokio::pin!(handled);
+            match poll_once(handled.as_mut()).await {
+                Some(answer) => answer,
+                None => {
+                    // This request waits (a long-poll, a join, an fsync): what is answered
+                    // goes out first. A failed write ends the connection once the handler
+                    // is done, never in the middle of it.
+                    let sent = answered.send(wr).await;
+                    let answer = handled.await;
+                    if let Err(e) = sent {
+                        tracing::debug!(%peer, error = %e, "write failed");
+                        return;
+                    }
+                    answer
+                }
+            }
+        };
+        let response_memory = std::mem::take(&mut session.response_memory);
         if !session.delay_response.is_zero() {
+            // A failed login's delay is this answer's alone.
+            if let Err(e) = answered.send(wr).await {
+                tracing::debug!(%peer, error = %e, "write failed");
+                return;
+            }
             tokio::time::sleep(std::mem::take(&mut session.delay_response)).await;
         }
         match answer {
             Ok(Some((head, rest))) => {
-                // flush: a TLS stream holds written bytes until flushed.
-                if let Err(e) = async {
-                    write_pieces(wr, &head, &rest).await?;
-                    wr.flush().await
-                }
-                .await
-                {
-                    tracing::debug!(%peer, error = %e, "write failed");
-                    return;
-                }
+                answered.push(head, rest, [request_memory, response_memory]);
             }
             Ok(None) => {}
             Err(e) => {
+                // What was answered before the bad request still goes out.
+                let _ = answered.send(wr).await;
                 broker
                     .metrics
                     .protocol_errors
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, error = %e, "closing connection");
+                return;
+            }
+        }
+        if session.close_after_response || !session.mute.is_zero() || answered.full() {
+            if let Err(e) = answered.send(wr).await {
+                tracing::debug!(%peer, error = %e, "write failed");
                 return;
             }
         }
@@ -248,6 +281,65 @@ async fn requests<R, W>(
             tokio::time::sleep(std::mem::take(&mut session.mute)).await;
         }
     }
+}
+
+/// Answers handled but not yet written, in order, with the memory they hold from the pool.
+#[derive(Default)]
+struct Answered {
+    pieces: Vec<Piece>,
+    bytes: usize,
+    count: usize,
+    held: Vec<crate::limits::memory::Held>,
+}
+
+impl Answered {
+    /// Most answers, and bytes, kept back before they are written anyway.
+    const MAX_COUNT: usize = 64;
+    const MAX_BYTES: usize = 1 << 20;
+
+    fn push(
+        &mut self,
+        head: bytes::BytesMut,
+        rest: Vec<Piece>,
+        held: [crate::limits::memory::Held; 2],
+    ) {
+        self.bytes += head.len() + rest.iter().map(Piece::len).sum::<usize>();
+        self.count += 1;
+        self.pieces.push(Piece::Mem(head.freeze()));
+        self.pieces.extend(rest);
+        self.held.extend(held.into_iter().filter(|h| h.bytes() > 0));
+    }
+
+    fn full(&self) -> bool {
+        self.count >= Self::MAX_COUNT || self.bytes >= Self::MAX_BYTES
+    }
+
+    /// Writes every answer kept back (and flushes: a TLS stream holds written bytes until
+    /// flushed), then lets their memory go.
+    async fn send<W: Out>(&mut self, wr: &mut W) -> std::io::Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let result = async {
+            write_pieces(wr, &[], &self.pieces).await?;
+            wr.flush().await
+        }
+        .await;
+        self.pieces.clear();
+        self.held.clear();
+        self.bytes = 0;
+        self.count = 0;
+        result
+    }
+}
+
+/// Polls `f` once: its output if that is ready, else `None` (its waker stays registered).
+async fn poll_once<F: std::future::Future>(mut f: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 /// Most iovecs handed to one `writev` (Linux's IOV_MAX is 1024).
@@ -562,5 +654,131 @@ mod tests {
             r
         });
         assert_eq!(err.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A connection's write half that keeps what was written, and when and how much of it
+    /// each flush (one send of answers) had.
+    #[derive(Default)]
+    struct Recorder {
+        out: Vec<u8>,
+        flushes: Vec<(std::time::Instant, usize)>,
+    }
+
+    impl Out for Recorder {}
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.out.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            let n = self.out.len();
+            self.flushes.push((std::time::Instant::now(), n));
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Each response's correlation id and where it ends in `out`.
+    fn responses(out: &[u8]) -> Vec<(i32, usize)> {
+        let mut at = 0;
+        let mut found = Vec::new();
+        while at + 8 <= out.len() {
+            let len = i32::from_be_bytes(out[at..at + 4].try_into().unwrap()) as usize;
+            let corr = i32::from_be_bytes(out[at + 4..at + 8].try_into().unwrap());
+            at += 4 + len;
+            found.push((corr, at));
+        }
+        assert_eq!(at, out.len(), "a response was cut short");
+        found
+    }
+
+    /// Serves `input` (requests back to back, as a pipelining client sends them) on a fresh
+    /// broker with topic `t`; what the connection wrote.
+    fn serve_requests(input: Vec<u8>) -> (Recorder, std::time::Instant) {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(
+            crate::broker::Broker::open(crate::broker::BrokerConfig::with_defaults(
+                dir.path().to_path_buf(),
+            ))
+            .unwrap(),
+        );
+        broker
+            .create_topic("t", 1, Default::default(), false)
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut rec = Recorder::default();
+        let start = std::time::Instant::now();
+        rt.block_on(super::requests(
+            &input[..],
+            &mut rec,
+            "127.0.0.1:1".parse().unwrap(),
+            &broker,
+            crate::auth::Session::plaintext("127.0.0.1"),
+        ));
+        (rec, start)
+    }
+
+    fn api_versions(correlation: i32) -> bytes::BytesMut {
+        crate::client::encode_request(
+            &kafka_protocol::messages::ApiVersionsRequest::default(),
+            3,
+            correlation,
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn answers_to_pipelined_requests_go_out_together_in_order() {
+        let mut input = Vec::new();
+        for c in 0..16 {
+            input.extend_from_slice(&api_versions(c));
+        }
+        let (rec, _) = serve_requests(input);
+        let got: Vec<i32> = responses(&rec.out).iter().map(|r| r.0).collect();
+        assert_eq!(got, (0..16).collect::<Vec<_>>());
+        // One send for all sixteen: they were all read before the first was answered.
+        assert_eq!(rec.flushes.len(), 1, "{:?}", rec.flushes);
+    }
+
+    #[test]
+    fn an_answer_is_not_held_back_by_a_request_that_waits() {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{FetchRequest, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        let fetch = FetchRequest::default()
+            .with_max_wait_ms(1500)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let mut input = api_versions(1).to_vec();
+        input.extend_from_slice(&crate::client::encode_request(&fetch, 12, 2, "test").unwrap());
+        input.extend_from_slice(&api_versions(3));
+        let (rec, start) = serve_requests(input);
+        let got = responses(&rec.out);
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+        // The first answer went out on its own, before the fetch's long poll (on an empty
+        // partition: the whole 1.5 s) was over; the other two after it.
+        let (first_at, first_len) = rec.flushes[0];
+        assert_eq!(first_len, got[0].1);
+        assert!(first_at - start < std::time::Duration::from_millis(1000));
+        let (last_at, last_len) = *rec.flushes.last().unwrap();
+        assert_eq!(last_len, rec.out.len());
+        assert!(last_at - start >= std::time::Duration::from_millis(1400));
     }
 }
