@@ -153,25 +153,27 @@ async fn connection<R, W>(
     R: AsyncRead + Unpin,
     W: Out,
 {
-    requests(rd, &mut wr, peer, broker, session).await;
+    requests(rd, &mut wr, peer, broker, session, ANSWER_HOLD).await;
     // However it ended: a TLS connection ends with close_notify, or with the fatal alert its
     // reader's failure calls for (RFC 8446 §6); a plaintext one with its FIN.
     let _ = tokio::time::timeout(CLOSE_WAIT, wr.shutdown()).await;
 }
 
+/// Serves a connection's requests; answers are kept back at most `hold` (see [`Answered`]).
 async fn requests<R, W>(
     rd: R,
     wr: &mut W,
     peer: SocketAddr,
     broker: &Arc<Broker>,
     mut session: Session,
+    hold: Duration,
 ) where
     R: AsyncRead + Unpin,
     W: Out,
 {
     let mut frames =
         FrameReader::new(rd, MAX_REQUEST_BYTES).with_pool(broker.limits.memory.clone());
-    let mut answered = Answered::default();
+    let mut answered = Answered::new(hold);
     loop {
         let authenticated = session.authenticated(Instant::now());
         frames.set_max(if authenticated {
@@ -241,6 +243,8 @@ async fn requests<R, W>(
                 }
             }
         };
+        // The request is handled: its memory goes back now, not with its answer.
+        drop(request_memory);
         let response_memory = std::mem::take(&mut session.response_memory);
         if !session.delay_response.is_zero() {
             // A failed login's delay is this answer's alone.
@@ -252,7 +256,7 @@ async fn requests<R, W>(
         }
         match answer {
             Ok(Some((head, rest))) => {
-                answered.push(head, rest, [request_memory, response_memory]);
+                answered.push(head, rest, response_memory);
             }
             Ok(None) => {}
             Err(e) => {
@@ -283,13 +287,20 @@ async fn requests<R, W>(
     }
 }
 
+/// How long an answer may be kept back for the ones after it: handlers that are ready at
+/// once may still block their thread (a write stalled by dirty-page throttling), and the
+/// earliest answer must not wait behind many of them.
+const ANSWER_HOLD: Duration = Duration::from_millis(1);
+
 /// Answers handled but not yet written, in order, with the memory they hold from the pool.
-#[derive(Default)]
 struct Answered {
     pieces: Vec<Piece>,
     bytes: usize,
     count: usize,
     held: Vec<crate::limits::memory::Held>,
+    /// When the first answer kept back was ready.
+    since: Option<Instant>,
+    hold: Duration,
 }
 
 impl Answered {
@@ -297,21 +308,32 @@ impl Answered {
     const MAX_COUNT: usize = 64;
     const MAX_BYTES: usize = 1 << 20;
 
-    fn push(
-        &mut self,
-        head: bytes::BytesMut,
-        rest: Vec<Piece>,
-        held: [crate::limits::memory::Held; 2],
-    ) {
+    fn new(hold: Duration) -> Answered {
+        Answered {
+            pieces: Vec::new(),
+            bytes: 0,
+            count: 0,
+            held: Vec::new(),
+            since: None,
+            hold,
+        }
+    }
+
+    fn push(&mut self, head: bytes::BytesMut, rest: Vec<Piece>, held: crate::limits::memory::Held) {
+        self.since.get_or_insert_with(Instant::now);
         self.bytes += head.len() + rest.iter().map(Piece::len).sum::<usize>();
         self.count += 1;
         self.pieces.push(Piece::Mem(head.freeze()));
         self.pieces.extend(rest);
-        self.held.extend(held.into_iter().filter(|h| h.bytes() > 0));
+        if held.bytes() > 0 {
+            self.held.push(held);
+        }
     }
 
     fn full(&self) -> bool {
-        self.count >= Self::MAX_COUNT || self.bytes >= Self::MAX_BYTES
+        self.count >= Self::MAX_COUNT
+            || self.bytes >= Self::MAX_BYTES
+            || self.since.is_some_and(|t| t.elapsed() >= self.hold)
     }
 
     /// Writes every answer kept back (and flushes: a TLS stream holds written bytes until
@@ -327,8 +349,14 @@ impl Answered {
         .await;
         self.pieces.clear();
         self.held.clear();
+        // A fetch over thousands of partitions must not leave its piece list behind on a
+        // connection for good.
+        if self.pieces.capacity() > 1024 {
+            self.pieces.shrink_to(64);
+        }
         self.bytes = 0;
         self.count = 0;
+        self.since = None;
         result
     }
 }
@@ -509,6 +537,7 @@ mod tests {
     use std::pin::Pin;
     use std::sync::Arc;
     use std::task::{Context, Poll};
+    use std::time::Duration;
     use tokio::io::AsyncWrite;
 
     /// A writer that takes at most `step` bytes per call, vectored, as a busy socket does.
@@ -700,8 +729,9 @@ mod tests {
     }
 
     /// Serves `input` (requests back to back, as a pipelining client sends them) on a fresh
-    /// broker with topic `t`; what the connection wrote.
-    fn serve_requests(input: Vec<u8>) -> (Recorder, std::time::Instant) {
+    /// broker with topic `t`, keeping answers back at most `hold`; what the connection
+    /// wrote.
+    fn serve_requests(input: Vec<u8>, hold: Duration) -> (Recorder, std::time::Instant) {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(
             crate::broker::Broker::open(crate::broker::BrokerConfig::with_defaults(
@@ -724,6 +754,7 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             &broker,
             crate::auth::Session::plaintext("127.0.0.1"),
+            hold,
         ));
         (rec, start)
     }
@@ -744,11 +775,45 @@ mod tests {
         for c in 0..16 {
             input.extend_from_slice(&api_versions(c));
         }
-        let (rec, _) = serve_requests(input);
+        // (A long hold: a slow test machine must not split them.)
+        let (rec, _) = serve_requests(input, Duration::from_secs(30));
         let got: Vec<i32> = responses(&rec.out).iter().map(|r| r.0).collect();
         assert_eq!(got, (0..16).collect::<Vec<_>>());
         // One send for all sixteen: they were all read before the first was answered.
         assert_eq!(rec.flushes.len(), 1, "{:?}", rec.flushes);
+    }
+
+    #[test]
+    fn answers_are_kept_back_only_so_many_and_so_long() {
+        let mut input = Vec::new();
+        for c in 0..100 {
+            input.extend_from_slice(&api_versions(c));
+        }
+        let (rec, _) = serve_requests(input.clone(), Duration::from_secs(30));
+        let got = responses(&rec.out);
+        assert_eq!(got.len(), 100);
+        let sends: Vec<usize> = rec.flushes.iter().map(|f| f.1).collect();
+        assert_eq!(sends, [got[63].1, got[99].1], "64 at most in one send");
+        // With no time to wait, each answer goes out on its own.
+        let (rec, _) = serve_requests(input, Duration::ZERO);
+        assert_eq!(responses(&rec.out).len(), 100);
+        assert_eq!(rec.flushes.len(), 100);
+    }
+
+    #[test]
+    fn answers_before_a_bad_request_still_go_out() {
+        let mut input = Vec::new();
+        for c in 0..3 {
+            input.extend_from_slice(&api_versions(c));
+        }
+        // API key 9999 exists in no Kafka: the connection is closed at it.
+        let mut bad = api_versions(3);
+        bad[4..6].copy_from_slice(&9999i16.to_be_bytes());
+        input.extend_from_slice(&bad);
+        input.extend_from_slice(&api_versions(4));
+        let (rec, _) = serve_requests(input, Duration::from_secs(30));
+        let got: Vec<i32> = responses(&rec.out).iter().map(|r| r.0).collect();
+        assert_eq!(got, [0, 1, 2]);
     }
 
     #[test]
@@ -769,7 +834,7 @@ mod tests {
         let mut input = api_versions(1).to_vec();
         input.extend_from_slice(&crate::client::encode_request(&fetch, 12, 2, "test").unwrap());
         input.extend_from_slice(&api_versions(3));
-        let (rec, start) = serve_requests(input);
+        let (rec, start) = serve_requests(input, Duration::from_secs(30));
         let got = responses(&rec.out);
         assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
         // The first answer went out on its own, before the fetch's long poll (on an empty
