@@ -455,3 +455,56 @@ proptest! {
         }
     }
 }
+
+/// Once a segment holds a megabyte it reserves blocks ahead of its appends, and gives back
+/// what is left of them when it is sealed; the files' lengths never show them.
+#[test]
+fn blocks_are_reserved_ahead_and_given_back_at_the_roll() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 8 << 20,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg).unwrap();
+    let value = vec![7u8; 64 * 1024];
+    let append = |log: &mut Log| {
+        let b = batch(&[&value], 1000);
+        let parsed = batch::split_batches(&b).unwrap();
+        log.append(&b, &parsed, 0).unwrap();
+    };
+    let first = dir.path().join("00000000000000000000.log");
+    let on_disk = |p: &std::path::Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.len(), m.blocks() * 512)
+    };
+    for _ in 0..48 {
+        append(&mut log);
+    }
+    let (len, blocks) = on_disk(&first);
+    assert!(len > 3 << 20 && len < 4 << 20, "{len}");
+    assert!(
+        blocks >= len + (1 << 20),
+        "{blocks} bytes of blocks for {len}"
+    );
+    // Past 8 MiB the segment rolls: sealed, it keeps no more than its records' blocks.
+    for _ in 0..96 {
+        append(&mut log);
+    }
+    let logs = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert_eq!(logs, 2);
+    let (len, blocks) = on_disk(&first);
+    assert!(
+        blocks < len + (64 << 10),
+        "{blocks} bytes of blocks for {len} once sealed"
+    );
+}

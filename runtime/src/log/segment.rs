@@ -44,7 +44,18 @@ pub struct Segment {
     bytes_since_entry: u64,
     /// When this segment took its first batch in this process (drives `segment.ms`).
     pub opened_at: Instant,
+    /// The end of the blocks reserved ahead of the appends (`File::preallocate`); 0 until
+    /// the first reservation, `u64::MAX` where the file system has none.
+    reserved: u64,
 }
+
+/// A segment reserves blocks ahead of its appends once it holds this much, in steps of its
+/// size so far, up to [`RESERVE_MAX`]: ext4's per-page delayed allocation was a quarter of a
+/// 1 KiB produce's broker CPU, and reserved blocks skip it (a C writer of 1 GiB in 600 kB
+/// writes: 0.18-0.22 s of CPU against 0.24-0.36, the writeback included). A partition that
+/// gets little never reserves; one that gets much holds at most its size, and 16 MiB, unused.
+const RESERVE_FROM: u64 = 1 << 20;
+const RESERVE_MAX: u64 = 16 << 20;
 
 pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
@@ -90,6 +101,7 @@ impl Segment {
             sealed: None,
             bytes_since_entry: 0,
             opened_at: Instant::now(),
+            reserved: 0,
         })
     }
 
@@ -360,6 +372,7 @@ impl Segment {
         if self.size == 0 {
             self.opened_at = Instant::now();
         }
+        self.reserve_for((prefix.len() + rest.len()) as u64);
         if let Err(e) = self
             .file
             .write_all_vectored(&[IoSlice::new(prefix), IoSlice::new(rest)])
@@ -405,6 +418,34 @@ impl Segment {
         }
         // No fsync here: that is the flusher's job (see `flush.rs`), off the append path.
         self.release_indexes();
+        // A sealed segment takes no more appends: what was reserved past its end goes back
+        // (setting a file's length frees the blocks past it, however many a restart or a
+        // kill -9 left there).
+        if let Err(err) = self.file.set_len(self.size) {
+            tracing::debug!(segment = %self.log_path.display(), %err, "reserved blocks not given back");
+        }
+        self.reserved = 0;
+    }
+
+    /// Reserves blocks ahead of an append of `len` bytes (see [`RESERVE_FROM`]).
+    fn reserve_for(&mut self, len: u64) {
+        let end = self.size + len;
+        if self.reserved == u64::MAX || end <= self.reserved || self.size < RESERVE_FROM {
+            return;
+        }
+        let from = self.reserved.max(self.size);
+        let step = self.size.min(RESERVE_MAX).max(len);
+        match self.file.preallocate(from, end - from + step) {
+            Ok(()) => self.reserved = end + step,
+            Err(err) => {
+                // Not supported here, or the disk is full (the append will say so): appends
+                // go on without reservations.
+                tracing::debug!(segment = %self.log_path.display(), %err, "blocks not reserved");
+                if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    self.reserved = u64::MAX;
+                }
+            }
+        }
     }
 
     /// The time retention ages this segment from: its newest record timestamp, or, when its
